@@ -1,0 +1,92 @@
+"""One line (or one JSON object) per bus message, for ``watch`` and ``audit``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from bus.subjects import PREFIX
+from schemas.codec import ATTEMPT_FAILED, COMMAND, DISPATCH, EVENT, OUTCOME, REQUEST
+from schemas.errors import SchemaError
+
+
+def decode(subject: str, data: bytes) -> tuple[str, dict[str, Any]]:
+    """(kind, fields) of a bus message; undecodable payloads are shown raw."""
+    parts = subject.split(".")
+    area = parts[1] if len(parts) > 1 and parts[0] == PREFIX else ""
+    try:
+        if area == "event":
+            ev = EVENT.decode(data)
+            return str(type(ev).__struct_config__.tag), msgspec.to_builtins(ev)
+        if area == "cmd":
+            cmd = COMMAND.decode(data)
+            return "cmd." + str(type(cmd).__struct_config__.tag), msgspec.to_builtins(cmd)
+        if area == "request":
+            req = REQUEST.decode(data)
+            return "request", _request_fields(msgspec.to_builtins(req))
+        if area == "dispatch":
+            d = DISPATCH.decode(data)
+            fields = {"request_id": d.request.id, "attempt": d.attempt, **msgspec.to_builtins(d.target)}
+            return "dispatch", fields
+        if area == "result" and subject.endswith(".failed"):
+            return "attempt.failed", msgspec.to_builtins(ATTEMPT_FAILED.decode(data))
+        if area == "result":
+            out = OUTCOME.decode(data)
+            return "result." + str(type(out).__struct_config__.tag), msgspec.to_builtins(out)
+    except SchemaError:
+        pass
+    try:
+        return "raw", {"data": json.loads(data)}
+    except ValueError:
+        return "raw", {"data": data[:200].decode(errors="replace")}
+
+
+def _request_fields(req: dict[str, Any]) -> dict[str, Any]:
+    text = req.get("prompt") or " | ".join(m["content"] for m in req.get("messages") or [])
+    return {
+        "id": req["id"],
+        "model": req.get("model"),
+        "mode": req.get("mode"),
+        "priority": req.get("priority"),
+        "prompt": text[:80] + ("..." if len(text) > 80 else ""),
+    }
+
+
+_SKIP = {"kind", "at", "source", "created_at"}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, separators=(",", ":"))
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def line(when: datetime, subject: str, data: bytes) -> str:
+    kind, fields = decode(subject, data)
+    source = fields.get("source") if isinstance(fields, dict) else None
+    shown = " ".join(
+        f"{k}={_short(v)}" for k, v in fields.items() if k not in _SKIP and v not in (None, "", [], {}, 0, 0.0)
+    )
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    by = f" [{source}]" if source else ""
+    return f"{stamp} {kind}{by} {shown}".rstrip()
+
+
+def as_json(when: datetime, subject: str, data: bytes, seq: int | None = None) -> str:
+    kind, fields = decode(subject, data)
+    record: dict[str, Any] = {
+        "time": when.astimezone(UTC).isoformat(),
+        "subject": subject,
+        "kind": kind,
+        "data": fields,
+    }
+    if seq is not None:
+        record["seq"] = seq
+    return json.dumps(record, separators=(",", ":"))

@@ -1,0 +1,148 @@
+"""``orchestra status``: streams, consumers, pending counts and the live state in KV."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from bus import subjects
+from bus.cli.common import config_of, connect_cli
+from bus.kv import TypedKV
+from schemas.codec import Codec
+from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
+
+_STATE: dict[str, Codec[Any]] = {
+    subjects.KV_HOSTS: Codec(HostState),
+    subjects.KV_TIERS: Codec(TierState),
+    subjects.KV_PHASE: Codec(PhaseState),
+    subjects.KV_PROVIDERS: Codec(ProviderState),
+    subjects.KV_QUEUES: Codec(QueueState),
+}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("status", help="streams, consumers, pending work and live state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_status(args))
+
+
+async def collect(js: JetStreamContext) -> dict[str, Any]:
+    report: dict[str, Any] = {"streams": [], "state": {}}
+    for spec in subjects.STREAMS:
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            report["streams"].append({"name": spec.name, "missing": True})
+            continue
+        consumers = []
+        for c in await js.consumers_info(spec.name):
+            consumers.append(
+                {
+                    "name": c.name,
+                    "pending": c.num_pending,
+                    "ack_pending": c.num_ack_pending,
+                    "redelivered": c.num_redelivered,
+                    "waiting": c.num_waiting,
+                }
+            )
+        st = info.state
+        report["streams"].append(
+            {
+                "name": spec.name,
+                "subjects": spec.subjects,
+                "messages": st.messages,
+                "bytes": st.bytes,
+                "first": _ts(getattr(st, "first_ts", None)),
+                "last": _ts(getattr(st, "last_ts", None)),
+                "consumers": consumers,
+            }
+        )
+    for bucket, codec in _STATE.items():
+        try:
+            kv = await TypedKV.open(js, bucket, codec)
+            report["state"][bucket] = {k: msgspec.to_builtins(v) for k, v in (await kv.items()).items()}
+        except NotFoundError:
+            report["state"][bucket] = None
+    return report
+
+
+def _ts(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="seconds")
+    return str(value)
+
+
+def _print(report: dict[str, Any]) -> None:
+    print("STREAM        MESSAGES        BYTES  LAST")
+    for s in report["streams"]:
+        if s.get("missing"):
+            print(f"{s['name']:<12}  (not created yet: start an actor or `orchestra up`)")
+            continue
+        print(f"{s['name']:<12} {s['messages']:>9} {s['bytes']:>12}  {s['last'] or '-'}")
+        for c in s["consumers"]:
+            print(
+                f"  consumer {c['name']:<28} pending={c['pending']} ack_pending={c['ack_pending']} "
+                f"redelivered={c['redelivered']} waiting={c['waiting']}"
+            )
+    state = report["state"]
+    hosts = state.get(subjects.KV_HOSTS) or {}
+    print("\nHOSTS" if hosts else "\nHOSTS: none reported")
+    now = datetime.now(UTC).timestamp()
+    for name, h in sorted(hosts.items()):
+        age = now - h.get("heartbeat_at", 0)
+        up = "up" if h.get("up") and age < 30 else f"DOWN (last heartbeat {age:.0f}s ago)"
+        cards = ", ".join(
+            f"{c['card']} {c['used_bytes'] / 1e9:.2f}/{c['total_bytes'] / 1e9:.2f} GB" for c in h["cards"]
+        )
+        print(f"  {name}: {up}; {cards}")
+        for m in h.get("models", []):
+            print(
+                f"    {m['model']}#{m.get('instance', 0)} {m.get('keep_alive', '')} in_flight={m.get('in_flight', 0)} "
+                f"queue={m.get('queue_depth', 0)} tok/s={m.get('tokens_per_s', 0):.1f}"
+            )
+    for bucket, title in (
+        (subjects.KV_TIERS, "TIERS"),
+        (subjects.KV_PHASE, "PHASE"),
+        (subjects.KV_PROVIDERS, "PROVIDERS"),
+        (subjects.KV_QUEUES, "QUEUES"),
+    ):
+        values = state.get(bucket) or {}
+        if values:
+            print(f"\n{title}")
+            for name, v in sorted(values.items()):
+                shown = " ".join(
+                    f"{k}={v[k]}" for k in v if k not in ("tier", "provider", "target", "phase") or k == "phase"
+                )
+                print(f"  {name}: {shown}")
+
+
+async def _status(args: argparse.Namespace) -> int:
+    cfg = config_of(args)
+    nc = await connect_cli(cfg)
+    try:
+        report = await collect(nc.jetstream())
+        report["server"] = {
+            "url": nc.connected_url.netloc if nc.connected_url else None,
+            "version": str(nc.connected_server_version),
+        }
+    finally:
+        await nc.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(f"NATS {report['server']['url']} (nats-server {report['server']['version']})\n")
+        _print(report)
+    return 0

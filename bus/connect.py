@@ -1,0 +1,111 @@
+"""Connections to NATS: the first connect is retried (honcho starts processes in no order),
+reconnects go on forever, and connection trouble is logged once per episode without tracebacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+
+from bus.errors import ConnectError
+from schemas.config.bus import BusCfg
+
+log = logging.getLogger(__name__)
+
+
+class _QuietErrors:
+    """error_cb that logs a repeated error once, then a summary at most every 30 s."""
+
+    def __init__(self, name: str, level: int = logging.WARNING) -> None:
+        self.name = name
+        self.level = level
+        self.last: str | None = None
+        self.count = 0
+        self.last_log = 0.0
+
+    async def __call__(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        now = time.monotonic()
+        if text != self.last:
+            self.last, self.count, self.last_log = text, 1, now
+            log.log(self.level, "%s: nats connection problem: %s", self.name, text)
+        else:
+            self.count += 1
+            if now - self.last_log > 30:
+                self.last_log = now
+                log.log(self.level, "%s: nats still failing (%d times): %s", self.name, self.count, text)
+
+    def reset(self) -> None:
+        self.last, self.count = None, 0
+
+
+def auth_options(bus: BusCfg) -> dict[str, object]:
+    """user/password, token or creds from the environment variables the config names."""
+    opts: dict[str, object] = {}
+    auth = bus.auth
+    if auth.user:
+        opts["user"] = auth.user
+        if auth.password_env:
+            opts["password"] = os.environ.get(auth.password_env, "")
+    if auth.token_env and os.environ.get(auth.token_env):
+        opts["token"] = os.environ[auth.token_env]
+    if auth.creds_file:
+        opts["user_credentials"] = auth.creds_file
+    return opts
+
+
+async def connect(
+    bus: BusCfg,
+    *,
+    name: str,
+    wait: float | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    quiet: bool = False,
+) -> NATS:
+    """Connect, retrying the first connect for up to ``wait`` seconds (None: forever).
+    ``quiet``: connection problems are logged at DEBUG (the CLI reports one line itself)."""
+    errors = _QuietErrors(name, logging.DEBUG if quiet else logging.WARNING)
+
+    async def error_cb(exc: Exception) -> None:  # nats-py wants a coroutine function
+        await errors(exc)
+
+    async def disconnected() -> None:
+        log.warning("%s: disconnected from nats", name)
+        if on_disconnect:
+            await on_disconnect()
+
+    async def reconnected() -> None:
+        errors.reset()
+        log.info("%s: reconnected to nats", name)
+        if on_reconnect:
+            await on_reconnect()
+
+    options = dict(
+        servers=bus.servers,
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=float(bus.reconnect_wait),
+        connect_timeout=float(bus.connect_timeout),
+        ping_interval=5,
+        max_outstanding_pings=3,
+        error_cb=error_cb,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        **auth_options(bus),
+    )
+    # With max_reconnect_attempts=-1 nats-py retries the first connect too (quietly, via error_cb).
+    try:
+        nc = await asyncio.wait_for(nats.connect(**options), wait)  # type: ignore[arg-type]
+    except TimeoutError as exc:
+        raise ConnectError(f"no NATS server answered at {', '.join(bus.servers)} within {wait:g}s") from exc
+    if errors.count:
+        log.info("%s: connected to nats", name)
+        errors.reset()
+    return nc

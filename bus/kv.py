@@ -1,0 +1,118 @@
+"""Typed JetStream KV buckets and live views.
+
+    TypedKV(kv, codec)    put / get / delete / items of one bucket, values are Structs
+    LiveView              a dict kept current by a KV watch; readers never do I/O on the hot path
+
+Names are escaped into KV keys with :func:`bus.subjects.kv_key` and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from bus.subjects import kv_key, un_kv_key
+from schemas.codec import Codec, encode
+from schemas.errors import SchemaError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TypedKV(Generic[T]):
+    def __init__(self, kv: KeyValue, codec: Codec[T]) -> None:
+        self.kv = kv
+        self.codec = codec
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str, codec: Codec[T]) -> TypedKV[T]:
+        return cls(await js.key_value(bucket), codec)
+
+    async def put(self, name: str, value: T) -> int:
+        return await self.kv.put(kv_key(name), encode(value))
+
+    async def get(self, name: str) -> T | None:
+        try:
+            entry = await self.kv.get(kv_key(name))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.operation in (KV_DEL, KV_PURGE):
+            return None
+        return self.codec.decode(entry.value)
+
+    async def delete(self, name: str) -> None:
+        await self.kv.delete(kv_key(name))
+
+    async def items(self) -> dict[str, T]:
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return {}
+        out: dict[str, T] = {}
+        for key in keys:
+            value = await self.get(un_kv_key(key))
+            if value is not None:
+                out[un_kv_key(key)] = value
+        return out
+
+    async def watch(self) -> AsyncIterator[tuple[str, T | None] | None]:
+        """Current values, then ``None`` (caught up), then every change; deletes yield (name, None)."""
+        watcher = await self.kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    yield None
+                    continue
+                name = un_kv_key(entry.key)
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    yield name, None
+                    continue
+                try:
+                    yield name, self.codec.decode(entry.value)
+                except SchemaError as exc:
+                    log.warning("ignoring malformed %s in %s: %s", name, self.kv._name, exc)
+        finally:
+            await watcher.stop()
+
+
+class LiveView(Generic[T]):
+    """A dict mirrored from a KV bucket. Run ``run()`` as a supervised task; wait on ``ready``."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        codec: Codec[T],
+        on_change: Callable[[str, T | None], None] | None = None,
+    ) -> None:
+        self.js, self.bucket, self.codec, self.on_change = js, bucket, codec, on_change
+        self.data: dict[str, T] = {}
+        self.ready = asyncio.Event()
+
+    def get(self, name: str) -> T | None:
+        return self.data.get(name)
+
+    async def run(self) -> None:
+        kv = await TypedKV.open(self.js, self.bucket, self.codec)
+        fresh: dict[str, T] | None = {}  # rebuilt from scratch on every (re)start of the watch
+        async for item in kv.watch():
+            if item is None:
+                if fresh is not None:
+                    self.data = fresh
+                    fresh = None
+                    self.ready.set()
+                continue
+            name, value = item
+            target = fresh if fresh is not None else self.data
+            if value is None:
+                target.pop(name, None)
+            else:
+                target[name] = value
+            if fresh is None and self.on_change is not None:
+                self.on_change(name, value)

@@ -1,0 +1,129 @@
+"""Streams and KV buckets from the topology in :mod:`bus.subjects`: created when missing, updated in
+place when their configuration changed (never deleted and recreated), refused when subjects overlap."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from bus.errors import ProvisionError
+from bus.subjects import BUCKETS, STREAMS, KVSpec, StreamSpec, find_overlaps
+from schemas.config.bus import StreamsCfg
+
+log = logging.getLogger(__name__)
+
+# Fields we own; anything else on an existing stream (set by an operator) is left alone.
+_COMPARED = ("subjects", "max_age", "duplicate_window", "num_replicas", "max_bytes", "max_msgs_per_subject")
+
+
+def stream_config(spec: StreamSpec, cfg: StreamsCfg) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description or None,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
+        max_age=float(cfg.history),
+        duplicate_window=float(cfg.dedupe_window),
+        num_replicas=cfg.replicas,
+        max_bytes=int(cfg.max_bytes) if cfg.max_bytes else -1,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    changed = []
+    for name in _COMPARED:
+        a, b = getattr(current, name), getattr(wanted, name)
+        if name == "subjects":
+            a, b = sorted(a or []), sorted(b or [])
+        elif name in ("max_age", "duplicate_window"):
+            a, b = round(float(a or 0), 3), round(float(b or 0), 3)
+        elif name in ("max_bytes", "max_msgs_per_subject"):
+            a, b = a if a is not None else -1, b if b is not None else -1
+        if a != b:
+            changed.append(name)
+    return changed
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, cfg: StreamsCfg) -> str:
+    """Create or update one stream. Returns "created", "updated" or "unchanged"."""
+    wanted = stream_config(spec, cfg)
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(wanted)
+        except Exception as exc:
+            raise ProvisionError(f"cannot create stream {spec.name}: {exc}") from exc
+        log.info("created stream %s %s", spec.name, spec.subjects)
+        return "created"
+    changed = _differs(info.config, wanted)
+    if not changed:
+        return "unchanged"
+    try:
+        await js.update_stream(wanted)
+    except Exception as exc:
+        raise ProvisionError(f"cannot update stream {spec.name} ({', '.join(changed)}): {exc}") from exc
+    log.info("updated stream %s: %s", spec.name, ", ".join(changed))
+    return "updated"
+
+
+async def ensure_bucket(js: JetStreamContext, spec: KVSpec, cfg: StreamsCfg) -> str:
+    try:
+        kv = await js.key_value(spec.bucket)
+    except (BucketNotFoundError, NotFoundError):
+        config = KeyValueConfig(
+            bucket=spec.bucket,
+            description=spec.description or None,
+            history=spec.history,
+            ttl=spec.ttl,
+            storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
+            replicas=cfg.replicas,
+        )
+        try:
+            await js.create_key_value(config)
+        except Exception as exc:
+            raise ProvisionError(f"cannot create KV bucket {spec.bucket}: {exc}") from exc
+        log.info("created KV bucket %s", spec.bucket)
+        return "created"
+    status = await kv.status()
+    current = status.stream_info.config
+    want_age = float(spec.ttl or 0)
+    if round(float(current.max_age or 0), 3) != round(want_age, 3) or current.max_msgs_per_subject != spec.history:
+        updated = StreamConfig.from_response(current.as_dict())
+        updated.max_age = want_age
+        updated.max_msgs_per_subject = spec.history
+        try:
+            await js.update_stream(updated)
+        except Exception as exc:
+            raise ProvisionError(f"cannot update KV bucket {spec.bucket}: {exc}") from exc
+        log.info("updated KV bucket %s", spec.bucket)
+        return "updated"
+    return "unchanged"
+
+
+async def provision(
+    js: JetStreamContext,
+    cfg: StreamsCfg,
+    streams: list[StreamSpec] | None = None,
+    buckets: list[KVSpec] | None = None,
+) -> dict[str, str]:
+    """Ensure every stream and bucket exists with the declared configuration (idempotent)."""
+    streams = STREAMS if streams is None else streams
+    buckets = BUCKETS if buckets is None else buckets
+    overlaps = find_overlaps(streams)
+    if overlaps:
+        a, sa, b, sb = overlaps[0]
+        raise ProvisionError(f"streams {a} ({sa}) and {b} ({sb}) overlap; JetStream refuses overlapping streams")
+    outcome = {}
+    for spec in streams:
+        outcome[spec.name] = await ensure_stream(js, spec, cfg)
+    for kv in buckets:
+        outcome[f"KV_{kv.bucket}"] = await ensure_bucket(js, kv, cfg)
+    return outcome

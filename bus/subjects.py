@@ -1,0 +1,231 @@
+"""The subject map: every subject, stream and KV bucket of the orchestra, in one place.
+
+    orch.request.<priority>.<id>              GenerateRequest                      stream REQUESTS
+    orch.dispatch.host.<host>.<model>         Dispatch to a gpu_host               stream DISPATCH
+    orch.dispatch.cloud.<provider>.<model>    Dispatch to the cloud_proxy          stream DISPATCH
+    orch.result.<id>                          the one final Outcome of a request   stream RESULTS
+    orch.result.<id>.failed                   AttemptFailed (for the router)       stream RESULTS
+    orch.stream.<id>                          StreamChunk (core NATS, not stored)
+    orch.event.<kind>                         Event (kind has dots: model.loaded)  stream EVENTS
+    orch.cmd.host.<host>.<verb>               host load / unload / swap            stream COMMANDS
+    orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.router.overflow | orch.cmd.alert.ack
+    orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
+    orch.svc.<service>                        request/reply services (core NATS)
+
+Model names may hold characters that subjects and KV keys cannot ('.', ':', '+'): ``token`` and
+``kv_key`` escape them reversibly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from schemas.base import Priority, Tier
+from schemas.commands import (
+    AckAlert,
+    Command,
+    LoadModel,
+    SetOverflow,
+    SetPhase,
+    SetTier,
+    SwapModels,
+    UnloadModel,
+)
+from schemas.events import Event, event_kind
+
+PREFIX = "orch"
+
+# --- escaping ------------------------------------------------------------------------------------
+_TOKEN_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+_KEY_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def token(name: str) -> str:
+    """A subject token for any name: characters other than [A-Za-z0-9_-] become ~XX (hex)."""
+    return _TOKEN_SAFE.sub(lambda m: "".join(f"~{b:02x}" for b in m.group().encode()), name)
+
+
+def untoken(tok: str) -> str:
+    return re.sub(r"(?:~[0-9a-f]{2})+", lambda m: bytes.fromhex(m.group().replace("~", "")).decode(), tok)
+
+
+def kv_key(name: str) -> str:
+    """A KV key for any name: characters other than [A-Za-z0-9_.-] become =XX (hex)."""
+    return _KEY_SAFE.sub(lambda m: "".join(f"={b:02x}" for b in m.group().encode()), name)
+
+
+def un_kv_key(key: str) -> str:
+    return re.sub(r"(?:=[0-9a-f]{2})+", lambda m: bytes.fromhex(m.group().replace("=", "")).decode(), key)
+
+
+# --- subjects ------------------------------------------------------------------------------------
+REQUEST_ALL = f"{PREFIX}.request.>"
+DISPATCH_ALL = f"{PREFIX}.dispatch.>"
+DISPATCH_HOSTS = f"{PREFIX}.dispatch.host.>"
+DISPATCH_CLOUD = f"{PREFIX}.dispatch.cloud.>"
+RESULT_ALL = f"{PREFIX}.result.>"
+RESULT_FINAL = f"{PREFIX}.result.*"
+RESULT_FAILED = f"{PREFIX}.result.*.failed"
+STREAM_ALL = f"{PREFIX}.stream.*"
+EVENT_ALL = f"{PREFIX}.event.>"
+COMMAND_ALL = f"{PREFIX}.cmd.>"
+DLQ_ALL = f"{PREFIX}.dlq.>"
+
+SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
+SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
+SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
+
+
+def request(priority: Priority, request_id: str) -> str:
+    return f"{PREFIX}.request.{priority}.{request_id}"
+
+
+def request_priority(priority: Priority) -> str:
+    return f"{PREFIX}.request.{priority}.*"
+
+
+def dispatch_host(host: str, model: str) -> str:
+    return f"{PREFIX}.dispatch.host.{host}.{token(model)}"
+
+
+def dispatch_host_all(host: str) -> str:
+    return f"{PREFIX}.dispatch.host.{host}.>"
+
+
+def dispatch_cloud(provider: str, model: str) -> str:
+    return f"{PREFIX}.dispatch.cloud.{provider}.{token(model)}"
+
+
+def result(request_id: str) -> str:
+    return f"{PREFIX}.result.{request_id}"
+
+
+def attempt_failed(request_id: str) -> str:
+    return f"{PREFIX}.result.{request_id}.failed"
+
+
+def chunks(request_id: str) -> str:
+    return f"{PREFIX}.stream.{request_id}"
+
+
+def event(ev: Event) -> str:
+    return f"{PREFIX}.event.{event_kind(ev)}"
+
+
+def service_status(actor: str) -> str:
+    return f"{PREFIX}.svc.status.{actor}"
+
+
+def host_commands(host: str) -> str:
+    return f"{PREFIX}.cmd.host.{host}.>"
+
+
+def command(cmd: Command) -> str:
+    """The subject a command is published on, derived from the command itself."""
+    match cmd:
+        case LoadModel(host=host):
+            return f"{PREFIX}.cmd.host.{host}.load"
+        case UnloadModel(host=host):
+            return f"{PREFIX}.cmd.host.{host}.unload"
+        case SwapModels(host=host):
+            return f"{PREFIX}.cmd.host.{host}.swap"
+        case SetTier(tier=tier):
+            return f"{PREFIX}.cmd.tier.{tier}"
+        case SetPhase():
+            return f"{PREFIX}.cmd.phase"
+        case SetOverflow():
+            return f"{PREFIX}.cmd.router.overflow"
+        case AckAlert():
+            return f"{PREFIX}.cmd.alert.ack"
+    raise ValueError(f"no subject for command {type(cmd).__name__}")
+
+
+def tier_commands(tier: Tier | None = None) -> str:
+    return f"{PREFIX}.cmd.tier.{tier or '*'}"
+
+
+def dead_letter(stream: str) -> str:
+    return f"{PREFIX}.dlq.{stream}"
+
+
+# --- topology ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    description: str = ""
+    max_msgs_per_subject: int = -1
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    bucket: str
+    description: str = ""
+    history: int = 1
+    ttl: float | None = None  # seconds; None: keep
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+STREAMS: list[StreamSpec] = [
+    StreamSpec("REQUESTS", [REQUEST_ALL], "generation requests, Msg-Id = request id"),
+    StreamSpec("DISPATCH", [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy"),
+    StreamSpec("RESULTS", [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts"),
+    StreamSpec("EVENTS", [EVENT_ALL], "everything that happened"),
+    StreamSpec("COMMANDS", [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack"),
+    StreamSpec("DEADLETTER", [DLQ_ALL], "messages that could not be handled, with the reason"),
+]
+
+KV_HOSTS = "orch_hosts"
+KV_TIERS = "orch_tiers"
+KV_PHASE = "orch_phase"
+KV_PROVIDERS = "orch_providers"
+KV_QUEUES = "orch_queues"
+
+BUCKETS: list[KVSpec] = [
+    KVSpec(KV_HOSTS, "gpu_host state: loaded models, memory, queue depth (writer: each gpu_host)"),
+    KVSpec(KV_TIERS, "tier enabled/disabled (writer: budget_guard)"),
+    KVSpec(KV_PHASE, "the current training phase (writer: rotator)"),
+    KVSpec(KV_PROVIDERS, "cloud provider availability and cooldowns (writer: cloud_proxy)"),
+    KVSpec(KV_QUEUES, "pending work per target (writer: router)"),
+]
+
+
+def _tokens_overlap(a: list[str], b: list[str]) -> bool:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x == ">" or y == ">":
+            return True
+        if x != "*" and y != "*" and x != y:
+            return False
+        if i == min(len(a), len(b)) - 1 and len(a) != len(b):
+            rest = a[i + 1 :] or b[i + 1 :]
+            return rest == [">"]
+    return len(a) == len(b)
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """True when some subject matches both filters (NATS wildcards ``*`` and ``>``)."""
+    return _tokens_overlap(a.split("."), b.split("."))
+
+
+def find_overlaps(specs: list[StreamSpec]) -> list[tuple[str, str, str, str]]:
+    """Pairs of (stream, subject, stream, subject) whose subjects overlap; JetStream refuses those."""
+    found = []
+    for i, s1 in enumerate(specs):
+        for s2 in specs[i + 1 :]:
+            for a in s1.subjects:
+                for b in s2.subjects:
+                    if subjects_overlap(a, b):
+                        found.append((s1.name, a, s2.name, b))
+    return found
+
+
+def subject_matches(subject: str, pattern: str) -> bool:
+    """Whether a concrete subject matches a filter."""
+    s, p = subject.split("."), pattern.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(s) == len(p)

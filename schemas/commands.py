@@ -1,0 +1,62 @@
+"""Commands: requests for an outcome, on ``orch.cmd.<target>...`` (stream COMMANDS), one tagged union.
+
+Commands ask for an outcome (``load`` means "make sure it is loaded"); the owner of the state decides
+how, and publishes events for what it did. Each carries ``by`` (who asked) and ``reason``.
+"""
+
+from __future__ import annotations
+
+from schemas.base import Tagged, Tier
+
+
+class Command(Tagged, frozen=True, kw_only=True):
+    at: float = 0.0
+    by: str = ""
+    reason: str = ""
+    command_id: str = ""
+
+
+class LoadModel(Command, frozen=True, kw_only=True, tag="host.load"):
+    host: str
+    model: str
+    instances: int = 1  # ensure at least this many instances are loaded
+    keep_alive: str | None = None  # hot / warm / cold override
+
+
+class UnloadModel(Command, frozen=True, kw_only=True, tag="host.unload"):
+    host: str
+    model: str
+    instances: int | None = None  # None: all instances
+
+
+class SwapModels(Command, frozen=True, kw_only=True, tag="host.swap"):
+    host: str
+    unload: list[str] = []
+    load: list[str] = []
+
+
+class SetTier(Command, frozen=True, kw_only=True, tag="tier.set"):
+    tier: Tier
+    enabled: bool
+    until: float | None = None  # disabled until then (re-enabled by schedule)
+
+
+class SetPhase(Command, frozen=True, kw_only=True, tag="phase.set"):
+    phase: str
+
+
+class SetOverflow(Command, frozen=True, kw_only=True, tag="router.overflow"):
+    model: str | None = None  # None: all local models
+    enabled: bool = True
+    tier: Tier = "together"
+
+
+class AckAlert(Command, frozen=True, kw_only=True, tag="alert.ack"):
+    alert_id: str
+
+
+AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | SetOverflow | AckAlert
+
+
+def command_kind(cmd: Command) -> str:
+    return str(type(cmd).__struct_config__.tag)

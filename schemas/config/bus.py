@@ -1,0 +1,54 @@
+"""bus: where NATS is, how to authenticate, how long history is kept."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.config.base import Cfg
+from schemas.config.units import ByteSize, Duration
+
+
+class NatsAuthCfg(Cfg, frozen=True, kw_only=True):
+    """Credentials come from the environment, never from the YAML itself."""
+
+    user: str | None = None
+    password_env: str | None = None
+    token_env: str | None = None
+    creds_file: str | None = None
+
+
+class EmbeddedNatsCfg(Cfg, frozen=True, kw_only=True):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 4222
+    store_dir: str = "nats"  # under data_dir unless absolute
+    max_payload: ByteSize = ByteSize(4 * 2**20)
+
+
+class StreamsCfg(Cfg, frozen=True, kw_only=True):
+    history: Duration = Duration(7 * 86400)  # every stream keeps this much, for `orchestra audit`
+    dedupe_window: Duration = Duration(600)  # >= the longest request deadline
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    storage: Literal["file", "memory"] = "file"
+    max_bytes: ByteSize | None = None  # per stream
+
+
+class ConsumerDefaultsCfg(Cfg, frozen=True, kw_only=True):
+    ack_wait: Duration = Duration(30)
+    max_deliver: Annotated[int, Meta(ge=1)] = 5
+    nak_delay: Duration = Duration(1)
+
+
+class BusCfg(Cfg, frozen=True, kw_only=True):
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    embedded: EmbeddedNatsCfg = EmbeddedNatsCfg()
+    auth: NatsAuthCfg = NatsAuthCfg()
+    streams: StreamsCfg = StreamsCfg()
+    consumers: ConsumerDefaultsCfg = ConsumerDefaultsCfg()
+    connect_timeout: Duration = Duration(2)
+    reconnect_wait: Duration = Duration(1)
+    max_reconnect_wait: Duration = Duration(10)
+    shutdown_grace: Duration = Duration(5)  # in-flight work gets this long on SIGTERM

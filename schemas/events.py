@@ -1,0 +1,269 @@
+"""Events: facts that happened, on ``orch.event.<kind>`` (stream EVENTS), one tagged union.
+
+Every event carries ``at`` (epoch seconds) and ``source`` (the actor that saw it). The subject is
+``orch.event.`` + ``kind``, so ``orch.event.model.>`` selects all model events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.base import Severity, Tagged, Tier
+from schemas.errors import ErrorInfo
+
+
+class Event(Tagged, frozen=True, kw_only=True):
+    at: float = 0.0
+    source: str = ""
+
+
+# --- actors and hosts ----------------------------------------------------------------------------
+class ActorStarted(Event, frozen=True, kw_only=True, tag="actor.started"):
+    actor: str
+    instance: str = ""
+
+
+class ActorStopped(Event, frozen=True, kw_only=True, tag="actor.stopped"):
+    actor: str
+    instance: str = ""
+
+
+class HostUp(Event, frozen=True, kw_only=True, tag="host.up"):
+    host: str
+    cards: list[str] = []
+
+
+class HostDown(Event, frozen=True, kw_only=True, tag="host.down"):
+    host: str
+    reason: str = ""
+
+
+class DeadLettered(Event, frozen=True, kw_only=True, tag="deadletter"):
+    stream: str
+    subject: str
+    consumer: str
+    deliveries: int
+    reason: str
+
+
+# --- models on cards -----------------------------------------------------------------------------
+class ModelLoaded(Event, frozen=True, kw_only=True, tag="model.loaded"):
+    host: str
+    model: str
+    instance: int = 0
+    cards: list[str] = []
+    bytes: int = 0
+    load_ms: float = 0.0
+    reason: str = ""
+
+
+class ModelUnloaded(Event, frozen=True, kw_only=True, tag="model.unloaded"):
+    host: str
+    model: str
+    instance: int = 0
+    bytes: int = 0
+    reason: str = ""
+
+
+class ModelSwap(Event, frozen=True, kw_only=True, tag="model.swap"):
+    host: str
+    unloaded: list[str] = []
+    loaded: list[str] = []
+    swap_ms: float = 0.0
+    reason: str = ""
+
+
+class ModelLoadFailed(Event, frozen=True, kw_only=True, tag="model.load_failed"):
+    host: str
+    model: str
+    error: ErrorInfo
+
+
+class Oom(Event, frozen=True, kw_only=True, tag="oom"):
+    host: str
+    card: str
+    model: str
+    requested_bytes: int = 0
+    free_bytes: int = 0
+    total_bytes: int = 0
+    detail: str = ""
+    request_id: str | None = None
+
+
+# --- traffic -------------------------------------------------------------------------------------
+class RequestRouted(Event, frozen=True, kw_only=True, tag="request.routed"):
+    request_id: str
+    target: str
+    model: str
+    tier: Tier
+    strategy: str = ""
+    reason: str = ""
+    attempt: int = 0
+
+
+class RequestFallback(Event, frozen=True, kw_only=True, tag="request.fallback"):
+    request_id: str
+    failed_target: str
+    next_target: str | None
+    error: ErrorInfo
+    attempt: int = 0
+
+
+class QueueBacklog(Event, frozen=True, kw_only=True, tag="queue.backlog"):
+    target: str
+    depth: int
+    oldest_wait_s: float = 0.0
+    threshold: int = 0
+
+
+class Scale(Event, frozen=True, kw_only=True, tag="scale"):
+    model: str
+    action: str  # "up" | "down" | "overflow_on" | "overflow_off"
+    host: str | None = None
+    reason: str = ""
+
+
+class CacheHit(Event, frozen=True, kw_only=True, tag="cache.hit"):
+    request_id: str
+    layer: str  # "exact" | "semantic"
+    similarity: float = 1.0
+
+
+class Escalated(Event, frozen=True, kw_only=True, tag="ensemble.escalated"):
+    request_id: str
+    consistency: float
+    threshold: float
+    models: list[str] = []
+
+
+# --- money ---------------------------------------------------------------------------------------
+class CostSpike(Event, frozen=True, kw_only=True, tag="cost.spike"):
+    daily_usd: float
+    velocity_usd_per_hour: float = 0.0
+    limit_usd: float = 0.0
+    reason: str = ""
+
+
+class BudgetThreshold(Event, frozen=True, kw_only=True, tag="budget.threshold"):
+    scope: str  # e.g. "tier:premium:daily"
+    spent_usd: float
+    limit_usd: float
+    fraction: float
+    hard: bool = False
+
+
+class TierDisabled(Event, frozen=True, kw_only=True, tag="tier.disabled"):
+    tier: Tier
+    reason: str = ""
+    until: float | None = None
+
+
+class TierEnabled(Event, frozen=True, kw_only=True, tag="tier.enabled"):
+    tier: Tier
+    reason: str = ""
+
+
+class ProviderCooldown(Event, frozen=True, kw_only=True, tag="provider.cooldown"):
+    provider: str
+    model: str = ""
+    until: float = 0.0
+    failures: int = 0
+    reason: str = ""
+
+
+# --- phases, diversity, alerts -------------------------------------------------------------------
+class PhaseChanged(Event, frozen=True, kw_only=True, tag="phase.changed"):
+    previous: str | None
+    phase: str
+    by: str = ""
+
+
+class RotationPlanned(Event, frozen=True, kw_only=True, tag="rotation.planned"):
+    phase: str
+    steps: list[str] = []
+    reason: str = ""
+
+
+class DiversityReport(Event, frozen=True, kw_only=True, tag="diversity.report"):
+    window_s: float
+    task: str | None = None
+    metrics: dict[str, float] = {}
+
+
+class DiversityLow(Event, frozen=True, kw_only=True, tag="diversity.low"):
+    metric: str
+    value: float
+    threshold: float
+    task: str | None = None
+
+
+class AlertRaised(Event, frozen=True, kw_only=True, tag="alert.raised"):
+    alert_id: str
+    rule: str
+    severity: Severity
+    context: dict[str, Any] = {}
+    action: str = ""
+
+
+class AlertResolved(Event, frozen=True, kw_only=True, tag="alert.resolved"):
+    alert_id: str
+    rule: str
+
+
+class AlertAcknowledged(Event, frozen=True, kw_only=True, tag="alert.acknowledged"):
+    alert_id: str
+    by: str = ""
+
+
+class Remediation(Event, frozen=True, kw_only=True, tag="remediation"):
+    alert_id: str
+    rule: str
+    action: str
+    commands: list[str] = []
+    detail: str = ""
+
+
+class Notified(Event, frozen=True, kw_only=True, tag="notified"):
+    alert_id: str | None
+    channel: str
+    ok: bool = True
+    detail: str = ""
+
+
+AnyEvent = (
+    ActorStarted
+    | ActorStopped
+    | HostUp
+    | HostDown
+    | DeadLettered
+    | ModelLoaded
+    | ModelUnloaded
+    | ModelSwap
+    | ModelLoadFailed
+    | Oom
+    | RequestRouted
+    | RequestFallback
+    | QueueBacklog
+    | Scale
+    | CacheHit
+    | Escalated
+    | CostSpike
+    | BudgetThreshold
+    | TierDisabled
+    | TierEnabled
+    | ProviderCooldown
+    | PhaseChanged
+    | RotationPlanned
+    | DiversityReport
+    | DiversityLow
+    | AlertRaised
+    | AlertResolved
+    | AlertAcknowledged
+    | Remediation
+    | Notified
+)
+
+
+def event_kind(event: Event) -> str:
+    """The tag of an event (its ``kind``), e.g. ``model.loaded``."""
+    return str(type(event).__struct_config__.tag)

@@ -1,0 +1,116 @@
+"""Outcomes: the one final answer per request (``orch.result.<id>``), failed attempts, stream chunks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.base import Message, RequestId, Tagged, Tier
+from schemas.errors import ErrorInfo
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class Usage(Message, frozen=True, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Timings(Message, frozen=True, kw_only=True):
+    """Milliseconds. ``queue_ms``: published -> a worker took it; ``total_ms``: published -> result."""
+
+    queue_ms: float = 0.0
+    load_ms: float = 0.0  # model load on the way (cold start), 0 when it was loaded
+    first_token_ms: float = 0.0
+    generation_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class Provenance(Message, frozen=True, kw_only=True):
+    """Where and how an answer was made: the record the diversity metrics and audits use."""
+
+    model: str
+    family: str
+    tier: Tier
+    target: str  # gpu_host id, or cloud provider name, or "cache"
+    temperature: float | None = None
+    top_p: float | None = None
+    prompt_variant: str | None = None  # diverse mode: direct, plan-first, test-first, ...
+
+
+class Response(Message, frozen=True, kw_only=True):
+    """One answer inside a fan-out (diverse / ensemble) result."""
+
+    request_id: RequestId
+    text: str
+    finish_reason: FinishReason = "stop"
+    provenance: Provenance
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    confidence: float | None = None
+
+
+class Consensus(Message, frozen=True, kw_only=True):
+    consistency: float  # 0..1, agreement between the answers
+    threshold: float
+    escalated: bool  # below threshold: an escalation event went out for human review
+    votes: dict[str, float] = {}  # answer cluster label -> weighted vote
+
+
+class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
+    request_id: RequestId
+    text: str
+    finish_reason: FinishReason = "stop"
+    model: str
+    family: str
+    tier: Tier
+    target: str
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    timings: Timings = Timings()
+    cached: bool = False
+    similarity: float | None = None  # for semantic cache hits
+    attempt: int = 0
+    provenance: Provenance | None = None
+    responses: list[Response] = []  # diverse / ensemble: every answer with its provenance
+    consensus: Consensus | None = None
+    created_at: float = 0.0
+
+
+class GenerateError(Tagged, frozen=True, kw_only=True, tag="error"):
+    request_id: RequestId
+    error: ErrorInfo
+    attempts: int = 0
+    created_at: float = 0.0
+
+
+Outcome = GenerateResult | GenerateError
+
+
+class AttemptFailed(Message, frozen=True, kw_only=True):
+    """A worker's failure, for the router (``orch.result.<id>.failed``): it falls back or gives up."""
+
+    request_id: RequestId
+    attempt: int
+    target: str
+    model: str
+    tier: Tier
+    error: ErrorInfo
+    streamed: bool = False  # chunks already reached the client: no silent fallback possible
+    usage: Usage = Usage()  # tokens spent before the failure (they may cost money)
+    cost_usd: float = 0.0
+    created_at: float = 0.0
+
+
+class StreamChunk(Message, frozen=True, kw_only=True):
+    """A piece of a streamed answer on core NATS ``orch.stream.<id>`` (not stored)."""
+
+    request_id: RequestId
+    attempt: int = 0
+    index: int
+    text: str
+    done: bool = False
+    finish_reason: FinishReason | None = None

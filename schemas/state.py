@@ -1,0 +1,77 @@
+"""Live state records kept in JetStream KV buckets. Each bucket has exactly one writing actor.
+
+bucket        key            record         writer
+orch_hosts    <host>         HostState      that gpu_host
+orch_tiers    <tier>         TierState      budget_guard (commands from operators / monitor)
+orch_phase    current        PhaseState     rotator
+orch_provider <provider>     ProviderState  cloud_proxy
+orch_queues   <target>       QueueState     router
+"""
+
+from __future__ import annotations
+
+from schemas.base import KeepAlive, Message, Tier
+
+
+class LoadedModel(Message, frozen=True, kw_only=True):
+    model: str
+    instance: int = 0
+    bytes: int = 0
+    cards: list[str] = []
+    keep_alive: KeepAlive = "warm"
+    loaded_at: float = 0.0
+    last_used: float = 0.0
+    in_flight: int = 0
+    queue_depth: int = 0
+    tokens_per_s: float = 0.0
+    load_ms: float = 0.0
+
+
+class CardState(Message, frozen=True, kw_only=True):
+    card: str
+    total_bytes: int
+    used_bytes: int = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return self.total_bytes - self.used_bytes
+
+
+class HostState(Message, frozen=True, kw_only=True):
+    host: str
+    up: bool = True
+    cards: list[CardState] = []
+    models: list[LoadedModel] = []
+    heartbeat_at: float = 0.0
+    started_at: float = 0.0
+
+
+class TierState(Message, frozen=True, kw_only=True):
+    tier: Tier
+    enabled: bool = True
+    reason: str = ""
+    until: float | None = None
+    changed_at: float = 0.0
+
+
+class PhaseState(Message, frozen=True, kw_only=True):
+    phase: str
+    since: float = 0.0
+    by: str = ""
+
+
+class ProviderState(Message, frozen=True, kw_only=True):
+    provider: str
+    available: bool = True
+    cooldown_until: float = 0.0
+    consecutive_failures: int = 0
+    p50_latency_ms: float = 0.0
+    updated_at: float = 0.0
+
+
+class QueueState(Message, frozen=True, kw_only=True):
+    target: str
+    depth: int = 0
+    oldest_wait_s: float = 0.0
+    backlog: bool = False
+    updated_at: float = 0.0

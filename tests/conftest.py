@@ -1,0 +1,50 @@
+"""Fixtures: a real nats-server with JetStream per test (random port, temp store, ~20 ms)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from bus.server import EmbeddedNats
+from schemas.config import OrchestraConfig
+from tests.support.procs import ActorProcess
+from tests.support.profile import test_config, write_profile
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(store_dir=tmp_path / "nats", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def profile(tmp_path: Path, nats_server: EmbeddedNats) -> Path:
+    """A copy of the local profile pointing at this test's nats-server."""
+    return write_profile(tmp_path / "profile", nats_server.url)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
+    return test_config(tmp_path / "profile", nats_server.url)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ActorProcess]]:
+    """Actor processes started by a test; stopped (by PID) when it ends."""
+    started: list[ActorProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,1 @@
+"""Test support: profiles pointing at a test nats-server, process helpers, a test actor."""

@@ -1,0 +1,70 @@
+"""Start actor processes for tests and stop them by their own PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ActorProcess:
+    def __init__(self, module: str, profile: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.module, self.profile, self.args = module, profile, list(args)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = profile.parent / f"{module.replace('.', '_')}-{time.monotonic_ns()}.log"
+
+    def start(self) -> ActorProcess:
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--config", str(self.profile), *self.args],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_log(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"{self.module} exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"{self.module} did not stop within {timeout}s:\n{self.output()}") from None
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.terminate(10)
+            except AssertionError:
+                pass
+        if hasattr(self, "log"):
+            self.log.close()

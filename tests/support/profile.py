@@ -1,0 +1,65 @@
+"""Write a copy of a profile that points at a test nats-server, with fast timings for tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.config import OrchestraConfig, load_config
+from schemas.config.load import REPO_CONFIGS
+
+FAST_BUS: dict[str, Any] = {
+    "embedded": {"enabled": False},
+    "streams": {"history": "1h", "dedupe_window": "2m", "storage": "file"},
+    "consumers": {"ack_wait": "2s", "max_deliver": 3, "nak_delay": "200ms"},
+    "reconnect_wait": "200ms",
+    "max_reconnect_wait": "1s",
+    "shutdown_grace": "3s",
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_profile(
+    dest: Path,
+    nats_url: str,
+    *,
+    base: str = "local",
+    data_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Copy configs/<base> to dest, pointing at nats_url; ``overrides`` merge into the sections."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(REPO_CONFIGS / base, dest)
+    main = dest / "orchestra.yaml"
+    doc = yaml.safe_load(main.read_text())
+    doc["bus"] = _merge(_merge(doc.get("bus", {}), FAST_BUS), {"servers": [nats_url]})
+    doc["data_dir"] = str(data_dir or dest.parent / "data")
+    sections: dict[str, Path] = {}
+    for f in dest.glob("*.yaml"):
+        for key in yaml.safe_load(f.read_text()) or {}:
+            sections[key] = f
+    docs: dict[Path, dict[str, Any]] = {main: doc}
+    for key, value in (overrides or {}).items():
+        path = sections.get(key, main)
+        target = docs.setdefault(path, yaml.safe_load(path.read_text()) or {})
+        target[key] = _merge(target.get(key, {}), value) if isinstance(value, dict) else value
+    for path, content in docs.items():
+        path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return dest
+
+
+def test_config(dest: Path, nats_url: str, **kw: Any) -> OrchestraConfig:
+    return load_config(write_profile(dest, nats_url, **kw))

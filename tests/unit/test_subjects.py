@@ -1,0 +1,56 @@
+"""The subject map: reversible escaping, overlap detection, command routing."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bus import subjects
+from schemas.commands import LoadModel, SetPhase, SetTier, UnloadModel
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_token_escaping_is_reversible_and_subject_safe(name: str) -> None:
+    tok = subjects.token(name)
+    assert subjects.untoken(tok) == name
+    assert not set(tok) & set(". *>\t\r\n")
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_kv_key_escaping_is_reversible_and_key_safe(name: str) -> None:
+    key = subjects.kv_key(name)
+    assert subjects.un_kv_key(key) == name
+    assert all(c.isascii() and (c.isalnum() or c in "-_.=") for c in key)
+
+
+def test_model_names_with_dots_become_one_token() -> None:
+    subject = subjects.dispatch_host("cpu0", "llama3.1-70b")
+    assert subject == "orch.dispatch.host.cpu0.llama3~2e1-70b"
+    assert subjects.subject_matches(subject, subjects.dispatch_host_all("cpu0"))
+
+
+def test_the_topology_has_no_overlapping_streams() -> None:
+    assert subjects.find_overlaps(subjects.STREAMS) == []
+
+
+def test_overlap_detection_with_wildcards() -> None:
+    assert subjects.subjects_overlap("a.>", "a.b.c")
+    assert subjects.subjects_overlap("a.*.c", "a.b.>")
+    assert not subjects.subjects_overlap("a.*", "a.b.c")
+    assert not subjects.subjects_overlap("orch.result.*", "orch.result.*.failed")
+    found = subjects.find_overlaps([subjects.StreamSpec("A", ["x.>"]), subjects.StreamSpec("B", ["x.y"])])
+    assert found == [("A", "x.>", "B", "x.y")]
+
+
+def test_final_results_and_failed_attempts_do_not_match_each_other() -> None:
+    """A client waiting on orch.result.<id> never sees the router-only failure messages."""
+    assert subjects.subject_matches(subjects.result("r1"), subjects.RESULT_FINAL)
+    assert not subjects.subject_matches(subjects.attempt_failed("r1"), subjects.RESULT_FINAL)
+    assert subjects.subject_matches(subjects.attempt_failed("r1"), subjects.RESULT_FAILED)
+
+
+def test_commands_are_routed_by_their_target() -> None:
+    assert subjects.command(LoadModel(host="cpu0", model="m")) == "orch.cmd.host.cpu0.load"
+    assert subjects.command(UnloadModel(host="cpu0", model="m")) == "orch.cmd.host.cpu0.unload"
+    assert subjects.command(SetTier(tier="premium", enabled=False)) == "orch.cmd.tier.premium"
+    assert subjects.command(SetPhase(phase="p")) == "orch.cmd.phase"
