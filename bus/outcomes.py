@@ -1,0 +1,76 @@
+"""Publishing outcomes the way the protocol requires (docs/protocol.md), for workers and the router.
+
+await publish_outcome(actor, result_or_error)   # orch.result.<id>, Msg-Id <id>: stored once
+await publish_failure(actor, dispatch, error, ...)  # orch.result.<id>.failed for the router
+chunks = ChunkSender(actor, request_id, attempt)  # orch.stream.<id>, core NATS
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from bus import subjects
+from schemas.dispatch import Dispatch
+from schemas.errors import ErrorInfo
+from schemas.result import AttemptFailed, FinishReason, Outcome, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from bus.actor import Actor
+
+
+async def publish_outcome(actor: Actor, outcome: Outcome) -> bool:
+    """Store the final outcome of a request. False when another outcome was stored first."""
+    ack = await actor.publish(subjects.result(outcome.request_id), outcome, msg_id=outcome.request_id)
+    return not ack.duplicate
+
+
+async def publish_failure(
+    actor: Actor,
+    dispatch: Dispatch,
+    error: ErrorInfo,
+    *,
+    streamed: bool = False,
+    usage: Usage | None = None,
+    cost_usd: float = 0.0,
+) -> None:
+    """Tell the router that this attempt failed (it falls back or answers with a typed error)."""
+    request_id = dispatch.request.id
+    failure = AttemptFailed(
+        request_id=request_id,
+        attempt=dispatch.attempt,
+        target=dispatch.target.where,
+        model=dispatch.target.model,
+        tier=dispatch.target.tier,
+        error=error,
+        streamed=streamed,
+        usage=usage or Usage(),
+        cost_usd=cost_usd,
+        created_at=time.time(),
+    )
+    await actor.publish(subjects.attempt_failed(request_id), failure, msg_id=f"{request_id}:{dispatch.attempt}:failed")
+
+
+class ChunkSender:
+    """Token chunks of one attempt, numbered, on core NATS (not stored)."""
+
+    def __init__(self, actor: Actor, request_id: str, attempt: int = 0) -> None:
+        self.actor, self.request_id, self.attempt = actor, request_id, attempt
+        self.index = 0
+        self.subject = subjects.chunks(request_id)
+
+    @property
+    def sent(self) -> bool:
+        return self.index > 0
+
+    async def send(self, text: str, *, done: bool = False, finish_reason: FinishReason | None = None) -> None:
+        chunk = StreamChunk(
+            request_id=self.request_id,
+            attempt=self.attempt,
+            index=self.index,
+            text=text,
+            done=done,
+            finish_reason=finish_reason,
+        )
+        self.index += 1
+        await self.actor.publish_core(self.subject, chunk)
