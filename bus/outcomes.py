@@ -46,6 +46,8 @@ async def publish_failure(
         streamed=streamed,
         usage=usage or Usage(),
         cost_usd=cost_usd,
+        client_key=dispatch.request.client_key,
+        parent_id=dispatch.parent_id,
         created_at=time.time(),
     )
     await actor.publish(subjects.attempt_failed(request_id), failure, msg_id=f"{request_id}:{dispatch.attempt}:failed")

@@ -77,6 +77,9 @@ class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
     provenance: Provenance | None = None
     responses: list[Response] = []  # diverse / ensemble: every answer with its provenance
     consensus: Consensus | None = None
+    client_key: str | None = None  # copied from the request: budgets and reports by key
+    task: str | None = None  # copied from the request: diversity per task
+    parent_id: str | None = None  # set on a fan-out child's result: the diverse/ensemble request
     created_at: float = 0.0
 
 
@@ -102,6 +105,8 @@ class AttemptFailed(Message, frozen=True, kw_only=True):
     streamed: bool = False  # chunks already reached the client: no silent fallback possible
     usage: Usage = Usage()  # tokens spent before the failure (they may cost money)
     cost_usd: float = 0.0
+    client_key: str | None = None
+    parent_id: str | None = None
     created_at: float = 0.0
 
 
