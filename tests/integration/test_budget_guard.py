@@ -25,7 +25,7 @@ from bus.kv import TypedKV
 from bus.server import EmbeddedNats
 from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import SetTier
-from schemas.config import OrchestraConfig, load_config
+from schemas.config import load_config
 from schemas.events import BudgetThreshold, CostSpike, Event, TierDisabled, TierEnabled
 from schemas.state import TierState
 from tests.support.budget import (
