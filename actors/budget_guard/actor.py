@@ -115,7 +115,7 @@ class BudgetGuard(Actor):
         if other is not None:
             raise AnotherInstance(f"budget_guard {other.instance} already runs: the ledger has one writer")
         started = time.monotonic()
-        async for entry in journal.read_entries(self.js):
+        async for entry in journal.read_entries(self.nc):
             self.ledger.apply(entry)
             self.replayed += 1
         self.replay_ms = (time.monotonic() - started) * 1000

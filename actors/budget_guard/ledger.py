@@ -18,6 +18,7 @@ Expiry is a function of the time passed in: holds past ``expires_at`` stop count
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class Ledger:
         self.calendar = Calendar(cfg.timezone)
         self.keep_charges_s = keep_charges_s
         self.reservations: dict[str, Reservation] = {}
+        self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
         self._by_attempt: dict[tuple[str, int], str] = {}
         self._by_request: dict[str, set[str]] = defaultdict(set)
         self.held: dict[str, int] = defaultdict(int)
@@ -149,9 +151,12 @@ class Ledger:
         self._drop(reservation_id)
 
     def expire(self, now: float) -> list[Reservation]:
-        gone = [r for r in self.reservations.values() if r.expires_at <= now]
-        for r in gone:
-            self._drop(r.id)
+        gone = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, rid = heapq.heappop(self._expiry)
+            r = self._drop(rid)  # None: settled or released already
+            if r is not None:
+                gone.append(r)
         return gone
 
     def _hard_limits(self, scopes: tuple[str, ...]) -> Iterator[Limit]:
@@ -167,6 +172,7 @@ class Ledger:
 
     def _hold(self, r: Reservation) -> None:
         self.reservations[r.id] = r
+        heapq.heappush(self._expiry, (r.expires_at, r.id))
         self._by_attempt[(r.request_id, r.attempt)] = r.id
         self._by_request[r.request_id].add(r.id)
         for scope in r.scopes:

@@ -79,15 +79,29 @@ class Calendar:
 
     def __init__(self, timezone: str = "UTC") -> None:
         self.tz = zoneinfo.ZoneInfo(timezone)
+        self._day: tuple[float, float, str] = (0.0, 0.0, "")  # [start, end) of the last day asked for
+        self._month: tuple[float, float, str] = (0.0, 0.0, "")
 
     def local(self, t: float) -> datetime:
         return datetime.fromtimestamp(t, self.tz)
 
     def day_key(self, t: float) -> str:
-        return self.local(t).strftime("%Y-%m-%d")
+        start, end, key = self._day
+        if start <= t < end:
+            return key
+        d = self.local(t).date()
+        key = d.isoformat()
+        self._day = (datetime(d.year, d.month, d.day, tzinfo=self.tz).timestamp(), self.next_day_start(t), key)
+        return key
 
     def month_key(self, t: float) -> str:
-        return self.local(t).strftime("%Y-%m")
+        start, end, key = self._month
+        if start <= t < end:
+            return key
+        d = self.local(t)
+        key = f"{d.year:04d}-{d.month:02d}"
+        self._month = (datetime(d.year, d.month, 1, tzinfo=self.tz).timestamp(), self.next_month_start(t), key)
+        return key
 
     def period_key(self, period: Period, t: float) -> str:
         return self.day_key(t) if period == "daily" else self.month_key(t)

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 import yaml
+from nats.aio.client import Client as NATS
 
 from actors.budget_guard import journal, report, simulate
 from actors.budget_guard.charges import charge_of
@@ -72,12 +73,13 @@ def run_report(args: argparse.Namespace) -> int:
     return asyncio.run(_report(args))
 
 
-async def collect(js: Any, since: datetime, until: datetime) -> tuple[list[Charged], dict[str, int], int]:
+async def collect(nc: NATS, since: datetime, until: datetime) -> tuple[list[Charged], dict[str, int], int]:
     """(charges replayed from RESULTS in the window, ledger charges in the window by key, undecodable)."""
     since_s, until_s = since.timestamp(), until.timestamp()
     charges: dict[str, Charged] = {}
     bad = 0
-    for when, _seq, _stream, subject, data in await replay(js, [subjects.RESULT_ALL], since - SLACK, until + SLACK):
+    records = await replay(nc.jetstream(), [subjects.RESULT_ALL], since - SLACK, until + SLACK)
+    for when, _seq, _stream, subject, data in records:
         try:
             c = charge_of(subject, data, when.timestamp())
         except SchemaError:
@@ -86,7 +88,7 @@ async def collect(js: Any, since: datetime, until: datetime) -> tuple[list[Charg
         if since_s <= c.at <= until_s:
             charges.setdefault(c.key, c)
     ledger: dict[str, int] = {}
-    async for entry in journal.read_entries(js):
+    async for entry in journal.read_entries(nc):
         if isinstance(entry, Charged) and since_s <= entry.at <= until_s:
             ledger.setdefault(entry.key, entry.cost_nanos)
     return list(charges.values()), ledger, bad
@@ -99,7 +101,7 @@ async def _report(args: argparse.Namespace) -> int:
         raise ValueError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     nc = await connect_cli(cfg)
     try:
-        charges, ledger, bad = await collect(nc.jetstream(), since, until)
+        charges, ledger, bad = await collect(nc, since, until)
     finally:
         await nc.close()
     calendar = Calendar(cfg.budgets.timezone)
