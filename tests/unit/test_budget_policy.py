@@ -3,6 +3,8 @@ how a report groups and compares charges."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actors.budget_guard.charges import charge_of
@@ -12,10 +14,12 @@ from actors.budget_guard.tiers import apply_command, event_for, overdue
 from schemas.budget import Charged
 from schemas.codec import encode
 from schemas.commands import SetTier
+from schemas.config import ConfigError, load_config
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.events import TierDisabled, TierEnabled
 from schemas.result import AttemptFailed, GenerateError, GenerateResult, Provenance, Response, Usage
 from schemas.state import TierState
+from tests.support.profile import write_profile
 
 NOW = 1_800_000_000.0
 
@@ -156,3 +160,13 @@ def test_report_groups_charges_and_compares_with_the_ledger() -> None:
     off = compare({"a": 300, "b": 200}, {"a": 300, "b": 201, "z": 5})
     assert not off.equal and off.differ == ["b"] and off.only_ledger == ["z"]
     assert "1 amounts differ" in off.describe()
+
+
+def test_budget_config_problems_name_their_path(tmp_path: Path) -> None:
+    """An unknown time zone, and monthly budgets with a ledger shorter than a month, fail at load."""
+    overrides = {"budgets": {"timezone": "Mars/Olympus", "ledger_history": "10d"}}
+    with pytest.raises(ConfigError) as err:
+        load_config(write_profile(tmp_path / "p", "nats://127.0.0.1:4222", overrides=overrides))
+    text = "\n".join(err.value.problems)
+    assert "budgets.timezone: unknown time zone 'Mars/Olympus'" in text
+    assert "budgets.ledger_history: monthly budgets need a ledger history of at least 32 days" in text
