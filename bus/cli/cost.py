@@ -53,7 +53,11 @@ def register(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=run_status)
 
-    m = cmds.add_parser("simulate", help="the paper's monthly cost comparisons for a workload")
+    m = cmds.add_parser(
+        "simulate",
+        help="the paper's monthly cost comparisons for a workload",
+        description="Prices come from --config (default: the lab profile, the paper's §8 table).",
+    )
     m.add_argument("--workload", type=Path, help="YAML file with Workload fields (tokens in millions per month)")
     m.add_argument("--volume", type=float, action="append", help="§8.1 local volume, M tokens/month (repeatable)")
     m.add_argument("--premium", action="append", metavar="MODEL=M", help="premium tokens per month (repeatable)")
