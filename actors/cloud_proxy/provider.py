@@ -116,6 +116,7 @@ class Provider:
                 return await self._once(call, model, deadline, forward if call.stream else None)
             except AuthFailed:
                 if streamed or attempt >= self.retry.max_attempts or not await self.keys.load():
+                    log.warning("%s: the provider refused our API key (%s)", self.name, model)
                     raise
                 log.info("%s: key refused, retrying with the rotated key", self.name)
             except ProviderError as err:

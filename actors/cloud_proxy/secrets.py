@@ -117,6 +117,7 @@ class KeyRing:
         self.key: str | None = None
         self._lock = asyncio.Lock()
         self._failing = False
+        self._loaded = False
 
     async def load(self) -> bool:
         """Read the key now. True when it changed. A source that fails keeps the key we had."""
@@ -131,7 +132,10 @@ class KeyRing:
                 self._failing = True
                 return False
             self._failing = False
+            first, self._loaded = not self._loaded, True
             if value == self.key:
+                if first:
+                    log.warning("%s: no API key at %s: the provider is disabled", self.provider, self.source.where)
                 return False
             register_secret(value)
             had = self.key is not None
