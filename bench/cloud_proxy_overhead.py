@@ -61,7 +61,8 @@ async def run(n: int) -> None:
     server.start()
     runner, url = await backend()
     providers = {"fast": {"api": "openai", "tier": "together", "base_url": url, "api_key": {"env": "BENCH_KEY"}}}
-    models = {"fast-model": {"provider": "fast", "remote_name": "m", "family": "bench", "price": {"input": 1, "output": 1}}}
+    price = {"input": 1, "output": 1}
+    models = {"fast-model": {"provider": "fast", "remote_name": "m", "family": "bench", "price": price}}
     profile = cloud_profile(tmp / "profile", server.url, providers, models, log_level="INFO")
     proc = ActorProcess("actors.cloud_proxy", profile, env={"BENCH_KEY": "sk-bench"}).start()
     proc.wait_log("cloud_proxy started", timeout=30)
@@ -73,7 +74,8 @@ async def run(n: int) -> None:
 
             async def direct() -> float:
                 t = time.perf_counter()
-                async with session.post(f"{url}/chat/completions", json=body, headers={"Authorization": "Bearer x"}) as r:
+                auth = {"Authorization": "Bearer x"}
+                async with session.post(f"{url}/chat/completions", json=body, headers=auth) as r:
                     await r.read()
                 return time.perf_counter() - t
 
