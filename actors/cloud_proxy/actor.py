@@ -56,8 +56,6 @@ class CloudProxy(Actor):
         self._written: dict[str, ProviderState] = {}
 
     def consumers(self) -> list[ConsumerSpec]:
-        defaults = self.consumer_defaults()
-        defaults["ack_wait"] = max(defaults["ack_wait"], 30.0)
         return [
             ConsumerSpec(
                 stream="DISPATCH",
@@ -66,7 +64,7 @@ class CloudProxy(Actor):
                 handler=self.handle,
                 concurrency=self.cfg.cloud_proxy.concurrency,
                 description="cloud tiers: Together AI, OpenAI, Anthropic, Gemini",
-                **defaults,
+                **self.consumer_defaults(),
             )
         ]
 

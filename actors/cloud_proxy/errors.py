@@ -98,7 +98,7 @@ _CONTEXT = re.compile(
     r"input token count .* exceeds|exceeds the maximum number of tokens|reduce the length",
     re.I,
 )
-_POLICY = re.compile(r"content[_ ]policy|content[_ ]filter|safety|responsibleai|moderation", re.I)
+_POLICY = re.compile(r"content[_ ](?:policy|filter)|filtering policy|safety system|responsibleai|moderation", re.I)
 _AUTH = re.compile(r"api[_ ]key[_ ]invalid|api key not valid|invalid[_ ]api[_ ]key|invalid x-api-key", re.I)
 _QUOTA = re.compile(r"insufficient_quota|billing|credit balance", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")

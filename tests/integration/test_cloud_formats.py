@@ -6,17 +6,20 @@ key rotation, idempotent redelivery, cost to the cent."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from actors.cloud_proxy.actor import PROVIDER_STATE, CloudProxy
+from actors.cloud_proxy.secrets import KeyRing, source_for
 from actors.pricing import cloud_cost
 from bus import subjects
 from bus.kv import TypedKV
@@ -24,6 +27,7 @@ from bus.server import EmbeddedNats
 from schemas.codec import EVENT
 from schemas.config import load_config
 from schemas.config.models import CloudModel
+from schemas.config.providers import SecretRef, VaultRef
 from schemas.events import ProviderCooldown
 from schemas.result import GenerateResult, Usage
 from schemas.state import ProviderState
@@ -451,3 +455,30 @@ async def test_mid_stream_error_is_reported_as_streamed_with_the_tokens_spent(
     assert out.failed.usage.output_tokens == 1 and out.failed.cost_usd > 0
     assert [c.text for c in out.chunks] == ["Hel"]
     assert fakes["anthropic"].calls == 1
+
+
+async def test_key_ring_keeps_the_last_key_when_vault_fails_and_never_logs_a_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Vault refusing the token: the key we had stays in use; a deleted secret disables the provider;
+    log lines name the path, never a value or the token."""
+    caplog.set_level(logging.INFO)
+    vault = await FakeVault("hvs.token-abcdef").start()
+    session = aiohttp.ClientSession()
+    try:
+        vault.secrets["secret/orchestra/openai"] = {"api_key": "sk-vault-value-123456"}
+        monkeypatch.setenv("VAULT_ADDR", vault.addr)
+        monkeypatch.setenv("VAULT_TOKEN", "hvs.token-abcdef")
+        ring = KeyRing("openai", source_for(SecretRef(vault=VaultRef(path="orchestra/openai")), lambda: session))
+        assert await ring.load() and ring.key == "sk-vault-value-123456"
+        monkeypatch.setenv("VAULT_TOKEN", "hvs.revoked-000000")
+        assert not await ring.load() and ring.key == "sk-vault-value-123456"
+        del vault.secrets["secret/orchestra/openai"]
+        monkeypatch.setenv("VAULT_TOKEN", "hvs.token-abcdef")
+        assert await ring.load() and ring.key is None
+    finally:
+        await session.close()
+        await vault.stop()
+    text = caplog.text
+    assert "secret/orchestra/openai" in text and "HTTP 403" in text and "disabled" in text
+    assert "sk-vault-value-123456" not in text and "hvs." not in text

@@ -164,6 +164,8 @@ def body(obj: object) -> bytes:
                               "code": "content_policy_violation"}}), ContentPolicy),
         (400, body({"error": {"message": "Invalid 'messages[0].role'", "type": "invalid_request_error"}}), BadRequest),
         (404, body({"error": {"message": "The model `gpt-9` does not exist"}}), BadRequest),
+        (400, body({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                              "message": "Invalid value at 'safety_settings[0].threshold'"}}), BadRequest),
         (500, body({"error": {"message": "The server had an error"}}), ServerError),
         (529, body({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), ServerError),
         (503, b"<html>Service Unavailable</html>", ServerError),
