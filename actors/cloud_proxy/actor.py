@@ -137,7 +137,12 @@ class CloudProxy(Actor):
             return
         if chunks is not None:
             await chunks.send("", done=True, finish_reason=completion.finish_reason)
-        await publish_outcome(self, self._result(dispatch, call, model, provider, completion, d, taken))
+        result = self._result(dispatch, call, model, provider, completion, d, taken)
+        if not await publish_outcome(self, result):
+            # Another outcome was stored first (the router gave up on us): the money is spent all the
+            # same, so the attempt is recorded with its cost for the budget ledger.
+            info = ErrorInfo.of("cancelled", "the request was answered before this attempt finished")
+            await publish_failure(self, dispatch, info, usage=result.usage, cost_usd=result.cost_usd)
 
     async def _settled(self, dispatch: Dispatch) -> bool:
         """A stored outcome for the request, or a failure stored for this very attempt."""

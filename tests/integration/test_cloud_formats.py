@@ -24,12 +24,13 @@ from actors.pricing import cloud_cost
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
-from schemas.codec import EVENT
+from schemas.codec import ATTEMPT_FAILED, EVENT, encode
 from schemas.config import load_config
 from schemas.config.models import CloudModel
 from schemas.config.providers import SecretRef, VaultRef
+from schemas.errors import ErrorInfo
 from schemas.events import ProviderCooldown
-from schemas.result import GenerateResult, Usage
+from schemas.result import AttemptFailed, GenerateError, GenerateResult, Usage
 from schemas.state import ProviderState
 from tests.support.cloud import Answer, FakeProvider, FakeVault, cloud_profile, dispatch_for, publish_dispatch, send
 from tests.support.wait import eventually
@@ -482,3 +483,27 @@ async def test_key_ring_keeps_the_last_key_when_vault_fails_and_never_logs_a_val
     text = caplog.text
     assert "secret/orchestra/openai" in text and "HTTP 403" in text and "disabled" in text
     assert "sk-vault-value-123456" not in text and "hvs." not in text
+
+
+async def test_late_answer_after_another_outcome_is_recorded_as_a_failed_attempt_with_its_cost(
+    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider]
+) -> None:
+    """The router answered the request (e.g. a timeout) while the provider was still generating: the
+    late result is not stored, and the money it cost is reported on orch.result.<id>.failed."""
+    await start_proxy()
+    d = dispatch_for("claude-sonnet", "anthropic")
+    error = GenerateError(request_id=d.request.id, error=ErrorInfo.of("timeout", "gave up"))
+    await nc.jetstream().publish(subjects.result(d.request.id), encode(error), headers={"Nats-Msg-Id": d.request.id})
+    failed: list[AttemptFailed] = []
+
+    async def on_failed(msg: Msg) -> None:
+        failed.append(ATTEMPT_FAILED.decode(msg.data))
+
+    await nc.subscribe(subjects.attempt_failed(d.request.id), cb=on_failed)
+    await publish_dispatch(nc, d)  # attempt 0, first delivery: no look-up, the provider is called
+    await eventually(lambda: failed)
+    assert failed[0].error.code == "cancelled" and failed[0].usage == Usage(input_tokens=11, output_tokens=4)
+    assert failed[0].cost_usd == pytest.approx(cloud_cost(price("claude-sonnet"), failed[0].usage))
+    stored = await nc.jetstream().get_last_msg("RESULTS", subjects.result(d.request.id))
+    assert b'"kind":"error"' in stored.data  # the router's outcome stays the only one
+    assert fakes["anthropic"].calls == 1
