@@ -4,7 +4,10 @@ server on SmolLM2, configured as the Together AI provider (key from the environm
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from bus.server import EmbeddedNats
 from schemas.config import load_config
 from schemas.config.models import CloudModel
 from tests.support.cloud import Answer, FakeProvider, LlamaServer, cloud_profile, dispatch_for, llama_server, send
-from tests.support.procs import ActorProcess
+from tests.support.procs import REPO, ActorProcess
 
 LLAMA_KEY = "sk-llama-test-5f9e2c7a1b3d"
 MODELS = {
@@ -194,3 +197,28 @@ LEAK_MODELS = {
     "gemini-2.5-pro": {"provider": "gemini", "remote_name": "gemini-2.5-pro", "family": "gemini",
                        "price": {"input": 1.25, "output": 10.00}},
 }  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_orchestra_ask_answers_through_router_cloud_proxy_and_an_openai_compatible_server(
+    tmp_path: Path, nats_server: EmbeddedNats, llama: LlamaServer, processes: list[ActorProcess]
+) -> None:
+    """End to end: `orchestra ask --model together/llama3.1-70b` (whole and --stream) through the real
+    router and ``python -m actors.cloud_proxy`` to llama.cpp's OpenAI-compatible server."""
+    providers = {"together": {"api": "openai", "tier": "together", "base_url": llama.base_url,
+                              "api_key": {"env": "ORCH_TEST_TOGETHER_KEY"}, "timeout": "30s"}}  # fmt: skip
+    profile = cloud_profile(tmp_path / "profile", nats_server.url, providers, MODELS)
+    env = {"ORCH_TEST_TOGETHER_KEY": LLAMA_KEY}
+    for module in ("actors.cloud_proxy", "actors.router"):
+        proc = ActorProcess(module, profile, env=env).start()
+        processes.append(proc)
+        proc.wait_log(f"{module.split('.')[1]} started", timeout=30)
+    orchestra = str(Path(sys.executable).parent / "orchestra")
+    for extra in ([], ["--stream"]):
+        args = [orchestra, "--config", str(profile), "ask", "--model", "together/llama3.1-70b", "--max-tokens", "8",
+                "--json", *extra, "Say hello"]  # fmt: skip
+        out = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, timeout=90, cwd=REPO)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout)
+        assert result["kind"] == "result" and result["target"] == "together" and result["tier"] == "together"
+        assert result["text"] and result["usage"]["output_tokens"] > 0 and result["cost_usd"] > 0
