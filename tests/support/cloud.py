@@ -1,11 +1,11 @@
 """Real local peers for the cloud proxy's tests, and helpers to drive it over NATS.
 
-    llama_server(...)      llama-cpp-python's own OpenAI-compatible server on SmolLM2 (a process)
-    FakeProvider("anthropic" | "gemini", key)   an aiohttp server speaking that API's documented wire
-                           format, streams included; ``plan`` scripts its next answers (errors, hangs)
-    FakeVault(token)       HashiCorp Vault's KV v2 HTTP API
-    cloud_profile(...)     a profile whose providers and cloud models are exactly the given ones
-    send(nc, dispatch)     publish a Dispatch and wait for its result / failed attempt (+ chunks)
+llama_server(...)      llama-cpp-python's own OpenAI-compatible server on SmolLM2 (a process)
+FakeProvider("anthropic" | "gemini", key)   an aiohttp server speaking that API's documented wire
+                       format, streams included; ``plan`` scripts its next answers (errors, hangs)
+FakeVault(token)       HashiCorp Vault's KV v2 HTTP API
+cloud_profile(...)     a profile whose providers and cloud models are exactly the given ones
+send(nc, dispatch)     publish a Dispatch and wait for its result / failed attempt (+ chunks)
 """
 
 from __future__ import annotations
