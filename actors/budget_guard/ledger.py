@@ -113,7 +113,7 @@ class Ledger:
         self.expire(now)
         existing = self.open_reservation(req.request_id, req.attempt)
         if existing is not None:
-            return Decision(True, reservation=existing, remaining=self._remaining(existing.scopes, 0, now))
+            return Decision(True, reservation=existing, remaining=self._remaining(existing.scopes, now))
         if req.tier in disabled_tiers:
             return Decision(False, reason="tier_disabled", scope=f"tier:{req.tier}")
         amount = to_nanos(req.amount_usd)
@@ -144,7 +144,7 @@ class Ledger:
         )
         self.apply(entry)
         reservation = self.reservations[reservation_id]
-        return Decision(True, reservation=reservation, entry=entry, remaining=self._remaining(scopes, 0, now))
+        return Decision(True, reservation=reservation, entry=entry, remaining=self._remaining(scopes, now))
 
     def rollback(self, reservation_id: str) -> None:
         """Undo a hold whose ``Reserved`` entry could not be stored."""
@@ -162,13 +162,13 @@ class Ledger:
     def _hard_limits(self, scopes: tuple[str, ...]) -> Iterator[Limit]:
         return (lim for lim in self.limits if lim.hard_nanos is not None and lim.scope in scopes)
 
-    def _remaining(self, scopes: tuple[str, ...], extra: int, now: float) -> int | None:
+    def _remaining(self, scopes: tuple[str, ...], now: float) -> int | None:
         left = [
             lim.hard_nanos - self.spent[(lim.scope, self.calendar.period_key(lim.period, now))] - self.held[lim.scope]
             for lim in self._hard_limits(scopes)
             if lim.hard_nanos is not None
         ]
-        return max(0, min(left) - extra) if left else None
+        return max(0, min(left)) if left else None
 
     def _hold(self, r: Reservation) -> None:
         self.reservations[r.id] = r

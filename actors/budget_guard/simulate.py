@@ -140,357 +140,180 @@ def _local_energy(cfg: OrchestraConfig, name: str) -> tuple[float, float, float]
     return watts / 1000 * hours * cfg.budgets.local_cost.kwh_usd, watts, model.speed_tps
 
 
+@dataclass
+class _Prices:
+    together: float  # USD per million tokens, blended by output_share
+    local: float
+    premium: dict[str, float]
+    extra_power: float  # USD/month the two extra cards add
+
+
 def simulate(w: Workload, cfg: OrchestraConfig) -> Simulation:
     together = _cloud(cfg, w.together_model)
-    p_t = blended(together, w.output_share)
-    p_l = _local_price(cfg, w.local_model)
-    premium = {name: blended(_cloud(cfg, name), w.output_share) for name in w.premium_m}
-    sim = Simulation(w, {w.together_model: p_t, w.local_model: p_l, **premium})
-    add = sim.rows.append
-    extra_power = w.electricity_expanded_usd - w.electricity_now_usd
-    paper_volumes = {100.0: (88.0, 0.30, 87.70, 6.8), 200.0: (176.0, 0.40, 175.60, 3.4)}
-
-    # §8.1: Together llama 70B vs the same tokens on the local 70B
-    roi = []
-    for v in w.volumes_m:
-        t, loc = v * p_t, v * p_l
-        saved = t - loc
-        months_paper_formula = w.expansion_usd / t if t else float("inf")
-        months_net = w.expansion_usd / (saved - extra_power) if saved > extra_power else float("inf")
-        roi.append(months_paper_formula)
-        claim = paper_volumes.get(v)
-        tag = f"{v:g}M tokens/month"
-        if claim is None:
-            add(Row("§8.1", f"{w.together_model} @ {tag}", "-", usd(t), "note", value=Span.of(t)))
-            add(Row("§8.1", f"local {w.local_model} @ {tag}", "-", usd(loc), "note", value=Span.of(loc)))
-            add(Row("§8.1", f"savings @ {tag}", "-", usd(saved), "note", value=Span.of(saved)))
-            add(
-                Row(
-                    "§8.1",
-                    f"ROI of +2 P40s @ {tag}",
-                    "-",
-                    f"{months_paper_formula:.1f} months",
-                    "note",
-                    value=Span.of(months_paper_formula),
-                )
-            )
-            continue
-        pt, pl, ps, pr = claim
-        add(
-            Row(
-                "§8.1",
-                f"{w.together_model} @ {tag}",
-                usd(pt),
-                usd(t),
-                _v(abs(t - pt) < 0.005),
-                value=Span.of(t),
-            )
-        )
-        loc_note = (
-            f"{usd(p_l, 3)}/M x {v:g}M = {usd(loc)}; the paper's {usd(pl)} matches neither its own "
-            f"{usd(p_l, 3)}/M nor its {usd(0.30)} at 100M"
-            if abs(loc - pl) >= 0.005
-            else ""
-        )
-        add(Row("§8.1", f"local {w.local_model} @ {tag}", usd(pl), usd(loc), _v(not loc_note), loc_note, Span.of(loc)))
-        save_note = (
-            f"follows from the wrong local figure: {usd(t)} - {usd(loc)} = {usd(saved)}"
-            if abs(saved - ps) >= 0.005
-            else ""
-        )
-        add(Row("§8.1", f"savings @ {tag}", usd(ps), usd(saved), _v(not save_note), save_note, Span.of(saved)))
-        add(
-            Row(
-                "§8.1",
-                f"ROI of +2 P40s @ {tag}",
-                f"{pr:.1f} months",
-                f"{months_paper_formula:.1f} months",
-                _v(abs(months_paper_formula - pr) < 0.05),
-                f"{usd(w.expansion_usd, 0)} / {usd(t)}; net of the new cards' +{usd(extra_power, 0)}/month "
-                f"electricity: {months_net:.1f} months",
-                Span.of(months_paper_formula),
-            )
-        )
-    if roi:
-        r = Span.of(min(roi), max(roi))
-        ok = r.close(Span(3, 6), 0.05)
-        add(
-            Row(
-                "§8.1",
-                '"pays for itself vs Together AI in 3-6 months"',
-                "3-6 months",
-                f"{months(r)} months",
-                _v(ok),
-                "" if ok else f"the section's own figures give {months(r)} months",
-                r,
-            )
-        )
-
-    # §8.2: premium validation and the Together estimate
-    prem_total = 0.0
-    paper_premium = {"gpt-4o": 22.0, "gemini-2.5-pro": 12.50, "claude-sonnet": 18.0}
-    for name, m in w.premium_m.items():
-        cost = m * premium[name]
-        prem_total += cost
-        claim_p = paper_premium.get(name)
-        add(
-            Row(
-                "§8.2",
-                f"{name} @ {m:g}M tokens",
-                usd(claim_p) if claim_p is not None else "-",
-                usd(cost),
-                _v(claim_p is not None and abs(cost - claim_p) < 0.005) if claim_p is not None else "note",
-                value=Span.of(cost),
-            )
-        )
-    prem = Span.of(prem_total)
-    add(
-        Row(
-            "§8.2",
-            "premium APIs per month",
-            "$50-55",
-            usd(prem),
-            _v(prem.within(Span(50, 55), 0.005)),
-            "" if w.output_share else "every token at the input price, as the paper does (--output-share)",
-            prem,
-        )
+    p = _Prices(
+        together=blended(together, w.output_share),
+        local=_local_price(cfg, w.local_model),
+        premium={name: blended(_cloud(cfg, name), w.output_share) for name in w.premium_m},
+        extra_power=w.electricity_expanded_usd - w.electricity_now_usd,
     )
-    cheap, dear = 10 * 0.80, 20 * 1.20
-    add(
-        Row(
-            "§8.2",
-            'Together "conservative" (10-20M tokens at $0.80-1.20/M)',
-            "$20-40",
-            usd(Span(cheap, dear)),
-            "WRONG",
-            f"10M x $0.80 = {usd(cheap)}, 20M x $1.20 = {usd(dear)}; $20-40 needs 17-50M tokens",
-            Span(cheap, dear),
-        )
-    )
-
-    # §8.3 / §11.2: option A (4x P40) vs option B (+2 P40s)
-    now_m = Span.of(*w.together_now_m) if w.together_now_m else Span(*PAPER_TOGETHER_NOW_USD).scale(1 / p_t)
-    exp_m = (
-        Span.of(*w.together_expanded_m) if w.together_expanded_m else Span(*PAPER_TOGETHER_EXPANDED_USD).scale(1 / p_t)
-    )
-    opt_a = Span.of(w.electricity_now_usd) + now_m.scale(p_t) + prem
-    opt_b = Span.of(w.electricity_expanded_usd) + exp_m.scale(p_t) + prem
-    add(
-        Row(
-            "§8.3",
-            f"option A: 4x P40 (Together {now_m.lo:.1f}-{now_m.hi:.1f}M tokens)",
-            "$140-195/month",
-            usd(opt_a),
-            _v(opt_a.within(Span(140, 195), 0.005)),
-            value=opt_a,
-        )
-    )
-    add(
-        Row(
-            "§8.3",
-            f"option B: +2 P40s (Together {exp_m.lo:.1f}-{exp_m.hi:.1f}M tokens)",
-            "$110-125/month",
-            usd(opt_b),
-            _v(opt_b.within(Span(110, 125), 0.005)),
-            value=opt_b,
-        )
-    )
-    saving = Span.of(opt_a.lo - opt_b.lo, opt_a.hi - opt_b.hi)  # like for like: low with low, high with high
-    widest = Span.of(opt_a.lo - opt_b.hi, opt_a.hi - opt_b.lo)
-    why = (
-        f"A - B = {usd(saving)} (low with low, high with high; at most {usd(widest)}): Together drops "
-        f"{usd(Span.of(now_m.lo * p_t - exp_m.lo * p_t, now_m.hi * p_t - exp_m.hi * p_t))} and electricity "
-        f"rises {usd(extra_power)}"
-    )
-    add(
-        Row(
-            "§8.3",
-            "monthly savings of option B",
-            "$80-140",
-            usd(saving),
-            _v(saving.close(Span(80, 140), 0.5)),
-            why,
-            saving,
-        )
-    )
-    payback = Span.of(w.expansion_usd / saving.hi, w.expansion_usd / saving.lo) if saving.lo > 0 else None
-    pay = f"{months(payback)} months" if payback else "never"
-    add(
-        Row(
-            "§8.3",
-            'ROI of +2 P40s ("4-8 months", "<8 months")',
-            "4-8 months",
-            pay,
-            _v(payback is not None and payback.close(Span(4, 8), 0.5)),
-            f"{usd(w.expansion_usd, 0)} / {usd(saving)} per month; the paper's 4-8 is $600 / its $80-140",
-            payback,
-        )
-    )
-    yearly = saving.scale(12)
-    add(
-        Row(
-            "§8.3",
-            "savings per year after ROI",
-            "$960-1,680",
-            usd(yearly, 0),
-            _v(yearly.close(Span(960, 1680), 5)),
-            "12 x the monthly savings",
-            yearly,
-        )
-    )
-    add(
-        Row(
-            "§11.2",
-            '"Savings: $55-85/month after expansion"',
-            "$55-85",
-            usd(saving),
-            _v(saving.close(Span(55, 85), 0.5)),
-            "with the paper's own ranges A - B spans $15-85 ($140 - $125 to $195 - $110), like for like $30-70: "
-            "$85 is A's top minus B's bottom, $55 matches no pairing",
-            saving,
-        )
-    )
-    add(
-        Row(
-            "§11.2",
-            "ROI (also §1.4)",
-            "7-11 months",
-            pay,
-            _v(payback is not None and payback.close(Span(7, 11), 0.5)),
-            "the paper's 7-11 is $600 / its $85-55; §8.3 says 4-8 and §8.1 3-6 months for the same cards",
-            payback,
-        )
-    )
-    add(
-        Row(
-            "§11.2",
-            "annual savings after ROI",
-            "$660-1,020",
-            usd(yearly, 0),
-            _v(yearly.close(Span(660, 1020), 5)),
-            value=yearly,
-        )
-    )
-
-    # cloud-only vs hybrid (§1.2, §11.2)
-    cloud = Span.of(*w.cloud_only_usd)
-    vs_b = Span.of(1 - opt_b.hi / cloud.lo, 1 - opt_b.lo / cloud.hi)
-    add(
-        Row(
-            "§11.2",
-            f"option B vs cloud-only {usd(cloud, 0)}/month",
-            "95-98%",
-            pct(vs_b),
-            _v(vs_b.within(Span(0.95, 0.98), 0.0005)),
-            value=vs_b,
-        )
-    )
-    hybrid = Span.of(opt_b.lo, opt_a.hi)
-    add(
-        Row(
-            "§1.2",
-            "hybrid cost (B's low to A's high)",
-            "$110-195/month",
-            usd(hybrid),
-            _v(hybrid.within(Span(110, 195), 0.005)),
-            value=hybrid,
-        )
-    )
-    vs_hybrid = Span.of(1 - hybrid.hi / cloud.lo, 1 - hybrid.lo / cloud.hi)
-    add(
-        Row(
-            "§1.2",
-            "hybrid vs cloud-only",
-            "95-98% savings",
-            pct(vs_hybrid),
-            _v(vs_hybrid.within(Span(0.95, 0.98), 0.0005)),
-            f"1 - {usd(hybrid.hi)} / {usd(cloud.lo, 0)} = {vs_hybrid.lo * 100:.1f}%",
-            vs_hybrid,
-        )
-    )
-    price_range = Span(0.50, 15.00).scale(w.cloud_only_volume_m)
-    add(
-        Row(
-            "§1.2",
-            f"cloud-only {w.cloud_only_volume_m:g}M tokens at $0.50-15.00/M",
-            "$3,000-5,000/month",
-            usd(price_range, 0),
-            _v(price_range.close(Span(3000, 5000), 1)),
-            "even every token at $15/M (Claude Opus input) is $3,000; $3,000-5,000 is not from the price table",
-            price_range,
-        )
-    )
-    own = w.cloud_only_volume_m * p_t + prem_total
-    own_save = Span.of(1 - opt_a.hi / own, 1 - opt_b.lo / own)
-    add(
-        Row(
-            "§11.2",
-            f"cloud-only at the paper's own prices ({w.cloud_only_volume_m:g}M on Together + premium)",
-            "-",
-            f"{usd(own)}: hybrid saves {pct(own_save)}",
-            "note",
-            "the 95-98% rests on the $3,000-5,000 figure, not on the price table",
-            Span.of(own),
-        )
-    )
-
-    # local cost per token (§1.2, §8.1)
-    eff = Span.of(w.electricity_now_usd / max(w.volumes_m), w.electricity_now_usd / min(w.volumes_m))
-    add(
-        Row(
-            "§1.2",
-            'local "$0.001-0.003 per million tokens"',
-            "$0.001-0.003/M",
-            f"{usd(eff)}/M",
-            "WRONG",
-            f"the electricity bill ({usd(w.electricity_now_usd, 0)}/month) over {min(w.volumes_m):g}-"
-            f"{max(w.volumes_m):g}M tokens",
-            eff,
-        )
-    )
-    energy = _local_energy(cfg, w.local_model)
-    if energy is not None:
-        per_m, watts, tps = energy
-        add(
-            Row(
-                "§8.1",
-                f"{w.local_model} energy per million tokens",
-                f"{usd(p_l, 3)}/M",
-                f"{usd(per_m)}/M",
-                "note",
-                f"{watts:g} W at {tps:g} tokens/s and ${cfg.budgets.local_cost.kwh_usd:g}/kWh",
-                Span.of(per_m),
-            )
-        )
-        capacity = tps * 86400 * 30 / 1e6
-        add(
-            Row(
-                "§8.1",
-                f"one {w.local_model} at {tps:g} tokens/s, per month",
-                f"{max(w.volumes_m):g}M tokens",
-                f"{capacity:.1f}M tokens",
-                "note",
-                ""
-                if capacity >= max(w.volumes_m)
-                else "one instance at its nominal speed cannot make the §8.1 volume (batching may)",
-                Span.of(capacity),
-            )
-        )
-    add(
-        Row(
-            "§8.1",
-            "electricity now / with +2 P40s",
-            "$30 / $40 (§8.1)",
-            f"{usd(w.electricity_now_usd, 0)} / {usd(w.electricity_expanded_usd, 0)}",
-            "note",
-            "§8.3 and §11.2 say $40 / $50 for the same cards",
-        )
-    )
+    sim = Simulation(w, {w.together_model: p.together, w.local_model: p.local, **p.premium})
+    _section_8_1(sim, w, p)
+    premium = _section_8_2(sim, w, p)
+    opt_a, opt_b = _options(sim, w, p, premium)
+    _cloud_only(sim, w, p, premium, opt_a, opt_b)
+    _local_cost(sim, w, p, cfg)
     return sim
 
 
-def _v(ok: bool) -> Verdict:
-    return "ok" if ok else "WRONG"
+def _add(sim: Simulation, section: str, what: str, paper: str, ours: str, ok: bool | None, note: str = "",
+         value: Span | None = None) -> None:  # fmt: skip
+    """One row: ``ok`` None is a remark (``note``), else the check of the paper's figure."""
+    verdict: Verdict = "note" if ok is None else ("ok" if ok else "WRONG")
+    sim.rows.append(Row(section, what, paper, ours, verdict, note, value))
+
+
+def _section_8_1(sim: Simulation, w: Workload, p: _Prices) -> None:
+    """Together llama 70B vs the same tokens on the local 70B, and the ROI of two more P40s."""
+    claims = {100.0: (88.0, 0.30, 87.70, 6.8), 200.0: (176.0, 0.40, 175.60, 3.4)}  # §8.1's code block
+    roi = []
+    for v in w.volumes_m:
+        t, loc = v * p.together, v * p.local
+        saved, payback = t - loc, w.expansion_usd / t if t else float("inf")
+        net = w.expansion_usd / (saved - p.extra_power) if saved > p.extra_power else float("inf")
+        roi.append(payback)
+        tag = f"{v:g}M tokens/month"
+        pt, pl, ps, pr = claims.get(v, (None, None, None, None))
+        _add(sim, "§8.1", f"{w.together_model} @ {tag}", _money(pt), usd(t), _near(t, pt), value=Span.of(t))
+        wrong_local = pl is not None and abs(loc - pl) >= 0.005
+        why = f"{usd(p.local, 3)}/M x {v:g}M = {usd(loc)}; the paper's {usd(pl or 0)} matches neither its own "
+        why += f"{usd(p.local, 3)}/M nor its $0.30 at 100M"
+        _add(sim, "§8.1", f"local {w.local_model} @ {tag}", _money(pl), usd(loc), _near(loc, pl),
+             why if wrong_local else "", Span.of(loc))  # fmt: skip
+        why = f"follows from the wrong local figure: {usd(t)} - {usd(loc)} = {usd(saved)}"
+        _add(sim, "§8.1", f"savings @ {tag}", _money(ps), usd(saved), _near(saved, ps),
+             why if ps is not None and abs(saved - ps) >= 0.005 else "", Span.of(saved))  # fmt: skip
+        why = f"{usd(w.expansion_usd, 0)} / {usd(t)}; net of the new cards' +{usd(p.extra_power, 0)}/month "
+        why += f"electricity: {net:.1f} months"
+        _add(sim, "§8.1", f"ROI of +2 P40s @ {tag}", "-" if pr is None else f"{pr:.1f} months",
+             f"{payback:.1f} months", _near(payback, pr, 0.05), why, Span.of(payback))  # fmt: skip
+    r = Span.of(min(roi), max(roi))
+    ok = r.close(Span(3, 6), 0.05)
+    _add(sim, "§8.1", '"pays for itself vs Together AI in 3-6 months"', "3-6 months", f"{months(r)} months", ok,
+         "" if ok else f"the section's own figures give {months(r)} months", r)  # fmt: skip
+
+
+def _section_8_2(sim: Simulation, w: Workload, p: _Prices) -> Span:
+    """Premium validation per model, and the Together estimate. Returns the premium total."""
+    claims = {"gpt-4o": 22.0, "gemini-2.5-pro": 12.50, "claude-sonnet": 18.0}
+    total = 0.0
+    for name, m in w.premium_m.items():
+        cost = m * p.premium[name]
+        total += cost
+        claim = claims.get(name)
+        _add(sim, "§8.2", f"{name} @ {m:g}M tokens", _money(claim), usd(cost), _near(cost, claim), value=Span.of(cost))
+    premium = Span.of(total)
+    why = "" if w.output_share else "every token at the input price, as the paper does (--output-share)"
+    _add(sim, "§8.2", "premium APIs per month", "$50-55", usd(premium), premium.within(Span(50, 55), 0.005), why,
+         premium)  # fmt: skip
+    est = Span(10 * 0.80, 20 * 1.20)  # the paper's own "10-20M tokens at $0.80-1.20/M"
+    why = f"10M x $0.80 = {usd(est.lo)}, 20M x $1.20 = {usd(est.hi)}; $20-40 needs 17-50M tokens"
+    _add(sim, "§8.2", 'Together "conservative" (10-20M tokens at $0.80-1.20/M)', "$20-40", usd(est),
+         est.close(Span(20, 40), 0.5), why, est)  # fmt: skip
+    return premium
+
+
+def _options(sim: Simulation, w: Workload, p: _Prices, premium: Span) -> tuple[Span, Span]:
+    """§8.3 and §11.2: option A (4x P40) vs option B (+2 P40s), their difference and the payback."""
+    default_now, default_exp = Span(*PAPER_TOGETHER_NOW_USD), Span(*PAPER_TOGETHER_EXPANDED_USD)
+    now_m = Span.of(*w.together_now_m) if w.together_now_m else default_now.scale(1 / p.together)
+    exp_m = Span.of(*w.together_expanded_m) if w.together_expanded_m else default_exp.scale(1 / p.together)
+    a = Span.of(w.electricity_now_usd) + now_m.scale(p.together) + premium
+    b = Span.of(w.electricity_expanded_usd) + exp_m.scale(p.together) + premium
+    _add(sim, "§8.3", f"option A: 4x P40 (Together {now_m.lo:.1f}-{now_m.hi:.1f}M tokens)", "$140-195/month", usd(a),
+         a.within(Span(140, 195), 0.005), value=a)  # fmt: skip
+    _add(sim, "§8.3", f"option B: +2 P40s (Together {exp_m.lo:.1f}-{exp_m.hi:.1f}M tokens)", "$110-125/month",
+         usd(b), b.within(Span(110, 125), 0.005), value=b)  # fmt: skip
+    saving = Span.of(a.lo - b.lo, a.hi - b.hi)  # like for like: low with low, high with high
+    widest = Span.of(a.lo - b.hi, a.hi - b.lo)
+    drop = Span.of((now_m.lo - exp_m.lo) * p.together, (now_m.hi - exp_m.hi) * p.together)
+    why = f"A - B = {usd(saving)} (low with low, high with high; at most {usd(widest)}): Together drops "
+    why += f"{usd(drop)} and electricity rises {usd(p.extra_power)}"
+    _add(sim, "§8.3", "monthly savings of option B", "$80-140", usd(saving), saving.close(Span(80, 140), 0.5), why,
+         saving)  # fmt: skip
+    payback = Span.of(w.expansion_usd / saving.hi, w.expansion_usd / saving.lo) if saving.lo > 0 else None
+    pay = f"{months(payback)} months" if payback else "never"
+    why = f"{usd(w.expansion_usd, 0)} / {usd(saving)} per month; the paper's 4-8 is $600 / its $80-140"
+    _add(sim, "§8.3", 'ROI of +2 P40s ("4-8 months", "<8 months")', "4-8 months", pay,
+         payback is not None and payback.close(Span(4, 8), 0.5), why, payback)  # fmt: skip
+    yearly = saving.scale(12)
+    _add(sim, "§8.3", "savings per year after ROI", "$960-1,680", usd(yearly, 0), yearly.close(Span(960, 1680), 5),
+         "12 x the monthly savings", yearly)  # fmt: skip
+    why = "with the paper's own ranges A - B spans $15-85 ($140 - $125 to $195 - $110), like for like $30-70: "
+    why += "$85 is A's top minus B's bottom, $55 matches no pairing"
+    _add(sim, "§11.2", '"Savings: $55-85/month after expansion"', "$55-85", usd(saving),
+         saving.close(Span(55, 85), 0.5), why, saving)  # fmt: skip
+    why = "the paper's 7-11 is $600 / its $85-55; §8.3 says 4-8 and §8.1 3-6 months for the same cards"
+    _add(sim, "§11.2", "ROI (also §1.4)", "7-11 months", pay, payback is not None and payback.close(Span(7, 11), 0.5),
+         why, payback)  # fmt: skip
+    _add(sim, "§11.2", "annual savings after ROI", "$660-1,020", usd(yearly, 0), yearly.close(Span(660, 1020), 5),
+         value=yearly)  # fmt: skip
+    return a, b
+
+
+def _cloud_only(sim: Simulation, w: Workload, p: _Prices, premium: Span, a: Span, b: Span) -> None:
+    """§1.2 and §11.2: the hybrid against cloud-only, at the paper's figure and at its own prices."""
+    cloud = Span.of(*w.cloud_only_usd)
+    vs_b = Span.of(1 - b.hi / cloud.lo, 1 - b.lo / cloud.hi)
+    _add(sim, "§11.2", f"option B vs cloud-only {usd(cloud, 0)}/month", "95-98%", pct(vs_b),
+         vs_b.within(Span(0.95, 0.98), 0.0005), value=vs_b)  # fmt: skip
+    hybrid = Span.of(b.lo, a.hi)
+    _add(sim, "§1.2", "hybrid cost (B's low to A's high)", "$110-195/month", usd(hybrid),
+         hybrid.within(Span(110, 195), 0.005), value=hybrid)  # fmt: skip
+    vs_hybrid = Span.of(1 - hybrid.hi / cloud.lo, 1 - hybrid.lo / cloud.hi)
+    _add(sim, "§1.2", "hybrid vs cloud-only", "95-98% savings", pct(vs_hybrid),
+         vs_hybrid.within(Span(0.95, 0.98), 0.0005),
+         f"1 - {usd(hybrid.hi)} / {usd(cloud.lo, 0)} = {vs_hybrid.lo * 100:.1f}%", vs_hybrid)  # fmt: skip
+    priced = Span(0.50, 15.00).scale(w.cloud_only_volume_m)
+    why = "even every token at $15/M (Claude Opus input) is $3,000; $3,000-5,000 is not from the price table"
+    _add(sim, "§1.2", f"cloud-only {w.cloud_only_volume_m:g}M tokens at $0.50-15.00/M", "$3,000-5,000/month",
+         usd(priced, 0), priced.close(Span(3000, 5000), 1), why, priced)  # fmt: skip
+    own = w.cloud_only_volume_m * p.together + premium.lo
+    saves = Span.of(1 - a.hi / own, 1 - b.lo / own)
+    _add(sim, "§11.2", f"cloud-only at the paper's own prices ({w.cloud_only_volume_m:g}M on Together + premium)",
+         "-", f"{usd(own)}: hybrid saves {pct(saves)}", None,
+         "the 95-98% rests on the $3,000-5,000 figure, not on the price table", Span.of(own))  # fmt: skip
+
+
+def _local_cost(sim: Simulation, w: Workload, p: _Prices, cfg: OrchestraConfig) -> None:
+    """§1.2 / §8.1: what a local token costs, from the bill and from the cards."""
+    eff = Span.of(w.electricity_now_usd / max(w.volumes_m), w.electricity_now_usd / min(w.volumes_m))
+    why = f"the electricity bill ({usd(w.electricity_now_usd, 0)}/month) over {min(w.volumes_m):g}-"
+    why += f"{max(w.volumes_m):g}M tokens"
+    _add(sim, "§1.2", 'local "$0.001-0.003 per million tokens"', "$0.001-0.003/M", f"{usd(eff)}/M",
+         eff.within(Span(0.001, 0.003), 0.0005), why, eff)  # fmt: skip
+    energy = _local_energy(cfg, w.local_model)
+    if energy is not None:
+        per_m, watts, tps = energy
+        why = f"{watts:g} W at {tps:g} tokens/s and ${cfg.budgets.local_cost.kwh_usd:g}/kWh"
+        _add(sim, "§8.1", f"{w.local_model} energy per million tokens", f"{usd(p.local, 3)}/M", f"{usd(per_m)}/M",
+             None, why, Span.of(per_m))  # fmt: skip
+        capacity = tps * 86400 * 30 / 1e6
+        short = capacity < max(w.volumes_m)
+        why = "one instance at its nominal speed cannot make the §8.1 volume (batching may)" if short else ""
+        _add(sim, "§8.1", f"one {w.local_model} at {tps:g} tokens/s, per month", f"{max(w.volumes_m):g}M tokens",
+             f"{capacity:.1f}M tokens", None, why, Span.of(capacity))  # fmt: skip
+    _add(sim, "§8.1", "electricity now / with +2 P40s", "$30 / $40 (§8.1)",
+         f"{usd(w.electricity_now_usd, 0)} / {usd(w.electricity_expanded_usd, 0)}", None,
+         "§8.3 and §11.2 say $40 / $50 for the same cards")  # fmt: skip
+
+
+def _money(claim: float | None) -> str:
+    return "-" if claim is None else usd(claim)
+
+
+def _near(ours: float, claim: float | None, tolerance: float = 0.005) -> bool | None:
+    """The paper's figure matches ours (to the cent); None where the paper has no figure."""
+    return None if claim is None else abs(ours - claim) < tolerance
 
 
 def render(sim: Simulation, *, is_paper: bool) -> str:
