@@ -79,8 +79,8 @@ class TierKeeper:
         assert self._kv is not None
         await self._kv.put(cmd.tier, state)
         self.states[cmd.tier] = state
-        until = when(state.until, self.tz)
-        log.warning("tier %s %sd by %s: %s (until %s)", cmd.tier, verb, cmd.by, state.reason, until)
+        until = "" if state.enabled else f" (until {when(state.until, self.tz)})"
+        log.warning("tier %s %sd by %s: %s%s", cmd.tier, verb, cmd.by, state.reason, until)
         self._schedule(state)
 
     def _schedule(self, state: TierState) -> None:

@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     cmds = p.add_subparsers(dest="cost_command", metavar="SUBCOMMAND", required=True)
 
     r = cmds.add_parser("report", help="spend replayed from stored results, checked against the ledger")
-    r.add_argument("--since", default="today", help="start: 30m, 2h, 7d, today, or ISO time (default today)")
+    r.add_argument("--since", default="today", help="start: 30m, 2h, 7d, today (budgets.timezone), or ISO time")
     r.add_argument("--until", default="now", help="end (default now)")
     r.add_argument("--by", choices=report.BY, default="tier", help="group by (default tier)")
     r.add_argument("--json", action="store_true")
@@ -100,7 +100,10 @@ async def collect(nc: NATS, since: datetime, until: datetime) -> tuple[list[Char
 
 async def _report(args: argparse.Namespace) -> int:
     cfg = config_of(args)
+    calendar = Calendar(cfg.budgets.timezone)
     since, until = parse_when(args.since), parse_when(args.until)
+    if args.since.strip() == "today":  # the budgets' day, not UTC's
+        since = datetime.now(calendar.tz).replace(hour=0, minute=0, second=0, microsecond=0)
     if since >= until:
         raise ValueError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     nc = await connect_cli(cfg)
@@ -108,7 +111,6 @@ async def _report(args: argparse.Namespace) -> int:
         charges, ledger, bad = await collect(nc, since, until)
     finally:
         await nc.close()
-    calendar = Calendar(cfg.budgets.timezone)
     lines, total = report.aggregate(charges, args.by, calendar)
     check = report.compare({c.key: c.cost_nanos for c in charges}, ledger)
     if args.json:
