@@ -145,15 +145,8 @@ class BudgetGuard(Actor):
         decision = self.ledger.try_reserve(req, reservation_id=rid, now=now, disabled_tiers=self.tiers.disabled())
         remaining = None if decision.remaining is None else decision.remaining / NANOS
         if not decision.granted:
-            self.log.info(
-                "denied %s:%d (%s %s): %s %s",
-                req.request_id,
-                req.attempt,
-                req.tier,
-                req.model,
-                decision.reason,
-                decision.scope,
-            )
+            why = f"{decision.reason} {decision.scope}"
+            self.log.info("denied %s:%d (%s %s): %s", req.request_id, req.attempt, req.tier, req.model, why)
             if decision.limit is not None:
                 due = self.ledger.cap_reached(decision.limit, now)
                 if due is not None and self.ledger.claim(due.key):
@@ -191,17 +184,9 @@ class BudgetGuard(Actor):
         return ReleaseReply(released=True, amount_usd=r.amount / NANOS)
 
     async def summary(self, _req: SummaryRequest) -> LedgerSummary:
-        now = time.time()
-        self.ledger.expire(now)
-        return LedgerSummary(
+        return msgspec.structs.replace(
+            self.ledger.summary(time.time()),
             instance=self.instance,
-            charges=len(self.ledger.charges),
-            spent_nanos=self.ledger.charged_total(),
-            digest=self.ledger.digest(),
-            open_reservations=len(self.ledger.reservations),
-            held_nanos=sum(r.amount for r in self.ledger.reservations.values()),
-            by_tier=self.ledger.by_tier(),
-            limits=self.ledger.limit_status(now),
             disabled_tiers=sorted(self.tiers.disabled()),
             entries_replayed=self.replayed,
             replay_ms=round(self.replay_ms, 1),

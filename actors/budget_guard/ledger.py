@@ -29,6 +29,7 @@ from schemas.budget import (
     Charged,
     DenyReason,
     LedgerEntry,
+    LedgerSummary,
     LimitStatus,
     Marked,
     Released,
@@ -359,6 +360,18 @@ class Ledger:
 
     def digest(self) -> str:
         return charges_digest((k, c.nanos) for k, c in self.charges.items())
+
+    def summary(self, now: float) -> LedgerSummary:
+        self.expire(now)
+        return LedgerSummary(
+            charges=len(self.charges),
+            spent_nanos=self.charged_total(),
+            digest=self.digest(),
+            open_reservations=len(self.reservations),
+            held_nanos=sum(r.amount for r in self.reservations.values()),
+            by_tier=self.by_tier(),
+            limits=self.limit_status(now),
+        )
 
     def limit_status(self, now: float) -> list[LimitStatus]:
         out = []
