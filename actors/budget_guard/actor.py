@@ -46,6 +46,7 @@ from schemas.budget import (
     ReserveRequest,
     SummaryRequest,
 )
+from schemas.codec import encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
 from schemas.events import Event
@@ -69,6 +70,7 @@ class BudgetGuard(Actor):
         self.ledger = Ledger(cfg.budgets, keep_charges_s=float(cfg.bus.streams.history) + 86400)
         self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
         self._background: set[asyncio.Task[None]] = set()
+        self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
@@ -154,12 +156,21 @@ class BudgetGuard(Actor):
             return ReserveReply(granted=False, reason=decision.reason, scope=decision.scope, remaining_usd=remaining)
         if decision.entry is not None:
             try:
-                await self._append(decision.entry, RESERVE_WRITE_TIMEOUT)
+                # Write-ahead on this connection: the entry reaches the server before the reply does
+                # (one connection keeps its order), so a guard that dies after answering has its hold
+                # on the bus. The store's ack is confirmed in the background, not on the request's path.
+                if self._ledger_ok:
+                    stored: asyncio.Future[Any] | None = await self._append_ahead(decision.entry)
+                else:  # an earlier entry was not confirmed: store first, answer after
+                    await self._append(decision.entry, RESERVE_WRITE_TIMEOUT)
+                    self._ledger_ok, stored = True, None
             except Exception as exc:
                 self.ledger.rollback(rid)
                 self.log.warning("reservation %s rolled back: the ledger could not store it (%s)", rid, exc)
                 self._in_background(self._append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
                 return ReserveReply(granted=False, reason="ledger_unavailable")
+            if stored is not None:
+                self._in_background(self._confirm(stored, decision.entry))
         r = decision.reservation
         assert r is not None
         return ReserveReply(
@@ -248,6 +259,23 @@ class BudgetGuard(Actor):
             await self._fire_due(now)
             await self.tiers.sweep(now)
             await asyncio.sleep(SWEEP_EVERY)
+
+    async def _append_ahead(self, entry: LedgerEntry) -> asyncio.Future[Any]:
+        """Hand the entry to the connection now; the returned future resolves with the store's ack."""
+        if not self.nc.is_connected:
+            raise ConnectionError("not connected to NATS")
+        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
+        return await self.js.publish_async(subject, encode(entry), headers={"Nats-Msg-Id": msg_id})
+
+    async def _confirm(self, stored: asyncio.Future[Any], entry: LedgerEntry) -> None:
+        """The entry was sent ahead of a granted reply: make sure it is stored (retries are deduplicated
+        by its Msg-Id). A hold that was granted is never taken back."""
+        try:
+            await asyncio.wait_for(stored, RESERVE_WRITE_TIMEOUT * 5)
+        except Exception as exc:
+            self._ledger_ok = False
+            self.log.warning("ledger entry not confirmed (%s); storing it again", exc)
+            await self._append(entry, 60.0)
 
     async def _append(self, entry: LedgerEntry, timeout: float) -> None:
         subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
