@@ -94,6 +94,7 @@ class Ledger:
         self.charges: dict[str, ChargeRecord] = {}
         self.marks: set[str] = set()
         self._api_recent: deque[tuple[float, int]] = deque()  # (at, nanos) of API charges, for velocity
+        self._api_recent_sum = 0  # their sum, kept as they come and go (no scan per charge)
         self.entries_applied = 0
 
     # --- reservations ----------------------------------------------------------------------------
@@ -241,6 +242,7 @@ class Ledger:
                 self.spent[(scope, month)] += c.cost_nanos
             if c.tier not in (None, "local"):
                 self._api_recent.append((c.at, c.cost_nanos))
+                self._api_recent_sum += c.cost_nanos
         if c.reservation_id:
             self._drop(c.reservation_id)
         if c.final:  # the request is finished: no other attempt of it will be settled
@@ -295,8 +297,11 @@ class Ledger:
         if window <= 0:
             return 0.0
         while self._api_recent and self._api_recent[0][0] <= now - window:
-            self._api_recent.popleft()
-        total = sum(n for at, n in self._api_recent if now - window < at <= now)
+            self._api_recent_sum -= self._api_recent.popleft()[1]
+        if self._api_recent and self._api_recent[-1][0] > now:  # charges stamped later than `now` (replay)
+            total = sum(n for at, n in self._api_recent if at <= now)
+        else:
+            total = self._api_recent_sum
         return total / NANOS / (window / 3600.0)
 
     def daily_api(self, now: float) -> int:
