@@ -43,6 +43,10 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama_gguf(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
 async def start_host(profile: Path, nc: NATS) -> GpuHost:
     host = GpuHost(load_config(profile), host=HOST)
     await host.start(nc)
@@ -276,7 +280,7 @@ async def test_eviction_keeps_the_model_used_most(
 ) -> None:
     """Room for two: A B A A C evicts B (used once), not A; A is then served without reloading."""
     models = {n: tiny_entry(tiny_gguf, family=n) for n in ("a", "b", "c")}
-    each = tiny_gguf.stat().st_size + 256 * 256 * 4  # weights (about the file) + KV for 256 x 4
+    each = _size(tiny_gguf) + 256 * 256 * 4  # weights (about the file) + KV for 256 x 4
     actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), nc)
     ev = await Events().start(nc)
     try:
