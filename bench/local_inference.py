@@ -65,6 +65,7 @@ def raw_run(path: Path, prompts: list[str], max_tokens: int, threads: int, conte
     for p in prompts:
         t = time.perf_counter()
         out = llm.create_completion(p, max_tokens=max_tokens, temperature=0.0)
+        assert isinstance(out, dict)
         per_request.append(time.perf_counter() - t)
         tokens += out["usage"]["completion_tokens"]
     wall = time.perf_counter() - started
