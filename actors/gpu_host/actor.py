@@ -21,10 +21,10 @@ from pathlib import Path
 
 from nats.js.errors import NotFoundError
 
-from actors.gpu_host.engine import Completion, GenParams
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
+from actors.gpu_host.outcome import gen_params, make_result
 from actors.gpu_host.prompts import build_prompt
 from actors.pricing import local_cost
 from bus import subjects
@@ -37,7 +37,7 @@ from schemas.commands import LoadModel, SwapModels, UnloadModel
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.events import HostDown, HostUp
-from schemas.result import GenerateResult, Provenance, Timings, Usage
+from schemas.result import Usage
 from schemas.state import HostState
 
 HOST_STATE: Codec[HostState] = Codec(HostState)
@@ -114,13 +114,20 @@ class GpuHost(Actor):
             case Dispatch():
                 await self.generate(d, msg)
             case LoadModel(model=model, keep_alive=keep_alive):
-                with contextlib.suppress(GpuHostError):  # the failure is an event already
+                if keep_alive not in (None, "hot", "warm", "cold"):
+                    self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
+                    keep_alive = None
+                try:
                     await self.manager.ensure_loaded(model, keep_alive=keep_alive, reason=msg.reason or "command")  # type: ignore[arg-type]
+                except GpuHostError as exc:  # published as model.load_failed / oom already
+                    self.log.warning("%s: load %s failed: %s", self.host, model, exc)
             case UnloadModel(model=model):
                 await self.manager.unload(model, reason=msg.reason or "command")
             case SwapModels(unload=unload, load=load):
-                with contextlib.suppress(GpuHostError):
+                try:
                     await self.manager.swap(unload, load, reason=msg.reason or "swap")
+                except GpuHostError as exc:
+                    self.log.warning("%s: swap %s -> %s failed: %s", self.host, unload, load, exc)
             case _:
                 self.log.warning("%s: ignoring command %s", self.host, type(msg).__name__)
 
@@ -134,8 +141,8 @@ class GpuHost(Actor):
         try:
             if taken >= req.effective_deadline:
                 raise DeadlineExceeded(f"request {req.id} reached {self.host} after its deadline")
-            self.manager.touch(model)
             resident = await self._loaded(model, req.effective_deadline)
+            self.manager.touch(model)
             load_ms = (time.time() - taken) * 1000.0
             cfg = resident.resolved.cfg
             engine = resident.engine
@@ -147,17 +154,7 @@ class GpuHost(Actor):
                 bos=getattr(engine, "bos_text", ""),
                 eos=getattr(engine, "eos_text", ""),
             )
-            s = dispatch.effective_sampling
-            params = GenParams(
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                seed=s.seed,
-                stop=tuple(dict.fromkeys([*s.stop, *stops])),
-                presence_penalty=s.presence_penalty,
-                frequency_penalty=s.frequency_penalty,
-            )
+            params = gen_params(dispatch, stops)
             gen = engine.submit(prompt, params, deadline=req.effective_deadline, stream=req.stream)
             try:
                 if streamed is not None:
@@ -186,47 +183,11 @@ class GpuHost(Actor):
             return
         if streamed is not None:
             await streamed.send("", done=True, finish_reason=done.finish_reason)
-        await publish_outcome(self, self._result(dispatch, done, usage, cost, load_ms, taken, d))
-
-    def _result(
-        self, dispatch: Dispatch, done: Completion, usage: Usage, cost: float, load_ms: float, taken: float, d: Delivery
-    ) -> GenerateResult:
-        req, t, s = dispatch.request, dispatch.target, dispatch.effective_sampling
-        cfg = self.library.model(t.model)
-        now = time.time()
-        published = req.created_at or d.published_at
-        return GenerateResult(
-            request_id=req.id,
-            text=done.text,
-            finish_reason=done.finish_reason,
-            model=t.model,
-            family=cfg.family,
-            tier="local",
-            target=self.host,
-            usage=usage,
-            cost_usd=cost,
-            timings=Timings(
-                queue_ms=max(0.0, (taken - d.published_at) * 1000.0),
-                load_ms=load_ms if load_ms >= 1.0 else 0.0,
-                first_token_ms=load_ms + done.first_token_s * 1000.0,
-                generation_ms=done.generation_s * 1000.0,
-                total_ms=max(0.0, (now - published) * 1000.0),
-            ),
-            attempt=dispatch.attempt,
-            provenance=Provenance(
-                model=t.model,
-                family=cfg.family,
-                tier="local",
-                target=self.host,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                prompt_variant=dispatch.prompt_variant,
-            ),
-            client_key=req.client_key,
-            task=req.task,
-            parent_id=dispatch.parent_id,
-            created_at=now,
-        )
+        result = make_result(
+            dispatch, done, host=self.host, family=cfg.family, usage=usage, cost=cost, load_ms=load_ms, taken=taken,
+            dispatched=d.published_at,
+        )  # fmt: skip
+        await publish_outcome(self, result)
 
     # --- helpers -----------------------------------------------------------------------------------
     async def _answered(self, request_id: str) -> bool:

@@ -170,13 +170,13 @@ class ModelManager:
             self.changed()
 
     async def _load(self, name: str, keep_alive: KeepAlive | None, reason: str) -> Resident:
-        model = self.library.model(name)
         try:
+            model = self.library.model(name)
+            cards = self._usable_cards(name, model.cards)
             files = await asyncio.to_thread(self.library.resolve_all, name)
         except ModelNotFound as exc:
             await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
             raise
-        cards = self._usable_cards(name, model.cards)
         pinned = bool(model.cards)
         kv = files[0].kv_bytes_per_token
         batch = 1 if model.engine == "ctransformers" else model.max_batch_size
