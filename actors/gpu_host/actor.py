@@ -103,9 +103,11 @@ class GpuHost(Actor):
         self.spawn("preload", self._preload, restart=False)
 
     async def on_stop(self) -> None:
-        await self.manager.close()
-        await self._publish_state(up=False)
-        await self.emit(HostDown(host=self.host, reason="stopped"))
+        connected = self.nc.is_connected
+        await self.manager.close(announce=connected)
+        if connected:  # NATS gone: nothing to tell, and waiting for it would only delay the exit
+            await self._publish_state(up=False)
+            await self.emit(HostDown(host=self.host, reason="stopped"))
 
     # --- messages ----------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:

@@ -303,7 +303,10 @@ class ModelManager:
                     await self._unload(name, reason=f"keep-alive ({r.keep_alive}) expired")
         return gone
 
-    async def close(self) -> None:
+    async def close(self, *, announce: bool = True) -> None:
+        """Unload everything (the host is stopping); ``announce=False`` when NATS is gone: no events."""
+        if not announce:
+            self.emit = _no_event
         async with self._lock:
             for name in list(self.residents):
                 await self._unload(name, reason="host stopping")
@@ -378,6 +381,10 @@ class ModelManager:
             free_bytes=free,
             total_bytes=total,
         )
+
+
+async def _no_event(event: Event) -> None:
+    return None
 
 
 def _can_hold(cfg: OrchestraConfig, host: str, name: str) -> bool:
