@@ -30,7 +30,9 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from actors.gpu_host.engine import GenParams, LoadSpec
 from actors.gpu_host.library import ModelLibrary
+from actors.gpu_host.llama_engine import LlamaCppEngine
 from bus import subjects
 from bus.server import EmbeddedNats
 from schemas.codec import EVENT, OUTCOME, encode
@@ -71,6 +73,25 @@ def raw_run(path: Path, prompts: list[str], max_tokens: int, threads: int, conte
     wall = time.perf_counter() - started
     llm.close()
     return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "first_request_s": per_request[0]}
+
+
+async def engine_run(
+    path: Path, prompt: str, max_tokens: int, threads: int, context: int, batch: int
+) -> dict[str, float]:
+    """The gpu_host's own engine in this process, no NATS: what the orchestra itself adds is host - engine."""
+    engine = LlamaCppEngine(
+        LoadSpec(name="bench", path=path, context=context, batch=batch, n_threads=threads, n_threads_batch=threads)
+    )
+    await engine.start()
+    try:
+        t = time.perf_counter()
+        done = await engine.submit(
+            prompt, GenParams(max_tokens=max_tokens, temperature=0.0), deadline=time.time() + 600
+        ).result()
+        wall = time.perf_counter() - t
+    finally:
+        await engine.stop()
+    return {"tokens": done.output_tokens, "wall_s": wall, "tok_s": done.output_tokens / wall}
 
 
 def raw_load(path: Path, threads: int, context: int) -> float:
@@ -204,6 +225,10 @@ async def measure(
                 rows.setdefault(f"raw-{n}", []).append(raw)
                 host = await host_run(nc, args.model, prompts, args.max_tokens, serial=False)
                 rows.setdefault(f"host-{n}", []).append(host)
+                if n == 1:
+                    batch = cfg.local_models()[args.model].max_batch_size
+                    engine = await engine_run(path, prompts[0], args.max_tokens, args.threads, context, batch)
+                    rows.setdefault("engine-1", []).append(engine)
                 if n > 1:
                     serial = await host_run(nc, args.model, prompts, args.max_tokens, serial=True)
                     rows.setdefault(f"host-serial-{n}", []).append(serial)
