@@ -259,6 +259,13 @@ def report(args: argparse.Namespace, rows: dict[str, list[dict[str, float]]]) ->
     print(
         f"  per-round ratio host/raw: {', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})"
     )
+    one_engine = median(rows["engine-1"], "wall_s")
+    ratios = [h["wall_s"] / e["wall_s"] for h, e in zip(rows["host-1"], rows["engine-1"], strict=True)]
+    print(
+        f"single request: the host's engine in-process (no NATS) {one_engine * 1000:.0f} ms; published on NATS ->"
+        f" result {one_host * 1000:.0f} ms ({(one_host / one_engine - 1) * 100:+.1f}%); per round "
+        f"{', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})"
+    )
     swap_ms, load_ms = median(rows["swap"], "swap_ms"), median(rows["swap"], "load_ms")
     raw_ms = median(rows["raw-load"], "load_ms")
     print(
