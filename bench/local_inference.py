@@ -266,6 +266,12 @@ def report(args: argparse.Namespace, rows: dict[str, list[dict[str, float]]]) ->
         f" result {one_host * 1000:.0f} ms ({(one_host / one_engine - 1) * 100:+.1f}%); per round "
         f"{', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})"
     )
+    added = [(h["wall_s"] - h["mean_generation_s"]) * 1000 for h in rows["host-1"]]
+    share = [h["wall_s"] / h["mean_generation_s"] - 1 for h in rows["host-1"]]
+    print(
+        f"  within each request (publish -> result minus the engine's generation time): "
+        f"{', '.join(f'{a:.1f} ms' for a in added)} = median {statistics.median(share) * 100:.2f}%"
+    )
     swap_ms, load_ms = median(rows["swap"], "swap_ms"), median(rows["swap"], "load_ms")
     raw_ms = median(rows["raw-load"], "load_ms")
     print(
