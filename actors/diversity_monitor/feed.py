@@ -106,7 +106,7 @@ async def embed(m: DiversityMonitor, answers: list[Answer]) -> list[Answer]:
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start : start + EMBED_BATCH]
         try:
-            vectors = normalise(await asyncio.to_thread(m.embedder.embed, [answers[i].text for i in batch]))
+            vectors = normalise(await asyncio.to_thread(m.embedder.embed_sync, [answers[i].text for i in batch]))
         except Exception as exc:  # a failing embedder degrades to lexical grouping, never loses results
             log.warning("embedding %d answers failed: %s", len(batch), exc)
             return out

@@ -26,7 +26,7 @@ from schemas.config.models import LocalModel, parse_params
 from schemas.config.root import OrchestraConfig
 from schemas.state import HostState, LoadedModel, QueueState, TierState
 
-_SIZE_SUFFIX = re.compile(r"-\d+(?:\.\d+)?[kmbt](?:-.*)?$", re.I)
+_SIZE = re.compile(r"-\d+(?:\.\d+)?[kmbt](?=-|$)", re.I)
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ def footprint(model: LocalModel) -> int:
     return int(parse_params(model.params) * model.bits / 8)
 
 
-def stem(name: str) -> str:
-    """The model line without its size: 'llama3.1-70b' -> 'llama3.1', 'qwen2.5-coder-14b' -> 'qwen2.5-coder'."""
-    return _SIZE_SUFFIX.sub("", name)
+def line_of(name: str) -> tuple[str, str]:
+    """A model's line and variant around its size: 'llama3.1-70b' -> ('llama3.1', ''),
+    'llama3.1-8b-instruct' -> ('llama3.1', '-instruct'), 'qwen2.5-coder-14b' -> ('qwen2.5-coder', '')."""
+    m = _SIZE.search(name)
+    return (name[: m.start()], name[m.end() :]) if m else (name, "")
 
 
 def free_bytes(host: HostState) -> int:
@@ -79,8 +81,8 @@ def _loaded_bytes(m: LoadedModel, cfg: OrchestraConfig) -> int:
 # --- OOM -----------------------------------------------------------------------------------------
 def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: OrchestraConfig) -> Plan:
     """The card with the most OOMs in the window (the latest on a tie): unload its largest model, and
-    load the largest smaller model of the same family that fits the memory it frees (same model line
-    first: llama3.1-70b -> llama3.1-8b, as in the paper)."""
+    load a smaller model of the same family that fits the memory it frees: the same model line and
+    variant first, then the largest (llama3.1-70b -> llama3.1-8b, as in the paper)."""
     if not ooms:
         return Plan("none", detail="no OOM in the window to act on")
     counts = Counter((o.host, o.card) for o in ooms)
@@ -121,8 +123,13 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
         return Plan(
             "unload", commands, f"unloaded {victim_name} from {where}; no smaller {victim_cfg.family} model fits"
         )
-    line = stem(victim_name)
-    name, _ = max(candidates, key=lambda c: (stem(c[0]) == line, footprint(c[1]), c[1].quality, c[0]))
+    stem, variant = line_of(victim_name)
+
+    def preference(c: tuple[str, LocalModel]) -> tuple[bool, bool, int, int, int]:
+        c_stem, c_variant = line_of(c[0])
+        return c_stem == stem, c_variant == variant, footprint(c[1]), c[1].quality, -len(c[0])
+
+    name, _ = max(candidates, key=preference)
     commands.append(LoadModel(host=host_name, model=name, reason=f"smaller {victim_cfg.family} model after OOM"))
     return Plan("swap", commands, f"replaced {victim_name} with {name} on {where}")
 
