@@ -43,7 +43,7 @@ from schemas.events import (
 )
 from schemas.request import ChatMessage, make_request
 from schemas.result import GenerateResult, Provenance, Usage
-from schemas.state import CardState, HostState, LoadedModel, QueueState, TierState
+from schemas.state import CardState, HostState, LoadedModel, ProviderState, QueueState, TierState
 from tests.support.answers import FIB_DIVERSE, FIB_SAME, SKY_DIVERSE
 from tests.support.client import ask, outcomes_stored
 from tests.support.minilm import embedder as shared_embedder
@@ -87,6 +87,9 @@ class CardsWorker(ScriptedWorker):
         kv = await TypedKV.open(self.js, subjects.KV_HOSTS, Codec(HostState))
         for name, state in self.states.items():
             await kv.put(name, HostState(host=name, cards=state.cards, models=state.models, heartbeat_at=time.time()))
+        providers = await TypedKV.open(self.js, subjects.KV_PROVIDERS, Codec(ProviderState))
+        for p in self.providers:
+            await providers.put(p, ProviderState(provider=p, available=True, updated_at=time.time()))
 
 
 Start = Callable[..., Awaitable[Any]]
@@ -557,3 +560,34 @@ async def test_the_monitor_process_serves_metrics_and_diversity_while_requests_f
     fib = json.loads(out)["tasks"]["fib"]
     assert fib["answers"] == 8 and fib["model_families"] == 2 and fib["unique_approaches"] == 2
     assert proc.terminate() == 0
+
+
+async def test_after_the_overflow_remediation_the_router_sends_local_work_to_together(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+) -> None:
+    """Local profile, the one CPU card full: the backlog alert's SetOverflow reaches the router, and the
+    next request for the backlogged model's work is answered by the Together tier."""
+    bus = await Bus().listen(nc)
+    cfg = load_config(profile_for(tmp_path, nats_server))
+    full = HostState(host="cpu0", cards=[CardState(card="cpu0", total_bytes=int(1.5 * GB), used_bytes=int(1.5 * GB))],
+                     models=[LoadedModel(model="smollm2-135m"), LoadedModel(model="gemma3-270m")])
+    worker = await actors(CardsWorker(cfg, states={"cpu0": full}, providers=["together"]))
+    router = await actors(Router(cfg, instance="test-router"))
+    await actors(monitor(cfg))
+    before = await ask(nc, chat())
+    assert isinstance(before, GenerateResult) and before.tier == "local"
+    queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
+    target = f"local:cpu0:{before.model}"
+    await queues.put(target, QueueState(target=target, depth=800, oldest_wait_s=900, backlog=True,
+                                        updated_at=time.time()))
+    overflow = (await eventually(lambda: bus.of(SetOverflow)))[0]
+    assert (overflow.model, overflow.tier) == (before.model, "together")
+    await eventually(lambda: router.view.overflow)
+
+    async def routed_to_together() -> GenerateResult | None:
+        outcome = await ask(nc, chat())
+        return outcome if isinstance(outcome, GenerateResult) and outcome.tier == "together" else None
+
+    after = await eventually(routed_to_together, timeout=10, interval=0.2)
+    assert after.model == "together/llama3.1-70b"
+    assert worker.seen[-1].where == "together"
