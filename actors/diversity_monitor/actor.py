@@ -57,6 +57,7 @@ class DiversityMonitor(Actor):
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
         self.embedder: Embedder | None = embedder  # None: load the cache's MiniLM at start
         self.own_embedder = embedder is None
+        self.embedding = asyncio.Lock()
         self.summary: Summary | None = None
         self.replayed: dict[str, int] = {}  # stream -> last sequence the start-up replay read
         self.overflowing: set[str] = set()  # local models ('*' = all) overflowed to the cloud
@@ -71,8 +72,9 @@ class DiversityMonitor(Actor):
                          handler=self.on_result, description="results and failed attempts", **defaults),
             ConsumerSpec(stream="EVENTS", durable=self.name, subjects=(subjects.EVENT_ALL,),
                          handler=self.on_event, description="every event", **defaults),
-            ConsumerSpec(stream="COMMANDS", durable=self.name, subjects=COMMAND_SUBJECTS,
-                         handler=self.on_command, description="alert acks and overflow switches", **defaults),
+            ConsumerSpec(stream="COMMANDS", durable=self.name, subjects=COMMAND_SUBJECTS,  # in order: switches
+                         handler=self.on_command, description="alert acks and overflow switches",
+                         **{**defaults, "concurrency": 1}),
         ]
 
     async def on_start(self) -> None:
@@ -187,7 +189,7 @@ class DiversityMonitor(Actor):
                 self.low.discard(task)
 
     # --- for the desk and the metrics endpoint ---------------------------------------------------
-    def plan(self, action: str, alert: Alert, now: float) -> remediation.Plan:
+    def plan(self, action: str, alert: Alert, now: float, why: str = "") -> remediation.Plan:
         live = self.live()
         if action == "oom":
             windows = [float(c.window) for c in self.cfg.alerts.rules[alert.rule].when
@@ -201,7 +203,7 @@ class DiversityMonitor(Actor):
                                             self.cfg, now, self.overflowing)
         if action == "cost_spike":
             until = self.obs.next_day_start(now) if self.cfg.budgets.spike.reenable == "next_day" else None
-            return remediation.plan_cost_spike(live.tiers, self.cfg, self.obs.daily_spend(now), until)
+            return remediation.plan_cost_spike(live.tiers, self.cfg, self.obs.daily_spend(now), until, why)
         return remediation.Plan("none", detail=f"no remediation for action {action!r}")
 
     def current_figures(self) -> Figures:

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_diversity)
 
     a = sub.add_parser("alerts", help="list alerts, or acknowledge one")
-    a.set_defaults(run=run_alerts, alerts_command="list", since="7d", all=False, json=False)
+    a.set_defaults(run=run_alerts, since="7d", all=False, json=False)
     asub = a.add_subparsers(dest="alerts_command", metavar="list | ack")
     ls = asub.add_parser("list", help="open alerts (--all: every alert in the window)")
     ls.add_argument("--since", default="7d", help="how far back to read alert history (default 7d)")
@@ -152,9 +152,9 @@ async def _alerts(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     nc = await connect_cli(cfg)
     try:
-        since = parse_when(args.since) if args.alerts_command == "list" else parse_when("7d")
-        engine = await load_alerts(nc, cfg.alerts.rules, since)
-        if args.alerts_command == "ack":
+        ack = args.alerts_command == "ack"  # no subcommand: list
+        engine = await load_alerts(nc, cfg.alerts.rules, parse_when("7d" if ack else args.since))
+        if ack:
             return await _ack(nc, engine, args)
     finally:
         await nc.close()

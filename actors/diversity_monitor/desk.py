@@ -53,6 +53,7 @@ class Desk:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession()
         self.notifiers = build_notifiers(self.alerts_cfg.notifiers, self.session)
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job at INFO
         self.scheduler = AsyncIOScheduler()
         self.scheduler.add_job(self.digest, CronTrigger(**self.daily), args=["daily"], id="daily")
         self.scheduler.add_job(self.digest, CronTrigger(**self.weekly), args=["weekly"], id="weekly")
@@ -102,7 +103,8 @@ class Desk:
                     subject, text = escalation.alert_message(alert, self.alerts_cfg.rules.get(alert.rule), index)
                     self.spawn(self.notify(channel, subject, text, alert.alert_id, index))
                 if step.action == "disable_premium":
-                    await self.carry_out(alert, self.m.plan("cost_spike", alert, now), step=index)
+                    why = f"{alert.alert_id} unacknowledged for {float(step.after):g}s"
+                    await self.carry_out(alert, self.m.plan("cost_spike", alert, now, why), step=index)
 
     # --- doing -----------------------------------------------------------------------------------
     async def carry_out(self, alert: Alert, plan: remediation.Plan, step: int | None, tag: str = "") -> None:

@@ -93,6 +93,8 @@ async def result(m: DiversityMonitor, subject: str, data: bytes, at: float, *, l
     m.obs.add_outcome(outcome, at)
     if live:
         m.metrics.observe(outcome)
+    if at < time.time() - m.horizon:
+        return  # replayed for the daily spend only: its answers are out of every window
     fresh = [a for a in answers_of(outcome, at) if m.obs.claim(a.request_id)]
     m.obs.store(await embed(m, fresh))
 
@@ -106,7 +108,8 @@ async def embed(m: DiversityMonitor, answers: list[Answer]) -> list[Answer]:
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start : start + EMBED_BATCH]
         try:
-            vectors = normalise(await asyncio.to_thread(m.embedder.embed_sync, [answers[i].text for i in batch]))
+            async with m.embedding:  # one batch at a time: the tokenizer is not shared across threads
+                vectors = normalise(await asyncio.to_thread(m.embedder.embed_sync, [answers[i].text for i in batch]))
         except Exception as exc:  # a failing embedder degrades to lexical grouping, never loses results
             log.warning("embedding %d answers failed: %s", len(batch), exc)
             return out

@@ -211,12 +211,16 @@ def undo_overflow(commands: Sequence[Command]) -> list[Command]:
 
 
 # --- cost spike ----------------------------------------------------------------------------------
-def plan_cost_spike(tiers: dict[str, TierState], cfg: OrchestraConfig, daily_usd: float, until: float | None) -> Plan:
+def plan_cost_spike(
+    tiers: dict[str, TierState], cfg: OrchestraConfig, daily_usd: float, until: float | None, why: str = ""
+) -> Plan:
     """Disable the expensive tier (budgets.spike.disable_tier, premium by default) until ``until``
-    (the next day, or None for manual re-enabling), unless the budget_guard switched it off already."""
+    (the next day, or None for manual re-enabling), unless the budget_guard switched it off already.
+    ``why``: the reason when it is not the spend itself (an unacknowledged critical alert)."""
     tier = cfg.budgets.spike.disable_tier
     state = tiers.get(tier)
     if state is not None and not state.enabled:
         return Plan("none", detail=f"the {tier} tier is already disabled ({state.reason or 'no reason given'})")
-    cmd = SetTier(tier=tier, enabled=False, until=until, reason=f"cost spike: ${daily_usd:.2f} spent today")
-    return Plan("disable_tier", [cmd], f"disabled the {tier} tier: ${daily_usd:.2f} spent today")
+    reason = why or f"cost spike: ${daily_usd:.2f} spent today"
+    cmd = SetTier(tier=tier, enabled=False, until=until, reason=reason)
+    return Plan("disable_tier", [cmd], f"disabled the {tier} tier: {reason}")

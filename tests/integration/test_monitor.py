@@ -433,6 +433,10 @@ async def test_acknowledging_from_the_cli_stops_the_escalation(
     assert rc == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["alert_id"], r["state"], r["acked_by"]) for r in rows] == [(raised.alert_id, "acknowledged", "ada")]
+    rc, out, err = await orchestra(profile, "alerts")
+    assert rc == 0 and f"CRITICAL acknowledged {raised.alert_id}  All models offline acked by ada" in out, out
+    rc, out, err = await orchestra(profile, "alerts", "ack", "no-such-alert")
+    assert rc == 1 and "orchestra: error: no alert 'no-such-alert'" in err and "Traceback" not in err
 
 
 async def test_medium_and_low_alerts_wait_for_the_daily_and_weekly_digests(
