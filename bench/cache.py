@@ -225,6 +225,7 @@ async def latency(
 ) -> list[dict[str, Any]]:
     b_texts = [p["b"] for p in pairs]
     a_texts = sorted({p["a"] for p in pairs})
+
     async def serve(msg: CacheLookup) -> Any:  # what the actor's service does, minus the CacheHit event
         return await cache.lookup(msg.request)
 
