@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
 from actors.cache.actor import CacheActor
+from actors.cache.client import cache_lookup
 from actors.cache.exact import KV_CACHE_PENDING
 from bus import subjects
 from bus.errors import ServiceCallError
@@ -324,3 +325,13 @@ async def test_bad_lookup_input_gets_a_typed_error(start_cache: Start, nc: NATS)
     started = time.monotonic()
     assert not (await lookup(nc, ask("still there?"))).hit
     assert time.monotonic() - started < 5
+
+
+async def test_the_router_helper_answers_none_when_no_cache_runs(start_cache: Start, nc: NATS) -> None:
+    """cache_lookup returns the reply while a cache runs and None (go on without it) when none does."""
+    assert await cache_lookup(nc, ask("anyone there?"), timeout=0.5) is None
+    actor = await start_cache()
+    reply = await cache_lookup(nc, ask("anyone there?"), timeout=5)
+    assert reply is not None and not reply.hit and reply.remembered
+    await actor.stop(grace=1)
+    assert await cache_lookup(nc, ask("anyone there?"), timeout=0.5) is None
