@@ -63,3 +63,6 @@ def write_profile(
 
 def test_config(dest: Path, nats_url: str, **kw: Any) -> OrchestraConfig:
     return load_config(write_profile(dest, nats_url, **kw))
+
+
+test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, when imported into one

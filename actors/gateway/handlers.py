@@ -1,0 +1,194 @@
+"""HTTP handlers of the gateway: OpenAI-compatible endpoints over the bus.
+
+Each request becomes a GenerateRequest published to ``orch.request.<priority>.<id>``; the handler
+listens on ``orch.*.<id>`` (chunks and the outcome, in order) before it publishes, and answers with the
+first outcome. Failures are OpenAI-shaped errors with the matching status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from actors.gateway import openai_api as oa
+from actors.gateway.keys import ClientKey
+from bus import subjects
+from schemas.codec import CHUNK, OUTCOME, encode
+from schemas.errors import ErrorInfo, SchemaError
+from schemas.request import VIRTUAL_MODELS, GenerateRequest
+from schemas.result import GenerateError, GenerateResult, Outcome
+
+if TYPE_CHECKING:
+    from actors.gateway.actor import Gateway
+
+GRACE_S = 2.0  # wait this long past the deadline for the router's own timeout outcome
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Response:
+    status, body = oa.error_body(info)
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    if info.retry_after_s:
+        headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
+    return json_response(body, status, headers)
+
+
+class Api:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.cfg = gateway.cfg
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self.chat),
+            web.post("/v1/completions", self.completions),
+            web.get("/v1/models", self.models),
+            web.get("/v1/models/{model}", self.model),
+            web.get("/healthz", self.health),
+        ]
+
+    # --- helpers -------------------------------------------------------------------------------
+    def authenticate(self, request: web.Request) -> ClientKey | web.Response:
+        key = self.gw.keys.check(request.headers.get("Authorization"))
+        if key is None:
+            return error_response(
+                ErrorInfo.of("unauthorized", "Incorrect or missing API key: send `Authorization: Bearer <key>`")
+            )
+        return key
+
+    def visible(self, key: ClientKey) -> list[str]:
+        names = [*VIRTUAL_MODELS, *self.cfg.models]
+        return names if not key.models else [n for n in names if n in key.models or n in VIRTUAL_MODELS]
+
+    # --- endpoints -----------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        ok = self.gw.nc.is_connected
+        return json_response({"status": "ok" if ok else "degraded", "nats": ok}, 200 if ok else 503)
+
+    async def models(self, request: web.Request) -> web.Response:
+        key = self.authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        return json_response(oa.models_list(self.visible(key), self.gw.owners))
+
+    async def model(self, request: web.Request) -> web.Response:
+        key = self.authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        name = request.match_info["model"]
+        if name not in self.visible(key):
+            return error_response(ErrorInfo.of("not_found", f"The model `{name}` does not exist", field="model"))
+        return json_response(oa.models_list([name], self.gw.owners)["data"][0])
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        key = self.authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        try:
+            body = (oa.CHAT if chat else oa.COMPLETION).decode(await request.read())
+            if body.model not in self.visible(key):
+                raise SchemaError(f"The model `{body.model}` does not exist", "model")
+            gen = oa.to_request(body, client_key=key.id, default_timeout=float(self.cfg.gateway.request_timeout))
+        except SchemaError as exc:
+            if exc.field == "model" and "does not exist" in exc.reason:
+                return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
+            return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if gen.stream:
+            return await self._stream(request, gen, chat=chat, include_usage=include_usage)
+        outcome = await self._roundtrip(gen)
+        if isinstance(outcome, GenerateResult):
+            shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
+            return json_response(shaped, headers={"X-Request-Id": gen.id})
+        return error_response(outcome.error, gen.id)
+
+    # --- the bus -------------------------------------------------------------------------------
+    async def _publish(self, gen: GenerateRequest) -> None:
+        await self.gw.publish(subjects.request(gen.priority, gen.id), encode(gen), msg_id=gen.id, timeout=10.0)
+
+    def _timeout(self, gen: GenerateRequest) -> GenerateError:
+        return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))
+
+    async def _roundtrip(self, gen: GenerateRequest) -> Outcome:
+        sub = await self.gw.nc.subscribe(subjects.result(gen.id))
+        try:
+            await self._publish(gen)
+            wait = gen.effective_deadline - time.time() + GRACE_S
+            msg = await sub.next_msg(timeout=max(wait, 0.1))
+            return OUTCOME.decode(msg.data)
+        except TimeoutError:
+            return self._timeout(gen)
+        except Exception as exc:  # the bus is down or the answer is garbage: say so, typed
+            return GenerateError(request_id=gen.id, error=ErrorInfo.of("unavailable", f"orchestra unavailable: {exc}"))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _stream(
+        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool
+    ) -> web.StreamResponse:
+        shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
+        sub = await self.gw.nc.subscribe(f"{subjects.PREFIX}.*.{gen.id}")  # chunks, then the outcome, in order
+        response: web.StreamResponse | None = None
+        streamed = False
+        try:
+            await self._publish(gen)
+            while True:
+                wait = gen.effective_deadline - time.time() + GRACE_S
+                try:
+                    msg = await sub.next_msg(timeout=max(wait, 0.1))
+                except TimeoutError:
+                    outcome: Outcome = self._timeout(gen)
+                else:
+                    if msg.subject.startswith(f"{subjects.PREFIX}.stream."):
+                        chunk = CHUNK.decode(msg.data)
+                        if chunk.attempt != 0 and not streamed:
+                            shaper.started = False
+                        if response is None:
+                            response = await self._open_sse(request, gen)
+                        await response.write(shaper.chunk(chunk))
+                        streamed = streamed or bool(chunk.text)
+                        continue
+                    outcome = OUTCOME.decode(msg.data)
+                if isinstance(outcome, GenerateError) and response is None:
+                    return error_response(outcome.error, gen.id)  # nothing sent yet: a normal HTTP error
+                if response is None:
+                    response = await self._open_sse(request, gen)
+                if isinstance(outcome, GenerateResult):
+                    await response.write(shaper.finish(outcome, streamed))
+                else:
+                    await response.write(shaper.error(outcome.error))
+                await response.write_eof()
+                return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            info = ErrorInfo.of("unavailable", f"orchestra unavailable: {exc}")
+            if response is None:
+                return error_response(info, gen.id)
+            await response.write(shaper.error(info))
+            return response
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _open_sse(self, request: web.Request, gen: GenerateRequest) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": gen.id}
+        )
+        await response.prepare(request)
+        return response

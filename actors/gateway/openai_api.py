@@ -1,0 +1,383 @@
+"""The OpenAI wire format, pure: request bodies -> GenerateRequest, outcomes -> response bodies,
+stream chunks -> SSE events, typed errors -> HTTP status + OpenAI error body.
+
+Orchestra extensions ride in an optional ``orchestra`` object in the request body (the SDK's
+``extra_body``) and in an ``orchestra`` object in responses; standard clients ignore both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.base import Capability, Priority, Strategy, Tier
+from schemas.codec import Codec
+from schemas.errors import ErrorInfo, SchemaError
+from schemas.request import (
+    VIRTUAL_MODELS,
+    CachePolicy,
+    ChatMessage,
+    GenerateRequest,
+    Requirements,
+    Sampling,
+    make_request,
+)
+from schemas.result import GenerateError, GenerateResult, Outcome, StreamChunk
+
+DEFAULT_CHAT_MAX_TOKENS = 256
+DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class _In(msgspec.Struct, kw_only=True):
+    """Incoming bodies: unknown fields are ignored (the SDK sends many we do not use)."""
+
+
+class ContentPart(_In, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class OAMessage(_In, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(_In, kw_only=True):
+    include_usage: bool = False
+
+
+class OrchestraExt(_In, kw_only=True):
+    capability: Capability | None = None
+    strategy: Strategy = "auto"
+    tiers: list[Tier] = []
+    family: str | None = None
+    route: str | None = None
+    fanout: int | None = None
+    max_cost_usd: float | None = None
+    min_quality: int | None = None
+    no_cache: bool = False
+    no_store: bool = False
+    allow_sampled: bool = False
+    priority: Priority = "normal"
+    task: str | None = None
+    timeout_s: Annotated[float, Meta(gt=0, le=86_400)] | None = None
+
+
+class _Common(_In, kw_only=True):
+    model: str
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    orchestra: OrchestraExt | None = None
+
+
+class ChatRequest(_Common, kw_only=True):
+    messages: list[OAMessage]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+
+class CompletionRequest(_Common, kw_only=True):
+    prompt: str | list[str]
+    max_tokens: int | None = None
+
+
+CHAT: Codec[ChatRequest] = Codec(ChatRequest)
+COMPLETION: Codec[CompletionRequest] = Codec(CompletionRequest)
+
+# GenerateRequest field paths -> the OpenAI parameter a client sent
+_PARAM = {
+    "sampling.temperature": "temperature",
+    "sampling.top_p": "top_p",
+    "sampling.max_tokens": "max_tokens",
+    "sampling.stop": "stop",
+    "sampling.seed": "seed",
+    "sampling.presence_penalty": "presence_penalty",
+    "sampling.frequency_penalty": "frequency_penalty",
+}
+
+
+def param_of(field: str | None) -> str | None:
+    if field is None:
+        return None
+    for prefix, param in _PARAM.items():
+        if field.startswith(prefix):
+            return param + field[len(prefix) :]
+    if field.startswith("requirements."):
+        return "orchestra." + field.removeprefix("requirements.")
+    return field
+
+
+def _text(msg: OAMessage, index: int) -> str:
+    if msg.content is None:
+        return ""
+    if isinstance(msg.content, str):
+        return msg.content
+    parts = []
+    for j, part in enumerate(msg.content):
+        if part.type != "text" or part.text is None:
+            raise SchemaError(
+                f"only text content parts are supported, got {part.type!r}", f"messages[{index}].content[{j}]"
+            )
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def _messages(body: ChatRequest) -> list[ChatMessage]:
+    out = []
+    for i, m in enumerate(body.messages):
+        if m.role in ("tool", "function"):
+            raise SchemaError(f"role {m.role!r} is not supported (no tool calling)", f"messages[{i}].role")
+        role: Literal["system", "user", "assistant"] = "system" if m.role in ("system", "developer") else m.role  # type: ignore[assignment]
+        out.append(ChatMessage(role=role, content=_text(m, i)))
+    if not out:
+        raise SchemaError("must not be empty", "messages")
+    return out
+
+
+def to_request(
+    body: ChatRequest | CompletionRequest, *, client_key: str | None, default_timeout: float
+) -> GenerateRequest:
+    """Build and validate the GenerateRequest; SchemaError names the OpenAI parameter at fault."""
+    ext = body.orchestra or OrchestraExt()
+    mode = body.model if body.model in ("diverse", "ensemble") else "single"
+    if body.n != 1 and mode == "single":
+        raise SchemaError("only n=1 is supported; use model `diverse` or `ensemble` for several answers", "n")
+    if mode != "single" and body.stream:
+        raise SchemaError(f"streaming is not available for the `{mode}` model", "stream")
+    if isinstance(body, ChatRequest):
+        messages, prompt = _messages(body), None
+        given = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        max_tokens = DEFAULT_CHAT_MAX_TOKENS if given is None else given
+    else:
+        if isinstance(body.prompt, list):
+            if len(body.prompt) != 1:
+                raise SchemaError("exactly one prompt per request is supported", "prompt")
+            prompt = body.prompt[0]
+        else:
+            prompt = body.prompt
+        messages = None
+        max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    sampling = Sampling(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=max_tokens,
+        stop=stop,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+    )
+    try:
+        return make_request(
+            messages=messages,
+            prompt=prompt,
+            model=None if body.model == "auto" else body.model,
+            mode=mode,
+            stream=body.stream,
+            sampling=sampling,
+            requirements=Requirements(
+                capability=ext.capability,
+                strategy=ext.strategy,
+                tiers=ext.tiers,
+                family=ext.family,
+                route=ext.route,
+                fanout=ext.fanout if ext.fanout is not None else (body.n if mode != "single" and body.n > 1 else None),
+                max_cost_usd=ext.max_cost_usd,
+                min_quality=ext.min_quality,
+            ),
+            cache=CachePolicy(no_cache=ext.no_cache, no_store=ext.no_store, allow_sampled=ext.allow_sampled),
+            priority=ext.priority,
+            client_key=client_key,
+            task=ext.task,
+            timeout_s=ext.timeout_s or default_timeout,
+            tags={"user": body.user} if body.user else {},
+        )
+    except SchemaError as exc:
+        raise SchemaError(exc.reason, param_of(exc.field)) from exc
+
+
+# --- responses -------------------------------------------------------------------------------------
+def _usage(r: GenerateResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": r.usage.input_tokens,
+        "completion_tokens": r.usage.output_tokens,
+        "total_tokens": r.usage.total_tokens,
+    }
+
+
+def _extension(r: GenerateResult) -> dict[str, Any]:
+    ext: dict[str, Any] = {
+        "request_id": r.request_id,
+        "model": r.model,
+        "family": r.family,
+        "tier": r.tier,
+        "target": r.target,
+        "cached": r.cached,
+        "cost_usd": r.cost_usd,
+        "attempt": r.attempt,
+        "timings": msgspec.to_builtins(r.timings),
+    }
+    if r.similarity is not None:
+        ext["similarity"] = r.similarity
+    if r.responses:
+        ext["responses"] = msgspec.to_builtins(r.responses)
+    if r.consensus is not None:
+        ext["consensus"] = msgspec.to_builtins(r.consensus)
+    return ext
+
+
+def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
+    answers = r.responses if r.responses and r.consensus is None else []
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": a.text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": a.finish_reason,
+        }
+        for i, a in enumerate(answers)
+    ] or [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": r.text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": r.finish_reason,
+        }
+    ]
+    return {
+        "id": f"chatcmpl-{r.request_id}",
+        "object": "chat.completion",
+        "created": created or int(time.time()),
+        "model": r.model,
+        "choices": choices,
+        "usage": _usage(r),
+        "system_fingerprint": None,
+        "orchestra": _extension(r),
+    }
+
+
+def completion_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
+    answers = [(a.text, a.finish_reason) for a in r.responses] if r.responses and r.consensus is None else []
+    choices = [
+        {"text": text, "index": i, "logprobs": None, "finish_reason": fr}
+        for i, (text, fr) in enumerate(answers or [(r.text, r.finish_reason)])
+    ]
+    return {
+        "id": f"cmpl-{r.request_id}",
+        "object": "text_completion",
+        "created": created or int(time.time()),
+        "model": r.model,
+        "choices": choices,
+        "usage": _usage(r),
+        "orchestra": _extension(r),
+    }
+
+
+class StreamShaper:
+    """SSE events for one streamed answer, chat or completion flavour."""
+
+    def __init__(self, request: GenerateRequest, *, chat: bool, include_usage: bool) -> None:
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request.id}"
+        self.chat, self.include_usage = chat, include_usage
+        self.created = int(time.time())
+        self.model = request.model or "auto"
+        self.started = False
+
+    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, last: bool = False) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if self.chat:
+            body["system_fingerprint"] = None
+        if self.include_usage:
+            body["usage"] = usage if last else None
+        return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+    def _piece(self, text: str, finish: str | None = None, role: bool = False) -> bytes:
+        if self.chat:
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+            )
+            return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+        return self._event([{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}])
+
+    def chunk(self, c: StreamChunk) -> bytes:
+        out = b""
+        if not self.started:
+            self.started = True
+            out += self._piece("", role=True) if self.chat else b""
+        if c.text:
+            out += self._piece(c.text)
+        return out
+
+    def finish(self, r: GenerateResult, streamed_text: bool) -> bytes:
+        self.model = r.model
+        out = b""
+        if not self.started:
+            self.started = True
+            out += self._piece("", role=True) if self.chat else b""
+        if not streamed_text and r.text:
+            out += self._piece(r.text)
+        out += self._piece("", finish=r.finish_reason)
+        if self.include_usage:
+            out += self._event([], usage=_usage(r), last=True)
+        return out + b"data: [DONE]\n\n"
+
+    def error(self, info: ErrorInfo) -> bytes:
+        _, body = error_body(info)
+        return b"data: " + msgspec.json.encode(body) + b"\n\ndata: [DONE]\n\n"
+
+
+# --- errors ----------------------------------------------------------------------------------------
+_STATUS: dict[str, tuple[int, str, str | None]] = {
+    # code -> (HTTP status, OpenAI error type, OpenAI error code)
+    "bad_request": (400, "invalid_request_error", None),
+    "unauthorized": (401, "authentication_error", "invalid_api_key"),
+    "forbidden": (403, "permission_error", None),
+    "not_found": (404, "invalid_request_error", "model_not_found"),
+    "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded"),
+    "budget_exceeded": (429, "insufficient_quota", "insufficient_quota"),
+    "context_too_long": (400, "invalid_request_error", "context_length_exceeded"),
+    "content_policy": (400, "invalid_request_error", "content_policy_violation"),
+    "timeout": (504, "timeout_error", "timeout"),
+    "unavailable": (503, "server_error", "unavailable"),
+    "overloaded": (503, "server_error", "overloaded"),
+    "oom": (503, "server_error", "oom"),
+    "provider_error": (502, "server_error", "upstream_error"),
+    "auth_failed": (502, "server_error", "upstream_auth_failed"),
+    "cancelled": (499, "server_error", "cancelled"),
+    "internal": (500, "server_error", None),
+}
+
+
+def error_body(info: ErrorInfo) -> tuple[int, dict[str, Any]]:
+    status, etype, code = _STATUS.get(info.code, (500, "server_error", None))
+    return status, {"error": {"message": info.message, "type": etype, "param": param_of(info.field), "code": code}}
+
+
+def outcome_error(outcome: Outcome) -> ErrorInfo | None:
+    return outcome.error if isinstance(outcome, GenerateError) else None
+
+
+def models_list(names: list[str], owners: dict[str, str]) -> dict[str, Any]:
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": owners.get(n, "orchestra")} for n in names]
+    return {"object": "list", "data": data}
+
+
+def is_virtual(model: str) -> bool:
+    return model in VIRTUAL_MODELS

@@ -1,0 +1,4 @@
+from actors.router.actor import Router
+from bus.runner import main
+
+main(Router)

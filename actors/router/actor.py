@@ -1,0 +1,183 @@
+"""The router: where each request goes (policy.py), and owning it until one outcome exists (flow.py).
+
+It consumes ``orch.request.>``, holds each request message until its outcome is stored, dispatches to
+``orch.dispatch.host.*`` / ``orch.dispatch.cloud.*``, falls back on typed failures and timeouts, fans out
+``diverse`` and ``ensemble`` requests, and watches queue depths. Several instances may run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from actors.router import fanout
+from actors.router.flow import FanOut, Flow, Pending
+from actors.router.policy import plan_request
+from actors.router.queues import QueueWatch
+from actors.router.view import View
+from bus import subjects
+from bus.actor import Actor
+from bus.consumer import ConsumerSpec, Delivery
+from bus.outcomes import publish_outcome
+from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
+from schemas.config.root import OrchestraConfig
+from schemas.errors import ErrorInfo, SchemaError
+from schemas.events import Event
+from schemas.request import GenerateRequest
+from schemas.result import GenerateError
+
+
+class Router(Actor):
+    """Routes every request: strategies, cost ladder, fallback chains, fan-out and consensus."""
+
+    name = "router"
+
+    def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
+        super().__init__(cfg, instance=instance)
+        self.view: View
+        self.flow = Flow(self)
+        self.background: set[asyncio.Future[Any]] = set()
+        self._subs: list[Any] = []
+
+    def consumers(self) -> list[ConsumerSpec]:
+        defaults = self.consumer_defaults()
+        return [
+            ConsumerSpec(
+                stream="REQUESTS",
+                durable="router",
+                subjects=(subjects.REQUEST_ALL,),
+                handler=self.handle,
+                concurrency=self.cfg.router.concurrency,
+                on_dead_letter=self.refuse,
+                description="requests, held until their outcome is stored",
+                **defaults,
+            )
+        ]
+
+    async def on_start(self) -> None:
+        self.view = View(self.js)
+        for name, live in self.view.views().items():
+            self.spawn(f"view:{name}", live.run)
+        self.spawn("overflow", self.view.follow_overflow)
+        await self.view.wait_ready()
+        # Every instance hears every outcome and failure: the owner of the request acts on it.
+        self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self.on_outcome))
+        self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
+        self.queues = QueueWatch(self)
+        self.spawn("queues", self.queues.run)
+
+    async def on_stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for task in list(self.background):
+            task.cancel()
+
+    # --- requests ------------------------------------------------------------------------------
+    async def handle(self, d: Delivery) -> None:
+        request = REQUEST.decode(d.data)  # SchemaError -> dead letter, and `refuse` answers the client
+        rid = request.id
+        if rid in self.flow.pending or rid in self.flow.fanouts:
+            owner = self.flow.pending.get(rid) or self.flow.fanouts.get(rid)
+            if owner is not None:
+                owner.delivery = d.hold()  # redelivered to us while we hold it: keep the new handle
+            return
+        if d.num_delivered > 1 and await self.flow.stored_outcome(rid) is not None:
+            return  # finished before a restart: just acknowledge
+        if request.effective_deadline <= time.time():
+            await publish_outcome(self, GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed")))
+            return
+        d.hold()
+        if request.mode != "single":
+            await self.start_fanout(request, d)
+            return
+        decision = plan_request(request, self.cfg, self.view.snapshot())
+        if isinstance(decision, ErrorInfo):
+            await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()))
+            await d.ack()
+            return
+        resume = await self.resume_point(request, d)
+        pending = Pending(request=request, plan=decision.targets, strategy=decision.strategy, delivery=d)
+        await self.flow.start(pending, resume_after=resume)
+
+    async def resume_point(self, request: GenerateRequest, d: Delivery) -> int:
+        """After a router restart, continue after the last failed attempt instead of from scratch."""
+        if d.num_delivered == 1:
+            return -1
+        try:
+            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request.id))
+            return ATTEMPT_FAILED.decode(msg.data or b"").attempt
+        except Exception:
+            return -1
+
+    async def start_fanout(self, request: GenerateRequest, d: Delivery) -> None:
+        snap = self.view.snapshot()
+        route = self.cfg.routes.get(request.requirements.route or "")
+        threshold = self.cfg.router.ensemble.consensus_threshold
+        models = None
+        if request.mode == "ensemble" and route is not None:
+            models, threshold = [route.primary, *route.validators], route.consensus_threshold
+        children = (
+            fanout.diverse_children(request, self.cfg, snap)
+            if request.mode == "diverse"
+            else fanout.ensemble_children(request, self.cfg, snap, models)
+        )
+        if isinstance(children, ErrorInfo):
+            await publish_outcome(self, GenerateError(request_id=request.id, error=children, created_at=time.time()))
+            await d.ack()
+            return
+        await self.flow.start_fanout(FanOut(request=request, delivery=d, models=models, threshold=threshold), children)
+
+    async def refuse(self, d: Delivery, reason: str) -> None:
+        """A request that cannot be decoded still gets a typed error, if its id can be read."""
+        rid = d.subject.rsplit(".", 1)[-1]
+        if not rid or rid == "*":
+            return
+        try:
+            REQUEST.decode(d.data)
+            info = ErrorInfo.of("internal", reason)
+        except SchemaError as exc:
+            info = exc.to_info()
+        with contextlib.suppress(SchemaError, ValueError):
+            await publish_outcome(self, GenerateError(request_id=rid, error=info, created_at=time.time()))
+
+    # --- outcomes and failures (core subscriptions) --------------------------------------------
+    async def on_outcome(self, msg: Msg) -> None:
+        rid = msg.subject.rsplit(".", 1)[-1]
+        if rid not in self.flow.pending:
+            return
+        try:
+            outcome = OUTCOME.decode(msg.data)
+        except SchemaError:
+            outcome = None
+        await self.flow.finished(rid, outcome)
+
+    async def on_failure(self, msg: Msg) -> None:
+        rid = msg.subject.split(".")[2]
+        if rid not in self.flow.pending:
+            return
+        try:
+            failure = ATTEMPT_FAILED.decode(msg.data)
+        except SchemaError:
+            self.log.warning("malformed failure on %s", msg.subject)
+            return
+        await self.flow.failed(failure)
+
+    def emit_nowait(self, event: Event) -> None:
+        """High-volume events (one per request) go out without waiting for the store's ack."""
+        import msgspec
+
+        event = msgspec.structs.replace(event, at=event.at or time.time(), source=event.source or self.name)
+        task = asyncio.ensure_future(self.nc.publish(subjects.event(event), encode(event)))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from bus.runner import main
+
+    main(Router)

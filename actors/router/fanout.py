@@ -1,0 +1,182 @@
+"""Fan-out modes, pure: ``diverse`` (the paper's §9.2) and ``ensemble`` (Mirador's consensus).
+
+diverse_children(request, cfg, snap) -> [Child]  families first, then temperature x top_p x prompt variant
+ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt
+consensus(texts, weights, threshold) -> (winner index, Consensus)   weighted vote over answer clusters
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import msgspec
+
+from actors.router.policy import Snapshot, _eligible, allowed_tiers, rank, target_key
+from schemas.config.root import OrchestraConfig
+from schemas.dispatch import Target
+from schemas.errors import ErrorInfo
+from schemas.request import CachePolicy, ChatMessage, GenerateRequest
+from schemas.result import Consensus
+
+PROMPT_VARIANTS: dict[str, str] = {
+    "direct": "{task}",
+    "plan-first": "First outline a short plan, then carry it out.\n\n{task}",
+    "test-first": "First write the checks (tests) a correct answer must pass, then give the answer.\n\n{task}",
+    "example-driven": "Start from one concrete example, then generalise to the full answer.\n\n{task}",
+    "constraint-based": "Answer under an explicit constraint: be efficient (aim for O(n log n) or better where "
+    "it applies) and state your assumptions.\n\n{task}",
+}
+
+
+@dataclass(frozen=True)
+class Child:
+    request: GenerateRequest
+    plan: list[Target]
+    prompt_variant: str | None = None
+
+
+def _families_first(targets: list[Target]) -> list[Target]:
+    """One target per family in turn (the paper's §9.2.2: families over same-family variants)."""
+    by_family: dict[str, list[Target]] = {}
+    for t in targets:
+        by_family.setdefault(t.family or t.model, []).append(t)
+    out: list[Target] = []
+    while any(by_family.values()):
+        for fam in list(by_family):
+            if by_family[fam]:
+                out.append(by_family[fam].pop(0))
+    return out
+
+
+def _distinct_models(targets: list[Target]) -> list[Target]:
+    seen: set[str] = set()
+    out = []
+    for t in targets:
+        if t.model not in seen:
+            seen.add(t.model)
+            out.append(t)
+    return out
+
+
+def _vary(request: GenerateRequest, variant: str) -> tuple[list[ChatMessage] | None, str | None]:
+    template = PROMPT_VARIANTS.get(variant, "{task}")
+    if request.prompt is not None:
+        return None, template.format(task=request.prompt)
+    messages = list(request.messages or [])
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            messages[i] = ChatMessage(role="user", content=template.format(task=messages[i].content))
+            break
+    return messages, None
+
+
+def _child(request: GenerateRequest, index: int, plan: list[Target], **changes: object) -> GenerateRequest:
+    return msgspec.structs.replace(
+        request,
+        id=f"{request.id}-{index}",
+        model=plan[0].model,
+        mode="single",
+        stream=False,
+        cache=CachePolicy(no_cache=True, no_store=True),  # diversity is the point
+        tags={**request.tags, "parent": request.id},
+        **changes,
+    )
+
+
+def _targets(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> list[Target] | ErrorInfo:
+    tiers = allowed_tiers(request, cfg, snap)
+    items = _eligible(request, cfg, snap, tiers)
+    if not items:
+        return ErrorInfo.of("unavailable", f"no model can take part in a {request.mode} request now")
+    ranked = rank(items, "quality" if request.mode == "ensemble" else "cost", request, cfg, snap, tiers, None)
+    return _families_first(_distinct_models(ranked))
+
+
+def diverse_children(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> list[Child] | ErrorInfo:
+    targets = _targets(request, cfg, snap)
+    if isinstance(targets, ErrorInfo):
+        return targets
+    dcfg = cfg.router.diverse
+    n = request.requirements.fanout or dcfg.fanout
+    temps, top_ps = dcfg.temperatures or [request.sampling.temperature], dcfg.top_ps or [request.sampling.top_p]
+    variants = dcfg.prompt_variants or ["direct"]
+    children = []
+    for i in range(n):
+        target = targets[i % len(targets)]
+        backup = [t for t in targets if t.model != target.model and t.tier == target.tier][:1]
+        variant = variants[i % len(variants)]
+        messages, prompt = _vary(request, variant)
+        sampling = msgspec.structs.replace(
+            request.sampling, temperature=temps[i % len(temps)], top_p=top_ps[(i // len(temps)) % len(top_ps)]
+        )
+        plan = [target, *backup]
+        children.append(
+            Child(
+                request=_child(request, i, plan, messages=messages, prompt=prompt, sampling=sampling),
+                plan=plan,
+                prompt_variant=variant,
+            )
+        )
+    return children
+
+
+def ensemble_children(
+    request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot, models: list[str] | None = None
+) -> list[Child] | ErrorInfo:
+    """``models``: a route's primary + validators; otherwise the best distinct models, families first."""
+    targets = _targets(request, cfg, snap)
+    if isinstance(targets, ErrorInfo):
+        return targets
+    if models:
+        by_model = {t.model: t for t in targets}
+        chosen = [by_model[m] for m in models if m in by_model]
+    else:
+        chosen = targets[: request.requirements.fanout or cfg.router.ensemble.size]
+    if len(chosen) < 2:
+        return ErrorInfo.of("unavailable", f"an ensemble needs two models; available now: {[t.model for t in chosen]}")
+    return [Child(request=_child(request, i, [t]), plan=[t]) for i, t in enumerate(chosen)]
+
+
+# --- consensus -------------------------------------------------------------------------------------
+_WORD = re.compile(r"[a-z0-9]+")
+CLUSTER_SIMILARITY = 0.5
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def similarity(a: str, b: str) -> float:
+    """Agreement of two answers, 0..1: mean of Jaccard and containment over their word sets
+    ("4" and "The answer is 4." agree; "Paris" and "London" do not)."""
+    ta, tb = _tokens(a), _tokens(b)
+    if not ta and not tb:
+        return 1.0
+    if not ta or not tb:
+        return 0.0
+    inter = len(ta & tb)
+    return 0.5 * inter / len(ta | tb) + 0.5 * inter / min(len(ta), len(tb))
+
+
+def consensus(texts: list[str], weights: list[float], threshold: float) -> tuple[int, Consensus]:
+    """Cluster the answers, vote with the weights (confidence); consistency is the winning cluster's
+    share of the total weight. Below ``threshold`` the result is escalated for human review."""
+    clusters: list[list[int]] = []
+    for i, text in enumerate(texts):
+        for members in clusters:
+            if similarity(texts[members[0]], text) >= CLUSTER_SIMILARITY:
+                members.append(i)
+                break
+        else:
+            clusters.append([i])
+    total = sum(weights) or 1.0
+    votes = {f"answer-{c[0]}": sum(weights[i] for i in c) for c in clusters}
+    best = max(clusters, key=lambda c: (sum(weights[i] for i in c), -c[0]))
+    winner = max(best, key=lambda i: (weights[i], -i))
+    share = sum(weights[i] for i in best) / total
+    return winner, Consensus(consistency=round(share, 4), threshold=threshold, escalated=share < threshold, votes=votes)
+
+
+def child_key(target: Target) -> str:
+    return target_key(target)

@@ -1,0 +1,332 @@
+"""The life of each request the router owns, until exactly one outcome exists (docs/protocol.md).
+
+    Pending   one request (or one fan-out child): its plan, current attempt, timers
+    FanOut    a diverse / ensemble request: its children and what they answered
+
+Events in: a dispatch failed (``orch.result.<id>.failed``), an outcome was stored
+(``orch.result.<id>``), an attempt timed out, the deadline passed. Each moves the request to its
+next attempt or finishes it; stale events (an old attempt, a finished request) are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nats.js.errors import NotFoundError
+
+from actors.router import fanout
+from actors.router.policy import target_key
+from bus import subjects
+from bus.consumer import Delivery
+from bus.outcomes import publish_outcome
+from schemas.codec import OUTCOME
+from schemas.dispatch import Dispatch, Target
+from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError
+from schemas.events import Escalated, RequestFallback, RequestRouted
+from schemas.request import GenerateRequest
+from schemas.result import (
+    AttemptFailed,
+    GenerateError,
+    GenerateResult,
+    Outcome,
+    Provenance,
+    Response,
+    Timings,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from actors.router.actor import Router
+
+log = logging.getLogger(__name__)
+TIER_RANK = {"local": 0, "together": 1, "premium": 2}
+
+# Before a paid attempt: returns a reservation id, or an ErrorInfo when the budget refuses.
+Reserve = Callable[[GenerateRequest, Target, int], Awaitable["str | ErrorInfo | None"]]
+
+
+@dataclass(eq=False)
+class Pending:
+    request: GenerateRequest
+    plan: list[Target]
+    strategy: str = ""
+    delivery: Delivery | None = None  # the held REQUESTS message; None for fan-out children
+    parent: FanOut | None = None
+    prompt_variant: str | None = None
+    attempt: int = -1
+    target: Target | None = None
+    dispatched_at: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+    done: bool = False
+    last_error: ErrorInfo | None = None
+
+
+@dataclass(eq=False)
+class FanOut:
+    request: GenerateRequest
+    delivery: Delivery
+    children: dict[str, Pending] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    models: list[str] | None = None  # ensemble members named by a route (primary + validators)
+    threshold: float = 0.7
+    started: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+
+class Flow:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.pending: dict[str, Pending] = {}
+        self.fanouts: dict[str, FanOut] = {}
+        self.reserve: Reserve | None = None
+
+    # --- starting ------------------------------------------------------------------------------
+    def track(self, p: Pending) -> None:
+        self.pending[p.request.id] = p
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, p.request.effective_deadline - time.time())
+        p.deadline_timer = loop.call_later(delay, self._fire, self._deadline, p)
+
+    async def start(self, p: Pending, *, resume_after: int = -1) -> None:
+        self.track(p)
+        p.attempt = resume_after
+        await self.next_attempt(p)
+
+    def _fire(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """A timer went off: run ``fn(*args)`` as a task the router tracks."""
+        task = asyncio.ensure_future(fn(*args))
+        self.router.background.add(task)
+        task.add_done_callback(self.router.background.discard)
+
+    # --- attempts ------------------------------------------------------------------------------
+    async def next_attempt(self, p: Pending) -> None:
+        cfg = self.router.cfg
+        while not p.done:
+            p.attempt += 1
+            remaining = p.request.effective_deadline - time.time()
+            if p.attempt >= len(p.plan) or remaining <= 0:
+                error = p.last_error or ErrorInfo.of("unavailable", "no candidate left to try")
+                if remaining <= 0:
+                    error = ErrorInfo.of("timeout", f"deadline passed after {p.attempt} attempt(s)")
+                await self.finish_error(p, error)
+                return
+            target = p.plan[p.attempt]
+            reservation = None
+            if target.tier != "local" and self.reserve is not None:
+                granted = await self.reserve(p.request, target, p.attempt)
+                if isinstance(granted, ErrorInfo):
+                    p.last_error = granted
+                    continue
+                reservation = granted
+            dispatch = Dispatch(
+                request=p.request,
+                target=target,
+                attempt=p.attempt,
+                plan=p.plan,
+                reservation_id=reservation,
+                prompt_variant=p.prompt_variant,
+                parent_id=p.parent.request.id if p.parent else None,
+                dispatched_at=time.time(),
+            )
+            subject = (
+                subjects.dispatch_host(target.host, target.model)
+                if target.host
+                else subjects.dispatch_cloud(target.provider or "", target.model)
+            )
+            p.target, p.dispatched_at = target, time.time()
+            self.router.view.started(target_key(target))
+            await self.router.publish(subject, dispatch, msg_id=f"{p.request.id}:{p.attempt}")
+            timeout = min(float(cfg.router.attempt_timeout), remaining)
+            p.timer = asyncio.get_running_loop().call_later(timeout, self._fire, self._attempt_timeout, p, p.attempt)
+            self.router.emit_nowait(
+                RequestRouted(
+                    request_id=p.request.id,
+                    target=target.where,
+                    model=target.model,
+                    tier=target.tier,
+                    strategy=p.strategy,
+                    attempt=p.attempt,
+                )
+            )
+            return
+
+    async def failed(self, f: AttemptFailed) -> None:
+        p = self.pending.get(f.request_id)
+        if p is None or p.done or f.attempt != p.attempt:
+            return  # stale: an earlier attempt, or finished already
+        self._stop_attempt(p)
+        if f.streamed or f.error.code not in FALLBACK_ON:
+            await self.finish_error(p, f.error)
+            return
+        p.last_error = f.error
+        nxt = p.plan[p.attempt + 1].where if p.attempt + 1 < len(p.plan) else None
+        self.router.emit_nowait(
+            RequestFallback(
+                request_id=p.request.id, failed_target=f.target, next_target=nxt, error=f.error, attempt=f.attempt
+            )
+        )
+        await self.next_attempt(p)
+
+    async def _attempt_timeout(self, p: Pending, attempt: int) -> None:
+        if p.done or p.attempt != attempt:
+            return
+        stored = await self.stored_outcome(p.request.id)
+        if stored is not None:
+            await self.finished(p.request.id, stored)
+            return
+        self._stop_attempt(p)
+        where = p.target.where if p.target else "?"
+        p.last_error = ErrorInfo.of("timeout", f"{where} did not answer attempt {attempt} in time")
+        await self.next_attempt(p)
+
+    async def _deadline(self, p: Pending) -> None:
+        if not p.done:
+            await self.finish_error(p, ErrorInfo.of("timeout", "the request's deadline passed"))
+
+    def _stop_attempt(self, p: Pending, total_ms: float | None = None) -> None:
+        if p.timer:
+            p.timer.cancel()
+            p.timer = None
+        if p.target is not None:
+            self.router.view.finished(target_key(p.target), total_ms)
+
+    # --- finishing -----------------------------------------------------------------------------
+    async def stored_outcome(self, request_id: str) -> Outcome | None:
+        try:
+            msg = await self.router.js.get_last_msg("RESULTS", subjects.result(request_id))
+        except NotFoundError:
+            return None
+        try:
+            return OUTCOME.decode(msg.data or b"")
+        except SchemaError:
+            return None
+
+    async def finished(self, request_id: str, outcome: Outcome | None) -> None:
+        """An outcome for ``request_id`` is stored (seen on orch.result.<id>)."""
+        p = self.pending.pop(request_id, None)
+        if p is None:
+            return
+        total = outcome.timings.total_ms if isinstance(outcome, GenerateResult) else None
+        if not p.done:
+            p.done = True
+            self._stop_attempt(p, total)
+        if p.deadline_timer:
+            p.deadline_timer.cancel()
+        if p.parent is not None:
+            if outcome is None:
+                outcome = await self.stored_outcome(request_id)
+            if outcome is not None:
+                await self.collect(p.parent, request_id, outcome)
+        elif p.delivery is not None:
+            await p.delivery.ack()
+
+    async def finish_error(self, p: Pending, error: ErrorInfo) -> None:
+        if p.done:
+            return
+        p.done = True
+        self._stop_attempt(p)
+        outcome = GenerateError(
+            request_id=p.request.id, error=error, attempts=max(p.attempt, 0), created_at=time.time()
+        )
+        await publish_outcome(self.router, outcome)  # a result stored first wins: exactly one outcome
+        await self.finished(p.request.id, outcome)
+
+    # --- fan-out -------------------------------------------------------------------------------
+    async def start_fanout(self, fo: FanOut, children: list[fanout.Child]) -> None:
+        self.fanouts[fo.request.id] = fo
+        for child in children:
+            p = Pending(
+                request=child.request,
+                plan=child.plan,
+                strategy=fo.request.mode,
+                parent=fo,
+                prompt_variant=child.prompt_variant,
+            )
+            fo.children[child.request.id] = p
+        for p in list(fo.children.values()):
+            stored = await self.stored_outcome(p.request.id) if fo.delivery.num_delivered > 1 else None
+            if stored is not None:
+                await self.collect(fo, p.request.id, stored)
+            else:
+                await self.start(p)
+
+    async def collect(self, fo: FanOut, child_id: str, outcome: Outcome) -> None:
+        fo.outcomes[child_id] = outcome
+        if fo.done or len(fo.outcomes) < len(fo.children):
+            return
+        fo.done = True
+        self.fanouts.pop(fo.request.id, None)
+        result = self.combine(fo)
+        if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
+            self.router.emit_nowait(
+                Escalated(
+                    request_id=fo.request.id,
+                    consistency=result.consensus.consistency,
+                    threshold=result.consensus.threshold,
+                    models=[r.provenance.model for r in result.responses],
+                )
+            )
+        await publish_outcome(self.router, result)
+        await fo.delivery.ack()
+
+    def combine(self, fo: FanOut) -> Outcome:
+        req = fo.request
+        ok = [(fo.children[cid], o) for cid, o in fo.outcomes.items() if isinstance(o, GenerateResult)]
+        if not ok:
+            first = next(o for o in fo.outcomes.values() if isinstance(o, GenerateError))
+            return GenerateError(
+                request_id=req.id, error=first.error, attempts=len(fo.children), created_at=time.time()
+            )
+        responses = [
+            Response(
+                request_id=o.request_id,
+                text=o.text,
+                finish_reason=o.finish_reason,
+                provenance=Provenance(
+                    model=o.model,
+                    family=o.family,
+                    tier=o.tier,
+                    target=o.target,
+                    temperature=p.request.sampling.temperature,
+                    top_p=p.request.sampling.top_p,
+                    prompt_variant=p.prompt_variant,
+                ),
+                usage=o.usage,
+                cost_usd=o.cost_usd,
+                confidence=self.router.cfg.models[o.model].quality / 10 if o.model in self.router.cfg.models else 0.5,
+            )
+            for p, o in ok
+        ]
+        winner, consensus = 0, None
+        if req.mode == "ensemble":
+            weights = [r.confidence or 0.5 for r in responses]
+            winner, consensus = fanout.consensus([r.text for r in responses], weights, fo.threshold)
+        best = responses[winner]
+        tier = max((r.provenance.tier for r in responses), key=lambda t: TIER_RANK[t])
+        return GenerateResult(
+            request_id=req.id,
+            text=best.text,
+            finish_reason=best.finish_reason,
+            model=best.provenance.model if req.mode == "ensemble" else req.mode,
+            family=best.provenance.family if req.mode == "ensemble" else "mixed",
+            tier=tier,
+            target="fanout",
+            usage=Usage(
+                input_tokens=sum(r.usage.input_tokens for r in responses),
+                output_tokens=sum(r.usage.output_tokens for r in responses),
+            ),
+            cost_usd=sum(r.cost_usd for r in responses),
+            timings=Timings(total_ms=(time.monotonic() - fo.started) * 1000),
+            responses=responses,
+            consensus=consensus,
+            client_key=req.client_key,
+            task=req.task,
+            created_at=time.time(),
+        )

@@ -1,0 +1,100 @@
+"""The router's live view of the orchestra: KV watches (hosts, tiers, providers, phase), the overflow
+flags folded from router commands, and its own statistics. Reading it does no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from actors.router.policy import Snapshot
+from bus import subjects
+from bus.kv import LiveView
+from schemas.base import Tier
+from schemas.codec import COMMAND, Codec
+from schemas.commands import SetOverflow
+from schemas.errors import SchemaError
+from schemas.state import HostState, PhaseState, ProviderState, TierState
+
+log = logging.getLogger(__name__)
+EWMA_ALPHA = 0.2
+
+
+class View:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.hosts: LiveView[HostState] = LiveView(js, subjects.KV_HOSTS, Codec(HostState))
+        self.tiers: LiveView[TierState] = LiveView(js, subjects.KV_TIERS, Codec(TierState))
+        self.providers: LiveView[ProviderState] = LiveView(js, subjects.KV_PROVIDERS, Codec(ProviderState))
+        self.phase: LiveView[PhaseState] = LiveView(js, subjects.KV_PHASE, Codec(PhaseState))
+        self.inflight: dict[str, int] = defaultdict(int)
+        self.latency_ms: dict[str, float] = {}
+        self.backlog: set[str] = set()
+        self.overflow: dict[str, Tier] = {}
+        self.turn = 0
+
+    def views(self) -> dict[str, LiveView[object]]:
+        return {"hosts": self.hosts, "tiers": self.tiers, "providers": self.providers, "phase": self.phase}  # type: ignore[dict-item]
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        views = list(self.views().values())
+        await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), timeout)
+
+    def snapshot(self) -> Snapshot:
+        self.turn += 1
+        phase = self.phase.get("current")
+        return Snapshot(
+            now=time.time(),
+            hosts=self.hosts.data,
+            tiers=self.tiers.data,
+            providers=self.providers.data,
+            phase=phase.phase if phase else None,
+            inflight=self.inflight,
+            latency_ms=self.latency_ms,
+            backlog=self.backlog,
+            overflow=self.overflow,
+            turn=self.turn,
+        )
+
+    def started(self, key: str) -> None:
+        self.inflight[key] += 1
+
+    def finished(self, key: str, total_ms: float | None = None) -> None:
+        if self.inflight.get(key, 0) > 0:
+            self.inflight[key] -= 1
+        if total_ms is not None and total_ms > 0:
+            old = self.latency_ms.get(key)
+            self.latency_ms[key] = total_ms if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * total_ms
+
+    def apply(self, cmd: SetOverflow) -> None:
+        key = cmd.model or "*"
+        if cmd.enabled:
+            self.overflow[key] = cmd.tier
+        else:
+            self.overflow.pop(key, None)
+
+    async def follow_overflow(self) -> None:
+        """Fold every router overflow command in the stored history, then follow new ones (all
+        router instances compute the same flags from the same log)."""
+        sub = await self.js.subscribe(
+            f"{subjects.PREFIX}.cmd.router.>",
+            stream="COMMANDS",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            async for msg in sub.messages:
+                with contextlib.suppress(SchemaError):
+                    cmd = COMMAND.decode(msg.data)
+                    if isinstance(cmd, SetOverflow):
+                        self.apply(cmd)
+                        log.info(
+                            "overflow %s -> %s", cmd.model or "all local models", cmd.tier if cmd.enabled else "off"
+                        )
+        finally:
+            await sub.unsubscribe()

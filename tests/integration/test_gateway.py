@@ -1,0 +1,195 @@
+"""The gateway as the official `openai` SDK sees it: gateway -> router -> worker over a real
+nats-server (the worker is scripted here; tests/integration/test_e2e.py uses the real ones)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from nats.aio.client import Client as NATS
+
+from actors.gateway.actor import Gateway
+from actors.router.actor import Router
+from bus.server import EmbeddedNats
+from schemas.config import OrchestraConfig
+from tests.support.profile import test_config
+from tests.support.scripted_worker import ScriptedWorker
+from tests.support.wait import eventually
+
+KEY = "sk-test-0123456789abcdef"
+LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
+Start = Callable[..., Awaitable[openai.AsyncOpenAI]]
+
+
+@pytest.fixture
+def gcfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.txt").write_text(f"# test keys\nalice:{KEY}\n")
+    return test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        data_dir=tmp_path / "data",
+        overrides={
+            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "20s"},
+            "router": {"attempt_timeout": "2s"},
+        },
+    )
+
+
+@pytest.fixture
+async def client(gcfg: OrchestraConfig, nc: NATS) -> AsyncIterator[Start]:
+    actors: list[object] = []
+
+    async def start(**worker: object) -> openai.AsyncOpenAI:
+        w = ScriptedWorker(gcfg, **({"hosts": LOCAL} | worker))  # type: ignore[arg-type]
+        router = Router(gcfg, instance="gw-test-router")
+        gateway = Gateway(gcfg, port=0, instance="gw-test")
+        for actor in (w, router, gateway):
+            await actor.start(nc)
+            actors.append(actor)
+        await eventually(lambda: router.view.hosts.data)
+        sdk = openai.AsyncOpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{gateway.bound_port}/v1", max_retries=0)
+        clients.append(sdk)
+        return sdk
+
+    clients: list[openai.AsyncOpenAI] = []
+    yield start
+    for sdk in clients:
+        await sdk.close()
+    for actor in reversed(actors):
+        await actor.stop(grace=0.5)  # type: ignore[attr-defined]
+
+
+async def test_chat_completion_through_the_sdk(client: Start) -> None:
+    sdk = await client(answers={"smollm2-135m": "Hello from SmolLM2"})
+    reply = await sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content == "Hello from SmolLM2"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == "smollm2-135m"
+    assert (
+        reply.usage is not None
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
+    extra = reply.model_extra or {}
+    assert extra["orchestra"]["tier"] == "local" and extra["orchestra"]["target"] == "cpu0"
+
+
+async def test_completions_through_the_sdk(client: Start) -> None:
+    sdk = await client(answers={"gemma3-270m": "upon a time"})
+    reply = await sdk.completions.create(model="gemma3-270m", prompt="Once", max_tokens=8)
+    assert reply.choices[0].text == "upon a time"
+    assert reply.model == "gemma3-270m"
+
+
+async def test_streaming_chat_with_usage(client: Start) -> None:
+    sdk = await client(script={"*": ["stream"]}, answers={"smollm2-135m": "one two three"})
+    stream = await sdk.chat.completions.create(
+        model="smollm2-135m",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, finish, usage = [], None, None
+    async for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert "".join(pieces).split() == ["one", "two", "three"]
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens == 3
+
+
+async def test_streaming_completion_of_a_worker_that_does_not_stream(client: Start) -> None:
+    """A result without chunks (a cache hit, a non-streaming worker) still arrives as a stream."""
+    sdk = await client(answers={"gemma3-270m": "the whole answer"})
+    stream = await sdk.completions.create(model="gemma3-270m", prompt="x", stream=True)
+    text = "".join([c.choices[0].text async for c in stream if c.choices])
+    assert text == "the whole answer"
+
+
+async def test_models_lists_the_library_and_the_virtual_models(client: Start) -> None:
+    sdk = await client()
+    ids = [m.id async for m in sdk.models.list()]
+    assert {"auto", "diverse", "ensemble", "smollm2-135m", "gemma3-270m", "gpt-4o"} <= set(ids)
+    assert (await sdk.models.retrieve("smollm2-135m")).owned_by == "smollm"
+
+
+async def test_bad_or_missing_key_is_a_401(client: Start) -> None:
+    sdk = await client()
+    bad = sdk.with_options(api_key="sk-wrong")
+    with pytest.raises(openai.AuthenticationError) as err:
+        await bad.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 401
+    assert err.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+
+
+async def test_unknown_model_is_a_404_and_a_bad_field_a_400_naming_it(client: Start) -> None:
+    sdk = await client()
+    with pytest.raises(openai.NotFoundError) as missing:
+        await sdk.chat.completions.create(model="gpt-7", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        await sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}], temperature=5)
+    assert bad.value.body["param"] == "temperature"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as empty:
+        await sdk.chat.completions.create(model="auto", messages=[])
+    assert empty.value.body["param"] == "messages"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as role:
+        await sdk.chat.completions.create(
+            model="auto", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]
+        )
+    assert role.value.body["param"] == "messages[0].role"  # type: ignore[index]
+
+
+async def test_rate_limits_and_timeouts_map_to_429_and_504(client: Start) -> None:
+    sdk = await client(script={"*": ["fail:rate_limited"]})
+    with pytest.raises(openai.RateLimitError) as limited:
+        await sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
+    assert limited.value.status_code == 429
+
+
+async def test_a_deadline_that_passes_is_a_504(client: Start) -> None:
+    sdk = await client(script={"*": ["hang"]})
+    with pytest.raises(openai.APIStatusError) as late:
+        await sdk.chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"orchestra": {"timeout_s": 1.5}},
+        )
+    assert late.value.status_code == 504
+
+
+async def test_diverse_returns_several_choices_with_provenance(client: Start) -> None:
+    sdk = await client()
+    reply = await sdk.chat.completions.create(model="diverse", messages=[{"role": "user", "content": "sort"}], n=4)
+    assert len(reply.choices) == 4
+    families = {r["provenance"]["family"] for r in (reply.model_extra or {})["orchestra"]["responses"]}
+    assert families == {"smollm", "gemma"}
+
+
+async def test_health_endpoint(client: Start) -> None:
+    sdk = await client()
+    async with aiohttp.ClientSession() as http, http.get(str(sdk.base_url).replace("/v1/", "/healthz")) as r:
+        assert r.status == 200
+        assert await r.json() == {"status": "ok", "nats": True}
+
+
+async def test_a_key_file_is_created_on_first_start(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> None:
+    """With require_key and no key anywhere, the gateway writes a fresh key file (0600)."""
+    cfg = test_config(tmp_path / "p", nats_server.url, data_dir=tmp_path / "d", overrides={"gateway": {"port": 0}})
+    gw = Gateway(cfg, port=0)
+    await gw.start(nc)
+    try:
+        key_file = tmp_path / "d" / "api-keys.txt"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        line = [x for x in key_file.read_text().splitlines() if not x.startswith("#")][0]
+        key_id, key = line.split(":", 1)
+        assert key_id == "default" and len(key) > 20
+        assert gw.keys.check(f"Bearer {key}") is not None and gw.keys.check("Bearer nope") is None
+    finally:
+        await gw.stop(grace=0.2)
