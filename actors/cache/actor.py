@@ -24,6 +24,7 @@ from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
+from bus.log import register_secret
 from bus.service import ServiceSpec
 from bus.subjects import RESULT_FINAL, SVC_CACHE_LOOKUP, KVSpec
 from schemas.cache import CACHE_LOOKUP, CacheLookup, CacheReply
@@ -36,18 +37,20 @@ from schemas.result import GenerateError, GenerateResult
 
 
 def read_secret(ref: SecretRef) -> str:
-    """The Qdrant API key from the environment or a file (never logged)."""
+    """The Qdrant API key from the environment or a file; registered so that logs mask it."""
     if ref.env is not None:
-        value = os.environ.get(ref.env)
+        value = os.environ.get(ref.env, "").strip()
         if not value:
             raise CacheError(f"cache.semantic.qdrant_api_key: environment variable {ref.env} is not set")
-        return value
-    if ref.file is not None:
+    elif ref.file is not None:
         try:
-            return Path(ref.file).expanduser().read_text().strip()
+            value = Path(ref.file).expanduser().read_text().strip()
         except OSError as exc:
             raise CacheError(f"cache.semantic.qdrant_api_key: cannot read {ref.file}: {exc.strerror}") from exc
-    raise CacheError("cache.semantic.qdrant_api_key: only `env` and `file` are supported by the cache actor")
+    else:
+        raise CacheError("cache.semantic.qdrant_api_key: the cache actor reads `env` or `file`, not `vault`")
+    register_secret(value)
+    return value
 
 
 class CacheActor(Actor):

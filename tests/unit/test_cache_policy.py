@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from actors.cache.actor import read_secret
+from actors.cache.errors import CacheError
 from actors.cache.keys import request_keys
 from actors.cache.normalize import clean, normalize
 from actors.cache.policy import Lru, decide, storable
+from schemas.config.providers import SecretRef, VaultRef
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Requirements, Sampling
 from schemas.result import GenerateResult, Response
 
@@ -166,3 +171,16 @@ def test_lru_lists_expired_entries_and_loads_oldest_first() -> None:
     assert "mid" not in lru and len(lru) == 1
     with pytest.raises(ValueError, match="cap"):
         Lru(0)
+
+
+# --- the Qdrant API key --------------------------------------------------------------------------
+def test_qdrant_key_comes_from_env_or_file_and_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """env and file sources are read (and registered for masking); vault and an unset variable are clear errors."""
+    monkeypatch.setenv("TEST_QDRANT_KEY", "qdrant-secret-123")
+    assert read_secret(SecretRef(env="TEST_QDRANT_KEY")) == "qdrant-secret-123"
+    (tmp_path / "key").write_text("from-a-file-456\n")
+    assert read_secret(SecretRef(file=str(tmp_path / "key"))) == "from-a-file-456"
+    with pytest.raises(CacheError, match="TEST_QDRANT_UNSET is not set"):
+        read_secret(SecretRef(env="TEST_QDRANT_UNSET"))
+    with pytest.raises(CacheError, match="not `vault`"):
+        read_secret(SecretRef(vault=VaultRef(path="orchestra/qdrant")))
