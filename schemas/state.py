@@ -67,6 +67,7 @@ class ProviderState(Message, frozen=True, kw_only=True):
     consecutive_failures: int = 0
     p50_latency_ms: float = 0.0
     updated_at: float = 0.0
+    cooling: dict[str, float] = {}  # library model -> until (epoch): deployments whose circuit is open
 
 
 class QueueState(Message, frozen=True, kw_only=True):

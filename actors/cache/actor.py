@@ -10,6 +10,7 @@ model is a clear error and the actor does not start — then opens the vector in
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -22,7 +23,8 @@ from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
-from bus.errors import ServiceCallError, Transient
+from bus.errors import ServiceCallError, StartError, Transient
+from bus.log import register_secret
 from bus.service import ServiceSpec
 from bus.subjects import RESULT_FINAL, SVC_CACHE_LOOKUP, KVSpec
 from schemas.cache import CACHE_LOOKUP, CacheLookup, CacheReply
@@ -35,18 +37,20 @@ from schemas.result import GenerateError, GenerateResult
 
 
 def read_secret(ref: SecretRef) -> str:
-    """The Qdrant API key from the environment or a file (never logged)."""
+    """The Qdrant API key from the environment or a file; registered so that logs mask it."""
     if ref.env is not None:
-        value = os.environ.get(ref.env)
+        value = os.environ.get(ref.env, "").strip()
         if not value:
             raise CacheError(f"cache.semantic.qdrant_api_key: environment variable {ref.env} is not set")
-        return value
-    if ref.file is not None:
+    elif ref.file is not None:
         try:
-            return Path(ref.file).expanduser().read_text().strip()
+            value = Path(ref.file).expanduser().read_text().strip()
         except OSError as exc:
             raise CacheError(f"cache.semantic.qdrant_api_key: cannot read {ref.file}: {exc.strerror}") from exc
-    raise CacheError("cache.semantic.qdrant_api_key: only `env` and `file` are supported by the cache actor")
+    else:
+        raise CacheError("cache.semantic.qdrant_api_key: the cache actor reads `env` or `file`, not `vault`")
+    register_secret(value)
+    return value
 
 
 class CacheActor(Actor):
@@ -86,16 +90,32 @@ class CacheActor(Actor):
     def path(self, name: str) -> Path:
         return Path(self.cfg.data_dir) / name
 
+    @classmethod
+    def from_args(cls, cfg: OrchestraConfig, args: argparse.Namespace) -> Actor:
+        """The model is built or checked before connecting: a bad model fails at once, NATS or not."""
+        actor = cls(cfg)
+        try:
+            actor.load_model()
+        except CacheError as exc:
+            raise StartError(str(exc)) from exc
+        return actor
+
+    def load_model(self) -> None:
+        semantic = self.cfg.cache.semantic
+        if self.embedder is None and self.cfg.cache.enabled and semantic.enabled:
+            self.embedder = Embedder.load(self.path(semantic.model_dir), threads=semantic.embed_threads)
+
     async def on_start(self) -> None:
         cfg = self.cfg.cache
-        semantic = cfg.semantic
-        if cfg.enabled and semantic.enabled:
-            model_dir = self.path(semantic.model_dir)
-            self.embedder = await asyncio.to_thread(Embedder.load, model_dir, threads=semantic.embed_threads)
-            self.index = await self._open_index()
-        exact = await ExactStore.open(self.js)
-        self.cache = ResponseCache(cfg, exact, self.index, self.embedder)
-        await self.cache.load()
+        try:
+            if cfg.enabled and cfg.semantic.enabled:
+                await asyncio.to_thread(self.load_model)
+                self.index = await self._open_index()
+            exact = await ExactStore.open(self.js)
+            self.cache = ResponseCache(cfg, exact, self.index, self.embedder)
+            await self.cache.load()
+        except CacheError as exc:
+            raise StartError(str(exc)) from exc
         self.spawn("sweep", self._sweep)
 
     async def _open_index(self) -> VectorIndex:

@@ -5,7 +5,7 @@ Sentence embeddings score "how do I enable X" and "how do I disable X" close, "c
 plain similarity threshold returns wrong answers (a known failure of GPTCache and of vLLM's semantic
 router). ``check(query, cached)`` runs after the vector search and refuses a candidate when
 
-    numbers       the numbers differ (digits and number words: "five" == "5")
+    numbers       the numbers differ, or come in another order (digits and number words: "five" == "5")
     negation      one side negates more often ("not", "never", "n't", "without", ...)
     opposite      a word faces its opposite (enable/disable, encrypt/decrypt, install/uninstall, un-/dis-/in-...)
     code, quotes  code spans or quoted strings differ
@@ -30,7 +30,8 @@ from difflib import SequenceMatcher
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|(?<![A-Za-z])'([^'\n]{1,200})'(?![A-Za-z])")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?(?:[._+#:/-]+[A-Za-z0-9]+)*[+#]*")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _SENTENCE_END = re.compile(r"[.?!:]\s*$")
 
 NUMBER_WORDS = {
@@ -106,6 +107,7 @@ STOPWORDS = set(
     every all both either which what who whom whose when where why how whether please kindly tell show give let
     know want need like explain describe just also very really actually exactly simply basically quite possible
     way ways best good proper correct right method thing things something someone anyone hi hello hey thanks thank
+    few several mean meaning reason
     okay ok i'm i've i'd i'll you're what's how's it's that's there's let's who's where's
     to from into onto than vs versus over before after toward towards per via through between within
     """.split()
@@ -152,7 +154,7 @@ class _Parsed:
     quoted: list[str]
     words: list[str]  # lower-case tokens of the prose, in order
     named: set[str]  # lower-case tokens that look like names in the original
-    numbers: Counter[str]
+    numbers: list[str]  # in order: "divide 10 by 2" is not "divide 2 by 10"
     negations: int
 
 
@@ -162,8 +164,9 @@ def _parse(text: str) -> _Parsed:
     quoted = [(a or b).casefold() for a, b in _QUOTED.findall(prose)]
     words: list[str] = []
     named: set[str] = set()
-    numbers: Counter[str] = Counter(_NUMBER.findall(prose.replace(",", "")))
+    numbers: list[str] = []
     negations = 0
+    prose = _THOUSANDS.sub("", prose)
     for m in _TOKEN.finditer(prose):
         raw = m.group()
         word = raw.casefold().replace("’", "'")
@@ -179,7 +182,9 @@ def _parse(text: str) -> _Parsed:
             negations += 1
             continue
         if word in NUMBER_WORDS:
-            numbers[NUMBER_WORDS[word]] += 1
+            numbers.append(NUMBER_WORDS[word])
+        else:
+            numbers.extend(_NUMBER.findall(raw))
         words.append(word)
     return _Parsed(code, quoted, words, named, numbers, negations)
 
@@ -202,14 +207,23 @@ def _opposite(a: set[str], b: set[str]) -> tuple[str, str] | None:
     return None
 
 
-def _objects(words: list[str]) -> dict[str, list[str]]:
-    """Each directional word with the content word that follows it."""
-    out: dict[str, list[str]] = {}
+def _objects(words: list[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Each directional word with its object: the content words that follow it, up to the next function word
+    ("from Python 2 to Python 3" -> from: (python, 2), to: (python, 3))."""
+    out: dict[str, list[tuple[str, ...]]] = {}
     for i, w in enumerate(words):
-        if w in DIRECTIONAL:
-            nxt = next((x for x in words[i + 1 :] if x not in STOPWORDS), None)
-            if nxt is not None:
-                out.setdefault(w, []).append(stem(nxt))
+        if w not in DIRECTIONAL:
+            continue
+        rest = words[i + 1 :]
+        start = next((k for k, x in enumerate(rest) if x not in STOPWORDS), None)
+        if start is None:
+            continue
+        obj = []
+        for x in rest[start : start + 3]:
+            if x in STOPWORDS:
+                break
+            obj.append(stem(x))
+        out.setdefault(w, []).append(tuple(obj))
     return out
 
 
@@ -221,7 +235,7 @@ def check(query: str, cached: str) -> Verdict:
     if a.quoted != b.quoted:
         return Verdict(False, "quoted text differs")
     if a.numbers != b.numbers:
-        return Verdict(False, f"numbers differ: {sorted(a.numbers.elements())} vs {sorted(b.numbers.elements())}")
+        return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
     if a.negations != b.negations:
         return Verdict(False, "negation differs")
     wa, wb = set(a.words), set(b.words)

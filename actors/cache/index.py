@@ -80,7 +80,7 @@ class _Partition:
 
     def __init__(self, dim: int, words: int) -> None:
         self.vectors = np.empty((16, dim), np.float32)
-        self.codes = np.empty((16, words), np.uint64)
+        self.codes = np.empty((words, 16), np.uint64)  # one row per 64-bit word: contiguous XOR + popcount
         self.expires = np.empty(16, np.float64)
         self.ids: list[str] = []
         self.texts: list[str | None] = []
@@ -92,27 +92,36 @@ class _Partition:
         row = len(self.ids)
         if row == len(self.vectors):
             self.vectors = np.concatenate([self.vectors, np.empty_like(self.vectors)])
-            self.codes = np.concatenate([self.codes, np.empty_like(self.codes)])
+            self.codes = np.concatenate([self.codes, np.empty_like(self.codes)], axis=1)
             self.expires = np.concatenate([self.expires, np.empty_like(self.expires)])
-        self.vectors[row], self.codes[row], self.expires[row] = entry.vector, code, entry.expires_at
+        self.vectors[row], self.codes[:, row], self.expires[row] = entry.vector, code, entry.expires_at
         self.ids.append(entry.id)
         self.texts.append(entry.text)
         return row
 
     def set(self, row: int, entry: IndexEntry, code: np.ndarray) -> None:
-        self.vectors[row], self.codes[row], self.expires[row] = entry.vector, code, entry.expires_at
+        self.vectors[row], self.codes[:, row], self.expires[row] = entry.vector, code, entry.expires_at
         self.texts[row] = entry.text
+
+    def nearest_codes(self, code: np.ndarray, k: int) -> np.ndarray:
+        """Rows whose binary codes are among the ``k`` closest to ``code`` (Hamming distance; ties kept)."""
+        n = len(self.ids)
+        distance = np.bitwise_count(self.codes[0, :n] ^ code[0]).astype(np.uint16)
+        for w in range(1, len(code)):
+            distance += np.bitwise_count(self.codes[w, :n] ^ code[w])
+        cutoff = int(np.searchsorted(np.cumsum(np.bincount(distance)), k))
+        rows = np.flatnonzero(distance <= cutoff)
+        if len(rows) > 2 * k:  # many ties at the cutoff: keep k of them
+            rows = rows[np.argpartition(distance[rows], k)[:k]]
+        return rows
 
     def remove(self, row: int) -> str | None:
         """Remove a row; returns the id that moved into it (or None)."""
         last = len(self.ids) - 1
         moved = None
         if row != last:
-            self.vectors[row], self.codes[row], self.expires[row] = (
-                self.vectors[last],
-                self.codes[last],
-                self.expires[last],
-            )
+            self.vectors[row], self.expires[row] = self.vectors[last], self.expires[last]
+            self.codes[:, row] = self.codes[:, last]
             self.ids[row], self.texts[row] = self.ids[last], self.texts[last]
             moved = self.ids[row]
         self.ids.pop()
@@ -121,7 +130,7 @@ class _Partition:
 
 
 class EmbeddedIndex:
-    def __init__(self, path: Path, *, dim: int = 384, exact_max: int = 4096, candidates: int = 256) -> None:
+    def __init__(self, path: Path, *, dim: int = 384, exact_max: int = 2048, candidates: int = 256) -> None:
         self.path, self.dim, self.exact_max, self.candidates = path, dim, exact_max, candidates
         self._words = dim // 64
         self._parts: dict[str, _Partition] = {}
@@ -216,8 +225,7 @@ class EmbeddedIndex:
             rows = np.arange(n)
             scores = part.vectors[:n] @ q
         else:
-            distance = np.bitwise_count(part.codes[:n] ^ pack_bits(q[None, :])[0]).sum(axis=1, dtype=np.uint16)
-            rows = np.argpartition(distance, self.candidates)[: self.candidates]
+            rows = part.nearest_codes(pack_bits(q[None, :])[0], self.candidates)
             scores = part.vectors[rows] @ q
         keep = (scores >= threshold) & (part.expires[rows] > now)
         rows, scores = rows[keep], scores[keep]

@@ -157,7 +157,8 @@ def to_request(
         raise SchemaError(f"streaming is not available for the `{mode}` model", "stream")
     if isinstance(body, ChatRequest):
         messages, prompt = _messages(body), None
-        max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_CHAT_MAX_TOKENS
+        given = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        max_tokens = DEFAULT_CHAT_MAX_TOKENS if given is None else given
     else:
         if isinstance(body.prompt, list):
             if len(body.prompt) != 1:
@@ -165,7 +166,8 @@ def to_request(
             prompt = body.prompt[0]
         else:
             prompt = body.prompt
-        messages, max_tokens = None, body.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
+        messages = None
+        max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     sampling = Sampling(
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -190,7 +192,7 @@ def to_request(
                 tiers=ext.tiers,
                 family=ext.family,
                 route=ext.route,
-                fanout=ext.fanout or (body.n if mode != "single" and body.n > 1 else None),
+                fanout=ext.fanout if ext.fanout is not None else (body.n if mode != "single" and body.n > 1 else None),
                 max_cost_usd=ext.max_cost_usd,
                 min_quality=ext.min_quality,
             ),

@@ -127,6 +127,8 @@ def candidates(name: str, cfg: OrchestraConfig, snap: Snapshot) -> list[tuple[Ta
         return _local_targets(name, model, cfg, snap)
     if not provider_available(snap, model.provider):
         return []
+    if snap.providers[model.provider].cooling.get(name, 0.0) > snap.now:
+        return []  # this deployment's circuit is open
     tier = cfg.providers[model.provider].tier
     return [(Target(tier=tier, model=name, family=model.family, provider=model.provider), True)]
 

@@ -38,6 +38,9 @@ class SecretRef(Cfg, frozen=True, kw_only=True):
 class RateLimitCfg(Cfg, frozen=True, kw_only=True):
     rpm: Annotated[int, Meta(ge=1)] | None = None
     tpm: Annotated[int, Meta(ge=1)] | None = None
+    # How much of a minute's allowance may go out at once, in seconds of it: 60 lets the whole minute
+    # burst; 1 spreads it evenly (providers enforce limits over shorter windows than a minute).
+    burst: Duration = Duration(60)
 
 
 class RetryCfg(Cfg, frozen=True, kw_only=True):

@@ -103,6 +103,11 @@ def test_cloud_providers_count_only_when_the_cloud_proxy_says_so() -> None:
     s.providers["together"] = ProviderState(provider="together", available=True, cooldown_until=NOW + 30)
     cooling = plan_request(req(model="together/llama3.1-70b"), LOCAL, s)
     assert isinstance(cooling, ErrorInfo)
+    s.providers["together"] = ProviderState(
+        provider="together", available=True, cooling={"together/llama3.1-70b": NOW + 5}
+    )
+    open_circuit = plan_request(req(model="together/llama3.1-70b"), LOCAL, s)
+    assert isinstance(open_circuit, ErrorInfo) and open_circuit.code == "unavailable"
 
 
 def test_a_disabled_tier_is_never_used_until_it_is_re_enabled() -> None:

@@ -1,0 +1,188 @@
+"""What every provider client shares: the call and its answer (plain data), the wire-format protocol,
+and the HTTP transport on aiohttp (one session per provider, connection reuse, timeouts).
+
+    wire = OpenAIWire() | AnthropicWire() | GeminiWire()      pure: bodies in, answers out
+    client = HttpClient(name, base_url, wire, concurrency=64, connect_timeout=5)
+    await client.start()
+    completion = await client.complete(call, key, timeout=ClientTimeout(...), on_text=send_chunk)
+    await client.close()
+
+aiohttp's errors are converted here into :mod:`actors.cloud_proxy.errors` (``raise ... from exc``);
+nothing above this module sees an aiohttp exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import msgspec
+
+from actors.cloud_proxy.clients.sse import SseDecoder, SseEvent
+from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, classify
+from actors.pricing import estimate_tokens
+from schemas.request import ChatMessage, Sampling
+from schemas.result import FinishReason, Usage
+
+OnText = Callable[[str], Awaitable[None]]
+
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE = msgspec.json.Decoder().decode
+
+
+def decode_json(data: str | bytes) -> Any:
+    """JSON from a provider; garbage becomes a ServerError."""
+    try:
+        return _DECODE(data)
+    except msgspec.DecodeError as exc:
+        raise ServerError(f"the provider sent malformed JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One generation as the provider clients see it: the remote model name and what to send."""
+
+    model: str  # the provider's name for it (CloudModel.remote_name)
+    sampling: Sampling
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None  # a raw completion prompt (OpenAI /completions; a user turn elsewhere)
+    stream: bool = False
+
+    def chat(self) -> list[ChatMessage]:
+        return self.messages if self.messages is not None else [ChatMessage(role="user", content=self.prompt or "")]
+
+    def prompt_text(self) -> str:
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(m.content for m in self.messages or ())
+
+
+@dataclass(slots=True)
+class Completion:
+    """A provider's answer. Token counts are None when the provider sent none (then they are counted)."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    pieces: int = 0  # text-bearing stream events (one token each on llama.cpp / vLLM)
+    first_token_at: float | None = None  # monotonic
+
+    def usage(self, call: Call) -> Usage:
+        counted_out = self.pieces if self.pieces else estimate_tokens(self.text) if self.text else 0
+        return Usage(
+            input_tokens=self.input_tokens if self.input_tokens is not None else estimate_tokens(call.prompt_text()),
+            output_tokens=self.output_tokens if self.output_tokens is not None else counted_out,
+        )
+
+
+class StreamParser(Protocol):
+    def feed(self, event: SseEvent) -> str | None:
+        """The text this event adds (None for none). Raises ProviderError for an error event."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def result(self) -> Completion: ...
+
+
+class Wire(Protocol):
+    """One provider's documented wire format. Pure: no I/O."""
+
+    def url(self, base_url: str, call: Call) -> str: ...
+
+    def headers(self, key: str) -> dict[str, str]: ...
+
+    def body(self, call: Call) -> dict[str, Any]: ...
+
+    def parse(self, data: Any) -> Completion: ...
+
+    def stream_parser(self) -> StreamParser: ...
+
+
+class HttpClient:
+    """The transport of one provider: a shared aiohttp session, created once, reused by every call."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        wire: Wire,
+        *,
+        concurrency: int = 64,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.name, self.base_url, self.wire = name, base_url.rstrip("/"), wire
+        self.concurrency, self.connect_timeout = concurrency, connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda obj: _ENCODE(obj).decode(),
+                auto_decompress=True,
+                trust_env=False,
+                raise_for_status=False,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def timeout(self, *, total: float, idle: float) -> aiohttp.ClientTimeout:
+        """``total``: until the request's deadline; ``idle``: the longest silence we accept."""
+        return aiohttp.ClientTimeout(total=total, connect=self.connect_timeout, sock_read=idle)
+
+    async def complete(
+        self, call: Call, key: str, *, timeout: aiohttp.ClientTimeout, on_text: OnText | None = None
+    ) -> Completion:
+        if self._session is None:
+            raise RuntimeError(f"client {self.name} is not started")
+        url = self.wire.url(self.base_url, call)
+        headers = self.wire.headers(key)
+        headers["Content-Type"] = "application/json"
+        data = _ENCODE(self.wire.body(call))
+        try:
+            async with self._session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise classify(resp.status, raw, resp.headers, time.time())
+                if not call.stream:
+                    return self.wire.parse(decode_json(await resp.read()))
+                return await self._stream(resp, on_text)
+        except ProviderError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Timeout(f"{self.name}: no answer in time ({type(exc).__name__})") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerError(f"{self.name}: cannot connect: {exc.os_error.strerror or exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
+    async def _stream(self, resp: aiohttp.ClientResponse, on_text: OnText | None) -> Completion:
+        decoder = SseDecoder()
+        parser = self.wire.stream_parser()
+        first: float | None = None
+        async for chunk in resp.content.iter_any():
+            for event in decoder.feed(chunk):
+                text = parser.feed(event)
+                if text:
+                    if first is None:
+                        first = time.monotonic()
+                    if on_text is not None:
+                        await on_text(text)
+            if parser.done:
+                break
+        for event in decoder.close():
+            text = parser.feed(event)
+            if text and on_text is not None:
+                await on_text(text)
+        completion = parser.result()
+        completion.first_token_at = first
+        return completion

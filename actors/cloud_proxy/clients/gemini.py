@@ -1,0 +1,143 @@
+"""Google Gemini's generateContent: ``POST {base}/v1beta/models/{model}:generateContent``, streamed
+with ``:streamGenerateContent?alt=sse`` (each ``data:`` event is a whole GenerateContentResponse;
+the stream ends when the connection does). The key goes in the ``x-goog-api-key`` header, never in
+the URL: URLs end up in logs.
+
+Usage comes from ``usageMetadata`` (the last one of a stream is complete); thinking tokens
+(``thoughtsTokenCount``) are billed as output and counted as output. A blocked prompt or a candidate
+stopped for safety becomes ContentPolicy. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from actors.cloud_proxy.clients.base import Call, Completion, decode_json
+from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.errors import ContentPolicy, ServerError
+from schemas.result import FinishReason
+
+_BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
+
+
+def finish(reason: Any) -> FinishReason:
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _BLOCKED:
+        raise ContentPolicy(f"the answer was blocked (finishReason: {reason})")
+    return "stop"
+
+
+def _usage(meta: Any) -> tuple[int | None, int | None]:
+    if not isinstance(meta, dict) or "promptTokenCount" not in meta:
+        return None, None
+    output = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+    return int(meta["promptTokenCount"]), output
+
+
+def _candidate(data: Any) -> tuple[str, Any]:
+    """(text, finishReason) of the first candidate; ContentPolicy when the prompt was blocked."""
+    if not isinstance(data, dict):
+        raise ServerError("unexpected answer shape")
+    candidates = data.get("candidates") or []
+    if not candidates:
+        block = (data.get("promptFeedback") or {}).get("blockReason")
+        if block:
+            raise ContentPolicy(f"the prompt was blocked (blockReason: {block})")
+        return "", None
+    cand = candidates[0]
+    parts = (cand.get("content") or {}).get("parts") or []
+    text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+    return text, cand.get("finishReason")
+
+
+class GeminiWire:
+    def url(self, base_url: str, call: Call) -> str:
+        model = quote(call.model, safe="-._~/")
+        if not model.startswith(("models/", "tunedModels/")):
+            model = f"models/{model}"
+        if call.stream:
+            return f"{base_url}/v1beta/{model}:streamGenerateContent?alt=sse"
+        return f"{base_url}/v1beta/{model}:generateContent"
+
+    def headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}
+
+    def body(self, call: Call) -> dict[str, Any]:
+        s = call.sampling
+        chat = call.chat()
+        system = "\n\n".join(m.content for m in chat if m.role == "system")
+        config: dict[str, Any] = {"temperature": s.temperature, "topP": s.top_p, "maxOutputTokens": s.max_tokens}
+        if s.stop:
+            config["stopSequences"] = s.stop
+        if s.seed is not None:
+            config["seed"] = s.seed
+        if s.presence_penalty:
+            config["presencePenalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            config["frequencyPenalty"] = s.frequency_penalty
+        body: dict[str, Any] = {
+            "contents": [
+                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                for m in chat
+                if m.role != "system"
+            ],
+            "generationConfig": config,
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        return body
+
+    def parse(self, data: Any) -> Completion:
+        text, reason = _candidate(data)
+        if reason is None and not text:
+            raise ServerError("the answer has no candidates")
+        input_tokens, output_tokens = _usage(data.get("usageMetadata"))
+        return Completion(
+            text=text, finish_reason=finish(reason), input_tokens=input_tokens, output_tokens=output_tokens
+        )
+
+    def stream_parser(self) -> GeminiStream:
+        return GeminiStream()
+
+
+class GeminiStream:
+    done = False  # the stream ends with the connection
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish: FinishReason | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.pieces = 0
+
+    def feed(self, event: SseEvent) -> str | None:
+        if not event.data.strip():
+            return None
+        obj = decode_json(event.data)
+        if isinstance(obj, dict) and "error" in obj:
+            err = obj["error"] if isinstance(obj["error"], dict) else {}
+            raise ServerError(f"error event in the stream: {err.get('message', '')}")
+        text, reason = _candidate(obj)
+        usage = _usage(obj.get("usageMetadata"))
+        if usage[0] is not None:
+            self.input_tokens, self.output_tokens = usage
+        if reason:
+            self.finish = finish(reason)
+        if text:
+            self.parts.append(text)
+            self.pieces += 1
+            return text
+        return None
+
+    def result(self) -> Completion:
+        if self.finish is None:
+            raise ServerError("the stream ended without a finishReason")
+        return Completion(
+            text="".join(self.parts),
+            finish_reason=self.finish,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            pieces=self.pieces,
+        )

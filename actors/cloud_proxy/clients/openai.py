@@ -1,0 +1,128 @@
+"""OpenAI's wire format: Chat Completions (``POST {base}/chat/completions``) and Completions
+(``POST {base}/completions``), whole or streamed as server-sent events (``data: {chunk}`` ...
+``data: [DONE]``). Any OpenAI-compatible server speaks it: Together AI, vLLM, llama.cpp's servers.
+
+The key goes in ``Authorization: Bearer``. Streams ask for ``stream_options.include_usage``, so the
+final event carries the usage; servers that ignore it get their tokens counted. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.cloud_proxy.clients.base import Call, Completion, decode_json
+from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError
+from schemas.result import FinishReason
+
+
+def finish(reason: Any) -> FinishReason:
+    if reason == "length":
+        return "length"
+    if reason == "content_filter":
+        raise ContentPolicy("the provider's content filter stopped the answer")
+    return "stop"
+
+
+def stream_error(obj: dict[str, Any]) -> ProviderError:
+    err = obj.get("error")
+    message = err.get("message", "") if isinstance(err, dict) else str(err)
+    return ServerError(f"error event in the stream: {message}")
+
+
+class OpenAIWire:
+    def url(self, base_url: str, call: Call) -> str:
+        return f"{base_url}/completions" if call.prompt is not None else f"{base_url}/chat/completions"
+
+    def headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def body(self, call: Call) -> dict[str, Any]:
+        s = call.sampling
+        body: dict[str, Any] = {"model": call.model}
+        if call.prompt is not None:
+            body["prompt"] = call.prompt
+        else:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in call.chat()]
+        body["max_tokens"] = s.max_tokens
+        body["temperature"] = s.temperature
+        body["top_p"] = s.top_p
+        if s.stop:
+            body["stop"] = s.stop
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
+        if call.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def parse(self, data: Any) -> Completion:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if "message" in choice else choice["text"]
+            completion = Completion(text=text or "", finish_reason=finish(choice.get("finish_reason")))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ServerError(f"unexpected answer shape: {type(exc).__name__} {exc}") from exc
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            completion.input_tokens = usage.get("prompt_tokens")
+            completion.output_tokens = usage.get("completion_tokens")
+        return completion
+
+    def stream_parser(self) -> OpenAIStream:
+        return OpenAIStream()
+
+
+class OpenAIStream:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish: FinishReason | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.pieces = 0
+        self.done = False
+
+    def feed(self, event: SseEvent) -> str | None:
+        data = event.data.strip()
+        if data == "[DONE]":
+            self.done = True
+            return None
+        if not data:
+            return None
+        obj = decode_json(data)
+        if not isinstance(obj, dict):
+            raise ServerError("unexpected stream event")
+        if "error" in obj:
+            raise stream_error(obj)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = usage.get("prompt_tokens")
+            self.output_tokens = usage.get("completion_tokens")
+        text = None
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if choice.get("finish_reason"):
+                self.finish = finish(choice["finish_reason"])
+        if text:
+            self.parts.append(text)
+            self.pieces += 1
+            return str(text)
+        return None
+
+    def result(self) -> Completion:
+        if not self.done and self.finish is None:
+            raise ServerError("the stream ended before the answer was complete")
+        return Completion(
+            text="".join(self.parts),
+            finish_reason=self.finish or "stop",
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            pieces=self.pieces,
+        )

@@ -1,0 +1,101 @@
+"""A fast fake OpenAI-compatible backend for benchmarks: answers /v1/chat/completions (and
+/v1/completions) with a fixed short reply and usage, after an optional delay. Not a test double:
+it is the "backend" every contender (direct, the orchestra, LiteLLM) talks to in bench/gateway.py.
+
+    python bench/fake_openai.py --port 0 --delay-ms 50   # prints "listening on <port>"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import msgspec
+import uvloop
+from aiohttp import web
+
+
+def reply_for(body: bytes, chat: bool) -> bytes:
+    req = msgspec.json.decode(body)
+    model = req.get("model", "fake")
+    created = int(time.time())
+    usage = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
+    if chat:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": "This is a fast fake answer."},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        obj = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    else:
+        obj = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": "a fast fake answer", "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+    return msgspec.json.encode(obj)
+
+
+def make_app(delay_s: float) -> web.Application:
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.read()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(body=reply_for(body, True), content_type="application/json")
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.read()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(body=reply_for(body, False), content_type="application/json")
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "bench"}]})
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", chat),
+            web.post("/v1/completions", completions),
+            web.get("/v1/models", models),
+        ]
+    )
+    return app
+
+
+async def serve(port: int, delay_ms: float) -> None:
+    runner = web.AppRunner(make_app(delay_ms / 1000.0), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"listening on {bound}", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    try:
+        uvloop.run(serve(args.port, args.delay_ms))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
