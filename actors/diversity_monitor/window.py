@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from actors.diversity_monitor.diversity import MAX_TEXT, Answer, code_of, structure, summarise
 from schemas.events import CostSpike, Event, Oom
-from schemas.result import AttemptFailed, GenerateResult, Outcome
+from schemas.result import AttemptFailed, GenerateResult, Outcome, Provenance
 from schemas.state import HostState, QueueState, TierState
 
 PAID_TIERS = ("together", "premium")
@@ -88,26 +88,21 @@ def answers_of(outcome: Outcome, at: float) -> list[Answer]:
     """The answers in a result: its own text, or each response of a fan-out (without vectors)."""
     if not isinstance(outcome, GenerateResult):
         return []
-    group = outcome.task or outcome.parent_id
     if outcome.responses:
-        return [
-            _answer(at, r.request_id, r.provenance.model, r.provenance.family, r.provenance.tier, outcome.task
-                    or outcome.request_id, r.provenance.temperature, r.provenance.top_p, r.provenance.prompt_variant,
-                    r.text)
-            for r in outcome.responses
-        ]
-    p = outcome.provenance
-    return [
-        _answer(at, outcome.request_id, outcome.model, outcome.family, outcome.tier, group,
-                p.temperature if p else None, p.top_p if p else None, p.prompt_variant if p else None, outcome.text)
-    ]
+        group = outcome.task or outcome.request_id
+        return [_answer(at, r.request_id, r.provenance, group, r.text) for r in outcome.responses]
+    own = Provenance(model=outcome.model, family=outcome.family, tier=outcome.tier, target=outcome.target)
+    p = outcome.provenance or own
+    if (p.model, p.family) != (own.model, own.family):  # the result's own model is the truth
+        p = Provenance(model=own.model, family=own.family, tier=own.tier, target=own.target,
+                       temperature=p.temperature, top_p=p.top_p, prompt_variant=p.prompt_variant)
+    return [_answer(at, outcome.request_id, p, outcome.task or outcome.parent_id, outcome.text)]
 
 
-def _answer(at: float, rid: str, model: str, family: str, tier: str, group: str | None, temperature: float | None,
-            top_p: float | None, variant: str | None, text: str) -> Answer:
+def _answer(at: float, request_id: str, p: Provenance, group: str | None, text: str) -> Answer:
     text = text[:MAX_TEXT]
-    return Answer(at=at, request_id=rid, model=model, family=family, tier=tier, group=group,
-                  temperature=temperature, top_p=top_p, prompt_variant=variant, text=text,
+    return Answer(at=at, request_id=request_id, model=p.model, family=p.family, tier=p.tier, group=group,
+                  temperature=p.temperature, top_p=p.top_p, prompt_variant=p.prompt_variant, text=text,
                   shape=structure(code_of(text)))
 
 
