@@ -18,6 +18,7 @@ import json
 import socket
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,11 +90,10 @@ async def _diversity(args: argparse.Namespace) -> int:
     if not args.lexical and any(a.group for a in answers):
         try:
             embedder = await asyncio.to_thread(load_embedder, cfg)
-            from dataclasses import replace
-
-            texts = [a.text for a in answers]
-            vectors = normalise(await asyncio.to_thread(embedder.embed_sync, texts))
-            answers = [replace(a, vector=vectors[i]) for i, a in enumerate(answers)]
+            grouped = [i for i, a in enumerate(answers) if a.group is not None]  # only those are compared
+            vectors = normalise(await asyncio.to_thread(embedder.embed_sync, [answers[i].text for i in grouped]))
+            for k, i in enumerate(grouped):
+                answers[i] = replace(answers[i], vector=vectors[k])
             embedded = True
         except EmbedderUnavailable as exc:
             print(f"orchestra: note: {exc}; prose grouped by word overlap", file=sys.stderr)
