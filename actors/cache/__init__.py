@@ -1,0 +1,13 @@
+"""The cache actor: exact and semantic response caching with offline embeddings.
+
+actor.py      the Actor: the lookup service and the results consumer
+core.py       lookup and store over the stores below (no bus code)
+normalize.py  prompt normalisation (pure)
+keys.py       exact keys and semantic scopes (pure)
+policy.py     what may be cached or stored, LRU eviction (pure)
+guard.py      the meaning guard: negation, opposites, numbers, names, direction (pure)
+minilm.py     builds all-MiniLM-L6-v2 as ONNX from the PyPI safetensors, offline
+embedder.py   fastembed on that model, in a worker thread
+index.py      the vector index: embedded (numpy + SQLite) or a Qdrant server
+exact.py      the JetStream KV buckets: answers and remembered misses
+"""

@@ -1,0 +1,220 @@
+"""The response cache itself: lookup and store over the exact store, the vector index and the embedder.
+
+No bus code here (the actor wires it to NATS, the benchmark drives it directly). Lookup order:
+
+    1. policy       decide() -> skip diverse/ensemble, sampled without opt-in, no_cache / no_store
+    2. exact        one KV get by the exact key                              -> hit, similarity 1.0
+    3. semantic     embed the normalised last user turn, search its scope for points at or above the
+                    threshold, best first; the meaning guard must accept the candidate, and its answer
+                    must still be in KV                                      -> hit, similarity = cosine
+    4. miss         remember the request (key, scope, vector) until its deadline; the final result
+                    that appears on orch.result.<id> is stored by ``store``
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import msgspec
+import numpy as np
+
+from actors.cache import guard
+from actors.cache.embedder import Embedder
+from actors.cache.exact import ExactStore
+from actors.cache.index import IndexEntry, VectorIndex
+from actors.cache.keys import RequestKeys, request_keys
+from actors.cache.policy import Lru, decide, storable
+from schemas.cache import CacheEntry, CacheLayer, CacheReply, PendingStore
+from schemas.config.actors import CacheCfg
+from schemas.request import GenerateRequest
+from schemas.result import GenerateResult, Timings, Usage
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 4  # semantic candidates the guard looks at, best first
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        cfg: CacheCfg,
+        exact: ExactStore,
+        index: VectorIndex | None = None,
+        embedder: Embedder | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg, self.exact, self.index, self.embedder, self.clock = cfg, exact, index, embedder, clock
+        self.semantic = cfg.semantic.enabled and index is not None and embedder is not None
+        self.threshold = float(cfg.semantic.threshold)
+        self.ttl = float(cfg.ttl)
+        self.lru = Lru(cfg.max_entries)
+        self.stats: Counter[str] = Counter()
+
+    # --- start-up --------------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Rebuild the LRU order from KV, evict past the cap, drop index points whose answer is gone."""
+        items = [item async for item in self.exact.stored()]
+        for victim in self.lru.load(items):
+            await self._evict(victim)
+        if self.index is not None:
+            ids = await self.index.ids()
+            if ids is not None:
+                stale = ids - set(self.lru.keys())
+                if stale:
+                    await self.index.delete(sorted(stale))
+                    log.info("dropped %d index points whose answers expired", len(stale))
+        log.info("cache loaded: %d entries (cap %d)", len(self.lru), self.lru.cap)
+
+    # --- lookup ----------------------------------------------------------------------------------
+    async def lookup(self, req: GenerateRequest) -> CacheReply:
+        started = time.perf_counter()
+        decision = decide(req, enabled=self.cfg.enabled)
+        if not (decision.lookup or decision.store):
+            self.stats["skipped"] += 1
+            return CacheReply(hit=False, reason=decision.reason)
+        keys = request_keys(req)
+        if decision.lookup:
+            entry = await self._fresh(keys.key)
+            if entry is not None:
+                return self._hit(req, entry, "exact", 1.0, started)
+        vector = None
+        if self.semantic and keys.text and keys.guard_text and self.embedder and self.embedder.fits(keys.text):
+            vector = (await self.embedder.embed([keys.text]))[0]
+            if decision.lookup:
+                reply = await self.semantic_lookup(req, keys, vector, started)
+                if reply is not None:
+                    return reply
+        self.stats["misses"] += 1
+        reason = decision.reason or "miss"
+        if not decision.store:
+            return CacheReply(hit=False, reason=reason)
+        pending = PendingStore(
+            request_id=req.id,
+            key=keys.key,
+            scope=keys.scope,
+            guard_text=keys.guard_text if vector is not None else None,
+            vector=vector.astype(np.float32).tobytes() if vector is not None else None,
+            deadline=req.effective_deadline,
+            at=self.clock(),
+        )
+        await self.exact.remember(pending)
+        return CacheReply(hit=False, remembered=True, reason=reason)
+
+    async def semantic_lookup(
+        self, req: GenerateRequest, keys: RequestKeys, vector: np.ndarray, started: float
+    ) -> CacheReply | None:
+        """The semantic layer alone, for a request whose prompt is already embedded."""
+        assert self.index is not None and keys.guard_text is not None
+        found = await self.index.search(
+            keys.scope, vector, threshold=self.threshold, limit=CANDIDATES, now=self.clock()
+        )
+        for candidate in found:
+            if candidate.text is None:
+                continue
+            verdict = guard.check(keys.guard_text, candidate.text)
+            if not verdict.ok:
+                self.stats["guard_refused"] += 1
+                log.debug(
+                    "guard refused %s (%.3f) for %s: %s", candidate.id[:12], candidate.score, req.id, verdict.reason
+                )
+                continue
+            entry = await self._fresh(candidate.id)
+            if entry is None:
+                await self.index.delete([candidate.id])
+                continue
+            return self._hit(req, entry, "semantic", candidate.score, started)
+        return None
+
+    async def _fresh(self, key: str) -> CacheEntry | None:
+        entry = await self.exact.get(key)
+        if entry is None:
+            return None
+        if entry.stored_at + self.ttl <= self.clock():
+            self.lru.discard(key)
+            return None
+        self.lru.touch(key)
+        return entry
+
+    def _hit(
+        self, req: GenerateRequest, entry: CacheEntry, layer: CacheLayer, similarity: float, started: float
+    ) -> CacheReply:
+        self.stats[f"hits_{layer}"] += 1
+        similarity = round(min(1.0, similarity), 4)
+        result = msgspec.structs.replace(
+            entry.result,
+            request_id=req.id,
+            cached=True,
+            similarity=similarity,
+            cost_usd=0.0,
+            usage=Usage(),
+            target="cache",
+            attempt=0,
+            timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
+            client_key=req.client_key,
+            task=req.task,
+            parent_id=None,
+            created_at=self.clock(),
+        )
+        return CacheReply(hit=True, result=result, layer=layer, similarity=similarity)
+
+    # --- store -----------------------------------------------------------------------------------
+    async def store(self, result: GenerateResult, *, published_at: float) -> str:
+        """Store a final result whose request missed before. Returns what happened (for logs and tests)."""
+        why_not = storable(result)
+        if why_not is not None:
+            return f"not stored: {why_not}"
+        pending = await self.exact.pending_for(result.request_id)
+        if pending is None:
+            return "not stored: not remembered"
+        if published_at > pending.deadline:
+            await self.exact.forget(result.request_id)
+            return "not stored: published after its deadline"
+        now = self.clock()
+        entry = CacheEntry(
+            key=pending.key, scope=pending.scope, guard_text=pending.guard_text, result=result, stored_at=now
+        )
+        await self.exact.put(entry)
+        if self.index is not None and pending.vector is not None and pending.guard_text is not None:
+            vector = np.frombuffer(pending.vector, np.float32)
+            await self.index.add(
+                IndexEntry(
+                    id=pending.key,
+                    scope=pending.scope,
+                    vector=vector,
+                    text=pending.guard_text,
+                    expires_at=now + self.ttl,
+                )
+            )
+        for victim in self.lru.add(pending.key, now):
+            await self._evict(victim)
+        await self.exact.forget(result.request_id)
+        self.stats["stored"] += 1
+        return "stored"
+
+    async def forget(self, request_id: str) -> None:
+        """The request ended without an answer to keep."""
+        await self.exact.forget(request_id)
+
+    async def _evict(self, key: str) -> None:
+        self.stats["evicted"] += 1
+        self.lru.discard(key)
+        await self.exact.delete(key)
+        if self.index is not None:
+            await self.index.delete([key])
+
+    async def sweep(self) -> int:
+        """Forget entries past their TTL (KV drops them by itself; the index and the LRU order do not)."""
+        now = self.clock()
+        expired = self.lru.expired(now, self.ttl)
+        for key in expired:
+            self.lru.discard(key)
+        removed = 0
+        if self.index is not None:
+            if expired:
+                await self.index.delete(expired)
+            removed = await self.index.expire(now)
+        return len(expired) + removed

