@@ -47,6 +47,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
     for f in dict.fromkeys(filters):
         await nc.subscribe(f, cb=on_msg)
+    await nc.flush()  # the server has our subscriptions before we say we are watching
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, done.set)
