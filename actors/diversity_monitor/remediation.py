@@ -164,9 +164,7 @@ def plan_backlog(
     for name in fast_models(cfg):
         model = local[name]
         need = footprint(model)
-        fitting = [
-            h for h in up if may_place(model, h.host, cfg) and need + overhead(h.host, cfg) <= free_bytes(h)
-        ]
+        fitting = [h for h in up if may_place(model, h.host, cfg) and need + overhead(h.host, cfg) <= free_bytes(h)]
         if fitting:
             host = max(fitting, key=lambda h: (free_bytes(h), h.host))
             have = sum(1 for m in host.models if m.model == name)

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from actors.budget_guard.client import BudgetClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
-from actors.router.policy import plan_request
+from actors.router.policy import host_up, plan_request
 from actors.router.queues import QueueWatch
 from actors.router.view import View
 from bus import subjects
@@ -71,6 +71,7 @@ class Router(Actor):
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
         self.queues = QueueWatch(self)
         self.spawn("queues", self.queues.run)
+        self.spawn("hosts", self.watch_hosts)
 
     async def on_stop(self) -> None:
         for sub in self._subs:
@@ -78,6 +79,19 @@ class Router(Actor):
                 await sub.unsubscribe()
         for task in list(self.background):
             task.cancel()
+
+    def host_alive(self, host: str) -> bool:
+        return host_up(self.cfg, self.view.snapshot_light(), host)
+
+    async def watch_hosts(self) -> None:
+        """Fail over attempts whose gpu_host stopped heartbeating (checked every second)."""
+        while True:
+            await asyncio.sleep(1.0)
+            busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
+            down = {h for h in busy if not self.host_alive(h)}
+            if down:
+                self.log.warning("gpu_host(s) %s stopped heartbeating: failing over their attempts", sorted(down))
+                await self.flow.hosts_down(down)
 
     # --- requests ------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:

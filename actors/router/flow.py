@@ -118,6 +118,9 @@ class Flow:
                 await self.finish_error(p, error)
                 return
             target = p.plan[p.attempt]
+            if target.host and not self.router.host_alive(target.host):
+                p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
+                continue  # the plan was made when it was up: skip it rather than wait for a timeout
             reservation = None
             if target.tier != "local" and self.reserve is not None:
                 granted = await self.reserve(p.request, target, p.attempt)
@@ -185,6 +188,16 @@ class Flow:
         where = p.target.where if p.target else "?"
         p.last_error = ErrorInfo.of("timeout", f"{where} did not answer attempt {attempt} in time")
         await self.next_attempt(p)
+
+    async def hosts_down(self, down: set[str]) -> None:
+        """Attempts on a gpu_host that stopped heartbeating fail now (the router falls back) instead
+        of at their timeout. If the host comes back and answers anyway, the first outcome wins."""
+        for p in list(self.pending.values()):
+            if p.done or p.target is None or p.target.host not in down:
+                continue
+            self._stop_attempt(p)
+            p.last_error = ErrorInfo.of("unavailable", f"gpu_host {p.target.host} stopped answering")
+            await self.next_attempt(p)
 
     async def _deadline(self, p: Pending) -> None:
         if not p.done:

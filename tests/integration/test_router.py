@@ -4,6 +4,7 @@ routing, fallback, timeouts, exactly one outcome, typed errors, fan-out, tier sw
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -186,6 +187,43 @@ async def test_a_disabled_tier_is_not_used(orchestra: Start, nc: NATS) -> None:
     premium_only = await ask(nc, chat(requirements=Requirements(tiers=["premium"])))
     assert isinstance(premium_only, GenerateError)
     assert [s.model for s in worker.seen].count("gpt-4o") == 1
+
+
+async def test_an_attempt_on_a_host_that_stops_heartbeating_fails_over_quickly(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """A gpu_host that dies mid-request is noticed by its stale heartbeat: the router moves the
+    request to another host well before the (60 s) attempt timeout."""
+    cfg = test_config(
+        tmp_path / "two",
+        nats_server.url,
+        overrides={
+            "router": {"attempt_timeout": "60s"},
+            "cards": {"cpu1": {"device": "cpu", "memory": "1.5GB"}},
+            "hosts": {"cpu1": {"cards": ["cpu1"], "heartbeat": "1s"}, "cpu0": {"cards": ["cpu0"], "heartbeat": "1s"}},
+        },
+    )
+    worker = ScriptedWorker(
+        cfg, hosts={"cpu0": ["smollm2-135m"], "cpu1": ["smollm2-135m"]}, script={"cpu0/smollm2-135m": ["hang"]}
+    )
+    await worker.start(nc)
+    router = Router(cfg, instance="failover")
+    await router.start(nc)
+    try:
+        await eventually(lambda: len(router.view.hosts.data) == 2)
+        request = chat(model="smollm2-135m", timeout_s=60)
+        answer = asyncio.ensure_future(ask(nc, request, timeout=60))
+        await eventually(lambda: worker.seen)
+        assert worker.seen[0].where == "cpu0"
+        started = time.monotonic()
+        worker.silence("cpu0")
+        outcome = await answer
+        assert isinstance(outcome, GenerateResult) and outcome.target == "cpu1"
+        assert time.monotonic() - started < 20
+        assert await outcomes_stored(nc, request.id) == 1
+    finally:
+        await router.stop(grace=0.5)
+        await worker.stop(grace=0.5)
 
 
 @pytest.mark.slow
