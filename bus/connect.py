@@ -75,8 +75,12 @@ async def connect(
     async def error_cb(exc: Exception) -> None:  # nats-py wants a coroutine function
         await errors(exc)
 
+    client: list[NATS] = []
+
     async def disconnected() -> None:
-        log.warning("%s: disconnected from nats", name)
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # we are closing it ourselves
+        log.log(errors.level, "%s: disconnected from nats", name)
         if on_disconnect:
             await on_disconnect()
 
@@ -105,6 +109,7 @@ async def connect(
         nc = await asyncio.wait_for(nats.connect(**options), wait)  # type: ignore[arg-type]
     except TimeoutError as exc:
         raise ConnectError(f"no NATS server answered at {', '.join(bus.servers)} within {wait:g}s") from exc
+    client.append(nc)
     if errors.count:
         log.info("%s: connected to nats", name)
         errors.reset()

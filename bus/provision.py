@@ -26,7 +26,7 @@ def stream_config(spec: StreamSpec, cfg: StreamsCfg) -> StreamConfig:
         subjects=list(spec.subjects),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
-        max_age=float(cfg.history),
+        max_age=float(cfg.history if spec.max_age is None else spec.max_age),
         duplicate_window=float(cfg.dedupe_window),
         num_replicas=cfg.replicas,
         max_bytes=int(cfg.max_bytes) if cfg.max_bytes else -1,

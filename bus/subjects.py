@@ -11,6 +11,7 @@
     orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.router.overflow | orch.cmd.alert.ack
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
     orch.svc.<service>                        request/reply services (core NATS)
+    orch.ledger.<kind>                        budget_guard's spend ledger entries  stream LEDGER (its own)
 
 Model names may hold characters that subjects and KV keys cannot ('.', ':', '+'): ``token`` and
 ``kv_key`` escape them reversibly.
@@ -75,6 +76,8 @@ DLQ_ALL = f"{PREFIX}.dlq.>"
 SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
 SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
+SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
+LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
 
 
 def request(priority: Priority, request_id: str) -> str:
@@ -156,6 +159,7 @@ class StreamSpec:
     subjects: list[str]
     description: str = ""
     max_msgs_per_subject: int = -1
+    max_age: float | None = None  # seconds; None: bus.streams.history
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,7 @@ class Remediation(Event, frozen=True, kw_only=True, tag="remediation"):
     action: str
     commands: list[str] = []
     detail: str = ""
+    step: int | None = None  # the escalation step that took it; None: taken when the alert was raised
 
 
 class Notified(Event, frozen=True, kw_only=True, tag="notified"):
@@ -228,6 +229,7 @@ class Notified(Event, frozen=True, kw_only=True, tag="notified"):
     channel: str
     ok: bool = True
     detail: str = ""
+    step: int | None = None  # the escalation step it carried out; None: a digest
 
 
 AnyEvent = (

@@ -14,6 +14,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from actors.budget_guard.client import BudgetClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.policy import plan_request
@@ -40,6 +41,7 @@ class Router(Actor):
         super().__init__(cfg, instance=instance)
         self.view: View
         self.flow = Flow(self)
+        self.flow.reserve = BudgetClient(self).reserve  # a reservation before every paid attempt
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
 

@@ -11,13 +11,15 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from bus.cli import ask, audit, configcmd, natscmd, status, up, watch
+from actors.diversity_monitor import cli as monitor_cli
+from bus.cli import ask, audit, configcmd, cost, natscmd, status, tier, up, watch
 from bus.errors import BusError
 from bus.log import setup_logging
 from schemas.config import ConfigError
 from schemas.errors import SchemaError
 
-MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd]
+MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd, cost, tier]
+MODULES.append(monitor_cli)  # orchestra diversity / alerts (the diversity_monitor's)
 
 
 class CliError(Exception):

@@ -6,6 +6,7 @@ problems(cfg) -> [Problem(path="phases.phase_3.groups.code.rotation_pool[2]", me
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Iterable, Iterator
 
 import msgspec
@@ -171,6 +172,13 @@ def _alerts(cfg: OrchestraConfig) -> Iterator[Problem]:
 
 def _budgets(cfg: OrchestraConfig) -> Iterator[Problem]:
     keys = {k.id for k in cfg.gateway.api_keys}
+    try:
+        zoneinfo.ZoneInfo(cfg.budgets.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        yield Problem("budgets.timezone", f"unknown time zone {cfg.budgets.timezone!r} (e.g. UTC, Europe/Berlin)")
+    monthly = any(limit.period == "monthly" for limit in cfg.budgets.limits)
+    if monthly and cfg.budgets.ledger_history < 32 * 86400:
+        yield Problem("budgets.ledger_history", "monthly budgets need a ledger history of at least 32 days")
     for i, limit in enumerate(cfg.budgets.limits):
         path = f"budgets.limits[{i}].name"
         known: dict[str, Iterable[str]] = {

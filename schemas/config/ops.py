@@ -157,6 +157,10 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     spike: SpikeCfg = SpikeCfg()
     local_cost: LocalCostCfg = LocalCostCfg()
     timezone: str = "UTC"  # where "daily" starts
+    ledger_history: Duration = Duration(40 * 86400)  # the LEDGER stream keeps this (> a month: monthly budgets)
+    reservation_ttl: Duration = Duration(300)  # a reservation without a deadline expires after this
+    reservation_grace: Duration = Duration(30)  # ... and one with a deadline this long after it
+    require_reservation: bool = False  # no budget_guard answers: True refuses paid attempts, False lets them go
 
 
 Tiers = list[Tier]

@@ -39,7 +39,11 @@ def write_profile(
     data_dir: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Copy configs/<base> to dest, pointing at nats_url; ``overrides`` merge into the sections."""
+    """Copy configs/<base> to dest, pointing at nats_url; ``overrides`` merge into the sections.
+
+    Paid attempts need no budget reservation here unless a test says so
+    (``budgets.require_reservation``): most tests run no budget_guard."""
+    overrides = _merge({"budgets": {"require_reservation": False}}, overrides or {})
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(REPO_CONFIGS / base, dest)

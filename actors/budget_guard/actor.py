@@ -1,0 +1,287 @@
+"""The budget_guard actor: the one writer of the spend ledger (stream LEDGER) and of ``orch_tiers``.
+
+    orch.svc.budget.reserve    check every hard limit and hold the worst case, atomically
+    orch.svc.budget.release    drop a hold the router will not use
+    orch.svc.budget.summary    the live ledger
+    orch.result.>              settle: charge each stored result once, free its hold
+    orch.cmd.tier.*            SetTier: write orch_tiers, emit tier.disabled / tier.enabled
+
+On start it rebuilds the ledger from LEDGER, then serves. A cost spike emits ``cost.spike`` and
+sends ``SetTier(premium, enabled=False, until=next local midnight)``; apscheduler re-enables the tier
+at ``until`` (or an operator does, ``orchestra tier enable premium``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+from actors.budget_guard import journal
+from actors.budget_guard.charges import charge_of
+from actors.budget_guard.ledger import Due, Ledger
+from actors.budget_guard.money import NANOS, fmt_usd
+from actors.budget_guard.tierkeeper import TierKeeper
+from bus import subjects
+from bus.actor import Actor
+from bus.consumer import ConsumerSpec, Delivery
+from bus.errors import BusError, ServiceCallError, Transient
+from bus.service import ServiceSpec
+from bus.subjects import StreamSpec
+from schemas.budget import (
+    LEDGER_SUMMARY,
+    RELEASE_REQUEST,
+    RESERVE_REQUEST,
+    SUMMARY_REQUEST,
+    LedgerEntry,
+    LedgerSummary,
+    Marked,
+    Released,
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+    SummaryRequest,
+)
+from schemas.codec import encode
+from schemas.config.root import OrchestraConfig
+from schemas.errors import ErrorInfo
+from schemas.events import Event
+
+RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rather than keep it waiting
+SWEEP_EVERY = 5.0
+PRUNE_EVERY = 300.0
+
+
+class AnotherInstance(BusError):
+    """A budget_guard already answers: the ledger has exactly one writer."""
+
+
+class BudgetGuard(Actor):
+    """Spend ledger, reservations, hard budgets and cost-spike remediation."""
+
+    name = "budget_guard"
+
+    def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
+        super().__init__(cfg, instance=instance)
+        self.ledger = Ledger(cfg.budgets, keep_charges_s=float(cfg.bus.streams.history) + 86400)
+        self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
+        self._background: set[asyncio.Task[None]] = set()
+        self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
+        self.replayed = 0
+        self.replay_ms = 0.0
+        self._pruned = 0.0
+
+    def streams(self) -> list[StreamSpec]:
+        return [journal.ledger_stream(self.cfg.budgets)]
+
+    def services(self) -> list[ServiceSpec]:
+        return [
+            ServiceSpec(subjects.SVC_BUDGET_RESERVE, self.reserve, RESERVE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_RELEASE, self.release, RELEASE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_SUMMARY, self.summary, SUMMARY_REQUEST),
+        ]
+
+    def consumers(self) -> list[ConsumerSpec]:
+        defaults = self.consumer_defaults()
+        return [
+            ConsumerSpec(
+                stream="RESULTS",
+                durable="budget_guard",
+                subjects=(subjects.RESULT_ALL,),
+                handler=self.settle,
+                concurrency=32,
+                description="budget_guard: charge every stored result once",
+                **defaults,
+            ),
+            ConsumerSpec(
+                stream="COMMANDS",
+                durable="budget_guard_tiers",
+                subjects=(subjects.tier_commands(),),
+                handler=self.tiers.handle,
+                concurrency=1,  # in order: the last command wins
+                description="budget_guard: tier enable / disable",
+                **defaults,
+            ),
+        ]
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        try:
+            other = await self.call(subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=0.5)
+        except ServiceCallError:
+            other = None
+        if other is not None:
+            raise AnotherInstance(f"budget_guard {other.instance} already runs: the ledger has one writer")
+        started = time.monotonic()
+        async for entry in journal.read_entries(self.nc):
+            self.ledger.apply(entry)
+            self.replayed += 1
+        self.replay_ms = (time.monotonic() - started) * 1000
+        now = time.time()
+        self.ledger.expire(now)
+        self.ledger.prune(now)
+        self.log.info(
+            "ledger rebuilt from %d entries in %.0f ms: %d charges, %s, %d open reservations",
+            self.replayed,
+            self.replay_ms,
+            len(self.ledger.charges),
+            fmt_usd(self.ledger.charged_total(), 6),
+            len(self.ledger.reservations),
+        )
+        await self.tiers.start(self.js)
+        self.spawn("sweep", self._sweep)
+
+    async def on_stop(self) -> None:
+        self.tiers.stop()
+        for task in list(self._background):
+            task.cancel()
+
+    # --- services --------------------------------------------------------------------------------
+    async def reserve(self, req: ReserveRequest) -> ReserveReply:
+        now = time.time()
+        rid = f"{req.request_id}:{req.attempt}:{secrets.token_hex(4)}"
+        decision = self.ledger.try_reserve(req, reservation_id=rid, now=now, disabled_tiers=self.tiers.disabled())
+        remaining = None if decision.remaining is None else decision.remaining / NANOS
+        if not decision.granted:
+            why = f"{decision.reason} {decision.scope}"
+            self.log.info("denied %s:%d (%s %s): %s", req.request_id, req.attempt, req.tier, req.model, why)
+            if decision.limit is not None:
+                due = self.ledger.cap_reached(decision.limit, now)
+                if due is not None and self.ledger.claim(due.key):
+                    self._in_background(self._notify(due))
+            return ReserveReply(granted=False, reason=decision.reason, scope=decision.scope, remaining_usd=remaining)
+        if decision.entry is not None:
+            try:
+                # Write-ahead on this connection: the entry reaches the server before the reply does
+                # (one connection keeps its order), so a guard that dies after answering has its hold
+                # on the bus. The store's ack is confirmed in the background, not on the request's path.
+                if self._ledger_ok:
+                    stored: asyncio.Future[Any] | None = await self._append_ahead(decision.entry)
+                else:  # an earlier entry was not confirmed: store first, answer after
+                    await self._append(decision.entry, RESERVE_WRITE_TIMEOUT)
+                    self._ledger_ok, stored = True, None
+            except Exception as exc:
+                self.ledger.rollback(rid)
+                self.log.warning("reservation %s rolled back: the ledger could not store it (%s)", rid, exc)
+                self._in_background(self._append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
+                return ReserveReply(granted=False, reason="ledger_unavailable")
+            if stored is not None:
+                self._in_background(self._confirm(stored, decision.entry))
+        r = decision.reservation
+        assert r is not None
+        return ReserveReply(
+            granted=True,
+            reservation_id=r.id,
+            amount_usd=r.amount / NANOS,
+            remaining_usd=remaining,
+            expires_at=r.expires_at,
+        )
+
+    async def release(self, req: ReleaseRequest) -> ReleaseReply:
+        r = self.ledger.reservations.get(req.reservation_id)
+        if r is None:
+            return ReleaseReply(released=False)
+        entry = Released(at=time.time(), reservation_id=r.id, reason=req.reason or "released")
+        try:
+            await self._append(entry, 2.0)
+        except Exception as exc:
+            info = ErrorInfo.of("unavailable", "the ledger cannot be written now; the hold expires at its deadline")
+            raise ServiceCallError(info) from exc
+        self.ledger.apply(entry)
+        return ReleaseReply(released=True, amount_usd=r.amount / NANOS)
+
+    async def summary(self, _req: SummaryRequest) -> LedgerSummary:
+        return msgspec.structs.replace(
+            self.ledger.summary(time.time()),
+            instance=self.instance,
+            disabled_tiers=sorted(self.tiers.disabled()),
+            entries_replayed=self.replayed,
+            replay_ms=round(self.replay_ms, 1),
+        )
+
+    # --- settlement ------------------------------------------------------------------------------
+    async def settle(self, d: Delivery) -> None:
+        charge = charge_of(d.subject, d.data, d.published_at)  # SchemaError: dead letter
+        if self.ledger.is_charged(charge.key):
+            return  # a redelivery: charged once
+        if charge.outcome in ("result", "failed"):
+            held = self.ledger.open_reservation(charge.request_id, charge.attempt)
+            if held is not None:
+                charge = msgspec.structs.replace(charge, reservation_id=held.id)
+        try:
+            await self._append(charge, 10.0)
+        except Exception as exc:
+            raise Transient(f"the ledger could not store charge {charge.key}: {exc}") from exc
+        self.ledger.apply(charge)
+        await self._fire_due(time.time())
+
+    # --- notifications ---------------------------------------------------------------------------
+    async def _fire_due(self, now: float) -> None:
+        for due in self.ledger.due(now):
+            if self.ledger.claim(due.key):
+                await self._notify(due)
+
+    async def _notify(self, due: Due) -> None:
+        """Event first (Msg-Id: sent once), the spike's command, then the mark: a crash in between
+        sends it again after the restart rather than never."""
+        try:
+            await self._event(due.event, f"budget:{due.key}")
+            if due.spike:
+                await self._spike_command(due)
+            await self._append(Marked(at=time.time(), key=due.key), 10.0)
+        except Exception as exc:
+            self.ledger.marks.discard(due.key)  # try again on the next charge or sweep
+            self.log.warning("could not send %s: %s", due.key, exc)
+
+    async def _spike_command(self, due: Due) -> None:
+        spike = self.cfg.budgets.spike
+        until = self.ledger.calendar.next_day_start(time.time()) if spike.reenable == "next_day" else None
+        reason = f"cost spike: {getattr(due.event, 'reason', '')}"
+        await self.tiers.disable(spike.disable_tier, until, reason, msg_id=f"budget:{due.key}:cmd")
+
+    async def _event(self, event: Event, msg_id: str) -> None:
+        event = msgspec.structs.replace(event, at=event.at or time.time(), source=event.source or self.name)
+        await self.publish(subjects.event(event), event, msg_id=msg_id, timeout=5.0)
+
+    # --- housekeeping ----------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        while True:
+            now = time.time()
+            for r in self.ledger.expire(now):
+                self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.amount, 6))
+            if now - self._pruned > PRUNE_EVERY:
+                self.ledger.prune(now)
+                self._pruned = now
+            await self._fire_due(now)
+            await self.tiers.sweep(now)
+            await asyncio.sleep(SWEEP_EVERY)
+
+    async def _append_ahead(self, entry: LedgerEntry) -> asyncio.Future[Any]:
+        """Hand the entry to the connection now; the returned future resolves with the store's ack."""
+        if not self.nc.is_connected:
+            raise ConnectionError("not connected to NATS")
+        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
+        return await self.js.publish_async(subject, encode(entry), headers={"Nats-Msg-Id": msg_id})
+
+    async def _confirm(self, stored: asyncio.Future[Any], entry: LedgerEntry) -> None:
+        """The entry was sent ahead of a granted reply: make sure it is stored (retries are deduplicated
+        by its Msg-Id). A hold that was granted is never taken back."""
+        try:
+            await asyncio.wait_for(stored, RESERVE_WRITE_TIMEOUT * 5)
+        except Exception as exc:
+            self._ledger_ok = False
+            self.log.warning("ledger entry not confirmed (%s); storing it again", exc)
+            await self._append(entry, 60.0)
+
+    async def _append(self, entry: LedgerEntry, timeout: float) -> None:
+        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
+        await asyncio.wait_for(self.publish(subject, entry, msg_id=msg_id, timeout=timeout), timeout)
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,113 @@
+"""The LEDGER stream: where ledger entries are stored and how they are read back.
+
+    orch.ledger.reserved | released | charged | marked      one subject per entry kind
+    Nats-Msg-Id  res:<reservation id> | rel:<reservation id> | chg:<charge key> | mark:<key>
+
+The Msg-Ids make a retried append store once. The stream keeps ``budgets.ledger_history`` (more
+than a month, for monthly budgets), longer than the other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus import subjects
+from bus.subjects import StreamSpec
+from schemas.budget import LEDGER_ENTRY, Charged, LedgerEntry, Marked, Released, Reserved
+from schemas.config.ops import BudgetsCfg
+
+STREAM = "LEDGER"
+BATCH = 10_000
+PULL_EXPIRES = 10.0
+
+
+def ledger_stream(cfg: BudgetsCfg) -> StreamSpec:
+    return StreamSpec(
+        STREAM,
+        [subjects.LEDGER_ALL],
+        "budget_guard's spend ledger: reservations, releases, charges, notifications (one writer)",
+        max_age=float(cfg.ledger_history),
+    )
+
+
+def subject_of(entry: LedgerEntry) -> str:
+    return f"{subjects.PREFIX}.ledger.{type(entry).__struct_config__.tag}"
+
+
+def msg_id_of(entry: LedgerEntry) -> str:
+    match entry:
+        case Reserved():
+            return f"res:{entry.reservation_id}"
+        case Released():
+            return f"rel:{entry.reservation_id}"
+        case Charged():
+            return f"chg:{entry.key}"
+        case Marked():
+            return f"mark:{entry.key}"
+    raise TypeError(f"not a ledger entry: {type(entry).__name__}")  # pragma: no cover
+
+
+async def read_entries(nc: NATS) -> AsyncIterator[LedgerEntry]:
+    """Every stored entry, in order (nothing if the stream does not exist yet).
+
+    An ephemeral consumer without acks, pulled in large batches straight into a callback: a
+    restart reads a month of ledger at the speed of decoding, not of one round trip per message."""
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError:
+        return
+    if not info.state.messages:
+        return
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        filter_subject=subjects.LEDGER_ALL,
+        max_waiting=1,
+    )
+    consumer = await js.add_consumer(STREAM, config)
+    received: list[bytes] = []
+    batch_done = asyncio.Event()
+    wanted = 0
+
+    async def on_msg(msg: Msg) -> None:
+        if msg.headers and "Status" in msg.headers and not msg.reply:
+            if msg.headers["Status"] != "100":  # 404 / 408: nothing more for this pull
+                batch_done.set()
+            return
+        received.append(msg.data)
+        if len(received) >= wanted:
+            batch_done.set()
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer.name}"
+    remaining = consumer.num_pending or 0
+    try:
+        while remaining > 0:
+            wanted = min(remaining, BATCH)
+            received.clear()
+            batch_done.clear()
+            request = {"batch": wanted, "expires": int(PULL_EXPIRES * 1e9)}
+            await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+            await asyncio.wait_for(batch_done.wait(), PULL_EXPIRES + 5)
+            chunk = list(received)
+            for data in chunk:
+                yield LEDGER_ENTRY.decode(data)
+            remaining -= len(chunk)
+            if len(chunk) < wanted:  # entries aged out meanwhile: ask the server what is left
+                remaining = (await js.consumer_info(STREAM, consumer.name)).num_pending or 0
+    finally:
+        await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(STREAM, consumer.name)

@@ -1,0 +1,403 @@
+"""The spend ledger as a state machine (pure: no I/O, no logging, no clock of its own).
+
+Its state is a fold of ledger entries (``schemas.budget``): ``Reserved``, ``Released``, ``Charged``,
+``Marked``. The live actor and a restart apply the same entries through :meth:`Ledger.apply`, so the
+rebuilt ledger is the ledger. What it holds:
+
+    reservations   open holds, by id, (request id, attempt) and request id
+    held[scope]    the sum of open holds per scope
+    spent[(scope, period key)]   charged nano-dollars per scope per day and month
+    charges[key]   every charge retained (idempotency: a key is charged once), with amount, time, tier
+    marks          one-shot notifications already sent (thresholds, spikes)
+
+Check-and-hold is one synchronous call (:meth:`try_reserve`): nothing can interleave between the
+check of every limit and the hold, so concurrent reservations can never overshoot a hard cap.
+Expiry is a function of the time passed in: holds past ``expires_at`` stop counting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import defaultdict, deque
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+from actors.budget_guard.limits import PERIODS, Calendar, Limit, limits_of, scopes_of
+from actors.budget_guard.money import NANOS, to_nanos
+from schemas.budget import (
+    Charged,
+    DenyReason,
+    LedgerEntry,
+    LedgerSummary,
+    LimitStatus,
+    Marked,
+    Released,
+    Reserved,
+    ReserveRequest,
+)
+from schemas.config.ops import BudgetsCfg
+from schemas.events import BudgetThreshold, CostSpike, Event
+
+MONTH_S = 31 * 86400
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    request_id: str
+    attempt: int
+    scopes: tuple[str, ...]
+    amount: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    granted: bool
+    reservation: Reservation | None = None
+    entry: Reserved | None = None  # to persist; None when an open reservation was returned again
+    reason: DenyReason = ""
+    limit: Limit | None = None  # the limit that denied it
+    scope: str | None = None
+    remaining: int | None = None  # nanos left under the tightest hard limit
+
+
+@dataclass(frozen=True)
+class Due:
+    """A notification that should go out once: emit ``event``, then record ``Marked(key)``."""
+
+    key: str
+    event: Event
+    spike: bool = False
+
+
+@dataclass(frozen=True)
+class ChargeRecord:
+    nanos: int
+    at: float
+    tier: str | None
+
+
+class Ledger:
+    def __init__(self, cfg: BudgetsCfg, *, keep_charges_s: float = 8 * 86400) -> None:
+        self.cfg = cfg
+        self.limits = limits_of(cfg)
+        self.calendar = Calendar(cfg.timezone)
+        self.keep_charges_s = keep_charges_s
+        self.reservations: dict[str, Reservation] = {}
+        self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
+        self._by_attempt: dict[tuple[str, int], str] = {}
+        self._by_request: dict[str, set[str]] = defaultdict(set)
+        self.held: dict[str, int] = defaultdict(int)
+        self.spent: dict[tuple[str, str], int] = defaultdict(int)
+        self.charges: dict[str, ChargeRecord] = {}
+        self.marks: set[str] = set()
+        self._api_recent: deque[tuple[float, int]] = deque()  # (at, nanos) of API charges, for velocity
+        self._api_recent_sum = 0  # their sum, kept as they come and go (no scan per charge)
+        self.entries_applied = 0
+
+    # --- reservations ----------------------------------------------------------------------------
+    def open_reservation(self, request_id: str, attempt: int) -> Reservation | None:
+        rid = self._by_attempt.get((request_id, attempt))
+        return self.reservations.get(rid) if rid else None
+
+    def try_reserve(
+        self,
+        req: ReserveRequest,
+        *,
+        reservation_id: str,
+        now: float,
+        disabled_tiers: Collection[str] = (),
+    ) -> Decision:
+        """Check every hard limit and hold the amount, in one step. The caller persists
+        ``decision.entry`` and calls :meth:`rollback` if that fails."""
+        self.expire(now)
+        existing = self.open_reservation(req.request_id, req.attempt)
+        if existing is not None:
+            return Decision(True, reservation=existing, remaining=self._remaining(existing.scopes, now))
+        if req.tier in disabled_tiers:
+            return Decision(False, reason="tier_disabled", scope=f"tier:{req.tier}")
+        amount = to_nanos(req.amount_usd)
+        scopes = scopes_of(req.tier, req.provider, req.model, req.client_key)
+        for limit in self._hard_limits(scopes):
+            assert limit.hard_nanos is not None
+            used = self.spent[(limit.scope, self.calendar.period_key(limit.period, now))] + self.held[limit.scope]
+            if used + amount > limit.hard_nanos:
+                return Decision(
+                    False,
+                    reason="budget_exceeded",
+                    limit=limit,
+                    scope=limit.id,
+                    remaining=max(0, limit.hard_nanos - used),
+                )
+        deadline = req.deadline if req.deadline > 0 else now + float(self.cfg.reservation_ttl)
+        entry = Reserved(
+            at=now,
+            reservation_id=reservation_id,
+            request_id=req.request_id,
+            attempt=req.attempt,
+            tier=req.tier,
+            provider=req.provider,
+            model=req.model,
+            client_key=req.client_key,
+            amount_nanos=amount,
+            expires_at=max(deadline, now) + float(self.cfg.reservation_grace),
+        )
+        self.apply(entry)
+        reservation = self.reservations[reservation_id]
+        return Decision(True, reservation=reservation, entry=entry, remaining=self._remaining(scopes, now))
+
+    def rollback(self, reservation_id: str) -> None:
+        """Undo a hold whose ``Reserved`` entry could not be stored."""
+        self._drop(reservation_id)
+
+    def expire(self, now: float) -> list[Reservation]:
+        gone = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, rid = heapq.heappop(self._expiry)
+            r = self._drop(rid)  # None: settled or released already
+            if r is not None:
+                gone.append(r)
+        return gone
+
+    def _hard_limits(self, scopes: tuple[str, ...]) -> Iterator[Limit]:
+        return (lim for lim in self.limits if lim.hard_nanos is not None and lim.scope in scopes)
+
+    def _remaining(self, scopes: tuple[str, ...], now: float) -> int | None:
+        left = [
+            lim.hard_nanos - self.spent[(lim.scope, self.calendar.period_key(lim.period, now))] - self.held[lim.scope]
+            for lim in self._hard_limits(scopes)
+            if lim.hard_nanos is not None
+        ]
+        return max(0, min(left)) if left else None
+
+    def _hold(self, r: Reservation) -> None:
+        self.reservations[r.id] = r
+        heapq.heappush(self._expiry, (r.expires_at, r.id))
+        self._by_attempt[(r.request_id, r.attempt)] = r.id
+        self._by_request[r.request_id].add(r.id)
+        for scope in r.scopes:
+            self.held[scope] += r.amount
+
+    def _drop(self, reservation_id: str) -> Reservation | None:
+        r = self.reservations.pop(reservation_id, None)
+        if r is None:
+            return None
+        if self._by_attempt.get((r.request_id, r.attempt)) == r.id:
+            del self._by_attempt[(r.request_id, r.attempt)]
+        ids = self._by_request.get(r.request_id)
+        if ids is not None:
+            ids.discard(r.id)
+            if not ids:
+                del self._by_request[r.request_id]
+        for scope in r.scopes:
+            self.held[scope] -= r.amount
+            if not self.held[scope]:
+                del self.held[scope]
+        return r
+
+    # --- the fold ---------------------------------------------------------------------------------
+    def apply(self, entry: LedgerEntry) -> bool:
+        """Apply one entry (live, after it is stored, or on replay). Idempotent. True if it changed
+        the ledger."""
+        self.entries_applied += 1
+        match entry:
+            case Reserved():
+                if entry.reservation_id in self.reservations:
+                    return False
+                self._hold(
+                    Reservation(
+                        id=entry.reservation_id,
+                        request_id=entry.request_id,
+                        attempt=entry.attempt,
+                        scopes=scopes_of(entry.tier, entry.provider, entry.model, entry.client_key),
+                        amount=entry.amount_nanos,
+                        expires_at=entry.expires_at,
+                    )
+                )
+                return True
+            case Released():
+                return self._drop(entry.reservation_id) is not None
+            case Charged():
+                return self._charge(entry)
+            case Marked():
+                if entry.key in self.marks:
+                    return False
+                self.marks.add(entry.key)
+                return True
+        return False  # pragma: no cover - the union is closed
+
+    def is_charged(self, key: str) -> bool:
+        return key in self.charges
+
+    def _charge(self, c: Charged) -> bool:
+        if c.key in self.charges:
+            return False
+        self.charges[c.key] = ChargeRecord(c.cost_nanos, c.at, c.tier)
+        if c.cost_nanos:
+            day, month = self.calendar.day_key(c.at), self.calendar.month_key(c.at)
+            for scope in scopes_of(c.tier, c.provider, c.model, c.client_key):
+                self.spent[(scope, day)] += c.cost_nanos
+                self.spent[(scope, month)] += c.cost_nanos
+            if c.tier not in (None, "local"):
+                self._api_recent.append((c.at, c.cost_nanos))
+                self._api_recent_sum += c.cost_nanos
+        if c.reservation_id:
+            self._drop(c.reservation_id)
+        if c.final:  # the request is finished: no other attempt of it will be settled
+            for rid in list(self._by_request.get(c.request_id, ())):
+                self._drop(rid)
+        return True
+
+    # --- notifications ---------------------------------------------------------------------------
+    def due(self, now: float) -> list[Due]:
+        """Soft thresholds crossed, caps reached and the cost spike, not yet marked."""
+        out: list[Due] = []
+        for lim in self.limits:
+            if not lim.hard_nanos:
+                continue
+            pk = self.calendar.period_key(lim.period, now)
+            spent = self.spent.get((lim.scope, pk), 0)
+            for fraction in lim.soft:
+                key = f"soft:{lim.id}:{pk}:{fraction:g}"
+                if spent >= fraction * lim.hard_nanos and key not in self.marks:
+                    out.append(Due(key, self._threshold(lim, spent, fraction, hard=False)))
+            if spent >= lim.hard_nanos:
+                due = self.cap_reached(lim, now)
+                if due is not None:
+                    out.append(due)
+        spike = self.spike(now)
+        if spike is not None:
+            out.append(spike)
+        return out
+
+    def cap_reached(self, lim: Limit, now: float) -> Due | None:
+        """The hard cap of ``lim`` is reached (spent, or a reservation was denied): once per period."""
+        pk = self.calendar.period_key(lim.period, now)
+        key = f"cap:{lim.id}:{pk}"
+        if key in self.marks or not lim.hard_nanos:
+            return None
+        spent = self.spent.get((lim.scope, pk), 0)
+        return Due(key, self._threshold(lim, spent, spent / lim.hard_nanos, hard=True))
+
+    @staticmethod
+    def _threshold(lim: Limit, spent: int, fraction: float, *, hard: bool) -> BudgetThreshold:
+        return BudgetThreshold(
+            scope=lim.id,
+            spent_usd=spent / NANOS,
+            limit_usd=(lim.hard_nanos or 0) / NANOS,
+            fraction=round(fraction, 4),
+            hard=hard,
+        )
+
+    def velocity(self, now: float) -> float:
+        """USD per hour of API spend over the spike window."""
+        window = float(self.cfg.spike.window)
+        if window <= 0:
+            return 0.0
+        while self._api_recent and self._api_recent[0][0] <= now - window:
+            self._api_recent_sum -= self._api_recent.popleft()[1]
+        if self._api_recent and self._api_recent[-1][0] > now:  # charges stamped later than `now` (replay)
+            total = sum(n for at, n in self._api_recent if at <= now)
+        else:
+            total = self._api_recent_sum
+        return total / NANOS / (window / 3600.0)
+
+    def daily_api(self, now: float) -> int:
+        return self.spent.get(("api", self.calendar.day_key(now)), 0)
+
+    def spike(self, now: float) -> Due | None:
+        """The paper's rule (§10.2): daily API spend over ``spike.daily_usd`` (or spend velocity over
+        ``spike.velocity_usd_per_hour``) disables ``spike.disable_tier``; once per day."""
+        cfg = self.cfg.spike
+        key = f"spike:{self.calendar.day_key(now)}"
+        if key in self.marks:
+            return None
+        daily = self.daily_api(now)
+        velocity = self.velocity(now)
+        if daily > to_nanos(cfg.daily_usd):
+            reason = f"daily API spend ${daily / NANOS:.2f} is over ${cfg.daily_usd:.2f}"
+        elif cfg.velocity_usd_per_hour is not None and velocity > cfg.velocity_usd_per_hour:
+            reason = (
+                f"API spend velocity ${velocity:.2f}/h over the last {float(cfg.window) / 60:g} min "
+                f"is over ${cfg.velocity_usd_per_hour:.2f}/h"
+            )
+        else:
+            return None
+        event = CostSpike(
+            daily_usd=daily / NANOS,
+            velocity_usd_per_hour=round(velocity, 6),
+            limit_usd=cfg.daily_usd,
+            reason=reason,
+        )
+        return Due(key, event, spike=True)
+
+    def claim(self, key: str) -> bool:
+        """Take a notification (synchronously, so concurrent handlers send it once)."""
+        if key in self.marks:
+            return False
+        self.marks.add(key)
+        return True
+
+    # --- housekeeping and views ------------------------------------------------------------------
+    def prune(self, now: float) -> None:
+        """Forget charges older than ``keep_charges_s`` (their results can no longer be redelivered)
+        and period sums older than two months."""
+        self.velocity(now)  # trims the velocity window
+        horizon = now - self.keep_charges_s
+        for key in [k for k, c in self.charges.items() if c.at < horizon]:
+            del self.charges[key]
+        keep = {self.calendar.period_key(p, t) for p in PERIODS for t in (now, now - MONTH_S, now - 2 * MONTH_S)}
+        oldest_day = self.calendar.day_key(now - 2 * MONTH_S)
+        for scope, pk in list(self.spent):
+            if pk not in keep and (len(pk) == 7 or pk < oldest_day):
+                del self.spent[(scope, pk)]
+
+    def charged_total(self) -> int:
+        return sum(c.nanos for c in self.charges.values())
+
+    def by_tier(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for c in self.charges.values():
+            out[c.tier or "-"] += c.nanos
+        return dict(out)
+
+    def digest(self) -> str:
+        return charges_digest((k, c.nanos) for k, c in self.charges.items())
+
+    def summary(self, now: float) -> LedgerSummary:
+        self.expire(now)
+        return LedgerSummary(
+            charges=len(self.charges),
+            spent_nanos=self.charged_total(),
+            digest=self.digest(),
+            open_reservations=len(self.reservations),
+            held_nanos=sum(r.amount for r in self.reservations.values()),
+            by_tier=self.by_tier(),
+            limits=self.limit_status(now),
+        )
+
+    def limit_status(self, now: float) -> list[LimitStatus]:
+        out = []
+        for lim in self.limits:
+            pk = self.calendar.period_key(lim.period, now)
+            out.append(
+                LimitStatus(
+                    scope=lim.id,
+                    period_key=pk,
+                    spent_usd=self.spent.get((lim.scope, pk), 0) / NANOS,
+                    held_usd=self.held.get(lim.scope, 0) / NANOS,
+                    hard_usd=lim.hard_usd,
+                    soft=list(lim.soft),
+                )
+            )
+        return out
+
+
+def charges_digest(items: Iterator[tuple[str, int]] | list[tuple[str, int]]) -> str:
+    """sha256 over sorted ``key=nanos`` lines: equal digests, equal charges."""
+    h = hashlib.sha256()
+    for key, nanos in sorted(items):
+        h.update(f"{key}={nanos}\n".encode())
+    return h.hexdigest()

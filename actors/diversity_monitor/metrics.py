@@ -1,0 +1,193 @@
+"""Prometheus metrics (prometheus-client) on one HTTP endpoint: the paper's §10.1 dashboard and more.
+
+Instruments updated as results and events arrive (counters and histograms), and gauges read at scrape
+time from the monitor's current figures (no stale label sets: a queue or card that is gone disappears):
+
+    orchestra_request_latency_seconds{route,tier,model}     histogram (p99: histogram_quantile)
+    orchestra_requests_total{tier,model,outcome}            outcome = answered / cached / error
+    orchestra_request_errors_total{code}, orchestra_attempt_failures_total{tier,model,code}
+    orchestra_cost_usd_total{tier,model}, orchestra_cost_per_request_usd{tier} (histogram)
+    orchestra_tokens_total{tier,model,direction}, orchestra_events_total{kind}
+    orchestra_remediations_total{rule,action}, orchestra_notifications_total{channel,result}
+    orchestra_model_available{model,tier}, orchestra_models_loaded, orchestra_hosts_up
+    orchestra_card_memory_used_bytes{host,card}, orchestra_card_memory_total_bytes{host,card}
+    orchestra_queue_depth{target}, orchestra_queue_oldest_wait_seconds{target}, orchestra_tier_enabled{tier}
+    orchestra_cache_hit_ratio, orchestra_error_ratio, orchestra_request_rate_per_second (over monitor.window)
+    orchestra_spend_today_usd, orchestra_spend_velocity_usd_per_hour
+    orchestra_diversity_score, orchestra_diversity_<figure> (window), orchestra_task_diversity_score{task}
+    orchestra_alerts_firing{rule,severity}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from schemas.result import AttemptFailed, GenerateResult, Outcome
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+COST_BUCKETS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)
+MAX_TASKS = 20  # tasks exported with their own diversity score (the most recent)
+
+
+@dataclass
+class Figures:
+    """What the scrape-time gauges show: plain data the monitor assembles."""
+
+    models: dict[tuple[str, str], bool] = field(default_factory=dict)  # (model, tier) -> available
+    models_loaded: int = 0
+    hosts_up: int = 0
+    cards: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (host, card) -> used, total
+    queues: dict[str, tuple[int, float]] = field(default_factory=dict)  # target -> depth, oldest wait
+    tiers: dict[str, bool] = field(default_factory=dict)
+    window: dict[str, float] = field(default_factory=dict)  # cache_hit_ratio, error_ratio, request_rate...
+    spend_today: float = 0.0
+    spend_velocity: float = 0.0
+    diversity: dict[str, float] = field(default_factory=dict)
+    tasks: dict[str, float] = field(default_factory=dict)
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (rule, severity) of open alerts
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+class FiguresCollector(Collector):
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        f = self.figures()
+        g = _gauge("orchestra_model_available", "1 when the model can answer now (loaded, or its cloud tier and "
+                   "provider are up)", ["model", "tier"])
+        for (model, tier), ok in sorted(f.models.items()):
+            g.add_metric([model, tier], 1.0 if ok else 0.0)
+        yield g
+        yield GaugeMetricFamily("orchestra_models_loaded", "Model instances loaded on hosts that are up",
+                                value=f.models_loaded)
+        yield GaugeMetricFamily("orchestra_hosts_up", "gpu_hosts with a fresh heartbeat", value=f.hosts_up)
+        used = _gauge("orchestra_card_memory_used_bytes", "Memory in use on a card", ["host", "card"])
+        total = _gauge("orchestra_card_memory_total_bytes", "Memory of a card", ["host", "card"])
+        for (host, card), (u, t) in sorted(f.cards.items()):
+            used.add_metric([host, card], float(u))
+            total.add_metric([host, card], float(t))
+        yield used
+        yield total
+        depth = _gauge("orchestra_queue_depth", "Pending requests per target", ["target"])
+        wait = _gauge("orchestra_queue_oldest_wait_seconds", "Age of the oldest pending request", ["target"])
+        for target, (d, w) in sorted(f.queues.items()):
+            depth.add_metric([target], float(d))
+            wait.add_metric([target], w)
+        yield depth
+        yield wait
+        tiers = _gauge("orchestra_tier_enabled", "1 when the tier takes requests", ["tier"])
+        for tier, enabled in sorted(f.tiers.items()):
+            tiers.add_metric([tier], 1.0 if enabled else 0.0)
+        yield tiers
+        docs = {
+            "cache_hit_ratio": "Share of requests answered from the cache over the monitor window",
+            "error_ratio": "Share of requests that ended in an error over the monitor window",
+            "request_rate_per_second": "Requests per second over the monitor window",
+        }
+        for key, doc in docs.items():
+            if key in f.window:
+                yield GaugeMetricFamily(f"orchestra_{key}", doc, value=f.window[key])
+        yield GaugeMetricFamily("orchestra_spend_today_usd", "Cloud spend since local midnight", value=f.spend_today)
+        yield GaugeMetricFamily("orchestra_spend_velocity_usd_per_hour", "Cloud spend per hour over the monitor "
+                                "window", value=f.spend_velocity)
+        for key, value in sorted(f.diversity.items()):
+            name = "orchestra_diversity_score" if key == "diversity_score" else f"orchestra_diversity_{key}"
+            yield GaugeMetricFamily(name, f"Diversity over the monitor window: {key.replace('_', ' ')}", value=value)
+        tasks = _gauge("orchestra_task_diversity_score", "Diversity score of a task's answers (recent tasks)",
+                       ["task"])
+        for task, score in sorted(f.tasks.items()):
+            tasks.add_metric([task], score)
+        yield tasks
+        firing = _gauge("orchestra_alerts_firing", "1 for each open alert", ["rule", "severity"])
+        for rule, severity in sorted(set(f.alerts)):
+            firing.add_metric([rule, severity], 1.0)
+        yield firing
+
+
+class Metrics:
+    def __init__(self, figures: Callable[[], Figures]) -> None:
+        r = self.registry = CollectorRegistry()
+        self.latency = Histogram("orchestra_request_latency_seconds", "Time from request to result",
+                                 ["route", "tier", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("orchestra_requests", "Requests finished", ["tier", "model", "outcome"], registry=r)
+        self.errors = Counter("orchestra_request_errors", "Requests that ended in an error", ["code"], registry=r)
+        self.failures = Counter("orchestra_attempt_failures", "Failed attempts (the router may fall back)",
+                                ["tier", "model", "code"], registry=r)
+        self.cost = Counter("orchestra_cost_usd", "Money spent", ["tier", "model"], registry=r)
+        self.cost_per_request = Histogram("orchestra_cost_per_request_usd", "Cost of one request", ["tier"],
+                                          buckets=COST_BUCKETS, registry=r)
+        self.tokens = Counter("orchestra_tokens", "Tokens processed", ["tier", "model", "direction"], registry=r)
+        self.events = Counter("orchestra_events", "Events seen on the bus", ["kind"], registry=r)
+        self.remediations = Counter("orchestra_remediations", "Auto-remediation actions", ["rule", "action"],
+                                    registry=r)
+        self.notifications = Counter("orchestra_notifications", "Notifications sent", ["channel", "result"],
+                                     registry=r)
+        r.register(FiguresCollector(figures))
+
+    def observe(self, outcome: Outcome) -> None:
+        if not isinstance(outcome, GenerateResult):
+            self.requests.labels("", "", "error").inc()
+            self.errors.labels(outcome.error.code).inc()
+            return
+        if outcome.responses:  # a fan-out's combined result: its children were counted one by one
+            self.latency.labels("fanout", outcome.tier, outcome.model).observe(outcome.timings.total_ms / 1000)
+            return
+        labels = (outcome.tier, outcome.model)
+        self.requests.labels(*labels, "cached" if outcome.cached else "answered").inc()
+        self.latency.labels(outcome.target, *labels).observe(max(0.0, outcome.timings.total_ms) / 1000)
+        self.cost.labels(*labels).inc(max(0.0, outcome.cost_usd))
+        self.cost_per_request.labels(outcome.tier).observe(max(0.0, outcome.cost_usd))
+        self.tokens.labels(*labels, "input").inc(outcome.usage.input_tokens)
+        self.tokens.labels(*labels, "output").inc(outcome.usage.output_tokens)
+
+    def observe_failure(self, f: AttemptFailed) -> None:
+        self.failures.labels(f.tier, f.model, f.error.code).inc()
+        if f.cost_usd > 0:
+            self.cost.labels(f.tier, f.model).inc(f.cost_usd)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``GET /metrics`` on aiohttp, in the actor's event loop (figures are read without locks)."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.metrics, self.host, self.port = metrics, host, port
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/metrics", self.handle)
+        app.router.add_get("/", self.index)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+        return self.port
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(text="LLM Orchestra diversity_monitor: see /metrics\n")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

@@ -1,0 +1,240 @@
+"""The gpu_host actor: the local tier on one card group (``python -m actors.gpu_host --host cpu0``).
+
+It consumes routed requests on ``orch.dispatch.host.<host>.<model>`` and commands on
+``orch.cmd.host.<host>.>``; answers each request exactly once (``orch.result.<id>``, streamed chunks on
+``orch.stream.<id>``) or reports the failed attempt to the router (``orch.result.<id>.failed``: oom,
+unavailable, timeout, context_too_long, internal); owns the host's record in KV ``orch_hosts`` (loaded
+models, memory per card, in-flight and queue depth per model, tokens/s) with a heartbeat.
+
+A dispatch is acknowledged only after its outcome is stored: a host killed mid-generation leaves it
+unacknowledged, the restarted host gets it again, and a stored result (looked up first) is not generated
+twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+from nats.js.errors import NotFoundError
+
+from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
+from actors.gpu_host.library import ModelLibrary
+from actors.gpu_host.manager import ModelManager
+from actors.gpu_host.outcome import gen_params, make_result
+from actors.gpu_host.prompts import build_prompt
+from actors.pricing import local_cost
+from bus import subjects
+from bus.actor import Actor
+from bus.consumer import ConsumerSpec, Delivery
+from bus.kv import TypedKV
+from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from schemas.codec import COMMAND, DISPATCH, Codec
+from schemas.commands import LoadModel, SwapModels, UnloadModel
+from schemas.config.root import OrchestraConfig
+from schemas.dispatch import Dispatch
+from schemas.events import HostDown, HostUp
+from schemas.result import Usage
+from schemas.state import HostState
+
+HOST_STATE: Codec[HostState] = Codec(HostState)
+
+
+class GpuHost(Actor):
+    """Serve the local models of one card group: load, batch, generate, account memory, report state."""
+
+    name = "gpu_host"
+
+    def __init__(self, cfg: OrchestraConfig, *, host: str, instance: str | None = None) -> None:
+        super().__init__(cfg, instance=instance)
+        if host not in cfg.hosts:
+            raise ValueError(f"unknown host {host!r} (hosts.yaml has: {', '.join(cfg.hosts) or 'none'})")
+        self.host = host
+        self.hcfg = cfg.hosts[host]
+        self.library = ModelLibrary(cfg, Path(cfg.data_dir))
+        self.manager = ModelManager(host, cfg, self.library, emit=self.emit, changed=self._changed)
+        self.started_at = time.time()
+        self._kv: TypedKV[HostState] | None = None
+        self._dirty = asyncio.Event()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--host", help="the host (card group) of hosts.yaml to serve; default: the only one")
+
+    @classmethod
+    def from_args(cls, cfg: OrchestraConfig, args: argparse.Namespace) -> Actor:
+        host = args.host or (next(iter(cfg.hosts)) if len(cfg.hosts) == 1 else None)
+        if host is None:
+            raise ValueError(f"--host is required: hosts.yaml has {', '.join(cfg.hosts) or 'no hosts'}")
+        return cls(cfg, host=host)
+
+    def consumers(self) -> list[ConsumerSpec]:
+        defaults = self.consumer_defaults()
+        return [
+            ConsumerSpec(
+                stream="DISPATCH",
+                durable=f"host-{self.host}",
+                subjects=(subjects.dispatch_host_all(self.host),),
+                handler=self.handle,
+                concurrency=self.hcfg.concurrency,
+                description=f"gpu_host {self.host}: routed requests",
+                **defaults,
+            ),
+            ConsumerSpec(
+                stream="COMMANDS",
+                durable=f"host-{self.host}-cmd",
+                subjects=(subjects.host_commands(self.host),),
+                handler=self.handle,
+                concurrency=1,  # in order: a swap finishes before the next command
+                deliver_new=True,
+                description=f"gpu_host {self.host}: load / unload / swap",
+                **defaults,
+            ),
+        ]
+
+    async def on_start(self) -> None:
+        self._kv = await TypedKV.open(self.js, subjects.KV_HOSTS, HOST_STATE)
+        await self._publish_state()
+        await self.emit(HostUp(host=self.host, cards=list(self.hcfg.cards)))
+        self.spawn("heartbeat", self._heartbeat)
+        self.spawn("preload", self._preload, restart=False)
+
+    async def on_stop(self) -> None:
+        connected = self.nc.is_connected
+        await self.manager.close(announce=connected)
+        if connected:  # NATS gone: nothing to tell, and waiting for it would only delay the exit
+            await self._publish_state(up=False)
+            await self.emit(HostDown(host=self.host, reason="stopped"))
+
+    # --- messages ----------------------------------------------------------------------------------
+    async def handle(self, d: Delivery) -> None:
+        msg = DISPATCH.decode(d.data) if d.subject.startswith("orch.dispatch.") else COMMAND.decode(d.data)
+        match msg:
+            case Dispatch():
+                await self.generate(d, msg)
+            case LoadModel(model=model, keep_alive=keep_alive):
+                if keep_alive not in (None, "hot", "warm", "cold"):
+                    self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
+                    keep_alive = None
+                try:
+                    await self.manager.ensure_loaded(model, keep_alive=keep_alive, reason=msg.reason or "command")  # type: ignore[arg-type]
+                except GpuHostError as exc:  # published as model.load_failed / oom already
+                    self.log.warning("%s: load %s failed: %s", self.host, model, exc)
+            case UnloadModel(model=model):
+                await self.manager.unload(model, reason=msg.reason or "command")
+            case SwapModels(unload=unload, load=load):
+                try:
+                    await self.manager.swap(unload, load, reason=msg.reason or "swap")
+                except GpuHostError as exc:
+                    self.log.warning("%s: swap %s -> %s failed: %s", self.host, unload, load, exc)
+            case _:
+                self.log.warning("%s: ignoring command %s", self.host, type(msg).__name__)
+
+    async def generate(self, d: Delivery, dispatch: Dispatch) -> None:
+        req, model = dispatch.request, dispatch.target.model
+        if await self._answered(req.id):
+            self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
+            return
+        taken = time.time()
+        streamed = ChunkSender(self, req.id, dispatch.attempt) if req.stream else None
+        try:
+            if taken >= req.effective_deadline:
+                raise DeadlineExceeded(f"request {req.id} reached {self.host} after its deadline")
+            resident = await self._loaded(model, req.effective_deadline)
+            self.manager.touch(model)
+            load_ms = (time.time() - taken) * 1000.0
+            cfg = resident.resolved.cfg
+            engine = resident.engine
+            prompt, stops = build_prompt(
+                req,
+                model=model,
+                chat_format=cfg.chat_format,
+                template=getattr(engine, "chat_template", None),
+                bos=getattr(engine, "bos_text", ""),
+                eos=getattr(engine, "eos_text", ""),
+            )
+            params = gen_params(dispatch, stops)
+            gen = engine.submit(prompt, params, deadline=req.effective_deadline, stream=req.stream)
+            try:
+                if streamed is not None:
+                    async for piece in gen.pieces():
+                        await streamed.send(piece)
+                done = await gen.result()
+            finally:
+                gen.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
+        except GpuHostError as exc:
+            self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
+            await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
+            return
+        usage = Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
+        cost = local_cost(
+            cfg,
+            usage,
+            self.cfg.budgets.local_cost,
+            seconds=done.generation_s,
+            watts=self._watts(resident.plan.placement.cards),
+        )
+        if done.finish_reason == "cancelled":
+            error = DeadlineExceeded(f"the deadline passed after {done.output_tokens} tokens on {self.host}")
+            await publish_failure(
+                self, dispatch, error.to_info(), streamed=bool(streamed and streamed.sent), usage=usage, cost_usd=cost
+            )
+            return
+        if streamed is not None:
+            await streamed.send("", done=True, finish_reason=done.finish_reason)
+        result = make_result(
+            dispatch, done, host=self.host, family=cfg.family, usage=usage, cost=cost, load_ms=load_ms, taken=taken,
+            dispatched=d.published_at,
+        )  # fmt: skip
+        await publish_outcome(self, result)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    async def _answered(self, request_id: str) -> bool:
+        try:
+            await self.js.get_last_msg("RESULTS", subjects.result(request_id))
+        except NotFoundError:
+            return False
+        return True
+
+    async def _loaded(self, model: str, deadline: float):  # type: ignore[no-untyped-def]
+        """The model, loading it if needed; a load is never cancelled half-way (others may wait on it)."""
+        task = asyncio.ensure_future(self.manager.ensure_loaded(model))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.time()))
+        except TimeoutError as exc:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise DeadlineExceeded(f"the deadline passed while {model!r} was loading on {self.host}") from exc
+
+    def _watts(self, cards: tuple[str, ...]) -> float:
+        return sum(self.cfg.cards[c].watts for c in cards)
+
+    def _changed(self) -> None:
+        self._dirty.set()
+
+    async def _publish_state(self, *, up: bool = True) -> None:
+        if self._kv is not None:
+            try:
+                await self._kv.put(self.host, self.manager.state(up=up, started_at=self.started_at))
+            except Exception as exc:  # NATS restarting: the next heartbeat tries again
+                self.log.debug("%s: could not write host state: %s", self.host, exc)
+
+    async def _heartbeat(self) -> None:
+        period = float(self.hcfg.heartbeat)
+        last_sweep = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), period)
+            self._dirty.clear()
+            if time.monotonic() - last_sweep >= period:
+                last_sweep = time.monotonic()
+                await self.manager.sweep()
+            await self._publish_state()
+            await asyncio.sleep(0.1)  # at most ~10 state writes a second
+
+    async def _preload(self) -> None:
+        for name in self.manager.hot_models():
+            with contextlib.suppress(GpuHostError):
+                await self.manager.ensure_loaded(name, reason="hot")

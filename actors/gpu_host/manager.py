@@ -1,0 +1,403 @@
+"""The card group's state and its only writer: which models are loaded where, and every transition.
+
+    mgr = ModelManager(host, cfg, library, emit=..., changed=...)
+    loaded = await mgr.ensure_loaded("gemma3-270m")      # load (evicting by policy) or raise OutOfMemory
+    await mgr.unload("gemma3-270m", reason="rotation")   # drains in-flight requests first
+    await mgr.swap(unload=[...], load=[...])
+    mgr.sweep()                                          # keep-alive expiry (warm TTL, cold when idle)
+    mgr.state()                                          # HostState for KV
+
+Loads and unloads run one at a time (a lock); requests to loaded models never wait for it. Every
+transition publishes an event (model.loaded / model.unloaded / model.swap / model.load_failed / oom).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from actors.gpu_host import memory, policy
+from actors.gpu_host.ctrans_engine import CTransformersEngine
+from actors.gpu_host.engine import Engine, LoadSpec
+from actors.gpu_host.errors import GpuHostError, ModelNotFound, OutOfMemory
+from actors.gpu_host.library import ModelLibrary, ResolvedModel, planned_kv_bytes_per_token, planned_variants
+from actors.gpu_host.llama_engine import LlamaCppEngine
+from schemas.base import KeepAlive
+from schemas.config.hosts import CardCfg
+from schemas.config.root import OrchestraConfig
+from schemas.events import Event, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
+from schemas.state import CardState, HostState, LoadedModel
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 60.0  # an unload waits this long for in-flight requests, then hands them back
+FAILED_LOAD_HOLD_S = 5.0  # a load that failed is not retried for this long (requests fail fast)
+
+
+@dataclass
+class Resident:
+    name: str
+    resolved: ResolvedModel
+    engine: Engine
+    plan: memory.Plan
+    keep_alive: KeepAlive
+    loaded_at: float
+    load_ms: float
+    usage: policy.Usage = field(default_factory=policy.Usage)
+    draining: bool = False
+
+    @property
+    def bytes_by_card(self) -> dict[str, int]:
+        return dict(zip(self.plan.placement.cards, self.plan.placement.per_card, strict=True))
+
+    @property
+    def busy(self) -> bool:
+        return self.engine.active + self.engine.queued > 0
+
+
+class ModelManager:
+    def __init__(
+        self,
+        host: str,
+        cfg: OrchestraConfig,
+        library: ModelLibrary,
+        *,
+        emit: Callable[[Event], Awaitable[None]],
+        changed: Callable[[], None],
+    ) -> None:
+        self.host, self.cfg, self.library = host, cfg, library
+        self.hcfg = cfg.hosts[host]
+        self.card_cfgs: dict[str, CardCfg] = {c: cfg.cards[c] for c in self.hcfg.cards}
+        self.emit, self.changed = emit, changed
+        self.residents: dict[str, Resident] = {}
+        self.waiting: dict[str, int] = {}  # requests waiting for a model to load
+        self.usage: dict[str, policy.Usage] = {}  # kept across unloads: the eviction policy's memory
+        self._failed: dict[str, tuple[float, GpuHostError]] = {}
+        self._lock = asyncio.Lock()
+        cpu = os.cpu_count() or 1
+        self.n_threads = self.hcfg.n_threads or max(1, cpu // 2)
+        self.n_threads_batch = self.hcfg.n_threads_batch or self.n_threads
+
+    # --- queries -----------------------------------------------------------------------------------
+    def cards(self, without: frozenset[str] = frozenset()) -> list[memory.Card]:
+        used: dict[str, int] = {}
+        for r in self.residents.values():
+            if r.name in without:
+                continue
+            for card, n in r.bytes_by_card.items():
+                used[card] = used.get(card, 0) + n
+        return [memory.Card(name, int(c.memory), used.get(name, 0)) for name, c in self.card_cfgs.items()]
+
+    def loaded(self, name: str) -> Resident | None:
+        r = self.residents.get(name)
+        return r if r is not None and not r.draining else None
+
+    def touch(self, name: str) -> None:
+        now = time.time()
+        self.usage[name] = self.usage.get(name, policy.Usage()).used(now)
+        if name in self.residents:
+            self.residents[name].usage = self.usage[name]
+
+    def state(self, *, up: bool = True, started_at: float = 0.0) -> HostState:
+        cards = [CardState(card=c.name, total_bytes=c.total, used_bytes=c.used) for c in self.cards()]
+        models = [
+            LoadedModel(
+                model=r.name,
+                bytes=r.plan.bytes,
+                cards=list(r.plan.placement.cards),
+                keep_alive=r.keep_alive,
+                loaded_at=r.loaded_at,
+                last_used=r.usage.last_used,
+                in_flight=r.engine.active,
+                queue_depth=r.engine.queued + self.waiting.get(r.name, 0),
+                tokens_per_s=round(r.engine.tokens_per_s, 2),
+                load_ms=round(r.load_ms, 1),
+            )
+            for r in self.residents.values()
+        ]
+        return HostState(
+            host=self.host, up=up, cards=cards, models=models, heartbeat_at=time.time(), started_at=started_at
+        )
+
+    def hot_models(self) -> list[str]:
+        """Hot models this host loads at start: those pinned to its cards, and unpinned ones when it is the
+        first host (in hosts.yaml order) whose cards can hold them."""
+        out = []
+        for name, m in self.cfg.local_models().items():
+            if m.keep_alive != "hot" or m.source is None:
+                continue
+            if m.cards:
+                if set(m.cards) <= set(self.card_cfgs):
+                    out.append(name)
+                continue
+            holder = next((h for h in self.cfg.hosts if _can_hold(self.cfg, h, name)), None)
+            if holder == self.host:
+                out.append(name)
+        return out
+
+    # --- transitions -------------------------------------------------------------------------------
+    async def ensure_loaded(
+        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request"
+    ) -> Resident:
+        r = self.loaded(name)
+        if r is not None:
+            if keep_alive is not None:
+                r.keep_alive = keep_alive
+            return r
+        self.waiting[name] = self.waiting.get(name, 0) + 1
+        self.changed()
+        try:
+            async with self._lock:
+                r = self.loaded(name)
+                if r is not None:
+                    if keep_alive is not None:
+                        r.keep_alive = keep_alive
+                    return r
+                failed = self._failed.get(name)
+                if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_HOLD_S:
+                    raise failed[1]
+                try:
+                    return await self._load(name, keep_alive, reason)
+                except GpuHostError as exc:
+                    self._failed[name] = (time.monotonic(), exc)
+                    raise
+        finally:
+            self.waiting[name] -= 1
+            self.changed()
+
+    async def _load(self, name: str, keep_alive: KeepAlive | None, reason: str) -> Resident:
+        try:
+            model = self.library.model(name)
+            cards = self._usable_cards(name, model.cards)
+            files = await asyncio.to_thread(self.library.resolve_all, name)
+        except ModelNotFound as exc:
+            await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
+            raise
+        pinned = bool(model.cards)
+        kv = files[0].kv_bytes_per_token
+        batch = 1 if model.engine == "ctransformers" else model.max_batch_size
+        overhead = int(self.hcfg.overhead)
+        # The best plan the cards allow once every evictable model is gone, then the fewest victims for it.
+        now = time.time()
+        residents = [self._policy_view(r) for r in self.residents.values()]
+        movable = frozenset(r.name for r in residents if policy.evictable(r))
+        best = memory.plan(
+            [f.variant for f in files],
+            [c for c in self.cards(movable) if c.name in cards],
+            kv_bytes_per_token=kv,
+            context=model.context_length,
+            max_batch=batch,
+            overhead=overhead,
+            pinned=pinned,
+        )
+        if isinstance(best, memory.NoFit):
+            raise await self._oom(name, best.reason, best.card, best.requested, best.free, best.total)
+        chosen = next(f for f in files if f.variant == best.variant)
+
+        def fits(gone: frozenset[str]) -> bool:
+            usable = [c for c in self.cards(gone) if c.name in cards]
+            return memory.place(best.footprint, usable, pinned=pinned) is not None
+
+        victims = policy.choose_victims(residents, fits, now)
+        if victims is None:  # pragma: no cover - the plan above was made with every evictable model gone
+            raise await self._oom(name, "no room after eviction", best.placement.cards[0], best.bytes, 0, 0)
+        for victim in victims:
+            await self._unload(victim, reason=f"evicted for {name}")
+        usable = [c for c in self.cards() if c.name in cards]
+        placement = memory.place(best.footprint, usable, pinned=pinned)
+        assert placement is not None
+        plan = memory.Plan(best.variant, best.batch, best.context, best.footprint, placement)
+        engine = self._engine(name, chosen, plan)
+        try:
+            await engine.start()
+        except OutOfMemory as exc:
+            free = sum(c.free for c in usable)
+            raise await self._oom(
+                name, str(exc), "+".join(placement.cards), plan.bytes, free, sum(c.total for c in usable)
+            ) from exc
+        except GpuHostError as exc:
+            await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
+            raise
+        load_ms = engine.load_s * 1000.0
+        self.library.load_times.record(name, engine.load_s)
+        r = Resident(
+            name,
+            chosen,
+            engine,
+            plan,
+            keep_alive or model.keep_alive,
+            time.time(),
+            load_ms,
+            usage=self.usage.get(name, policy.Usage()),
+        )
+        self.residents[name] = r
+        self._failed.pop(name, None)
+        log.info(
+            "%s: loaded %s (%s, batch %d, %.0f MB on %s) in %.0f ms",
+            self.host,
+            name,
+            plan.variant.quant,
+            plan.batch,
+            plan.bytes / 1e6,
+            "+".join(placement.cards),
+            load_ms,
+        )
+        await self.emit(
+            ModelLoaded(
+                host=self.host,
+                model=name,
+                cards=list(placement.cards),
+                bytes=plan.bytes,
+                load_ms=load_ms,
+                reason=reason,
+            )
+        )
+        self.changed()
+        return r
+
+    async def unload(self, name: str, *, reason: str = "command", drain_timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        async with self._lock:
+            return await self._unload(name, reason=reason, drain_timeout=drain_timeout)
+
+    async def _unload(self, name: str, *, reason: str, drain_timeout: float = 0.0) -> bool:
+        """Stop taking requests for it, let in-flight ones finish (up to ``drain_timeout``), free it; what is
+        left is handed back to the router (unavailable), never dropped."""
+        r = self.residents.get(name)
+        if r is None:
+            return False
+        r.draining = True
+        self.changed()
+        if drain_timeout > 0:
+            await r.engine.drain(drain_timeout)
+        await r.engine.stop()
+        del self.residents[name]
+        log.info("%s: unloaded %s (%s)", self.host, name, reason)
+        await self.emit(ModelUnloaded(host=self.host, model=name, bytes=r.plan.bytes, reason=reason))
+        self.changed()
+        return True
+
+    async def swap(self, unload: list[str], load: list[str], *, reason: str = "command") -> float:
+        started = time.monotonic()
+        async with self._lock:
+            for name in unload:
+                await self._unload(name, reason=reason or "swap", drain_timeout=DRAIN_TIMEOUT_S)
+        for name in load:
+            await self.ensure_loaded(name, reason=reason or "swap")
+        swap_ms = (time.monotonic() - started) * 1000.0
+        await self.emit(ModelSwap(host=self.host, unloaded=unload, loaded=load, swap_ms=swap_ms, reason=reason))
+        return swap_ms
+
+    async def sweep(self) -> list[str]:
+        """Unload what keep-alive says is no longer wanted (warm past its TTL, cold when idle)."""
+        now = time.time()
+        views = [self._policy_view(r) for r in self.residents.values() if not r.draining]
+        gone = policy.expired(views, now, lambda n: float(self.library.model(n).keep_alive_ttl))
+        for name in gone:
+            async with self._lock:
+                r = self.residents.get(name)
+                if r is not None and not r.busy:
+                    await self._unload(name, reason=f"keep-alive ({r.keep_alive}) expired")
+        return gone
+
+    async def close(self, *, announce: bool = True) -> None:
+        """Unload everything (the host is stopping); ``announce=False`` when NATS is gone: no events."""
+        if not announce:
+            self.emit = _no_event
+        async with self._lock:
+            for name in list(self.residents):
+                await self._unload(name, reason="host stopping")
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _usable_cards(self, name: str, pinned: list[str]) -> list[str]:
+        if not pinned:
+            return list(self.card_cfgs)
+        missing = [c for c in pinned if c not in self.card_cfgs]
+        if missing:
+            raise ModelNotFound(
+                f"model {name!r} is pinned to cards {pinned}; host {self.host!r} does not own {missing}"
+            )
+        return list(pinned)
+
+    def _policy_view(self, r: Resident) -> policy.Resident:
+        return policy.Resident(
+            name=r.name,
+            bytes_by_card=r.bytes_by_card,
+            keep_alive=r.keep_alive,
+            busy=r.busy or self.waiting.get(r.name, 0) > 0,
+            usage=r.usage,
+            load_s=self.library.load_times.get(r.name, r.load_ms / 1000.0),
+            loaded_at=r.loaded_at,
+        )
+
+    def _engine(self, name: str, m: ResolvedModel, plan: memory.Plan) -> Engine:
+        card = self.card_cfgs[plan.placement.cards[0]]
+        split = None
+        if plan.placement.tensor_split:
+            by_index = {
+                self.card_cfgs[c].index: s
+                for c, s in zip(plan.placement.cards, plan.placement.tensor_split, strict=True)
+            }
+            split = tuple(by_index.get(i, 0.0) for i in range(max(by_index) + 1))
+        spec = LoadSpec(
+            name=name,
+            path=m.path,
+            context=m.cfg.context_length,
+            batch=plan.batch,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads_batch,
+            device=card.device,
+            n_gpu_layers=m.cfg.n_gpu_layers,
+            main_gpu=card.index,
+            tensor_split=split,
+            model_type=m.cfg.model_type,
+            chat_format=m.cfg.chat_format,
+        )
+        if m.cfg.engine == "ctransformers":
+            return CTransformersEngine(spec)
+        return LlamaCppEngine(spec)
+
+    async def _oom(self, name: str, detail: str, card: str, requested: int, free: int, total: int) -> OutOfMemory:
+        log.warning("%s: out of memory loading %s: %s", self.host, name, detail)
+        await self.emit(
+            Oom(
+                host=self.host,
+                card=card,
+                model=name,
+                requested_bytes=requested,
+                free_bytes=free,
+                total_bytes=total,
+                detail=detail[:1000],
+            )
+        )
+        return OutOfMemory(
+            f"model {name!r} does not fit on {card}: {detail}",
+            model=name,
+            card=card,
+            requested_bytes=requested,
+            free_bytes=free,
+            total_bytes=total,
+        )
+
+
+async def _no_event(event: Event) -> None:
+    return None
+
+
+def _can_hold(cfg: OrchestraConfig, host: str, name: str) -> bool:
+    """Whether a host's cards could hold a model at all, from the library's description (no file needed)."""
+    model = cfg.local_models()[name]
+    hcfg = cfg.hosts[host]
+    cards = [memory.Card(c, int(cfg.cards[c].memory)) for c in hcfg.cards]
+    plan = memory.plan(
+        planned_variants(model),
+        cards,
+        kv_bytes_per_token=planned_kv_bytes_per_token(model),
+        context=model.context_length,
+        max_batch=1,
+        overhead=int(hcfg.overhead),
+    )
+    return isinstance(plan, memory.Plan)

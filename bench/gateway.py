@@ -1,0 +1,343 @@
+"""What the orchestra adds in front of a fast backend, side by side with calling the backend directly
+and with LiteLLM's proxy, all in one run on the same machine.
+
+    .venv/bin/python -m bench.gateway [--seconds 4] [--rounds 3] [--no-litellm]
+
+A fake OpenAI-compatible backend (bench/fake_openai.py; 0 ms and 50 ms per answer) is configured as a
+cloud provider of the orchestra: each request goes gateway -> REQUESTS -> router (+ budget reservation)
+-> DISPATCH -> cloud_proxy -> backend -> RESULTS -> gateway. LiteLLM runs in its own venv
+(.venv-litellm, created on first use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
+Prints requests/s and p50/p99 per (delay, concurrency, contender), the median over the rounds, and
+writes bench/results/gateway-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from bus.server import EmbeddedNats
+from tests.support.profile import write_profile
+
+REPO = Path(__file__).resolve().parents[1]
+LITELLM_VENV = REPO / ".venv-litellm"
+RESULTS = REPO / "bench" / "results"
+BODY = json.dumps({"model": "MODEL", "messages": [{"role": "user", "content": "Say something short."}]})
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+@dataclass
+class Cell:
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def start(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
+    log = logdir / f"{name}.log"
+    popen = subprocess.Popen(
+        argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    return Proc(name, popen, log)
+
+
+def wait_log(proc: Proc, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = proc.log.read_text(errors="replace")
+        if text in out:
+            return out
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{out[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name}: {text!r} not seen in {timeout}s:\n{proc.log.read_text()[-2000:]}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_http(url: str, headers: dict[str, str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url, headers=headers) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(
+    url: str, headers: dict[str, str], body: bytes, concurrency: int, seconds: float
+) -> tuple[float, float, float, int]:
+    """Closed-loop load: ``concurrency`` clients for ``seconds`` (after 0.5 s warm-up)."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+        start_at = time.perf_counter()
+        measure_from = start_at + 0.5
+        stop_at = measure_from + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while (t0 := time.perf_counter()) < stop_at:
+                try:
+                    async with http.post(url, data=body) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                t1 = time.perf_counter()
+                if t0 >= measure_from:
+                    if ok:
+                        latencies.append((t1 - t0) * 1000)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    if not latencies:
+        return 0.0, float("nan"), float("nan"), errors
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return len(latencies) / seconds, p50, p99, errors
+
+
+def orchestra_profile(tmp: Path, nats_url: str, fast: int, slow: int, port: int) -> Path:
+    def provider(backend_port: int) -> dict[str, object]:
+        return {
+            "api": "openai",
+            "tier": "together",
+            "base_url": f"http://127.0.0.1:{backend_port}/v1",
+            "api_key": {"env": "BENCH_BACKEND_KEY"},
+            "limits": {},
+            "concurrency": 256,
+        }
+
+    def model(provider_name: str) -> dict[str, object]:
+        return {
+            "kind": "cloud",
+            "provider": provider_name,
+            "remote_name": "fake",
+            "family": "bench",
+            "price": {"input": 0.10, "output": 0.10},
+        }
+
+    return write_profile(
+        tmp / "profile",
+        nats_url,
+        data_dir=tmp / "data",
+        overrides={
+            "log_level": "INFO",
+            "bus": {"consumers": {"ack_wait": "30s", "max_deliver": 5}},
+            "gateway": {"port": port, "api_keys_file": "keys.txt"},
+            "providers": {"bench_fast": provider(fast), "bench_slow": provider(slow)},
+            "models": {"bench/fast": model("bench_fast"), "bench/slow": model("bench_slow")},
+            "budgets": {
+                "require_reservation": True,  # as in production: every paid call is reserved first
+                "limits": [{"scope": "total", "period": "daily", "hard_usd": 1000000.0}],
+            },
+            "cache": {"enabled": False},
+        },
+    )
+
+
+def litellm_config(path: Path, fast: int, slow: int, master_key: str) -> None:
+    lines = ["model_list:"]
+    for name, port in (("bench/fast", fast), ("bench/slow", slow)):
+        lines += [
+            f"  - model_name: {name}",
+            "    litellm_params:",
+            "      model: openai/fake",
+            f"      api_base: http://127.0.0.1:{port}/v1",
+            "      api_key: sk-fake",
+        ]
+    lines += ["litellm_settings:", "  telemetry: false", "general_settings:", f"  master_key: {master_key}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def ensure_litellm() -> Path:
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if not exe.exists():
+        print("creating .venv-litellm (pip install 'litellm[proxy]') ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return exe
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    procs: list[Proc] = []
+    nats = EmbeddedNats(store_dir=tmp / "nats", port=0)
+    try:
+        nats.start()
+        fast_port, slow_port, gw_port, ll_port = free_port(), free_port(), free_port(), free_port()
+        py = sys.executable
+        for name, port, delay in (("fake-fast", fast_port, 0), ("fake-slow", slow_port, 50)):
+            p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
+            procs.append(p)
+            wait_log(p, "listening on")
+        profile = orchestra_profile(tmp, nats.url, fast_port, slow_port, gw_port)
+        gw_key = "orch-" + secrets.token_hex(16)
+        (tmp / "data").mkdir(exist_ok=True)
+        (tmp / "data" / "keys.txt").write_text(f"bench:{gw_key}\n")
+        env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
+        for actor in ("budget_guard", "cloud_proxy", "router", "gateway"):
+            p = start(actor, [py, "-m", f"actors.{actor}", "--config", str(profile)], tmp, env)
+            procs.append(p)
+            wait_log(p, f"{actor} started")
+        contenders: dict[str, tuple[str, dict[str, str]]] = {
+            "direct": ("http://127.0.0.1:{port}/v1/chat/completions", {}),
+            "orchestra": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", {"Authorization": f"Bearer {gw_key}"}),
+        }
+        if not args.no_litellm:
+            master = "sk-bench-" + secrets.token_hex(16)
+            litellm_config(tmp / "litellm.yaml", fast_port, slow_port, master)
+            p = start(
+                "litellm",
+                [
+                    str(ensure_litellm()),
+                    "--config",
+                    str(tmp / "litellm.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ll_port),
+                    "--num_workers",
+                    "1",
+                ],
+                tmp,
+                {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+            )
+            procs.append(p)
+            await wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", {})
+            contenders["litellm"] = (
+                f"http://127.0.0.1:{ll_port}/v1/chat/completions",
+                {"Authorization": f"Bearer {master}"},
+            )
+        await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
+        cells: dict[tuple[int, int, str], Cell] = {}
+        for rnd in range(args.rounds):
+            for delay, port, model in ((0, fast_port, "bench/fast"), (50, slow_port, "bench/slow")):
+                body = BODY.replace("MODEL", model).encode()
+                for conc in (1, 16, 64):
+                    for name, (url, headers) in contenders.items():
+                        rps, p50, p99, errors = await load(url.format(port=port), headers, body, conc, args.seconds)
+                        cell = cells.setdefault((delay, conc, name), Cell())
+                        cell.rps.append(rps)
+                        cell.p50.append(p50)
+                        cell.p99.append(p99)
+                        cell.errors += errors
+                        print(
+                            f"round {rnd + 1} delay={delay}ms c={conc:<3} {name:<10} {rps:8.1f} req/s  "
+                            f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        return report(cells, list(contenders), args)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        nats.stop()
+
+
+def report(cells: dict[tuple[int, int, str], Cell], names: list[str], args: argparse.Namespace) -> dict[str, object]:
+    med = statistics.median
+    rows = []
+    print(
+        f"\n{'delay':>6} {'conc':>5}  {'contender':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'added p50 ms':>13} {'errors':>7}"
+    )
+    for delay in (0, 50):
+        for conc in (1, 16, 64):
+            direct = cells[(delay, conc, "direct")]
+            for name in names:
+                c = cells[(delay, conc, name)]
+                added = med(c.p50) - med(direct.p50) if name != "direct" else 0.0
+                row = {
+                    "delay_ms": delay,
+                    "concurrency": conc,
+                    "contender": name,
+                    "rps": med(c.rps),
+                    "p50_ms": med(c.p50),
+                    "p99_ms": med(c.p99),
+                    "added_p50_ms": added,
+                    "errors": c.errors,
+                    "rounds": {"rps": c.rps, "p50": c.p50, "p99": c.p99},
+                }
+                rows.append(row)
+                print(
+                    f"{delay:>5}ms {conc:>5}  {name:<10} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
+                    f"{row['p99_ms']:>8.2f} {added:>13.2f} {c.errors:>7}"
+                )
+    summary = {}
+    if "litellm" in names:
+        for delay in (0, 50):
+            o, ll = cells[(delay, 64, "orchestra")], cells[(delay, 64, "litellm")]
+            summary[f"rps_ratio_c64_delay{delay}"] = med(o.rps) / med(ll.rps) if med(ll.rps) else None
+    summary["orchestra_added_p50_ms_c1_delay0"] = med(cells[(0, 1, "orchestra")].p50) - med(cells[(0, 1, "direct")].p50)
+    print("\n" + "  ".join(f"{k}={v:.2f}" for k, v in summary.items() if v is not None))
+    return {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "rows": rows,
+        "summary": summary,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the whole matrix (medians)")
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+    result = uvloop.run(run(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

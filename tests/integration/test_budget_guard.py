@@ -1,0 +1,350 @@
+"""The budget_guard against a real nats-server (in-process actor, real service calls, real streams):
+reservations under concurrency, settlement, idempotency, thresholds, tiers, the spike, rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from actors.budget_guard.actor import AnotherInstance, BudgetGuard
+from actors.budget_guard.limits import Calendar
+from actors.budget_guard.money import to_nanos
+from bus import subjects
+from bus.kv import TypedKV
+from bus.server import EmbeddedNats
+from schemas.codec import COMMAND, EVENT, Codec
+from schemas.commands import SetTier
+from schemas.config import load_config
+from schemas.events import BudgetThreshold, CostSpike, Event, TierDisabled, TierEnabled
+from schemas.state import TierState
+from tests.support.budget import (
+    failure,
+    publish_failure,
+    publish_result,
+    release,
+    replayed_charges,
+    reserve,
+    result,
+    settled,
+    summary,
+)
+from tests.support.procs import REPO
+from tests.support.profile import write_profile
+from tests.support.wait import eventually
+
+StartGuard = Callable[..., Awaitable[BudgetGuard]]
+
+
+@pytest.fixture
+async def start_guard(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[StartGuard]:
+    """Start an in-process budget_guard with ``budgets`` overrides; stopped at the end."""
+    running: list[BudgetGuard] = []
+
+    async def start(budgets: dict[str, Any] | None = None) -> BudgetGuard:
+        profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets or {}})
+        guard = BudgetGuard(load_config(profile))
+        await guard.start(nc)
+        running.append(guard)
+        return guard
+
+    yield start
+    for guard in running:
+        await guard.stop(grace=1)
+
+
+class Events:
+    """Events of some kinds as they are published (core subscription, started before the action)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+
+    async def subscribe(self, nc: NATS, *kinds: str) -> Events:
+        async def on_msg(msg: Msg) -> None:
+            self.seen.append(EVENT.decode(msg.data))
+
+        for kind in kinds:
+            await nc.subscribe(f"orch.event.{kind}", cb=on_msg)
+        return self
+
+    def of(self, cls: type[Any]) -> list[Any]:
+        return [e for e in self.seen if isinstance(e, cls)]
+
+
+async def ledger_count(nc: NATS, kind: str) -> int:
+    info = await nc.jetstream().stream_info("LEDGER", subjects_filter=f"orch.ledger.{kind}")
+    return (info.state.subjects or {}).get(f"orch.ledger.{kind}", 0)
+
+
+def premium_cap(hard: float, period: str = "daily", soft: list[float] | None = None) -> dict[str, Any]:
+    limit: dict[str, Any] = {"scope": "tier", "name": "premium", "period": period, "hard_usd": hard}
+    limit["soft"] = soft or [0.8]
+    return {"limits": [limit]}
+
+
+async def test_64_concurrent_reservations_racing_one_budget_never_overshoot_it(
+    start_guard: StartGuard, nc: NATS
+) -> None:
+    """64 reservations of $0.01-0.10 at once against a $1.00 cap: what is granted sums to at most
+    $1.00, and every denied one would have passed it (no budget is wasted either)."""
+    await start_guard(premium_cap(1.00))
+    rng = random.Random(7)
+    amounts = [round(rng.uniform(0.01, 0.10), 4) for _ in range(64)]
+    replies = await asyncio.gather(*(reserve(nc, f"race{i}", usd) for i, usd in enumerate(amounts)))
+    granted = [to_nanos(a) for a, r in zip(amounts, replies, strict=True) if r.granted]
+    denied = [(a, r) for a, r in zip(amounts, replies, strict=True) if not r.granted]
+    assert sum(granted) <= to_nanos(1.00)
+    assert denied, "the amounts sum to more than the cap, some must be denied"
+    for usd, reply in denied:
+        assert reply.reason == "budget_exceeded" and reply.scope == "tier:premium:daily"
+        assert sum(granted) + to_nanos(usd) > to_nanos(1.00)
+    state = await summary(nc)
+    assert state.held_nanos == sum(granted) and state.open_reservations == len(granted)
+    assert await ledger_count(nc, "reserved") == len(granted)  # every hold is on the bus
+
+
+async def test_a_result_delivered_twice_is_charged_once(start_guard: StartGuard, nc: NATS) -> None:
+    """The same result and the same failed attempt each stored twice (e.g. a worker retry after the
+    dedupe window): one charge each; the hold of the attempt is settled by the actual cost."""
+    await start_guard(premium_cap(5.00))
+    first = await reserve(nc, "dup1", 0.50)
+    assert first.granted
+    res = result("dup1", 0.0123)
+    fail = failure("dup1", 0.002, attempt=1)
+    for copy in ("a", "b"):
+        await publish_result(nc, res, msg_id=f"dup1-{copy}")
+        await publish_failure(nc, fail, msg_id=f"dup1:1:failed-{copy}")
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.charges == 2 and state.spent_nanos == to_nanos(0.0123) + to_nanos(0.002)
+    assert state.open_reservations == 0 and state.held_nanos == 0
+    assert await ledger_count(nc, "charged") == 2
+    results = await nc.jetstream().stream_info("RESULTS")
+    assert results.state.messages == 4
+
+
+async def test_settlement_frees_the_hold_and_results_without_a_reservation_are_spend(
+    start_guard: StartGuard, nc: NATS
+) -> None:
+    """$0.90 held of $1.00; the answer cost $0.10, so $0.90 more fits afterwards. A local result,
+    never reserved, is spend all the same."""
+    await start_guard(premium_cap(1.00))
+    held = await reserve(nc, "s1", 0.90)
+    assert held.granted and held.remaining_usd == pytest.approx(0.10)
+    assert not (await reserve(nc, "s2", 0.20)).granted
+    await publish_result(nc, result("s1", 0.10))
+    await publish_result(nc, result("loc1", 0.000002, tier="local"))
+    await eventually(lambda: settled(nc))
+    assert (await reserve(nc, "s3", 0.90)).granted
+    state = await summary(nc)
+    assert state.by_tier == {"premium": to_nanos(0.10), "local": 2000}
+    assert state.held_nanos == to_nanos(0.90)
+
+
+async def test_release_and_expiry_free_the_budget(start_guard: StartGuard, nc: NATS) -> None:
+    """A released hold is gone at once; an unsettled hold stops counting after its deadline."""
+    await start_guard({**premium_cap(1.00), "reservation_grace": 0})
+    a = await reserve(nc, "e1", 0.60, deadline=time.time() + 1.5)
+    b = await reserve(nc, "e2", 0.40)
+    assert a.granted and b.granted and b.reservation_id
+    assert (await release(nc, b.reservation_id)).released
+    assert not (await release(nc, b.reservation_id)).released  # nothing left to release
+    assert not (await reserve(nc, "e3", 0.50)).granted  # e1 still holds $0.60
+    granted = await eventually(lambda: _granted(nc, "e3", 0.50), timeout=10)
+    assert granted
+    assert await ledger_count(nc, "released") == 1
+
+
+async def _granted(nc: NATS, rid: str, usd: float) -> bool:
+    return (await reserve(nc, rid, usd)).granted
+
+
+async def test_soft_thresholds_and_the_cap_raise_budget_threshold_events(start_guard: StartGuard, nc: NATS) -> None:
+    """Spend past 50% and 80% of a $1 cap raises one event each; a denial at the cap raises a hard one."""
+    events = await Events().subscribe(nc, "budget.threshold")
+    await start_guard(premium_cap(1.00, soft=[0.5, 0.8]))
+    await publish_result(nc, result("t1", 0.55))
+    await eventually(lambda: len(events.of(BudgetThreshold)) == 1)
+    await publish_result(nc, result("t2", 0.30))
+    await publish_result(nc, result("t3", 0.01))
+    await eventually(lambda: len(events.of(BudgetThreshold)) == 2)
+    denied = await reserve(nc, "t4", 0.50)
+    assert not denied.granted
+    await eventually(lambda: len(events.of(BudgetThreshold)) == 3)
+    soft50, soft80, hard = events.of(BudgetThreshold)
+    assert (soft50.scope, soft50.fraction, soft50.hard, soft50.spent_usd) == ("tier:premium:daily", 0.5, False, 0.55)
+    assert (soft80.fraction, soft80.hard) == (0.8, False)
+    assert hard.hard and hard.limit_usd == 1.0 and hard.source == "budget_guard"
+    assert not (await reserve(nc, "t5", 0.50)).granted
+    await asyncio.sleep(0.3)
+    assert len(events.of(BudgetThreshold)) == 3  # once per period
+
+
+async def test_when_the_ledger_cannot_be_written_reservations_are_rolled_back_and_denied(
+    start_guard: StartGuard, nc: NATS
+) -> None:
+    """Entries are written ahead of the reply; once one is not confirmed, the guard stores before it
+    answers, and denies (rolling the hold back) while the ledger cannot be written. Holds it granted
+    stay counted against the cap."""
+    await start_guard(premium_cap(1.00))
+    assert (await reserve(nc, "w1", 0.30)).granted
+    await nc.jetstream().delete_stream("LEDGER")
+    first = await reserve(nc, "w2", 0.30)  # written ahead: the loss is noticed after this reply
+    denied = await eventually(lambda: _denied(nc), timeout=15, interval=0.2)
+    assert denied.reason == "ledger_unavailable"
+    state = await summary(nc)
+    held = 0.30 + (0.30 if first.granted else 0.0)
+    assert state.held_nanos == to_nanos(held)  # rolled-back attempts hold nothing
+
+
+async def _denied(nc: NATS) -> object:
+    reply = await reserve(nc, f"w-{time.monotonic_ns()}", 0.01)
+    if not reply.granted:
+        return reply
+    await release(nc, reply.reservation_id or "")
+    return None
+
+
+async def test_a_restarted_guard_rebuilds_exactly_the_same_ledger(start_guard: StartGuard, nc: NATS) -> None:
+    """Holds, charges, releases and notifications, then a new instance: the same ledger, from LEDGER."""
+    first = await start_guard(premium_cap(2.00, soft=[0.1]))
+    for i in range(6):
+        assert (await reserve(nc, f"r{i}", 0.20)).granted
+    await publish_result(nc, result("r0", 0.15))
+    await publish_failure(nc, failure("r1", 0.01))
+    await publish_result(nc, result("r1", 0.05, attempt=1))
+    await publish_result(nc, result("loc", 0.000005, tier="local"))
+    r5 = await reserve(nc, "r5", 0.20)
+    assert r5.reservation_id and (await release(nc, r5.reservation_id)).released
+    await eventually(lambda: settled(nc))
+    before = await summary(nc)
+    await first.stop(grace=1)
+    await start_guard(premium_cap(2.00, soft=[0.1]))
+    after = await summary(nc)
+    assert after.entries_replayed > 0
+    for field in ("charges", "spent_nanos", "digest", "open_reservations", "held_nanos", "by_tier", "limits"):
+        assert getattr(after, field) == getattr(before, field), field
+    assert before.open_reservations == 3 and before.charges == 4
+    assert (await replayed_charges(nc)) == {"r0": to_nanos(0.15), "r1:0:failed": 10**7, "r1": 5 * 10**7, "loc": 5000}
+
+
+async def test_a_second_instance_refuses_to_start(start_guard: StartGuard) -> None:
+    await start_guard()
+    with pytest.raises(AnotherInstance, match="one writer"):
+        await start_guard()
+
+
+def orchestra(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cli = str(Path(sys.executable).parent / "orchestra")
+    return subprocess.run([cli, "--config", str(profile), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+async def tier_state(nc: NATS, tier: str) -> TierState | None:
+    kv: TypedKV[TierState] = await TypedKV.open(nc.jetstream(), subjects.KV_TIERS, Codec(TierState))
+    return await kv.get(tier)
+
+
+async def tier_commands(nc: NATS) -> list[SetTier]:
+    js = nc.jetstream()
+    info = await js.stream_info("COMMANDS")
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        cmd = COMMAND.decode((await js.get_msg("COMMANDS", seq)).data)
+        if isinstance(cmd, SetTier):
+            out.append(cmd)
+    return out
+
+
+async def test_a_cost_spike_disables_premium_until_tomorrow_and_an_operator_enables_it(
+    start_guard: StartGuard, nc: NATS, tmp_path: Path
+) -> None:
+    """Daily API spend over the limit: cost.spike, a SetTier(premium, off, until next midnight) command,
+    orch_tiers says disabled, tier.disabled; premium reservations are denied. `orchestra tier enable
+    premium` brings it back (tier.enabled) and the spike does not fire again that day."""
+    events = await Events().subscribe(nc, "cost.spike", "tier.disabled", "tier.enabled")
+    guard = await start_guard({"spike": {"daily_usd": 0.50, "velocity_usd_per_hour": None}})
+    await publish_result(nc, result("sp1", 0.30))
+    await publish_result(nc, result("sp2", 0.10, tier="together"))
+    await eventually(lambda: settled(nc))
+    assert not events.of(CostSpike)
+    await publish_result(nc, result("sp3", 0.11))
+    await eventually(lambda: events.of(TierDisabled), timeout=10)
+    (spike,) = events.of(CostSpike)
+    assert spike.daily_usd == pytest.approx(0.51) and spike.limit_usd == 0.50 and "daily API spend" in spike.reason
+    tomorrow = Calendar("UTC").next_day_start(time.time())
+    (cmd,) = await tier_commands(nc)
+    assert (cmd.tier, cmd.enabled, cmd.until, cmd.by) == ("premium", False, tomorrow, "budget_guard")
+    state = await tier_state(nc, "premium")
+    assert state is not None and not state.enabled and state.until == tomorrow and "cost spike" in state.reason
+    (off,) = events.of(TierDisabled)
+    assert off.until == tomorrow
+    denied = await reserve(nc, "sp4", 0.01)
+    assert not denied.granted and denied.reason == "tier_disabled"
+    assert (await reserve(nc, "sp5", 0.01, tier="together")).granted
+    assert guard.tiers.scheduler.get_job("reenable:premium") is not None  # the schedule for tomorrow
+
+    out = await asyncio.to_thread(orchestra, tmp_path / "profile", "tier", "enable", "premium", "--reason", "ok")
+    assert out.returncode == 0, out.stderr
+    assert "premium: enabled (ok)" in out.stdout
+    await eventually(lambda: events.of(TierEnabled))
+    assert (await tier_state(nc, "premium")).enabled  # type: ignore[union-attr]
+    assert guard.tiers.scheduler.get_job("reenable:premium") is None
+    assert (await reserve(nc, "sp6", 0.01)).granted
+    await publish_result(nc, result("sp7", 1.00))
+    await eventually(lambda: settled(nc))
+    await asyncio.sleep(0.3)
+    assert len(events.of(CostSpike)) == 1 and len(events.of(TierDisabled)) == 1
+
+
+async def test_the_schedule_re_enables_a_tier_at_its_until(start_guard: StartGuard, nc: NATS, tmp_path: Path) -> None:
+    """`orchestra tier disable together --until 3s`: disabled now, re-enabled by apscheduler then,
+    through a command of its own; every step is an event."""
+    events = await Events().subscribe(nc, "tier.disabled", "tier.enabled")
+    await start_guard()
+    out = await asyncio.to_thread(orchestra, tmp_path / "profile", "tier", "disable", "together", "--until", "3s")
+    assert out.returncode == 0, out.stderr
+    assert "together: DISABLED until" in out.stdout
+    state = await tier_state(nc, "together")
+    assert state is not None and not state.enabled and state.until is not None
+    assert not (await reserve(nc, "sch1", 0.01, tier="together")).granted
+    (enabled,) = await eventually(lambda: events.of(TierEnabled), timeout=15)
+    assert "scheduled re-enable" in enabled.reason and enabled.source == "budget_guard"
+    assert (await tier_state(nc, "together")).enabled  # type: ignore[union-attr]
+    by = [c.by for c in await tier_commands(nc)]
+    assert by[0].startswith("operator:") and by[1] == "budget_guard:schedule"
+    assert datetime.now(UTC).timestamp() >= state.until
+    assert (await reserve(nc, "sch2", 0.01, tier="together")).granted
+    status = await asyncio.to_thread(orchestra, tmp_path / "profile", "tier", "status")
+    assert "together: enabled" in status.stdout and "premium: enabled" in status.stdout
+
+
+async def test_cost_report_equals_the_ledger(start_guard: StartGuard, nc: NATS, tmp_path: Path) -> None:
+    """`orchestra cost report` replays RESULTS, groups by tier / key, and agrees with the ledger."""
+    await start_guard()
+    await publish_result(nc, result("cr1", 0.25, key="ci"))
+    await publish_result(nc, result("cr2", 0.50, key="researchers"))
+    await publish_failure(nc, failure("cr3", 0.05))
+    await publish_result(nc, result("cr4", 0.000123, tier="local", key="ci"))
+    await eventually(lambda: settled(nc))
+    out = await asyncio.to_thread(
+        orchestra, tmp_path / "profile", "cost", "report", "--since", "1h", "--by", "tier", "--verify"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    assert lines["premium"][1:4] == ["2", "1", "0"] and lines["premium"][-1] == "$0.800000"
+    assert lines["local"][-1] == "$0.000123" and lines["total"][-1] == "$0.800123"
+    assert "ledger agrees: 4 charges, $0.800123" in out.stdout
+    by_key = await asyncio.to_thread(orchestra, tmp_path / "profile", "cost", "report", "--since", "1h", "--by", "key")
+    assert "researchers" in by_key.stdout and "$0.500000" in by_key.stdout
+    status = await asyncio.to_thread(orchestra, tmp_path / "profile", "cost", "status")
+    assert status.returncode == 0 and "tier:premium:daily" in status.stdout

@@ -1,0 +1,159 @@
+"""The budget_guard as a real process (``python -m actors.budget_guard``): kill -9 in the middle of
+traffic, a restart, and the rebuilt ledger checked against the stored results; the cost CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from bus.errors import ServiceCallError
+from bus.server import EmbeddedNats
+from tests.support.budget import (
+    digest,
+    failure,
+    publish_failure,
+    publish_result,
+    replayed_charges,
+    reserve,
+    result,
+    settled,
+    summary,
+)
+from tests.support.procs import REPO, ActorProcess
+from tests.support.profile import write_profile
+from tests.support.wait import eventually
+
+ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
+
+
+def orchestra(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ORCHESTRA, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def guard_process(profile: Path, processes: list[ActorProcess]) -> ActorProcess:
+    proc = ActorProcess("actors.budget_guard", profile).start()
+    processes.append(proc)
+    proc.wait_log("budget_guard started", timeout=30)
+    return proc
+
+
+class Traffic:
+    """Clients playing router + worker until stopped: reserve the worst case before a paid target,
+    sometimes fail an attempt first, store the result; without a reservation (the guard is down or
+    denies) the request goes to the local tier, as the router's fallback does."""
+
+    def __init__(self, nc: NATS, seed: int) -> None:
+        self.nc, self.rng = nc, random.Random(seed)
+        self.done = 0
+        self.unreserved = 0  # paid requests that found no guard
+        self.tiers: dict[str, int] = {}
+        self.running = True
+
+    async def client(self) -> None:
+        while self.running:
+            await self.one(f"k9r{self.done}-{self.rng.getrandbits(32):08x}")
+            self.done += 1
+            await asyncio.sleep(0.01)
+
+    async def one(self, rid: str) -> None:
+        rng = self.rng
+        tier = rng.choice(["premium", "together", "local"])
+        worst = round(rng.uniform(0.001, 0.05), 6)
+        attempt = 0
+        if tier != "local" and rng.random() < 0.2:
+            await publish_failure(self.nc, failure(rid, round(worst * rng.random() / 10, 6), tier=tier))
+            attempt = 1
+        if tier != "local":
+            try:
+                reply = await reserve(
+                    self.nc, rid, worst, tier=tier, attempt=attempt, deadline=time.time() + 3, timeout=1
+                )
+                granted = reply.granted
+            except ServiceCallError:
+                self.unreserved += 1
+                granted = False
+            if not granted:
+                tier, attempt = "local", attempt + 1
+        cost = round(worst * rng.uniform(0.2, 1.0), 6) if tier != "local" else 0.000001 * rng.randint(1, 400)
+        await publish_result(self.nc, result(rid, cost, tier=tier, attempt=attempt))
+        self.tiers[tier] = self.tiers.get(tier, 0) + 1
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
+) -> None:
+    """Eight clients send requests before, during and after a SIGKILL of the guard and its restart:
+    afterwards its ledger (rebuilt from LEDGER, then caught up on RESULTS) holds exactly the charges
+    that replaying RESULTS gives, key by key and to the nano-dollar: none twice, none lost. Holds the
+    dead guard granted expire at their deadline; `orchestra cost report --verify` agrees."""
+    budgets = {"limits": [{"scope": "total", "period": "daily", "hard_usd": 1000.0}], "reservation_grace": 0}
+    profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets})
+    first = await asyncio.to_thread(guard_process, profile, processes)
+    traffic = Traffic(nc, seed=9)
+    clients = [asyncio.create_task(traffic.client()) for _ in range(8)]
+    await eventually(lambda: traffic.done >= 100, timeout=60)
+    await asyncio.to_thread(first.kill)
+    down_at = traffic.done
+    await eventually(lambda: traffic.unreserved >= 10, timeout=30)  # traffic while the guard is dead
+    second = await asyncio.to_thread(guard_process, profile, processes)
+    up_at = traffic.done
+    await eventually(lambda: traffic.done >= up_at + 100, timeout=60)
+    traffic.running = False
+    await asyncio.gather(*clients)
+    await eventually(lambda: settled(nc), timeout=60)
+    assert up_at > down_at > 0 and traffic.tiers.get("premium", 0) > 10
+
+    replayed = await replayed_charges(nc)
+    state = await summary(nc)
+    assert state.charges == len(replayed) >= traffic.done
+    assert state.spent_nanos == sum(replayed.values())
+    assert state.digest == digest(replayed)
+    assert state.entries_replayed > 0 and "ledger rebuilt from" in second.output()
+    await eventually(lambda: _no_holds(nc), timeout=15)  # granted, never settled: expire at the deadline
+
+    out = await asyncio.to_thread(orchestra, "--config", str(profile), "cost", "report", "--since", "1h", "--verify")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"ledger agrees: {len(replayed)} charges" in out.stdout
+
+
+async def _no_holds(nc: NATS) -> bool:
+    state = await summary(nc)
+    return state.open_reservations == 0 and state.held_nanos == 0
+
+
+def test_cost_simulate_prints_the_papers_comparisons() -> None:
+    """The default workload is the paper's: its right figures are reproduced, its wrong ones flagged."""
+    out = orchestra("cost", "simulate")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for expected in ("$88.00", "$176.00", "$0.30", "6.8 months", "3.4 months", "$52.50", "$142.50-$192.50"):
+        assert expected in text
+    lines = text.splitlines()
+    assert any("local llama3.1-70b @ 200M" in x and "$0.40" in x and "$0.60" in x and "WRONG" in x for x in lines)
+    assert any("monthly savings of option B" in x and "$30.00-$70.00" in x and "WRONG" in x for x in lines)
+    assert "8.6-20.0 months" in text and "93.6-97.8%" in text and "95.9-97.8%" in text
+    assert "13 of the paper's figures do not follow from its own numbers" in text
+
+
+def test_cost_simulate_takes_a_workload_from_flags_and_a_file(tmp_path: Path) -> None:
+    workload = tmp_path / "workload.yaml"
+    workload.write_text("volumes_m: [300]\npremium_m: {gpt-4o: 40}\n")
+    out = orchestra("cost", "simulate", "--workload", str(workload), "--expansion-usd", "900", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    values = {r["what"]: r["value"] for r in doc["rows"]}
+    assert values["together/llama3.1-70b @ 300M tokens/month"] == pytest.approx([264.0, 264.0])
+    assert values["ROI of +2 P40s @ 300M tokens/month"][0] == pytest.approx(900 / 264)
+    assert values["gpt-4o @ 40M tokens"] == pytest.approx([44.0, 44.0])
+    assert all(r["check"] is None for r in doc["rows"])  # not the paper's workload: no verdicts
+    bad = orchestra("cost", "simulate", "--together-now", "lots")
+    assert bad.returncode == 1 and "--together-now: expected LO:HI" in bad.stderr

@@ -1,0 +1,117 @@
+"""The router and the budget_guard together (in-process, real nats-server, a scripted worker): the
+router reserves before every paid attempt, a hard cap makes it fall back or answer budget_exceeded,
+and a cost spike takes the premium tier away from it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from actors.budget_guard.actor import BudgetGuard
+from actors.router.actor import Router
+from bus.server import EmbeddedNats
+from schemas.config import load_config
+from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
+from schemas.result import GenerateError, GenerateResult
+from tests.support.budget import publish_result, result, settled, summary
+from tests.support.client import ask
+from tests.support.profile import write_profile
+from tests.support.scripted_worker import ScriptedWorker
+from tests.support.wait import eventually
+
+LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
+
+
+class Orchestra:
+    """A budget_guard (or none), a scripted worker and a router, in-process, on one profile."""
+
+    def __init__(self, tmp_path: Path, url: str, nc: NATS) -> None:
+        self.tmp_path, self.url, self.nc = tmp_path, url, nc
+        self.actors: list[Any] = []
+        self.router: Router
+        self.worker: ScriptedWorker
+
+    async def start(self, budgets: dict[str, Any], *, guard: bool = True) -> ScriptedWorker:
+        overrides = {"router": {"attempt_timeout": "2s", "max_attempts": 3}, "budgets": budgets}
+        cfg = load_config(write_profile(self.tmp_path / "profile", self.url, overrides=overrides))
+        self.worker = ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"])
+        self.router = Router(cfg, instance="test-router")
+        self.actors = [BudgetGuard(cfg)] if guard else []
+        self.actors += [self.worker, self.router]
+        for actor in self.actors:
+            await actor.start(self.nc)
+        await eventually(lambda: self.router.view.hosts.data and self.router.view.providers.data)
+        return self.worker
+
+    async def stop(self) -> None:
+        for actor in reversed(self.actors):
+            await actor.stop(grace=0.5)
+
+
+@pytest.fixture
+async def orchestra(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Orchestra]:
+    o = Orchestra(tmp_path, nats_server.url, nc)
+    yield o
+    await o.stop()
+
+
+def chat(text: str = "hello", **kw: object) -> GenerateRequest:
+    return make_request(messages=[ChatMessage(role="user", content=text)], timeout_s=20, **kw)
+
+
+async def test_the_router_reserves_before_a_paid_attempt_and_the_result_settles_it(
+    orchestra: Orchestra, nc: NATS
+) -> None:
+    """A gpt-4o request: one reservation for the dispatch, settled by its result; nothing left held."""
+    worker = await orchestra.start({})
+    out = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(out, GenerateResult) and out.model == "gpt-4o"
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.charges == 1 and state.open_reservations == 0
+    assert [s.model for s in worker.seen] == ["gpt-4o"]
+
+
+async def test_a_hard_cap_makes_the_router_fall_back_or_answer_budget_exceeded(orchestra: Orchestra, nc: NATS) -> None:
+    """Premium capped below one attempt's worst case: `gpt-4o` by name is answered `budget_exceeded`
+    naming the budget, never dispatched; a request allowed premium or Together goes to Together."""
+    worker = await orchestra.start(
+        {"limits": [{"scope": "tier", "name": "premium", "period": "daily", "hard_usd": 0.0001}]}
+    )
+    refused = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(refused, GenerateError) and refused.error.code == "budget_exceeded"
+    assert "tier:premium:daily" in refused.error.message
+    fallback = await ask(nc, chat(requirements=Requirements(tiers=["premium", "together"], strategy="quality")))
+    assert isinstance(fallback, GenerateResult) and fallback.tier == "together"
+    assert "gpt-4o" not in [s.model for s in worker.seen]
+
+
+async def test_after_a_cost_spike_the_router_no_longer_uses_premium(orchestra: Orchestra, nc: NATS) -> None:
+    """API spend past the spike limit: the guard disables premium in orch_tiers, the router stops
+    dispatching to it (its reservations would be denied too)."""
+    worker = await orchestra.start({"spike": {"daily_usd": 0.5, "velocity_usd_per_hour": None}})
+    assert isinstance(await ask(nc, chat(model="gpt-4o")), GenerateResult)
+    await publish_result(nc, result("spend1", 0.6))
+    await eventually(lambda: _disabled(nc), timeout=10)
+    await eventually(lambda: not orchestra.router.view.tiers.data["premium"].enabled)  # its KV watch saw it
+    refused = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(refused, GenerateError) and refused.error.code == "unavailable"
+    assert [s.model for s in worker.seen].count("gpt-4o") == 1
+
+
+async def _disabled(nc: NATS) -> bool:
+    return "premium" in (await summary(nc)).disabled_tiers
+
+
+async def test_without_a_guard_require_reservation_decides(orchestra: Orchestra, nc: NATS) -> None:
+    """No budget_guard running and `require_reservation: true`: a paid attempt is refused
+    (`unavailable`), and a request that may use local falls back to it."""
+    worker = await orchestra.start({"require_reservation": True}, guard=False)
+    refused = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(refused, GenerateError) and refused.error.code == "unavailable"
+    assert "no budget reservation" in refused.error.message
+    assert "gpt-4o" not in [s.model for s in worker.seen]

@@ -1,0 +1,129 @@
+"""Helpers for budget_guard tests: play the router (reserve / release) and the workers (results)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from nats.aio.client import Client as NATS
+
+from actors.budget_guard.charges import charge_of
+from actors.budget_guard.ledger import charges_digest
+from bus import subjects
+from bus.cli.audit import replay
+from bus.service import call
+from schemas.budget import (
+    LEDGER_SUMMARY,
+    RELEASE_REPLY,
+    RESERVE_REPLY,
+    LedgerSummary,
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+    SummaryRequest,
+)
+from schemas.codec import encode
+from schemas.errors import ErrorInfo
+from schemas.result import AttemptFailed, GenerateResult, Usage
+
+PROVIDER = {"premium": "openai", "together": "together", "local": "cpu0"}
+MODEL = {"premium": "gpt-4o", "together": "together/llama3.1-70b", "local": "smollm2-135m"}
+
+
+async def reserve(
+    nc: NATS,
+    request_id: str,
+    usd: float,
+    *,
+    tier: str = "premium",
+    attempt: int = 0,
+    key: str | None = None,
+    deadline: float | None = None,
+    timeout: float = 5.0,
+) -> ReserveReply:
+    req = ReserveRequest(
+        request_id=request_id,
+        attempt=attempt,
+        tier=tier,  # type: ignore[arg-type]
+        provider=PROVIDER[tier] if tier != "local" else None,
+        model=MODEL[tier],
+        client_key=key,
+        amount_usd=usd,
+        deadline=deadline if deadline is not None else time.time() + 60,
+    )
+    return await call(nc, subjects.SVC_BUDGET_RESERVE, req, RESERVE_REPLY, timeout=timeout)
+
+
+async def release(nc: NATS, reservation_id: str) -> ReleaseReply:
+    return await call(nc, subjects.SVC_BUDGET_RELEASE, ReleaseRequest(reservation_id=reservation_id), RELEASE_REPLY)
+
+
+async def summary(nc: NATS) -> LedgerSummary:
+    return await call(nc, subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=5.0)
+
+
+def result(
+    request_id: str, usd: float, *, tier: str = "premium", attempt: int = 0, key: str | None = None
+) -> GenerateResult:
+    return GenerateResult(
+        request_id=request_id,
+        text="ok",
+        model=MODEL[tier],
+        family="gpt",
+        tier=tier,  # type: ignore[arg-type]
+        target=PROVIDER[tier],
+        usage=Usage(input_tokens=100, output_tokens=50),
+        cost_usd=usd,
+        attempt=attempt,
+        client_key=key,
+        created_at=time.time(),
+    )
+
+
+def failure(request_id: str, usd: float, *, tier: str = "premium", attempt: int = 0) -> AttemptFailed:
+    return AttemptFailed(
+        request_id=request_id,
+        attempt=attempt,
+        target=PROVIDER[tier],
+        model=MODEL[tier],
+        tier=tier,  # type: ignore[arg-type]
+        error=ErrorInfo.of("provider_error", "upstream 502"),
+        usage=Usage(input_tokens=100),
+        cost_usd=usd,
+        created_at=time.time(),
+    )
+
+
+async def publish_result(nc: NATS, res: GenerateResult, *, msg_id: str | None = None) -> None:
+    """As a worker does (Msg-Id = request id); ``msg_id`` overrides it (a copy stored twice)."""
+    headers = {"Nats-Msg-Id": msg_id or res.request_id}
+    await nc.jetstream().publish(subjects.result(res.request_id), encode(res), headers=headers)
+
+
+async def publish_failure(nc: NATS, f: AttemptFailed, *, msg_id: str | None = None) -> None:
+    headers = {"Nats-Msg-Id": msg_id or f"{f.request_id}:{f.attempt}:failed"}
+    await nc.jetstream().publish(subjects.attempt_failed(f.request_id), encode(f), headers=headers)
+
+
+async def settled(nc: NATS, durable: str = "budget_guard") -> bool:
+    """The guard's RESULTS consumer has handled everything stored."""
+    try:
+        info = await nc.jetstream().consumer_info("RESULTS", durable)
+    except Exception:
+        return False
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def replayed_charges(nc: NATS) -> dict[str, int]:
+    """Every stored result charged the way the guard charges it: key -> nano-dollars."""
+    records = await replay(nc.jetstream(), [subjects.RESULT_ALL], datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    out: dict[str, int] = {}
+    for when, _seq, _stream, subject, data in records:
+        c = charge_of(subject, data, when.timestamp())
+        out.setdefault(c.key, c.cost_nanos)
+    return out
+
+
+def digest(charges: dict[str, int]) -> str:
+    return charges_digest(list(charges.items()))

@@ -1,0 +1,30 @@
+"""Run a module under an address-space limit (``python -m tests.support.limited ...``): allocations past it
+fail at once (ENOMEM) instead of succeeding and waking the OOM killer. For tests of real allocation failures.
+
+    LIMITED_MODULE=actors.gpu_host LIMITED_AS_HEADROOM=2500000000 python -m tests.support.limited --host cpu0
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import runpy
+import sys
+
+
+def _vsz() -> int:
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+if __name__ == "__main__":
+    module = os.environ["LIMITED_MODULE"]
+    headroom = int(os.environ["LIMITED_AS_HEADROOM"])
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    soft = _vsz() + headroom
+    resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    sys.argv = [module, *sys.argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
