@@ -18,6 +18,7 @@ import time
 
 from nats.aio.client import Client as NATS
 
+from actors.cache.policy import decide
 from bus.actor import Actor
 from bus.errors import ServiceCallError
 from bus.service import call
@@ -42,8 +43,9 @@ class CacheClient:
 
     async def lookup(self, request: GenerateRequest) -> GenerateResult | None:
         cfg = self.actor.cfg.cache
-        if not cfg.enabled:
-            return None
+        decision = decide(request, enabled=cfg.enabled)
+        if not (decision.lookup or decision.store):
+            return None  # nothing to look up and nothing to remember: no round trip
         try:
             reply = await cache_lookup(self.actor.nc, request, timeout=float(cfg.lookup_timeout))
         except ServiceCallError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from actors.budget_guard.client import BudgetClient
+from actors.cache.client import CacheClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.policy import host_up, plan_request
@@ -42,6 +43,7 @@ class Router(Actor):
         self.view: View
         self.flow = Flow(self)
         self.flow.reserve = BudgetClient(self).reserve  # a reservation before every paid attempt
+        self.cache = CacheClient(self)
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
 
@@ -110,6 +112,11 @@ class Router(Actor):
         d.hold()
         if request.mode != "single":
             await self.start_fanout(request, d)
+            return
+        cached = await self.cache.lookup(request)  # None: a miss (remembered by the cache), or no cache
+        if cached is not None:
+            await publish_outcome(self, cached)
+            await d.ack()
             return
         decision = plan_request(request, self.cfg, self.view.snapshot())
         if isinstance(decision, ErrorInfo):
