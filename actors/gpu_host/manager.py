@@ -14,6 +14,7 @@ transition publishes an event (model.loaded / model.unloaded / model.swap / mode
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -49,6 +50,20 @@ class Resident:
     load_ms: float
     usage: policy.Usage = field(default_factory=policy.Usage)
     draining: bool = False
+    admitted: int = 0  # requests handed this model and not finished (an unload waits for them)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while admitted == 0
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def admit(self) -> None:
+        self.admitted += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.admitted = max(0, self.admitted - 1)
+        if self.admitted == 0:
+            self.idle.set()
 
     @property
     def bytes_by_card(self) -> dict[str, int]:
@@ -141,8 +156,16 @@ class ModelManager:
 
     # --- transitions -------------------------------------------------------------------------------
     async def ensure_loaded(
-        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request"
+        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request", admit: bool = False
     ) -> Resident:
+        """The model, loaded. ``admit``: a request will run on it; it counts as in flight from this very
+        moment (no await in between), so an unload that starts now waits for it (``Resident.release``)."""
+        r = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason)
+        if admit:
+            r.admit()
+        return r
+
+    async def _ensure_loaded(self, name: str, *, keep_alive: KeepAlive | None, reason: str) -> Resident:
         r = self.loaded(name)
         if r is not None:
             if keep_alive is not None:
@@ -272,7 +295,10 @@ class ModelManager:
         r.draining = True
         self.changed()
         if drain_timeout > 0:
-            await r.engine.drain(drain_timeout)
+            deadline = time.monotonic() + drain_timeout
+            with contextlib.suppress(TimeoutError):  # requests handed the model, maybe not yet submitted
+                await asyncio.wait_for(r.idle.wait(), drain_timeout)
+            await r.engine.drain(max(0.0, deadline - time.monotonic()))
         await r.engine.stop()
         del self.residents[name]
         log.info("%s: unloaded %s (%s)", self.host, name, reason)
