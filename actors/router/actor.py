@@ -124,7 +124,9 @@ class Router(Actor):
             await d.ack()
             return
         resume = await self.resume_point(request, d)
-        pending = Pending(request=request, plan=decision.targets, strategy=decision.strategy, delivery=d)
+        pending = Pending(
+            request=request, plan=decision.targets, strategy=decision.strategy, route=decision.route, delivery=d
+        )
         await self.flow.start(pending, resume_after=resume)
 
     async def resume_point(self, request: GenerateRequest, d: Delivery) -> int:

@@ -27,7 +27,7 @@ from bus.outcomes import publish_outcome
 from schemas.codec import OUTCOME
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError
-from schemas.events import Escalated, RequestFallback, RequestRouted
+from schemas.events import Escalated, RequestFallback
 from schemas.request import GenerateRequest
 from schemas.result import (
     AttemptFailed,
@@ -55,6 +55,7 @@ class Pending:
     request: GenerateRequest
     plan: list[Target]
     strategy: str = ""
+    route: str | None = None
     delivery: Delivery | None = None  # the held REQUESTS message; None for fan-out children
     parent: FanOut | None = None
     prompt_variant: str | None = None
@@ -136,6 +137,8 @@ class Flow:
                 reservation_id=reservation,
                 prompt_variant=p.prompt_variant,
                 parent_id=p.parent.request.id if p.parent else None,
+                strategy=p.strategy,
+                route=p.route,
                 dispatched_at=time.time(),
             )
             subject = (
@@ -148,16 +151,6 @@ class Flow:
             await self.router.publish(subject, dispatch, msg_id=f"{p.request.id}:{p.attempt}")
             timeout = min(float(cfg.router.attempt_timeout), remaining)
             p.timer = asyncio.get_running_loop().call_later(timeout, self._fire, self._attempt_timeout, p, p.attempt)
-            self.router.emit_nowait(
-                RequestRouted(
-                    request_id=p.request.id,
-                    target=target.where,
-                    model=target.model,
-                    tier=target.tier,
-                    strategy=p.strategy,
-                    attempt=p.attempt,
-                )
-            )
             return
 
     async def failed(self, f: AttemptFailed) -> None:
