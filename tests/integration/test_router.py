@@ -21,7 +21,7 @@ from schemas.config import OrchestraConfig
 from schemas.events import Escalated, RequestFallback
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
-from schemas.state import TierState
+from schemas.state import QueueState, TierState
 from tests.support.client import ask, ask_streaming, gather_events, outcomes_stored
 from tests.support.procs import ActorProcess
 from tests.support.profile import test_config, write_profile
@@ -258,4 +258,36 @@ async def test_a_router_killed_mid_request_is_replaced_and_the_request_ends_once
         assert await outcomes_stored(nc, request.id) == 1
         assert {(s.request_id, s.attempt) for s in worker.seen} == {(request.id, 0)}
     finally:
+        await worker.stop(grace=0.5)
+
+
+async def test_a_backlogged_target_gets_an_event_and_new_work_goes_elsewhere(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """Requests pile up on SmolLM2 (its worker is stuck); over `backlog_depth` for `backlog_wait`
+    it is marked backlogged: a queue.backlog event, a QueueState in KV, and new auto requests go to
+    Gemma instead."""
+    cfg = test_config(
+        tmp_path / "bl", nats_server.url, overrides={"router": {"backlog_depth": 2, "backlog_wait": "1s"}}
+    )
+    events: list[bytes] = []
+    await gather_events(nc, "orch.event.queue.backlog", events)
+    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]})
+    await worker.start(nc)
+    router = Router(cfg, instance="bl")
+    await router.start(nc)
+    try:
+        await eventually(lambda: router.view.hosts.data)
+        stuck = [chat(f"q{i}", model="smollm2-135m", timeout_s=60) for i in range(4)]
+        for r in stuck:
+            await nc.jetstream().publish(subjects.request("normal", r.id), encode(r), headers={"Nats-Msg-Id": r.id})
+        backlog = await eventually(lambda: [EVENT.decode(e) for e in events], timeout=15)
+        assert backlog[0].target == "local:cpu0:smollm2-135m" and backlog[0].depth >= 3  # type: ignore[attr-defined]
+        queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
+        state = await queues.get("local:cpu0:smollm2-135m")
+        assert state is not None and state.backlog
+        outcome = await ask(nc, chat("a chat that would have gone to SmolLM2"))
+        assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
+    finally:
+        await router.stop(grace=0.5)
         await worker.stop(grace=0.5)
