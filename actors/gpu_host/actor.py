@@ -120,6 +120,8 @@ class GpuHost(Actor):
                 if keep_alive not in (None, "hot", "warm", "cold"):
                     self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
                     keep_alive = None
+                if keep_alive is None and self.manager.configured_keep_alive(model) == "cold":
+                    keep_alive = "warm"  # asked for by name: keep it for its TTL, not only until it is idle
                 try:
                     await self.manager.ensure_loaded(model, keep_alive=keep_alive, reason=msg.reason or "command")  # type: ignore[arg-type]
                 except GpuHostError as exc:  # published as model.load_failed / oom already

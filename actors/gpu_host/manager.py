@@ -29,6 +29,7 @@ from actors.gpu_host.library import ModelLibrary, ResolvedModel, planned_kv_byte
 from actors.gpu_host.llama_engine import LlamaCppEngine
 from schemas.base import KeepAlive
 from schemas.config.hosts import CardCfg
+from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
 from schemas.events import Event, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.state import CardState, HostState, LoadedModel
@@ -137,6 +138,10 @@ class ModelManager:
         return HostState(
             host=self.host, up=up, cards=cards, models=models, heartbeat_at=time.time(), started_at=started_at
         )
+
+    def configured_keep_alive(self, name: str) -> KeepAlive | None:
+        model = self.cfg.models.get(name)
+        return model.keep_alive if isinstance(model, LocalModel) else None
 
     def hot_models(self) -> list[str]:
         """Hot models this host loads at start: those pinned to its cards, and unpinned ones when it is the
