@@ -14,6 +14,10 @@ Check-and-hold is one synchronous call (:meth:`try_reserve`): nothing can interl
 check of every limit and the hold, so concurrent reservations can never overshoot a hard cap.
 Expiry is a function of the time passed in: holds past ``expires_at`` stop counting.
 
+Settlement is decided before the ``Charged`` entry is stored (:meth:`settles`, synchronous) and applied
+after: the hold it settles is claimed meanwhile, so a final outcome or an expiry applied first (the
+guard stores charges concurrently) leaves that hold to its charge instead of freeing it early.
+
 Leases. A lease is a hold (``Reserved(lease=True)``) that one router draws many attempts' worst cases
 from, locally. Its hold is ``amount - used``, where ``used`` grows by the undrawn remainder the router
 releases when it retires the lease (once: ``Released(amount_nanos=...)``) and by each draw a charge

@@ -452,6 +452,25 @@ def test_a_charge_being_stored_keeps_its_hold_from_a_final_outcome_and_from_expi
     assert [r.id for r in ledger.expire(T0 + 3600)] == ["s:0:x"]
 
 
+def test_a_ledger_written_before_leases_still_rebuilds() -> None:
+    """Entries stored by an older guard (no lease fields) decode with the defaults and fold as before."""
+    old = [
+        b'{"kind":"reserved","at":1795348800.0,"reservation_id":"a:0:x","request_id":"a","attempt":0,'
+        b'"tier":"premium","provider":"openai","model":"gpt-4o","client_key":null,"amount_nanos":500000000,'
+        b'"expires_at":1795348890.0}',
+        b'{"kind":"reserved","at":1795348800.0,"reservation_id":"b:0:x","request_id":"b","attempt":0,'
+        b'"tier":"premium","provider":"openai","model":"gpt-4o","amount_nanos":300000000,"expires_at":1795348890.0}',
+        b'{"kind":"charged","at":1795348801.0,"key":"a","outcome":"result","request_id":"a","attempt":0,'
+        b'"tier":"premium","provider":"openai","model":"gpt-4o","cost_nanos":120000000,"reservation_id":"a:0:x"}',
+        b'{"kind":"released","at":1795348802.0,"reservation_id":"b:0:x","reason":"released"}',
+    ]
+    ledger = Ledger(budgets(premium_daily(1.0)))
+    for data in old:
+        assert ledger.apply(msgspec.json.decode(data, type=LedgerEntry)) is True
+    assert not ledger.reservations and not ledger.held
+    assert ledger.spent[("tier:premium", "2026-11-22")] == to_nanos(0.12)
+
+
 def lease_snapshot(ledger: Ledger) -> tuple[object, ...]:
     return (*snapshot(ledger), sorted((k, sorted(v.items())) for k, v in ledger.draws.items() if v))
 
