@@ -49,6 +49,8 @@ async def publish_failure(
         client_key=dispatch.request.client_key,
         parent_id=dispatch.parent_id,
         created_at=time.time(),
+        reservation_id=dispatch.reservation_id,
+        reserved_nanos=dispatch.reserved_nanos,
     )
     await actor.publish(subjects.attempt_failed(request_id), failure, msg_id=f"{request_id}:{dispatch.attempt}:failed")
 

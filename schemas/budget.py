@@ -35,6 +35,10 @@ class ReserveRequest(Message, frozen=True, kw_only=True):
     client_key: str | None = None
     amount_usd: Annotated[float, Meta(ge=0)]
     deadline: float = 0.0  # the request's deadline (epoch s); the hold expires after it (+ grace)
+    # A lease: one hold the router draws the worst cases of many attempts from, locally (request_id
+    # "lease-<router>-<n>", attempt 0, deadline = the latest request deadline it serves). Its
+    # reservation id is its request id. Denied leases raise no "cap reached" notification.
+    lease: bool = False
 
 
 class ReserveReply(Message, frozen=True, kw_only=True):
@@ -45,11 +49,15 @@ class ReserveReply(Message, frozen=True, kw_only=True):
     amount_usd: float = 0.0
     remaining_usd: float | None = None  # under the tightest hard limit after this reservation (or when denied)
     expires_at: float = 0.0
+    amount_nanos: int = 0  # the hold, exactly (a lease's draws are counted against it)
 
 
 class ReleaseRequest(Message, frozen=True, kw_only=True):
     reservation_id: str
     reason: str = ""
+    # A lease: release only this much (its undrawn remainder; the drawn part stays held until each
+    # draw is settled or the lease expires). Once per lease. None: release the whole hold.
+    amount_nanos: Annotated[int, Meta(ge=0)] | None = None
 
 
 class ReleaseReply(Message, frozen=True, kw_only=True):
@@ -77,12 +85,13 @@ class LedgerSummary(Message, frozen=True, kw_only=True):
     charges: int  # charge records retained (one per stored result / failed attempt)
     spent_nanos: int  # their sum
     digest: str  # sha256 over the sorted "key=nanos" lines of those charges
-    open_reservations: int
+    open_reservations: int  # leases included
     held_nanos: int
     by_tier: dict[str, int] = {}  # nanos
     limits: list[LimitStatus] = []
     disabled_tiers: list[str] = []
     entries_replayed: int = 0  # LEDGER entries read at start
+    open_leases: int = 0
     replay_ms: float = 0.0
 
 
@@ -101,11 +110,13 @@ class Reserved(Entry, frozen=True, kw_only=True, tag="reserved"):
     client_key: str | None = None
     amount_nanos: int
     expires_at: float
+    lease: bool = False  # a lease (ReserveRequest.lease): charges carrying its id consume their draw from it
 
 
 class Released(Entry, frozen=True, kw_only=True, tag="released"):
     reservation_id: str
     reason: str = ""  # "released" (by the router), "rolled_back" (its Reserved entry may not be stored)
+    amount_nanos: int | None = None  # a lease's undrawn remainder (it is retired); None: the whole hold
 
 
 ChargeKind = Literal["result", "aggregate", "error", "failed"]
@@ -114,7 +125,8 @@ ChargeKind = Literal["result", "aggregate", "error", "failed"]
 class Charged(Entry, frozen=True, kw_only=True, tag="charged"):
     """One stored RESULTS message, charged once. ``key`` is that message's Msg-Id: ``<id>`` for the
     final outcome, ``<id>:<attempt>:failed`` for a failed attempt. A final outcome also releases every
-    other open reservation of the request."""
+    other open (per-request) reservation of the request. Against a lease, the charge frees its draw
+    (``reserved_nanos``, or its cost when that is unknown) from the lease's hold."""
 
     key: str
     outcome: ChargeKind
@@ -128,6 +140,7 @@ class Charged(Entry, frozen=True, kw_only=True, tag="charged"):
     output_tokens: int = 0
     cost_nanos: int = 0
     reservation_id: str | None = None  # the reservation it settled, if one was open
+    reserved_nanos: int = 0  # against a lease: the draw it settles (the attempt's worst case)
 
     @property
     def final(self) -> bool:

@@ -25,7 +25,8 @@ class Dispatch(Message, frozen=True, kw_only=True):
     target: Target
     attempt: int = 0
     plan: list[Target] = []  # the fallback chain, target == plan[attempt] when a plan exists
-    reservation_id: str | None = None  # budget reservation to settle
+    reservation_id: str | None = None  # budget reservation to settle (a per-request hold, or a lease)
+    reserved_nanos: int = 0  # the worst case held for this attempt (drawn from the lease, if one)
     sampling: Sampling | None = None  # overrides request.sampling (diverse fan-out variants)
     prompt_variant: str | None = None
     parent_id: str | None = None  # set on fan-out children: the id of the diverse/ensemble request

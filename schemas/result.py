@@ -81,6 +81,8 @@ class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
     task: str | None = None  # copied from the request: diversity per task
     parent_id: str | None = None  # set on a fan-out child's result: the diverse/ensemble request
     created_at: float = 0.0
+    reservation_id: str | None = None  # copied from the Dispatch: the budget hold this attempt settles
+    reserved_nanos: int = 0  # copied from the Dispatch: the worst case held for it
 
 
 class GenerateError(Tagged, frozen=True, kw_only=True, tag="error"):
@@ -108,6 +110,8 @@ class AttemptFailed(Message, frozen=True, kw_only=True):
     client_key: str | None = None
     parent_id: str | None = None
     created_at: float = 0.0
+    reservation_id: str | None = None  # copied from the Dispatch, as on GenerateResult
+    reserved_nanos: int = 0
 
 
 class StreamChunk(Message, frozen=True, kw_only=True):

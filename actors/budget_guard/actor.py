@@ -1,7 +1,7 @@
 """The budget_guard actor: the one writer of the spend ledger (stream LEDGER) and of ``orch_tiers``.
 
-    orch.svc.budget.reserve    check every hard limit and hold the worst case, atomically
-    orch.svc.budget.release    drop a hold the router will not use
+    orch.svc.budget.reserve    check every hard limit and hold the worst case, atomically (or a lease)
+    orch.svc.budget.release    drop a hold the router will not use (a lease: its undrawn remainder)
     orch.svc.budget.summary    the live ledger
     orch.result.>              settle: charge each stored result once, free its hold
     orch.cmd.tier.*            SetTier: write orch_tiers, emit tier.disabled / tier.enabled
@@ -143,17 +143,22 @@ class BudgetGuard(Actor):
     # --- services --------------------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveReply:
         now = time.time()
-        rid = f"{req.request_id}:{req.attempt}:{secrets.token_hex(4)}"
+        # A lease's id is its request id (unique per router run), so its router can release it by name.
+        rid = req.request_id if req.lease else f"{req.request_id}:{req.attempt}:{secrets.token_hex(4)}"
         decision = self.ledger.try_reserve(req, reservation_id=rid, now=now, disabled_tiers=self.tiers.disabled())
         remaining = None if decision.remaining is None else decision.remaining / NANOS
         if not decision.granted:
             why = f"{decision.reason} {decision.scope}"
+            denied = ReserveReply(granted=False, reason=decision.reason, scope=decision.scope, remaining_usd=remaining)
+            if req.lease:  # the router reserves per attempt instead: no notification for a lease
+                self.log.debug("lease %s denied (%s %s): %s", req.request_id, req.tier, req.model, why)
+                return denied
             self.log.info("denied %s:%d (%s %s): %s", req.request_id, req.attempt, req.tier, req.model, why)
             if decision.limit is not None:
                 due = self.ledger.cap_reached(decision.limit, now)
                 if due is not None and self.ledger.claim(due.key):
                     self._in_background(self._notify(due))
-            return ReserveReply(granted=False, reason=decision.reason, scope=decision.scope, remaining_usd=remaining)
+            return denied
         if decision.entry is not None:
             try:
                 # Write-ahead on this connection: the entry reaches the server before the reply does
@@ -179,20 +184,23 @@ class BudgetGuard(Actor):
             amount_usd=r.amount / NANOS,
             remaining_usd=remaining,
             expires_at=r.expires_at,
+            amount_nanos=r.amount,
         )
 
     async def release(self, req: ReleaseRequest) -> ReleaseReply:
-        r = self.ledger.reservations.get(req.reservation_id)
-        if r is None:
+        freed = self.ledger.releasable(req.reservation_id, req.amount_nanos)
+        if freed is None:
             return ReleaseReply(released=False)
-        entry = Released(at=time.time(), reservation_id=r.id, reason=req.reason or "released")
+        r = self.ledger.reservations[req.reservation_id]
+        partial = req.amount_nanos if r.lease else None
+        entry = Released(at=time.time(), reservation_id=r.id, reason=req.reason or "released", amount_nanos=partial)
         try:
             await self._append(entry, 2.0)
         except Exception as exc:
             info = ErrorInfo.of("unavailable", "the ledger cannot be written now; the hold expires at its deadline")
             raise ServiceCallError(info) from exc
         self.ledger.apply(entry)
-        return ReleaseReply(released=True, amount_usd=r.amount / NANOS)
+        return ReleaseReply(released=True, amount_usd=freed / NANOS)
 
     async def summary(self, _req: SummaryRequest) -> LedgerSummary:
         return msgspec.structs.replace(
@@ -208,13 +216,13 @@ class BudgetGuard(Actor):
         charge = charge_of(d.subject, d.data, d.published_at)  # SchemaError: dead letter
         if self.ledger.is_charged(charge.key):
             return  # a redelivery: charged once
-        if charge.outcome in ("result", "failed"):
-            held = self.ledger.open_reservation(charge.request_id, charge.attempt)
-            if held is not None:
-                charge = msgspec.structs.replace(charge, reservation_id=held.id)
+        charge = self.ledger.settles(charge)  # the hold it settles (its lease draw, or its reservation), claimed
         try:
             await self._append(charge, 10.0)
-        except Exception as exc:
+        except BaseException as exc:  # not stored (or cancelled): the hold is free to settle otherwise
+            self.ledger.unclaim(charge)
+            if not isinstance(exc, Exception):
+                raise
             raise Transient(f"the ledger could not store charge {charge.key}: {exc}") from exc
         self.ledger.apply(charge)
         await self._fire_due(time.time())
@@ -252,7 +260,7 @@ class BudgetGuard(Actor):
         while True:
             now = time.time()
             for r in self.ledger.expire(now):
-                self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.amount, 6))
+                self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.hold, 6))
             if now - self._pruned > PRUNE_EVERY:
                 self.ledger.prune(now)
                 self._pruned = now

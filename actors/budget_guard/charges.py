@@ -8,6 +8,8 @@ this, so a report replayed from RESULTS and the ledger agree by construction.
     orch.result.<id>.failed   AttemptFailed   -> Charged(key=<id>:<attempt>:failed, outcome="failed", cost_usd)
 
 The key is the message's own Msg-Id (docs/protocol.md), so a redelivered message is charged once.
+The charge names the hold the worker was given (``reservation_id``, ``reserved_nanos`` from the
+Dispatch); the ledger decides what it settles (``Ledger.settles``).
 The charge time is the result's ``created_at``, or the time it was stored when that is missing.
 """
 
@@ -53,6 +55,8 @@ def charge_of(subject: str, data: bytes, stored_at: float) -> Charged:
             input_tokens=f.usage.input_tokens,
             output_tokens=f.usage.output_tokens,
             cost_nanos=_nanos(f.cost_usd),
+            reservation_id=f.reservation_id,
+            reserved_nanos=max(0, f.reserved_nanos),
         )
     if len(parts) != 3:
         raise SchemaError(f"not a result subject: {subject}")
@@ -73,6 +77,8 @@ def charge_of(subject: str, data: bytes, stored_at: float) -> Charged:
                 input_tokens=0 if aggregate else outcome.usage.input_tokens,
                 output_tokens=0 if aggregate else outcome.usage.output_tokens,
                 cost_nanos=0 if aggregate else _nanos(outcome.cost_usd),
+                reservation_id=None if aggregate else outcome.reservation_id,
+                reserved_nanos=0 if aggregate else max(0, outcome.reserved_nanos),
             )
         case GenerateError():
             return Charged(

@@ -13,15 +13,43 @@ rebuilt ledger is the ledger. What it holds:
 Check-and-hold is one synchronous call (:meth:`try_reserve`): nothing can interleave between the
 check of every limit and the hold, so concurrent reservations can never overshoot a hard cap.
 Expiry is a function of the time passed in: holds past ``expires_at`` stop counting.
+
+Settlement is decided before the ``Charged`` entry is stored (:meth:`settles`, synchronous) and applied
+after: the hold it settles is claimed meanwhile, so a final outcome or an expiry applied first (the
+guard stores charges concurrently) leaves that hold to its charge instead of freeing it early.
+
+Leases. A lease is a hold (``Reserved(lease=True)``) that one router draws many attempts' worst cases
+from, locally. Its hold is ``amount - used``, where ``used`` grows by the undrawn remainder the router
+releases when it retires the lease (once: ``Released(amount_nanos=...)``) and by each draw a charge
+settles (``Charged.reserved_nanos``: the attempt's worst case; its cost when that is unknown). Each
+draw, i.e. (request id, attempt), is settled against the lease at most once; a final outcome's "free
+every other hold of the request" never touches a lease. The invariant, for a lease of amount A:
+
+    drawn      = sum of w_i over the attempts i the router drew (w_i = the attempt's worst case)
+    released   = A - drawn when retired, else 0           (the router releases only what it did not draw)
+    hold       = A - released - sum of w_i over settled i
+               = (A - drawn if not retired) + sum of w_i over unsettled i
+              >= sum of w_i over unsettled i  >=  sum of c_i over unsettled i   (each cost c_i <= w_i)
+
+so spent + held covers every cost still to come, exactly as per-request holds do: a grant checks
+spent + held + amount <= cap, and a charge adds c_i to spent while it takes w_i >= c_i from held, so
+spent + held never passes a cap. (A charge whose draw is unknown takes c_i: still hold >= the rest.)
+``used`` is a sum and the hold is clamped at 0 only when it is read, so applying a lease's entries in
+any order gives the same hold: the rebuilt ledger equals the live one. A retired lease that holds
+nothing more is dropped; an unretired one (its router died) stays until it expires, at the latest
+request deadline it serves + ``reservation_grace``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+
+import msgspec
 
 from actors.budget_guard.limits import PERIODS, Calendar, Limit, limits_of, scopes_of
 from actors.budget_guard.money import NANOS, to_nanos
@@ -50,6 +78,13 @@ class Reservation:
     scopes: tuple[str, ...]
     amount: int
     expires_at: float
+    lease: bool = False
+    used: int = 0  # a lease: its released remainder + the draws charges settled against it
+    retired: bool = False  # a lease whose undrawn remainder was released: nothing more is drawn from it
+
+    @property
+    def hold(self) -> int:
+        return max(0, self.amount - self.used)
 
 
 @dataclass(frozen=True)
@@ -87,8 +122,11 @@ class Ledger:
         self.keep_charges_s = keep_charges_s
         self.reservations: dict[str, Reservation] = {}
         self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
-        self._by_attempt: dict[tuple[str, int], str] = {}
+        self._by_attempt: dict[tuple[str, int], str] = {}  # per-request holds only, never leases
         self._by_request: dict[str, set[str]] = defaultdict(set)
+        self._leases: dict[str, str] = {}  # a lease's request id -> its reservation id
+        self.draws: dict[str, dict[tuple[str, int], str]] = {}  # lease -> settled (request, attempt) -> charge key
+        self._settling: dict[str, set[str]] = {}  # hold -> keys of the charges being stored to settle it
         self.held: dict[str, int] = defaultdict(int)
         self.spent: dict[tuple[str, str], int] = defaultdict(int)
         self.charges: dict[str, ChargeRecord] = {}
@@ -113,7 +151,13 @@ class Ledger:
         """Check every hard limit and hold the amount, in one step. The caller persists
         ``decision.entry`` and calls :meth:`rollback` if that fails."""
         self.expire(now)
-        existing = self.open_reservation(req.request_id, req.attempt)
+        if req.lease:
+            lease_id = self._leases.get(req.request_id)
+            existing = self.reservations.get(lease_id) if lease_id else None
+            if existing is not None and existing.retired:  # a lease id serves once: never hand it out again
+                return Decision(False, reason="ledger_unavailable", scope=f"lease:{req.request_id}")
+        else:
+            existing = self.open_reservation(req.request_id, req.attempt)
         if existing is not None:
             return Decision(True, reservation=existing, remaining=self._remaining(existing.scopes, now))
         if req.tier in disabled_tiers:
@@ -143,6 +187,7 @@ class Ledger:
             client_key=req.client_key,
             amount_nanos=amount,
             expires_at=max(deadline, now) + float(self.cfg.reservation_grace),
+            lease=req.lease,
         )
         self.apply(entry)
         reservation = self.reservations[reservation_id]
@@ -153,12 +198,17 @@ class Ledger:
         self._drop(reservation_id)
 
     def expire(self, now: float) -> list[Reservation]:
-        gone = []
+        gone, later = [], []
         while self._expiry and self._expiry[0][0] <= now:
-            _, rid = heapq.heappop(self._expiry)
+            at, rid = heapq.heappop(self._expiry)
+            if self._settling.get(rid):  # a charge against it is being stored: it settles it first
+                later.append((at, rid))
+                continue
             r = self._drop(rid)  # None: settled or released already
             if r is not None:
                 gone.append(r)
+        for item in later:  # looked at again on the next call
+            heapq.heappush(self._expiry, item)
         return gone
 
     def _hard_limits(self, scopes: tuple[str, ...]) -> Iterator[Limit]:
@@ -175,15 +225,30 @@ class Ledger:
     def _hold(self, r: Reservation) -> None:
         self.reservations[r.id] = r
         heapq.heappush(self._expiry, (r.expires_at, r.id))
-        self._by_attempt[(r.request_id, r.attempt)] = r.id
-        self._by_request[r.request_id].add(r.id)
-        for scope in r.scopes:
-            self.held[scope] += r.amount
+        if r.lease:
+            self._leases[r.request_id] = r.id
+        else:
+            self._by_attempt[(r.request_id, r.attempt)] = r.id
+            self._by_request[r.request_id].add(r.id)
+        self._add_held(r.scopes, r.hold)
+
+    def _add_held(self, scopes: tuple[str, ...], nanos: int) -> None:
+        if not nanos:
+            return
+        for scope in scopes:
+            self.held[scope] += nanos
+            if not self.held[scope]:
+                del self.held[scope]
 
     def _drop(self, reservation_id: str) -> Reservation | None:
         r = self.reservations.pop(reservation_id, None)
         if r is None:
             return None
+        self._settling.pop(r.id, None)
+        if r.lease:
+            if self._leases.get(r.request_id) == r.id:
+                del self._leases[r.request_id]
+            self.draws.pop(r.id, None)
         if self._by_attempt.get((r.request_id, r.attempt)) == r.id:
             del self._by_attempt[(r.request_id, r.attempt)]
         ids = self._by_request.get(r.request_id)
@@ -191,11 +256,59 @@ class Ledger:
             ids.discard(r.id)
             if not ids:
                 del self._by_request[r.request_id]
-        for scope in r.scopes:
-            self.held[scope] -= r.amount
-            if not self.held[scope]:
-                del self.held[scope]
+        self._add_held(r.scopes, -r.hold)
         return r
+
+    def _use(self, r: Reservation, nanos: int, *, retire: bool = False) -> None:
+        """Take ``nanos`` from a lease's hold (a settled draw, or its released remainder)."""
+        new = dataclasses.replace(r, used=r.used + max(0, nanos), retired=r.retired or retire)
+        self.reservations[r.id] = new
+        self._add_held(r.scopes, new.hold - r.hold)
+        if new.retired and not new.hold:  # nothing drawn is left to settle: it is done
+            self._drop(r.id)
+
+    # --- leases ----------------------------------------------------------------------------------
+    def settles(self, c: Charged) -> Charged:
+        """Which hold a result or failed attempt settles, decided before its ``Charged`` entry is
+        stored (the entry records it): the lease it names, if that is open and this (request, attempt)
+        draw is not settled yet (claimed now, synchronously: a second outcome of the same attempt is
+        charged, unreserved); else the open reservation of its (request, attempt), as always."""
+        if c.outcome not in ("result", "failed"):
+            return c
+        r = self.reservations.get(c.reservation_id) if c.reservation_id else None
+        if r is not None and r.lease:
+            owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
+            if owner != c.key:
+                return msgspec.structs.replace(c, reservation_id=None, reserved_nanos=0)
+        else:
+            r = self.open_reservation(c.request_id, c.attempt)
+            c = msgspec.structs.replace(c, reservation_id=r.id if r else None, reserved_nanos=0)
+        if r is not None:  # until it is applied, neither expiry nor a final outcome frees this hold
+            self._settling.setdefault(r.id, set()).add(c.key)
+        return c
+
+    def unclaim(self, c: Charged) -> None:
+        """The entry that :meth:`settles` decided was not stored: its draw is open again."""
+        draws = self.draws.get(c.reservation_id or "")
+        if draws is not None and draws.get((c.request_id, c.attempt)) == c.key:
+            del draws[(c.request_id, c.attempt)]
+        self._unsettling(c)
+
+    def _unsettling(self, c: Charged) -> None:
+        keys = self._settling.get(c.reservation_id or "")
+        if keys is not None:
+            keys.discard(c.key)
+            if not keys:
+                del self._settling[c.reservation_id or ""]
+
+    def releasable(self, reservation_id: str, amount_nanos: int | None) -> int | None:
+        """What a release would free now (None: nothing to release: unknown, settled, or a retired lease)."""
+        r = self.reservations.get(reservation_id)
+        if r is None or r.retired:  # a lease is released once (its one Released entry retires it)
+            return None
+        if not r.lease or amount_nanos is None:
+            return r.hold
+        return min(amount_nanos, r.hold)
 
     # --- the fold ---------------------------------------------------------------------------------
     def apply(self, entry: LedgerEntry) -> bool:
@@ -214,11 +327,20 @@ class Ledger:
                         scopes=scopes_of(entry.tier, entry.provider, entry.model, entry.client_key),
                         amount=entry.amount_nanos,
                         expires_at=entry.expires_at,
+                        lease=entry.lease,
                     )
                 )
                 return True
             case Released():
-                return self._drop(entry.reservation_id) is not None
+                r = self.reservations.get(entry.reservation_id)
+                if r is None:
+                    return False
+                if not r.lease or entry.amount_nanos is None:
+                    return self._drop(r.id) is not None
+                if r.retired:  # a lease is released once
+                    return False
+                self._use(r, entry.amount_nanos, retire=True)
+                return True
             case Charged():
                 return self._charge(entry)
             case Marked():
@@ -243,11 +365,18 @@ class Ledger:
             if c.tier not in (None, "local"):
                 self._api_recent.append((c.at, c.cost_nanos))
                 self._api_recent_sum += c.cost_nanos
-        if c.reservation_id:
-            self._drop(c.reservation_id)
-        if c.final:  # the request is finished: no other attempt of it will be settled
+        r = self.reservations.get(c.reservation_id) if c.reservation_id else None
+        if r is not None and r.lease:
+            owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
+            if owner == c.key:  # each draw is settled once
+                self._use(r, c.reserved_nanos or c.cost_nanos)
+        self._unsettling(c)
+        if r is not None and not r.lease and not self._settling.get(r.id):  # (the last charge being stored drops it)
+            self._drop(r.id)
+        if c.final:  # the request is finished: no other attempt of it will be settled (leases are not its own),
             for rid in list(self._by_request.get(c.request_id, ())):
-                self._drop(rid)
+                if not self._settling.get(rid):  # but one whose charge is being stored settles it
+                    self._drop(rid)
         return True
 
     # --- notifications ---------------------------------------------------------------------------
@@ -373,7 +502,8 @@ class Ledger:
             spent_nanos=self.charged_total(),
             digest=self.digest(),
             open_reservations=len(self.reservations),
-            held_nanos=sum(r.amount for r in self.reservations.values()),
+            held_nanos=sum(r.hold for r in self.reservations.values()),
+            open_leases=len(self._leases),
             by_tier=self.by_tier(),
             limits=self.limit_status(now),
         )

@@ -215,6 +215,8 @@ class CloudProxy(Actor):
             task=request.task,
             parent_id=dispatch.parent_id,
             created_at=now,
+            reservation_id=dispatch.reservation_id,
+            reserved_nanos=dispatch.reserved_nanos,
         )
 
 

@@ -70,4 +70,6 @@ def make_result(
         task=req.task,
         parent_id=dispatch.parent_id,
         created_at=now,
+        reservation_id=dispatch.reservation_id,
+        reserved_nanos=dispatch.reserved_nanos,
     )

@@ -42,7 +42,8 @@ class Router(Actor):
         super().__init__(cfg, instance=instance)
         self.view: View
         self.flow = Flow(self)
-        self.flow.reserve = BudgetClient(self).reserve  # a reservation before every paid attempt
+        self.budget = BudgetClient(self)
+        self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
         self.cache = CacheClient(self)
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
@@ -74,6 +75,7 @@ class Router(Actor):
         self.queues = QueueWatch(self)
         self.spawn("queues", self.queues.run)
         self.spawn("hosts", self.watch_hosts)
+        self.spawn("leases", self.budget.sweep)
 
     async def on_stop(self) -> None:
         for sub in self._subs:
@@ -81,6 +83,7 @@ class Router(Actor):
                 await sub.unsubscribe()
         for task in list(self.background):
             task.cancel()
+        await self.budget.close()  # the undrawn part of its budget leases goes back
 
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)

@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TIER_RANK = {"local": 0, "together": 1, "premium": 2}
 
-# Before a paid attempt: returns a reservation id, or an ErrorInfo when the budget refuses.
-Reserve = Callable[[GenerateRequest, Target, int], Awaitable["str | ErrorInfo | None"]]
+# Before a paid attempt: returns (reservation id, nano-dollars held for it), an ErrorInfo when the budget
+# refuses, or None (no budget_guard, and attempts may go ahead unreserved).
+Reserve = Callable[[GenerateRequest, Target, int], Awaitable["tuple[str, int] | ErrorInfo | None"]]
 
 
 @dataclass(eq=False)
@@ -122,19 +123,21 @@ class Flow:
             if target.host and not self.router.host_alive(target.host):
                 p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
                 continue  # the plan was made when it was up: skip it rather than wait for a timeout
-            reservation = None
+            reservation, reserved = None, 0
             if target.tier != "local" and self.reserve is not None:
                 granted = await self.reserve(p.request, target, p.attempt)
                 if isinstance(granted, ErrorInfo):
                     p.last_error = granted
                     continue
-                reservation = granted
+                if granted is not None:
+                    reservation, reserved = granted
             dispatch = Dispatch(
                 request=p.request,
                 target=target,
                 attempt=p.attempt,
                 plan=p.plan,
                 reservation_id=reservation,
+                reserved_nanos=reserved,
                 prompt_variant=p.prompt_variant,
                 parent_id=p.parent.request.id if p.parent else None,
                 strategy=p.strategy,

@@ -149,7 +149,8 @@ async def _status(args: argparse.Namespace) -> int:
         return 0
     print(
         f"budget_guard {summary.instance}: {summary.charges} charges, {fmt_usd(summary.spent_nanos, 6)} retained; "
-        f"{summary.open_reservations} open reservations holding {fmt_usd(summary.held_nanos, 6)}"
+        f"{summary.open_reservations} open reservations ({summary.open_leases} leases) "
+        f"holding {fmt_usd(summary.held_nanos, 6)}"
     )
     print(f"disabled tiers: {', '.join(summary.disabled_tiers) or 'none'}")
     print(f"{'limit':<28} {'period':<10} {'spent':>12} {'held':>12} {'hard cap':>12}  used")

@@ -152,6 +152,21 @@ class LocalCostCfg(Cfg, frozen=True, kw_only=True):
     per_million_usd: Annotated[float, Meta(ge=0)] = 0.001  # the paper's 7B figure
 
 
+class LeaseCfg(Cfg, frozen=True, kw_only=True):
+    """Budget leases (actors/budget_guard/leases.py): the router holds one lease per (tier, provider,
+    model, client key) and draws each paid attempt's worst case from it locally, instead of a
+    reservation round trip per attempt. Denied: it reserves per attempt, exactly as without leases."""
+
+    enabled: bool = True
+    window: Duration = Duration(30)  # draw from a lease this long, then retire it (release what is undrawn)
+    idle: Duration = Duration(10)  # ... or once nothing was drawn from it this long
+    initial_draws: Annotated[int, Meta(ge=2)] = 32  # a key's first lease holds this many worst cases
+    min_usd: Annotated[float, Meta(ge=0)] = 0.01  # never smaller (unless the fraction below says so)
+    max_usd: Annotated[float, Meta(ge=0)] = 5.0  # never larger; a lease that was used up doubles up to this
+    fraction: Annotated[float, Meta(gt=0, le=1)] = 0.1  # of what is left under the tightest hard cap
+    backoff: Duration = Duration(5)  # after a denied lease: per-attempt reservations only, this long
+
+
 class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     limits: list[BudgetLimitCfg] = []
     spike: SpikeCfg = SpikeCfg()
@@ -161,6 +176,7 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     reservation_ttl: Duration = Duration(300)  # a reservation without a deadline expires after this
     reservation_grace: Duration = Duration(30)  # ... and one with a deadline this long after it
     require_reservation: bool = False  # no budget_guard answers: True refuses paid attempts, False lets them go
+    leases: LeaseCfg = LeaseCfg()
 
 
 Tiers = list[Tier]

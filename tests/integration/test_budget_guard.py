@@ -226,6 +226,13 @@ async def test_a_restarted_guard_rebuilds_exactly_the_same_ledger(start_guard: S
     await publish_result(nc, result("loc", 0.000005, tier="local"))
     r5 = await reserve(nc, "r5", 0.20)
     assert r5.reservation_id and (await release(nc, r5.reservation_id)).released
+    for n, drawn in enumerate((0.02, 0.03, 0.05)):  # two leases: one drawn from and retired, one open
+        lease = f"lease-x-{n % 2}"
+        if n < 2:
+            assert (await reserve(nc, lease, 0.30, lease=True)).granted
+        await publish_result(nc, result(f"l{n}", drawn / 2, drawn=(lease, to_nanos(drawn))))
+    # lease-x-0 retired while an attempt that drew $0.04 from it is in flight: $0.04 stays held
+    assert (await release(nc, "lease-x-0", to_nanos(0.30 - 0.02 - 0.05 - 0.04))).released
     await eventually(lambda: settled(nc))
     before = await summary(nc)
     await first.stop(grace=1)
@@ -234,8 +241,46 @@ async def test_a_restarted_guard_rebuilds_exactly_the_same_ledger(start_guard: S
     assert after.entries_replayed > 0
     for field in ("charges", "spent_nanos", "digest", "open_reservations", "held_nanos", "by_tier", "limits"):
         assert getattr(after, field) == getattr(before, field), field
-    assert before.open_reservations == 3 and before.charges == 4
-    assert (await replayed_charges(nc)) == {"r0": to_nanos(0.15), "r1:0:failed": 10**7, "r1": 5 * 10**7, "loc": 5000}
+    assert before.open_reservations == 5 and before.open_leases == after.open_leases == 2 and before.charges == 7
+    assert before.held_nanos == to_nanos(3 * 0.20 + 0.04 + 0.30 - 0.03)
+    replayed = await replayed_charges(nc)
+    assert {k: replayed[k] for k in ("r0", "r1:0:failed", "r1", "loc")} == {
+        "r0": to_nanos(0.15),
+        "r1:0:failed": 10**7,
+        "r1": 5 * 10**7,
+        "loc": 5000,
+    }
+
+
+async def test_a_lease_is_drawn_settled_and_retired_over_the_services(start_guard: StartGuard, nc: NATS) -> None:
+    """A $0.60 lease under a $1 cap: results of attempts that drew from it settle their draws; the
+    router retires it releasing only the undrawn part (once); what was drawn and is not settled yet
+    stays held until its result comes. A denied lease raises no cap notification."""
+    events = await Events().subscribe(nc, "budget.threshold")
+    await start_guard(premium_cap(1.00))
+    lease = await reserve(nc, "lease-r-1", 0.60, lease=True)
+    assert lease.granted and lease.reservation_id == "lease-r-1" and lease.amount_nanos == to_nanos(0.60)
+    assert lease.remaining_usd == pytest.approx(0.40)
+    big = await reserve(nc, "lease-r-2", 0.50, lease=True)
+    assert not big.granted and big.reason == "budget_exceeded"
+    await asyncio.sleep(0.3)
+    assert not events.of(BudgetThreshold)  # only real per-request denials announce the cap
+    w = to_nanos(0.10)
+    await publish_result(nc, result("d1", 0.04, drawn=("lease-r-1", w)))
+    await publish_failure(nc, failure("d2", 0.01, drawn=("lease-r-1", w)))
+    await eventually(lambda: settled(nc))
+    assert (await summary(nc)).held_nanos == to_nanos(0.40)  # $0.60 - two draws of $0.10
+    retired = await release(nc, "lease-r-1", to_nanos(0.30))  # $0.10 more was drawn, for d3
+    assert retired.released and retired.amount_usd == pytest.approx(0.30)
+    assert not (await release(nc, "lease-r-1", to_nanos(0.10))).released  # retired once
+    state = await summary(nc)
+    assert state.held_nanos == w and state.open_leases == 1
+    await publish_result(nc, result("d3", 0.07, drawn=("lease-r-1", w)))
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.held_nanos == 0 and state.open_reservations == 0 and state.open_leases == 0
+    assert state.spent_nanos == to_nanos(0.12)
+    assert await ledger_count(nc, "reserved") == 1 and await ledger_count(nc, "released") == 1
 
 
 async def test_a_second_instance_refuses_to_start(start_guard: StartGuard) -> None:

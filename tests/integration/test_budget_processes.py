@@ -14,9 +14,18 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
+from actors.budget_guard.client import BudgetClient
+from bus.actor import Actor
 from bus.errors import ServiceCallError
 from bus.server import EmbeddedNats
+from schemas.budget import LEDGER_ENTRY, Reserved
+from schemas.config import load_config
+from schemas.config.root import OrchestraConfig
+from schemas.dispatch import Target
+from schemas.request import ChatMessage, Sampling, make_request
 from tests.support.budget import (
+    MODEL,
+    PROVIDER,
     digest,
     failure,
     publish_failure,
@@ -45,23 +54,60 @@ def guard_process(profile: Path, processes: list[ActorProcess]) -> ActorProcess:
     return proc
 
 
+class LeaseHolder(Actor):
+    """The router's budget side alone: a real BudgetClient (leases and per-attempt reservations)."""
+
+    name = "lease_holder"
+
+    def __init__(self, cfg: OrchestraConfig) -> None:
+        super().__init__(cfg, instance="k9")
+        self.budget = BudgetClient(self)
+
+
 class Traffic:
     """Clients playing router + worker until stopped: reserve the worst case before a paid target,
     sometimes fail an attempt first, store the result; without a reservation (the guard is down or
-    denies) the request goes to the local tier, as the router's fallback does."""
+    denies) the request goes to the local tier, as the router's fallback does. Lease clients hold
+    through the router's own BudgetClient: most attempts draw from a lease, also while the guard is
+    down, and their results carry the lease and the draw."""
 
-    def __init__(self, nc: NATS, seed: int) -> None:
-        self.nc, self.rng = nc, random.Random(seed)
+    def __init__(self, nc: NATS, seed: int, holder: LeaseHolder) -> None:
+        self.nc, self.rng, self.holder = nc, random.Random(seed), holder
         self.done = 0
         self.unreserved = 0  # paid requests that found no guard
+        self.drawn = 0  # attempts that drew from a lease
         self.tiers: dict[str, int] = {}
         self.running = True
 
-    async def client(self) -> None:
+    async def client(self, leases: bool = False) -> None:
         while self.running:
-            await self.one(f"k9r{self.done}-{self.rng.getrandbits(32):08x}")
+            rid = f"k9r{self.done}-{self.rng.getrandbits(32):08x}"
+            await (self.leased(rid) if leases else self.one(rid))
             self.done += 1
             await asyncio.sleep(0.01)
+
+    async def leased(self, rid: str) -> None:
+        tier = self.rng.choice(["premium", "together"])
+        request = make_request(
+            id=rid,
+            messages=[ChatMessage(role="user", content="x" * self.rng.randint(3, 300))],
+            timeout_s=3,
+            sampling=Sampling(max_tokens=self.rng.randint(16, 512)),
+        )
+        target = Target(tier=tier, model=MODEL[tier], provider=PROVIDER[tier])  # type: ignore[arg-type]
+        held = await self.holder.budget.reserve(request, target, 0)
+        if not isinstance(held, tuple):
+            self.unreserved += held is None
+            await publish_result(self.nc, result(rid, 0.000001, tier="local"))
+            self.tiers["local"] = self.tiers.get("local", 0) + 1
+            return
+        self.drawn += held[0].startswith("lease-")
+        cost = round(held[1] * self.rng.uniform(0.2, 0.99)) / 1e9
+        if self.rng.random() < 0.2:
+            await publish_failure(self.nc, failure(rid, cost, tier=tier, drawn=held))
+        else:
+            await publish_result(self.nc, result(rid, cost, tier=tier, drawn=held))
+        self.tiers[tier] = self.tiers.get(tier, 0) + 1
 
     async def one(self, rid: str) -> None:
         rng = self.rng
@@ -91,15 +137,22 @@ class Traffic:
 async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
 ) -> None:
-    """Eight clients send requests before, during and after a SIGKILL of the guard and its restart:
-    afterwards its ledger (rebuilt from LEDGER, then caught up on RESULTS) holds exactly the charges
-    that replaying RESULTS gives, key by key and to the nano-dollar: none twice, none lost. Holds the
-    dead guard granted expire at their deadline; `orchestra cost report --verify` agrees."""
-    budgets = {"limits": [{"scope": "total", "period": "daily", "hard_usd": 1000.0}], "reservation_grace": 0}
+    """Eight clients send requests before, during and after a SIGKILL of the guard and its restart,
+    half of them drawing from budget leases: afterwards its ledger (rebuilt from LEDGER, leases
+    included, then caught up on RESULTS) holds exactly the charges that replaying RESULTS gives, key
+    by key and to the nano-dollar: none twice, none lost. Holds the dead guard granted (and leases
+    that could not be given back) expire at their deadline; `orchestra cost report --verify` agrees."""
+    budgets = {
+        "limits": [{"scope": "total", "period": "daily", "hard_usd": 1000.0}],
+        "reservation_grace": 0,
+        "leases": {"window": "2s", "idle": "1s", "backoff": "1s"},
+    }
     profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets})
     first = await asyncio.to_thread(guard_process, profile, processes)
-    traffic = Traffic(nc, seed=9)
-    clients = [asyncio.create_task(traffic.client()) for _ in range(8)]
+    holder = LeaseHolder(load_config(profile))
+    await holder.start(nc)
+    traffic = Traffic(nc, seed=9, holder=holder)
+    clients = [asyncio.create_task(traffic.client(leases=n % 2 == 1)) for n in range(8)]
     await eventually(lambda: traffic.done >= 100, timeout=60)
     await asyncio.to_thread(first.kill)
     down_at = traffic.done
@@ -109,8 +162,10 @@ async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results
     await eventually(lambda: traffic.done >= up_at + 100, timeout=60)
     traffic.running = False
     await asyncio.gather(*clients)
+    await holder.stop()  # its leases are retired: what was not drawn goes back
     await eventually(lambda: settled(nc), timeout=60)
     assert up_at > down_at > 0 and traffic.tiers.get("premium", 0) > 10
+    assert traffic.drawn > 50 and await ledger_leases(nc) < traffic.drawn / 4
 
     replayed = await replayed_charges(nc)
     state = await summary(nc)
@@ -123,6 +178,16 @@ async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results
     out = await asyncio.to_thread(orchestra, "--config", str(profile), "cost", "report", "--since", "1h", "--verify")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"ledger agrees: {len(replayed)} charges" in out.stdout
+
+
+async def ledger_leases(nc: NATS) -> int:
+    js = nc.jetstream()
+    info = await js.stream_info("LEDGER")
+    leases = 0
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        entry = LEDGER_ENTRY.decode((await js.get_msg("LEDGER", seq)).data or b"")
+        leases += isinstance(entry, Reserved) and entry.lease
+    return leases
 
 
 async def _no_holds(nc: NATS) -> bool:

@@ -66,13 +66,32 @@ def chat(text: str = "hello", **kw: object) -> GenerateRequest:
 async def test_the_router_reserves_before_a_paid_attempt_and_the_result_settles_it(
     orchestra: Orchestra, nc: NATS
 ) -> None:
-    """A gpt-4o request: one reservation for the dispatch, settled by its result; nothing left held."""
-    worker = await orchestra.start({})
+    """Leases off: a gpt-4o request gets one reservation for its dispatch, settled by its result;
+    nothing is left held."""
+    worker = await orchestra.start({"leases": {"enabled": False}})
     out = await ask(nc, chat(model="gpt-4o"))
     assert isinstance(out, GenerateResult) and out.model == "gpt-4o"
     await eventually(lambda: settled(nc))
     state = await summary(nc)
     assert state.charges == 1 and state.open_reservations == 0
+    assert [s.model for s in worker.seen] == ["gpt-4o"]
+
+
+async def test_with_leases_the_attempt_draws_from_a_lease_and_its_result_settles_the_draw(
+    orchestra: Orchestra, nc: NATS
+) -> None:
+    """Leases on (the default): the dispatch carries the lease and the attempt's worst case, the
+    result settles that draw; the lease holds what is undrawn until the router retires it."""
+    worker = await orchestra.start({})
+    out = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(out, GenerateResult) and (out.reservation_id or "").startswith("lease-test-router-")
+    await eventually(lambda: settled(nc))
+    book = orchestra.router.budget.book
+    assert book is not None
+    (lease,) = book.leases()
+    assert lease.id == out.reservation_id and lease.drawn == out.reserved_nanos > 0
+    state = await summary(nc)
+    assert state.open_leases == 1 and state.held_nanos == lease.left
     assert [s.model for s in worker.seen] == ["gpt-4o"]
 
 

@@ -41,7 +41,9 @@ async def reserve(
     key: str | None = None,
     deadline: float | None = None,
     timeout: float = 5.0,
+    lease: bool = False,
 ) -> ReserveReply:
+    """A reservation for one attempt, or (``lease=True``, ``request_id`` "lease-...") a lease."""
     req = ReserveRequest(
         request_id=request_id,
         attempt=attempt,
@@ -51,12 +53,14 @@ async def reserve(
         client_key=key,
         amount_usd=usd,
         deadline=deadline if deadline is not None else time.time() + 60,
+        lease=lease,
     )
     return await call(nc, subjects.SVC_BUDGET_RESERVE, req, RESERVE_REPLY, timeout=timeout)
 
 
-async def release(nc: NATS, reservation_id: str) -> ReleaseReply:
-    return await call(nc, subjects.SVC_BUDGET_RELEASE, ReleaseRequest(reservation_id=reservation_id), RELEASE_REPLY)
+async def release(nc: NATS, reservation_id: str, amount_nanos: int | None = None) -> ReleaseReply:
+    req = ReleaseRequest(reservation_id=reservation_id, amount_nanos=amount_nanos)
+    return await call(nc, subjects.SVC_BUDGET_RELEASE, req, RELEASE_REPLY)
 
 
 async def summary(nc: NATS) -> LedgerSummary:
@@ -64,8 +68,15 @@ async def summary(nc: NATS) -> LedgerSummary:
 
 
 def result(
-    request_id: str, usd: float, *, tier: str = "premium", attempt: int = 0, key: str | None = None
+    request_id: str,
+    usd: float,
+    *,
+    tier: str = "premium",
+    attempt: int = 0,
+    key: str | None = None,
+    drawn: tuple[str, int] | None = None,
 ) -> GenerateResult:
+    """A worker's result; ``drawn`` = (lease id, nanos) when the attempt drew its worst case from a lease."""
     return GenerateResult(
         request_id=request_id,
         text="ok",
@@ -78,10 +89,14 @@ def result(
         attempt=attempt,
         client_key=key,
         created_at=time.time(),
+        reservation_id=drawn[0] if drawn else None,
+        reserved_nanos=drawn[1] if drawn else 0,
     )
 
 
-def failure(request_id: str, usd: float, *, tier: str = "premium", attempt: int = 0) -> AttemptFailed:
+def failure(
+    request_id: str, usd: float, *, tier: str = "premium", attempt: int = 0, drawn: tuple[str, int] | None = None
+) -> AttemptFailed:
     return AttemptFailed(
         request_id=request_id,
         attempt=attempt,
@@ -92,6 +107,8 @@ def failure(request_id: str, usd: float, *, tier: str = "premium", attempt: int 
         usage=Usage(input_tokens=100),
         cost_usd=usd,
         created_at=time.time(),
+        reservation_id=drawn[0] if drawn else None,
+        reserved_nanos=drawn[1] if drawn else 0,
     )
 
 

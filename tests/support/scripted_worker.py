@@ -138,5 +138,7 @@ class ScriptedWorker(Actor):
                 task=d.request.task,
                 parent_id=d.parent_id,
                 created_at=time.time(),
+                reservation_id=d.reservation_id,
+                reserved_nanos=d.reserved_nanos,
             ),
         )
