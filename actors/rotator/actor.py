@@ -5,9 +5,10 @@ It owns the current phase (KV ``orch_phase``, key ``current``; on first start ``
 and changes it on ``SetPhase`` commands (``orch.cmd.phase``), each change a ``phase.changed`` event. At
 each phase's ``rotation_frequency`` (apscheduler), on a phase change and on ``Rotate`` (``orch.cmd.rotate``)
 it chooses the next rotation picks and converges the gpu_hosts on the phase's set with load / unload
-commands (``conductor``); it converges again when a host (re)starts or loads a model the phase does not
-pin. Every ``scale_tick`` it looks at the queue depths (``orch_queues``, the hosts' state) and scales.
-The hosts own what they load: the rotator only asks, and follows their events and state.
+commands (``conductor``); it converges again when a host (re)starts or holds ``hot`` a model the phase does
+not want (a host's preload, a load on demand). A few times per ``scale.sustained`` it looks at the queue
+depths (``orch_queues``, the hosts' state) and scales. The hosts own what they load: the rotator only
+asks, and follows their events and state.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import Rotate, SetOverflow, SetPhase
 from schemas.config.root import OrchestraConfig
 from schemas.errors import SchemaError
-from schemas.events import ModelLoaded, PhaseChanged
+from schemas.events import PhaseChanged
 from schemas.state import HostState, PhaseState, QueueState, TierState
 
 PHASE_KEY = "current"
 FOLLOWED = (f"{subjects.PREFIX}.event.model.>", f"{subjects.PREFIX}.event.oom")
 RETRY_S = 5.0
+DUE_SLACK_S = 0.5  # a scheduled rotation that fires a hair early still counts
 
 
 class Rotator(Actor):
@@ -57,8 +59,9 @@ class Rotator(Actor):
         self.conductor = Conductor(self)
         self.overflow: dict[str, Tier] = {}  # models ('*' = all) overflowing now, by anyone's command
         self.scheduler = AsyncIOScheduler()
-        self.requests: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self.requests: asyncio.Queue[tuple[str, bool | None]] = asyncio.Queue()
         self.host_starts: dict[str, float] = {}
+        self.drift_seen: set[tuple[str, str, float]] = set()  # (host, model, loaded_at) already looked at
         self.saving = asyncio.Lock()
         self._subs: list[Any] = []
         scale = cfg.rotator.scale
@@ -100,9 +103,7 @@ class Rotator(Actor):
         self.scheduler.start()
         self.scheduler.add_job(self.conductor.scale_tick, IntervalTrigger(seconds=self.scale_every), id="scale",
                                max_instances=1, coalesce=True)  # fmt: skip
-        phase = self.cfg.phases[self.state.phase]
-        due = phases.rotation_due(self.state, phase, time.time())
-        self.trigger(f"start in {self.state.phase}", rotate=due)
+        self.trigger(f"start in {self.state.phase}", rotate=None)
         self.spawn("conduct", self.conduct)
         self.log.info("phase %s (since %s, by %s)", self.state.phase, _when(self.state.since), self.state.by)
 
@@ -140,22 +141,20 @@ class Rotator(Actor):
                 raise Permanent(f"not a rotator command: {type(cmd).__name__}")
 
     # --- converging ------------------------------------------------------------------------------
-    def trigger(self, reason: str, *, rotate: bool) -> None:
+    def trigger(self, reason: str, *, rotate: bool | None) -> None:
+        """Ask for a converge; ``rotate``: choose new picks first (None: only if the rotation is due then)."""
         self.requests.put_nowait((reason, rotate))
 
     async def conduct(self) -> None:
         """One converge at a time; triggers that arrive meanwhile are merged into the next one."""
         while True:
-            reasons, rotate = [], False
-            reason, again = await self.requests.get()
-            while True:
-                reasons.append(reason)
-                rotate |= again
-                try:
-                    reason, again = self.requests.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            reason = "; ".join(dict.fromkeys(reasons))
+            merged = [await self.requests.get()]
+            while not self.requests.empty():
+                merged.append(self.requests.get_nowait())
+            reason = "; ".join(dict.fromkeys(r for r, _ in merged))
+            phase = self.cfg.phases[self.state.phase]
+            due = phases.rotation_due(self.state, phase, time.time() + DUE_SLACK_S)
+            rotate = any(r is True for _, r in merged) or (due and any(r is None for _, r in merged))
             try:
                 await self.conductor.converge(reason, rotate=rotate)
             except Exception:  # NATS restarting under us: try the same again shortly
@@ -176,7 +175,7 @@ class Rotator(Actor):
                                id="rotation", replace_existing=True, misfire_grace_time=None)  # fmt: skip
 
     async def scheduled(self) -> None:  # a coroutine: apscheduler runs plain functions in a thread
-        self.trigger("scheduled rotation", rotate=True)
+        self.trigger("scheduled rotation", rotate=None)  # a rotation since it was armed makes it moot
 
     async def save(self, state: PhaseState, *, only_in: str | None = None) -> bool:
         """Write the phase record (one write at a time); ``only_in``: only while that phase is current."""
@@ -194,17 +193,21 @@ class Rotator(Actor):
         except SchemaError:
             return
         self.executor.on_event(event)
-        if isinstance(event, ModelLoaded) and event.reason in ("request", "hot"):
-            wanted = phases.wanted_names(self.cfg.phases[self.state.phase], self.state.rotation)
-            if event.model not in wanted:  # loaded on demand or preloaded: the phase decides how it is kept
-                self.trigger(f"{event.host} loaded {event.model} ({event.reason})", rotate=False)
 
     def on_host(self, name: str, state: HostState | None) -> None:
         if hasattr(self, "executor"):
             self.executor.on_host(name, state)
-        if state is not None and state.up and self.host_starts.get(name) != state.started_at:
+        if state is None or not state.up:
+            return
+        if self.host_starts.get(name) != state.started_at:
             self.host_starts[name] = state.started_at
             self.trigger(f"host {name} started", rotate=False)
+        wanted = phases.wanted_names(self.cfg.phases[self.state.phase], self.state.rotation)
+        for m in state.models:  # pinned by someone else (a preload, a load on demand): the phase says how to keep it
+            key = (name, m.model, m.loaded_at)
+            if m.keep_alive == "hot" and m.model not in wanted and not m.draining and key not in self.drift_seen:
+                self.drift_seen.add(key)
+                self.trigger(f"{name} holds {m.model} hot", rotate=False)
 
     async def follow_overflow(self) -> None:
         """Fold every router overflow command (the router does the same): which models overflow now, and
