@@ -65,6 +65,7 @@ class Actor:
         self.consumers_running: list[PullConsumer] = []
         self.services_running: list[ServiceRunner] = []
         self.started = False
+        self.stopping = False
 
     # --- what subclasses declare -----------------------------------------------------------------
     def consumers(self) -> list[ConsumerSpec]:
@@ -141,6 +142,7 @@ class Actor:
         if not self.started:
             return
         self.started = False
+        self.stopping = True
         grace = float(self.cfg.bus.shutdown_grace) if grace is None else grace
         for consumer in self.consumers_running:
             consumer.stop_fetching()
@@ -189,7 +191,8 @@ class Actor:
         delay = 0.1
         while True:
             try:
-                return await self.js.publish(subject, data, headers=hdrs or None, timeout=5.0)
+                wait = min(5.0, max(0.05, deadline - time.monotonic()))
+                return await self.js.publish(subject, data, headers=hdrs or None, timeout=wait)
             except _RETRYABLE_PUBLISH:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -204,8 +207,8 @@ class Actor:
         """Publish an event; an event that cannot be stored is logged, never fatal."""
         if not event.at or not event.source:
             event = msgspec.structs.replace(event, at=event.at or time.time(), source=event.source or self.name)
-        try:
-            await self.publish(subjects.event(event), event, timeout=5.0)
+        try:  # while stopping, events are best effort: the bus may already be going away
+            await self.publish(subjects.event(event), event, timeout=0.5 if self.stopping else 5.0)
         except Exception as exc:
             self.log.warning("%s: could not publish %s: %s", self.name, type(event).__name__, exc)
 

@@ -11,6 +11,8 @@ It listens on 127.0.0.1 only (unless told otherwise) and is stopped by its own P
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -30,6 +32,15 @@ log = logging.getLogger(__name__)
 
 _LISTEN = re.compile(r"Listening for client connections on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)")
 _READY = "Server is ready"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux), so no server is left behind."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def nats_server_binary() -> Path:
@@ -114,6 +125,10 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches this process, which stops the server when
+            # it decides (after the actors drained), not the server directly. It still dies with us.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read_log, args=(self.proc, ready), daemon=True)
         self._reader.start()

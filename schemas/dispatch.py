@@ -29,6 +29,8 @@ class Dispatch(Message, frozen=True, kw_only=True):
     sampling: Sampling | None = None  # overrides request.sampling (diverse fan-out variants)
     prompt_variant: str | None = None
     parent_id: str | None = None  # set on fan-out children: the id of the diverse/ensemble request
+    strategy: str = ""  # why this target: the routing decision, stored with the dispatch (audit)
+    route: str | None = None  # the declarative route that chose it, if any
     dispatched_at: float = 0.0
 
     @property

@@ -92,6 +92,8 @@ class Oom(Event, frozen=True, kw_only=True, tag="oom"):
 
 # --- traffic -------------------------------------------------------------------------------------
 class RequestRouted(Event, frozen=True, kw_only=True, tag="request.routed"):
+    """Kept so older histories decode; the router now records each decision on the stored Dispatch."""
+
     request_id: str
     target: str
     model: str

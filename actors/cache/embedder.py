@@ -47,7 +47,7 @@ class Embedder:
             model = TextEmbedding(
                 model_name=MODEL_NAME,
                 specific_model_path=str(model_dir),
-                cache_dir=str(model_dir / ".fastembed"),
+                cache_dir=str(model_dir),  # unused with specific_model_path; an existing folder
                 threads=threads,
                 local_files_only=True,
             )

@@ -186,8 +186,9 @@ def build_graph(w: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
 
 
 # --- building the folder -------------------------------------------------------------------------
-def build_model(out_dir: Path, source: Path | None = None) -> Path:
-    """Write model.onnx, the tokenizer files and the manifest into ``out_dir`` (atomically per file)."""
+def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = True) -> Path:
+    """Write model.onnx, the tokenizer files and the manifest into ``out_dir`` (one rename: atomic).
+    ``replace=False`` keeps a complete build that another process put there meanwhile."""
     import onnx
     from safetensors.numpy import load_file
 
@@ -205,31 +206,53 @@ def build_model(out_dir: Path, source: Path | None = None) -> Path:
     except (KeyError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise ModelCorrupt(f"cannot build {MODEL_FILE} from {weights_path}: {type(exc).__name__}: {exc}") from exc
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".model-", suffix=".onnx", delete=False) as tmp:
-        tmp.write(model.SerializeToString())
-    os.replace(tmp.name, out_dir / MODEL_FILE)
-    for name in TOKENIZER_FILES:
-        if not (src / name).is_file():
-            continue
-        if name == "tokenizer_config.json":
-            tok_cfg = json.loads((src / name).read_text())
-            tok_cfg["model_max_length"] = MAX_SEQ_LENGTH  # truncate as sentence-transformers does
-            (out_dir / name).write_text(json.dumps(tok_cfg, indent=1))
-        else:
-            shutil.copyfile(src / name, out_dir / name)
-    manifest = {
-        "model": MODEL_NAME,
-        "build_version": BUILD_VERSION,
-        "source": str(weights_path),
-        "source_sha256": _sha256(weights_path),
-        "model_sha256": _sha256(out_dir / MODEL_FILE),
-        "opset": OPSET,
-        "built_at": time.time(),
-    }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    # Written into a private folder, then renamed into place: two actors starting at once (the cache and
+    # the diversity monitor share the model) never see a half-written folder.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-build-"))
+    try:
+        (tmp_dir / MODEL_FILE).write_bytes(model.SerializeToString())
+        for name in TOKENIZER_FILES:
+            if not (src / name).is_file():
+                continue
+            if name == "tokenizer_config.json":
+                tok_cfg = json.loads((src / name).read_text())
+                tok_cfg["model_max_length"] = MAX_SEQ_LENGTH  # truncate as sentence-transformers does
+                (tmp_dir / name).write_text(json.dumps(tok_cfg, indent=1))
+            else:
+                shutil.copyfile(src / name, tmp_dir / name)
+        manifest = {
+            "model": MODEL_NAME,
+            "build_version": BUILD_VERSION,
+            "source": str(weights_path),
+            "source_sha256": _sha256(weights_path),
+            "model_sha256": _sha256(tmp_dir / MODEL_FILE),
+            "opset": OPSET,
+            "built_at": time.time(),
+        }
+        (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _move_into_place(tmp_dir, out_dir, replace)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     log.info("built %s in %s (%.1fs)", MODEL_FILE, out_dir, time.monotonic() - started)
     return out_dir
+
+
+def _move_into_place(tmp_dir: Path, out_dir: Path, replace: bool) -> None:
+    """Rename the built folder to ``out_dir``. An existing build is replaced only with ``replace``;
+    otherwise another process that got there first keeps its (identical) build."""
+    if replace and (out_dir / MANIFEST).is_file():
+        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+        try:
+            os.rename(out_dir, old)
+        except OSError:
+            return
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(tmp_dir, out_dir)  # replaces an empty folder; fails on a non-empty one
+    except OSError:
+        if not (out_dir / MANIFEST).is_file():
+            raise
 
 
 def check_model(out_dir: Path) -> None:
@@ -255,7 +278,7 @@ def check_model(out_dir: Path) -> None:
 def ensure_model(out_dir: Path, source: Path | None = None) -> Path:
     """Build the folder when it has no model yet; otherwise check it. Returns ``out_dir``."""
     if not (out_dir / MODEL_FILE).exists() and not (out_dir / MANIFEST).exists():
-        return build_model(out_dir, source)
+        return build_model(out_dir, source, replace=False)
     check_model(out_dir)
     return out_dir
 

@@ -1,17 +1,17 @@
 """The diversity_monitor actor (the paper's §9 and §10).
 
-    diversity.py    pure: unique approaches (ast structure / embeddings), AST and embedding diversity,
-                    family coverage, top-model share, temperature variance, the diversity score
-    window.py       pure: what was seen over the trailing windows, and the alert metrics over it
-    rules.py        pure: the alert rule engine (conditions, sustained, min_samples, alert state machine)
-    remediation.py  pure: the AlertHandler's plans (OOM swap, backlog load-or-overflow, cost spike)
-    escalation.py   pure: escalation steps, alert and digest messages, digest schedules
-    figures.py      pure: the figures /metrics and the digests show
-    notify.py       webhook (Slack-compatible) and SMTP notifiers
-    metrics.py      Prometheus instruments and the /metrics endpoint
-    embedding.py    the Embedder protocol and the cache's offline MiniLM
-    feed.py         reading results, events and commands (live, and the replay at start)
-    desk.py         the I/O around alerts: events, remediation commands, notifications, digests
-    actor.py        the actor
-    cli.py          ``orchestra diversity`` and ``orchestra alerts``
+diversity.py    pure: unique approaches (ast structure / embeddings), AST and embedding diversity,
+                family coverage, top-model share, temperature variance, the diversity score
+window.py       pure: what was seen over the trailing windows, and the alert metrics over it
+rules.py        pure: the alert rule engine (conditions, sustained, min_samples, alert state machine)
+remediation.py  pure: the AlertHandler's plans (OOM swap, backlog load-or-overflow, cost spike)
+escalation.py   pure: escalation steps, alert and digest messages, digest schedules
+figures.py      pure: the figures /metrics and the digests show
+notify.py       webhook (Slack-compatible) and SMTP notifiers
+metrics.py      Prometheus instruments and the /metrics endpoint
+embedding.py    the Embedder protocol and the cache's offline MiniLM
+feed.py         reading results, events and commands (live, and the replay at start)
+desk.py         the I/O around alerts: events, remediation commands, notifications, digests
+actor.py        the actor
+cli.py          ``orchestra diversity`` and ``orchestra alerts``
 """

@@ -44,9 +44,7 @@ class DiversityMonitor(Actor):
 
     name = "diversity_monitor"
 
-    def __init__(
-        self, cfg: OrchestraConfig, *, instance: str | None = None, embedder: Embedder | None = None
-    ) -> None:
+    def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None, embedder: Embedder | None = None) -> None:
         super().__init__(cfg, instance=instance)
         windows = [float(c.window) for r in cfg.alerts.rules.values() for c in r.when if c.window]
         self.horizon = max([float(cfg.monitor.window), *windows])
@@ -68,13 +66,30 @@ class DiversityMonitor(Actor):
     def consumers(self) -> list[ConsumerSpec]:
         defaults = {**self.consumer_defaults(), "concurrency": 4}
         return [
-            ConsumerSpec(stream="RESULTS", durable=self.name, subjects=(subjects.RESULT_ALL,),
-                         handler=self.on_result, description="results and failed attempts", **defaults),
-            ConsumerSpec(stream="EVENTS", durable=self.name, subjects=(subjects.EVENT_ALL,),
-                         handler=self.on_event, description="every event", **defaults),
-            ConsumerSpec(stream="COMMANDS", durable=self.name, subjects=COMMAND_SUBJECTS,  # in order: switches
-                         handler=self.on_command, description="alert acks and overflow switches",
-                         **{**defaults, "concurrency": 1}),
+            ConsumerSpec(
+                stream="RESULTS",
+                durable=self.name,
+                subjects=(subjects.RESULT_ALL,),
+                handler=self.on_result,
+                description="results and failed attempts",
+                **defaults,
+            ),
+            ConsumerSpec(
+                stream="EVENTS",
+                durable=self.name,
+                subjects=(subjects.EVENT_ALL,),
+                handler=self.on_event,
+                description="every event",
+                **defaults,
+            ),
+            ConsumerSpec(
+                stream="COMMANDS",
+                durable=self.name,
+                subjects=COMMAND_SUBJECTS,  # in order: switches
+                handler=self.on_command,
+                description="alert acks and overflow switches",
+                **{**defaults, "concurrency": 1},
+            ),
         ]
 
     async def on_start(self) -> None:
@@ -137,8 +152,9 @@ class DiversityMonitor(Actor):
 
     # --- the clock -------------------------------------------------------------------------------
     def live(self) -> LiveState:
-        return LiveState(hosts=self.hosts.data, queues=self.queues.data, tiers=self.tiers.data,
-                         heartbeat_s=self.heartbeat_s)
+        return LiveState(
+            hosts=self.hosts.data, queues=self.queues.data, tiers=self.tiers.data, heartbeat_s=self.heartbeat_s
+        )
 
     async def evaluate(self, now: float) -> None:
         self.obs.prune(now)
@@ -179,10 +195,17 @@ class DiversityMonitor(Actor):
             await self.emit(DiversityReport(window_s=window, task=task, metrics=m.as_dict()))
             low = threshold > 0 and m.answers >= threshold and m.unique_approaches < threshold
             if low and task not in self.low:
-                await self.emit(DiversityLow(metric="unique_approaches", value=float(m.unique_approaches),
-                                             threshold=float(threshold), task=task))
-                self.log.warning("diversity low on task %s: %d unique approaches in %d answers", task,
-                                 m.unique_approaches, m.answers)
+                await self.emit(
+                    DiversityLow(
+                        metric="unique_approaches",
+                        value=float(m.unique_approaches),
+                        threshold=float(threshold),
+                        task=task,
+                    )
+                )
+                self.log.warning(
+                    "diversity low on task %s: %d unique approaches in %d answers", task, m.unique_approaches, m.answers
+                )
             if low:
                 self.low.add(task)
             else:
@@ -192,15 +215,23 @@ class DiversityMonitor(Actor):
     def plan(self, action: str, alert: Alert, now: float, why: str = "") -> remediation.Plan:
         live = self.live()
         if action == "oom":
-            windows = [float(c.window) for c in self.cfg.alerts.rules[alert.rule].when
-                       if c.metric == "oom_errors" and c.window] if alert.rule in self.cfg.alerts.rules else []
+            windows = (
+                [
+                    float(c.window)
+                    for c in self.cfg.alerts.rules[alert.rule].when
+                    if c.metric == "oom_errors" and c.window
+                ]
+                if alert.rule in self.cfg.alerts.rules
+                else []
+            )
             ooms = self.obs.oom_records(now - (windows[0] if windows else self.horizon), now)
             return remediation.plan_oom(ooms, live.hosts, self.cfg)
         if action == "backlog":
             queues = live.current_queues(now)
             backlogged = [q for q in queues if q.backlog] or sorted(queues, key=lambda q: -q.depth)[:1]
-            return remediation.plan_backlog(backlogged, {h.host: h for h in live.hosts_up(now)}, live.tiers,
-                                            self.cfg, now, self.overflowing)
+            return remediation.plan_backlog(
+                backlogged, {h.host: h for h in live.hosts_up(now)}, live.tiers, self.cfg, now, self.overflowing
+            )
         if action == "cost_spike":
             until = self.obs.next_day_start(now) if self.cfg.budgets.spike.reenable == "next_day" else None
             return remediation.plan_cost_spike(live.tiers, self.cfg, self.obs.daily_spend(now), until, why)
@@ -208,8 +239,9 @@ class DiversityMonitor(Actor):
 
     def current_figures(self) -> Figures:
         now = time.time()
-        return figures(self.cfg, self.obs, self.live(), self.providers.data, self.summary,
-                       self.engine.open_alerts(), now)
+        return figures(
+            self.cfg, self.obs, self.live(), self.providers.data, self.summary, self.engine.open_alerts(), now
+        )
 
     def digest_figures(self, now: float) -> dict[str, float]:
         return digest_figures(self.current_figures())

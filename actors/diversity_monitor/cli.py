@@ -1,12 +1,12 @@
 """``orchestra diversity`` and ``orchestra alerts``: the monitor's figures from stored history.
 
-    orchestra diversity --since 1h [--until now] [--task T] [--json] [--lexical]
-        replays the stored results of the window and computes the diversity figures (overall and per
-        task) with the same code as the monitor, embeddings from the cache's offline MiniLM
-    orchestra alerts [list] [--since 7d] [--all] [--json]
-        the alerts folded from the stored alert events: open ones (or all), state, remediations
-    orchestra alerts ack <alert_id> [--by NAME] [--wait 5]
-        publishes AckAlert and waits for the monitor's AlertAcknowledged
+orchestra diversity --since 1h [--until now] [--task T] [--json] [--lexical]
+    replays the stored results of the window and computes the diversity figures (overall and per
+    task) with the same code as the monitor, embeddings from the cache's offline MiniLM
+orchestra alerts [list] [--since 7d] [--all] [--json]
+    the alerts folded from the stored alert events: open ones (or all), state, remediations
+orchestra alerts ack <alert_id> [--by NAME] [--wait 5]
+    publishes AckAlert and waits for the monitor's AlertAcknowledged
 """
 
 from __future__ import annotations
@@ -34,12 +34,21 @@ from schemas.codec import EVENT, OUTCOME, encode
 from schemas.commands import AckAlert
 from schemas.errors import SchemaError
 
-ALERT_SUBJECTS = [f"{subjects.PREFIX}.event.alert.>", f"{subjects.PREFIX}.event.remediation",
-                  f"{subjects.PREFIX}.event.notified"]
-COLUMNS = [("answers", "answers", "{:.0f}"), ("unique_approaches", "approaches", "{:.0f}"),
-           ("diversity_score", "score", "{:.3f}"), ("embedding_diversity", "embedding", "{:.3f}"),
-           ("ast_diversity", "ast", "{:.3f}"), ("model_families", "families", "{:.0f}"),
-           ("top_model_share", "top share", "{:.2f}"), ("temperature_variance", "temp var", "{:.4f}")]
+ALERT_SUBJECTS = [
+    f"{subjects.PREFIX}.event.alert.>",
+    f"{subjects.PREFIX}.event.remediation",
+    f"{subjects.PREFIX}.event.notified",
+]
+COLUMNS = [
+    ("answers", "answers", "{:.0f}"),
+    ("unique_approaches", "approaches", "{:.0f}"),
+    ("diversity_score", "score", "{:.3f}"),
+    ("embedding_diversity", "embedding", "{:.3f}"),
+    ("ast_diversity", "ast", "{:.3f}"),
+    ("model_families", "families", "{:.0f}"),
+    ("top_model_share", "top share", "{:.2f}"),
+    ("temperature_variance", "temp var", "{:.4f}"),
+]
 
 
 def register(sub: Any) -> None:
@@ -109,8 +118,10 @@ async def _diversity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, sort_keys=True))
         return 0
-    print(f"diversity {since:%Y-%m-%d %H:%M:%S} .. {until:%Y-%m-%d %H:%M:%S} UTC: {len(answers)} answers, "
-          f"{len(summary.tasks)} task(s), prose grouped by {'MiniLM embeddings' if embedded else 'word overlap'}")
+    print(
+        f"diversity {since:%Y-%m-%d %H:%M:%S} .. {until:%Y-%m-%d %H:%M:%S} UTC: {len(answers)} answers, "
+        f"{len(summary.tasks)} task(s), prose grouped by {'MiniLM embeddings' if embedded else 'word overlap'}"
+    )
     if not answers:
         return 0
     print("overall: " + "  ".join(f"{k} {v:g}" for k, v in sorted(summary.overall.items())))
@@ -131,8 +142,7 @@ def run_alerts(args: argparse.Namespace) -> int:
 
 async def load_alerts(nc: Any, rules: Any, since: datetime) -> Engine:
     engine = Engine(rules)
-    for _when, _seq, _stream, _subject, data in await replay(nc.jetstream(), ALERT_SUBJECTS, since,
-                                                             datetime.now(UTC)):
+    for _when, _seq, _stream, _subject, data in await replay(nc.jetstream(), ALERT_SUBJECTS, since, datetime.now(UTC)):
         try:
             engine.restore(EVENT.decode(data))
         except SchemaError:
@@ -142,9 +152,14 @@ async def load_alerts(nc: Any, rules: Any, since: datetime) -> Engine:
 
 def _row(a: Alert) -> dict[str, Any]:
     return {
-        "alert_id": a.alert_id, "rule": a.rule, "severity": a.severity, "state": a.state,
+        "alert_id": a.alert_id,
+        "rule": a.rule,
+        "severity": a.severity,
+        "state": a.state,
         "raised_at": datetime.fromtimestamp(a.raised_at, UTC).isoformat(),
-        "acked_by": a.acked_by or None, "remediations": a.remediations, "context": a.context,
+        "acked_by": a.acked_by or None,
+        "remediations": a.remediations,
+        "context": a.context,
     }
 
 
@@ -171,8 +186,10 @@ async def _alerts(args: argparse.Namespace) -> int:
         when = datetime.fromtimestamp(a.raised_at, UTC)
         extra = f" acked by {a.acked_by}" if a.acked_at is not None and a.acked_by else ""
         fixes = f" remediation: {', '.join(a.remediations)}" if a.remediations else ""
-        print(f"{when:%Y-%m-%d %H:%M:%S} {a.severity.upper():<8} {a.state:<12} {a.alert_id}  {a.description}"
-              f"{extra}{fixes}")
+        print(
+            f"{when:%Y-%m-%d %H:%M:%S} {a.severity.upper():<8} {a.state:<12} {a.alert_id}  {a.description}"
+            f"{extra}{fixes}"
+        )
     return 0
 
 
@@ -202,5 +219,7 @@ async def _ack(nc: Any, engine: Engine, args: argparse.Namespace) -> int:
         if getattr(ev, "alert_id", None) == alert.alert_id:
             print(f"acknowledged {alert.alert_id} ({alert.description}) as {by}")
             return 0
-    raise CliError(f"the acknowledgement of {alert.alert_id} is stored, but no diversity_monitor confirmed it "
-                   f"within {args.wait:g}s (is it running?)")
+    raise CliError(
+        f"the acknowledgement of {alert.alert_id} is stored, but no diversity_monitor confirmed it "
+        f"within {args.wait:g}s (is it running?)"
+    )

@@ -73,15 +73,23 @@ class Desk:
     # --- transitions -----------------------------------------------------------------------------
     async def raised(self, alert: Alert, now: float) -> None:
         log.warning("alert %s raised (%s, %s): %s", alert.alert_id, alert.rule, alert.severity, alert.context)
-        event = AlertRaised(alert_id=alert.alert_id, rule=alert.rule, severity=alert.severity,
-                            context=alert.context, action=alert.action, at=alert.raised_at)
+        event = AlertRaised(
+            alert_id=alert.alert_id,
+            rule=alert.rule,
+            severity=alert.severity,
+            context=alert.context,
+            action=alert.action,
+            at=alert.raised_at,
+        )
         await self.record(event, f"{alert.alert_id}:raised")
         await self.tick(now)
 
     async def resolved(self, alert: Alert) -> None:
         log.info("alert %s resolved (%s)", alert.alert_id, alert.rule)
-        await self.record(AlertResolved(alert_id=alert.alert_id, rule=alert.rule, at=alert.resolved_at or 0.0),
-                          f"{alert.alert_id}:resolved")
+        await self.record(
+            AlertResolved(alert_id=alert.alert_id, rule=alert.rule, at=alert.resolved_at or 0.0),
+            f"{alert.alert_id}:resolved",
+        )
         undo = remediation.undo_overflow(alert.commands)
         if undo:
             plan = remediation.Plan("overflow_off", undo, "backlog resolved: overflow switched off")
@@ -89,8 +97,10 @@ class Desk:
 
     async def acknowledged(self, alert: Alert) -> None:
         log.info("alert %s acknowledged by %s", alert.alert_id, alert.acked_by or "someone")
-        await self.record(AlertAcknowledged(alert_id=alert.alert_id, by=alert.acked_by, at=alert.acked_at or 0.0),
-                          f"{alert.alert_id}:acked")
+        await self.record(
+            AlertAcknowledged(alert_id=alert.alert_id, by=alert.acked_by, at=alert.acked_at or 0.0),
+            f"{alert.alert_id}:acked",
+        )
 
     async def tick(self, now: float) -> None:
         """Remediation still owed, then the escalation steps that are due."""
@@ -123,8 +133,9 @@ class Desk:
         alert.remediations.append(plan.action)
         self.m.metrics.remediations.labels(alert.rule, plan.action).inc()
         log.warning("alert %s: remediation %s: %s", alert.alert_id, plan.action, plan.detail)
-        event = Remediation(alert_id=alert.alert_id, rule=alert.rule, action=plan.action, commands=sent,
-                            detail=plan.detail, step=step)
+        event = Remediation(
+            alert_id=alert.alert_id, rule=alert.rule, action=plan.action, commands=sent, detail=plan.detail, step=step
+        )
         await self.record(event, key)
 
     async def notify(self, channel: str, subject: str, text: str, alert_id: str | None, step: int | None) -> None:

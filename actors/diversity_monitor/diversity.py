@@ -33,8 +33,34 @@ MAX_TEXT = 4000  # characters of an answer kept for analysis
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
-_NOT_PYTHON = {"c", "cpp", "c++", "java", "js", "javascript", "ts", "typescript", "go", "rust", "rs", "sql", "sh",
-               "bash", "ruby", "rb", "kotlin", "swift", "scala", "php", "r", "json", "yaml", "html", "css", "text"}
+_NOT_PYTHON = {
+    "c",
+    "cpp",
+    "c++",
+    "java",
+    "js",
+    "javascript",
+    "ts",
+    "typescript",
+    "go",
+    "rust",
+    "rs",
+    "sql",
+    "sh",
+    "bash",
+    "ruby",
+    "rb",
+    "kotlin",
+    "swift",
+    "scala",
+    "php",
+    "r",
+    "json",
+    "yaml",
+    "html",
+    "css",
+    "text",
+}
 
 
 # --- one answer ----------------------------------------------------------------------------------
@@ -185,9 +211,19 @@ class Metrics:
         """The numeric figures (for events and Prometheus); absent figures are left out."""
         out: dict[str, float] = {}
         for name in (
-            "answers", "unique_approaches", "approach_ratio", "model_families", "models", "top_model_share",
-            "family_evenness", "prompt_variants", "ast_diversity", "embedding_diversity", "temperature_variance",
-            "code_answers", "diversity_score",
+            "answers",
+            "unique_approaches",
+            "approach_ratio",
+            "model_families",
+            "models",
+            "top_model_share",
+            "family_evenness",
+            "prompt_variants",
+            "ast_diversity",
+            "embedding_diversity",
+            "temperature_variance",
+            "code_answers",
+            "diversity_score",
         ):
             value = getattr(self, name)
             if value is not None:

@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 ALERT_EVENTS = (AlertRaised, AlertResolved, AlertAcknowledged, Remediation, Notified)
 EMBED_BATCH = 64
-ALERT_SUBJECTS = [f"{subjects.PREFIX}.event.alert.>", f"{subjects.PREFIX}.event.remediation",
-                  f"{subjects.PREFIX}.event.notified"]
+ALERT_SUBJECTS = [
+    f"{subjects.PREFIX}.event.alert.>",
+    f"{subjects.PREFIX}.event.remediation",
+    f"{subjects.PREFIX}.event.notified",
+]
 
 
 async def warm_up(m: DiversityMonitor) -> None:
@@ -68,7 +71,11 @@ async def warm_up(m: DiversityMonitor) -> None:
     m.obs.prune(time.time())
     log.info(
         "replayed %d results, %d events and %d alert records in %.1fs; %d alert(s) open",
-        len(results), len(events), alerts, time.monotonic() - started, len(m.engine.active),
+        len(results),
+        len(events),
+        alerts,
+        time.monotonic() - started,
+        len(m.engine.active),
     )
 
 

@@ -47,8 +47,11 @@ def figures(
     for tier in ("local", "together", "premium"):
         switch = live.tiers.get(tier)
         f.tiers[tier] = switch is None or switch.enabled
-    for key, metric in (("cache_hit_ratio", "cache_hit_rate"), ("error_ratio", "error_rate"),
-                        ("request_rate_per_second", "request_rate")):
+    for key, metric in (
+        ("cache_hit_ratio", "cache_hit_rate"),
+        ("error_ratio", "error_rate"),
+        ("request_rate_per_second", "request_rate"),
+    ):
         value = obs.measure(metric, window, now, live).value
         f.window[key] = value if value is not None else 0.0
     f.spend_today = obs.daily_spend(now)
@@ -70,8 +73,15 @@ def digest_figures(f: Figures) -> dict[str, float]:
         "open_alerts": float(len(f.alerts)),
         **{k: round(v, 4) for k, v in f.window.items()},
     }
-    for key in ("diversity_score", "unique_approaches", "model_families", "top_model_share", "embedding_diversity",
-                "ast_diversity", "temperature_variance"):
+    for key in (
+        "diversity_score",
+        "unique_approaches",
+        "model_families",
+        "top_model_share",
+        "embedding_diversity",
+        "ast_diversity",
+        "temperature_variance",
+    ):
         if key in f.diversity:
             out[f"diversity.{key}"] = round(f.diversity[key], 4)
     return out

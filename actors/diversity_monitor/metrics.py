@@ -66,13 +66,17 @@ class FiguresCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self.figures()
-        g = _gauge("orchestra_model_available", "1 when the model can answer now (loaded, or its cloud tier and "
-                   "provider are up)", ["model", "tier"])
+        g = _gauge(
+            "orchestra_model_available",
+            "1 when the model can answer now (loaded, or its cloud tier and provider are up)",
+            ["model", "tier"],
+        )
         for (model, tier), ok in sorted(f.models.items()):
             g.add_metric([model, tier], 1.0 if ok else 0.0)
         yield g
-        yield GaugeMetricFamily("orchestra_models_loaded", "Model instances loaded on hosts that are up",
-                                value=f.models_loaded)
+        yield GaugeMetricFamily(
+            "orchestra_models_loaded", "Model instances loaded on hosts that are up", value=f.models_loaded
+        )
         yield GaugeMetricFamily("orchestra_hosts_up", "gpu_hosts with a fresh heartbeat", value=f.hosts_up)
         used = _gauge("orchestra_card_memory_used_bytes", "Memory in use on a card", ["host", "card"])
         total = _gauge("orchestra_card_memory_total_bytes", "Memory of a card", ["host", "card"])
@@ -101,13 +105,15 @@ class FiguresCollector(Collector):
             if key in f.window:
                 yield GaugeMetricFamily(f"orchestra_{key}", doc, value=f.window[key])
         yield GaugeMetricFamily("orchestra_spend_today_usd", "Cloud spend since local midnight", value=f.spend_today)
-        yield GaugeMetricFamily("orchestra_spend_velocity_usd_per_hour", "Cloud spend per hour over the monitor "
-                                "window", value=f.spend_velocity)
+        yield GaugeMetricFamily(
+            "orchestra_spend_velocity_usd_per_hour",
+            "Cloud spend per hour over the monitor window",
+            value=f.spend_velocity,
+        )
         for key, value in sorted(f.diversity.items()):
             name = "orchestra_diversity_score" if key == "diversity_score" else f"orchestra_diversity_{key}"
             yield GaugeMetricFamily(name, f"Diversity over the monitor window: {key.replace('_', ' ')}", value=value)
-        tasks = _gauge("orchestra_task_diversity_score", "Diversity score of a task's answers (recent tasks)",
-                       ["task"])
+        tasks = _gauge("orchestra_task_diversity_score", "Diversity score of a task's answers (recent tasks)", ["task"])
         for task, score in sorted(f.tasks.items()):
             tasks.add_metric([task], score)
         yield tasks
@@ -120,21 +126,31 @@ class FiguresCollector(Collector):
 class Metrics:
     def __init__(self, figures: Callable[[], Figures]) -> None:
         r = self.registry = CollectorRegistry()
-        self.latency = Histogram("orchestra_request_latency_seconds", "Time from request to result",
-                                 ["route", "tier", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "orchestra_request_latency_seconds",
+            "Time from request to result",
+            ["route", "tier", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.requests = Counter("orchestra_requests", "Requests finished", ["tier", "model", "outcome"], registry=r)
         self.errors = Counter("orchestra_request_errors", "Requests that ended in an error", ["code"], registry=r)
-        self.failures = Counter("orchestra_attempt_failures", "Failed attempts (the router may fall back)",
-                                ["tier", "model", "code"], registry=r)
+        self.failures = Counter(
+            "orchestra_attempt_failures",
+            "Failed attempts (the router may fall back)",
+            ["tier", "model", "code"],
+            registry=r,
+        )
         self.cost = Counter("orchestra_cost_usd", "Money spent", ["tier", "model"], registry=r)
-        self.cost_per_request = Histogram("orchestra_cost_per_request_usd", "Cost of one request", ["tier"],
-                                          buckets=COST_BUCKETS, registry=r)
+        self.cost_per_request = Histogram(
+            "orchestra_cost_per_request_usd", "Cost of one request", ["tier"], buckets=COST_BUCKETS, registry=r
+        )
         self.tokens = Counter("orchestra_tokens", "Tokens processed", ["tier", "model", "direction"], registry=r)
         self.events = Counter("orchestra_events", "Events seen on the bus", ["kind"], registry=r)
-        self.remediations = Counter("orchestra_remediations", "Auto-remediation actions", ["rule", "action"],
-                                    registry=r)
-        self.notifications = Counter("orchestra_notifications", "Notifications sent", ["channel", "result"],
-                                     registry=r)
+        self.remediations = Counter(
+            "orchestra_remediations", "Auto-remediation actions", ["rule", "action"], registry=r
+        )
+        self.notifications = Counter("orchestra_notifications", "Notifications sent", ["channel", "result"], registry=r)
         r.register(FiguresCollector(figures))
 
     def observe(self, outcome: Outcome) -> None:

@@ -34,8 +34,9 @@ class Notifier(Protocol):
 
 
 class WebhookNotifier:
-    def __init__(self, name: str, cfg: WebhookNotifierCfg, session: aiohttp.ClientSession,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, cfg: WebhookNotifierCfg, session: aiohttp.ClientSession, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name, self.cfg, self.session = name, cfg, session
         self.env = env if env is not None else os.environ
 

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from actors.diversity_monitor.window import OomRec
+from actors.gpu_host.library import planned_kv_bytes_per_token, planned_variants
+from actors.gpu_host.memory import allowed_variants
 from schemas.base import Tier
 from schemas.commands import Command, LoadModel, SetOverflow, SetTier, UnloadModel
-from schemas.config.models import LocalModel, parse_params
+from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
 from schemas.state import HostState, LoadedModel, QueueState, TierState
 
@@ -37,14 +39,11 @@ class Plan:
 
 
 def footprint(model: LocalModel) -> int:
-    """Bytes a model takes when loaded: its library size, else its smallest variant, else an estimate
-    from parameters x bits."""
-    if model.size is not None:
-        return int(model.size)
-    sizes = [int(v.size) for v in model.variants]
-    if sizes:
-        return min(sizes)
-    return int(parse_params(model.params) * model.bits / 8)
+    """Bytes a model takes loaded at batch 1: the weights of its smallest allowed variant plus the KV
+    cache for its whole context, estimated from the library exactly as the gpu_host plans a load
+    (weights alone would call a model with a huge context small)."""
+    weights = min(v.weights for v in allowed_variants(planned_variants(model)))
+    return weights + planned_kv_bytes_per_token(model) * model.context_length
 
 
 def line_of(name: str) -> tuple[str, str]:
@@ -109,12 +108,14 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
         return Plan("unload", commands, f"unloaded {victim_name} from {where}")
     room = (free_bytes(state) if state else 0) + victim_bytes
     loaded_names = {m.model for m in loaded}
+    failing = {o.model for o in ooms if o.host == host_name}  # never "fix" an OOM with the model that caused it
     candidates = [
         (name, m)
         for name, m in cfg.local_models().items()
         if m.family == victim_cfg.family
         and name != victim_name
         and name not in loaded_names
+        and name not in failing
         and footprint(m) < footprint(victim_cfg)
         and footprint(m) + overhead(host_name, cfg) <= room
         and may_place(m, host_name, cfg)
@@ -164,9 +165,7 @@ def plan_backlog(
     for name in fast_models(cfg):
         model = local[name]
         need = footprint(model)
-        fitting = [
-            h for h in up if may_place(model, h.host, cfg) and need + overhead(h.host, cfg) <= free_bytes(h)
-        ]
+        fitting = [h for h in up if may_place(model, h.host, cfg) and need + overhead(h.host, cfg) <= free_bytes(h)]
         if fitting:
             host = max(fitting, key=lambda h: (free_bytes(h), h.host))
             have = sum(1 for m in host.models if m.model == name)

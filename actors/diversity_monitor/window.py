@@ -94,16 +94,33 @@ def answers_of(outcome: Outcome, at: float) -> list[Answer]:
     own = Provenance(model=outcome.model, family=outcome.family, tier=outcome.tier, target=outcome.target)
     p = outcome.provenance or own
     if (p.model, p.family) != (own.model, own.family):  # the result's own model is the truth
-        p = Provenance(model=own.model, family=own.family, tier=own.tier, target=own.target,
-                       temperature=p.temperature, top_p=p.top_p, prompt_variant=p.prompt_variant)
+        p = Provenance(
+            model=own.model,
+            family=own.family,
+            tier=own.tier,
+            target=own.target,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            prompt_variant=p.prompt_variant,
+        )
     return [_answer(at, outcome.request_id, p, outcome.task or outcome.parent_id, outcome.text)]
 
 
 def _answer(at: float, request_id: str, p: Provenance, group: str | None, text: str) -> Answer:
     text = text[:MAX_TEXT]
-    return Answer(at=at, request_id=request_id, model=p.model, family=p.family, tier=p.tier, group=group,
-                  temperature=p.temperature, top_p=p.top_p, prompt_variant=p.prompt_variant, text=text,
-                  shape=structure(code_of(text)))
+    return Answer(
+        at=at,
+        request_id=request_id,
+        model=p.model,
+        family=p.family,
+        tier=p.tier,
+        group=group,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        prompt_variant=p.prompt_variant,
+        text=text,
+        shape=structure(code_of(text)),
+    )
 
 
 def is_fanout(outcome: Outcome) -> bool:
@@ -132,8 +149,17 @@ class Observations:
             if outcome.tier in PAID_TIERS and outcome.cost_usd > 0:
                 self.spend.append(SpendRec(at, outcome.cost_usd, outcome.tier))
             self.requests.append(
-                RequestRec(at, outcome.request_id, True, outcome.cached, outcome.tier, outcome.model,
-                           outcome.target, outcome.cost_usd, outcome.timings.total_ms)
+                RequestRec(
+                    at,
+                    outcome.request_id,
+                    True,
+                    outcome.cached,
+                    outcome.tier,
+                    outcome.model,
+                    outcome.target,
+                    outcome.cost_usd,
+                    outcome.timings.total_ms,
+                )
             )
         else:
             self.requests.append(RequestRec(at, outcome.request_id, False, error_code=outcome.error.code))
@@ -156,8 +182,18 @@ class Observations:
         return new
 
     def add_failure(self, f: AttemptFailed, at: float) -> None:
-        self.failures.append(RequestRec(at, f.request_id, False, tier=f.tier, model=f.model, target=f.target,
-                                        cost_usd=f.cost_usd, error_code=f.error.code))
+        self.failures.append(
+            RequestRec(
+                at,
+                f.request_id,
+                False,
+                tier=f.tier,
+                model=f.model,
+                target=f.target,
+                cost_usd=f.cost_usd,
+                error_code=f.error.code,
+            )
+        )
         if f.tier in PAID_TIERS and f.cost_usd > 0:
             self.spend.append(SpendRec(at, f.cost_usd, f.tier))
         if f.error.code == "oom":

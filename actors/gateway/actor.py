@@ -14,6 +14,7 @@ import contextlib
 from aiohttp import web
 
 from actors.gateway.handlers import Api
+from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from bus.actor import Actor
 from schemas.config.models import CloudModel
@@ -45,6 +46,8 @@ class Gateway(Actor):
 
     async def on_start(self) -> None:
         self.keys.load()
+        self.inbox = Inbox(self.nc)
+        await self.inbox.start()
         app = web.Application(client_max_size=self.cfg.gateway.max_body)
         app.add_routes(Api(self).routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -68,3 +71,5 @@ class Gateway(Actor):
         if self.runner is not None:
             with contextlib.suppress(Exception):
                 await self.runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.inbox.stop()

@@ -8,7 +8,6 @@ first outcome. Failures are OpenAI-shaped errors with the matching status.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,9 @@ from schemas.result import GenerateError, GenerateResult, Outcome
 if TYPE_CHECKING:
     from actors.gateway.actor import Gateway
 
-GRACE_S = 2.0  # wait this long past the deadline for the router's own timeout outcome
+GRACE_S = 2.0
+_RESULT = f"{subjects.PREFIX}.result."
+_STREAM = f"{subjects.PREFIX}.stream."  # wait this long past the deadline for the router's own timeout outcome
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -124,25 +125,26 @@ class Api:
         return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))
 
     async def _roundtrip(self, gen: GenerateRequest) -> Outcome:
-        sub = await self.gw.nc.subscribe(subjects.result(gen.id))
+        queue = self.gw.inbox.open(gen.id)
         try:
             await self._publish(gen)
-            wait = gen.effective_deadline - time.time() + GRACE_S
-            msg = await sub.next_msg(timeout=max(wait, 0.1))
-            return OUTCOME.decode(msg.data)
+            while True:
+                wait = gen.effective_deadline - time.time() + GRACE_S
+                msg = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
+                if msg.subject.startswith(_RESULT):
+                    return OUTCOME.decode(msg.data)
         except TimeoutError:
             return self._timeout(gen)
         except Exception as exc:  # the bus is down or the answer is garbage: say so, typed
             return GenerateError(request_id=gen.id, error=ErrorInfo.of("unavailable", f"orchestra unavailable: {exc}"))
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            self.gw.inbox.close(gen.id)
 
     async def _stream(
         self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool
     ) -> web.StreamResponse:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
-        sub = await self.gw.nc.subscribe(f"{subjects.PREFIX}.*.{gen.id}")  # chunks, then the outcome, in order
+        queue = self.gw.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
         streamed = False
         try:
@@ -150,11 +152,11 @@ class Api:
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 try:
-                    msg = await sub.next_msg(timeout=max(wait, 0.1))
+                    msg = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
                 except TimeoutError:
                     outcome: Outcome = self._timeout(gen)
                 else:
-                    if msg.subject.startswith(f"{subjects.PREFIX}.stream."):
+                    if msg.subject.startswith(_STREAM):
                         chunk = CHUNK.decode(msg.data)
                         if chunk.attempt != 0 and not streamed:
                             shaper.started = False
@@ -183,8 +185,7 @@ class Api:
             await response.write(shaper.error(info))
             return response
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            self.gw.inbox.close(gen.id)
 
     async def _open_sse(self, request: web.Request, gen: GenerateRequest) -> web.StreamResponse:
         response = web.StreamResponse(

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 from nats.js.errors import NotFoundError
 
@@ -119,6 +120,8 @@ class GpuHost(Actor):
                 if keep_alive not in (None, "hot", "warm", "cold"):
                     self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
                     keep_alive = None
+                if keep_alive is None and self.manager.configured_keep_alive(model) == "cold":
+                    keep_alive = "warm"  # asked for by name: keep it for its TTL, not only until it is idle
                 try:
                     await self.manager.ensure_loaded(model, keep_alive=keep_alive, reason=msg.reason or "command")  # type: ignore[arg-type]
                 except GpuHostError as exc:  # published as model.load_failed / oom already
@@ -140,10 +143,12 @@ class GpuHost(Actor):
             return
         taken = time.time()
         streamed = ChunkSender(self, req.id, dispatch.attempt) if req.stream else None
+        admitted = None
         try:
             if taken >= req.effective_deadline:
                 raise DeadlineExceeded(f"request {req.id} reached {self.host} after its deadline")
             resident = await self._loaded(model, req.effective_deadline)
+            admitted = resident
             self.manager.touch(model)
             load_ms = (time.time() - taken) * 1000.0
             cfg = resident.resolved.cfg
@@ -169,6 +174,9 @@ class GpuHost(Actor):
             self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
             await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
             return
+        finally:
+            if admitted is not None:
+                admitted.release()
         usage = Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
         cost = local_cost(
             cfg,
@@ -201,11 +209,11 @@ class GpuHost(Actor):
 
     async def _loaded(self, model: str, deadline: float):  # type: ignore[no-untyped-def]
         """The model, loading it if needed; a load is never cancelled half-way (others may wait on it)."""
-        task = asyncio.ensure_future(self.manager.ensure_loaded(model))
+        task = asyncio.ensure_future(self.manager.ensure_loaded(model, admit=True))
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.time()))
         except TimeoutError as exc:
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task.add_done_callback(_abandon)
             raise DeadlineExceeded(f"the deadline passed while {model!r} was loading on {self.host}") from exc
 
     def _watts(self, cards: tuple[str, ...]) -> float:
@@ -238,3 +246,9 @@ class GpuHost(Actor):
         for name in self.manager.hot_models():
             with contextlib.suppress(GpuHostError):
                 await self.manager.ensure_loaded(name, reason="hot")
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """A load finished after its request gave up: hand the admission back."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().release()

@@ -5,8 +5,9 @@ sequence (``kv_unified`` off: each sequence has its own cache stream, so a seque
 depend on its neighbours). Every step:
 
   1. admit waiting requests into free sequence slots (tokenise, check the context, build a sampler chain);
-  2. build one ``llama_batch``: the last sampled token of every running sequence, then prompt tokens of
-     newly admitted ones (chunked to ``n_batch``), logits requested only where a token is to be sampled;
+  2. build one ``llama_batch``: the prompt of one newly admitted sequence alone (chunked to ``n_batch``),
+     or else the last sampled token of every running sequence; logits only where a token is sampled
+     (a prompt is never mixed with other sequences' tokens: mixed rows change the numbers);
   3. ``llama_decode`` once, then sample each sequence from its own logits row
      (``llama_sampler_sample(chain, ctx, i)`` = ``llama_get_logits_ith`` + its sampler chain);
   4. finish sequences on end-of-generation, a stop sequence, max_tokens, deadline or cancellation, and
@@ -162,16 +163,20 @@ class BatchScheduler:
         b.n_tokens = 0
         for slot in self.slots.values():
             slot.row = -1
-            if slot.last is not None:
-                self._add(slot, slot.last, logits=True)
-                slot.last = None
-        for slot in self.slots.values():
-            room = self.n_batch - b.n_tokens
-            if not slot.tokens or room <= 0:
-                continue
-            chunk, slot.tokens = slot.tokens[:room], slot.tokens[room:]
+        prefilling = next((slot for slot in self.slots.values() if slot.tokens), None)
+        if prefilling is not None:
+            # A newcomer's prompt is decoded alone, in exactly the batches it would have run in alone:
+            # rows mixed with other sequences' tokens take other kernel paths and change the numbers
+            # (enough to flip a greedy choice). The running sequences wait one step.
+            slot = prefilling
+            chunk, slot.tokens = slot.tokens[: self.n_batch], slot.tokens[self.n_batch :]
             for i, tok in enumerate(chunk):
                 self._add(slot, tok, logits=not slot.tokens and i == len(chunk) - 1)
+        else:
+            for slot in self.slots.values():
+                if slot.last is not None:
+                    self._add(slot, slot.last, logits=True)
+                    slot.last = None
         if b.n_tokens == 0:
             return 0
         started = time.monotonic()

@@ -14,6 +14,7 @@ transition publishes an event (model.loaded / model.unloaded / model.swap / mode
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from actors.gpu_host.library import ModelLibrary, ResolvedModel, planned_kv_byte
 from actors.gpu_host.llama_engine import LlamaCppEngine
 from schemas.base import KeepAlive
 from schemas.config.hosts import CardCfg
+from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
 from schemas.events import Event, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.state import CardState, HostState, LoadedModel
@@ -49,6 +51,20 @@ class Resident:
     load_ms: float
     usage: policy.Usage = field(default_factory=policy.Usage)
     draining: bool = False
+    admitted: int = 0  # requests handed this model and not finished (an unload waits for them)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while admitted == 0
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def admit(self) -> None:
+        self.admitted += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.admitted = max(0, self.admitted - 1)
+        if self.admitted == 0:
+            self.idle.set()
 
     @property
     def bytes_by_card(self) -> dict[str, int]:
@@ -125,6 +141,10 @@ class ModelManager:
             host=self.host, up=up, cards=cards, models=models, heartbeat_at=time.time(), started_at=started_at
         )
 
+    def configured_keep_alive(self, name: str) -> KeepAlive | None:
+        model = self.cfg.models.get(name)
+        return model.keep_alive if isinstance(model, LocalModel) else None
+
     def hot_models(self) -> list[str]:
         """Hot models this host loads at start: those pinned to its cards, and unpinned ones when it is the
         first host (in hosts.yaml order) whose cards can hold them."""
@@ -143,8 +163,16 @@ class ModelManager:
 
     # --- transitions -------------------------------------------------------------------------------
     async def ensure_loaded(
-        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request"
+        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request", admit: bool = False
     ) -> Resident:
+        """The model, loaded. ``admit``: a request will run on it; it counts as in flight from this very
+        moment (no await in between), so an unload that starts now waits for it (``Resident.release``)."""
+        r = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason)
+        if admit:
+            r.admit()
+        return r
+
+    async def _ensure_loaded(self, name: str, *, keep_alive: KeepAlive | None, reason: str) -> Resident:
         r = self.loaded(name)
         if r is not None:
             if keep_alive is not None:
@@ -274,7 +302,10 @@ class ModelManager:
         r.draining = True
         self.changed()
         if drain_timeout > 0:
-            await r.engine.drain(drain_timeout)
+            deadline = time.monotonic() + drain_timeout
+            with contextlib.suppress(TimeoutError):  # requests handed the model, maybe not yet submitted
+                await asyncio.wait_for(r.idle.wait(), drain_timeout)
+            await r.engine.drain(max(0.0, deadline - time.monotonic()))
         await r.engine.stop()
         del self.residents[name]
         log.info("%s: unloaded %s (%s)", self.host, name, reason)

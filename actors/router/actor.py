@@ -15,9 +15,10 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from actors.budget_guard.client import BudgetClient
+from actors.cache.client import CacheClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
-from actors.router.policy import plan_request
+from actors.router.policy import host_up, plan_request
 from actors.router.queues import QueueWatch
 from actors.router.view import View
 from bus import subjects
@@ -42,6 +43,7 @@ class Router(Actor):
         self.view: View
         self.flow = Flow(self)
         self.flow.reserve = BudgetClient(self).reserve  # a reservation before every paid attempt
+        self.cache = CacheClient(self)
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
 
@@ -71,6 +73,7 @@ class Router(Actor):
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
         self.queues = QueueWatch(self)
         self.spawn("queues", self.queues.run)
+        self.spawn("hosts", self.watch_hosts)
 
     async def on_stop(self) -> None:
         for sub in self._subs:
@@ -78,6 +81,19 @@ class Router(Actor):
                 await sub.unsubscribe()
         for task in list(self.background):
             task.cancel()
+
+    def host_alive(self, host: str) -> bool:
+        return host_up(self.cfg, self.view.snapshot_light(), host)
+
+    async def watch_hosts(self) -> None:
+        """Fail over attempts whose gpu_host stopped heartbeating (checked every second)."""
+        while True:
+            await asyncio.sleep(1.0)
+            busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
+            down = {h for h in busy if not self.host_alive(h)}
+            if down:
+                self.log.warning("gpu_host(s) %s stopped heartbeating: failing over their attempts", sorted(down))
+                await self.flow.hosts_down(down)
 
     # --- requests ------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:
@@ -97,13 +113,20 @@ class Router(Actor):
         if request.mode != "single":
             await self.start_fanout(request, d)
             return
+        cached = await self.cache.lookup(request)  # None: a miss (remembered by the cache), or no cache
+        if cached is not None:
+            await publish_outcome(self, cached)
+            await d.ack()
+            return
         decision = plan_request(request, self.cfg, self.view.snapshot())
         if isinstance(decision, ErrorInfo):
             await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()))
             await d.ack()
             return
         resume = await self.resume_point(request, d)
-        pending = Pending(request=request, plan=decision.targets, strategy=decision.strategy, delivery=d)
+        pending = Pending(
+            request=request, plan=decision.targets, strategy=decision.strategy, route=decision.route, delivery=d
+        )
         await self.flow.start(pending, resume_after=resume)
 
     async def resume_point(self, request: GenerateRequest, d: Delivery) -> int:

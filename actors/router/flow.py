@@ -27,7 +27,7 @@ from bus.outcomes import publish_outcome
 from schemas.codec import OUTCOME
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError
-from schemas.events import Escalated, RequestFallback, RequestRouted
+from schemas.events import Escalated, RequestFallback
 from schemas.request import GenerateRequest
 from schemas.result import (
     AttemptFailed,
@@ -55,6 +55,7 @@ class Pending:
     request: GenerateRequest
     plan: list[Target]
     strategy: str = ""
+    route: str | None = None
     delivery: Delivery | None = None  # the held REQUESTS message; None for fan-out children
     parent: FanOut | None = None
     prompt_variant: str | None = None
@@ -118,6 +119,9 @@ class Flow:
                 await self.finish_error(p, error)
                 return
             target = p.plan[p.attempt]
+            if target.host and not self.router.host_alive(target.host):
+                p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
+                continue  # the plan was made when it was up: skip it rather than wait for a timeout
             reservation = None
             if target.tier != "local" and self.reserve is not None:
                 granted = await self.reserve(p.request, target, p.attempt)
@@ -133,6 +137,8 @@ class Flow:
                 reservation_id=reservation,
                 prompt_variant=p.prompt_variant,
                 parent_id=p.parent.request.id if p.parent else None,
+                strategy=p.strategy,
+                route=p.route,
                 dispatched_at=time.time(),
             )
             subject = (
@@ -145,16 +151,6 @@ class Flow:
             await self.router.publish(subject, dispatch, msg_id=f"{p.request.id}:{p.attempt}")
             timeout = min(float(cfg.router.attempt_timeout), remaining)
             p.timer = asyncio.get_running_loop().call_later(timeout, self._fire, self._attempt_timeout, p, p.attempt)
-            self.router.emit_nowait(
-                RequestRouted(
-                    request_id=p.request.id,
-                    target=target.where,
-                    model=target.model,
-                    tier=target.tier,
-                    strategy=p.strategy,
-                    attempt=p.attempt,
-                )
-            )
             return
 
     async def failed(self, f: AttemptFailed) -> None:
@@ -185,6 +181,16 @@ class Flow:
         where = p.target.where if p.target else "?"
         p.last_error = ErrorInfo.of("timeout", f"{where} did not answer attempt {attempt} in time")
         await self.next_attempt(p)
+
+    async def hosts_down(self, down: set[str]) -> None:
+        """Attempts on a gpu_host that stopped heartbeating fail now (the router falls back) instead
+        of at their timeout. If the host comes back and answers anyway, the first outcome wins."""
+        for p in list(self.pending.values()):
+            if p.done or p.target is None or p.target.host not in down:
+                continue
+            self._stop_attempt(p)
+            p.last_error = ErrorInfo.of("unavailable", f"gpu_host {p.target.host} stopped answering")
+            await self.next_attempt(p)
 
     async def _deadline(self, p: Pending) -> None:
         if not p.done:

@@ -61,6 +61,10 @@ class View:
             turn=self.turn,
         )
 
+    def snapshot_light(self) -> Snapshot:
+        """Hosts and tiers only, for liveness checks (no round-robin turn)."""
+        return Snapshot(now=time.time(), hosts=self.hosts.data, tiers=self.tiers.data, providers=self.providers.data)
+
     def started(self, key: str) -> None:
         self.inflight[key] += 1
 

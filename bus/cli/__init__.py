@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run(args) or 0)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `orchestra audit | head`: the reader went away, like any unix tool
+        sys.stderr.close()
+        sys.exit(0)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"orchestra: config error: {line}", file=sys.stderr)

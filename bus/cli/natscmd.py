@@ -7,12 +7,15 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from bus.cli.common import config_of
 from bus.errors import NatsServerError
 from bus.server import EmbeddedNats
+
+STOP_GRACE_S = 2.0
 
 
 def register(sub: Any) -> None:
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         if server.proc is None or server.proc.poll() is not None:
             print("nats-server exited:\n" + "\n".join(server.log_tail()), file=sys.stderr)
             return 1
+    # `orchestra up` stops everything at once: give the actors a moment to publish their last events
+    # and drain before the bus goes away (they stop within a second or two).
+    time.sleep(STOP_GRACE_S)
     server.stop()
     print("nats-server stopped", file=sys.stderr, flush=True)
     return 0

@@ -30,6 +30,7 @@ def decode(subject: str, data: bytes) -> tuple[str, dict[str, Any]]:
         if area == "dispatch":
             d = DISPATCH.decode(data)
             fields = {"request_id": d.request.id, "attempt": d.attempt, **msgspec.to_builtins(d.target)}
+            fields.update(strategy=d.strategy, route=d.route)
             return "dispatch", fields
         if area == "result" and subject.endswith(".failed"):
             return "attempt.failed", msgspec.to_builtins(ATTEMPT_FAILED.decode(data))

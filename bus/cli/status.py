@@ -57,14 +57,21 @@ async def collect(js: JetStreamContext) -> dict[str, Any]:
                 }
             )
         st = info.state
+        last = None
+        if st.messages:
+            try:  # the stream state has no timestamps: read the last message's
+                last = (await js.get_msg(spec.name, st.last_seq)).time
+            except Exception:
+                last = None
         report["streams"].append(
             {
                 "name": spec.name,
                 "subjects": spec.subjects,
                 "messages": st.messages,
                 "bytes": st.bytes,
-                "first": _ts(getattr(st, "first_ts", None)),
-                "last": _ts(getattr(st, "last_ts", None)),
+                "first_seq": st.first_seq,
+                "last_seq": st.last_seq,
+                "last": _ts(last),
                 "consumers": consumers,
             }
         )

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
 from actors.cache.actor import CacheActor
-from actors.cache.client import cache_lookup
+from actors.cache.client import CacheClient, cache_lookup
 from actors.cache.exact import KV_CACHE_PENDING
 from bus import subjects
 from bus.errors import ServiceCallError
@@ -327,11 +327,18 @@ async def test_bad_lookup_input_gets_a_typed_error(start_cache: Start, nc: NATS)
     assert time.monotonic() - started < 5
 
 
-async def test_the_router_helper_answers_none_when_no_cache_runs(start_cache: Start, nc: NATS) -> None:
-    """cache_lookup returns the reply while a cache runs and None (go on without it) when none does."""
-    assert await cache_lookup(nc, ask("anyone there?"), timeout=0.5) is None
+async def test_the_router_client_returns_the_cached_result_or_none(start_cache: Start, nc: NATS) -> None:
+    """CacheClient.lookup: the cached result on a hit, None on a miss or when no cache answers."""
     actor = await start_cache()
-    reply = await cache_lookup(nc, ask("anyone there?"), timeout=5)
-    assert reply is not None and not reply.hit and reply.remembered
+    client = CacheClient(actor)
+    assert await client.lookup(ask("What is the capital of Italy?")) is None  # a miss, remembered
+    await miss_then_store(nc, actor, "What is the capital of Spain?", "Madrid")
+    hit = await client.lookup(ask("what is the capital of spain"))
+    assert hit is not None and hit.cached and hit.text == "Madrid"
     await actor.stop(grace=1)
-    assert await cache_lookup(nc, ask("anyone there?"), timeout=0.5) is None
+    started = time.monotonic()
+    assert await client.lookup(ask("What is the capital of Spain?")) is None
+    assert time.monotonic() - started < 2
+    with pytest.raises(ServiceCallError) as err:
+        await cache_lookup(nc, ask("anyone?"), timeout=0.5)
+    assert err.value.info.code in ("unavailable", "timeout")

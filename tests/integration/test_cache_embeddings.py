@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from actors.cache.errors import ModelCorrupt, ModelMissing
 from actors.cache.minilm import MANIFEST, build_model, ensure_model, source_dir
 from actors.cache.normalize import normalize
 from tests.support.minilm import copy_model, embedder, model_dir
+from tests.support.procs import REPO
 
 
 def cosine(a: str, b: str) -> float:
@@ -146,3 +149,18 @@ def test_shared_model_folder_is_built() -> None:
     """The folder the other tests use holds what fastembed needs."""
     for name in ("model.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
         assert (model_dir() / name).is_file()
+
+
+def test_two_processes_building_at_once_both_get_a_working_model(tmp_path: Path) -> None:
+    """The cache and the diversity monitor may build the shared folder at the same start: each builds
+    privately and renames; the one that comes second keeps the first build."""
+    out = tmp_path / "shared"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "actors.cache.minilm", str(out)], cwd=REPO, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+    loaded = Embedder.load(out)
+    assert np.allclose(loaded.embed_sync(["hello world"])[0][:5], embedder().embed_sync(["hello world"])[0][:5])

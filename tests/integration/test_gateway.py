@@ -193,3 +193,65 @@ async def test_a_key_file_is_created_on_first_start(tmp_path: Path, nats_server:
         assert gw.keys.check(f"Bearer {key}") is not None and gw.keys.check("Bearer nope") is None
     finally:
         await gw.stop(grace=0.2)
+
+
+async def test_a_repeated_or_paraphrased_request_is_answered_from_the_cache(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """Through the front door: the first answer comes from a model; the same question again, and
+    a paraphrase of it, come from the cache (`cached: true`, with the similarity); a question that
+    differs in meaning does not."""
+    from actors.cache.actor import CacheActor
+    from tests.support.minilm import model_dir
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.txt").write_text(f"alice:{KEY}\n")
+    cfg = test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        data_dir=tmp_path / "data",
+        overrides={
+            "gateway": {"port": 0, "api_keys_file": "keys.txt"},
+            "cache": {"semantic": {"model_dir": str(model_dir())}},
+        },
+    )
+    worker = ScriptedWorker(cfg, hosts=LOCAL, answers={"smollm2-135m": "Paris is the capital of France."})
+    actors = [worker, CacheActor(cfg, instance="c"), Router(cfg, instance="r"), Gateway(cfg, port=0, instance="g")]
+    for actor in actors:
+        await actor.start(nc)
+    gateway = actors[-1]
+    assert isinstance(gateway, Gateway)
+    sdk = openai.AsyncOpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{gateway.bound_port}/v1", max_retries=0)
+    try:
+        await eventually(lambda: actors[2].view.hosts.data)  # type: ignore[attr-defined]
+
+        async def ask(text: str) -> dict[str, object]:
+            reply = await sdk.chat.completions.create(
+                model="smollm2-135m", messages=[{"role": "user", "content": text}], temperature=0
+            )
+            ext = (reply.model_extra or {})["orchestra"]
+            ext["text"] = reply.choices[0].message.content
+            answered_by_model.append(not ext["cached"])
+            return ext  # type: ignore[no-any-return]
+
+        answered_by_model: list[bool] = []
+
+        first = await ask("What is the capital of France?")
+        assert first["cached"] is False and first["target"] == "cpu0"
+        again = await eventually(lambda: _cached(ask, "What is the capital of France?"), timeout=10)
+        assert again["text"] == "Paris is the capital of France." and again["similarity"] == 1.0
+        paraphrase = await ask("what is the capital of france")
+        assert paraphrase["cached"] is True and paraphrase["target"] == "cache"
+        other = await ask("What is the capital of Germany?")
+        assert other["cached"] is False
+        assert len(worker.seen) == sum(answered_by_model)  # every uncached answer came from the model
+    finally:
+        await sdk.close()
+        for actor in reversed(actors):
+            await actor.stop(grace=0.5)  # type: ignore[attr-defined]
+
+
+async def _cached(ask: Callable[[str], Awaitable[dict[str, object]]], text: str) -> dict[str, object] | None:
+    """The answer is stored once its result was read from the stream: ask until it is."""
+    reply = await ask(text)
+    return reply if reply["cached"] else None

@@ -152,13 +152,36 @@ def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
 
 
-def result(rid: str, text: str, model: str, family: str, *, tier: str = "local", task: str | None = None,
-           cost: float = 0.0, temperature: float = 0.7, target: str = "cpu0") -> GenerateResult:
+def result(
+    rid: str,
+    text: str,
+    model: str,
+    family: str,
+    *,
+    tier: str = "local",
+    task: str | None = None,
+    cost: float = 0.0,
+    temperature: float = 0.7,
+    target: str = "cpu0",
+) -> GenerateResult:
     return GenerateResult(
-        request_id=rid, text=text, model=model, family=family, tier=tier, target=target,  # type: ignore[arg-type]
-        usage=Usage(input_tokens=20, output_tokens=len(text.split())), cost_usd=cost, task=task,
-        provenance=Provenance(model=model, family=family, tier=tier, target=target,  # type: ignore[arg-type]
-                              temperature=temperature, top_p=0.9),
+        request_id=rid,
+        text=text,
+        model=model,
+        family=family,
+        tier=tier,
+        target=target,  # type: ignore[arg-type]
+        usage=Usage(input_tokens=20, output_tokens=len(text.split())),
+        cost_usd=cost,
+        task=task,
+        provenance=Provenance(
+            model=model,
+            family=family,
+            tier=tier,
+            target=target,  # type: ignore[arg-type]
+            temperature=temperature,
+            top_p=0.9,
+        ),
         created_at=time.time(),
     )
 
@@ -171,8 +194,14 @@ async def publish_result(nc: NATS, r: GenerateResult) -> None:
 async def orchestra(profile: Path, *args: str) -> tuple[int, str, str]:
     """Run the ``orchestra`` command without blocking the event loop (in-process actors keep running)."""
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "orchestra"), "--config", str(profile), *args, cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        str(Path(sys.executable).parent / "orchestra"),
+        "--config",
+        str(profile),
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -202,10 +231,12 @@ async def test_metrics_show_live_figures_while_requests_flow_and_pass_promtool(
 
         await eventually(counted, timeout=10)
     text = await scrape(m.metrics_port)
-    assert re.search(r'orchestra_request_latency_seconds_count\{model="smollm2-135m",route="cpu0",tier="local"\} 5\.0',
-                     text)
-    assert 'orchestra_request_latency_seconds_bucket{le="+Inf",model="smollm2-135m",route="cpu0",tier="local"} 5.0' \
-        in text
+    assert re.search(
+        r'orchestra_request_latency_seconds_count\{model="smollm2-135m",route="cpu0",tier="local"\} 5\.0', text
+    )
+    assert (
+        'orchestra_request_latency_seconds_bucket{le="+Inf",model="smollm2-135m",route="cpu0",tier="local"} 5.0' in text
+    )
     assert 'orchestra_model_available{model="smollm2-135m",tier="local"} 1.0' in text
     assert 'orchestra_model_available{model="gpt-4o",tier="premium"} 0.0' in text
     assert "orchestra_hosts_up 1.0" in text and "orchestra_models_loaded 2.0" in text
@@ -213,7 +244,7 @@ async def test_metrics_show_live_figures_while_requests_flow_and_pass_promtool(
     assert 'orchestra_tokens_total{direction="input",model="smollm2-135m",tier="local"} 25.0' in text
     assert 'orchestra_tier_enabled{tier="premium"} 1.0' in text
     assert "orchestra_cache_hit_ratio 0.0" in text and "orchestra_error_ratio 0.0" in text
-    assert 'orchestra_alerts_firing' in text
+    assert "orchestra_alerts_firing" in text
     await eventually(lambda: "orchestra_diversity_answers 5.0" in m.metrics.exposition().decode(), timeout=10)
     checked = promtool_check(await scrape(m.metrics_port))
     assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), checked
@@ -237,8 +268,13 @@ async def test_diversity_reports_rank_a_two_family_batch_above_a_single_model_ba
 
     def reports() -> dict[str | None, DiversityReport]:
         out = {r.task: r for r in bus.of(DiversityReport)}
-        return out if {"diverse", "single"} <= set(out) and out["single"].metrics.get("answers") == 6 \
-            and out["diverse"].metrics.get("answers") == 12 else {}
+        return (
+            out
+            if {"diverse", "single"} <= set(out)
+            and out["single"].metrics.get("answers") == 6
+            and out["diverse"].metrics.get("answers") == 12
+            else {}
+        )
 
     got = await eventually(reports, timeout=15)
     diverse, single = got["diverse"].metrics, got["single"].metrics
@@ -255,8 +291,11 @@ async def test_diversity_reports_rank_a_two_family_batch_above_a_single_model_ba
 
 # --- OOM ---------------------------------------------------------------------------------------------
 def p40_host(name: str, cards: tuple[str, str], used: tuple[int, int], *models: LoadedModel) -> HostState:
-    return HostState(host=name, cards=[CardState(card=c, total_bytes=24 * GB, used_bytes=u)
-                                       for c, u in zip(cards, used, strict=True)], models=list(models))
+    return HostState(
+        host=name,
+        cards=[CardState(card=c, total_bytes=24 * GB, used_bytes=u) for c, u in zip(cards, used, strict=True)],
+        models=list(models),
+    )
 
 
 async def test_an_injected_oom_unloads_the_largest_model_loads_a_smaller_one_and_the_request_completes(
@@ -275,8 +314,16 @@ async def test_an_injected_oom_unloads_the_largest_model_loads_a_smaller_one_and
     request = chat("explain attention", model="llama3.1-70b")
     answer = asyncio.ensure_future(ask(nc, request, timeout=30))
     for _ in range(6):
-        oom = Oom(host="m5-p40-a", card="P40_0", model="llama3.1-70b", requested_bytes=2 * GB,
-                  free_bytes=GB // 2, total_bytes=24 * GB, at=time.time(), source="gpu_host")
+        oom = Oom(
+            host="m5-p40-a",
+            card="P40_0",
+            model="llama3.1-70b",
+            requested_bytes=2 * GB,
+            free_bytes=GB // 2,
+            total_bytes=24 * GB,
+            at=time.time(),
+            source="gpu_host",
+        )
         await nc.jetstream().publish(subjects.event(oom), encode(oom))
     raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
     assert raised.rule == "gpu_oom_failures" and raised.severity == "high"
@@ -309,8 +356,9 @@ async def test_a_backlog_loads_a_fast_model_where_memory_allows_otherwise_overfl
     await actors(monitor(cfg))
     queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
     target = "local:m5-p40-b:mistral-large"
-    await queues.put(target, QueueState(target=target, depth=620, oldest_wait_s=700, backlog=True,
-                                        updated_at=time.time()))
+    await queues.put(
+        target, QueueState(target=target, depth=620, oldest_wait_s=700, backlog=True, updated_at=time.time())
+    )
     raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
     assert raised.rule == "queue_backlog_critical" and raised.severity == "critical"
     fix = (await eventually(lambda: bus.of(Remediation)))[0]
@@ -343,8 +391,9 @@ async def test_a_cost_spike_disables_the_premium_tier_unless_it_is_off_already(
         await tiers.put("premium", TierState(tier="premium", enabled=False, reason="budget_guard: cost spike"))
     await actors(monitor(cfg))
     for i in range(3):
-        await publish_result(nc, result(f"paid{i}", "an answer", "gpt-4o", "gpt", tier="premium", cost=17.5,
-                                        target="openai"))
+        await publish_result(
+            nc, result(f"paid{i}", "an answer", "gpt-4o", "gpt", tier="premium", cost=17.5, target="openai")
+        )
     raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
     assert raised.rule == "cost_spike" and raised.context["daily_api_spend"] == pytest.approx(52.5)
     fix = (await eventually(lambda: bus.of(Remediation)))[0]
@@ -370,7 +419,11 @@ def notifiers(hook: Webhook, box: Mailbox) -> dict[str, Any]:
 
 
 async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowledged(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    nc: NATS,
+    actors: Start,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No model loaded anywhere (all_models_offline, critical): the webhook at once, the admin's mail
@@ -380,11 +433,24 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
     bus = await Bus().listen(nc)
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
-        escalation = {"critical": [{"after": "0s", "notify": ["hook"]}, {"after": "1s", "notify": ["mail_admin"]},
-                                   {"after": "2s", "notify": ["mail_all"], "action": "disable_premium"}]}
-        cfg = load_config(profile_for(tmp_path, nats_server, alerts={
-            "rules": {"all_models_offline": {"sustained": "0s"}}, "escalation": escalation,
-            "notifiers": notifiers(hook, box)}))
+        escalation = {
+            "critical": [
+                {"after": "0s", "notify": ["hook"]},
+                {"after": "1s", "notify": ["mail_admin"]},
+                {"after": "2s", "notify": ["mail_all"], "action": "disable_premium"},
+            ]
+        }
+        cfg = load_config(
+            profile_for(
+                tmp_path,
+                nats_server,
+                alerts={
+                    "rules": {"all_models_offline": {"sustained": "0s"}},
+                    "escalation": escalation,
+                    "notifiers": notifiers(hook, box),
+                },
+            )
+        )
         await actors(monitor(cfg))
         raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
         assert raised.rule == "all_models_offline" and raised.severity == "critical"
@@ -399,8 +465,11 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
         fix = (await eventually(lambda: bus.of(Remediation)))[0]
         assert fix.step == 2 and fix.alert_id == raised.alert_id
         sent = await eventually(lambda: len(bus.of(Notified)) == 3 and bus.of(Notified))
-        assert [(n.channel, n.ok, n.step) for n in sent] == [("hook", True, 0), ("mail_admin", True, 1),
-                                                            ("mail_all", True, 2)]
+        assert [(n.channel, n.ok, n.step) for n in sent] == [
+            ("hook", True, 0),
+            ("mail_admin", True, 1),
+            ("mail_all", True, 2),
+        ]
         assert sent[1].at - raised.at >= 1.0 and sent[2].at - raised.at >= 2.0  # each waited for its step
         assert len(hook.posts) == 1
     secret = hook.url.split("/", 3)[-1]
@@ -415,9 +484,15 @@ async def test_acknowledging_from_the_cli_stops_the_escalation(
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
         escalation = {"critical": [{"after": "0s", "notify": ["hook"]}, {"after": "1m", "notify": ["mail_admin"]}]}
-        profile = profile_for(tmp_path, nats_server, alerts={
-            "rules": {"all_models_offline": {"sustained": "0s"}}, "escalation": escalation,
-            "notifiers": notifiers(hook, box)})
+        profile = profile_for(
+            tmp_path,
+            nats_server,
+            alerts={
+                "rules": {"all_models_offline": {"sustained": "0s"}},
+                "escalation": escalation,
+                "notifiers": notifiers(hook, box),
+            },
+        )
         m = await actors(monitor(load_config(profile)))
         raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
         await eventually(lambda: hook.posts)
@@ -449,15 +524,18 @@ async def test_medium_and_low_alerts_wait_for_the_daily_and_weekly_digests(
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
         alerts = {
-            "rules": {"model_diversity_low": {"sustained": "0s", "min_samples": 3},
-                      "single_model_dominating": {"min_samples": 3}},
+            "rules": {
+                "model_diversity_low": {"sustained": "0s", "min_samples": 3},
+                "single_model_dominating": {"min_samples": 3},
+            },
             "escalation": {"medium": [{"digest": "daily"}], "low": [{"digest": "weekly"}]},
             "notifiers": notifiers(hook, box),
             "digests": {"daily_at": "09:00", "weekly_at": "mon 09:00", "notify": ["hook", "mail_admin"]},
         }
         cfg = load_config(profile_for(tmp_path, nats_server, alerts=alerts))
-        await actors(CardsWorker(cfg, states={"cpu0": HostState(host="cpu0", models=[
-            LoadedModel(model="smollm2-135m")])}))
+        await actors(
+            CardsWorker(cfg, states={"cpu0": HostState(host="cpu0", models=[LoadedModel(model="smollm2-135m")])})
+        )
         m = await actors(monitor(cfg))
         for i in range(4):
             await publish_result(nc, result(f"one{i}", f"answer {i}", "smollm2-135m", "smollm"))
@@ -552,8 +630,11 @@ async def test_the_monitor_process_serves_metrics_and_diversity_while_requests_f
 
     async def live() -> str:
         text = await scrape(port)
-        return text if 'orchestra_task_diversity_score{task="fib"}' in text and \
-            "orchestra_diversity_answers 8.0" in text else ""
+        return (
+            text
+            if 'orchestra_task_diversity_score{task="fib"}' in text and "orchestra_diversity_answers 8.0" in text
+            else ""
+        )
 
     text = await eventually(live, timeout=20)
     assert 'orchestra_requests_total{model="gemma3-270m",outcome="answered",tier="local"} 4.0' in text
@@ -574,8 +655,11 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
     next request for the backlogged model's work is answered by the Together tier."""
     bus = await Bus().listen(nc)
     cfg = load_config(profile_for(tmp_path, nats_server))
-    full = HostState(host="cpu0", cards=[CardState(card="cpu0", total_bytes=int(1.5 * GB), used_bytes=int(1.5 * GB))],
-                     models=[LoadedModel(model="smollm2-135m"), LoadedModel(model="gemma3-270m")])
+    full = HostState(
+        host="cpu0",
+        cards=[CardState(card="cpu0", total_bytes=int(1.5 * GB), used_bytes=int(1.5 * GB))],
+        models=[LoadedModel(model="smollm2-135m"), LoadedModel(model="gemma3-270m")],
+    )
     worker = await actors(CardsWorker(cfg, states={"cpu0": full}, providers=["together"]))
     router = await actors(Router(cfg, instance="test-router"))
     await actors(monitor(cfg))
@@ -583,8 +667,9 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
     assert isinstance(before, GenerateResult) and before.tier == "local"
     queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
     target = f"local:cpu0:{before.model}"
-    await queues.put(target, QueueState(target=target, depth=800, oldest_wait_s=900, backlog=True,
-                                        updated_at=time.time()))
+    await queues.put(
+        target, QueueState(target=target, depth=800, oldest_wait_s=900, backlog=True, updated_at=time.time())
+    )
     overflow = (await eventually(lambda: bus.of(SetOverflow)))[0]
     assert (overflow.model, overflow.tier) == (before.model, "together")
     await eventually(lambda: router.view.overflow)

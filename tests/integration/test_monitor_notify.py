@@ -52,8 +52,9 @@ async def test_an_unreachable_webhook_or_a_missing_secret_is_reported_without_th
 
 async def test_email_goes_out_over_smtp_with_subject_and_recipients() -> None:
     async with smtp_receiver() as box:
-        cfg = SmtpNotifierCfg(host="127.0.0.1", port=box.port, from_addr="orchestra@lab.test",
-                              to=["admin@lab.test", "ops@lab.test"])
+        cfg = SmtpNotifierCfg(
+            host="127.0.0.1", port=box.port, from_addr="orchestra@lab.test", to=["admin@lab.test", "ops@lab.test"]
+        )
         await SmtpNotifier("email_admin", cfg).send("[orchestra] CRITICAL: All models offline", "no models loaded")
     assert box.recipients == [["admin@lab.test", "ops@lab.test"]]
     message = box.messages[0]
@@ -64,8 +65,14 @@ async def test_email_goes_out_over_smtp_with_subject_and_recipients() -> None:
 async def test_smtp_credentials_come_from_the_environment_and_never_show() -> None:
     """The local server offers no AUTH: the login fails, and the error names neither user nor password."""
     async with smtp_receiver() as box:
-        cfg = SmtpNotifierCfg(host="127.0.0.1", port=box.port, from_addr="o@lab.test", to=["a@lab.test"],
-                              username_env="SMTP_USER", password_env="SMTP_PASSWORD")
+        cfg = SmtpNotifierCfg(
+            host="127.0.0.1",
+            port=box.port,
+            from_addr="o@lab.test",
+            to=["a@lab.test"],
+            username_env="SMTP_USER",
+            password_env="SMTP_PASSWORD",
+        )
         env = {"SMTP_USER": "orchestra", "SMTP_PASSWORD": "hunter2-secret"}
         with pytest.raises(NotifyError) as failed:
             await SmtpNotifier("email_admin", cfg, env=env).send("s", "t")

@@ -4,6 +4,7 @@ routing, fallback, timeouts, exactly one outcome, typed errors, fan-out, tier sw
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,12 +16,12 @@ from actors.router.actor import Router
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
-from schemas.codec import EVENT, Codec, encode
+from schemas.codec import DISPATCH, EVENT, Codec, encode
 from schemas.config import OrchestraConfig
-from schemas.events import Escalated, RequestFallback, RequestRouted
+from schemas.events import Escalated, RequestFallback
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
-from schemas.state import TierState
+from schemas.state import QueueState, TierState
 from tests.support.client import ask, ask_streaming, gather_events, outcomes_stored
 from tests.support.procs import ActorProcess
 from tests.support.profile import test_config, write_profile
@@ -63,9 +64,7 @@ LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
 
 
 async def test_a_request_is_routed_and_answered_once(orchestra: Start, nc: NATS) -> None:
-    """The cheapest loaded chat model answers; one outcome is stored; a routing event says why."""
-    events: list[bytes] = []
-    await gather_events(nc, "orch.event.request.routed", events)
+    """The cheapest loaded chat model answers; one outcome is stored; the stored dispatch says why."""
     worker = await orchestra(hosts=LOCAL)
     request = chat()
     outcome = await ask(nc, request)
@@ -73,8 +72,10 @@ async def test_a_request_is_routed_and_answered_once(orchestra: Start, nc: NATS)
     assert outcome.model == "smollm2-135m" and outcome.target == "cpu0"
     assert await outcomes_stored(nc, request.id) == 1
     assert [s.model for s in worker.seen] == ["smollm2-135m"]
-    routed = await eventually(lambda: [EVENT.decode(e) for e in events])
-    assert isinstance(routed[0], RequestRouted) and routed[0].request_id == request.id
+    stored = await nc.jetstream().get_last_msg("DISPATCH", subjects.dispatch_host("cpu0", "smollm2-135m"))
+    dispatch = DISPATCH.decode(stored.data or b"")
+    assert dispatch.request.id == request.id and dispatch.attempt == 0
+    assert dispatch.route == "chat" and dispatch.strategy
 
 
 async def test_a_failed_attempt_falls_back_to_the_next_candidate(orchestra: Start, nc: NATS) -> None:
@@ -188,6 +189,43 @@ async def test_a_disabled_tier_is_not_used(orchestra: Start, nc: NATS) -> None:
     assert [s.model for s in worker.seen].count("gpt-4o") == 1
 
 
+async def test_an_attempt_on_a_host_that_stops_heartbeating_fails_over_quickly(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """A gpu_host that dies mid-request is noticed by its stale heartbeat: the router moves the
+    request to another host well before the (60 s) attempt timeout."""
+    cfg = test_config(
+        tmp_path / "two",
+        nats_server.url,
+        overrides={
+            "router": {"attempt_timeout": "60s"},
+            "cards": {"cpu1": {"device": "cpu", "memory": "1.5GB"}},
+            "hosts": {"cpu1": {"cards": ["cpu1"], "heartbeat": "1s"}, "cpu0": {"cards": ["cpu0"], "heartbeat": "1s"}},
+        },
+    )
+    worker = ScriptedWorker(
+        cfg, hosts={"cpu0": ["smollm2-135m"], "cpu1": ["smollm2-135m"]}, script={"cpu0/smollm2-135m": ["hang"]}
+    )
+    await worker.start(nc)
+    router = Router(cfg, instance="failover")
+    await router.start(nc)
+    try:
+        await eventually(lambda: len(router.view.hosts.data) == 2)
+        request = chat(model="smollm2-135m", timeout_s=60)
+        answer = asyncio.ensure_future(ask(nc, request, timeout=60))
+        await eventually(lambda: worker.seen)
+        assert worker.seen[0].where == "cpu0"
+        started = time.monotonic()
+        worker.silence("cpu0")
+        outcome = await answer
+        assert isinstance(outcome, GenerateResult) and outcome.target == "cpu1"
+        assert time.monotonic() - started < 20
+        assert await outcomes_stored(nc, request.id) == 1
+    finally:
+        await router.stop(grace=0.5)
+        await worker.stop(grace=0.5)
+
+
 @pytest.mark.slow
 async def test_a_router_killed_mid_request_is_replaced_and_the_request_ends_once(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
@@ -220,4 +258,36 @@ async def test_a_router_killed_mid_request_is_replaced_and_the_request_ends_once
         assert await outcomes_stored(nc, request.id) == 1
         assert {(s.request_id, s.attempt) for s in worker.seen} == {(request.id, 0)}
     finally:
+        await worker.stop(grace=0.5)
+
+
+async def test_a_backlogged_target_gets_an_event_and_new_work_goes_elsewhere(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """Requests pile up on SmolLM2 (its worker is stuck); over `backlog_depth` for `backlog_wait`
+    it is marked backlogged: a queue.backlog event, a QueueState in KV, and new auto requests go to
+    Gemma instead."""
+    cfg = test_config(
+        tmp_path / "bl", nats_server.url, overrides={"router": {"backlog_depth": 2, "backlog_wait": "1s"}}
+    )
+    events: list[bytes] = []
+    await gather_events(nc, "orch.event.queue.backlog", events)
+    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]})
+    await worker.start(nc)
+    router = Router(cfg, instance="bl")
+    await router.start(nc)
+    try:
+        await eventually(lambda: router.view.hosts.data)
+        stuck = [chat(f"q{i}", model="smollm2-135m", timeout_s=60) for i in range(4)]
+        for r in stuck:
+            await nc.jetstream().publish(subjects.request("normal", r.id), encode(r), headers={"Nats-Msg-Id": r.id})
+        backlog = await eventually(lambda: [EVENT.decode(e) for e in events], timeout=15)
+        assert backlog[0].target == "local:cpu0:smollm2-135m" and backlog[0].depth >= 3  # type: ignore[attr-defined]
+        queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
+        state = await queues.get("local:cpu0:smollm2-135m")
+        assert state is not None and state.backlog
+        outcome = await ask(nc, chat("a chat that would have gone to SmolLM2"))
+        assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
+    finally:
+        await router.stop(grace=0.5)
         await worker.stop(grace=0.5)

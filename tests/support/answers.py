@@ -14,7 +14,7 @@ def fib(n: int) -> int:
     return fib(n - 1) + fib(n - 2)
 ```''',
     # iterative with tuple swap
-    '''Here is an iterative version:
+    """Here is an iterative version:
 
 ```python
 def fibonacci(n):
@@ -23,27 +23,27 @@ def fibonacci(n):
         a, b = b, a + b
     return a
 ```
-It runs in O(n) time and O(1) space.''',
+It runs in O(n) time and O(1) space.""",
     # memoised
-    '''```python
+    """```python
 from functools import lru_cache
 
 
 @lru_cache(maxsize=None)
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
-```''',
+```""",
     # closed form (Binet)
-    '''```python
+    """```python
 import math
 
 def nth_fib(n):
     phi = (1 + math.sqrt(5)) / 2
     psi = (1 - math.sqrt(5)) / 2
     return round((phi ** n - psi ** n) / math.sqrt(5))
-```''',
+```""",
     # dynamic programming table
-    '''```python
+    """```python
 def fib(n):
     if n == 0:
         return 0
@@ -52,9 +52,9 @@ def fib(n):
     for i in range(2, n + 1):
         table[i] = table[i - 1] + table[i - 2]
     return table[n]
-```''',
+```""",
     # generator
-    '''```python
+    """```python
 def fib_gen():
     a, b = 0, 1
     while True:
@@ -66,17 +66,17 @@ def fib(n):
     for i, value in enumerate(fib_gen()):
         if i == n:
             return value
-```''',
+```""",
 ]
 
 FIB_SAME = [
-    '''```python
+    """```python
 def fibonacci(n):
     a, b = 0, 1
     for _ in range(n):
         a, b = b, a + b
     return a
-```''',
+```""",
     '''```python
 def fib(k):
     """Iterative Fibonacci."""
@@ -85,7 +85,7 @@ def fib(k):
         x, y = y, x + y
     return x
 ```''',
-    '''Sure! Here is the solution:
+    """Sure! Here is the solution:
 
 ```python
 def nth_fibonacci(count):
@@ -93,29 +93,29 @@ def nth_fibonacci(count):
     for step in range(count):
         prev, cur = cur, prev + cur
     return prev
-```''',
-    '''```python
+```""",
+    """```python
 def fib(n):
     first, second = 0, 1
     for _ in range(n):
         first, second = second, first + second
     return first
-```''',
-    '''```py
+```""",
+    """```py
 def get_fib(num):
     a, b = 0, 1
     for _ in range(num):
         a, b = b, a + b
     return a
-```''',
-    '''```python
+```""",
+    """```python
 def fibo(n):
     # classic loop
     lo, hi = 0, 1
     for _ in range(n):
         lo, hi = hi, lo + hi
     return lo
-```''',
+```""",
 ]
 
 SKY_DIVERSE = [

@@ -27,5 +27,5 @@ def embedder() -> Embedder:
 
 def copy_model(dest: Path) -> Path:
     """A private copy of the built model (for tests that damage it)."""
-    shutil.copytree(model_dir(), dest, ignore=shutil.ignore_patterns(".fastembed"))
+    shutil.copytree(model_dir(), dest)
     return dest

@@ -80,6 +80,10 @@ class ScriptedWorker(Actor):
         for p in self.providers:
             await providers.put(p, ProviderState(provider=p, available=True, updated_at=time.time()))
 
+    def silence(self, host: str) -> None:
+        """The host stops heartbeating (as if its process died); what it holds hangs."""
+        self.hosts.pop(host, None)
+
     async def heartbeat(self) -> None:
         while True:
             await asyncio.sleep(1.0)

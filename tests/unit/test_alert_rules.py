@@ -21,11 +21,24 @@ NOW = 1_764_000_000.0  # 2025-11-24 16:00 UTC
 HOUR = 3600.0
 
 
-def result(i: int, *, model: str = "llama3.1-8b", family: str = "llama", tier: str = "local", cost: float = 0.0,
-           cached: bool = False) -> GenerateResult:
+def result(
+    i: int,
+    *,
+    model: str = "llama3.1-8b",
+    family: str = "llama",
+    tier: str = "local",
+    cost: float = 0.0,
+    cached: bool = False,
+) -> GenerateResult:
     return GenerateResult(
-        request_id=f"r{i}", text=f"answer {i}", model=model, family=family, tier=tier, target="h",  # type: ignore[arg-type]
-        cost_usd=cost, cached=cached,
+        request_id=f"r{i}",
+        text=f"answer {i}",
+        model=model,
+        family=family,
+        tier=tier,
+        target="h",  # type: ignore[arg-type]
+        cost_usd=cost,
+        cached=cached,
         provenance=Provenance(model=model, family=family, tier=tier, target="h", temperature=0.7),  # type: ignore[arg-type]
     )
 
@@ -58,8 +71,13 @@ def fresh() -> tuple[Observations, LiveState]:
 def test_a_healthy_orchestra_raises_nothing() -> None:
     obs, live = fresh()
     families = [("llama3.1-8b", "llama"), ("qwen2.5-coder-7b", "qwen"), ("mistral-7b", "mistral")]
-    feed(obs, ((NOW - 60 + i, result(i, model=families[i % 3][0], family=families[i % 3][1], cached=i % 2 == 0))
-               for i in range(60)))
+    feed(
+        obs,
+        (
+            (NOW - 60 + i, result(i, model=families[i % 3][0], family=families[i % 3][1], cached=i % 2 == 0))
+            for i in range(60)
+        ),
+    )
     assert firing(obs, live) == set()
 
 
@@ -83,8 +101,9 @@ def test_all_models_offline_stays_quiet_with_one_model_loaded() -> None:
 
 # --- queue backlog ------------------------------------------------------------------------------------
 def queues(depth: int, wait: float) -> LiveState:
-    q = QueueState(target="local:m5-p40-a:llama3.1-70b", depth=depth, oldest_wait_s=wait, backlog=True,
-                   updated_at=NOW - 1)
+    q = QueueState(
+        target="local:m5-p40-a:llama3.1-70b", depth=depth, oldest_wait_s=wait, backlog=True, updated_at=NOW - 1
+    )
     return LiveState(hosts={"m5-p40-a": host("m5-p40-a", "llama3.1-70b")}, queues={q.target: q})
 
 
@@ -102,8 +121,10 @@ def test_queue_backlog_stays_quiet_unless_both_conditions_hold(depth: int, wait:
 def test_a_stale_queue_record_is_not_a_backlog() -> None:
     obs, _ = fresh()
     live = queues(900, 900)
-    old = {k: QueueState(target=q.target, depth=q.depth, oldest_wait_s=q.oldest_wait_s, updated_at=NOW - 300)
-           for k, q in live.queues.items()}
+    old = {
+        k: QueueState(target=q.target, depth=q.depth, oldest_wait_s=q.oldest_wait_s, updated_at=NOW - 300)
+        for k, q in live.queues.items()
+    }
     assert firing(obs, LiveState(hosts=live.hosts, queues=old)) == set()
 
 
@@ -132,19 +153,36 @@ def test_an_oom_reported_as_event_and_as_failed_attempt_counts_once() -> None:
     obs, live = fresh()
     for i in range(5):
         obs.add_event(oom(NOW - 60, i), NOW - 60)
-        obs.add_failure(AttemptFailed(request_id=f"o{i}", attempt=0, target="m5-p40-a", model="llama3.1-70b",
-                                      tier="local", error=ErrorInfo.of("oom", "out of memory")), NOW - 59)
+        obs.add_failure(
+            AttemptFailed(
+                request_id=f"o{i}",
+                attempt=0,
+                target="m5-p40-a",
+                model="llama3.1-70b",
+                tier="local",
+                error=ErrorInfo.of("oom", "out of memory"),
+            ),
+            NOW - 59,
+        )
     assert obs.measure("oom_errors", HOUR, NOW, live).value == 5
-    obs.add_failure(AttemptFailed(request_id="other", attempt=0, target="m5-p40-a", model="llama3.1-70b",
-                                  tier="local", error=ErrorInfo.of("oom", "out of memory")), NOW - 30)
+    obs.add_failure(
+        AttemptFailed(
+            request_id="other",
+            attempt=0,
+            target="m5-p40-a",
+            model="llama3.1-70b",
+            tier="local",
+            error=ErrorInfo.of("oom", "out of memory"),
+        ),
+        NOW - 30,
+    )
     assert firing(obs, live) == {"gpu_oom_failures"}
 
 
 # --- cost spike -----------------------------------------------------------------------------------
 def test_cost_spike_fires_when_todays_cloud_spend_passes_fifty_dollars() -> None:
     obs, live = fresh()
-    feed(obs, ((NOW - 600 + i, result(i, model="gpt-4o", family="gpt", tier="premium", cost=10.01))
-               for i in range(5)))
+    feed(obs, ((NOW - 600 + i, result(i, model="gpt-4o", family="gpt", tier="premium", cost=10.01)) for i in range(5)))
     assert obs.daily_spend(NOW) == pytest.approx(50.05)
     assert firing(obs, live) == {"cost_spike"}
 
@@ -167,9 +205,16 @@ def test_a_fan_out_result_does_not_count_its_childrens_spend_twice() -> None:
     obs, _ = fresh()
     child = result(1, model="gpt-4o", family="gpt", tier="premium", cost=30.0)
     assert child.provenance is not None
-    combined = GenerateResult(request_id="p", text="x", model="diverse", family="mixed", tier="premium",
-                              target="fanout", cost_usd=30.0,
-                              responses=[Response(request_id="r1", text="answer 1", provenance=child.provenance)])
+    combined = GenerateResult(
+        request_id="p",
+        text="x",
+        model="diverse",
+        family="mixed",
+        tier="premium",
+        target="fanout",
+        cost_usd=30.0,
+        responses=[Response(request_id="r1", text="answer 1", provenance=child.provenance)],
+    )
     obs.add_outcome(child, NOW - 5)
     obs.add_outcome(combined, NOW - 4)
     assert obs.daily_spend(NOW) == pytest.approx(30.0)
@@ -177,8 +222,9 @@ def test_a_fan_out_result_does_not_count_its_childrens_spend_twice() -> None:
 
 
 # --- cache hit rate, sustained for 6 hours --------------------------------------------------------
-def run_hours(obs: Observations, live: LiveState, hours: float, hit_every: int, per_hour: int = 60,
-              start: float = NOW) -> list[tuple[float, set[str]]]:
+def run_hours(
+    obs: Observations, live: LiveState, hours: float, hit_every: int, per_hour: int = 60, start: float = NOW
+) -> list[tuple[float, set[str]]]:
     """Requests at an even pace; every `hit_every`-th is a cache hit; the engine evaluates every 15 min."""
     engine = Engine(LAB.alerts.rules)
     step = HOUR / per_hour
@@ -311,8 +357,13 @@ def test_the_state_is_rebuilt_from_stored_alert_events() -> None:
     aid = alert_id("cost_spike", NOW, set())
     for ev in [
         AlertRaised(alert_id=aid, rule="cost_spike", severity="high", action="cost_spike", at=NOW),
-        Remediation(alert_id=aid, rule="cost_spike", action="disable_tier", at=NOW + 1,
-                    commands=['{"kind":"tier.set","tier":"premium","enabled":false}']),
+        Remediation(
+            alert_id=aid,
+            rule="cost_spike",
+            action="disable_tier",
+            at=NOW + 1,
+            commands=['{"kind":"tier.set","tier":"premium","enabled":false}'],
+        ),
         Notified(alert_id=aid, channel="slack", step=0, at=NOW + 1),
         AlertAcknowledged(alert_id=aid, by="ada", at=NOW + 60),
         AlertRaised(alert_id="gpu_oom_failures-x", rule="gpu_oom_failures", severity="high", at=NOW),
@@ -326,8 +377,9 @@ def test_the_state_is_rebuilt_from_stored_alert_events() -> None:
     assert [a.alert_id for a in engine.history] == ["gpu_oom_failures-x"]
     obs = Observations(HOUR)
     obs.add_event(CostSpike(daily_usd=80.0), NOW + 100)
-    changes = engine.evaluate(lambda m, w: obs.measure(m, w, NOW + 100, LiveState(hosts={"h": host("h", "x",
-                                                                                         beat=NOW + 100)})), NOW + 100)
+    changes = engine.evaluate(
+        lambda m, w: obs.measure(m, w, NOW + 100, LiveState(hosts={"h": host("h", "x", beat=NOW + 100)})), NOW + 100
+    )
     assert changes == []  # still firing: not raised a second time
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.cache.guard import check, stem
-from actors.cache.normalize import clean
+from actors.cache.normalize import clean, normalize
 
 
 def verdict(a: str, b: str) -> tuple[bool, str]:
@@ -73,3 +75,18 @@ def test_stem_is_light() -> None:
     assert stem("sorting") == stem("sort") and stem("lists") == stem("list") and stem("summary") == stem("summarize")
     assert stem("libraries") == stem("library")
     assert stem("apple") != stem("banana") and stem("class") == "class"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_a_prompt_always_passes_against_itself(text: str) -> None:
+    """The guard never refuses a prompt compared with itself, whatever its characters."""
+    assert check(clean(text), clean(text)).ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_normalisation_is_idempotent(text: str) -> None:
+    """Normalising twice changes nothing (keys are stable)."""
+    assert normalize(normalize(text)) == normalize(text)
+    assert clean(clean(text)) == clean(text)

@@ -38,8 +38,15 @@ def batch(texts: list[str], models: list[tuple[str, str]], task: str = "t", star
             tier="local",
             target="h",
             task=task,
-            provenance=Provenance(model=model, family=family, tier="local", target="h",
-                                  temperature=TEMPS[i % 3], top_p=0.9, prompt_variant=["direct", "plan-first"][i % 2]),
+            provenance=Provenance(
+                model=model,
+                family=family,
+                tier="local",
+                target="h",
+                temperature=TEMPS[i % 3],
+                top_p=0.9,
+                prompt_variant=["direct", "plan-first"][i % 2],
+            ),
         )
         out.extend(answers_of(result, start + i))
     return out
@@ -76,9 +83,7 @@ def test_structural_similarity_is_one_for_the_same_structure_and_lower_otherwise
     assert structural_similarity(a, c) < 0.7
 
 
-@pytest.mark.parametrize(
-    ("diverse", "same"), [(FIB_DIVERSE, FIB_SAME), (SKY_DIVERSE, SKY_SAME)], ids=["code", "prose"]
-)
+@pytest.mark.parametrize(("diverse", "same"), [(FIB_DIVERSE, FIB_SAME), (SKY_DIVERSE, SKY_SAME)], ids=["code", "prose"])
 def test_a_diverse_two_family_batch_scores_higher_than_a_single_model_batch(
     diverse: list[str], same: list[str]
 ) -> None:
@@ -127,12 +132,16 @@ def test_a_window_summary_has_overall_figures_and_one_entry_per_task() -> None:
 
 def test_a_fan_out_result_yields_one_answer_per_response_grouped_by_its_request() -> None:
     responses = [
-        Response(request_id=f"p-{i}", text=t, provenance=Provenance(model=m, family=f, tier="local", target="h",
-                                                                    temperature=0.7))
+        Response(
+            request_id=f"p-{i}",
+            text=t,
+            provenance=Provenance(model=m, family=f, tier="local", target="h", temperature=0.7),
+        )
         for i, (t, (m, f)) in enumerate(zip(FIB_DIVERSE[:2], TWO_FAMILIES, strict=True))
     ]
-    result = GenerateResult(request_id="p", text="x", model="diverse", family="mixed", tier="local",
-                            target="fanout", responses=responses)
+    result = GenerateResult(
+        request_id="p", text="x", model="diverse", family="mixed", tier="local", target="fanout", responses=responses
+    )
     answers = answers_of(result, 5.0)
     assert [a.request_id for a in answers] == ["p-0", "p-1"]
     assert {a.group for a in answers} == {"p"} and {a.family for a in answers} == {"llama", "qwen"}

@@ -35,9 +35,12 @@ def host(name: str, free_gb: float, *models: LoadedModel, cards: tuple[str, ...]
     total = 24 * GB * len(cards)
     used = total - int(free_gb * GB)
     per = [min(24 * GB, max(0, used - i * 24 * GB)) for i in range(len(cards))]
-    return HostState(host=name, heartbeat_at=NOW, models=list(models),
-                     cards=[CardState(card=c, total_bytes=24 * GB, used_bytes=u) for c, u in zip(cards, per,
-                                                                                               strict=True)])
+    return HostState(
+        host=name,
+        heartbeat_at=NOW,
+        models=list(models),
+        cards=[CardState(card=c, total_bytes=24 * GB, used_bytes=u) for c, u in zip(cards, per, strict=True)],
+    )
 
 
 def ooms(host_name: str, card: str, n: int, model: str = "llama3.1-70b", start: float = NOW) -> list[OomRec]:
@@ -47,8 +50,12 @@ def ooms(host_name: str, card: str, n: int, model: str = "llama3.1-70b", start: 
 # --- OOM -----------------------------------------------------------------------------------------
 def test_oom_unloads_the_largest_model_and_loads_the_smaller_variant_of_its_line() -> None:
     """The paper's example: Llama 3.1 70B replaced by Llama 3.1 8B on the same cards."""
-    a = host("m5-p40-a", 0, LoadedModel(model="llama3.1-70b", bytes=48 * GB, cards=["P40_0", "P40_1"]),
-             cards=("P40_0", "P40_1"))
+    a = host(
+        "m5-p40-a",
+        0,
+        LoadedModel(model="llama3.1-70b", bytes=48 * GB, cards=["P40_0", "P40_1"]),
+        cards=("P40_0", "P40_1"),
+    )
     plan = plan_oom(ooms("m5-p40-a", "P40_0", 6), {"m5-p40-a": a}, LAB)
     assert plan.action == "swap"
     assert plan.commands == [
@@ -74,8 +81,10 @@ def test_oom_acts_on_the_card_with_most_ooms() -> None:
     c = host("m5-p40-c", 0, LoadedModel(model="deepseek-r1-70b", bytes=48 * GB), cards=("P40_4", "P40_5"))
     records = ooms("m5-p40-a", "P40_0", 2) + ooms("m5-p40-c", "P40_4", 4, "deepseek-r1-70b")
     plan = plan_oom(records, {"m5-p40-a": a, "m5-p40-c": c}, LAB)
-    assert [(type(cmd).__name__, cmd.host) for cmd in plan.commands] == [("UnloadModel", "m5-p40-c"),
-                                                                         ("LoadModel", "m5-p40-c")]
+    assert [(type(cmd).__name__, cmd.host) for cmd in plan.commands] == [
+        ("UnloadModel", "m5-p40-c"),
+        ("LoadModel", "m5-p40-c"),
+    ]
 
 
 def test_oom_only_unloads_when_no_smaller_model_of_the_family_exists_or_fits() -> None:
@@ -87,8 +96,9 @@ def test_oom_only_unloads_when_no_smaller_model_of_the_family_exists_or_fits() -
 
 def test_oom_without_live_state_unloads_the_model_the_ooms_name() -> None:
     plan = plan_oom(ooms("m5-p40-a", "P40_0", 6), {}, LAB)
-    assert plan.commands[0] == UnloadModel(host="m5-p40-a", model="llama3.1-70b",
-                                           reason="6 OOM(s) on m5-p40-a card P40_0")
+    assert plan.commands[0] == UnloadModel(
+        host="m5-p40-a", model="llama3.1-70b", reason="6 OOM(s) on m5-p40-a card P40_0"
+    )
 
 
 def test_model_lines() -> None:
@@ -111,12 +121,18 @@ def test_backlog_loads_llama_8b_where_16_gb_are_free_the_papers_rule() -> None:
     hosts = {"m5-p40-b": host("m5-p40-b", 16.6), "m5-p40-c": host("m5-p40-c", 20.0)}
     plan = plan_backlog(BACKLOG, hosts, {}, LAB, NOW)
     assert plan.action == "load_fast_model"
-    assert plan.commands[0] == LoadModel(host="m5-p40-c", model="llama3.1-8b", instances=1,
-                                         reason="queue backlog (local:m5-p40-b:mistral-large: 620 pending)")
+    assert plan.commands[0] == LoadModel(
+        host="m5-p40-c",
+        model="llama3.1-8b",
+        instances=1,
+        reason="queue backlog (local:m5-p40-b:mistral-large: 620 pending)",
+    )
 
 
 def test_backlog_with_less_room_loads_a_smaller_fast_model() -> None:
-    plan = plan_backlog(BACKLOG, {"m5-p40-b": host("m5-p40-b", 16.5)}, {}, LAB, NOW)
+    """5 GB free holds no variant of llama3.1-8b with its KV cache (16.5 GB would: its 4- or 8-bit file,
+    the way the gpu_host plans a load), so a smaller fast model is loaded."""
+    plan = plan_backlog(BACKLOG, {"m5-p40-b": host("m5-p40-b", 5)}, {}, LAB, NOW)
     cmd = plan.commands[0]
     assert isinstance(cmd, LoadModel) and cmd.model != "llama3.1-8b"
     assert "fast-inference" in LAB.local_models()[cmd.model].specialisations
@@ -131,10 +147,14 @@ def test_backlog_adds_an_instance_of_a_fast_model_already_loaded() -> None:
 def test_backlog_without_memory_overflows_the_backlogged_model_to_together() -> None:
     plan = plan_backlog(BACKLOG, {"m5-p40-b": host("m5-p40-b", 0.5)}, {}, LAB, NOW)
     assert plan.action == "overflow"
-    assert plan.commands == [SetOverflow(model="mistral-large", enabled=True, tier="together",
-                                         reason="queue backlog, no memory for another model")]
-    assert undo_overflow(plan.commands) == [SetOverflow(model="mistral-large", enabled=False, tier="together",
-                                                        reason="queue backlog resolved")]
+    assert plan.commands == [
+        SetOverflow(
+            model="mistral-large", enabled=True, tier="together", reason="queue backlog, no memory for another model"
+        )
+    ]
+    assert undo_overflow(plan.commands) == [
+        SetOverflow(model="mistral-large", enabled=False, tier="together", reason="queue backlog resolved")
+    ]
 
 
 def test_backlog_overflow_uses_premium_when_together_is_off_and_nothing_when_both_are() -> None:
@@ -155,8 +175,9 @@ def test_backlog_already_overflowing_sends_nothing_again() -> None:
 # --- cost spike -----------------------------------------------------------------------------------
 def test_cost_spike_disables_premium_until_the_next_day() -> None:
     plan = plan_cost_spike({}, LAB, 52.5, NOW + 3600)
-    assert plan.commands == [SetTier(tier="premium", enabled=False, until=NOW + 3600,
-                                     reason="cost spike: $52.50 spent today")]
+    assert plan.commands == [
+        SetTier(tier="premium", enabled=False, until=NOW + 3600, reason="cost spike: $52.50 spent today")
+    ]
 
 
 def test_cost_spike_does_nothing_when_the_budget_guard_disabled_premium_already() -> None:
@@ -166,8 +187,13 @@ def test_cost_spike_does_nothing_when_the_budget_guard_disabled_premium_already(
 
 # --- escalation -----------------------------------------------------------------------------------
 def alert(severity: str = "critical", **kw: object) -> Alert:
-    fields: dict[str, object] = {"alert_id": "a-1", "rule": "all_models_offline", "severity": severity,
-                                 "raised_at": NOW, "description": "All models offline"}
+    fields: dict[str, object] = {
+        "alert_id": "a-1",
+        "rule": "all_models_offline",
+        "severity": severity,
+        "raised_at": NOW,
+        "description": "All models offline",
+    }
     fields.update(kw)
     return Alert(**fields)  # type: ignore[arg-type]
 
@@ -201,12 +227,19 @@ def test_medium_and_low_alerts_only_go_to_digests_and_a_rules_notify_overrides()
 
 
 def test_a_digest_lists_its_alerts_counts_the_rest_and_shows_the_figures() -> None:
-    medium = alert("medium", alert_id="m-1", rule="model_diversity_low", description="Model diversity low",
-                   raised_at=NOW - 3600, context={"model_families[1h]": 2.0})
+    medium = alert(
+        "medium",
+        alert_id="m-1",
+        rule="model_diversity_low",
+        description="Model diversity low",
+        raised_at=NOW - 3600,
+        context={"model_families[1h]": 2.0},
+    )
     old = alert("medium", alert_id="m-0", rule="model_diversity_low", raised_at=NOW - 2 * 86400)
     crit = alert("critical", alert_id="c-1", raised_at=NOW - 60)
-    subject, text = digest_message("daily", [old, medium, crit], {"model_diversity_low"}, NOW,
-                                   {"diversity.diversity_score": 0.42})
+    subject, text = digest_message(
+        "daily", [old, medium, crit], {"model_diversity_low"}, NOW, {"diversity.diversity_score": 0.42}
+    )
     assert subject == "[orchestra] daily digest: 1 alert(s) for review"
     assert "m-1: Model diversity low" in text and "m-0" not in text and "model_families[1h]: 2.0" in text
     assert "All alerts in the period: 1 critical, 1 medium" in text and "diversity.diversity_score: 0.42" in text
