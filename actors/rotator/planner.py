@@ -262,7 +262,7 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
     variants = loadable_variants(model)
     pinned = bool(model.cards)
     options: list[tuple[tuple[object, ...], _Host, memory.Plan, list[str]]] = []
-    misses: list[memory.NoFit] = []
+    misses: list[tuple[str, memory.NoFit]] = []
     for host in candidates:
         names = list(model.cards) if pinned else list(host.totals)
         movable = sorted(host.lingering)
@@ -276,7 +276,7 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
             pinned=pinned,
         )
         if isinstance(best, memory.NoFit):
-            misses.append(best)
+            misses.append((host.name, best))
             continue
 
         def fits(
@@ -292,8 +292,8 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
         score = (bool(victims), claimed, -best.variant.bits, -best.batch, free_after, host.name)
         options.append((score, host, best, victims))
     if not options:
-        worst = max(misses, key=lambda m: m.free) if misses else None
-        reasons = "; ".join(m.reason for m in misses)
+        worst = max((m for _, m in misses), key=lambda m: m.free) if misses else None
+        reasons = "; ".join(f"{host}: {m.reason}" for host, m in misses)
         return Refusal(
             w.model,
             f"does not fit on any host that may hold it: {reasons}",
