@@ -8,7 +8,7 @@
     orch.stream.<id>                          StreamChunk (core NATS, not stored)
     orch.event.<kind>                         Event (kind has dots: model.loaded)  stream EVENTS
     orch.cmd.host.<host>.<verb>               host load / unload / swap            stream COMMANDS
-    orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.router.overflow | orch.cmd.alert.ack
+    orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.rotate | orch.cmd.router.overflow | orch.cmd.alert.ack
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
     orch.svc.<service>                        request/reply services (core NATS)
     orch.ledger.<kind>                        budget_guard's spend ledger entries  stream LEDGER (its own)
@@ -27,6 +27,7 @@ from schemas.commands import (
     AckAlert,
     Command,
     LoadModel,
+    Rotate,
     SetOverflow,
     SetPhase,
     SetTier,
@@ -77,6 +78,7 @@ SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
 SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
+ROTATOR_COMMANDS = (f"{PREFIX}.cmd.phase", f"{PREFIX}.cmd.rotate")  # SetPhase, Rotate: the rotator's
 LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
 
 
@@ -137,6 +139,8 @@ def command(cmd: Command) -> str:
             return f"{PREFIX}.cmd.tier.{tier}"
         case SetPhase():
             return f"{PREFIX}.cmd.phase"
+        case Rotate():
+            return f"{PREFIX}.cmd.rotate"
         case SetOverflow():
             return f"{PREFIX}.cmd.router.overflow"
         case AckAlert():

@@ -45,6 +45,13 @@ class SetPhase(Command, frozen=True, kw_only=True, tag="phase.set"):
     phase: str
 
 
+class Rotate(Command, frozen=True, kw_only=True, tag="phase.rotate"):
+    """Rotate now (``orchestra rotate now``): the rotator chooses the next rotation models of the current
+    phase at once instead of at its next scheduled time; ``phase`` (optional) must be the current phase."""
+
+    phase: str | None = None
+
+
 class SetOverflow(Command, frozen=True, kw_only=True, tag="router.overflow"):
     model: str | None = None  # None: all local models
     enabled: bool = True
@@ -55,7 +62,7 @@ class AckAlert(Command, frozen=True, kw_only=True, tag="alert.ack"):
     alert_id: str
 
 
-AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | SetOverflow | AckAlert
+AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert
 
 
 def command_kind(cmd: Command) -> str:

@@ -25,6 +25,8 @@ class LoadedModel(Message, frozen=True, kw_only=True):
     queue_depth: int = 0
     tokens_per_s: float = 0.0
     load_ms: float = 0.0
+    draining: bool = False  # being unloaded: finishing its requests, taking no new ones
+    card_bytes: list[int] = []  # bytes on each of ``cards`` (a split model is not always even)
 
 
 class CardState(Message, frozen=True, kw_only=True):
@@ -58,6 +60,10 @@ class PhaseState(Message, frozen=True, kw_only=True):
     phase: str
     since: float = 0.0
     by: str = ""
+    rotation: dict[str, list[str]] = {}  # phase group -> the rotation-pool models chosen now
+    history: list[list[str]] = []  # the pool models chosen by each of the last rotations, newest last
+    rotations: int = 0  # rotations since the phase began
+    rotated_at: float = 0.0  # when the current rotation models were chosen
 
 
 class ProviderState(Message, frozen=True, kw_only=True):

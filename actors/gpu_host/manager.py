@@ -132,6 +132,8 @@ class ModelManager:
                 queue_depth=r.engine.queued + self.waiting.get(r.name, 0),
                 tokens_per_s=round(r.engine.tokens_per_s, 2),
                 load_ms=round(r.load_ms, 1),
+                draining=r.draining,
+                card_bytes=list(r.plan.placement.per_card),
             )
             for r in self.residents.values()
         ]

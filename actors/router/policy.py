@@ -116,7 +116,7 @@ def _local_targets(name: str, model: LocalModel, cfg: OrchestraConfig, snap: Sna
         if model.cards and not set(model.cards) <= set(hcfg.cards):
             continue
         state = snap.hosts[host]
-        loaded = any(m.model == name for m in state.models)
+        loaded = any(m.model == name and not m.draining for m in state.models)  # draining: being unloaded
         out.append((Target(tier="local", model=name, family=model.family, host=host), loaded))
     return out
 

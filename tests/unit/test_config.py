@@ -36,7 +36,7 @@ def test_lab_profile_holds_the_paper() -> None:
     assert sum(1 for c in cfg.cards.values() if c.model.startswith("Tesla P40")) == 6
     assert cfg.cards["V100"].reserved
     llama = cfg.models["llama3.1-70b"]
-    assert isinstance(llama, LocalModel) and llama.cards == ["P40_0", "P40_1"] and llama.size == ByteSize(48e9)
+    assert isinstance(llama, LocalModel) and llama.cards == ["P40_0", "P40_1"] and llama.size == ByteSize(42.5e9)
     gpt = cfg.cloud_models()["gpt-4o"]
     assert (gpt.price.input, gpt.price.output) == (1.10, 4.40)
     assert len(cfg.phases) == 4 and cfg.phases["phase_3_interactive_feedback"].rotation_frequency == 4 * 3600
@@ -71,7 +71,7 @@ def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
             "rotation_frequency: 6 parsecs",
             "phases.yaml: phases.phase_2_context_engineering.rotation_frequency: invalid duration '6 parsecs'",
         ),
-        ("models.yaml", "size: 48GB", "size: lots", "models.yaml: models.llama3.1-70b.size: invalid size 'lots'"),
+        ("models.yaml", "size: 42.5GB", "size: lots", "models.yaml: models.llama3.1-70b.size: invalid size 'lots'"),
         (
             "models.yaml",
             "cards: [P40_0, P40_1]",

@@ -1,0 +1,186 @@
+"""The rotator's work: converge the hosts on what the phase wants, and scale on queue depth.
+
+    c = Conductor(rotator)
+    await c.converge("scheduled rotation", rotate=True)   # choose -> plan -> carry out -> re-plan on failure
+    await c.scale_tick()                                  # one look at the queues (skipped while converging)
+
+``converge`` optionally chooses the next rotation picks (``rotation.choose``, stored in ``orch_phase``),
+plans the swaps (``planner.plan``), emits ``rotation.planned`` with the steps, and carries them out
+(``executor``). When a step fails it plans again from the hosts' fresh state: a model whose load failed
+(or timed out, or ran out of memory twice) is excluded, and a rotation pick that is excluded or refused
+by the planner is replaced by the next best model of its pool. Both jobs hold one lock: a plan and a
+scaling action never interleave their commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from actors.rotator import phases, planner, rotation, scaling
+from actors.rotator.executor import Failure
+from schemas.commands import SetOverflow
+from schemas.events import RotationPlanned, Scale
+from schemas.state import PhaseState
+
+if TYPE_CHECKING:
+    from actors.rotator.actor import Rotator
+
+log = logging.getLogger(__name__)
+MAX_REPLANS = 4
+HISTORY_KEPT = 32
+
+
+def flat(picks: dict[str, list[str]]) -> list[str]:
+    return [m for group in picks.values() for m in group]
+
+
+class Conductor:
+    def __init__(self, rotator: Rotator) -> None:
+        self.r = rotator
+        self.cfg = rotator.cfg
+        self.lock = asyncio.Lock()
+        self.scale = scaling.ScaleState()
+        self.applied: set[str] = set()  # the phase's set as of the last plan (to tell what a change released)
+        self.families = {n: m.family for n, m in self.cfg.local_models().items()}
+
+    # --- rotation ----------------------------------------------------------------------------------
+    async def converge(self, reason: str, *, rotate: bool) -> None:
+        async with self.lock:
+            state = self.r.state
+            base = list(state.history)
+            if state.history and state.rotations and state.history[-1] == flat(state.rotation):
+                base = base[:-1]  # the current picks' own entry: a re-choice replaces it
+            if rotate:
+                base = list(state.history)
+                state = await self._choose(state, base, set(), keep=None, rotated=True)
+            exclude: set[str] = set()
+            ooms: Counter[str] = Counter()
+            why = reason
+            for attempt in range(MAX_REPLANS + 1):
+                if self.r.state.phase != state.phase:
+                    log.info("phase %s left while converging (%s): the new phase plans next", state.phase, why)
+                    return
+                phase = self.cfg.phases[state.phase]
+                names = phases.wanted_names(phase, state.rotation)
+                wants = [w for w in phases.wants(self.cfg, phase, state.rotation) if w.model not in exclude]
+                result = planner.plan(
+                    self.cfg, self.r.hosts.data, wants, phases.tiers(self.cfg, phase, state.rotation),
+                    now=time.time(), protected=set(self.scale.extras), released=self.applied - set(names),
+                )  # fmt: skip
+                if isinstance(result, planner.Refusal):
+                    await self._planned(state, [], f"{why}: refused {result}")
+                    if result.model not in flat(state.rotation):
+                        log.error("phase %s: %s", state.phase, result)
+                        return
+                    exclude.add(result.model)
+                    state = await self._choose(state, base, exclude, keep=self._keep(state, exclude), rotated=False)
+                    why = f"re-plan without {result.model}"
+                    continue
+                if result.steps or result.deferred or rotate or attempt:
+                    await self._planned(state, result.describe(), why)
+                failures = await self.r.executor.run(result.by_host(), reason=f"{reason} ({state.phase})")
+                self.applied = set(names)
+                if not failures:
+                    if result.steps:
+                        log.info("phase %s: %d step(s) done (%s)", state.phase, len(result.steps), reason)
+                    return
+                exclude |= self._failed(failures, ooms)
+                if exclude & set(flat(state.rotation)):
+                    state = await self._choose(state, base, exclude, keep=self._keep(state, exclude), rotated=False)
+                why = "re-plan after " + "; ".join(str(f) for f in failures)
+            log.error("phase %s: gave up after %d plans (%s)", state.phase, MAX_REPLANS + 1, why)
+
+    def _failed(self, failures: list[Failure], ooms: Counter[str]) -> set[str]:
+        """Models to leave out of the next plan: failed loads, timeouts, a second OOM (a first OOM is
+        usually a model that came back on demand meanwhile: the fresh plan makes room again)."""
+        out = set()
+        for f in failures:
+            if f.step.action == "unload" or f.kind in ("send_failed", "host_down"):
+                continue
+            ooms[f.step.model] += f.kind == "oom"
+            if f.kind != "oom" or ooms[f.step.model] >= 2:
+                out.add(f.step.model)
+        return out
+
+    def _keep(self, state: PhaseState, exclude: set[str]) -> dict[str, list[str]]:
+        return {g: p for g, p in state.rotation.items() if not set(p) & exclude}
+
+    async def _choose(
+        self, state: PhaseState, base: list[list[str]], exclude: set[str], *, keep: dict[str, list[str]] | None,
+        rotated: bool,
+    ) -> PhaseState:  # fmt: skip
+        if self.r.state.phase != state.phase:
+            return state  # a phase change came in meanwhile: never write the old phase back
+        state = self.r.state
+        phase = self.cfg.phases[state.phase]
+        picks = rotation.choose(phase, self.families, base, self.cfg.rotator.recent_window, exclude, keep)
+        if not picks and not state.rotation:
+            return state
+        now = time.time()
+        new = msgspec.structs.replace(
+            state,
+            rotation=picks,
+            history=([*base, flat(picks)] if picks else base)[-HISTORY_KEPT:],
+            rotations=state.rotations + (1 if rotated else 0),
+            rotated_at=now if rotated else state.rotated_at,
+        )
+        if new != state:
+            if not await self.r.save(new, only_in=state.phase):
+                return state
+            log.info("phase %s: rotation picks %s", state.phase, picks)
+        return new
+
+    async def _planned(self, state: PhaseState, steps: list[str], reason: str) -> None:
+        await self.r.emit(RotationPlanned(phase=state.phase, steps=steps, reason=reason[:1000]))
+
+    # --- scaling -----------------------------------------------------------------------------------
+    async def scale_tick(self) -> None:
+        if self.lock.locked():
+            return  # a plan is running: the next tick looks again
+        async with self.lock:
+            now = time.time()
+            hosts = self.r.hosts.data
+            state = self.r.state
+            wanted = set(phases.wanted_names(self.cfg.phases[state.phase], state.rotation))
+            for extra in scaling.forget(self.scale, hosts, wanted):
+                log.info("scaling: %s on %s is no longer scaling's (gone, or the phase wants it)", extra.model,
+                         extra.host)
+            depth = scaling.depths(hosts, self.r.queues.data, now)
+            if any(depth.values()):
+                log.debug("scaling: queue depths %s", {m: d for m, d in depth.items() if d})
+            scaling.observe(self.scale, depth, now, self.cfg)
+            decisions = scaling.decide(
+                self.scale, self.cfg, now, depth, hosts, self.r.tiers.data, set(self.r.overflow), wanted
+            )
+            for d in decisions:
+                if await self._carry_out(d):
+                    scaling.record(self.scale, d, time.time())
+                    await self.r.emit(Scale(model=d.model, action=d.action, host=d.host, reason=d.reason))
+                    log.warning("scaling: %s %s%s: %s", d.action, d.model, f" on {d.host}" if d.host else "", d.reason)
+                else:
+                    self.scale.over_since[d.for_model] = time.time()  # try again after another sustained backlog
+
+    async def _carry_out(self, d: scaling.Decision) -> bool:
+        match d.action:
+            case "up" | "down":
+                assert d.host is not None
+                where = d.placement
+                step = planner.Step(d.host, "load" if d.action == "up" else "unload", d.model,
+                                    "warm" if d.action == "up" else None, sum(where.per_card) if where else 0,
+                                    where.cards if where else (), f"scale {d.action}", where.per_card if where else ())
+                failure = await self.r.executor.step(step, d.reason)
+                if failure is not None:
+                    log.warning("scaling: %s", failure)
+                return failure is None
+            case "overflow_on" | "overflow_off":
+                cmd = SetOverflow(model=d.model, enabled=d.action == "overflow_on", tier=d.tier or "together",
+                                  reason=d.reason)
+                await self.r.send(cmd)
+                return True
+        return False  # pragma: no cover
