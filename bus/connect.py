@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.client import Server
 
 from bus.errors import ConnectError
 from schemas.config.bus import BusCfg
@@ -44,16 +47,46 @@ class _QuietErrors:
         self.last, self.count = None, 0
 
 
+def reconnect_delay(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: ``failures`` failed tries in a row wait up to
+    ``base * 2**(failures-1)``, never more than ``cap``; the first try after a drop is immediate."""
+    if failures <= 0:
+        return 0.0
+    ceiling = min(cap, base * 2 ** min(failures - 1, 30))
+    return ceiling / 2 + rand() * ceiling / 2  # half fixed, half jitter: no thundering herd, no busy loop
+
+
+def backoff_handler(bus: BusCfg) -> Callable[[list[Server], dict[str, Any]], tuple[Server | None, float]]:
+    """nats-py's reconnect hook: the server tried least (round robin over a cluster), after a backoff
+    that grows with that server's failures in a row (nats-py resets them on success)."""
+    base, cap = float(bus.reconnect_wait), max(float(bus.max_reconnect_wait), float(bus.reconnect_wait))
+
+    def choose(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
+        if not servers:
+            return None, base
+        server = min(servers, key=lambda s: s.reconnects)
+        return server, reconnect_delay(server.reconnects, base, cap)
+
+    return choose
+
+
 def auth_options(bus: BusCfg) -> dict[str, object]:
     """user/password, token or creds from the environment variables the config names."""
     opts: dict[str, object] = {}
     auth = bus.auth
+
+    def secret(field: str, var: str) -> str:
+        value = os.environ.get(var)
+        if not value:  # never connect silently without the credentials the config asks for
+            raise ConnectError(f"bus.auth.{field} names the environment variable {var}, which is not set")
+        return value
+
     if auth.user:
         opts["user"] = auth.user
         if auth.password_env:
-            opts["password"] = os.environ.get(auth.password_env, "")
-    if auth.token_env and os.environ.get(auth.token_env):
-        opts["token"] = os.environ[auth.token_env]
+            opts["password"] = secret("password_env", auth.password_env)
+    if auth.token_env:
+        opts["token"] = secret("token_env", auth.token_env)
     if auth.creds_file:
         opts["user_credentials"] = auth.creds_file
     return opts
@@ -96,6 +129,7 @@ async def connect(
         allow_reconnect=True,
         max_reconnect_attempts=-1,
         reconnect_time_wait=float(bus.reconnect_wait),
+        reconnect_to_server_handler=backoff_handler(bus),
         connect_timeout=float(bus.connect_timeout),
         ping_interval=5,
         max_outstanding_pings=3,

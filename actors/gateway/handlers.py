@@ -146,7 +146,7 @@ class Api:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
         queue = self.gw.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
-        streamed = False
+        streamed_by: int | None = None  # the attempt whose text the client has: only its chunks count
         try:
             await self._publish(gen)
             while True:
@@ -158,20 +158,31 @@ class Api:
                 else:
                     if msg.subject.startswith(_STREAM):
                         chunk = CHUNK.decode(msg.data)
-                        if chunk.attempt != 0 and not streamed:
-                            shaper.started = False
+                        if streamed_by is not None and chunk.attempt != streamed_by:
+                            continue  # a late chunk of an attempt the router gave up on, or a later one
+                        if chunk.text:
+                            streamed_by = chunk.attempt
                         if response is None:
                             response = await self._open_sse(request, gen)
                         await response.write(shaper.chunk(chunk))
-                        streamed = streamed or bool(chunk.text)
                         continue
                     outcome = OUTCOME.decode(msg.data)
+                    if isinstance(outcome, GenerateResult) and streamed_by not in (None, outcome.attempt):
+                        # the attempt that streamed part of an answer failed and another one answered:
+                        # gluing the two would be two answers in one, so the client gets one typed error
+                        outcome = GenerateError(
+                            request_id=gen.id,
+                            error=ErrorInfo.of(
+                                "unavailable",
+                                f"the answer was cut: attempt {streamed_by} failed after streaming part of it",
+                            ),
+                        )
                 if isinstance(outcome, GenerateError) and response is None:
                     return error_response(outcome.error, gen.id)  # nothing sent yet: a normal HTTP error
                 if response is None:
                     response = await self._open_sse(request, gen)
                 if isinstance(outcome, GenerateResult):
-                    await response.write(shaper.finish(outcome, streamed))
+                    await response.write(shaper.finish(outcome, streamed_by is not None))
                 else:
                     await response.write(shaper.error(outcome.error))
                 await response.write_eof()

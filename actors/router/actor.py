@@ -12,13 +12,14 @@ import contextlib
 import time
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from actors.budget_guard.client import BudgetClient
 from actors.cache.client import CacheClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
-from actors.router.policy import host_up, plan_request
+from actors.router.policy import consensus_route, host_up, plan_request
 from actors.router.queues import QueueWatch
 from actors.router.view import View
 from bus import subjects
@@ -113,6 +114,11 @@ class Router(Actor):
             await publish_outcome(self, GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed")))
             return
         d.hold()
+        route = consensus_route(request, self.cfg)
+        if route is not None:  # primary + validators vote: the route's consensus, as an ensemble
+            request = msgspec.structs.replace(
+                request, mode="ensemble", requirements=msgspec.structs.replace(request.requirements, route=route)
+            )
         if request.mode != "single":
             await self.start_fanout(request, d)
             return

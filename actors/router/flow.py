@@ -152,7 +152,11 @@ class Flow:
             p.target, p.dispatched_at = target, time.time()
             self.router.view.started(target_key(target))
             await self.router.publish(subject, dispatch, msg_id=f"{p.request.id}:{p.attempt}")
-            timeout = min(float(cfg.router.attempt_timeout), remaining)
+            route = cfg.routes.get(p.route) if p.route else None  # a route's timeout_ms replaces the default
+            per_attempt = float(cfg.router.attempt_timeout)
+            if route is not None and route.timeout_ms is not None:
+                per_attempt = route.timeout_ms / 1000
+            timeout = min(per_attempt, remaining)
             p.timer = asyncio.get_running_loop().call_later(timeout, self._fire, self._attempt_timeout, p, p.attempt)
             return
 

@@ -206,6 +206,27 @@ def backlogged_last(ordered: list[Target], snap: Snapshot) -> list[Target]:
 
 
 # --- the plan --------------------------------------------------------------------------------------
+def route_of(request: GenerateRequest, cfg: OrchestraConfig) -> str | None:
+    """The declarative route a request uses: the one it names, else the one for its capability
+    (never for a request naming a library model)."""
+    if request.requirements.route is not None:
+        return request.requirements.route
+    if request.model and request.model not in VIRTUAL_MODELS:
+        return None
+    capability = classify(request)
+    return next((n for n, r in cfg.routes.items() if r.capability == capability), None)
+
+
+def consensus_route(request: GenerateRequest, cfg: OrchestraConfig) -> str | None:
+    """A single-mode request whose route has validators runs as Mirador's consensus: the primary
+    and the validators answer, and the route's consensus_threshold decides (``mode=ensemble``)."""
+    if request.mode != "single":
+        return None
+    name = route_of(request, cfg)
+    route = cfg.routes.get(name or "")
+    return name if route is not None and route.validators else None
+
+
 def plan_request(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> Plan | ErrorInfo:
     """The ordered fallback chain for a single-mode request, or the typed error why there is none."""
     tiers = allowed_tiers(request, cfg, snap)

@@ -42,7 +42,7 @@ class RouteCfg(Cfg, frozen=True, kw_only=True):
     fallback: list[str] = []
     validators: list[str] = []
     consensus_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.7
-    timeout_ms: Annotated[int, Meta(ge=1)] = 30_000
+    timeout_ms: Annotated[int, Meta(ge=1)] | None = None  # each attempt's; None: router.attempt_timeout
     capability: Capability | None = None  # requests classified as this use the route
     strategy: Strategy | None = None
     description: str = ""

@@ -90,8 +90,12 @@ async def test_with_leases_the_attempt_draws_from_a_lease_and_its_result_settles
     assert book is not None
     (lease,) = book.leases()
     assert lease.id == out.reservation_id and lease.drawn == out.reserved_nanos > 0
-    state = await summary(nc)
-    assert state.open_leases == 1 and state.held_nanos == lease.left
+
+    async def draw_settled() -> bool:  # the charge's settlement is applied once its entry is stored
+        state = await summary(nc)
+        return state.open_leases == 1 and state.held_nanos == lease.left
+
+    await eventually(draw_settled)
     assert [s.model for s in worker.seen] == ["gpt-4o"]
 
 

@@ -104,6 +104,27 @@ async def test_streaming_chat_with_usage(client: Start) -> None:
     assert usage is not None and usage.completion_tokens == 3
 
 
+async def test_a_stream_cut_by_a_failed_attempt_ends_in_one_error_never_two_answers(client: Start) -> None:
+    """Attempt 0 streams a piece and goes silent; the router times it out and attempt 1 answers. The
+    client already holds part of attempt 0's answer, so it gets that part and one typed error — never
+    attempt 1's text glued on, and no late chunk of attempt 0 after it."""
+    sdk = await client(script={"*": ["streamhang", "ok"]})
+    stream = await sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], stream=True)
+    pieces: list[str] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as cut:
+        await read()
+    text = "".join(pieces)
+    assert text.strip().endswith("@cpu0#0")
+    assert "#1" not in text
+    assert "answer was cut" in cut.value.message
+
+
 async def test_streaming_completion_of_a_worker_that_does_not_stream(client: Start) -> None:
     """A result without chunks (a cache hit, a non-streaming worker) still arrives as a stream."""
     sdk = await client(answers={"gemma3-270m": "the whole answer"})

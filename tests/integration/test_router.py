@@ -173,6 +173,44 @@ async def test_ensemble_agrees_without_escalation(orchestra: Start, nc: NATS) ->
     assert not outcome.consensus.escalated and outcome.consensus.consistency == 1.0
 
 
+async def test_a_route_with_validators_runs_its_primary_and_validators_as_a_consensus(
+    orchestra: Start, nc: NATS
+) -> None:
+    """Mirador's declarative route: `validated_answer` (primary smollm2, validator gemma, threshold
+    0.7) turns a single request into a vote of exactly those models."""
+    worker = await orchestra(hosts=LOCAL, answers={"smollm2-135m": "Paris", "gemma3-270m": "London"})
+    outcome = await ask(nc, chat("capital of France?", requirements=Requirements(route="validated_answer")))
+    assert isinstance(outcome, GenerateResult) and outcome.consensus is not None
+    assert outcome.consensus.escalated and outcome.consensus.threshold == 0.7
+    assert sorted(s.model for s in worker.seen) == ["gemma3-270m", "smollm2-135m"]
+    assert {r.provenance.model for r in outcome.responses} == {"smollm2-135m", "gemma3-270m"}
+
+
+async def test_a_routes_timeout_ms_bounds_each_of_its_attempts(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """The `chat` route's timeout_ms (300 ms) replaces router.attempt_timeout (30 s): a hanging
+    primary is given up on in time for the fallback to answer well within the request's 20 s."""
+    cfg = test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        overrides={"router": {"attempt_timeout": "30s"}, "routes": {"chat": {"timeout_ms": 300}}},
+    )
+    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]})
+    router = Router(cfg, instance="route-timeout-router")
+    await worker.start(nc)
+    await router.start(nc)
+    try:
+        await eventually(lambda: router.view.hosts.data)
+        outcome = await ask(nc, chat(), timeout=15)
+        assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
+        assert [s.model for s in worker.seen] == ["smollm2-135m", "gemma3-270m"]
+        assert worker.seen[1].at - worker.seen[0].at < 5  # the route's 0.3 s, not the 30 s default
+    finally:
+        await router.stop(grace=0.5)
+        await worker.stop(grace=0.5)
+
+
 async def test_a_disabled_tier_is_not_used(orchestra: Start, nc: NATS) -> None:
     """The budget_guard's switch in KV: with premium disabled, a premium-only request is refused
     and a premium model is not dispatched to."""

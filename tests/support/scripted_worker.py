@@ -1,5 +1,5 @@
 """A worker for router tests: it speaks the dispatch/outcome protocol exactly like gpu_host and
-cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "stream", "slow:<s>"),
+cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "stream", "streamhang", "slow:<s>"),
 so a test decides the order of events instead of sleeping. It also reports its hosts and providers
 as up in KV, the way the real workers do."""
 
@@ -106,6 +106,10 @@ class ScriptedWorker(Actor):
         if kind == "slow":
             await asyncio.sleep(float(arg))
         text = self.answers.get(d.target.model, f"{d.target.model}@{d.target.where}#{d.attempt}")
+        if kind == "streamhang":  # part of the answer, then silence (a host dying mid-stream)
+            sender = ChunkSender(self, d.request.id, d.attempt)
+            await sender.send(text.split(" ")[0] + " ")
+            await asyncio.sleep(3600)
         if kind == "stream":
             sender = ChunkSender(self, d.request.id, d.attempt)
             for word in text.split(" "):
