@@ -7,6 +7,8 @@
     orch.result.<id>.failed                   AttemptFailed (for the router)       stream RESULTS
     orch.stream.<id>                          StreamChunk (core NATS, not stored)
     orch.event.<kind>                         Event (kind has dots: model.loaded)  stream EVENTS
+    orch.event.model.<what>                   a gpu_host's models: loaded, unloaded, swap, keep_alive,
+                                              load_failed (and orch.event.oom)
     orch.cmd.host.<host>.<verb>               host load / unload / swap            stream COMMANDS
     orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.rotate | orch.cmd.router.overflow | orch.cmd.alert.ack
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
@@ -71,6 +73,8 @@ RESULT_FINAL = f"{PREFIX}.result.*"
 RESULT_FAILED = f"{PREFIX}.result.*.failed"
 STREAM_ALL = f"{PREFIX}.stream.*"
 EVENT_ALL = f"{PREFIX}.event.>"
+EVENT_MODEL = f"{PREFIX}.event.model.>"  # model.loaded / unloaded / swap / keep_alive / load_failed
+EVENT_OOM = f"{PREFIX}.event.oom"
 COMMAND_ALL = f"{PREFIX}.cmd.>"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.base import Severity, Tagged, Tier
+from schemas.base import KeepAlive, Severity, Tagged, Tier
 from schemas.errors import ErrorInfo
 
 
@@ -70,6 +70,16 @@ class ModelSwap(Event, frozen=True, kw_only=True, tag="model.swap"):
     unloaded: list[str] = []
     loaded: list[str] = []
     swap_ms: float = 0.0
+    reason: str = ""
+
+
+class ModelKeepAlive(Event, frozen=True, kw_only=True, tag="model.keep_alive"):
+    """A loaded model is kept differently now (hot / warm / cold); it stays loaded."""
+
+    host: str
+    model: str
+    keep_alive: KeepAlive
+    previous: KeepAlive | None = None
     reason: str = ""
 
 
@@ -243,6 +253,7 @@ AnyEvent = (
     | ModelLoaded
     | ModelUnloaded
     | ModelSwap
+    | ModelKeepAlive
     | ModelLoadFailed
     | Oom
     | RequestRouted

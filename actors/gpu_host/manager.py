@@ -8,7 +8,8 @@
     mgr.state()                                          # HostState for KV
 
 Loads and unloads run one at a time (a lock); requests to loaded models never wait for it. Every
-transition publishes an event (model.loaded / model.unloaded / model.swap / model.load_failed / oom).
+transition publishes an event (model.loaded / model.unloaded / model.swap / model.keep_alive /
+model.load_failed / oom).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from schemas.base import KeepAlive
 from schemas.config.hosts import CardCfg
 from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
-from schemas.events import Event, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
+from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.state import CardState, HostState, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Resident:
 
     @property
     def busy(self) -> bool:
-        return self.engine.active + self.engine.queued > 0
+        """Requests handed it (``admitted``: maybe not yet submitted to the engine) or in the engine."""
+        return self.admitted + self.engine.active + self.engine.queued > 0
 
 
 class ModelManager:
@@ -167,37 +169,49 @@ class ModelManager:
     ) -> Resident:
         """The model, loaded. ``admit``: a request will run on it; it counts as in flight from this very
         moment (no await in between), so an unload that starts now waits for it (``Resident.release``)."""
-        r = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason)
+        r, previous = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason)
         if admit:
             r.admit()
+        if previous is not None:
+            log.info("%s: %s kept %s (was %s)", self.host, name, r.keep_alive, previous)
+            await self.emit(
+                ModelKeepAlive(host=self.host, model=name, keep_alive=r.keep_alive, previous=previous, reason=reason)
+            )
         return r
 
-    async def _ensure_loaded(self, name: str, *, keep_alive: KeepAlive | None, reason: str) -> Resident:
+    async def _ensure_loaded(
+        self, name: str, *, keep_alive: KeepAlive | None, reason: str
+    ) -> tuple[Resident, KeepAlive | None]:
+        """The resident, and its keep-alive before this call when the call changed it (else None)."""
         r = self.loaded(name)
         if r is not None:
-            if keep_alive is not None:
-                r.keep_alive = keep_alive
-            return r
+            return r, self._keep(r, keep_alive)
         self.waiting[name] = self.waiting.get(name, 0) + 1
         self.changed()
         try:
             async with self._lock:
                 r = self.loaded(name)
                 if r is not None:
-                    if keep_alive is not None:
-                        r.keep_alive = keep_alive
-                    return r
+                    return r, self._keep(r, keep_alive)
                 failed = self._failed.get(name)
                 if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_HOLD_S:
                     raise failed[1]
                 try:
-                    return await self._load(name, keep_alive, reason)
+                    return await self._load(name, keep_alive, reason), None
                 except GpuHostError as exc:
                     self._failed[name] = (time.monotonic(), exc)
                     raise
         finally:
             self.waiting[name] -= 1
             self.changed()
+
+    def _keep(self, r: Resident, keep_alive: KeepAlive | None) -> KeepAlive | None:
+        """Keep a loaded model as asked; the keep-alive it had when that changed it, else None."""
+        if keep_alive is None or keep_alive == r.keep_alive:
+            return None
+        previous, r.keep_alive = r.keep_alive, keep_alive
+        self.changed()
+        return previous
 
     async def _load(self, name: str, keep_alive: KeepAlive | None, reason: str) -> Resident:
         try:

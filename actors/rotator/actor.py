@@ -43,7 +43,7 @@ from schemas.events import PhaseChanged
 from schemas.state import HostState, PhaseState, QueueState, TierState
 
 PHASE_KEY = "current"
-FOLLOWED = (f"{subjects.PREFIX}.event.model.>", f"{subjects.PREFIX}.event.oom")
+FOLLOWED = (subjects.EVENT_MODEL, subjects.EVENT_OOM)
 RETRY_S = 5.0
 DUE_SLACK_S = 0.5  # a scheduled rotation that fires a hair early still counts
 

@@ -7,10 +7,10 @@
 
 Hosts are driven in parallel, the steps of one host in order (unloads before loads, so its cards stay
 within memory after every step). A host's sequence stops at its first failure. A step is done when the
-host says so — ``model.loaded`` / ``model.unloaded`` after the command, or its state showing the
-outcome (a load of a model already there emits nothing) — and failed on ``model.load_failed``, ``oom``,
-the host going down, or no outcome within ``rotator.step_timeout``. The gpu_host drains a model before
-unloading it, so requests in flight finish first.
+host says so — ``model.loaded`` / ``model.unloaded`` / ``model.keep_alive`` after the command, or its
+state showing the outcome (a load of a model already there, kept as asked, emits nothing) — and failed on
+``model.load_failed``, ``oom``, the host going down, or no outcome within ``rotator.step_timeout``. The
+gpu_host drains a model before unloading it, so requests in flight finish first.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from actors.rotator.planner import Step
 from schemas.commands import Command, LoadModel, UnloadModel
-from schemas.events import Event, ModelLoaded, ModelLoadFailed, ModelUnloaded, Oom
+from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelUnloaded, Oom
 from schemas.state import HostState
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Executor:
 
     # --- inputs ----------------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        if isinstance(event, ModelLoaded | ModelUnloaded | ModelLoadFailed | Oom):
+        if isinstance(event, ModelLoaded | ModelUnloaded | ModelKeepAlive | ModelLoadFailed | Oom):
             self.events.append((time.monotonic(), event))
             self._wake()
 
@@ -122,6 +122,8 @@ class Executor:
             if getattr(ev, "host", None) != step.host or getattr(ev, "model", None) != step.model:
                 continue
             if step.action == "unload" and isinstance(ev, ModelUnloaded):
+                said_done = seen
+            if step.action == "keep_alive" and isinstance(ev, ModelKeepAlive) and ev.keep_alive == step.keep_alive:
                 said_done = seen
             if step.action != "unload":
                 if isinstance(ev, ModelLoaded):

@@ -28,7 +28,6 @@ class HostCfg(Cfg, frozen=True, kw_only=True):
     n_threads: Annotated[int, Meta(ge=1)] | None = None
     n_threads_batch: Annotated[int, Meta(ge=1)] | None = None
     overhead: ByteSize = ByteSize(0)  # per loaded model (CUDA context, scratch buffers)
-    max_loaded: Annotated[int, Meta(ge=1)] = 10
     heartbeat: Duration = Duration(2)
     concurrency: Annotated[int, Meta(ge=1)] = 16  # dispatches taken at once (batched per model)
 

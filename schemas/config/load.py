@@ -1,8 +1,9 @@
 """Read a profile (a directory of YAML files, or one file), decode it, check it. Errors name the path.
 
 A profile directory is merged into one document: every top-level key may appear in one file only.
-Environment overrides, for deployment and tests: ORCHESTRA_NATS_URL (comma-separated servers),
-ORCHESTRA_DATA_DIR.
+Environment overrides, for deployment, demos and tests: ORCHESTRA_NATS_URL (comma-separated servers),
+ORCHESTRA_DATA_DIR, ORCHESTRA_ROTATION_EVERY (a duration such as "30s": replaces the
+``rotation_frequency`` of every phase that has one, so a profile rotates fast without a copy of it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 
 from schemas.config.check import problems
 from schemas.config.root import OrchestraConfig
-from schemas.config.units import dec_hook
+from schemas.config.units import Duration, dec_hook
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -116,6 +117,22 @@ def _apply_env(doc: dict[str, Any]) -> dict[str, Any]:
     data_dir = os.environ.get("ORCHESTRA_DATA_DIR")
     if data_dir:
         doc["data_dir"] = data_dir
+    every = os.environ.get("ORCHESTRA_ROTATION_EVERY", "").strip()
+    if every:
+        try:
+            seconds = Duration.parse(every)
+        except ValueError as exc:
+            raise ConfigError([f"ORCHESTRA_ROTATION_EVERY: {exc}"]) from exc
+        if seconds <= 0:
+            raise ConfigError([f"ORCHESTRA_ROTATION_EVERY: {every!r}: a rotation interval must be positive"])
+        phases = doc.get("phases")
+        if isinstance(phases, dict):
+            doc["phases"] = {
+                name: {**phase, "rotation_frequency": float(seconds)}
+                if isinstance(phase, dict) and phase.get("rotation_frequency") is not None
+                else phase
+                for name, phase in phases.items()
+            }
     return doc
 
 

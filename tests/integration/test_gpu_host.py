@@ -19,7 +19,7 @@ from bus.server import EmbeddedNats
 from schemas.codec import CHUNK
 from schemas.commands import LoadModel, SwapModels, UnloadModel
 from schemas.config import load_config
-from schemas.events import ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
+from schemas.events import ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.result import GenerateResult, StreamChunk
 from tests.support.gpu_host import (
     HOST,
@@ -241,6 +241,59 @@ async def test_load_and_unload_commands_publish_events(host: GpuHost, nc: NATS, 
     await host.send(UnloadModel(host=HOST, model="tiny-b"))
     await eventually(lambda: events.of(ModelUnloaded, model="tiny-b"))
     assert "tiny-b" not in host.manager.residents
+
+
+async def test_a_keep_alive_change_on_a_loaded_model_is_an_event_and_in_the_state(
+    host: GpuHost, nc: NATS, events: Events
+) -> None:
+    """A load command for a model already loaded, kept otherwise (hot -> warm, as a rotation asks): no reload,
+    a model.keep_alive event with both tiers, and the host's state in KV shows the new tier; asking again for
+    the same tier changes nothing and says nothing."""
+    await host.send(LoadModel(host=HOST, model="tiny-b", keep_alive="hot", reason="pick"))
+    await eventually(lambda: events.of(ModelLoaded, model="tiny-b"))
+    await host.send(LoadModel(host=HOST, model="tiny-b", keep_alive="warm", reason="rotated out"))
+    kept = (await eventually(lambda: events.of(ModelKeepAlive, model="tiny-b")))[0]
+    assert (kept.host, kept.previous, kept.keep_alive, kept.reason) == (HOST, "hot", "warm", "rotated out")
+    kv = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, HOST_STATE)
+
+    async def shown_warm() -> bool:
+        state = await kv.get(HOST)
+        return state is not None and any(m.model == "tiny-b" and m.keep_alive == "warm" for m in state.models)
+
+    await eventually(shown_warm, timeout=5)
+    await host.send(LoadModel(host=HOST, model="tiny-b", keep_alive="warm", reason="again"))
+    await host.send(UnloadModel(host=HOST, model="tiny-b"))  # commands run in order: after the one above
+    await eventually(lambda: events.of(ModelUnloaded, model="tiny-b"))
+    assert len(events.of(ModelKeepAlive)) == 1 and len(events.of(ModelLoaded, model="tiny-b")) == 1
+
+
+async def test_a_model_handed_a_request_is_neither_swept_nor_evicted_before_the_request_runs(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: Path
+) -> None:
+    """A cold model loaded for a request is busy from the moment it is handed over, before the request
+    reaches its engine: the keep-alive sweep keeps it, and a load that needs room evicts the warm model
+    instead (cold ones otherwise go first); released, it is swept."""
+    models = {
+        "a": tiny_entry(tiny_gguf, family="a", keep_alive="cold"),
+        "b": tiny_entry(tiny_gguf, family="b"),
+        "c": tiny_entry(tiny_gguf, family="c"),
+    }
+    each = _size(tiny_gguf) + 256 * 256 * 4  # weights (about the file) + KV for 256 x 4
+    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), nc)
+    mgr = actor.manager
+    try:
+        a = await mgr.ensure_loaded("a", admit=True)  # what a dispatch does, before it submits to the engine
+        assert a.engine.active + a.engine.queued == 0 and a.busy
+        await mgr.sweep()
+        assert "a" in mgr.residents
+        await mgr.ensure_loaded("b")
+        await mgr.ensure_loaded("c")  # room for two: one goes, and it is not the busy one
+        assert set(mgr.residents) == {"a", "c"}
+        a.release()
+        await mgr.sweep()
+        assert "a" not in mgr.residents
+    finally:
+        await actor.stop(grace=1)
 
 
 async def test_swap_under_load_loses_no_request(host: GpuHost, nc: NATS, events: Events) -> None:

@@ -206,3 +206,27 @@ def test_parameter_counts_parse() -> None:
     assert parse_params("70B") == 70e9 and parse_params("135M") == 135e6 and parse_params("1.5B") == 1.5e9
     with pytest.raises(ValueError, match="invalid parameter count"):
         parse_params("big")
+
+
+def test_rotation_every_from_the_environment_replaces_every_rotating_phases_frequency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ORCHESTRA_ROTATION_EVERY=30s: phases 1-2 of the local profile rotate every 30 s, the fixed phases
+    3-4 stay fixed."""
+    monkeypatch.setenv("ORCHESTRA_ROTATION_EVERY", "30s")
+    cfg = load_config("local")
+    assert {name: p.rotation_frequency for name, p in cfg.phases.items()} == {
+        "phase_1_subject_expertise": 30,
+        "phase_2_context_engineering": 30,
+        "phase_3_interactive_feedback": None,
+        "phase_4_production": None,
+    }
+
+
+@pytest.mark.parametrize("value", ["soon", "0s"])
+def test_a_bad_rotation_every_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """An interval that is not a positive duration stops the load with an error naming the variable."""
+    monkeypatch.setenv("ORCHESTRA_ROTATION_EVERY", value)
+    with pytest.raises(ConfigError) as err:
+        load_config("local")
+    assert str(err.value).startswith("ORCHESTRA_ROTATION_EVERY: ")

@@ -147,13 +147,24 @@ def test_lab_70b_at_the_papers_48_gb_leaves_no_room_for_its_kv_cache() -> None:
     assert "q4_k_m (4-bit: over 20 GB at FP16)" in p.reason
 
 
-def test_lab_mistral_large_fits_one_p40_at_4_bits() -> None:
-    """mistral-large (45 GB FP16, 22.5 GB 4-bit) on P40_2 alone with a reduced batch."""
+def test_lab_mistral_large_needs_its_p40_pair_at_4_bits() -> None:
+    """mistral-large at 4 bits (22.5 GB) with its planned 16k-token KV cache does not fit one 24 GB P40 (the
+    paper's P40_2 alone), so the lab pins it to P40_2 + P40_3: split over the pair, each card within budget."""
     cfg = load_config("lab")
     model = cfg.models["mistral-large"]
-    assert isinstance(model, LocalModel)
-    p = plan(
-        planned_variants(model), [Card("P40_2", 24 * GB)], kv_bytes_per_token=50_000, context=model.context_length,
-        max_batch=model.max_batch_size, overhead=int(cfg.hosts["m5-p40-b"].overhead),
-    )  # fmt: skip
-    assert isinstance(p, Plan) and p.variant.bits <= 5 and p.placement.cards == ("P40_2",) and p.batch >= 1
+    assert isinstance(model, LocalModel) and model.cards == ["P40_2", "P40_3"]
+    kv, overhead = planned_kv_bytes_per_token(model), int(cfg.hosts["m5-p40-b"].overhead)
+
+    def on(cards: list[str]) -> Plan | NoFit:
+        return plan(
+            planned_variants(model), [Card(c, int(cfg.cards[c].memory)) for c in cards], kv_bytes_per_token=kv,
+            context=model.context_length, max_batch=model.max_batch_size, overhead=overhead, pinned=True,
+        )  # fmt: skip
+
+    alone = on(["P40_2"])
+    assert isinstance(alone, NoFit) and alone.card == "P40_2" and alone.requested > alone.total == 24 * GB
+    assert "weights 22.5 GB + KV cache" in alone.reason
+    pair = on(model.cards)
+    assert isinstance(pair, Plan) and pair.variant.quant == "q4_k_m" and pair.variant.bits <= 5
+    assert pair.placement.cards == ("P40_2", "P40_3") and pair.placement.tensor_split is not None
+    assert 1 <= pair.batch <= model.max_batch_size and all(b <= 24 * GB for b in pair.placement.per_card)

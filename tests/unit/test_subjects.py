@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bus import subjects
+from bus.cli import render
+from schemas.codec import encode
 from schemas.commands import LoadModel, SetPhase, SetTier, UnloadModel
+from schemas.events import ModelKeepAlive
 
 
 @given(st.text(min_size=1, max_size=60))
@@ -54,3 +59,16 @@ def test_commands_are_routed_by_their_target() -> None:
     assert subjects.command(UnloadModel(host="cpu0", model="m")) == "orch.cmd.host.cpu0.unload"
     assert subjects.command(SetTier(tier="premium", enabled=False)) == "orch.cmd.tier.premium"
     assert subjects.command(SetPhase(phase="p")) == "orch.cmd.phase"
+
+
+def test_a_keep_alive_change_is_a_model_event_that_watch_prints() -> None:
+    """model.keep_alive goes to orch.event.model.keep_alive: stored in EVENTS, followed by the rotator with the
+    other model events, and printed by ``orchestra watch`` with both tiers."""
+    ev = ModelKeepAlive(host="cpu0", model="gemma3-270m", keep_alive="warm", previous="hot", reason="rotation")
+    subject = subjects.event(ev)
+    assert subject == "orch.event.model.keep_alive"
+    assert subjects.subject_matches(subject, subjects.EVENT_ALL)
+    assert subjects.subject_matches(subject, subjects.EVENT_MODEL)
+    line = render.line(datetime(2025, 1, 1, tzinfo=UTC), subject, encode(ev))
+    assert line.startswith("2025-01-01 00:00:00.000 model.keep_alive ")
+    assert "host=cpu0 model=gemma3-270m keep_alive=warm previous=hot reason=rotation" in line
