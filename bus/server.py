@@ -71,6 +71,7 @@ class EmbeddedNats:
         max_payload: int = 4 * 2**20,
         name: str = "orchestra-embedded",
         extra_args: list[str] | None = None,
+        gomaxprocs: int | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -79,6 +80,7 @@ class EmbeddedNats:
         self.max_payload = max_payload
         self.name = name
         self.extra_args = extra_args or []
+        self.gomaxprocs = gomaxprocs or max(1, (os.cpu_count() or 1) // 4)
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -129,6 +131,7 @@ class EmbeddedNats:
             # it decides (after the actors drained), not the server directly. It still dies with us.
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            env={"GOMAXPROCS": str(self.gomaxprocs), **os.environ},
         )
         self._reader = threading.Thread(target=self._read_log, args=(self.proc, ready), daemon=True)
         self._reader.start()

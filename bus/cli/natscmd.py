@@ -28,7 +28,9 @@ def embedded_for(cfg: Any) -> EmbeddedNats:
     store = Path(emb.store_dir)
     if not store.is_absolute():
         store = Path(cfg.data_dir) / store
-    return EmbeddedNats(store_dir=store, host=emb.host, port=emb.port, max_payload=int(emb.max_payload))
+    return EmbeddedNats(
+        store_dir=store, host=emb.host, port=emb.port, max_payload=int(emb.max_payload), gomaxprocs=emb.gomaxprocs
+    )
 
 
 def run(args: argparse.Namespace) -> int:

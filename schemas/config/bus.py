@@ -26,6 +26,10 @@ class EmbeddedNatsCfg(Cfg, frozen=True, kw_only=True):
     port: Annotated[int, Meta(ge=0, le=65535)] = 4222
     store_dir: str = "nats"  # under data_dir unless absolute
     max_payload: ByteSize = ByteSize(4 * 2**20)
+    # Go threads for the server (GOMAXPROCS). None: a quarter of the CPUs, at least 1 — the embedded
+    # server shares the machine with every actor, and an idle Go scheduler spinning on spare threads
+    # takes CPU the actors need (measured in docs/benchmarks.md). A GOMAXPROCS in the environment wins.
+    gomaxprocs: Annotated[int, Meta(ge=1)] | None = None
 
 
 class StreamsCfg(Cfg, frozen=True, kw_only=True):
