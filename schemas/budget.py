@@ -23,7 +23,8 @@ DenyReason = Literal["", "budget_exceeded", "tier_disabled", "ledger_unavailable
 
 # --- services ------------------------------------------------------------------------------------
 class ReserveRequest(Message, frozen=True, kw_only=True):
-    """Hold ``amount_usd`` (the worst case: prompt tokens x input price + max_tokens x output price)
+    """Hold ``amount_usd`` (the worst case: an upper bound on the input tokens x input price +
+    max_tokens x output price, ``actors.pricing``)
     for one attempt of one request. Idempotent: the same (request_id, attempt) while its reservation
     is open gets the same reservation back."""
 
@@ -124,9 +125,10 @@ ChargeKind = Literal["result", "aggregate", "error", "failed"]
 
 class Charged(Entry, frozen=True, kw_only=True, tag="charged"):
     """One stored RESULTS message, charged once. ``key`` is that message's Msg-Id: ``<id>`` for the
-    final outcome, ``<id>:<attempt>:failed`` for a failed attempt. A final outcome also releases every
-    other open (per-request) reservation of the request. Against a lease, the charge frees its draw
-    (``reserved_nanos``, or its cost when that is unknown) from the lease's hold."""
+    final outcome, ``<id>:<attempt>:failed`` for a failed attempt. It settles the hold of its own
+    (request, attempt) only: another attempt of the request keeps its hold until its own outcome is
+    charged (an abandoned attempt may still cost money) or the hold expires. Against a lease, the
+    charge frees its draw (``reserved_nanos``, or its cost when that is unknown) from the lease's hold."""
 
     key: str
     outcome: ChargeKind

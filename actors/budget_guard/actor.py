@@ -6,9 +6,10 @@
     orch.result.>              settle: charge each stored result once, free its hold
     orch.cmd.tier.*            SetTier: write orch_tiers, emit tier.disabled / tier.enabled
 
-On start it rebuilds the ledger from LEDGER, then serves. A cost spike emits ``cost.spike`` and
-sends ``SetTier(premium, enabled=False, until=next local midnight)``; apscheduler re-enables the tier
-at ``until`` (or an operator does, ``orchestra tier enable premium``).
+On start it rebuilds the ledger from LEDGER, then serves. A hold expires only once its RESULTS
+consumer has charged every result stored before the hold's expiry (``watermark.py``). A cost spike
+emits ``cost.spike`` and sends ``SetTier(premium, enabled=False, until=next local midnight)``;
+apscheduler re-enables the tier at ``until`` (or an operator does, ``orchestra tier enable premium``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from actors.budget_guard import journal
+from actors.budget_guard import journal, watermark
 from actors.budget_guard.charges import charge_of
 from actors.budget_guard.ledger import Due, Ledger
 from actors.budget_guard.money import NANOS, fmt_usd
@@ -53,6 +54,7 @@ from schemas.events import Event
 
 RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rather than keep it waiting
 SWEEP_EVERY = 5.0
+SETTLE_DURABLE = "budget_guard"
 PRUNE_EVERY = 300.0
 
 
@@ -68,6 +70,7 @@ class BudgetGuard(Actor):
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
         self.ledger = Ledger(cfg.budgets, keep_charges_s=float(cfg.bus.streams.history) + 86400)
+        self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
         self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
         self._background: set[asyncio.Task[None]] = set()
         self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
@@ -90,7 +93,7 @@ class BudgetGuard(Actor):
         return [
             ConsumerSpec(
                 stream="RESULTS",
-                durable="budget_guard",
+                durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.settle,
                 concurrency=32,
@@ -133,6 +136,7 @@ class BudgetGuard(Actor):
             len(self.ledger.reservations),
         )
         await self.tiers.start(self.js)
+        self.spawn("watermark", lambda: watermark.follow(self.js, "RESULTS", SETTLE_DURABLE, self.ledger))
         self.spawn("sweep", self._sweep)
 
     async def on_stop(self) -> None:

@@ -1,9 +1,13 @@
 """The router's side of a reservation: ``BudgetClient(actor).reserve`` is the router's ``Flow.reserve``
 hook (``(request, target, attempt) -> (reservation id, nanos held) | ErrorInfo | None``).
 
-It holds the attempt's worst case (prompt tokens, estimated, x input price + ``max_tokens`` x output
-price) until the request's deadline, and turns a denial into the typed error the router falls back
-on: ``budget_exceeded`` (a hard cap, named) or ``unavailable`` (tier disabled, ledger unwritable).
+It holds the attempt's worst case until the request's deadline: an upper bound on its input tokens
+(``actors.pricing.max_input_tokens``: the UTF-8 bytes of the text + chat-template overhead) x input
+price + ``sampling.max_tokens`` x output price. ``max_tokens`` is always set (a default when the client
+gave none) and is what the provider is sent; providers honour it (Gemini 2.5 counts its thinking tokens
+against ``maxOutputTokens``), so the hold covers what the attempt can cost. A denial becomes the typed
+error the router falls back on: ``budget_exceeded`` (a hard cap, named) or ``unavailable`` (tier
+disabled, ledger unwritable).
 
 Leases (``budgets.leases``, on by default): per (tier, provider, model, client key) the router holds
 one lease from the budget_guard and draws each attempt's worst case from it locally, without a round
@@ -31,7 +35,7 @@ from typing import Any
 
 from actors.budget_guard.leases import Ask, Key, Lease, LeaseBook, LeasePolicy
 from actors.budget_guard.money import NANOS, to_nanos
-from actors.pricing import estimate_tokens, worst_case_cost
+from actors.pricing import max_input_tokens, worst_case_cost
 from bus import subjects
 from bus.actor import Actor
 from bus.errors import ServiceCallError
@@ -68,7 +72,7 @@ class BudgetClient:
     def worst_case(self, request: GenerateRequest, target: Target) -> float:
         cfg = self.actor.cfg
         model = cfg.models[target.model]
-        tokens = estimate_tokens(request.prompt_text())
+        tokens = max_input_tokens(request)
         return worst_case_cost(model, tokens, request.sampling.max_tokens, cfg.budgets.local_cost)
 
     async def reserve(self, request: GenerateRequest, target: Target, attempt: int) -> Held | ErrorInfo | None:

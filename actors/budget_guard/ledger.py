@@ -4,7 +4,7 @@ Its state is a fold of ledger entries (``schemas.budget``): ``Reserved``, ``Rele
 ``Marked``. The live actor and a restart apply the same entries through :meth:`Ledger.apply`, so the
 rebuilt ledger is the ledger. What it holds:
 
-    reservations   open holds, by id, (request id, attempt) and request id
+    reservations   open holds, by id and (request id, attempt)
     held[scope]    the sum of open holds per scope
     spent[(scope, period key)]   charged nano-dollars per scope per day and month
     charges[key]   every charge retained (idempotency: a key is charged once), with amount, time, tier
@@ -12,18 +12,29 @@ rebuilt ledger is the ledger. What it holds:
 
 Check-and-hold is one synchronous call (:meth:`try_reserve`): nothing can interleave between the
 check of every limit and the hold, so concurrent reservations can never overshoot a hard cap.
-Expiry is a function of the time passed in: holds past ``expires_at`` stop counting.
+
+Each hold covers one attempt (or, a lease, the attempts drawn from it) until that attempt's own
+outcome is charged: its result, or its ``AttemptFailed``. A request's final outcome frees nothing
+else: an attempt the router gave up on (its attempt timeout) is not cancelled, its provider call
+goes on, and the cloud_proxy charges a late answer as ``AttemptFailed`` with its cost; had the final
+outcome freed that hold, the late cost would land on no hold and could pass a cap.
+
+Expiry: a hold stops counting once the time passed in is past its ``expires_at`` (the request's
+deadline + ``reservation_grace``; workers stop at the deadline, so their outcomes are stored before
+then) and every result stored up to ``expires_at`` is charged: :attr:`Ledger.charged_through`, which
+the actor advances as its RESULTS consumer catches up (infinity by default: plain data). A guard that
+was down or behind thus charges a late result against its hold, never against a hold it let expire.
 
 Settlement is decided before the ``Charged`` entry is stored (:meth:`settles`, synchronous) and applied
-after: the hold it settles is claimed meanwhile, so a final outcome or an expiry applied first (the
-guard stores charges concurrently) leaves that hold to its charge instead of freeing it early.
+after: the hold it settles is claimed meanwhile, so an expiry applied first (the guard stores charges
+concurrently) leaves that hold to its charge instead of freeing it early.
 
 Leases. A lease is a hold (``Reserved(lease=True)``) that one router draws many attempts' worst cases
 from, locally. Its hold is ``amount - used``, where ``used`` grows by the undrawn remainder the router
 releases when it retires the lease (once: ``Released(amount_nanos=...)``) and by each draw a charge
 settles (``Charged.reserved_nanos``: the attempt's worst case; its cost when that is unknown). Each
-draw, i.e. (request id, attempt), is settled against the lease at most once; a final outcome's "free
-every other hold of the request" never touches a lease. The invariant, for a lease of amount A:
+draw, i.e. (request id, attempt), is settled against the lease at most once. The invariant, for a
+lease of amount A:
 
     drawn      = sum of w_i over the attempts i the router drew (w_i = the attempt's worst case)
     released   = A - drawn when retired, else 0           (the router releases only what it did not draw)
@@ -45,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import math
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -123,7 +135,6 @@ class Ledger:
         self.reservations: dict[str, Reservation] = {}
         self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
         self._by_attempt: dict[tuple[str, int], str] = {}  # per-request holds only, never leases
-        self._by_request: dict[str, set[str]] = defaultdict(set)
         self._leases: dict[str, str] = {}  # a lease's request id -> its reservation id
         self.draws: dict[str, dict[tuple[str, int], str]] = {}  # lease -> settled (request, attempt) -> charge key
         self._settling: dict[str, set[str]] = {}  # hold -> keys of the charges being stored to settle it
@@ -134,6 +145,8 @@ class Ledger:
         self._api_recent: deque[tuple[float, int]] = deque()  # (at, nanos) of API charges, for velocity
         self._api_recent_sum = 0  # their sum, kept as they come and go (no scan per charge)
         self.entries_applied = 0
+        # Every result stored before this time is charged (epoch s; the actor's RESULTS watermark).
+        self.charged_through = math.inf
 
     # --- reservations ----------------------------------------------------------------------------
     def open_reservation(self, request_id: str, attempt: int) -> Reservation | None:
@@ -198,8 +211,10 @@ class Ledger:
         self._drop(reservation_id)
 
     def expire(self, now: float) -> list[Reservation]:
+        """Drop the holds past their expiry, ``now`` and :attr:`charged_through` both past it."""
         gone, later = [], []
-        while self._expiry and self._expiry[0][0] <= now:
+        horizon = min(now, self.charged_through)
+        while self._expiry and self._expiry[0][0] <= horizon:
             at, rid = heapq.heappop(self._expiry)
             if self._settling.get(rid):  # a charge against it is being stored: it settles it first
                 later.append((at, rid))
@@ -229,7 +244,6 @@ class Ledger:
             self._leases[r.request_id] = r.id
         else:
             self._by_attempt[(r.request_id, r.attempt)] = r.id
-            self._by_request[r.request_id].add(r.id)
         self._add_held(r.scopes, r.hold)
 
     def _add_held(self, scopes: tuple[str, ...], nanos: int) -> None:
@@ -251,11 +265,6 @@ class Ledger:
             self.draws.pop(r.id, None)
         if self._by_attempt.get((r.request_id, r.attempt)) == r.id:
             del self._by_attempt[(r.request_id, r.attempt)]
-        ids = self._by_request.get(r.request_id)
-        if ids is not None:
-            ids.discard(r.id)
-            if not ids:
-                del self._by_request[r.request_id]
         self._add_held(r.scopes, -r.hold)
         return r
 
@@ -283,7 +292,7 @@ class Ledger:
         else:
             r = self.open_reservation(c.request_id, c.attempt)
             c = msgspec.structs.replace(c, reservation_id=r.id if r else None, reserved_nanos=0)
-        if r is not None:  # until it is applied, neither expiry nor a final outcome frees this hold
+        if r is not None:  # until it is applied, expiry does not free this hold
             self._settling.setdefault(r.id, set()).add(c.key)
         return c
 
@@ -373,10 +382,7 @@ class Ledger:
         self._unsettling(c)
         if r is not None and not r.lease and not self._settling.get(r.id):  # (the last charge being stored drops it)
             self._drop(r.id)
-        if c.final:  # the request is finished: no other attempt of it will be settled (leases are not its own),
-            for rid in list(self._by_request.get(c.request_id, ())):
-                if not self._settling.get(rid):  # but one whose charge is being stored settles it
-                    self._drop(rid)
+        # A final outcome frees no other attempt's hold: an abandoned attempt may still be charged.
         return True
 
     # --- notifications ---------------------------------------------------------------------------

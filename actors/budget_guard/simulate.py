@@ -4,7 +4,9 @@ table, and checked against what the paper claims (pure).
 A workload is tokens per month per tier: the local volume that would otherwise go to Together (§8.1),
 Together tokens with and without the two extra P40s (§8.3), premium tokens per model (§8.2), plus
 the hardware price and the electricity bill. The defaults are the paper's. Prices come from the
-profile (``models.<name>.price``, ``price_per_million`` of local models; the lab profile has §8's).
+profile (``models.<name>.price``, ``price_per_million`` of local models; the lab profile has §8's). A
+profile without the paper's llama3.1-70b (the local one) prices its own: unless the workload names
+them, its best local model and its first Together model stand in (``models_of``).
 
     simulate(workload, prices) -> Simulation(rows, notes)
 
@@ -26,6 +28,8 @@ from schemas.config.root import OrchestraConfig
 Verdict = Literal["ok", "WRONG", "note"]
 PAPER_TOGETHER_NOW_USD = (50.0, 100.0)  # §8.3 option A / §11.2: "Together AI: $50-100/month"
 PAPER_TOGETHER_EXPANDED_USD = (10.0, 20.0)  # §8.3 option B / §11.2: "$10-20/month"
+PAPER_TOGETHER_MODEL = "together/llama3.1-70b"  # §8.1: $0.88/M
+PAPER_LOCAL_MODEL = "llama3.1-70b"  # §8.1: ~$0.003/M, electricity only
 Pair = Annotated[list[Annotated[float, Meta(ge=0)]], Meta(min_length=2, max_length=2)]
 
 
@@ -33,8 +37,8 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Tokens in millions per month; money in USD. Every default is the paper's."""
 
     volumes_m: list[Annotated[float, Meta(gt=0)]] = msgspec.field(default_factory=lambda: [100.0, 200.0])
-    together_model: str = "together/llama3.1-70b"  # §8.1: $0.88/M
-    local_model: str = "llama3.1-70b"  # §8.1: ~$0.003/M, electricity only
+    together_model: str | None = None  # None: the paper's PAPER_TOGETHER_MODEL, or the profile's (models_of)
+    local_model: str | None = None  # None: the paper's PAPER_LOCAL_MODEL, or the profile's
     expansion_usd: Annotated[float, Meta(ge=0)] = 600.0  # +2 P40s
     electricity_now_usd: Annotated[float, Meta(ge=0)] = 40.0  # §8.3 / §11.2 (§8.1 says ~$30)
     electricity_expanded_usd: Annotated[float, Meta(ge=0)] = 50.0  # §8.3 / §11.2 (§8.1 says ~$40)
@@ -114,18 +118,47 @@ def blended(model: CloudModel, output_share: float) -> float:
     return model.price.input * (1 - output_share) + model.price.output * output_share
 
 
-def _cloud(cfg: OrchestraConfig, name: str) -> CloudModel:
+def _cloud(cfg: OrchestraConfig, name: str, flag: str) -> CloudModel:
     model = cfg.models.get(name)
     if not isinstance(model, CloudModel):
-        raise ValueError(f"{name!r} is not a cloud model of profile {cfg.profile!r}")
+        known = ", ".join(n for n, m in cfg.models.items() if isinstance(m, CloudModel)) or "none"
+        raise ValueError(
+            f"{flag}: {name!r} is not a cloud model of profile {cfg.profile!r} (its cloud models: {known})"
+        )
     return model
 
 
 def _local_price(cfg: OrchestraConfig, name: str) -> float:
     model = cfg.models.get(name)
     if not isinstance(model, LocalModel):
-        raise ValueError(f"{name!r} is not a local model of profile {cfg.profile!r}")
+        known = ", ".join(n for n, m in cfg.models.items() if isinstance(m, LocalModel)) or "none"
+        raise ValueError(
+            f"--local-model: {name!r} is not a local model of profile {cfg.profile!r} (its local models: {known})"
+        )
     return model.price_per_million if model.price_per_million is not None else cfg.budgets.local_cost.per_million_usd
+
+
+def models_of(w: Workload, cfg: OrchestraConfig) -> Workload:
+    """The workload with its local and Together models named: as given, else the paper's where the
+    profile has them, else the profile's own (its highest-quality local model; its first model of a
+    provider in the together tier)."""
+    local, together = w.local_model, w.together_model
+    if local is None:
+        ours = [n for n, m in cfg.models.items() if isinstance(m, LocalModel)]
+        if PAPER_LOCAL_MODEL in ours or not ours:
+            local = PAPER_LOCAL_MODEL
+        else:
+            local = max(ours, key=lambda n: cfg.models[n].quality)  # the first of the best
+    if together is None:
+        ours = [
+            n
+            for n, m in cfg.models.items()
+            if isinstance(m, CloudModel)
+            and m.provider in cfg.providers
+            and cfg.providers[m.provider].tier == "together"
+        ]
+        together = PAPER_TOGETHER_MODEL if PAPER_TOGETHER_MODEL in cfg.models or not ours else ours[0]
+    return msgspec.structs.replace(w, local_model=local, together_model=together)
 
 
 def _local_energy(cfg: OrchestraConfig, name: str) -> tuple[float, float, float] | None:
@@ -149,11 +182,14 @@ class _Prices:
 
 
 def simulate(w: Workload, cfg: OrchestraConfig) -> Simulation:
-    together = _cloud(cfg, w.together_model)
+    """ValueError names the flag to pass when a model of the workload is not in the profile."""
+    w = models_of(w, cfg)
+    assert w.local_model is not None and w.together_model is not None
+    together = _cloud(cfg, w.together_model, "--together-model")
     p = _Prices(
         together=blended(together, w.output_share),
         local=_local_price(cfg, w.local_model),
-        premium={name: blended(_cloud(cfg, name), w.output_share) for name in w.premium_m},
+        premium={name: blended(_cloud(cfg, name, "--premium"), w.output_share) for name in w.premium_m},
         extra_power=w.electricity_expanded_usd - w.electricity_now_usd,
     )
     sim = Simulation(w, {w.together_model: p.together, w.local_model: p.local, **p.premium})
@@ -291,7 +327,7 @@ def _local_cost(sim: Simulation, w: Workload, p: _Prices, cfg: OrchestraConfig) 
     why += f"{max(w.volumes_m):g}M tokens"
     _add(sim, "§1.2", 'local "$0.001-0.003 per million tokens"', "$0.001-0.003/M", f"{usd(eff)}/M",
          eff.within(Span(0.001, 0.003), 0.0005), why, eff)  # fmt: skip
-    energy = _local_energy(cfg, w.local_model)
+    energy = _local_energy(cfg, w.local_model) if w.local_model else None  # named by models_of
     if energy is not None:
         per_m, watts, tps = energy
         why = f"{watts:g} W at {tps:g} tokens/s and ${cfg.budgets.local_cost.kwh_usd:g}/kWh"
@@ -316,8 +352,9 @@ def _near(ours: float, claim: float | None, tolerance: float = 0.005) -> bool | 
     return None if claim is None else abs(ours - claim) < tolerance
 
 
-def render(sim: Simulation, *, is_paper: bool) -> str:
-    """The table; with a workload other than the paper's, only our figures (the checks need the paper's)."""
+def render(sim: Simulation, *, is_paper: bool, why_unchecked: str = "a workload other than the paper's") -> str:
+    """The table; with a workload or prices other than the paper's, only our figures (the checks need
+    the paper's)."""
     if not is_paper:
         head: tuple[str, ...] = ("section", "what", "ours")
         rows: list[tuple[str, ...]] = [(r.section, r.what, r.ours) for r in sim.rows]
@@ -325,7 +362,7 @@ def render(sim: Simulation, *, is_paper: bool) -> str:
         lines = ["  ".join(c.ljust(wd) for c, wd in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
         lines.insert(1, "  ".join("-" * wd for wd in widths))
         prices = ", ".join(f"{k} ${v:g}/M" for k, v in sim.prices.items())
-        return "\n".join([*lines, "", f"prices: {prices}", "(a workload other than the paper's: no checks)"])
+        return "\n".join([*lines, "", f"prices: {prices}", f"({why_unchecked}: no checks)"])
     head = ("section", "what", "paper", "ours", "check")
     rows = [(r.section, r.what, r.paper, r.ours, r.verdict) for r in sim.rows]
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]

@@ -102,6 +102,8 @@ class Router(Actor):
     # --- requests ------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:
         request = REQUEST.decode(d.data)  # SchemaError -> dead letter, and `refuse` answers the client
+        if not request.deadline:  # pinned: budget holds and workers must agree on one deadline
+            request = msgspec.structs.replace(request, deadline=request.effective_deadline)
         rid = request.id
         if rid in self.flow.pending or rid in self.flow.fanouts:
             owner = self.flow.pending.get(rid) or self.flow.fanouts.get(rid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from actors.pricing import estimate_tokens, worst_case_cost
+from actors.pricing import estimate_tokens, max_input_tokens, worst_case_cost
 from actors.router.classify import classify
 from schemas.base import TIERS, Capability, Strategy, Tier
 from schemas.config.models import CloudModel, LocalModel
@@ -169,11 +169,11 @@ def rank(
     tier_order: tuple[Tier, ...],
     capability: Capability | None,
 ) -> list[Target]:
-    prompt_tokens = estimate_tokens(request.prompt_text())
+    input_bound = max_input_tokens(request)  # the worst case the budget holds, not the estimate
     tier_pos = {t: i for i, t in enumerate(tier_order)}
 
     def cost(t: Target) -> float:
-        return worst_case_cost(cfg.models[t.model], prompt_tokens, request.sampling.max_tokens, cfg.budgets.local_cost)
+        return worst_case_cost(cfg.models[t.model], input_bound, request.sampling.max_tokens, cfg.budgets.local_cost)
 
     def quality(t: Target) -> int:
         return cfg.models[t.model].quality
@@ -267,8 +267,8 @@ def passes(
         return False
     if not fits(request, model, prompt_tokens):
         return False
-    if req.max_cost_usd is not None:
-        worst = worst_case_cost(model, prompt_tokens, request.sampling.max_tokens, cfg.budgets.local_cost)
+    if req.max_cost_usd is not None:  # the worst case, as the budget holds it
+        worst = worst_case_cost(model, max_input_tokens(request), request.sampling.max_tokens, cfg.budgets.local_cost)
         if worst > req.max_cost_usd:
             return False
     return True

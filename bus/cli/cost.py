@@ -56,11 +56,14 @@ def register(sub: Any) -> None:
     m = cmds.add_parser(
         "simulate",
         help="the paper's monthly cost comparisons for a workload",
-        description="Prices come from --config (default: the lab profile, the paper's §8 table).",
+        description="Prices come from --config (default: the lab profile, the paper's §8 table). A profile "
+        "without the paper's models prices its own (--local-model, --together-model name them).",
     )
     m.add_argument("--workload", type=Path, help="YAML file with Workload fields (tokens in millions per month)")
     m.add_argument("--volume", type=float, action="append", help="§8.1 local volume, M tokens/month (repeatable)")
     m.add_argument("--premium", action="append", metavar="MODEL=M", help="premium tokens per month (repeatable)")
+    m.add_argument("--local-model", help="the local model of §8.1 (default llama3.1-70b, or the profile's best)")
+    m.add_argument("--together-model", help="the Together model (default together/llama3.1-70b, or the profile's)")
     m.add_argument("--together-now", metavar="LO:HI", help="Together M tokens/month on 4x P40 (option A)")
     m.add_argument("--together-expanded", metavar="LO:HI", help="Together M tokens/month with +2 P40s (option B)")
     m.add_argument("--expansion-usd", type=float, help="price of the two extra P40s")
@@ -179,6 +182,8 @@ def workload_of(args: argparse.Namespace) -> simulate.Workload:
         fields.update(doc)
     flags = {
         "volumes_m": args.volume,
+        "local_model": args.local_model,
+        "together_model": args.together_model,
         "expansion_usd": args.expansion_usd,
         "electricity_now_usd": args.electricity_now,
         "electricity_expanded_usd": args.electricity_expanded,
@@ -221,7 +226,11 @@ def run_simulate(args: argparse.Namespace) -> int:
             }
             for r in sim.rows
         ]
-        print(json.dumps({"workload": msgspec.to_builtins(workload), "prices": sim.prices, "rows": rows}, indent=2))
+        doc = {"workload": msgspec.to_builtins(sim.workload), "prices": sim.prices, "rows": rows}
+        print(json.dumps(doc, indent=2))
     else:
-        print(simulate.render(sim, is_paper=is_paper))
+        why = "a workload other than the paper's"
+        if workload == simulate.Workload() and not is_paper:
+            why = f"the prices of profile {cfg.profile!r}, not the paper's"
+        print(simulate.render(sim, is_paper=is_paper, why_unchecked=why))
     return 0

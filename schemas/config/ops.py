@@ -175,7 +175,7 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     ledger_history: Duration = Duration(40 * 86400)  # the LEDGER stream keeps this (> a month: monthly budgets)
     reservation_ttl: Duration = Duration(300)  # a reservation without a deadline expires after this
     reservation_grace: Duration = Duration(30)  # ... and one with a deadline this long after it
-    require_reservation: bool = False  # no budget_guard answers: True refuses paid attempts, False lets them go
+    require_reservation: bool = True  # no budget_guard answers: True refuses paid attempts, False lets them go
     leases: LeaseCfg = LeaseCfg()
 
 

@@ -17,12 +17,14 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from actors.budget_guard import journal
 from actors.budget_guard.actor import AnotherInstance, BudgetGuard
 from actors.budget_guard.limits import Calendar
 from actors.budget_guard.money import to_nanos
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
+from schemas.budget import Charged
 from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import SetTier
 from schemas.config import load_config
@@ -167,6 +169,53 @@ async def test_release_and_expiry_free_the_budget(start_guard: StartGuard, nc: N
 
 async def _granted(nc: NATS, rid: str, usd: float) -> bool:
     return (await reserve(nc, rid, usd)).granted
+
+
+async def ledger_charges(nc: NATS) -> dict[str, Charged]:
+    return {e.key: e async for e in journal.read_entries(nc) if isinstance(e, Charged)}
+
+
+async def test_a_late_answer_of_an_abandoned_attempt_is_charged_against_its_hold(
+    start_guard: StartGuard, nc: NATS
+) -> None:
+    """The router gave up on attempt 0 (attempt timeout) and attempt 1 answered: attempt 0's call went
+    on, so its hold stays after the final result and a reservation that would pass the cap with its
+    cost is denied; its late answer, stored as a cancelled attempt with its cost, settles that hold."""
+    await start_guard(premium_cap(1.00))
+    first = await reserve(nc, "late1", 0.40)
+    assert first.granted and (await reserve(nc, "late1", 0.40, attempt=1)).granted
+    await publish_result(nc, result("late1", 0.30, attempt=1))
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.held_nanos == to_nanos(0.40) and state.open_reservations == 1
+    assert not (await reserve(nc, "other", 0.40)).granted  # $0.30 spent + $0.40 held + $0.40 > $1
+    await publish_failure(nc, failure("late1", 0.35, attempt=0))
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.held_nanos == 0 and state.spent_nanos == to_nanos(0.65)
+    charged = await ledger_charges(nc)
+    assert charged["late1:0:failed"].reservation_id == first.reservation_id
+
+
+async def test_a_guard_back_after_the_expiry_charges_the_backlog_against_the_holds(
+    start_guard: StartGuard, nc: NATS
+) -> None:
+    """A result is stored before its hold's expiry while the guard is down; the guard comes back after
+    the expiry: the hold does not expire before that result is charged, so it settles the hold (and
+    a reservation made as the guard starts never finds the room free)."""
+    first = await start_guard({**premium_cap(1.00), "reservation_grace": 0})
+    held = await reserve(nc, "down1", 0.60, deadline=time.time() + 1.0)
+    assert held.granted
+    await first.stop(grace=1)
+    await publish_result(nc, result("down1", 0.55))  # stored before the deadline
+    await asyncio.sleep(1.5)  # the hold's expiry passes while no guard runs
+    await start_guard({**premium_cap(1.00), "reservation_grace": 0})
+    early = await reserve(nc, "early", 0.50)
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert (await ledger_charges(nc))["down1"].reservation_id == held.reservation_id
+    assert state.spent_nanos == to_nanos(0.55)
+    assert not early.granted and state.held_nanos == 0
 
 
 async def test_soft_thresholds_and_the_cap_raise_budget_threshold_events(start_guard: StartGuard, nc: NATS) -> None:

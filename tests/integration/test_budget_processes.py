@@ -222,3 +222,16 @@ def test_cost_simulate_takes_a_workload_from_flags_and_a_file(tmp_path: Path) ->
     assert all(r["check"] is None for r in doc["rows"])  # not the paper's workload: no verdicts
     bad = orchestra("cost", "simulate", "--together-now", "lots")
     assert bad.returncode == 1 and "--together-now: expected LO:HI" in bad.stderr
+
+
+def test_cost_simulate_runs_on_the_local_profile_with_its_own_models() -> None:
+    """`--config local` has no llama3.1-70b: SmolLM2 stands in (no checks: not the paper's prices);
+    naming a model the profile lacks says which flag and which models it has."""
+    out = orchestra("--config", "local", "cost", "simulate")
+    assert out.returncode == 0, out.stderr
+    assert "local smollm2-135m @ 100M tokens/month" in out.stdout
+    assert "(the prices of profile 'local', not the paper's: no checks)" in out.stdout
+    gemma = orchestra("--config", "local", "cost", "simulate", "--local-model", "gemma3-270m", "--json")
+    assert gemma.returncode == 0 and json.loads(gemma.stdout)["workload"]["local_model"] == "gemma3-270m"
+    bad = orchestra("--config", "local", "cost", "simulate", "--local-model", "llama3.1-70b")
+    assert bad.returncode == 1 and "--local-model: 'llama3.1-70b' is not a local model" in bad.stderr

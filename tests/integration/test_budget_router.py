@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from actors.budget_guard import journal
 from actors.budget_guard.actor import BudgetGuard
 from actors.router.actor import Router
 from bus.server import EmbeddedNats
+from schemas.budget import Charged
 from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
@@ -35,8 +37,8 @@ class Orchestra:
         self.router: Router
         self.worker: ScriptedWorker
 
-    async def start(self, budgets: dict[str, Any], *, guard: bool = True) -> ScriptedWorker:
-        overrides = {"router": {"attempt_timeout": "2s", "max_attempts": 3}, "budgets": budgets}
+    async def start(self, budgets: dict[str, Any], *, guard: bool = True, **sections: Any) -> ScriptedWorker:
+        overrides = {"router": {"attempt_timeout": "2s", "max_attempts": 3}, "budgets": budgets, **sections}
         cfg = load_config(write_profile(self.tmp_path / "profile", self.url, overrides=overrides))
         self.worker = ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"])
         self.router = Router(cfg, instance="test-router")
@@ -111,6 +113,35 @@ async def test_a_hard_cap_makes_the_router_fall_back_or_answer_budget_exceeded(o
     fallback = await ask(nc, chat(requirements=Requirements(tiers=["premium", "together"], strategy="quality")))
     assert isinstance(fallback, GenerateResult) and fallback.tier == "together"
     assert "gpt-4o" not in [s.model for s in worker.seen]
+
+
+async def test_the_late_answer_of_an_attempt_the_router_gave_up_on_settles_its_own_hold(
+    orchestra: Orchestra, nc: NATS
+) -> None:
+    """Leases off. gpt-4o does not answer within the attempt timeout (2 s): the router falls back to
+    Together, which answers. The gpt-4o call goes on and ends late (recorded, as the cloud_proxy does,
+    as a cancelled attempt with its cost): its hold stays after the final result until that charge
+    settles it, so its cost never lands on no hold."""
+    all_tiers = {"initial_phase": "phase_3_interactive_feedback"}  # tier policy diverse_all_tiers
+    paid = {"paid": {"primary": "gpt-4o", "fallback": ["together/llama3.1-70b"]}}
+    worker = await orchestra.start({"leases": {"enabled": False}}, rotator=all_tiers, routes=paid)
+    worker.script = {"openai/gpt-4o": ["late:5"]}
+    out = await ask(nc, chat(requirements=Requirements(route="paid")))
+    assert isinstance(out, GenerateResult) and out.tier == "together" and out.attempt == 1
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.open_reservations == 1 and state.held_nanos > 0  # attempt 0's, its call still running
+    late = await eventually(lambda: _charge(nc, f"{out.request_id}:0:failed"), timeout=10)
+    assert late.cost_nanos > 0 and late.reservation_id is not None and late.reservation_id.startswith(out.request_id)
+    await eventually(lambda: settled(nc))
+    state = await summary(nc)
+    assert state.open_reservations == 0 and state.held_nanos == 0
+    assert [(s.model, s.attempt) for s in worker.seen] == [("gpt-4o", 0), ("together/llama3.1-70b", 1)]
+
+
+async def _charge(nc: NATS, key: str) -> Charged | None:
+    found = [e async for e in journal.read_entries(nc) if isinstance(e, Charged) and e.key == key]
+    return found[0] if found else None
 
 
 async def test_after_a_cost_spike_the_router_no_longer_uses_premium(orchestra: Orchestra, nc: NATS) -> None:

@@ -16,14 +16,20 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from actors.budget_guard.actor import BudgetGuard
+from actors.budget_guard.money import NANOS, to_nanos
 from actors.cloud_proxy.actor import CloudProxy
-from actors.pricing import cloud_cost, estimate_tokens
+from actors.pricing import cloud_cost, estimate_tokens, max_input_tokens, worst_case_cost
 from bus.cli.status import collect
 from bus.server import EmbeddedNats
 from schemas.config import load_config
 from schemas.config.models import CloudModel
+from schemas.config.ops import LocalCostCfg
+from tests.support.budget import reserve, settled, summary
 from tests.support.cloud import Answer, FakeProvider, LlamaServer, cloud_profile, dispatch_for, llama_server, send
 from tests.support.procs import REPO, ActorProcess
+from tests.support.profile import write_profile
+from tests.support.wait import eventually
 
 LLAMA_KEY = "sk-llama-test-5f9e2c7a1b3d"
 MODELS = {
@@ -98,6 +104,38 @@ async def test_openai_compatible_stream_counts_tokens_when_the_server_sends_no_u
     assert result.usage.output_tokens == len(pieces) <= 8
     assert result.usage.input_tokens == estimate_tokens(prompt or "Say hello")
     assert result.cost_usd == pytest.approx(cloud_cost(model("together/llama3.1-70b"), result.usage))
+
+
+async def test_a_cap_of_one_holds_worth_is_not_passed_by_what_the_server_really_bills(
+    proxy: CloudProxy, nc: NATS, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """The prompt "Say hello in one word." estimates 10 input tokens (chars / 3, as the router did) but
+    the server bills 15 with its ChatML template. With a Together cap of exactly one attempt's hold as
+    the router computes it now (the input bound), the charged cost stays under the cap; the hold from
+    the estimate would have been passed."""
+    d = dispatch_for("together/llama3.1-70b", "together", tier="together", max_tokens=1, text="Say hello in one word.")
+    request, price, local = d.request, model("together/llama3.1-70b"), LocalCostCfg()
+    hold = to_nanos(worst_case_cost(price, max_input_tokens(request), request.sampling.max_tokens, local))
+    estimated = to_nanos(worst_case_cost(price, estimate_tokens(request.prompt_text()), 1, local))
+    cap = {"scope": "tier", "name": "together", "period": "daily", "hard_usd": hold / NANOS}
+    guard = BudgetGuard(
+        load_config(write_profile(tmp_path / "guard", nats_server.url, overrides={"budgets": {"limits": [cap]}}))
+    )
+    await guard.start(nc)
+    try:
+        granted = await reserve(nc, request.id, hold / NANOS, tier="together", deadline=request.effective_deadline)
+        assert granted.granted and granted.remaining_usd == 0
+        held = msgspec.structs.replace(d, reservation_id=granted.reservation_id, reserved_nanos=hold)
+        result = (await send(nc, held, timeout=60)).result
+        assert result is not None
+        assert result.usage.input_tokens > estimate_tokens(request.prompt_text())  # the estimate under-covers
+        assert estimated < to_nanos(result.cost_usd) <= hold
+        await eventually(lambda: settled(nc))
+        (limit,) = (await summary(nc)).limits
+        assert limit.scope == "tier:together:daily" and limit.held_usd == 0
+        assert 0 < to_nanos(limit.spent_usd) <= to_nanos(limit.hard_usd or 0)
+    finally:
+        await guard.stop(grace=1)
 
 
 async def test_refused_key_is_auth_failed_without_the_key(proxy: CloudProxy, nc: NATS) -> None:

@@ -1,5 +1,7 @@
 """A worker for router tests: it speaks the dispatch/outcome protocol exactly like gpu_host and
-cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "stream", "streamhang", "slow:<s>"),
+cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "stream", "streamhang", "slow:<s>",
+"late:<s>": slow, then, if another answer was stored first, a cancelled attempt with its cost, as the
+cloud_proxy records a provider call that went on after the router gave up on it),
 so a test decides the order of events instead of sleeping. It also reports its hosts and providers
 as up in KV, the way the real workers do."""
 
@@ -9,12 +11,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from actors.pricing import cloud_cost
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
 from schemas.codec import DISPATCH, Codec
+from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo
@@ -103,7 +107,7 @@ class ScriptedWorker(Actor):
             return
         if kind == "hang":
             await asyncio.sleep(3600)
-        if kind == "slow":
+        if kind in ("slow", "late"):
             await asyncio.sleep(float(arg))
         text = self.answers.get(d.target.model, f"{d.target.model}@{d.target.where}#{d.attempt}")
         if kind == "streamhang":  # part of the answer, then silence (a host dying mid-stream)
@@ -117,7 +121,9 @@ class ScriptedWorker(Actor):
             await sender.send("", done=True, finish_reason="stop")
         model = self.cfg.models[d.target.model]
         sampling = d.effective_sampling
-        await publish_outcome(
+        usage = Usage(input_tokens=5, output_tokens=len(text.split()))
+        cost = cloud_cost(model, usage) if kind == "late" and isinstance(model, CloudModel) else 0.0
+        stored = await publish_outcome(
             self,
             GenerateResult(
                 request_id=d.request.id,
@@ -126,7 +132,8 @@ class ScriptedWorker(Actor):
                 family=model.family,
                 tier=d.target.tier,
                 target=d.target.where,
-                usage=Usage(input_tokens=5, output_tokens=len(text.split())),
+                usage=usage,
+                cost_usd=cost,
                 timings=Timings(total_ms=(time.time() - d.request.created_at) * 1000),
                 attempt=d.attempt,
                 provenance=Provenance(
@@ -146,3 +153,6 @@ class ScriptedWorker(Actor):
                 reserved_nanos=d.reserved_nanos,
             ),
         )
+        if not stored and kind == "late":  # the money is spent all the same: recorded with its cost
+            info = ErrorInfo.of("cancelled", "the request was answered before this attempt finished")
+            await publish_failure(self, d, info, usage=usage, cost_usd=cost)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -121,27 +122,71 @@ def test_settlement_charges_the_actual_cost_once_and_frees_the_hold() -> None:
     assert ledger.try_reserve(req("b", 0.75), reservation_id="b:0:x", now=T0).granted
 
 
-def test_a_final_outcome_releases_every_other_hold_of_the_request() -> None:
-    """Attempt 0 failed (settled with its partial cost), attempt 1 answered: nothing stays held,
-    also a hold for an attempt that never reported."""
-    ledger = Ledger(budgets(premium_daily(5.0)))
-    for attempt in (0, 1, 2):
-        ledger.try_reserve(req("r", 1.0, attempt=attempt), reservation_id=f"r:{attempt}:x", now=T0)
-    failed = Charged(
-        at=T0,
-        key="r:0:failed",
+def failed(rid: str, usd: float, *, attempt: int = 0, at: float = T0) -> Charged:
+    """An ``AttemptFailed`` as charges.py makes it (also a late answer that lost the race: "cancelled")."""
+    return Charged(
+        at=at,
+        key=f"{rid}:{attempt}:failed",
         outcome="failed",
-        request_id="r",
-        attempt=0,
+        request_id=rid,
+        attempt=attempt,
         tier="premium",
-        cost_nanos=to_nanos(0.01),
-        reservation_id="r:0:x",
+        provider="openai",
+        model="gpt-4o",
+        cost_nanos=to_nanos(usd),
     )
-    ledger.apply(failed)
+
+
+def test_a_final_outcome_leaves_the_holds_of_other_attempts_until_their_own_outcome() -> None:
+    """Attempt 0 failed (settled with its partial cost); the router gave up on attempt 1 (attempt
+    timeout) and attempt 2 answered. Attempt 1's call goes on: its hold stays after the final outcome
+    and settles its late answer ($0.65, charged as a cancelled attempt), so a $1 reservation that
+    would pass the $2 cap with it is denied in between. Nothing is left held afterwards."""
+    ledger = Ledger(budgets(premium_daily(2.0)))
+    for attempt, usd in enumerate((0.5, 0.7, 0.6)):
+        assert ledger.try_reserve(req("r", usd, attempt=attempt), reservation_id=f"r:{attempt}:x", now=T0).granted
+    ledger.apply(ledger.settles(failed("r", 0.01)))
     assert set(ledger.reservations) == {"r:1:x", "r:2:x"}
-    ledger.apply(result("r", 0.3, attempt=1, reservation="r:1:x"))
+    ledger.apply(ledger.settles(result("r", 0.3, attempt=2)))
+    assert set(ledger.reservations) == {"r:1:x"} and ledger.held["tier:premium"] == to_nanos(0.70)
+    assert not ledger.try_reserve(req("other", 1.0), reservation_id="other:0:x", now=T0 + 1).granted
+    late = ledger.settles(failed("r", 0.65, attempt=1, at=T0 + 50))
+    assert late.reservation_id == "r:1:x"
+    ledger.apply(late)
     assert not ledger.reservations and not ledger.held
-    assert ledger.spent[("tier:premium", "2026-11-22")] == to_nanos(0.31)
+    assert ledger.spent[("tier:premium", "2026-11-22")] == to_nanos(0.96) <= to_nanos(2.0)
+
+
+def test_an_attempt_that_never_reports_is_held_until_its_expiry() -> None:
+    """A hold whose attempt never reports (its worker died) stays after the request's final outcome,
+    until the deadline + grace."""
+    ledger = Ledger(budgets(premium_daily(1.0), reservation_grace=30))  # type: ignore[arg-type]
+    ledger.try_reserve(req("r", 0.6), reservation_id="r:0:x", now=T0)  # deadline T0 + 60
+    ledger.try_reserve(req("r", 0.3, attempt=1), reservation_id="r:1:x", now=T0)
+    ledger.apply(ledger.settles(result("r", 0.1, attempt=1)))
+    assert not ledger.try_reserve(req("s", 0.4), reservation_id="s:0:x", now=T0 + 89).granted
+    assert ledger.try_reserve(req("s", 0.4), reservation_id="s:0:y", now=T0 + 90).granted
+
+
+def test_holds_wait_for_the_results_stored_before_their_expiry_to_be_charged() -> None:
+    """The guard read RESULTS late (it was down): a hold past its expiry does not expire until every
+    result stored up to then is charged (``charged_through``), so the late charge still settles it."""
+    ledger = Ledger(budgets(premium_daily(1.0), reservation_grace=30))  # type: ignore[arg-type]
+    ledger.charged_through = 0.0  # a guard that has read nothing yet
+    ledger.try_reserve(req("r", 0.6), reservation_id="r:0:x", now=T0)  # expires at T0 + 90
+    assert (
+        ledger.expire(T0 + 500) == []
+        and not ledger.try_reserve(req("s", 0.6), reservation_id="s:0:x", now=T0 + 500).granted
+    )
+    ledger.charged_through = T0 + 89  # results stored up to T0 + 89 are charged: a later one may still come
+    assert ledger.expire(T0 + 500) == []
+    settled = ledger.settles(result("r", 0.5, at=T0 + 59))
+    assert settled.reservation_id == "r:0:x"
+    ledger.apply(settled)
+    assert ledger.spent[("tier:premium", "2026-11-22")] == to_nanos(0.5) and not ledger.held
+    ledger.try_reserve(req("t", 0.2), reservation_id="t:0:x", now=T0 + 500)  # expires at T0 + 530
+    ledger.charged_through = T0 + 530
+    assert [r.id for r in ledger.expire(T0 + 531)] == ["t:0:x"]
 
 
 def test_results_without_a_reservation_are_still_spend() -> None:
@@ -428,11 +473,10 @@ def test_a_lease_is_not_confused_with_a_request_of_the_same_id() -> None:
     assert again.granted and again.entry is None  # the open lease, asked again (a retry)
 
 
-def test_a_charge_being_stored_keeps_its_hold_from_a_final_outcome_and_from_expiry() -> None:
+def test_a_charge_being_stored_keeps_its_hold_from_expiry() -> None:
     """Attempt 0 failed and attempt 1 answered; the guard stores both charges at once and the final
-    one is applied first: attempt 0's hold stays until its own charge is applied. A hold past its
-    expiry also waits for a charge being stored against it. Spent + held never drops below what
-    is still to be charged."""
+    one is applied first: attempt 0's hold stays until its own charge is applied, also past its
+    expiry. Spent + held never drops below what is still to be charged."""
     ledger = Ledger(budgets(premium_daily(1.0), reservation_grace=0))  # type: ignore[arg-type]
     ledger.try_reserve(req("r", 0.5), reservation_id="r:0:x", now=T0)
     ledger.try_reserve(req("r", 0.5, attempt=1), reservation_id="r:1:x", now=T0)
@@ -442,7 +486,7 @@ def test_a_charge_being_stored_keeps_its_hold_from_a_final_outcome_and_from_expi
     final = ledger.settles(result("r", 0.3, attempt=1))
     assert (failed.reservation_id, final.reservation_id) == ("r:0:x", "r:1:x")
     ledger.apply(final)
-    assert set(ledger.reservations) == {"r:0:x"}  # not freed by the final outcome: its charge is coming
+    assert set(ledger.reservations) == {"r:0:x"}  # not freed by the final outcome
     assert ledger.expire(T0 + 3600) == [] and "r:0:x" in ledger.reservations  # nor by expiry
     ledger.apply(failed)
     assert not ledger.reservations and ledger.spent[("tier:premium", "2026-11-22")] == to_nanos(0.7)
@@ -523,9 +567,8 @@ def test_leases_never_let_spend_and_holds_pass_a_cap_and_rebuild_to_the_same_led
         # a new attempt: the next one of an earlier request (a fallback) or a new request
         rid, attempt = (attempts[pick][0], attempts[pick][1] + 1) if pick < len(attempts) else (f"r{n}", 0)
         if (rid, attempt) in attempts or rid in charges:
-            # (not a request whose final charge is stored already: a hold taken while that charge is
-            # being applied would be freed live, yet kept by a rebuild until it expires; the router
-            # never reserves for a finished request)
+            # (not a request whose final charge is stored already: the router never reserves for a
+            # finished request)
             rid, attempt = f"r{n}", 0
         if op == "reserve":
             d = live.try_reserve(req(rid, cents / 100, attempt=attempt), reservation_id=f"{rid}:{attempt}:{n}", now=now)
@@ -614,3 +657,111 @@ def test_leases_never_let_spend_and_holds_pass_a_cap_and_rebuild_to_the_same_led
     live.expire(clock)
     rebuilt.expire(clock)
     assert lease_snapshot(rebuilt) == lease_snapshot(live)
+
+
+# --- abandoned attempts and late answers -----------------------------------------------------------
+@dataclass
+class Attempt:
+    rid: str
+    n: int
+    w: int  # the worst case held for it
+    cost: int  # what its provider call costs (<= w), known when it ends
+    deadline: float
+
+
+late_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["attempt", "attempt", "attempt", "end", "end", "give_up", "apply", "apply", "tick"]),
+        st.integers(0, 15),  # which request / running attempt / stored charge
+        st.integers(1, 40),  # cents, or seconds
+    ),
+    min_size=10,
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(late_ops, st.randoms(use_true_random=False))
+def test_late_answers_of_abandoned_attempts_never_take_spend_past_a_tight_cap(
+    steps: list[tuple[str, int, int]], rng: random.Random
+) -> None:
+    """The router as it is: it gives up on an attempt (attempt timeout) and reserves the next one
+    without cancelling the first, whose call goes on. The first attempt to end answers the request
+    (the final outcome); every attempt ending after it is charged late, as a cancelled attempt with
+    its cost; a request may also end in an error while its attempts still run. Workers stop at the
+    deadline. The guard reads what is stored late and in any order (``charged_through`` follows what
+    it has read) while other requests reserve whatever room is free. At every step what was really
+    spent (charged or stored to be) stays under the $1 cap, and so does spent + held."""
+    cap = to_nanos(1.0)
+    grace = 30.0
+    cfg = budgets(premium_daily(1.0), reservation_grace=grace)  # type: ignore[arg-type]
+    live = Ledger(cfg)
+    live.charged_through = 0.0
+    stored: list[LedgerEntry] = []
+    pending: list[Charged] = []  # stored in RESULTS, not read by the guard yet
+    running: list[Attempt] = []
+    attempts: dict[str, int] = {}  # request -> attempts reserved
+    deadlines: dict[str, float] = {}
+    final: set[str] = set()  # requests whose final outcome is stored
+    clock = T0
+
+    def end(a: Attempt, at: float) -> None:
+        running.remove(a)
+        if a.rid in final:  # it lost the race: the cloud_proxy records it as a cancelled attempt
+            pending.append(failed(a.rid, a.cost / NANOS, attempt=a.n, at=at))
+        else:
+            final.add(a.rid)
+            pending.append(result(a.rid, a.cost / NANOS, attempt=a.n, at=at))
+
+    def really_spent() -> int:
+        return live.spent[("tier:premium", "2026-11-22")] + sum(c.cost_nanos for c in pending)
+
+    for n, (op, pick, cents) in enumerate(steps):
+        if op == "attempt":  # a new request, or the next attempt of one (the router gave up on its last)
+            rid = f"r{pick}" if f"r{pick}" not in final else f"r{pick}-{n}"
+            k = attempts.get(rid, 0)
+            deadline = deadlines.setdefault(rid, clock + 60)
+            if deadline <= clock:
+                continue
+            w = to_nanos(cents / 100)
+            ask = msgspec.structs.replace(req(rid, cents / 100, attempt=k), deadline=deadline)
+            d = live.try_reserve(ask, reservation_id=f"{rid}:{k}:{n}", now=clock)
+            if d.entry is not None:
+                stored.append(d.entry)
+                attempts[rid] = k + 1
+                cost = rng.randint(0, w)  # what the provider bills, never more than the worst case
+                running.append(Attempt(rid, k, w, cost, deadline))
+        elif op == "end" and running:
+            end(running[pick % len(running)], clock)
+        elif op == "give_up" and running:  # the router answers an error; the attempts' calls go on
+            rid = running[pick % len(running)].rid
+            if rid not in final:
+                final.add(rid)
+                pending.append(Charged(at=clock, key=rid, outcome="error", request_id=rid, attempt=attempts[rid] - 1))
+        elif op == "apply" and pending:  # the guard reads one stored result (not necessarily the oldest)
+            c = live.settles(pending.pop(pick % len(pending)))
+            stored.append(c)
+            live.apply(c)
+        elif op == "tick":
+            clock += cents * 3
+            for a in sorted((a for a in running if a.deadline <= clock), key=lambda a: a.deadline):
+                end(a, a.deadline)  # the worker stops at the deadline and stores what it has
+            live.charged_through = min([c.at for c in pending] + [clock])  # what the guard has read up to
+            live.expire(clock)
+        spent = live.spent[("tier:premium", "2026-11-22")]
+        assert really_spent() <= cap
+        assert spent + live.held.get("tier:premium", 0) <= cap
+    rng.shuffle(pending)
+    for c in pending:
+        c = live.settles(c)
+        stored.append(c)
+        live.apply(c)
+    assert live.spent[("tier:premium", "2026-11-22")] <= cap
+    event(f"late charges: {min(sum(1 for e in stored if isinstance(e, Charged) and e.outcome == 'failed'), 3)}+")
+    rebuilt = Ledger(cfg)
+    for entry in stored:
+        rebuilt.apply(entry)
+    live.charged_through = rebuilt.charged_through
+    live.expire(clock)
+    rebuilt.expire(clock)
+    assert snapshot(rebuilt) == snapshot(live)

@@ -99,3 +99,22 @@ def test_the_table_names_every_wrong_figure_and_a_custom_workload_is_recomputed(
     together = custom.row("§8.1", "together/llama3.1-70b @ 50M tokens/month").value
     assert together is not None and together.lo == pytest.approx(44.0)
     assert "no checks" in render(custom, is_paper=False)
+
+
+def test_the_local_profile_prices_its_own_models_and_a_model_it_lacks_names_the_flag() -> None:
+    """The local profile has no llama3.1-70b: its best local model stands in (SmolLM2 at the profile's
+    $0.001/M), Together stays the paper's; a model the profile lacks is an error naming the flag."""
+    local = load_config("local")
+    sim = simulate(Workload(), local)
+    assert (sim.workload.local_model, sim.workload.together_model) == ("smollm2-135m", "together/llama3.1-70b")
+    row = sim.row("§8.1", "local smollm2-135m @ 100M tokens/month").value
+    assert row is not None and row.lo == pytest.approx(100 * 0.001)
+    assert "the prices of profile 'local'" in render(sim, is_paper=False, why_unchecked="the prices of profile 'local'")
+    gemma = simulate(Workload(local_model="gemma3-270m"), local)
+    assert gemma.row("§8.1", "local gemma3-270m @ 200M tokens/month").value is not None
+    with pytest.raises(
+        ValueError, match="--local-model: 'llama3.1-70b' is not a local model of profile 'local'"
+    ) as exc:
+        simulate(Workload(local_model="llama3.1-70b"), local)
+    assert "smollm2-135m, gemma3-270m" in str(exc.value)
+    assert simulate(Workload(), LAB).workload.local_model == "llama3.1-70b"  # the paper's, where the profile has it
