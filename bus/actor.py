@@ -125,13 +125,18 @@ class Actor:
         self._nc = nc
         self._js = nc.jetstream(timeout=10)
         await provision(self.js, self.cfg.bus.streams, streams, BUCKETS + self.buckets())
+        # The durable consumers exist before on_start announces the actor (a gpu_host's state in KV):
+        # a command sent the moment the actor is seen waits in its consumer instead of passing by a
+        # `deliver_new` consumer that is created a moment later. Fetching starts once on_start is done.
+        pending = [PullConsumer(nc, self.js, cspec, owner=self.name, emit=self.emit) for cspec in self.consumers()]
+        for consumer in pending:
+            await consumer.ensure()
         await self.on_start()
         for sspec in self.services():
             runner = ServiceRunner(nc, sspec, owner=self.name)
             await runner.start()
             self.services_running.append(runner)
-        for cspec in self.consumers():
-            consumer = PullConsumer(nc, self.js, cspec, owner=self.name, emit=self.emit)
+        for consumer in pending:
             await consumer.start()
             self.consumers_running.append(consumer)
         self.started = True

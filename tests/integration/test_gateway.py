@@ -261,8 +261,12 @@ async def test_a_repeated_or_paraphrased_request_is_answered_from_the_cache(
         assert first["cached"] is False and first["target"] == "cpu0"
         again = await eventually(lambda: _cached(ask, "What is the capital of France?"), timeout=10)
         assert again["text"] == "Paris is the capital of France." and again["similarity"] == 1.0
-        paraphrase = await ask("what is the capital of france")
+        same_key = await ask("what is the capital of france")  # normalises to the same exact key
+        assert same_key["cached"] is True and same_key["similarity"] == 1.0
+        paraphrase = await ask("Please, what is the capital of France?")  # other words: the semantic layer
         assert paraphrase["cached"] is True and paraphrase["target"] == "cache"
+        assert 0.95 <= float(paraphrase["similarity"]) < 1.0  # type: ignore[arg-type]
+        assert paraphrase["text"] == "Paris is the capital of France."
         other = await ask("What is the capital of Germany?")
         assert other["cached"] is False
         assert len(worker.seen) == sum(answered_by_model)  # every uncached answer came from the model
