@@ -126,7 +126,7 @@ async def test_paid_requests_draw_from_a_few_leases_instead_of_reserving_each(pa
 
     outs = await asyncio.gather(*(one(n) for n in range(120)))
     assert all(isinstance(o, GenerateResult) and o.cost_usd == pytest.approx(0.02) for o in outs)
-    await eventually(lambda: settled(nc))
+    await eventually(lambda: settled(nc, *(o.request_id for o in outs)))
     leases = await reservations(nc)
     assert 1 <= len(leases) <= 8 and all(r.lease for r in leases)
     state = await summary(nc)
@@ -166,7 +166,7 @@ async def test_64_concurrent_requests_against_a_tight_cap_never_spend_past_it(pa
         outcomes += await asyncio.gather(*(ask(nc, r) for r in reqs))
         for r in reqs:
             assert await outcomes_stored(nc, r.id) == 1
-        await eventually(lambda: settled(nc))
+        await eventually(lambda: settled(nc, *(r.id for r in reqs)))
     watching = False
     await watcher
     results = [o for o in outcomes if isinstance(o, GenerateResult)]
@@ -185,7 +185,7 @@ async def test_with_leases_off_every_paid_attempt_reserves_alone(paid: Paid, nc:
     await paid.start({"leases": {"enabled": False}})
     outs = await asyncio.gather(*(ask(nc, request(n)) for n in range(10)))
     assert all(isinstance(o, GenerateResult) for o in outs)
-    await eventually(lambda: settled(nc))
+    await eventually(lambda: settled(nc, *(o.request_id for o in outs)))
     entries = await reservations(nc)
     assert len(entries) == 10 and not any(r.lease for r in entries)
     state = await summary(nc)

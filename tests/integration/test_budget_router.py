@@ -73,7 +73,7 @@ async def test_the_router_reserves_before_a_paid_attempt_and_the_result_settles_
     worker = await orchestra.start({"leases": {"enabled": False}})
     out = await ask(nc, chat(model="gpt-4o"))
     assert isinstance(out, GenerateResult) and out.model == "gpt-4o"
-    await eventually(lambda: settled(nc))
+    await eventually(lambda: settled(nc, out.request_id))
     state = await summary(nc)
     assert state.charges == 1 and state.open_reservations == 0
     assert [s.model for s in worker.seen] == ["gpt-4o"]
@@ -87,7 +87,7 @@ async def test_with_leases_the_attempt_draws_from_a_lease_and_its_result_settles
     worker = await orchestra.start({})
     out = await ask(nc, chat(model="gpt-4o"))
     assert isinstance(out, GenerateResult) and (out.reservation_id or "").startswith("lease-test-router-")
-    await eventually(lambda: settled(nc))
+    await eventually(lambda: settled(nc, out.request_id))
     book = orchestra.router.budget.book
     assert book is not None
     (lease,) = book.leases()
@@ -128,7 +128,7 @@ async def test_the_late_answer_of_an_attempt_the_router_gave_up_on_settles_its_o
     worker.script = {"openai/gpt-4o": ["late:5"]}
     out = await ask(nc, chat(requirements=Requirements(route="paid")))
     assert isinstance(out, GenerateResult) and out.tier == "together" and out.attempt == 1
-    await eventually(lambda: settled(nc))
+    await eventually(lambda: settled(nc, out.request_id))
     state = await summary(nc)
     assert state.open_reservations == 1 and state.held_nanos > 0  # attempt 0's, its call still running
     late = await eventually(lambda: _charge(nc, f"{out.request_id}:0:failed"), timeout=10)

@@ -130,7 +130,7 @@ async def test_a_cap_of_one_holds_worth_is_not_passed_by_what_the_server_really_
         assert result is not None
         assert result.usage.input_tokens > estimate_tokens(request.prompt_text())  # the estimate under-covers
         assert estimated < to_nanos(result.cost_usd) <= hold
-        await eventually(lambda: settled(nc))
+        await eventually(lambda: settled(nc, request.id))
         (limit,) = (await summary(nc)).limits
         assert limit.scope == "tier:together:daily" and limit.held_usd == 0
         assert 0 < to_nanos(limit.spent_usd) <= to_nanos(limit.hard_usd or 0)

@@ -123,10 +123,17 @@ async def publish_failure(nc: NATS, f: AttemptFailed, *, msg_id: str | None = No
     await nc.jetstream().publish(subjects.attempt_failed(f.request_id), encode(f), headers=headers)
 
 
-async def settled(nc: NATS, durable: str = "budget_guard") -> bool:
-    """The guard's RESULTS consumer has handled everything stored."""
+async def settled(nc: NATS, *request_ids: str, durable: str = "budget_guard") -> bool:
+    """The guard's RESULTS consumer has handled everything stored, and the final results of the named
+    requests are among it. A client can hear a result before the stream has stored it, so a test that
+    got its answers from the bus names their requests: "nothing pending" alone can come too early."""
+    js = nc.jetstream()
     try:
-        info = await nc.jetstream().consumer_info("RESULTS", durable)
+        info = await js.consumer_info("RESULTS", durable)
+        for request_id in request_ids:
+            stored = await js.get_last_msg("RESULTS", subjects.result(request_id))
+            if (stored.seq or 0) > info.ack_floor.stream_seq:
+                return False
     except Exception:
         return False
     return info.num_pending == 0 and info.num_ack_pending == 0
