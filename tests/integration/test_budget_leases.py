@@ -166,7 +166,7 @@ async def test_64_concurrent_requests_against_a_tight_cap_never_spend_past_it(pa
         outcomes += await asyncio.gather(*(ask(nc, r) for r in reqs))
         for r in reqs:
             assert await outcomes_stored(nc, r.id) == 1
-        await eventually(lambda: settled(nc, *(r.id for r in reqs)))
+        await eventually(lambda: settled(nc))
     watching = False
     await watcher
     results = [o for o in outcomes if isinstance(o, GenerateResult)]
