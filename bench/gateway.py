@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -279,6 +280,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in reversed(procs):
             p.stop()
         nats.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(cells: dict[tuple[int, int, str], Cell], names: list[str], args: argparse.Namespace) -> dict[str, object]:

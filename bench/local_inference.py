@@ -7,6 +7,8 @@ side in each round:
   raw     llama_cpp.Llama.create_completion, one request after another (a Llama object cannot batch)
   host    N requests published on NATS at once -> N results (N = 1, 4, 8): continuous batching
   host-serial  the same N requests through the host one at a time
+  llama.cpp batched  the N prompts decoded together by llama.cpp's low-level API without any scheduler:
+          what this CPU's kernels give for N rows, the ceiling that batching can reach here
 and the swap time: a SwapModels command (ModelSwap.swap_ms) vs a raw unload + ``Llama(...)`` load.
 Prints a table of medians and writes every measurement to bench/results/local_inference-<time>.json.
 """
@@ -18,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +95,54 @@ async def engine_run(
     finally:
         await engine.stop()
     return {"tokens": done.output_tokens, "wall_s": wall, "tok_s": done.output_tokens / wall}
+
+
+def kernel_run(path: Path, prompts: list[str], max_tokens: int, threads: int, context: int) -> dict[str, float]:
+    """llama.cpp's own batched decoding, no scheduler: the prompts prefilled one by one, then
+    ``max_tokens`` steps of one ``llama_decode`` for all of them (the same context settings as the
+    gpu_host's engine). What this CPU's kernels can give for len(prompts) rows: the ceiling of batching."""
+    import llama_cpp as lc
+
+    n = len(prompts)
+    mp = lc.llama_model_default_params()
+    mp.n_gpu_layers, mp.use_extra_bufts = 0, False
+    model = lc.llama_model_load_from_file(str(path).encode(), mp)
+    assert model, f"cannot load {path}"
+    cp = lc.llama_context_default_params()
+    cp.n_ctx, cp.n_seq_max, cp.kv_unified, cp.no_perf = context * n, n, False, True
+    cp.n_batch = cp.n_ubatch = min(512, cp.n_ctx)
+    cp.n_threads = cp.n_threads_batch = threads
+    ctx = lc.llama_init_from_model(model, cp)
+    assert ctx, "cannot create the context"
+    vocab = lc.llama_model_get_vocab(model)
+    batch = lc.llama_batch_init(cp.n_batch, 0, 1)
+
+    def decode(entries: list[tuple[int, int, int, bool]]) -> None:
+        batch.n_tokens = len(entries)
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+            batch.seq_id[i][0] = seq
+        if lc.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    try:
+        started = time.perf_counter()
+        last: list[tuple[int, int]] = []
+        for seq, prompt in enumerate(prompts):
+            buf = (lc.llama_token * 256)()
+            k = lc.llama_tokenize(vocab, prompt.encode(), len(prompt.encode()), buf, 256, True, False)
+            decode([(buf[j], j, seq, j == k - 1) for j in range(k)])
+            last.append((lc.llama_sampler_sample(greedy := lc.llama_sampler_init_greedy(), ctx, -1), k))
+            lc.llama_sampler_free(greedy)
+        for step in range(max_tokens - 1):  # the same tokens for every step: the cost does not depend on them
+            decode([(token, pos + step, seq, True) for seq, (token, pos) in enumerate(last)])
+        wall = time.perf_counter() - started
+    finally:
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+        lc.llama_model_free(model)
+    tokens = n * max_tokens
+    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall}
 
 
 def raw_load(path: Path, threads: int, context: int) -> float:
@@ -195,6 +246,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(20)
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     report(args, rows)
 
 
@@ -223,6 +275,8 @@ async def measure(
                 prompts = PROMPTS[:n]
                 raw = await asyncio.to_thread(raw_run, path, prompts, args.max_tokens, args.threads, context)
                 rows.setdefault(f"raw-{n}", []).append(raw)
+                kernel = await asyncio.to_thread(kernel_run, path, prompts, args.max_tokens, args.threads, context)
+                rows.setdefault(f"kernel-{n}", []).append(kernel)
                 host = await host_run(nc, args.model, prompts, args.max_tokens, serial=False)
                 rows.setdefault(f"host-{n}", []).append(host)
                 if n == 1:
@@ -233,7 +287,9 @@ async def measure(
                     serial = await host_run(nc, args.model, prompts, args.max_tokens, serial=True)
                     rows.setdefault(f"host-serial-{n}", []).append(serial)
                 print(
-                    f"round {rnd + 1}: n={n} raw {raw['tok_s']:.1f} tok/s, host {host['tok_s']:.1f} tok/s", flush=True
+                    f"round {rnd + 1}: n={n} raw {raw['tok_s']:.1f} tok/s, llama.cpp batched {kernel['tok_s']:.1f}"
+                    f" tok/s, host {host['tok_s']:.1f} tok/s",
+                    flush=True,
                 )
             rows.setdefault("swap", []).append(await host_swap(nc, args.model, args.swap_to))
             rows.setdefault("swap-back", []).append(await host_swap(nc, args.swap_to, args.model))
@@ -246,12 +302,30 @@ async def measure(
 
 def report(args: argparse.Namespace, rows: dict[str, list[dict[str, float]]]) -> None:
     print(f"\nmodel {args.model}, {args.threads} threads, max_tokens {args.max_tokens}, t=0, medians of {args.rounds}")
-    head = ("requests", "raw llama-cpp-python (serial)", "gpu_host serial", "gpu_host concurrent", "x raw")
-    print(f"{head[0]:>8} | {head[1]:>30} | {head[2]:>16} | {head[3]:>20} | {head[4]:>6}")
+    head = (
+        "requests",
+        "raw llama-cpp-python (serial)",
+        "llama.cpp batched",
+        "gpu_host serial",
+        "gpu_host concurrent",
+        "x raw",
+        "x llama.cpp batched",
+    )
+    print(" | ".join(f"{h:>{max(8, len(h))}}" for h in head))
     for n in args.concurrency:
         raw_tps, host_tps = median(rows[f"raw-{n}"], "tok_s"), median(rows[f"host-{n}"], "tok_s")
+        kernel_tps = median(rows[f"kernel-{n}"], "tok_s")
         serial = f"{median(rows[f'host-serial-{n}'], 'tok_s'):.1f} tok/s" if n > 1 else "-"
-        print(f"{n:>8} | {raw_tps:>24.1f} tok/s | {serial:>16} | {host_tps:>14.1f} tok/s | {host_tps / raw_tps:>5.2f}x")
+        cells = (
+            f"{n}",
+            f"{raw_tps:.1f} tok/s",
+            f"{kernel_tps:.1f} tok/s",
+            serial,
+            f"{host_tps:.1f} tok/s",
+            f"{host_tps / raw_tps:.2f}x",
+            f"{host_tps / kernel_tps:.2f}x",
+        )
+        print(" | ".join(f"{c:>{max(8, len(h))}}" for c, h in zip(cells, head, strict=True)))
     one_raw, one_host = median(rows["raw-1"], "wall_s"), median(rows["host-1"], "wall_s")
     extra = (one_host / one_raw - 1) * 100
     print(f"single request: raw {one_raw * 1000:.0f} ms, via the gpu_host {one_host * 1000:.0f} ms ({extra:+.1f}%)")
