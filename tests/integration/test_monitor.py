@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 
+from actors.budget_guard.actor import BudgetGuard
 from actors.diversity_monitor.actor import DiversityMonitor
 from actors.router.actor import Router
 from bus import subjects
@@ -41,8 +42,8 @@ from schemas.events import (
     Oom,
     Remediation,
 )
-from schemas.request import ChatMessage, make_request
-from schemas.result import GenerateResult, Provenance, Usage
+from schemas.request import ChatMessage, Requirements, make_request
+from schemas.result import GenerateError, GenerateResult, Provenance, Usage
 from schemas.state import CardState, HostState, LoadedModel, ProviderState, QueueState, TierState
 from tests.support.answers import FIB_DIVERSE, FIB_SAME, SKY_DIVERSE
 from tests.support.client import ask, outcomes_stored
@@ -681,3 +682,55 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
     after = await eventually(routed_to_together, timeout=10, interval=0.2)
     assert after.model == "together/llama3.1-70b"
     assert worker.seen[-1].where == "together"
+
+
+async def test_the_monitors_cost_spike_remediation_takes_premium_away_from_the_router_and_nothing_is_lost(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+) -> None:
+    """End to end on the bus: API spend past the lab rule's $50 -> the monitor's cost_spike alert -> its
+    SetTier command -> the budget_guard (the one writer of orch_tiers) disables premium -> the router, from
+    its KV watch, sends nothing more to premium. The guard's own spike limit is set out of reach, so the
+    monitor's path is the one under test. Requests asked while it happens each end in exactly one outcome."""
+    bus = await Bus().listen(nc)
+    budgets = {"limits": [], "spike": {"daily_usd": 1e6, "velocity_usd_per_hour": None}}
+    cfg = load_config(profile_for(tmp_path, nats_server, budgets=budgets))
+    await actors(BudgetGuard(cfg))
+    worker = await actors(ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"]))
+    router = await actors(Router(cfg, instance="test-router"))
+    await eventually(lambda: router.view.hosts.data and router.view.providers.data)
+    await actors(monitor(cfg))
+    either = Requirements(tiers=["premium", "together"], strategy="quality")
+    first = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(first, GenerateResult) and first.tier == "premium"
+
+    asked = [chat(f"while it happens {i}", requirements=either) for i in range(12)]
+    traffic = asyncio.gather(*(ask(nc, r) for r in asked))
+    for i in range(3):  # $52.50 of premium spend today
+        await publish_result(
+            nc, result(f"paid{i}", "an answer", "gpt-4o", "gpt", tier="premium", cost=17.5, target="openai")
+        )
+    raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
+    assert raised.rule == "cost_spike"
+    fix = (await eventually(lambda: bus.of(Remediation)))[0]
+    assert fix.alert_id == raised.alert_id and fix.action == "disable_tier"
+    (command,) = await eventually(lambda: bus.of(SetTier))
+    assert (command.tier, command.enabled) == ("premium", False)
+    tiers = await TypedKV.open(nc.jetstream(), subjects.KV_TIERS, Codec(TierState))
+
+    async def premium_off() -> bool:
+        entry = await tiers.get("premium")
+        return entry is not None and not entry.enabled
+
+    await eventually(premium_off)  # written by the guard's tierkeeper
+    await eventually(lambda: not router.view.tiers.data["premium"].enabled)
+
+    outcomes = await traffic
+    assert all(isinstance(o, GenerateResult) for o in outcomes)
+    for r in asked:
+        assert await outcomes_stored(nc, r.id) == 1
+    refused = await ask(nc, chat(model="gpt-4o"))
+    assert isinstance(refused, GenerateError) and refused.error.code == "unavailable"
+    fallback = await ask(nc, chat("after the spike", requirements=either))
+    assert isinstance(fallback, GenerateResult) and fallback.tier == "together"
+    dispatched = len([s for s in worker.seen if s.model == "gpt-4o"])
+    assert dispatched == 1 + sum(1 for o in outcomes if isinstance(o, GenerateResult) and o.tier == "premium")

@@ -6,6 +6,7 @@ largest model and load a smaller one of the same family; requests in flight stil
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from schemas.config import load_config
 from schemas.events import AlertRaised, ModelLoaded, ModelUnloaded, Oom, Remediation
 from schemas.request import Requirements, Sampling, make_request
 from schemas.result import GenerateResult
-from schemas.state import HostState
+from schemas.state import HostState, QueueState
 from tests.support.client import ask, outcomes_stored
 from tests.support.gpu_host import HOST, host_profile, tiny_entry
 from tests.support.minilm import embedder, model_dir
@@ -155,3 +156,72 @@ async def _has(loaded: Any, name: str) -> bool:
 
 async def _is(loaded: Any, names: set[str]) -> bool:
     return await loaded() == names
+
+
+async def test_a_backlog_makes_the_real_gpu_host_load_a_fast_model_and_nothing_is_lost(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, started: list[Actor]
+) -> None:
+    """The lab's backlog rule end to end: a backlogged queue in orch_queues -> the monitor's
+    queue_backlog_critical alert -> LoadModel of the rotator's scale-up model on the host with room ->
+    the real gpu_host loads it (a model.loaded event, its state in KV) and serves it without a cold load;
+    a request running on the backlogged model meanwhile ends once."""
+    slow = write_tiny_llama_gguf(tmp_path / "slow.gguf", n_embd=128, n_layer=4)
+    fast = write_tiny_llama_gguf(tmp_path / "fast.gguf")
+    models = {
+        "tiny-slow": tiny_entry(slow, family="tinyfam", params="2M", keep_alive="hot", completion_only=True),
+        "tiny-fast": tiny_entry(fast, family="tinyfam", keep_alive="cold", completion_only=True),
+    }
+    profile = host_profile(
+        tmp_path / "profile",
+        nats_server.url,
+        models,
+        overrides={
+            "cache": {"semantic": {"model_dir": str(model_dir())}},
+            "alerts": {"evaluate_every": "500ms"},
+            "rotator": {"scale": {"scale_up_models": ["tiny-fast"]}},
+        },
+    )
+    cfg = load_config(profile)  # the local rules: queue_backlog_critical at > 500 pending, > 600 s waiting
+    heard = await Heard().listen(nc)
+    host = GpuHost(cfg, host=HOST)
+    for actor in (host, Router(cfg, instance="r"), DiversityMonitor(cfg, instance="m", embedder=embedder())):
+        await actor.start(nc)
+        started.append(actor)
+    hosts = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
+
+    async def loaded() -> set[str]:
+        state = await hosts.get(HOST)
+        return {m.model for m in state.models} if state else set()
+
+    await eventually(lambda: _has(loaded, "tiny-slow"), timeout=30)
+    long = make_request(
+        prompt="once upon a time", model="tiny-slow", timeout_s=60, sampling=Sampling(max_tokens=200, temperature=0)
+    )
+    in_flight = asyncio.ensure_future(ask(nc, long, timeout=60))
+
+    queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
+    target = f"local:{HOST}:tiny-slow"
+    await queues.put(
+        target, QueueState(target=target, depth=620, oldest_wait_s=700, backlog=True, updated_at=time.time())
+    )
+    raised = (await eventually(lambda: heard.of(AlertRaised), timeout=20))[0]
+    assert raised.rule == "queue_backlog_critical"
+    load = (await eventually(lambda: [c for c in heard.of(LoadModel) if c.by == "diversity_monitor"]))[0]
+    assert (load.host, load.model) == (HOST, "tiny-fast")
+    fix = (await eventually(lambda: heard.of(Remediation)))[0]
+    assert fix.alert_id == raised.alert_id and fix.action == "load_fast_model"
+
+    # the real host did it: loaded, in its KV state, serving without a cold load
+    await eventually(lambda: [e for e in heard.of(ModelLoaded) if e.model == "tiny-fast"], timeout=30)
+    await eventually(lambda: _is(loaded, {"tiny-slow", "tiny-fast"}), timeout=10)
+    served = await ask(
+        nc,
+        make_request(prompt="the end", model="tiny-fast", timeout_s=30, sampling=Sampling(max_tokens=16)),
+        timeout=30,
+    )
+    assert isinstance(served, GenerateResult) and served.model == "tiny-fast" and served.timings.load_ms == 0
+
+    first = await in_flight  # nothing lost: the request on the backlogged model ended, once
+    assert isinstance(first, GenerateResult) and first.model == "tiny-slow"
+    assert await outcomes_stored(nc, long.id) == 1
+    assert not heard.of(UnloadModel), "a backlog adds a model, it unloads nothing"
