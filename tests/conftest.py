@@ -1,7 +1,9 @@
-"""Fixtures: a real nats-server with JetStream per test (random port, temp store, ~20 ms)."""
+"""Fixtures: a real nats-server with JetStream per test (random port, temp store, ~20 ms), and a
+session-wide watch that fails the run when a test secret reaches a log line (tests/support/leaks.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,8 +13,22 @@ from nats.aio.client import Client as NATS
 
 from bus.server import EmbeddedNats
 from schemas.config import OrchestraConfig
+from tests.support.leaks import LeakWatch
 from tests.support.procs import ActorProcess
 from tests.support.profile import test_config, write_profile
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_logs() -> Iterator[None]:
+    """Every log record of the run, and every actor process's log file, is checked for the secrets
+    the tests configure; one found fails the run at its end, naming where."""
+    watch = LeakWatch()
+    root = logging.getLogger()
+    root.addHandler(watch)
+    yield
+    root.removeHandler(watch)
+    leaks = watch.report()
+    assert not leaks, "test secrets reached the logs:\n" + "\n".join(leaks[:20])
 
 
 @pytest.fixture

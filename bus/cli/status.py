@@ -92,6 +92,16 @@ def _ts(value: Any) -> str | None:
     return str(value)
 
 
+def _field(key: str, value: Any) -> Any:
+    """Epoch seconds as UTC times (0: never), other floats rounded: a table for people."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if key.endswith(("_at", "until", "since")):
+            return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value > 0 else "-"
+        if isinstance(value, float):
+            return round(value, 1)
+    return value
+
+
 def _print(report: dict[str, Any]) -> None:
     print("STREAM        MESSAGES        BYTES  LAST")
     for s in report["streams"]:
@@ -131,7 +141,9 @@ def _print(report: dict[str, Any]) -> None:
             print(f"\n{title}")
             for name, v in sorted(values.items()):
                 shown = " ".join(
-                    f"{k}={v[k]}" for k in v if k not in ("tier", "provider", "target", "phase") or k == "phase"
+                    f"{k}={_field(k, v[k])}"
+                    for k in v
+                    if k not in ("tier", "provider", "target", "phase") or k == "phase"
                 )
                 print(f"  {name}: {shown}")
 

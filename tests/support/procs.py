@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.leaks import LOG_FILES
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -18,6 +20,7 @@ class ActorProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = profile.parent / f"{module.replace('.', '_')}-{time.monotonic_ns()}.log"
+        LOG_FILES.append(self.log_path)
 
     def start(self) -> ActorProcess:
         self.log = self.log_path.open("ab")
