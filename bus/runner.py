@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,6 +25,27 @@ from bus.log import setup_logging
 from schemas.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)
+
+# Young collections every this many allocations (Python's default: 700). $ORCHESTRA_GC_THRESHOLD
+# overrides it; 0 keeps Python's defaults.
+GC_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Once the actor has started: what lives as long as the process (modules, config, the actor's own
+    state) is frozen out of the collector's scans, and young collections run every GC_THRESHOLD
+    allocations. An actor makes many short-lived objects per message, nearly all freed by reference
+    counting, and with Python's defaults the cyclic collector was a visible share of its CPU
+    (bench/gateway at concurrency 64: +9% requests/s with the 0 ms backend, +4% with the 50 ms one)."""
+    raw = os.environ.get("ORCHESTRA_GC_THRESHOLD", "").strip()
+    if raw and not raw.isdigit():
+        log.warning("ORCHESTRA_GC_THRESHOLD=%r is not a whole number: using %d", raw, GC_THRESHOLD)
+    threshold = int(raw) if raw.isdigit() else GC_THRESHOLD
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, 20, 10)
 
 
 def parse_args(actor_cls: type[Actor], argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +110,7 @@ async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -
         log.error("%s failed to start: %s", actor.name, exc, exc_info=not isinstance(exc, BusError))
         await nc.close()
         return 1
+    tune_gc()
     await stop.wait()
     await actor.stop()
     # drain() can hang while pull subscriptions are open; those are closed by now, and it is bounded.
