@@ -10,12 +10,13 @@ stopped for safety becomes ContentPolicy. Pure: no I/O.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.errors import ContentPolicy, ServerError
+from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
 from schemas.result import FinishReason
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
@@ -116,9 +117,11 @@ class GeminiStream:
         if not event.data.strip():
             return None
         obj = decode_json(event.data)
-        if isinstance(obj, dict) and "error" in obj:
+        if isinstance(obj, dict) and "error" in obj:  # {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
             err = obj["error"] if isinstance(obj["error"], dict) else {}
-            raise ServerError(f"error event in the stream: {err.get('message', '')}")
+            code = err.get("code")
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raise classify(status, event.data.encode(), {}, time.time())
         text, reason = _candidate(obj)
         usage = _usage(obj.get("usageMetadata"))
         if usage[0] is not None:

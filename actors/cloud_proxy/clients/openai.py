@@ -8,11 +8,13 @@ final event carries the usage; servers that ignore it get their tokens counted. 
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError
+from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
 from schemas.result import FinishReason
 
 
@@ -24,10 +26,29 @@ def finish(reason: Any) -> FinishReason:
     return "stop"
 
 
+# An error event inside a stream has no HTTP status of its own: the one its type or code stands for.
+_STREAM_STATUS = {
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "tokens_exceeded": 429,
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "timeout": 504,
+}
+
+
 def stream_error(obj: dict[str, Any]) -> ProviderError:
+    """``data: {"error": {"message", "type", "code"}}`` mid-stream: typed like the HTTP error it stands
+    for (rate limit, quota, context too long, auth...), a server error when it names nothing known."""
     err = obj.get("error")
-    message = err.get("message", "") if isinstance(err, dict) else str(err)
-    return ServerError(f"error event in the stream: {message}")
+    if not isinstance(err, dict):
+        return ServerError(f"error event in the stream: {str(err)[:200]}")
+    status = next((_STREAM_STATUS[str(v)] for v in (err.get("code"), err.get("type")) if str(v) in _STREAM_STATUS), 500)
+    return classify(status, json.dumps(obj).encode(), {}, time.time())
 
 
 class OpenAIWire:
