@@ -116,6 +116,8 @@ def holds(rule: AlertRuleCfg, measure: Measurer) -> tuple[bool | None, dict[str,
         context[f"{key} threshold"] = f"{cond.op} {cond.value:g}"
         if m.samples is not None:
             context[f"{key} samples"] = m.samples
+        if m.detail:
+            context[f"{key} detail"] = m.detail
         verdicts.append(check(cond, m, rule.min_samples))
     if any(v is False for v in verdicts):
         return False, context

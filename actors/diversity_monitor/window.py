@@ -4,7 +4,7 @@ always passed in, nothing here does I/O.
     obs = Observations(horizon=3600, tz=ZoneInfo("UTC"))
     obs.add_outcome(result, at)        a final outcome (answers come separately: answers_of + add_answers)
     obs.add_failure(attempt_failed, at)
-    obs.add_event(event, at)           Oom and CostSpike are counted; the rest is not needed here
+    obs.add_event(event, at)           Oom, CostSpike and BudgetThreshold are kept; the rest is not needed here
     obs.measure("cache_hit_rate", 3600, now, live) -> Measure(value, samples)
 
 Requests are outcomes of single calls: a fan-out's children count, its combined result does not (so a
@@ -21,12 +21,13 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from actors.diversity_monitor.diversity import MAX_TEXT, Answer, code_of, structure, summarise
-from schemas.events import CostSpike, Event, Oom
+from schemas.events import BudgetThreshold, CostSpike, Event, Oom
 from schemas.result import AttemptFailed, GenerateResult, Outcome, Provenance
 from schemas.state import HostState, QueueState, TierState
 
 PAID_TIERS = ("together", "premium")
 QUEUE_STALE_S = 30.0  # a queue record older than this is not current (the router writes every 2 s)
+BUDGET_MARKS_S = 7 * 86400.0  # thresholds crossed are kept this long (rare; a rule's window may be days)
 HOST_STALE_S = 15.0  # a host whose heartbeat is older than this (and > 3 heartbeats) is not up
 
 
@@ -34,6 +35,7 @@ HOST_STALE_S = 15.0  # a host whose heartbeat is older than this (and > 3 heartb
 class Measure:
     value: float | None  # None: unknown (no data)
     samples: int | None = None  # requests / answers behind a rate; None: a gauge (always enough)
+    detail: str | None = None  # what the figure is about, for the alert's context (e.g. which budgets)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class Observations:
         self.spend: deque[SpendRec] = deque()  # kept since the start of the previous day (daily spend)
         self.ooms: deque[OomRec] = deque()
         self.spikes: deque[tuple[float, float]] = deque()  # (at, daily_usd) from the budget_guard
+        self.budget_marks: deque[tuple[float, float, str]] = deque()  # (at, fraction, scope): thresholds crossed
         self._answer_ids: set[str] = set()
 
     # --- input -----------------------------------------------------------------------------------
@@ -205,6 +208,8 @@ class Observations:
                 self.ooms.append(OomRec(at, ev.host, ev.card, ev.model, ev.request_id))
             case CostSpike():
                 self.spikes.append((at, ev.daily_usd))
+            case BudgetThreshold():
+                self.budget_marks.append((at, ev.fraction, ev.scope))
 
     def prune(self, now: float) -> None:
         cutoff = now - self.horizon
@@ -218,6 +223,8 @@ class Observations:
             self.spend.popleft()
         while self.spikes and self.spikes[0][0] < min(cutoff, day_start):
             self.spikes.popleft()
+        while self.budget_marks and self.budget_marks[0][0] < min(cutoff, now - BUDGET_MARKS_S):
+            self.budget_marks.popleft()
 
     # --- figures ---------------------------------------------------------------------------------
     def day_start(self, now: float) -> float:
@@ -233,6 +240,11 @@ class Observations:
         own = sum(s.usd for s in self.spend if start <= s.at <= now)
         reported = max((usd for at, usd in self.spikes if start <= at <= now), default=0.0)
         return max(own, reported)
+
+    def budget_scopes(self, fraction: float, since: float, now: float) -> list[str]:
+        """The budgets reported at or past ``fraction`` since ``since``, the fullest first."""
+        marks = sorted((m for m in self.budget_marks if since <= m[0] <= now and m[1] >= fraction), key=lambda m: -m[1])
+        return list(dict.fromkeys(scope for _, _, scope in marks))
 
     def oom_records(self, since: float, now: float) -> list[OomRec]:
         events = [o for o in self.ooms if o.from_event and since <= o.at <= now]
@@ -262,6 +274,10 @@ class Observations:
             return Measure(float(len(self.oom_records(since, now))))
         if metric == "daily_api_spend":
             return Measure(self.daily_spend(now))
+        if metric == "budget_used_fraction":
+            top = max((f for at, f, _ in self.budget_marks if since <= at <= now), default=0.0)
+            scopes = self.budget_scopes(top, since, now) if top else []
+            return Measure(top, detail=", ".join(scopes) or None)
         if metric == "spend_velocity":
             return Measure(sum(s.usd for s in self.spend if since <= s.at <= now) / (span / 3600.0))
         requests = self.window(self.requests, since, now)

@@ -62,6 +62,7 @@ METRICS = frozenset(
         "model_families",  # distinct families answering over `window`
         "top_model_share",  # share of the most used model over `window`
         "error_rate",  # 0..1 over `window`
+        "budget_used_fraction",  # highest threshold (share of a hard cap) the budget_guard reported, `window`
         "diversity_score",  # 0..1 over `window`
         "request_rate",  # requests per second over `window`
     }

@@ -36,6 +36,7 @@ from schemas.events import (
     AlertRaised,
     AlertResolved,
     AnyEvent,
+    BudgetThreshold,
     DiversityLow,
     DiversityReport,
     Notified,
@@ -734,3 +735,24 @@ async def test_the_monitors_cost_spike_remediation_takes_premium_away_from_the_r
     assert isinstance(fallback, GenerateResult) and fallback.tier == "together"
     dispatched = len([s for s in worker.seen if s.model == "gpt-4o"])
     assert dispatched == 1 + sum(1 for o in outcomes if isinstance(o, GenerateResult) and o.tier == "premium")
+
+
+async def test_a_soft_budget_threshold_crossed_at_the_budget_guard_raises_an_alert(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+) -> None:
+    """Soft thresholds raise alerts: $6 of a $10 daily budget with a soft threshold at 50% -> the guard's
+    budget.threshold event -> the monitor's budget_threshold alert, naming the budget; no hard-cap alert."""
+    bus = await Bus().listen(nc)
+    budgets = {"limits": [{"scope": "total", "period": "daily", "hard_usd": 10.0, "soft": [0.5]}]}
+    cfg = load_config(profile_for(tmp_path, nats_server, budgets=budgets))
+    await actors(BudgetGuard(cfg))
+    await actors(monitor(cfg))
+    await publish_result(nc, result("spent", "an answer", "gpt-4o", "gpt", tier="premium", cost=6.0, target="openai"))
+    (threshold,) = await eventually(lambda: bus.of(BudgetThreshold))
+    assert threshold.fraction == 0.5 and threshold.spent_usd == pytest.approx(6.0) and not threshold.hard
+    raised = (await eventually(lambda: [a for a in bus.of(AlertRaised) if a.rule == "budget_threshold"]))[0]
+    assert raised.severity == "medium"
+    assert raised.context["budget_used_fraction[1d]"] == 0.5
+    assert raised.context["budget_used_fraction[1d] detail"] == threshold.scope
+    await asyncio.sleep(0.5)  # a few evaluations later
+    assert not [a for a in bus.of(AlertRaised) if a.rule == "budget_hard_cap"]

@@ -12,7 +12,16 @@ from actors.diversity_monitor.rules import Engine, Raised, Resolved, alert_id
 from actors.diversity_monitor.window import LiveState, Measure, Observations, answers_of
 from schemas.config import load_config
 from schemas.errors import ErrorInfo
-from schemas.events import AlertAcknowledged, AlertRaised, AlertResolved, CostSpike, Notified, Oom, Remediation
+from schemas.events import (
+    AlertAcknowledged,
+    AlertRaised,
+    AlertResolved,
+    BudgetThreshold,
+    CostSpike,
+    Notified,
+    Oom,
+    Remediation,
+)
 from schemas.result import AttemptFailed, GenerateError, GenerateResult, Provenance, Response
 from schemas.state import HostState, LoadedModel, QueueState
 
@@ -199,6 +208,35 @@ def test_the_budget_guards_cost_spike_event_raises_the_daily_figure() -> None:
     obs, live = fresh()
     obs.add_event(CostSpike(daily_usd=62.5, limit_usd=50.0, at=NOW - 5), NOW - 5)
     assert firing(obs, live) == {"cost_spike"}
+
+
+# --- budget thresholds ----------------------------------------------------------------------------
+def crossed(scope: str, fraction: float, *, hard: bool = False) -> BudgetThreshold:
+    return BudgetThreshold(scope=scope, spent_usd=fraction * 100, limit_usd=100.0, fraction=fraction, hard=hard)
+
+
+def test_a_soft_budget_threshold_raises_an_alert_naming_the_budget() -> None:
+    obs, live = fresh()
+    obs.add_event(crossed("tier:premium:monthly", 0.8), NOW - 60)
+    obs.add_event(crossed("tier:together:monthly", 0.5), NOW - 30)
+    engine = Engine(LAB.alerts.rules)
+    assert firing(obs, live, engine=engine) == {"budget_threshold"}
+    context = engine.active["budget_threshold"].context
+    assert context["budget_used_fraction[1d]"] == 0.8
+    assert context["budget_used_fraction[1d] detail"] == "tier:premium:monthly"
+
+
+def test_a_hard_cap_raises_its_own_alert_too() -> None:
+    obs, live = fresh()
+    obs.add_event(crossed("total:monthly", 1.0, hard=True), NOW - 60)
+    assert firing(obs, live) == {"budget_threshold", "budget_hard_cap"}
+
+
+def test_budget_alerts_stay_quiet_without_a_threshold_and_end_a_day_after_it() -> None:
+    obs, live = fresh()
+    assert firing(obs, live) == set()
+    obs.add_event(crossed("total:monthly", 0.8), NOW - 86400 - 60)
+    assert firing(obs, live) == set()
 
 
 def test_a_fan_out_result_does_not_count_its_childrens_spend_twice() -> None:
