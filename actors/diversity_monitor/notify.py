@@ -84,7 +84,7 @@ class SmtpNotifier:
         try:
             with smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=TIMEOUT_S) as smtp:
                 if self.cfg.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=ssl.create_default_context(cafile=self.cfg.ca_file))
                 if credentials is not None:
                     smtp.login(*credentials)
                 smtp.send_message(msg)

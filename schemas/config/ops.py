@@ -107,6 +107,7 @@ class SmtpNotifierCfg(TaggedCfg, frozen=True, kw_only=True, tag="smtp"):
     from_addr: str
     to: Annotated[list[str], Meta(min_length=1)]
     starttls: bool = False
+    ca_file: str | None = None  # a CA bundle for the server's certificate (a lab's own CA); default: the system's
     username_env: str | None = None
     password_env: str | None = None
 

@@ -14,6 +14,7 @@ from actors.diversity_monitor.notify import SmtpNotifier, WebhookNotifier, deliv
 from schemas.config.ops import SmtpNotifierCfg, WebhookNotifierCfg
 from tests.support.profile import write_profile
 from tests.support.receivers import smtp_receiver, webhook_receiver
+from tests.support.tls import make_ca
 
 
 async def test_the_webhook_posts_slack_json_and_a_failure_names_no_url() -> None:
@@ -89,3 +90,20 @@ def test_a_bad_digest_time_stops_the_monitor_before_it_connects(tmp_path: Path) 
     profile = write_profile(tmp_path / "p", "nats://127.0.0.1:1", overrides=overrides)
     with pytest.raises(ValueError, match="alerts.digests.daily_at: '9am'"):
         DiversityMonitor(load_config(profile))
+
+
+async def test_email_over_starttls_trusts_the_configured_ca_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    """A mail server that requires STARTTLS (a certificate from the lab's own CA): the notifier with
+    `starttls: true` and that `ca_file` delivers; with the system CAs only it fails on the certificate,
+    and without STARTTLS the server refuses the mail. Each failure is one NotifyError, no traceback."""
+    ca = make_ca(tmp_path / "tls")
+    async with smtp_receiver(tls=ca.server_context()) as box:
+        base = {"host": "127.0.0.1", "port": box.port, "from_addr": "orchestra@lab.test", "to": ["admin@lab.test"]}
+        trusted = SmtpNotifierCfg(**base, starttls=True, ca_file=str(ca.ca_file))
+        await SmtpNotifier("email_admin", trusted).send("[orchestra] HIGH: Cost spike", "premium disabled")
+        assert box.subjects() == ["[orchestra] HIGH: Cost spike"]
+        with pytest.raises(NotifyError, match="sending mail failed \\(SSLCertVerificationError\\)"):
+            await SmtpNotifier("email_admin", SmtpNotifierCfg(**base, starttls=True)).send("s", "t")
+        with pytest.raises(NotifyError, match="the mail server refused \\(530\\)"):
+            await SmtpNotifier("email_admin", SmtpNotifierCfg(**base)).send("s", "t")
+    assert len(box.messages) == 1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -68,11 +69,16 @@ class _Handler:
 
 
 @asynccontextmanager
-async def smtp_receiver() -> AsyncIterator[Mailbox]:
+async def smtp_receiver(tls: ssl.SSLContext | None = None) -> AsyncIterator[Mailbox]:
+    """``tls``: the server offers STARTTLS with this context and refuses mail until the client starts it."""
     box = Mailbox(port=0)
     handler = _Handler(box)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="127.0.0.1"), "127.0.0.1", 0)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="127.0.0.1", tls_context=tls, require_starttls=tls is not None),
+        "127.0.0.1",
+        0,
+    )
     box.port = server.sockets[0].getsockname()[1]
     try:
         yield box
