@@ -63,6 +63,8 @@ class ModelUnloaded(Event, frozen=True, kw_only=True, tag="model.unloaded"):
     instance: int = 0
     bytes: int = 0
     reason: str = ""
+    drain_ms: float = 0.0  # waiting for the requests it had to finish
+    unload_ms: float = 0.0  # freeing it (engine stopped, memory released)
 
 
 class ModelSwap(Event, frozen=True, kw_only=True, tag="model.swap"):

@@ -315,15 +315,27 @@ class ModelManager:
             return False
         r.draining = True
         self.changed()
+        started = time.monotonic()
         if drain_timeout > 0:
-            deadline = time.monotonic() + drain_timeout
+            deadline = started + drain_timeout
             with contextlib.suppress(TimeoutError):  # requests handed the model, maybe not yet submitted
                 await asyncio.wait_for(r.idle.wait(), drain_timeout)
             await r.engine.drain(max(0.0, deadline - time.monotonic()))
+        drained = time.monotonic()
         await r.engine.stop()
         del self.residents[name]
-        log.info("%s: unloaded %s (%s)", self.host, name, reason)
-        await self.emit(ModelUnloaded(host=self.host, model=name, bytes=r.plan.bytes, reason=reason))
+        drain_ms, unload_ms = (drained - started) * 1000, (time.monotonic() - drained) * 1000
+        log.info("%s: unloaded %s (%s) in %.0f ms after %.0f ms draining", self.host, name, reason, unload_ms, drain_ms)
+        await self.emit(
+            ModelUnloaded(
+                host=self.host,
+                model=name,
+                bytes=r.plan.bytes,
+                reason=reason,
+                drain_ms=round(drain_ms, 1),
+                unload_ms=round(unload_ms, 1),
+            )
+        )
         self.changed()
         return True
 

@@ -239,8 +239,9 @@ async def test_load_and_unload_commands_publish_events(host: GpuHost, nc: NATS, 
     assert loaded.reason == "test" and loaded.bytes > 0 and loaded.cards == [HOST]
     assert host.manager.residents["tiny-b"].keep_alive == "hot"
     await host.send(UnloadModel(host=HOST, model="tiny-b"))
-    await eventually(lambda: events.of(ModelUnloaded, model="tiny-b"))
+    (unloaded,) = await eventually(lambda: events.of(ModelUnloaded, model="tiny-b"))
     assert "tiny-b" not in host.manager.residents
+    assert unloaded.bytes == loaded.bytes and unloaded.unload_ms > 0 and unloaded.drain_ms >= 0
 
 
 async def test_a_keep_alive_change_on_a_loaded_model_is_an_event_and_in_the_state(
