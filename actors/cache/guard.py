@@ -65,6 +65,12 @@ OPPOSITES = [
     ("uppercase", "lowercase"), ("upper", "lower"), ("horizontal", "vertical"), ("rows", "columns"),
     ("row", "column"), ("union", "intersection"), ("prefix", "suffix"), ("head", "tail"), ("front", "back"),
     ("top", "bottom"), ("begin", "end"), ("beginning", "end"), ("install", "uninstall"),
+    ("grant", "revoke"), ("grant", "deny"), ("approve", "reject"), ("approve", "deny"), ("promote", "demote"),
+    ("succeed", "fail"), ("pass", "fail"), ("merge", "split"), ("attach", "detach"), ("insert", "delete"),
+    ("create", "delete"), ("create", "destroy"), ("increase", "reduce"), ("raise", "lower"), ("expand", "collapse"),
+    ("borrow", "lend"), ("ascend", "descend"), ("arrive", "depart"), ("arrival", "departure"), ("freeze", "thaw"),
+    ("heat", "cool"), ("heating", "cooling"), ("gain", "loss"), ("profit", "loss"), ("credit", "debit"),
+    ("deposit", "withdraw"), ("include", "omit"), ("login", "logout"),
 ]  # fmt: skip
 NEGATING_PREFIXES = ("un", "dis", "de", "in", "im", "il", "ir", "non", "anti", "mis")
 DOMAIN_TERMS = set(
