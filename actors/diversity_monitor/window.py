@@ -241,11 +241,6 @@ class Observations:
         reported = max((usd for at, usd in self.spikes if start <= at <= now), default=0.0)
         return max(own, reported)
 
-    def budget_scopes(self, fraction: float, since: float, now: float) -> list[str]:
-        """The budgets reported at or past ``fraction`` since ``since``, the fullest first."""
-        marks = sorted((m for m in self.budget_marks if since <= m[0] <= now and m[1] >= fraction), key=lambda m: -m[1])
-        return list(dict.fromkeys(scope for _, _, scope in marks))
-
     def oom_records(self, since: float, now: float) -> list[OomRec]:
         events = [o for o in self.ooms if o.from_event and since <= o.at <= now]
         reported = {o.request_id for o in events if o.request_id}
@@ -274,10 +269,10 @@ class Observations:
             return Measure(float(len(self.oom_records(since, now))))
         if metric == "daily_api_spend":
             return Measure(self.daily_spend(now))
-        if metric == "budget_used_fraction":
-            top = max((f for at, f, _ in self.budget_marks if since <= at <= now), default=0.0)
-            scopes = self.budget_scopes(top, since, now) if top else []
-            return Measure(top, detail=", ".join(scopes) or None)
+        if metric == "budget_used_fraction":  # the highest threshold crossed, and the budgets that crossed it
+            marks = [(f, scope) for at, f, scope in self.budget_marks if since <= at <= now]
+            top = max((f for f, _ in marks), default=0.0)
+            return Measure(top, detail=", ".join(dict.fromkeys(s for f, s in marks if f == top)) or None)
         if metric == "spend_velocity":
             return Measure(sum(s.usd for s in self.spend if since <= s.at <= now) / (span / 3600.0))
         requests = self.window(self.requests, since, now)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,10 @@ from bus.kv import TypedKV
 from bus.server import EmbeddedNats
 from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import LoadModel, UnloadModel
-from schemas.config import load_config
+from schemas.config import OrchestraConfig, load_config
 from schemas.events import AlertRaised, ModelLoaded, ModelUnloaded, Oom, Remediation
-from schemas.request import Requirements, Sampling, make_request
-from schemas.result import GenerateResult
+from schemas.request import GenerateRequest, Requirements, Sampling, make_request
+from schemas.result import GenerateResult, Outcome
 from schemas.state import HostState, QueueState
 from tests.support.client import ask, outcomes_stored
 from tests.support.gpu_host import HOST, host_profile, tiny_entry
@@ -96,23 +96,11 @@ async def test_real_ooms_make_the_gpu_host_swap_to_a_smaller_model_and_nothing_i
     )
     cfg = load_config(profile)  # the local rules, with gpu_oom_failures firing on the first OOM
     heard = await Heard().listen(nc)
-    host = GpuHost(cfg, host=HOST)
-    for actor in (host, Router(cfg, instance="r"), DiversityMonitor(cfg, instance="m", embedder=embedder())):
-        await actor.start(nc)
-        started.append(actor)
-    hosts = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
-
-    async def loaded() -> set[str]:
-        state = await hosts.get(HOST)
-        return {m.model for m in state.models} if state else set()
-
+    host, loaded = await start_host_router_monitor(cfg, nc, started)
     await eventually(lambda: _has(loaded, "tiny-big"), timeout=30)
 
     # a request in flight on the big model while the OOMs come in and the remediation runs
-    long = make_request(
-        prompt="once upon a time", model="tiny-big", timeout_s=60, sampling=Sampling(max_tokens=200, temperature=0)
-    )
-    in_flight = asyncio.ensure_future(ask(nc, long, timeout=60))
+    long, in_flight = ask_long(nc, "tiny-big")
 
     for _ in range(2):  # loads past the card's memory: a real OOM event (a repeat is refused from memory)
         await host.send(LoadModel(host=HOST, model="tiny-huge", reason="test: too big for the card"))
@@ -150,6 +138,31 @@ async def test_real_ooms_make_the_gpu_host_swap_to_a_smaller_model_and_nothing_i
     assert isinstance(after, GenerateResult) and after.model == "tiny-small"
 
 
+async def start_host_router_monitor(
+    cfg: OrchestraConfig, nc: NATS, started: list[Actor]
+) -> tuple[GpuHost, Callable[[], Awaitable[set[str]]]]:
+    """A real gpu_host, the router and the monitor in-process; ``loaded()`` reads the host's models from KV."""
+    host = GpuHost(cfg, host=HOST)
+    for actor in (host, Router(cfg, instance="r"), DiversityMonitor(cfg, instance="m", embedder=embedder())):
+        await actor.start(nc)
+        started.append(actor)
+    hosts = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
+
+    async def loaded() -> set[str]:
+        state = await hosts.get(HOST)
+        return {m.model for m in state.models} if state else set()
+
+    return host, loaded
+
+
+def ask_long(nc: NATS, model: str) -> tuple[GenerateRequest, asyncio.Future[Outcome]]:
+    """A 200-token request on ``model``, left running while the remediation happens."""
+    request = make_request(
+        prompt="once upon a time", model=model, timeout_s=60, sampling=Sampling(max_tokens=200, temperature=0)
+    )
+    return request, asyncio.ensure_future(ask(nc, request, timeout=60))
+
+
 async def _has(loaded: Any, name: str) -> bool:
     return name in await loaded()
 
@@ -183,21 +196,9 @@ async def test_a_backlog_makes_the_real_gpu_host_load_a_fast_model_and_nothing_i
     )
     cfg = load_config(profile)  # the local rules: queue_backlog_critical at > 500 pending, > 600 s waiting
     heard = await Heard().listen(nc)
-    host = GpuHost(cfg, host=HOST)
-    for actor in (host, Router(cfg, instance="r"), DiversityMonitor(cfg, instance="m", embedder=embedder())):
-        await actor.start(nc)
-        started.append(actor)
-    hosts = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
-
-    async def loaded() -> set[str]:
-        state = await hosts.get(HOST)
-        return {m.model for m in state.models} if state else set()
-
+    host, loaded = await start_host_router_monitor(cfg, nc, started)
     await eventually(lambda: _has(loaded, "tiny-slow"), timeout=30)
-    long = make_request(
-        prompt="once upon a time", model="tiny-slow", timeout_s=60, sampling=Sampling(max_tokens=200, temperature=0)
-    )
-    in_flight = asyncio.ensure_future(ask(nc, long, timeout=60))
+    long, in_flight = ask_long(nc, "tiny-slow")
 
     queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
     target = f"local:{HOST}:tiny-slow"

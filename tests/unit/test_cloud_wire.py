@@ -215,37 +215,30 @@ def test_gemini_stream_takes_the_last_usage_and_needs_a_finish_reason() -> None:
 
 # --- error events inside OpenAI and Gemini streams are typed like the HTTP errors they stand for --------
 @pytest.mark.parametrize(
-    ("error", "kind"),
+    ("wire", "error", "kind"),
     [
-        ({"message": "Rate limit reached for gpt-4o", "type": "requests", "code": "rate_limit_exceeded"}, RateLimited),
-        ({"message": "You exceeded your current quota", "type": "insufficient_quota", "code": None}, Unavailable),
-        ({"message": "maximum context length is 128000 tokens", "type": "invalid_request_error",
-          "code": "context_length_exceeded"}, ContextTooLong),
-        ({"message": "The server had an error", "type": "server_error", "code": None}, ServerError),
-        ({"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"},
-         AuthFailed),
+        (OpenAIWire, {"message": "Rate limit reached for gpt-4o", "type": "requests", "code": "rate_limit_exceeded"},
+         RateLimited),
+        (OpenAIWire, {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": None},
+         Unavailable),
+        (OpenAIWire, {"message": "maximum context length is 128000 tokens", "type": "invalid_request_error",
+                      "code": "context_length_exceeded"}, ContextTooLong),
+        (OpenAIWire, {"message": "The server had an error", "type": "server_error", "code": None}, ServerError),
+        (OpenAIWire, {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                      "code": "invalid_api_key"}, AuthFailed),
+        (GeminiWire, {"code": 429, "message": "You exceeded your current quota, please check your plan and billing "
+                      "details.", "status": "RESOURCE_EXHAUSTED"}, Unavailable),
+        (GeminiWire, {"code": 429, "message": "Too many requests", "status": "RESOURCE_EXHAUSTED"}, RateLimited),
+        (GeminiWire, {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}, ServerError),
+        (GeminiWire, {"code": 400, "message": "The input token count (1048577) exceeds the maximum number of tokens "
+                      "allowed (1048576).", "status": "INVALID_ARGUMENT"}, ContextTooLong),
     ],
 )  # fmt: skip
-def test_openai_error_event_mid_stream_is_typed(error: dict[str, object], kind: type[Exception]) -> None:
-    stream = OpenAIWire().stream_parser()
-    with pytest.raises(kind) as caught:
-        stream.feed(SseEvent("message", json.dumps({"error": error})))
-    assert type(caught.value) is kind
-
-
-@pytest.mark.parametrize(
-    ("error", "kind"),
-    [
-        ({"code": 429, "message": "You exceeded your current quota, please check your plan and billing details.",
-          "status": "RESOURCE_EXHAUSTED"}, Unavailable),
-        ({"code": 429, "message": "Too many requests", "status": "RESOURCE_EXHAUSTED"}, RateLimited),
-        ({"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}, ServerError),
-        ({"code": 400, "message": "The input token count (1048577) exceeds the maximum number of tokens allowed "
-          "(1048576).", "status": "INVALID_ARGUMENT"}, ContextTooLong),
-    ],
-)  # fmt: skip
-def test_gemini_error_event_mid_stream_is_typed(error: dict[str, object], kind: type[Exception]) -> None:
-    stream = GeminiWire().stream_parser()
+def test_an_error_event_mid_stream_is_typed(
+    wire: type[OpenAIWire | GeminiWire], error: dict[str, object], kind: type[Exception]
+) -> None:
+    """OpenAI's and Gemini's in-stream errors, typed like the HTTP errors they stand for."""
+    stream = wire().stream_parser()
     with pytest.raises(kind) as caught:
         stream.feed(SseEvent("message", json.dumps({"error": error})))
     assert type(caught.value) is kind
