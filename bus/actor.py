@@ -54,6 +54,7 @@ _RETRYABLE_PUBLISH = (
 
 class Actor:
     name: ClassVar[str] = "actor"
+    role: ClassVar[str | None] = None  # its NATS identity (bus/permissions.py); None: its name
 
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         self.cfg = cfg
@@ -66,6 +67,8 @@ class Actor:
         self.services_running: list[ServiceRunner] = []
         self.started = False
         self.stopping = False
+        self.exit_requested = asyncio.Event()  # the actor cannot go on (a lost writer lease): the runner stops it
+        self.exit_reason = ""
 
     # --- what subclasses declare -----------------------------------------------------------------
     def consumers(self) -> list[ConsumerSpec]:
@@ -124,7 +127,8 @@ class Actor:
                     )
         self._nc = nc
         self._js = nc.jetstream(timeout=10)
-        await provision(self.js, self.cfg.bus.streams, streams, BUCKETS + self.buckets())
+        own = {spec.name for spec in self.streams()} | {f"KV_{kv.bucket}" for kv in self.buckets()}
+        await provision(self.js, self.cfg.bus.streams, streams, BUCKETS + self.buckets(), may_update=own)
         # The durable consumers exist before on_start announces the actor (a gpu_host's state in KV):
         # a command sent the moment the actor is seen waits in its consumer instead of passing by a
         # `deliver_new` consumer that is created a moment later. Fetching starts once on_start is done.
@@ -168,6 +172,11 @@ class Actor:
         self.consumers_running.clear()
         self.services_running.clear()
         self.log.info("%s stopped", self.name)
+
+    def request_exit(self, reason: str) -> None:
+        """Ask the runner to stop this actor (it exits 1 with ``reason``)."""
+        self.exit_reason = reason
+        self.exit_requested.set()
 
     def on_reconnect(self) -> None:
         for consumer in self.consumers_running:

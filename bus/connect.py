@@ -7,16 +7,20 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 
+from bus import permissions
+from bus.credentials import AuthDir
 from bus.errors import ConnectError
-from schemas.config.bus import BusCfg
+from schemas.config.bus import BusCfg, NatsTlsCfg
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +74,39 @@ def backoff_handler(bus: BusCfg) -> Callable[[list[Server], dict[str, Any]], tup
     return choose
 
 
-def auth_options(bus: BusCfg) -> dict[str, object]:
-    """user/password, token or creds from the environment variables the config names."""
+def credentials_dir(bus: BusCfg, data_dir: str | os.PathLike[str]) -> Path | None:
+    if bus.auth.credentials_dir is None:
+        return None
+    path = Path(bus.auth.credentials_dir)
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+def tls_context(tls: NatsTlsCfg) -> ssl.SSLContext | None:
+    """The client side of the bus's TLS: verify the server against the CA; present a certificate for mTLS."""
+    if not tls.enabled:
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"bus.tls: cannot load the CA or client certificate: {exc}") from exc
+    return ctx
+
+
+def auth_options(bus: BusCfg, role: str = permissions.OPERATOR, data_dir: str = ".data") -> dict[str, object]:
+    """Explicit credentials the config names (user + password, token or creds from the environment or a
+    file); else this role's generated credentials under ``bus.auth.credentials_dir``, with its own inbox
+    prefix (the only inbox its permissions let it read); else none."""
     opts: dict[str, object] = {}
     auth = bus.auth
+    if not (auth.user or auth.token_env or auth.creds_file):
+        folder = credentials_dir(bus, data_dir)
+        if folder is not None and (folder / f"{role}.json").exists():
+            creds = AuthDir(folder).load(role)
+            inbox = permissions.inbox_prefix(creds.user)
+            return {"user": creds.user, "password": creds.password, "inbox_prefix": inbox}
+        return opts
 
     def secret(field: str, var: str) -> str:
         value = os.environ.get(var)
@@ -83,6 +116,7 @@ def auth_options(bus: BusCfg) -> dict[str, object]:
 
     if auth.user:
         opts["user"] = auth.user
+        opts["inbox_prefix"] = permissions.inbox_prefix(auth.user)
         if auth.password_env:
             opts["password"] = secret("password_env", auth.password_env)
     if auth.token_env:
@@ -96,12 +130,15 @@ async def connect(
     bus: BusCfg,
     *,
     name: str,
+    role: str = permissions.OPERATOR,
+    data_dir: str = ".data",
     wait: float | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     quiet: bool = False,
 ) -> NATS:
-    """Connect, retrying the first connect for up to ``wait`` seconds (None: forever).
+    """Connect as ``role`` (its credentials under ``data_dir``, see ``auth_options``), retrying the first
+    connect for up to ``wait`` seconds (None: forever).
     ``quiet``: connection problems are logged at DEBUG (the CLI reports one line itself)."""
     errors = _QuietErrors(name, logging.DEBUG if quiet else logging.WARNING)
 
@@ -136,8 +173,11 @@ async def connect(
         error_cb=error_cb,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
-        **auth_options(bus),
+        **auth_options(bus, role, data_dir),
     )
+    tls = tls_context(bus.tls)
+    if tls is not None:
+        options["tls"] = tls
     # With max_reconnect_attempts=-1 nats-py retries the first connect too (quietly, via error_cb).
     try:
         nc = await asyncio.wait_for(nats.connect(**options), wait)  # type: ignore[arg-type]

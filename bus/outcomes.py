@@ -1,8 +1,10 @@
 """Publishing outcomes the way the protocol requires (docs/protocol.md), for workers and the router.
 
-await publish_outcome(actor, result_or_error)   # orch.result.<id>, Msg-Id <id>: stored once
-await publish_failure(actor, dispatch, error, ...)  # orch.result.<id>.failed for the router
-chunks = ChunkSender(actor, request_id, attempt)  # orch.stream.<id>, core NATS
+await publish_outcome(actor, result_or_error, origin)  # orch.result.<origin>.<id>, Msg-Id <id>: stored once
+await publish_failure(actor, dispatch, error, ...)      # orch.result.<origin>.<id>.failed for the router
+chunks = ChunkSender(actor, request_id, attempt, origin)  # orch.stream.<origin>.<id>, core NATS
+
+``origin`` is the request's (``request.origin``): the one who asked reads its answers there.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ if TYPE_CHECKING:
     from bus.actor import Actor
 
 
-async def publish_outcome(actor: Actor, outcome: Outcome) -> bool:
+async def publish_outcome(actor: Actor, outcome: Outcome, origin: str) -> bool:
     """Store the final outcome of a request. False when another outcome was stored first."""
-    ack = await actor.publish(subjects.result(outcome.request_id), outcome, msg_id=outcome.request_id)
+    ack = await actor.publish(subjects.result(outcome.request_id, origin), outcome, msg_id=outcome.request_id)
     return not ack.duplicate
 
 
@@ -52,16 +54,17 @@ async def publish_failure(
         reservation_id=dispatch.reservation_id,
         reserved_nanos=dispatch.reserved_nanos,
     )
-    await actor.publish(subjects.attempt_failed(request_id), failure, msg_id=f"{request_id}:{dispatch.attempt}:failed")
+    subject = subjects.attempt_failed(request_id, dispatch.request.origin)
+    await actor.publish(subject, failure, msg_id=f"{request_id}:{dispatch.attempt}:failed")
 
 
 class ChunkSender:
     """Token chunks of one attempt, numbered, on core NATS (not stored)."""
 
-    def __init__(self, actor: Actor, request_id: str, attempt: int = 0) -> None:
+    def __init__(self, actor: Actor, request_id: str, attempt: int, origin: str) -> None:
         self.actor, self.request_id, self.attempt = actor, request_id, attempt
         self.index = 0
-        self.subject = subjects.chunks(request_id)
+        self.subject = subjects.chunks(request_id, origin)
 
     @property
     def sent(self) -> bool:

@@ -1,9 +1,14 @@
 """Streams and KV buckets from the topology in :mod:`bus.subjects`: created when missing, updated in
-place when their configuration changed (never deleted and recreated), refused when subjects overlap."""
+place when their configuration changed (never deleted and recreated), refused when subjects overlap.
+
+Only the operator may reconfigure a shared stream (bus/permissions.py): an actor updates only what it
+declares itself (``may_update``) and leaves a differing shared stream as it is, with a warning; the
+embedded server's launcher provisions the whole topology as the operator at each start."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -51,8 +56,9 @@ def _differs(current: StreamConfig, wanted: StreamConfig) -> list[str]:
     return changed
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, cfg: StreamsCfg) -> str:
-    """Create or update one stream. Returns "created", "updated" or "unchanged"."""
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, cfg: StreamsCfg, may_update: bool = True) -> str:
+    """Create or update one stream. Returns "created", "updated", "unchanged" or "differs" (not ours to
+    update)."""
     wanted = stream_config(spec, cfg)
     try:
         info = await js.stream_info(spec.name)
@@ -66,6 +72,9 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, cfg: StreamsCfg)
     changed = _differs(info.config, wanted)
     if not changed:
         return "unchanged"
+    if not may_update:
+        log.warning("stream %s differs from the profile (%s): the operator updates it", spec.name, ", ".join(changed))
+        return "differs"
     try:
         await js.update_stream(wanted)
     except Exception as exc:
@@ -74,7 +83,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, cfg: StreamsCfg)
     return "updated"
 
 
-async def ensure_bucket(js: JetStreamContext, spec: KVSpec, cfg: StreamsCfg) -> str:
+async def ensure_bucket(js: JetStreamContext, spec: KVSpec, cfg: StreamsCfg, may_update: bool = True) -> str:
     try:
         kv = await js.key_value(spec.bucket)
     except (BucketNotFoundError, NotFoundError):
@@ -96,6 +105,9 @@ async def ensure_bucket(js: JetStreamContext, spec: KVSpec, cfg: StreamsCfg) -> 
     current = status.stream_info.config
     want_age = float(spec.ttl or 0)
     if round(float(current.max_age or 0), 3) != round(want_age, 3) or current.max_msgs_per_subject != spec.history:
+        if not may_update:
+            log.warning("KV bucket %s differs from the profile (ttl, history): the operator updates it", spec.bucket)
+            return "differs"
         updated = StreamConfig.from_response(current.as_dict())
         updated.max_age = want_age
         updated.max_msgs_per_subject = spec.history
@@ -113,8 +125,10 @@ async def provision(
     cfg: StreamsCfg,
     streams: list[StreamSpec] | None = None,
     buckets: list[KVSpec] | None = None,
+    may_update: Collection[str] | None = None,
 ) -> dict[str, str]:
-    """Ensure every stream and bucket exists with the declared configuration (idempotent)."""
+    """Ensure every stream and bucket exists with the declared configuration (idempotent).
+    ``may_update``: the names (streams, ``KV_<bucket>``) this caller may reconfigure; None: all."""
     streams = STREAMS if streams is None else streams
     buckets = BUCKETS if buckets is None else buckets
     overlaps = find_overlaps(streams)
@@ -123,7 +137,9 @@ async def provision(
         raise ProvisionError(f"streams {a} ({sa}) and {b} ({sb}) overlap; JetStream refuses overlapping streams")
     outcome = {}
     for spec in streams:
-        outcome[spec.name] = await ensure_stream(js, spec, cfg)
+        mine = may_update is None or spec.name in may_update
+        outcome[spec.name] = await ensure_stream(js, spec, cfg, mine)
     for kv in buckets:
-        outcome[f"KV_{kv.bucket}"] = await ensure_bucket(js, kv, cfg)
+        mine = may_update is None or f"KV_{kv.bucket}" in may_update
+        outcome[f"KV_{kv.bucket}"] = await ensure_bucket(js, kv, cfg, mine)
     return outcome

@@ -95,27 +95,50 @@ async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -
         actor.on_reconnect()
 
     connecting = asyncio.ensure_future(
-        connect(actor.cfg.bus, name=f"{actor.name}:{actor.instance}", on_reconnect=reconnected)
+        connect(
+            actor.cfg.bus,
+            name=f"{actor.name}:{actor.instance}",
+            role=actor.role or actor.name,
+            data_dir=actor.cfg.data_dir,
+            on_reconnect=reconnected,
+        )
     )
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait([connecting, stopper], return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
         connecting.cancel()
         return 0
-    stopper.cancel()
     nc = connecting.result()
+    # A standby (a singleton waiting for its writer lease) stays in start() until it takes over: a
+    # signal meanwhile stops it like any other.
+    starting = asyncio.ensure_future(actor.start(nc))
+    await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        with contextlib.suppress(Exception):
+            await nc.close()
+        return 0
+    stopper.cancel()
     try:
-        await actor.start(nc)
+        starting.result()
     except Exception as exc:
         log.error("%s failed to start: %s", actor.name, exc, exc_info=not isinstance(exc, BusError))
         await nc.close()
         return 1
     tune_gc()
-    await stop.wait()
+    stopper = asyncio.ensure_future(stop.wait())
+    exiting = asyncio.ensure_future(actor.exit_requested.wait())
+    await asyncio.wait([stopper, exiting], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    exiting.cancel()
+    if actor.exit_requested.is_set():
+        log.error("%s stops: %s", actor.name, actor.exit_reason)
     await actor.stop()
     # drain() can hang while pull subscriptions are open; those are closed by now, and it is bounded.
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.drain(), 2.0)
     with contextlib.suppress(Exception):
         await nc.close()
-    return 0
+    return 1 if actor.exit_requested.is_set() else 0

@@ -4,8 +4,12 @@
     server.start()                                 # returns once it accepts client connections
     server.url                                     # nats://127.0.0.1:<port>
     server.kill(); server.start()                  # kill -9 and restart on the same store
+    server.reload()                                # re-read users (a client added), SIGHUP
     server.stop()
 
+With ``auth_dir`` the server requires authentication: its users and their permissions are the roles'
+and clients' credentials in that directory (bus/credentials.py, bus/permissions.py), written into its
+config file (0600) at each start and reload. With ``tls`` it serves TLS (mutual with verify_clients).
 It listens on 127.0.0.1 only (unless told otherwise) and is stopped by its own PID.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
 import os
 import re
@@ -26,7 +31,9 @@ import threading
 import time
 from pathlib import Path
 
+from bus.credentials import AuthDir, authorization_block
 from bus.errors import NatsBinaryMissing, NatsServerError
+from schemas.config.bus import NatsTlsCfg
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,8 @@ class EmbeddedNats:
         name: str = "orchestra-embedded",
         extra_args: list[str] | None = None,
         gomaxprocs: int | None = None,
+        auth_dir: str | os.PathLike[str] | None = None,
+        tls: NatsTlsCfg | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -81,45 +90,85 @@ class EmbeddedNats:
         self.name = name
         self.extra_args = extra_args or []
         self.gomaxprocs = gomaxprocs or max(1, (os.cpu_count() or 1) // 4)
+        self.auth = AuthDir(auth_dir) if auth_dir is not None else None
+        self.tls = tls if tls is not None and tls.enabled else None
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: list[str] = []
+        self.violations: list[str] = []  # the server's publish / subscription violation lines
         self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         if self.port is None:
             raise NatsServerError("the embedded nats-server is not running")
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def command(self) -> list[str]:
-        # A port chosen once is kept across restarts, so clients reconnect to the same address.
-        port = self.port or self.requested_port or -1
-        return [
-            str(nats_server_binary()),
-            "--jetstream",
-            "--store_dir",
-            str(self.store_dir),
-            "--addr",
-            self.host,
-            "--port",
-            str(port),
-            "--server_name",
-            self.name,
-            "--config",
-            str(self.store_dir / "nats-server.conf"),
-            *self.extra_args,
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / "nats-server.conf"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.store_dir / "nats-server.pid"
+
+    def render_config(self) -> str:
+        """The server's config file: settings without a command-line flag, the users, TLS."""
+        # Everything is in the file (the command line only names it): a reload (SIGHUP) re-reads the file
+        # alone and refuses to run when a setting seems to change, e.g. a server name given as a flag.
+        port = self.port or self.requested_port or -1  # a port chosen once is kept across restarts
+        lines = [
+            f"server_name: {json.dumps(self.name)}",
+            f"host: {json.dumps(self.host)}",
+            f"port: {port}",
+            "jetstream: " + json.dumps({"store_dir": str(self.store_dir)}),
+            f"max_payload: {self.max_payload}",
+            f"pid_file: {json.dumps(str(self.pid_path))}",
         ]
+        if self.auth is not None:
+            self.auth.ensure()
+            lines.append("authorization: " + json.dumps(authorization_block(self.auth.users()), indent=1))
+        if self.tls is not None:
+            tls: dict[str, object] = {"cert_file": self.tls.server_cert_file, "key_file": self.tls.server_key_file}
+            if self.tls.ca_file:
+                tls["ca_file"] = self.tls.ca_file
+            if self.tls.verify_clients:
+                tls["verify"] = True
+            lines.append("tls: " + json.dumps(tls))
+        return "\n".join(lines) + "\n"
+
+    def write_config(self) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds every user's secret
+        with os.fdopen(fd, "w") as f:
+            f.write(self.render_config())
+        os.replace(tmp, self.config_path)
+
+    def connect_options(self, role: str = "operator") -> dict[str, object]:
+        """nats-py connect options for a role of this server (tests, benchmarks, the CLI's launcher)."""
+        if self.auth is None:
+            return {}
+        creds = self.auth.load(role)
+        return {"user": creds.user, "password": creds.password, "inbox_prefix": f"_INBOX.{creds.user}"}
+
+    def reload(self) -> None:
+        """Write the config again and make the running server re-read it (new or removed clients)."""
+        self.write_config()
+        if self.proc is None or self.proc.poll() is not None:
+            raise NatsServerError("the embedded nats-server is not running")
+        self.proc.send_signal(signal.SIGHUP)
+
+    def command(self) -> list[str]:
+        return [str(nats_server_binary()), "--config", str(self.config_path), *self.extra_args]
 
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         if self.proc and self.proc.poll() is None:
             return self
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        # Settings without a command-line flag go into a small generated config file.
-        (self.store_dir / "nats-server.conf").write_text(f"max_payload: {self.max_payload}\n")
+        self.write_config()
         self._lines = []
         ready = threading.Event()
         self.proc = subprocess.Popen(
@@ -152,6 +201,8 @@ class EmbeddedNats:
             self._lines.append(line)
             if len(self._lines) > 500:
                 del self._lines[:100]
+            if ("Publish Violation" in line or "Subscription Violation" in line) and len(self.violations) < 1000:
+                self.violations.append(line)
             m = _LISTEN.search(line)
             if m:
                 self.port = int(m.group("port"))

@@ -1,11 +1,11 @@
 """The subject map: every subject, stream and KV bucket of the orchestra, in one place.
 
-    orch.request.<priority>.<id>              GenerateRequest                      stream REQUESTS
+    orch.request.<priority>.<origin>.<id>     GenerateRequest                      stream REQUESTS
     orch.dispatch.host.<host>.<model>         Dispatch to a gpu_host               stream DISPATCH
     orch.dispatch.cloud.<provider>.<model>    Dispatch to the cloud_proxy          stream DISPATCH
-    orch.result.<id>                          the one final Outcome of a request   stream RESULTS
-    orch.result.<id>.failed                   AttemptFailed (for the router)       stream RESULTS
-    orch.stream.<id>                          StreamChunk (core NATS, not stored)
+    orch.result.<origin>.<id>                 the one final Outcome of a request   stream RESULTS
+    orch.result.<origin>.<id>.failed          AttemptFailed (for the router)       stream RESULTS
+    orch.stream.<origin>.<id>                 StreamChunk (core NATS, not stored)
     orch.event.<kind>                         Event (kind has dots: model.loaded)  stream EVENTS
     orch.event.model.<what>                   a gpu_host's models: loaded, unloaded, swap, keep_alive,
                                               load_failed (and orch.event.oom)
@@ -14,6 +14,11 @@
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
     orch.svc.<service>                        request/reply services (core NATS)
     orch.ledger.<kind>                        budget_guard's spend ledger entries  stream LEDGER (its own)
+
+``<origin>`` says who asked: ``gw`` (the gateway, on behalf of an HTTP key it checked), ``op`` (the operator
+CLI) or the name of a client (a training job with its own NATS identity). NATS permissions let each
+publisher use only its own origin and let a client read only its own results and chunks, so the origin
+in a subject is authenticated: the router takes a client's identity from it, never from the body.
 
 Model names may hold characters that subjects and KV keys cannot ('.', ':', '+'): ``token`` and
 ``kv_key`` escape them reversibly.
@@ -69,9 +74,9 @@ DISPATCH_ALL = f"{PREFIX}.dispatch.>"
 DISPATCH_HOSTS = f"{PREFIX}.dispatch.host.>"
 DISPATCH_CLOUD = f"{PREFIX}.dispatch.cloud.>"
 RESULT_ALL = f"{PREFIX}.result.>"
-RESULT_FINAL = f"{PREFIX}.result.*"
-RESULT_FAILED = f"{PREFIX}.result.*.failed"
-STREAM_ALL = f"{PREFIX}.stream.*"
+RESULT_FINAL = f"{PREFIX}.result.*.*"
+RESULT_FAILED = f"{PREFIX}.result.*.*.failed"
+STREAM_ALL = f"{PREFIX}.stream.*.*"
 EVENT_ALL = f"{PREFIX}.event.>"
 EVENT_MODEL = f"{PREFIX}.event.model.>"  # model.loaded / unloaded / swap / keep_alive / load_failed
 EVENT_OOM = f"{PREFIX}.event.oom"
@@ -83,15 +88,51 @@ SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
 ROTATOR_COMMANDS = (f"{PREFIX}.cmd.phase", f"{PREFIX}.cmd.rotate")  # SetPhase, Rotate: the rotator's
+ROUTER_COMMANDS = f"{PREFIX}.cmd.router.>"  # SetOverflow
+ALERT_COMMANDS = f"{PREFIX}.cmd.alert.>"  # AckAlert
 LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
+LEDGER_STREAM = "LEDGER"
 
 
-def request(priority: Priority, request_id: str) -> str:
-    return f"{PREFIX}.request.{priority}.{request_id}"
+# --- origins -------------------------------------------------------------------------------------
+ORIGIN_GATEWAY = "gw"  # requests relayed by the gateway: client_key is the HTTP key the gateway checked
+ORIGIN_OPERATOR = "op"  # the operator CLI (and tests acting as the operator)
+RESERVED_ORIGINS = frozenset({ORIGIN_GATEWAY, ORIGIN_OPERATOR})
+_CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def check_client_name(name: str) -> str:
+    """A client's name is its origin token and its NATS user (``client-<name>``): short, lower case, no dots."""
+    if not _CLIENT_NAME.match(name) or name in RESERVED_ORIGINS:
+        raise ValueError(
+            f"client name {name!r}: use 1-32 of a-z 0-9 _ - (starting with a letter or digit), not 'gw' or 'op'"
+        )
+    return name
+
+
+def request(priority: Priority, request_id: str, origin: str = ORIGIN_OPERATOR) -> str:
+    return f"{PREFIX}.request.{priority}.{origin}.{request_id}"
 
 
 def request_priority(priority: Priority) -> str:
-    return f"{PREFIX}.request.{priority}.*"
+    return f"{PREFIX}.request.{priority}.*.*"
+
+
+def requests_of(origin: str) -> str:
+    return f"{PREFIX}.request.*.{origin}.*"
+
+
+def answers_of(origin: str) -> str:
+    """Results and chunks of one origin, on one subscription (their order is kept)."""
+    return f"{PREFIX}.*.{origin}.*"
+
+
+def results_of(origin: str) -> str:
+    return f"{PREFIX}.result.{origin}.*"
+
+
+def chunks_of(origin: str) -> str:
+    return f"{PREFIX}.stream.{origin}.*"
 
 
 def dispatch_host(host: str, model: str) -> str:
@@ -106,16 +147,53 @@ def dispatch_cloud(provider: str, model: str) -> str:
     return f"{PREFIX}.dispatch.cloud.{provider}.{token(model)}"
 
 
-def result(request_id: str) -> str:
-    return f"{PREFIX}.result.{request_id}"
+def result(request_id: str, origin: str = ORIGIN_OPERATOR) -> str:
+    return f"{PREFIX}.result.{origin}.{request_id}"
 
 
-def attempt_failed(request_id: str) -> str:
-    return f"{PREFIX}.result.{request_id}.failed"
+def attempt_failed(request_id: str, origin: str = ORIGIN_OPERATOR) -> str:
+    return f"{PREFIX}.result.{origin}.{request_id}.failed"
 
 
-def chunks(request_id: str) -> str:
-    return f"{PREFIX}.stream.{request_id}"
+def chunks(request_id: str, origin: str = ORIGIN_OPERATOR) -> str:
+    return f"{PREFIX}.stream.{origin}.{request_id}"
+
+
+# --- parsers: the only place that reads tokens out of a subject ----------------------------------
+@dataclass(frozen=True)
+class RequestSubject:
+    priority: str
+    origin: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AnswerSubject:
+    kind: str  # "result", "failed" or "stream"
+    origin: str
+    request_id: str
+
+
+def parse_request(subject: str) -> RequestSubject | None:
+    """``orch.request.<priority>.<origin>.<id>``; None for anything else."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != PREFIX or parts[1] != "request":
+        return None
+    return RequestSubject(priority=parts[2], origin=parts[3], request_id=parts[4])
+
+
+def parse_answer(subject: str) -> AnswerSubject | None:
+    """``orch.result.<origin>.<id>`` / ``orch.result.<origin>.<id>.failed`` / ``orch.stream.<origin>.<id>``."""
+    parts = subject.split(".")
+    if len(parts) < 4 or parts[0] != PREFIX:
+        return None
+    if parts[1] == "result" and len(parts) == 4:
+        return AnswerSubject("result", parts[2], parts[3])
+    if parts[1] == "result" and len(parts) == 5 and parts[4] == "failed":
+        return AnswerSubject("failed", parts[2], parts[3])
+    if parts[1] == "stream" and len(parts) == 4:
+        return AnswerSubject("stream", parts[2], parts[3])
+    return None
 
 
 def event(ev: Event) -> str:
@@ -193,6 +271,9 @@ KV_TIERS = "orch_tiers"
 KV_PHASE = "orch_phase"
 KV_PROVIDERS = "orch_providers"
 KV_QUEUES = "orch_queues"
+KV_CACHE = "orch_cache"  # declared by the cache actor (its TTL is the cache's): cached answers
+KV_CACHE_PENDING = "orch_cache_pending"  # declared by the cache actor: misses awaiting their result
+KV_LOCKS = "orch_locks"  # declared by singleton actors: who holds the single-writer lease (budget_guard)
 
 BUCKETS: list[KVSpec] = [
     KVSpec(KV_HOSTS, "gpu_host state: loaded models, memory, queue depth (writer: each gpu_host)"),

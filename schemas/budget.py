@@ -18,7 +18,7 @@ from msgspec import Meta
 from schemas.base import Message, RequestId, Tagged, Tier
 from schemas.codec import Codec
 
-DenyReason = Literal["", "budget_exceeded", "tier_disabled", "ledger_unavailable"]
+DenyReason = Literal["", "budget_exceeded", "tier_disabled", "ledger_unavailable", "hold_too_large"]
 
 
 # --- services ------------------------------------------------------------------------------------
@@ -97,6 +97,11 @@ class LedgerSummary(Message, frozen=True, kw_only=True):
 
 
 # --- ledger entries (stream LEDGER, orch.ledger.<kind>) ---------------------------------------------
+# Amounts on the ledger are never negative: an entry that says otherwise does not decode (and a
+# rebuild dead-letters it instead of folding it in).
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
 class Entry(Tagged, frozen=True, kw_only=True):
     at: float  # when it happened (charges: the result's time), epoch seconds
 
@@ -109,7 +114,7 @@ class Reserved(Entry, frozen=True, kw_only=True, tag="reserved"):
     provider: str | None = None
     model: str
     client_key: str | None = None
-    amount_nanos: int
+    amount_nanos: NonNegative
     expires_at: float
     lease: bool = False  # a lease (ReserveRequest.lease): charges carrying its id consume their draw from it
 
@@ -117,7 +122,7 @@ class Reserved(Entry, frozen=True, kw_only=True, tag="reserved"):
 class Released(Entry, frozen=True, kw_only=True, tag="released"):
     reservation_id: str
     reason: str = ""  # "released" (by the router), "rolled_back" (its Reserved entry may not be stored)
-    amount_nanos: int | None = None  # a lease's undrawn remainder (it is retired); None: the whole hold
+    amount_nanos: NonNegative | None = None  # a lease's undrawn remainder (it is retired); None: the whole hold
 
 
 ChargeKind = Literal["result", "aggregate", "error", "failed"]
@@ -138,11 +143,11 @@ class Charged(Entry, frozen=True, kw_only=True, tag="charged"):
     provider: str | None = None
     model: str | None = None
     client_key: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_nanos: int = 0
+    input_tokens: NonNegative = 0
+    output_tokens: NonNegative = 0
+    cost_nanos: NonNegative = 0
     reservation_id: str | None = None  # the reservation it settled, if one was open
-    reserved_nanos: int = 0  # against a lease: the draw it settles (the attempt's worst case)
+    reserved_nanos: NonNegative = 0  # against a lease: the draw it settles (the attempt's worst case)
 
     @property
     def final(self) -> bool:

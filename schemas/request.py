@@ -75,6 +75,10 @@ class GenerateRequest(Message, frozen=True, kw_only=True):
     cache: CachePolicy = CachePolicy()
     priority: Priority = "normal"
     client_key: Name | None = None  # the id of the client's API key, never the key itself
+    # Who asked, as the request's subject says (orch.request.<priority>.<origin>.<id>): "gw", "op" or a
+    # client's name. The router sets it from the subject, which NATS permissions authenticate; a value in
+    # the body is never trusted. Results and chunks go to orch.result.<origin>.<id> / orch.stream.<origin>.<id>.
+    origin: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")] = "op"
     task: Name | None = None  # groups requests of one task for diversity metrics
     tags: dict[str, str] = {}
     created_at: float = 0.0

@@ -1,5 +1,11 @@
-"""Fixtures: a real nats-server with JetStream per test (random port, temp store, ~20 ms), and a
-session-wide watch that fails the run when a test secret reaches a log line (tests/support/leaks.py)."""
+"""Fixtures: a real nats-server with JetStream per test (random port, temp store, ~20 ms) that requires
+authentication with the generated per-role permissions, as the embedded default does, and a
+session-wide watch that fails the run when a test secret reaches a log line (tests/support/leaks.py).
+
+Actors started from a profile (``profile``, ``cfg``, ``write_profile``) find their role's credentials;
+``nc`` is the operator. A permission violation logged by the server fails the test that caused it
+(an actor missing a permission would otherwise only show as a timeout), unless the test is marked
+``expect_violations`` (the forgery tests)."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from bus.server import EmbeddedNats
 from schemas.config import OrchestraConfig
 from tests.support.leaks import LeakWatch
 from tests.support.procs import ActorProcess
-from tests.support.profile import test_config, write_profile
+from tests.support.profile import register_server, test_config, write_profile
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,16 +38,21 @@ def no_secret_in_logs() -> Iterator[None]:
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(store_dir=tmp_path / "nats", port=0)
+def nats_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(store_dir=tmp_path / "nats", port=0, auth_dir=tmp_path / "auth")
     server.start()
+    register_server(server)
     yield server
     server.stop()
+    if request.node.get_closest_marker("expect_violations") is None:
+        assert not server.violations, "permission violations on the bus:\n" + "\n".join(server.violations[:10])
 
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
-    conn = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    conn = await nats.connect(
+        nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **nats_server.connect_options()
+    )
     yield conn
     await conn.close()
 

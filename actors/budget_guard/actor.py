@@ -6,7 +6,12 @@
     orch.result.>              settle: charge each stored result once, free its hold
     orch.cmd.tier.*            SetTier: write orch_tiers, emit tier.disabled / tier.enabled
 
-On start it rebuilds the ledger from LEDGER, then serves. A hold expires only once its RESULTS
+One instance writes: it holds the writer lease in KV ``orch_locks`` (bus/lease.py); a second one
+started meanwhile stands by until the lease lapses, then takes over. On start (once it holds the lease)
+it rebuilds the ledger from LEDGER, then serves; an entry that does not decode is dead-lettered
+(``orch.dlq.LEDGER`` and a ``deadletter`` event), never folded in. Holds are bounded in time and size
+(``budgets.max_hold``, ``max_hold_usd``) and a charge is the result's usage at the configured price,
+capped by the hold it settles, whatever cost the result claims. A hold expires only once its RESULTS
 consumer has charged every result stored before the hold's expiry (``watermark.py``). A cost spike
 emits ``cost.spike`` and sends ``SetTier(premium, enabled=False, until=next local midnight)``;
 apscheduler re-enables the tier at ``until`` (or an operator does, ``orchestra tier enable premium``).
@@ -21,22 +26,23 @@ from typing import Any
 
 import msgspec
 
-from actors.budget_guard import journal, watermark
-from actors.budget_guard.charges import charge_of
+from actors.budget_guard import holds, journal, watermark
+from actors.budget_guard.charges import charge_of, priced
 from actors.budget_guard.ledger import Due, Ledger
 from actors.budget_guard.money import NANOS, fmt_usd
 from actors.budget_guard.tierkeeper import TierKeeper
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
-from bus.errors import BusError, ServiceCallError, Transient
+from bus.errors import ServiceCallError, Transient
+from bus.lease import WriterLease
 from bus.service import ServiceSpec
-from bus.subjects import StreamSpec
+from bus.subjects import KVSpec, StreamSpec
 from schemas.budget import (
-    LEDGER_SUMMARY,
     RELEASE_REQUEST,
     RESERVE_REQUEST,
     SUMMARY_REQUEST,
+    Charged,
     LedgerEntry,
     LedgerSummary,
     Marked,
@@ -50,16 +56,12 @@ from schemas.budget import (
 from schemas.codec import encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
-from schemas.events import Event
+from schemas.events import DeadLettered, Event
 
 RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rather than keep it waiting
 SWEEP_EVERY = 5.0
 SETTLE_DURABLE = "budget_guard"
 PRUNE_EVERY = 300.0
-
-
-class AnotherInstance(BusError):
-    """A budget_guard already answers: the ledger has exactly one writer."""
 
 
 class BudgetGuard(Actor):
@@ -77,9 +79,14 @@ class BudgetGuard(Actor):
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
+        self.lease: WriterLease | None = None
 
     def streams(self) -> list[StreamSpec]:
         return [journal.ledger_stream(self.cfg.budgets)]
+
+    def buckets(self) -> list[KVSpec]:
+        ttl = float(self.cfg.budgets.writer_lease)
+        return [KVSpec(subjects.KV_LOCKS, "single-writer leases of singleton actors (writer: the holder)", ttl=ttl)]
 
     def services(self) -> list[ServiceSpec]:
         return [
@@ -113,17 +120,18 @@ class BudgetGuard(Actor):
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def on_start(self) -> None:
-        try:
-            other = await self.call(subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=0.5)
-        except ServiceCallError:
-            other = None
-        if other is not None:
-            raise AnotherInstance(f"budget_guard {other.instance} already runs: the ledger has one writer")
+        kv = await self.js.key_value(subjects.KV_LOCKS)
+        self.lease = WriterLease(kv, self.name, holder=self.instance, ttl=float(self.cfg.budgets.writer_lease))
+        await self.lease.acquire()  # a standby waits here: no service, no consumer until it holds the lease
+        self.spawn("lease", self._keep_lease, restart=False)
         started = time.monotonic()
-        async for entry in journal.read_entries(self.nc):
+        rejected: list[journal.Rejected] = []
+        async for entry in journal.read_entries(self.nc, rejected):
             self.ledger.apply(entry)
             self.replayed += 1
         self.replay_ms = (time.monotonic() - started) * 1000
+        for bad in rejected:
+            await self._dead_letter_entry(bad)
         now = time.time()
         self.ledger.expire(now)
         self.ledger.prune(now)
@@ -143,10 +151,45 @@ class BudgetGuard(Actor):
         self.tiers.stop()
         for task in list(self._background):
             task.cancel()
+        if self.lease is not None:
+            await self.lease.release()  # a standby takes over at once
+
+    async def _keep_lease(self) -> None:
+        assert self.lease is not None
+        reason = await self.lease.keep()
+        self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
+        self.request_exit(f"lost the writer lease: {reason}")
+
+    async def _dead_letter_entry(self, bad: journal.Rejected) -> None:
+        """A LEDGER message that is not an entry: kept aside with the reason, announced, never applied."""
+        reason = f"not a ledger entry: {bad.reason}"[:1000]
+        self.log.warning("ledger rebuild skipped %s (stream seq %d): %s", bad.subject, bad.seq, reason)
+        headers = {
+            "Orch-Reason": reason,
+            "Orch-Subject": bad.subject,
+            "Orch-Stream": journal.STREAM,
+            "Orch-Consumer": "budget_guard-rebuild",
+            "Orch-Stream-Seq": str(bad.seq),
+            "Nats-Msg-Id": f"dlq:{journal.STREAM}:{bad.seq}",
+        }
+        try:
+            await self.publish(subjects.dead_letter(journal.STREAM), bad.data, headers=headers, timeout=5.0)
+        except Exception as exc:
+            self.log.warning("could not dead-letter ledger seq %d: %s", bad.seq, exc)
+        await self.emit(
+            DeadLettered(stream=journal.STREAM, subject=bad.subject, consumer="budget_guard-rebuild", deliveries=1,
+                         reason=reason)
+        )  # fmt: skip
 
     # --- services --------------------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveReply:
         now = time.time()
+        budgets = self.cfg.budgets
+        limited = holds.bounded(req, now, float(budgets.max_hold), budgets.max_hold_usd)
+        if isinstance(limited, str):
+            self.log.info("denied %s:%d (%s %s): %s", req.request_id, req.attempt, req.tier, req.model, limited)
+            return ReserveReply(granted=False, reason="hold_too_large", scope="budgets.max_hold_usd")
+        req = limited
         # A lease's id is its request id (unique per router run), so its router can release it by name.
         rid = req.request_id if req.lease else f"{req.request_id}:{req.attempt}:{secrets.token_hex(4)}"
         decision = self.ledger.try_reserve(req, reservation_id=rid, now=now, disabled_tiers=self.tiers.disabled())
@@ -221,6 +264,7 @@ class BudgetGuard(Actor):
         if self.ledger.is_charged(charge.key):
             return  # a redelivery: charged once
         charge = self.ledger.settles(charge)  # the hold it settles (its lease draw, or its reservation), claimed
+        charge = priced(charge, self.cfg.models.get(charge.model or ""), self._hold_of(charge))
         try:
             await self._append(charge, 10.0)
         except BaseException as exc:  # not stored (or cancelled): the hold is free to settle otherwise
@@ -230,6 +274,13 @@ class BudgetGuard(Actor):
             raise Transient(f"the ledger could not store charge {charge.key}: {exc}") from exc
         self.ledger.apply(charge)
         await self._fire_due(time.time())
+
+    def _hold_of(self, c: Charged) -> int | None:
+        """What was held for this charge: its lease draw, or its reservation (None: it settles none)."""
+        r = self.ledger.reservations.get(c.reservation_id or "")
+        if r is None:
+            return None
+        return c.reserved_nanos if r.lease and c.reserved_nanos else r.amount
 
     # --- notifications ---------------------------------------------------------------------------
     async def _fire_due(self, now: float) -> None:

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from actors.budget_guard.money import to_nanos
+from actors.pricing import cloud_cost
+from bus import subjects
 from schemas.budget import Charged
 from schemas.codec import ATTEMPT_FAILED, OUTCOME
+from schemas.config.models import CloudModel, LocalModel
 from schemas.errors import SchemaError
-from schemas.result import GenerateError, GenerateResult
+from schemas.result import GenerateError, GenerateResult, Usage
 
 
 def provider_of(tier: str, target: str, cached: bool = False) -> str:
@@ -39,8 +44,10 @@ def _nanos(cost_usd: float) -> int:
 
 def charge_of(subject: str, data: bytes, stored_at: float) -> Charged:
     """The charge of a RESULTS message. Raises SchemaError for anything that is not one."""
-    parts = subject.split(".")
-    if len(parts) == 4 and parts[3] == "failed":
+    where = subjects.parse_answer(subject)
+    if where is None or where.kind == "stream":
+        raise SchemaError(f"not a result subject: {subject}")
+    if where.kind == "failed":
         f = ATTEMPT_FAILED.decode(data)
         return Charged(
             at=f.created_at or stored_at,
@@ -58,8 +65,6 @@ def charge_of(subject: str, data: bytes, stored_at: float) -> Charged:
             reservation_id=f.reservation_id,
             reserved_nanos=max(0, f.reserved_nanos),
         )
-    if len(parts) != 3:
-        raise SchemaError(f"not a result subject: {subject}")
     outcome = OUTCOME.decode(data)
     match outcome:
         case GenerateResult():
@@ -89,3 +94,18 @@ def charge_of(subject: str, data: bytes, stored_at: float) -> Charged:
                 attempt=max(0, outcome.attempts - 1),
             )
     raise SchemaError(f"unexpected outcome on {subject}")  # pragma: no cover - the union is closed
+
+
+def priced(c: Charged, model: CloudModel | LocalModel | None, hold_nanos: int | None) -> Charged:
+    """What the charge may cost: never more than its usage at the configured price of a cloud model (the
+    figure a result claims can only lower it: a provider's discount), and never more than the hold it
+    settles — a forged or buggy result cannot charge an arbitrary cost. Local and unknown models keep the
+    worker's figure (electricity depends on time and watts the guard does not see), capped by the hold.
+    Pure."""
+    cost = c.cost_nanos
+    if isinstance(model, CloudModel):
+        usage = Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens)
+        cost = min(cost, _nanos(cloud_cost(model, usage)))
+    if hold_nanos is not None and hold_nanos > 0:
+        cost = min(cost, hold_nanos)
+    return c if cost == c.cost_nanos else msgspec.structs.replace(c, cost_nanos=cost)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -23,8 +24,9 @@ from bus import subjects
 from bus.subjects import StreamSpec
 from schemas.budget import LEDGER_ENTRY, Charged, LedgerEntry, Marked, Released, Reserved
 from schemas.config.ops import BudgetsCfg
+from schemas.errors import SchemaError
 
-STREAM = "LEDGER"
+STREAM = subjects.LEDGER_STREAM
 BATCH = 10_000
 PULL_EXPIRES = 10.0
 
@@ -55,8 +57,20 @@ def msg_id_of(entry: LedgerEntry) -> str:
     raise TypeError(f"not a ledger entry: {type(entry).__name__}")  # pragma: no cover
 
 
-async def read_entries(nc: NATS) -> AsyncIterator[LedgerEntry]:
-    """Every stored entry, in order (nothing if the stream does not exist yet).
+@dataclass(frozen=True)
+class Rejected:
+    """A stored message that is not a ledger entry (written by whoever could write LEDGER): skipped."""
+
+    subject: str
+    seq: int
+    data: bytes
+    reason: str
+
+
+async def read_entries(nc: NATS, rejected: list[Rejected] | None = None) -> AsyncIterator[LedgerEntry]:
+    """Every stored entry, in order (nothing if the stream does not exist yet). A message that does not
+    decode as an entry (or has a negative amount) is skipped and appended to ``rejected``: one bad entry
+    never stops a rebuild.
 
     An ephemeral consumer without acks, pulled in large batches straight into a callback: a
     restart reads a month of ledger at the speed of decoding, not of one round trip per message."""
@@ -76,7 +90,7 @@ async def read_entries(nc: NATS) -> AsyncIterator[LedgerEntry]:
         max_waiting=1,
     )
     consumer = await js.add_consumer(STREAM, config)
-    received: list[bytes] = []
+    received: list[Msg] = []
     batch_done = asyncio.Event()
     wanted = 0
 
@@ -85,7 +99,7 @@ async def read_entries(nc: NATS) -> AsyncIterator[LedgerEntry]:
             if msg.headers["Status"] != "100":  # 404 / 408: nothing more for this pull
                 batch_done.set()
             return
-        received.append(msg.data)
+        received.append(msg)
         if len(received) >= wanted:
             batch_done.set()
 
@@ -102,8 +116,13 @@ async def read_entries(nc: NATS) -> AsyncIterator[LedgerEntry]:
             await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
             await asyncio.wait_for(batch_done.wait(), PULL_EXPIRES + 5)
             chunk = list(received)
-            for data in chunk:
-                yield LEDGER_ENTRY.decode(data)
+            for msg in chunk:
+                try:
+                    yield LEDGER_ENTRY.decode(msg.data)
+                except SchemaError as exc:
+                    if rejected is not None:
+                        seq = msg.metadata.sequence.stream if msg.reply else 0
+                        rejected.append(Rejected(msg.subject, seq, msg.data, str(exc)))
             remaining -= len(chunk)
             if len(chunk) < wanted:  # entries aged out meanwhile: ask the server what is left
                 remaining = (await js.consumer_info(STREAM, consumer.name)).num_pending or 0

@@ -18,13 +18,11 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from actors.cache.errors import StoreError
-from bus.subjects import KVSpec
+from bus.subjects import KV_CACHE, KV_CACHE_PENDING, KVSpec
 from schemas.cache import CACHE_ENTRY, PENDING_STORE, CacheEntry, PendingStore
 from schemas.codec import encode
 from schemas.errors import SchemaError
 
-KV_CACHE = "orch_cache"
-KV_CACHE_PENDING = "orch_cache_pending"
 _NATS_ERRORS = (nats.errors.Error, asyncio.TimeoutError)
 
 

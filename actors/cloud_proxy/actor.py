@@ -127,7 +127,7 @@ class CloudProxy(Actor):
             prompt=request.prompt,
             stream=request.stream,
         )
-        chunks = ChunkSender(self, request.id, dispatch.attempt) if request.stream else None
+        chunks = ChunkSender(self, request.id, dispatch.attempt, request.origin) if request.stream else None
         try:
             completion = await provider.run(
                 call, target.model, request.effective_deadline, chunks.send if chunks is not None else None
@@ -138,7 +138,7 @@ class CloudProxy(Actor):
         if chunks is not None:
             await chunks.send("", done=True, finish_reason=completion.finish_reason)
         result = self._result(dispatch, call, model, provider, completion, d, taken)
-        if not await publish_outcome(self, result):
+        if not await publish_outcome(self, result, request.origin):
             # Another outcome was stored first (the router gave up on us): the money is spent all the
             # same, so the attempt is recorded with its cost for the budget ledger.
             info = ErrorInfo.of("cancelled", "the request was answered before this attempt finished")
@@ -146,14 +146,14 @@ class CloudProxy(Actor):
 
     async def _settled(self, dispatch: Dispatch) -> bool:
         """A stored outcome for the request, or a failure stored for this very attempt."""
-        request_id = dispatch.request.id
+        request_id, origin = dispatch.request.id, dispatch.request.origin
         try:
-            await self.js.get_last_msg("RESULTS", subjects.result(request_id))
+            await self.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
             return True
         except NotFoundError:
             pass
         try:
-            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request_id))
+            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request_id, origin))
         except NotFoundError:
             return False
         return ATTEMPT_FAILED.decode(msg.data or b"").attempt >= dispatch.attempt

@@ -119,7 +119,8 @@ class Api:
 
     # --- the bus -------------------------------------------------------------------------------
     async def _publish(self, gen: GenerateRequest) -> None:
-        await self.gw.publish(subjects.request(gen.priority, gen.id), encode(gen), msg_id=gen.id, timeout=10.0)
+        subject = subjects.request(gen.priority, gen.id, subjects.ORIGIN_GATEWAY)
+        await self.gw.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
 
     def _timeout(self, gen: GenerateRequest) -> GenerateError:
         return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))

@@ -1,10 +1,10 @@
 """One subscription per gateway for every answer it waits for (like nats-py's own request mux):
-``orch.*.*`` carries both ``orch.stream.<id>`` chunks and the ``orch.result.<id>`` outcome, on a single
-subscription so that their order is kept; each waiting request reads its own queue.
+``orch.*.gw.*`` carries both ``orch.stream.gw.<id>`` chunks and the ``orch.result.gw.<id>`` outcome of the
+requests the gateway published (origin ``gw``), on a single subscription so that their order is kept;
+each waiting request reads its own queue.
 
-Opening a waiter is a dict insert instead of a SUB/UNSUB per request. Other three-token subjects
-(``orch.cmd.phase``, a few events) pass by and are dropped; a duplicate outcome (one JetStream refused)
-finds no waiter once the first was taken.
+Opening a waiter is a dict insert instead of a SUB/UNSUB per request. A duplicate outcome (one JetStream
+refused) finds no waiter once the first was taken.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from bus.subjects import PREFIX
+from bus.subjects import ORIGIN_GATEWAY, PREFIX, answers_of
 
-ANSWERS = f"{PREFIX}.*.*"
+ANSWERS = answers_of(ORIGIN_GATEWAY)
 _RESULT = f"{PREFIX}.result."
 _STREAM = f"{PREFIX}.stream."
 

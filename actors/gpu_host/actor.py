@@ -138,11 +138,11 @@ class GpuHost(Actor):
 
     async def generate(self, d: Delivery, dispatch: Dispatch) -> None:
         req, model = dispatch.request, dispatch.target.model
-        if await self._answered(req.id):
+        if await self._answered(req.id, req.origin):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
-        streamed = ChunkSender(self, req.id, dispatch.attempt) if req.stream else None
+        streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if req.stream else None
         admitted = None
         try:
             if taken >= req.effective_deadline:
@@ -197,12 +197,12 @@ class GpuHost(Actor):
             dispatch, done, host=self.host, family=cfg.family, usage=usage, cost=cost, load_ms=load_ms, taken=taken,
             dispatched=d.published_at,
         )  # fmt: skip
-        await publish_outcome(self, result)
+        await publish_outcome(self, result, req.origin)
 
     # --- helpers -----------------------------------------------------------------------------------
-    async def _answered(self, request_id: str) -> bool:
+    async def _answered(self, request_id: str, origin: str) -> bool:
         try:
-            await self.js.get_last_msg("RESULTS", subjects.result(request_id))
+            await self.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
         except NotFoundError:
             return False
         return True

@@ -19,6 +19,7 @@ from actors.budget_guard.client import BudgetClient
 from actors.cache.client import CacheClient
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
+from actors.router.identity import admit
 from actors.router.policy import consensus_route, host_up, plan_request
 from actors.router.queues import QueueWatch
 from actors.router.view import View
@@ -102,6 +103,11 @@ class Router(Actor):
     # --- requests ------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:
         request = REQUEST.decode(d.data)  # SchemaError -> dead letter, and `refuse` answers the client
+        admitted = admit(request, d.subject)  # origin and client identity from the authenticated subject
+        if isinstance(admitted, ErrorInfo):
+            await self.refuse(d, admitted.message)
+            return
+        request = admitted
         if not request.deadline:  # pinned: budget holds and workers must agree on one deadline
             request = msgspec.structs.replace(request, deadline=request.effective_deadline)
         rid = request.id
@@ -110,10 +116,12 @@ class Router(Actor):
             if owner is not None:
                 owner.delivery = d.hold()  # redelivered to us while we hold it: keep the new handle
             return
-        if d.num_delivered > 1 and await self.flow.stored_outcome(rid) is not None:
+        origin = request.origin
+        if d.num_delivered > 1 and await self.flow.stored_outcome(rid, origin) is not None:
             return  # finished before a restart: just acknowledge
         if request.effective_deadline <= time.time():
-            await publish_outcome(self, GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed")))
+            error = GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed"))
+            await publish_outcome(self, error, origin)
             return
         d.hold()
         route = consensus_route(request, self.cfg)
@@ -126,12 +134,12 @@ class Router(Actor):
             return
         cached = await self.cache.lookup(request)  # None: a miss (remembered by the cache), or no cache
         if cached is not None:
-            await publish_outcome(self, cached)
+            await publish_outcome(self, cached, origin)
             await d.ack()
             return
         decision = plan_request(request, self.cfg, self.view.snapshot())
         if isinstance(decision, ErrorInfo):
-            await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()))
+            await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()), origin)
             await d.ack()
             return
         resume = await self.resume_point(request, d)
@@ -145,7 +153,7 @@ class Router(Actor):
         if d.num_delivered == 1:
             return -1
         try:
-            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request.id))
+            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request.id, request.origin))
             return ATTEMPT_FAILED.decode(msg.data or b"").attempt
         except Exception:
             return -1
@@ -163,27 +171,31 @@ class Router(Actor):
             else fanout.ensemble_children(request, self.cfg, snap, models)
         )
         if isinstance(children, ErrorInfo):
-            await publish_outcome(self, GenerateError(request_id=request.id, error=children, created_at=time.time()))
+            error = GenerateError(request_id=request.id, error=children, created_at=time.time())
+            await publish_outcome(self, error, request.origin)
             await d.ack()
             return
         await self.flow.start_fanout(FanOut(request=request, delivery=d, models=models, threshold=threshold), children)
 
     async def refuse(self, d: Delivery, reason: str) -> None:
-        """A request that cannot be decoded still gets a typed error, if its id can be read."""
-        rid = d.subject.rsplit(".", 1)[-1]
-        if not rid or rid == "*":
+        """A request that cannot be decoded or admitted still gets a typed error, if its subject names
+        an id and an origin (the one who published it: permissions made sure of that)."""
+        where = subjects.parse_request(d.subject)
+        if where is None:
             return
         try:
             REQUEST.decode(d.data)
-            info = ErrorInfo.of("internal", reason)
+            info = ErrorInfo.of("bad_request", reason)
         except SchemaError as exc:
             info = exc.to_info()
         with contextlib.suppress(SchemaError, ValueError):
-            await publish_outcome(self, GenerateError(request_id=rid, error=info, created_at=time.time()))
+            error = GenerateError(request_id=where.request_id, error=info, created_at=time.time())
+            await publish_outcome(self, error, where.origin)
 
     # --- outcomes and failures (core subscriptions) --------------------------------------------
     async def on_outcome(self, msg: Msg) -> None:
-        rid = msg.subject.rsplit(".", 1)[-1]
+        where = subjects.parse_answer(msg.subject)
+        rid = where.request_id if where else ""
         if rid not in self.flow.pending:
             return
         try:
@@ -193,7 +205,8 @@ class Router(Actor):
         await self.flow.finished(rid, outcome)
 
     async def on_failure(self, msg: Msg) -> None:
-        rid = msg.subject.split(".")[2]
+        where = subjects.parse_answer(msg.subject)
+        rid = where.request_id if where else ""
         if rid not in self.flow.pending:
             return
         try:

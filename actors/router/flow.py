@@ -180,7 +180,7 @@ class Flow:
     async def _attempt_timeout(self, p: Pending, attempt: int) -> None:
         if p.done or p.attempt != attempt:
             return
-        stored = await self.stored_outcome(p.request.id)
+        stored = await self.stored_outcome(p.request.id, p.request.origin)
         if stored is not None:
             await self.finished(p.request.id, stored)
             return
@@ -211,9 +211,9 @@ class Flow:
             self.router.view.finished(target_key(p.target), total_ms)
 
     # --- finishing -----------------------------------------------------------------------------
-    async def stored_outcome(self, request_id: str) -> Outcome | None:
+    async def stored_outcome(self, request_id: str, origin: str) -> Outcome | None:
         try:
-            msg = await self.router.js.get_last_msg("RESULTS", subjects.result(request_id))
+            msg = await self.router.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
         except NotFoundError:
             return None
         try:
@@ -234,7 +234,7 @@ class Flow:
             p.deadline_timer.cancel()
         if p.parent is not None:
             if outcome is None:
-                outcome = await self.stored_outcome(request_id)
+                outcome = await self.stored_outcome(request_id, p.request.origin)
             if outcome is not None:
                 await self.collect(p.parent, request_id, outcome)
         elif p.delivery is not None:
@@ -248,7 +248,7 @@ class Flow:
         outcome = GenerateError(
             request_id=p.request.id, error=error, attempts=max(p.attempt, 0), created_at=time.time()
         )
-        await publish_outcome(self.router, outcome)  # a result stored first wins: exactly one outcome
+        await publish_outcome(self.router, outcome, p.request.origin)  # the first stored wins: exactly one
         await self.finished(p.request.id, outcome)
 
     # --- fan-out -------------------------------------------------------------------------------
@@ -264,7 +264,8 @@ class Flow:
             )
             fo.children[child.request.id] = p
         for p in list(fo.children.values()):
-            stored = await self.stored_outcome(p.request.id) if fo.delivery.num_delivered > 1 else None
+            redelivered = fo.delivery.num_delivered > 1
+            stored = await self.stored_outcome(p.request.id, p.request.origin) if redelivered else None
             if stored is not None:
                 await self.collect(fo, p.request.id, stored)
             else:
@@ -286,7 +287,7 @@ class Flow:
                     models=[r.provenance.model for r in result.responses],
                 )
             )
-        await publish_outcome(self.router, result)
+        await publish_outcome(self.router, result, fo.request.origin)
         await fo.delivery.ack()
 
     def combine(self, fo: FanOut) -> Outcome:

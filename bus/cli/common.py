@@ -19,7 +19,9 @@ def config_of(args: argparse.Namespace) -> OrchestraConfig:
 
 async def connect_cli(cfg: OrchestraConfig, *, wait: float = 3.0) -> NATS:
     try:
-        return await connect(cfg.bus, name="orchestra-cli", wait=wait, quiet=True)
+        return await connect(
+            cfg.bus, name="orchestra-cli", role="operator", data_dir=cfg.data_dir, wait=wait, quiet=True
+        )
     except ConnectError as exc:
         raise ConnectError(f"{exc}; is the orchestra running? (`orchestra up` or `make run`)") from exc
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bus.cli.common import config_of
+from bus.connect import credentials_dir
+from bus.credentials import AuthDir
 from schemas.config.load import REPO_CONFIGS, resolve_profile
 
 REPO = REPO_CONFIGS.parent
@@ -47,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"no such process in {procfile}: {', '.join(unknown)} (have: {', '.join(names)})")
         names = wanted
+    folder = credentials_dir(cfg.bus, cfg.data_dir)
+    if folder is not None and cfg.bus.embedded.enabled and not args.dry_run:
+        made = AuthDir(folder).ensure()  # before any process starts: each finds its own credentials
+        if made:
+            print(f"orchestra: NATS credentials for {len(made)} roles written to {folder} (0600)", file=sys.stderr)
     env = dict(os.environ)
     env["ORCHESTRA_CONFIG"] = str(resolve_profile(args.config).resolve())
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -12,12 +12,33 @@ from schemas.config.units import ByteSize, Duration
 
 
 class NatsAuthCfg(Cfg, frozen=True, kw_only=True):
-    """Credentials come from the environment, never from the YAML itself."""
+    """Credentials come from files or the environment, never from the YAML itself.
 
+    By default every process finds its own role's generated credentials in ``credentials_dir``
+    (``<data_dir>/auth/<role>.json``; ``orchestra up`` creates them on first start, bus/credentials.py).
+    ``user``/``password_env``, ``token_env`` or ``creds_file`` instead name one explicit identity (a lab
+    that runs its own users or NATS accounts); ``credentials_dir: null`` with none of them connects
+    anonymously, which only a server without authentication accepts."""
+
+    credentials_dir: str | None = "auth"  # under data_dir unless absolute
     user: str | None = None
     password_env: str | None = None
     token_env: str | None = None
     creds_file: str | None = None
+
+
+class NatsTlsCfg(Cfg, frozen=True, kw_only=True):
+    """TLS on the bus. Clients verify the server against ``ca_file`` and, for mutual TLS, present
+    ``cert_file``/``key_file``. The embedded server serves ``server_cert_file``/``server_key_file`` and,
+    with ``verify_clients``, accepts only clients whose certificate ``ca_file`` signed."""
+
+    enabled: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_cert_file: str | None = None
+    server_key_file: str | None = None
+    verify_clients: bool = False
 
 
 class EmbeddedNatsCfg(Cfg, frozen=True, kw_only=True):
@@ -50,6 +71,7 @@ class BusCfg(Cfg, frozen=True, kw_only=True):
     servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     embedded: EmbeddedNatsCfg = EmbeddedNatsCfg()
     auth: NatsAuthCfg = NatsAuthCfg()
+    tls: NatsTlsCfg = NatsTlsCfg()
     streams: StreamsCfg = StreamsCfg()
     consumers: ConsumerDefaultsCfg = ConsumerDefaultsCfg()
     connect_timeout: Duration = Duration(2)

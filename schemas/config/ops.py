@@ -178,6 +178,13 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     reservation_ttl: Duration = Duration(300)  # a reservation without a deadline expires after this
     reservation_grace: Duration = Duration(30)  # ... and one with a deadline this long after it
     require_reservation: bool = True  # no budget_guard answers: True refuses paid attempts, False lets them go
+    # One budget_guard writes the ledger: it holds a lease in KV orch_locks that lapses this long after its
+    # last renewal (a standby takes over then); see bus/lease.py.
+    writer_lease: Duration = Duration(15)
+    # Every hold is bounded: at most this long past now (a deadline further out is cut to it) ...
+    max_hold: Duration = Duration(2 * 3600)
+    # ... and at most this much money (None: no bound beyond the hard limits).
+    max_hold_usd: Annotated[float, Meta(gt=0)] | None = 50.0
     leases: LeaseCfg = LeaseCfg()
 
 

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from actors.budget_guard import journal
-from actors.budget_guard.actor import AnotherInstance, BudgetGuard
+from actors.budget_guard.actor import BudgetGuard
 from actors.budget_guard.limits import Calendar
 from actors.budget_guard.money import to_nanos
 from bus import subjects
@@ -332,10 +332,18 @@ async def test_a_lease_is_drawn_settled_and_retired_over_the_services(start_guar
     assert await ledger_count(nc, "reserved") == 1 and await ledger_count(nc, "released") == 1
 
 
-async def test_a_second_instance_refuses_to_start(start_guard: StartGuard) -> None:
-    await start_guard()
-    with pytest.raises(AnotherInstance, match="one writer"):
-        await start_guard()
+async def test_a_second_instance_stands_by_until_the_first_stops(start_guard: StartGuard, nc: NATS) -> None:
+    """Two guards: the second waits for the writer lease while the first serves, and takes over the
+    moment the first stops (its lease released), with the first one's holds rebuilt from LEDGER."""
+    first = await start_guard(premium_cap(5.00))
+    second = asyncio.ensure_future(start_guard(premium_cap(5.00)))
+    assert (await reserve(nc, "lease1", 0.40)).granted
+    assert not second.done() and first.lease is not None and first.lease.held
+    await first.stop(grace=1)  # releases the lease
+    taken_over = await asyncio.wait_for(second, 20)
+    assert taken_over is not first and taken_over.lease is not None and taken_over.lease.held
+    state = await summary(nc)  # now answered by the second one (the first stopped its services)
+    assert state.held_nanos == to_nanos(0.40) and state.open_reservations == 1  # the first one's hold
 
 
 def orchestra(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -66,7 +66,7 @@ def test_commands_fail_with_one_line_when_nats_is_unreachable(tmp_path: Path) ->
 
 async def test_audit_replays_what_was_published(profile: Path, nats_server: EmbeddedNats) -> None:
     """Events and commands published on the bus come back from `audit` in order, as text and JSON."""
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     js = nc.jetstream()
     from bus.provision import provision
     from schemas.config import load_config
@@ -90,7 +90,7 @@ async def test_audit_replays_what_was_published(profile: Path, nats_server: Embe
 
 
 async def test_status_lists_streams_and_consumers(profile: Path, nats_server: EmbeddedNats) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.connect_options())
     from bus.provision import provision
     from schemas.config import load_config
 
@@ -131,7 +131,7 @@ def test_watch_prints_live_events(profile: Path, nats_server: EmbeddedNats) -> N
         import asyncio
 
         async def send() -> None:
-            nc = await nats.connect(nats_server.url)
+            nc = await nats.connect(nats_server.url, **nats_server.connect_options())
             await nc.publish("orch.event.host.up", encode({"kind": "host.up", "host": "cpu0", "at": 1.0}))
             await nc.flush()
             await nc.close()

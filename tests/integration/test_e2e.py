@@ -20,7 +20,7 @@ from bus.server import EmbeddedNats
 from tests.support.client import outcomes_stored
 from tests.support.cloud import free_port, llama_server
 from tests.support.procs import ActorProcess
-from tests.support.profile import write_profile
+from tests.support.profile import register_server, write_profile
 
 pytestmark = pytest.mark.slow
 KEY = "sk-e2e-7f3a9c2b5d1e8f4a6b0c"
@@ -33,12 +33,14 @@ class Orchestra:
     nats_url: str
     hosts: dict[str, ActorProcess]
     profile: Path
+    server: EmbeddedNats
 
 
 @pytest.fixture(scope="module")
 def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
     tmp = tmp_path_factory.mktemp("e2e")
-    server = EmbeddedNats(store_dir=tmp / "nats", port=0).start()
+    server = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=tmp / "auth").start()
+    register_server(server)  # the profile names its credentials: every actor connects as its own role
     procs: list[ActorProcess] = []
     try:
         with llama_server(tmp, TOGETHER_KEY) as peer:
@@ -81,12 +83,13 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
                 proc.wait_log("started", timeout=120)
             sdk = openai.OpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{gw_port}/v1", max_retries=0, timeout=120)
             _wait_ready(sdk)
-            yield Orchestra(sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile)
+            yield Orchestra(sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile, server=server)
             sdk.close()
     finally:
         for proc in reversed(procs):
             proc.stop()
         server.stop()
+    assert not server.violations, "permission violations on the bus:\n" + "\n".join(server.violations[:10])
 
 
 def _wait_ready(sdk: openai.OpenAI, timeout: float = 120.0) -> None:
@@ -213,7 +216,7 @@ def test_a_gpu_host_killed_mid_request_fails_over_with_one_answer(orchestra: Orc
     assert reply.choices[0].message.content  # type: ignore[attr-defined]
 
     async def stored() -> int:
-        nc = await nats.connect(orchestra.nats_url)
+        nc = await nats.connect(orchestra.nats_url, **orchestra.server.connect_options())
         try:
             return await outcomes_stored(nc, str(ext["request_id"]))
         finally:
@@ -230,7 +233,7 @@ def _generating_host(orchestra: Orchestra, timeout: float = 60.0) -> str:
     from schemas.state import HostState
 
     async def busy() -> str | None:
-        nc = await nats.connect(orchestra.nats_url)
+        nc = await nats.connect(orchestra.nats_url, **orchestra.server.connect_options())
         try:
             kv = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
             for name, state in (await kv.items()).items():

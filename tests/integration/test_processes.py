@@ -78,7 +78,9 @@ async def test_actor_survives_a_nats_server_crash_and_nothing_stored_is_lost(
     """kill -9 of nats-server and a restart on the same store: the actor reconnects by itself,
     stored jobs and results survive, new work is handled."""
     echo = echo_process(profile, processes)
-    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    nc = await nats.connect(
+        nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **nats_server.connect_options()
+    )
     try:
         await publish_job(nc, Job(id="before"))
         await eventually(lambda: done_records(nc, "before"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ from schemas.result import AttemptFailed, GenerateResult, Usage
 
 PROVIDER = {"premium": "openai", "together": "together", "local": "cpu0"}
 MODEL = {"premium": "gpt-4o", "together": "together/llama3.1-70b", "local": "smollm2-135m"}
+CHEAPEST_INPUT_PRICE = 0.88  # $/M input tokens of the cheapest cloud model above (configs/local/models.yaml)
 
 
 async def reserve(
@@ -67,6 +69,12 @@ async def summary(nc: NATS) -> LedgerSummary:
     return await call(nc, subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=5.0)
 
 
+def usage_worth(usd: float, output_tokens: int = 50) -> Usage:
+    """Usage whose price is at least ``usd`` for every cloud model of MODEL (the guard charges at most
+    the usage's price, so a result's claimed cost is charged exactly when its usage covers it)."""
+    return Usage(input_tokens=max(100, math.ceil(usd * 1e6 / CHEAPEST_INPUT_PRICE)), output_tokens=output_tokens)
+
+
 def result(
     request_id: str,
     usd: float,
@@ -84,7 +92,7 @@ def result(
         family="gpt",
         tier=tier,  # type: ignore[arg-type]
         target=PROVIDER[tier],
-        usage=Usage(input_tokens=100, output_tokens=50),
+        usage=usage_worth(usd),
         cost_usd=usd,
         attempt=attempt,
         client_key=key,
@@ -104,7 +112,7 @@ def failure(
         model=MODEL[tier],
         tier=tier,  # type: ignore[arg-type]
         error=ErrorInfo.of("provider_error", "upstream 502"),
-        usage=Usage(input_tokens=100),
+        usage=usage_worth(usd, output_tokens=0),
         cost_usd=usd,
         created_at=time.time(),
         reservation_id=drawn[0] if drawn else None,

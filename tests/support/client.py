@@ -26,7 +26,7 @@ async def ask(nc: NATS, request: GenerateRequest, timeout: float = 30.0) -> Outc
 
 async def ask_streaming(nc: NATS, request: GenerateRequest, timeout: float = 30.0) -> tuple[list[StreamChunk], Outcome]:
     chunks: list[StreamChunk] = []
-    sub = await nc.subscribe(f"{subjects.PREFIX}.*.{request.id}")
+    sub = await nc.subscribe(f"{subjects.PREFIX}.*.{request.origin}.{request.id}")
     await nc.jetstream().publish(
         subjects.request(request.priority, request.id), encode(request), headers={"Nats-Msg-Id": request.id}
     )
@@ -42,8 +42,10 @@ async def ask_streaming(nc: NATS, request: GenerateRequest, timeout: float = 30.
 
 
 async def outcomes_stored(nc: NATS, request_id: str) -> int:
-    info = await nc.jetstream().stream_info("RESULTS", subjects_filter=subjects.result(request_id))
-    return (info.state.subjects or {}).get(subjects.result(request_id), 0)
+    """Final outcomes stored for the request id, under any origin (exactly one is the rule)."""
+    wanted = f"{subjects.PREFIX}.result.*.{request_id}"
+    info = await nc.jetstream().stream_info("RESULTS", subjects_filter=wanted)
+    return sum((info.state.subjects or {}).values())
 
 
 async def gather_events(nc: NATS, subject: str, into: list[bytes]) -> object:

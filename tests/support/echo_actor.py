@@ -52,6 +52,7 @@ ECHO_STREAM = StreamSpec("ECHO", ["echo.>"], "test actor jobs and results")
 
 class EchoActor(Actor):
     name = "echo"
+    role = "operator"  # a test actor with a stream of its own: no role of the orchestra fits it
 
     def streams(self) -> list[StreamSpec]:
         return [ECHO_STREAM]

@@ -8,8 +8,18 @@ from typing import Any
 
 import yaml
 
+from bus.server import EmbeddedNats
 from schemas.config import OrchestraConfig, load_config
 from schemas.config.load import REPO_CONFIGS
+
+# The test servers that require authentication, by URL -> the directory of their users' credentials:
+# a profile written for one of them names that directory, so its actors find their role's credentials.
+_CREDENTIALS: dict[str, Path] = {}
+
+
+def register_server(server: EmbeddedNats) -> None:
+    if server.auth is not None:
+        _CREDENTIALS[server.url] = server.auth.path.resolve()
 
 FAST_BUS: dict[str, Any] = {
     "embedded": {"enabled": False},
@@ -50,6 +60,8 @@ def write_profile(
     main = dest / "orchestra.yaml"
     doc = yaml.safe_load(main.read_text())
     doc["bus"] = _merge(_merge(doc.get("bus", {}), FAST_BUS), {"servers": [nats_url]})
+    if nats_url in _CREDENTIALS:
+        doc["bus"] = _merge(doc["bus"], {"auth": {"credentials_dir": str(_CREDENTIALS[nats_url])}})
     doc["data_dir"] = str(data_dir or dest.parent / "data")
     sections: dict[str, Path] = {}
     for f in dest.glob("*.yaml"):

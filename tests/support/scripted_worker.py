@@ -111,11 +111,11 @@ class ScriptedWorker(Actor):
             await asyncio.sleep(float(arg))
         text = self.answers.get(d.target.model, f"{d.target.model}@{d.target.where}#{d.attempt}")
         if kind == "streamhang":  # part of the answer, then silence (a host dying mid-stream)
-            sender = ChunkSender(self, d.request.id, d.attempt)
+            sender = ChunkSender(self, d.request.id, d.attempt, d.request.origin)
             await sender.send(text.split(" ")[0] + " ")
             await asyncio.sleep(3600)
         if kind == "stream":
-            sender = ChunkSender(self, d.request.id, d.attempt)
+            sender = ChunkSender(self, d.request.id, d.attempt, d.request.origin)
             for word in text.split(" "):
                 await sender.send(word + " ")
             await sender.send("", done=True, finish_reason="stop")
@@ -152,6 +152,7 @@ class ScriptedWorker(Actor):
                 reservation_id=d.reservation_id,
                 reserved_nanos=d.reserved_nanos,
             ),
+            d.request.origin,
         )
         if not stored and kind == "late":  # the money is spent all the same: recorded with its cost
             info = ErrorInfo.of("cancelled", "the request was answered before this attempt finished")

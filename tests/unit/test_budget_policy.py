@@ -79,7 +79,7 @@ def _result(**kw: object) -> GenerateResult:
 
 
 def test_a_result_is_charged_under_its_msg_id_with_its_cost() -> None:
-    c = charge_of("orch.result.r1", encode(_result()), NOW + 5)
+    c = charge_of("orch.result.op.r1", encode(_result()), NOW + 5)
     assert (c.key, c.outcome, c.tier, c.provider, c.model, c.client_key) == (
         "r1",
         "result",
@@ -89,7 +89,7 @@ def test_a_result_is_charged_under_its_msg_id_with_its_cost() -> None:
         "ci",
     )
     assert (c.cost_nanos, c.input_tokens, c.output_tokens, c.at) == (3_300_000, 1000, 500, NOW)
-    assert charge_of("orch.result.r1", encode(_result(created_at=0.0)), NOW + 5).at == NOW + 5
+    assert charge_of("orch.result.op.r1", encode(_result(created_at=0.0)), NOW + 5).at == NOW + 5
 
 
 def test_a_fan_out_parent_costs_nothing_its_children_were_charged() -> None:
@@ -101,9 +101,9 @@ def test_a_fan_out_parent_costs_nothing_its_children_were_charged() -> None:
         provenance=Provenance(model="gpt-4o", family="gpt", tier="premium", target="openai"),
         cost_usd=0.5,
     )
-    agg = charge_of("orch.result.r1", encode(_result(responses=[answer], cost_usd=0.5)), NOW)
+    agg = charge_of("orch.result.op.r1", encode(_result(responses=[answer], cost_usd=0.5)), NOW)
     assert agg.outcome == "aggregate" and agg.cost_nanos == 0 and agg.input_tokens == 0
-    child = charge_of("orch.result.c1", encode(_result(request_id="c1", parent_id="r1", cost_usd=0.5)), NOW)
+    child = charge_of("orch.result.op.c1", encode(_result(request_id="c1", parent_id="r1", cost_usd=0.5)), NOW)
     assert child.outcome == "result" and child.cost_nanos == 500_000_000
 
 
@@ -118,24 +118,24 @@ def test_failed_attempts_errors_and_cache_hits() -> None:
         cost_usd=0.01,
         created_at=NOW,
     )
-    c = charge_of("orch.result.r1.failed", encode(failed), NOW)
+    c = charge_of("orch.result.op.r1.failed", encode(failed), NOW)
     assert (c.key, c.outcome, c.attempt, c.provider, c.cost_nanos) == ("r1:2:failed", "failed", 2, "anthropic", 10**7)
     err = GenerateError(request_id="r1", error=ErrorInfo.of("timeout", "late"), attempts=3)
-    e = charge_of("orch.result.r1", encode(err), NOW)
+    e = charge_of("orch.result.op.r1", encode(err), NOW)
     assert (e.key, e.outcome, e.cost_nanos, e.final) == ("r1", "error", 0, True)
-    hit = charge_of("orch.result.r1", encode(_result(cached=True, cost_usd=0.0)), NOW)
+    hit = charge_of("orch.result.op.r1", encode(_result(cached=True, cost_usd=0.0)), NOW)
     assert hit.provider == "cache" and hit.cost_nanos == 0
-    local = charge_of("orch.result.r1", encode(_result(tier="local", target="cpu0")), NOW)
+    local = charge_of("orch.result.op.r1", encode(_result(tier="local", target="cpu0")), NOW)
     assert local.provider == "local"
 
 
 def test_garbage_is_a_schema_error() -> None:
     with pytest.raises(SchemaError):
-        charge_of("orch.result.r1", b"{}", NOW)
+        charge_of("orch.result.op.r1", b"{}", NOW)
     with pytest.raises(SchemaError):
-        charge_of("orch.result.r1.other.x", encode(_result()), NOW)
+        charge_of("orch.result.op.r1.other.x", encode(_result()), NOW)
     with pytest.raises(SchemaError):
-        charge_of("orch.result.r1", encode(_result(cost_usd=float("inf"))), NOW)
+        charge_of("orch.result.op.r1", encode(_result(cost_usd=float("inf"))), NOW)
 
 
 def test_report_groups_charges_and_compares_with_the_ledger() -> None:
