@@ -33,7 +33,7 @@ import aiohttp
 import uvloop
 
 from bus.server import EmbeddedNats
-from tests.support.profile import write_profile
+from tests.support.profile import register_server, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM_VENV = REPO / ".venv-litellm"
@@ -209,9 +209,12 @@ def ensure_litellm() -> Path:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     procs: list[Proc] = []
-    nats = EmbeddedNats(store_dir=tmp / "nats", port=0)
+    # As the embedded default runs: authentication and the generated permissions on (--no-auth: off, to
+    # measure what they cost side by side).
+    nats = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=None if args.no_auth else tmp / "auth")
     try:
         nats.start()
+        register_server(nats)
         fast_port, slow_port, gw_port, ll_port = free_port(), free_port(), free_port(), free_port()
         py = sys.executable
         for name, port, delay in (("fake-fast", fast_port, 0), ("fake-slow", slow_port, 50)):
@@ -333,6 +336,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the whole matrix (medians)")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-auth", action="store_true", help="the nats-server without users and permissions")
     args = parser.parse_args()
     result = uvloop.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

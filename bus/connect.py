@@ -126,6 +126,24 @@ def auth_options(bus: BusCfg, role: str = permissions.OPERATOR, data_dir: str = 
     return opts
 
 
+async def _wait_for_credentials(bus: BusCfg, role: str, data_dir: str, wait: float | None, level: int) -> None:
+    """With an embedded server, the credentials appear when it first starts (honcho starts every process
+    at once): wait for this role's file rather than connect anonymously and be refused forever."""
+    folder = credentials_dir(bus, data_dir)
+    if folder is None or not bus.embedded.enabled or bus.auth.user or bus.auth.token_env or bus.auth.creds_file:
+        return
+    path = folder / f"{role}.json"
+    deadline = None if wait is None else time.monotonic() + wait
+    logged = False
+    while not path.exists():
+        if deadline is not None and time.monotonic() > deadline:
+            return  # connect anyway: the server's refusal says what is wrong
+        if not logged:
+            log.log(level, "waiting for this role's NATS credentials at %s (written when nats-server starts)", path)
+            logged = True
+        await asyncio.sleep(0.2)
+
+
 async def connect(
     bus: BusCfg,
     *,
@@ -160,6 +178,7 @@ async def connect(
         if on_reconnect:
             await on_reconnect()
 
+    await _wait_for_credentials(bus, role, data_dir, wait, errors.level)
     options = dict(
         servers=bus.servers,
         name=name,

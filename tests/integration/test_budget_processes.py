@@ -235,3 +235,32 @@ def test_cost_simulate_runs_on_the_local_profile_with_its_own_models() -> None:
     assert gemma.returncode == 0 and json.loads(gemma.stdout)["workload"]["local_model"] == "gemma3-270m"
     bad = orchestra("--config", "local", "cost", "simulate", "--local-model", "llama3.1-70b")
     assert bad.returncode == 1 and "--local-model: 'llama3.1-70b' is not a local model" in bad.stderr
+
+
+@pytest.mark.slow
+async def test_two_guards_started_together_never_both_serve_and_the_standby_takes_over(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
+) -> None:
+    """Two budget_guard processes at once: one holds the writer lease and serves, the other stands by.
+    kill -9 of the leader: the standby takes over after the lease lapses, rebuilds the leader's hold
+    from LEDGER and counts it once; the cap still holds."""
+    budgets = {"writer_lease": "3s", "limits": [{"scope": "tier", "name": "premium", "period": "daily",
+                                                 "hard_usd": 1.0}]}  # fmt: skip
+    profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets})
+    pair = [ActorProcess("actors.budget_guard", profile).start() for _ in range(2)]
+    processes.extend(pair)
+
+    def started() -> list[ActorProcess]:
+        return [p for p in pair if "budget_guard started" in p.output()]
+
+    leaders = await eventually(started, timeout=30)
+    standby = next(p for p in pair if p is not leaders[0])
+    await eventually(lambda: "standing by" in standby.output(), timeout=10)
+    assert (await reserve(nc, "before1", 0.60)).granted
+    assert started() == leaders  # still one serving
+    leaders[0].kill()
+    await eventually(lambda: "budget_guard started" in standby.output(), timeout=30)
+    state = await summary(nc)
+    assert state.held_nanos == 600_000_000 and state.open_reservations == 1  # its hold, once
+    assert not (await reserve(nc, "after1", 0.60)).granted  # 0.60 + 0.60 > the $1.00 cap
+    assert (await reserve(nc, "after2", 0.30)).granted

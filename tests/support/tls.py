@@ -17,6 +17,8 @@ class ThrowawayCA:
     ca_file: Path  # the CA certificate a client trusts
     cert_file: Path  # the server's certificate (CN and SAN 127.0.0.1), signed by the CA
     key_file: Path
+    client_cert_file: Path  # a client's certificate (CN "orchestra test client"), signed by the CA: mutual TLS
+    client_key_file: Path
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -38,4 +40,11 @@ def make_ca(where: Path) -> ThrowawayCA:
     (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
-    return ThrowawayCA(where / "ca.pem", where / "server.pem", where / "server.key")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+        "-subj", "/CN=orchestra test client")  # fmt: skip
+    (where / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2", "-extfile", "client.ext")  # fmt: skip
+    return ThrowawayCA(
+        where / "ca.pem", where / "server.pem", where / "server.key", where / "client.pem", where / "client.key"
+    )
