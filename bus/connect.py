@@ -34,9 +34,11 @@ class _QuietErrors:
         self.last: str | None = None
         self.count = 0
         self.last_log = 0.0
+        self.refused = False  # the server said the credentials are wrong (or there were none)
 
     async def __call__(self, exc: Exception) -> None:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.refused = self.refused or "authorization violation" in text.lower()
         now = time.monotonic()
         if text != self.last:
             self.last, self.count, self.last_log = text, 1, now
@@ -201,6 +203,13 @@ async def connect(
     try:
         nc = await asyncio.wait_for(nats.connect(**options), wait)  # type: ignore[arg-type]
     except TimeoutError as exc:
+        if errors.refused:
+            folder = credentials_dir(bus, data_dir)
+            where = f"{folder / (role + '.json')}" if folder is not None else "bus.auth"
+            raise ConnectError(
+                f"the NATS server at {', '.join(bus.servers)} refused the credentials of role {role} ({where}): "
+                "is this the profile and data directory the orchestra runs with?"
+            ) from exc
         raise ConnectError(f"no NATS server answered at {', '.join(bus.servers)} within {wait:g}s") from exc
     client.append(nc)
     if errors.count:

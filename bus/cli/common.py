@@ -23,6 +23,8 @@ async def connect_cli(cfg: OrchestraConfig, *, wait: float = 3.0) -> NATS:
             cfg.bus, name="orchestra-cli", role="operator", data_dir=cfg.data_dir, wait=wait, quiet=True
         )
     except ConnectError as exc:
+        if "refused the credentials" in str(exc):
+            raise
         raise ConnectError(f"{exc}; is the orchestra running? (`orchestra up` or `make run`)") from exc
 
 

@@ -39,7 +39,21 @@ def problems(cfg: OrchestraConfig) -> list[Problem]:
         *_alerts(cfg),
         *_budgets(cfg),
         *_gateway(cfg),
+        *_bus(cfg),
     ]
+
+
+def _bus(cfg: OrchestraConfig) -> Iterator[Problem]:
+    tls, auth = cfg.bus.tls, cfg.bus.auth
+    if tls.enabled and cfg.bus.embedded.enabled and not (tls.server_cert_file and tls.server_key_file):
+        yield Problem("bus.tls", "the embedded server needs server_cert_file and server_key_file for TLS")
+    if tls.verify_clients and not tls.ca_file:
+        yield Problem("bus.tls.verify_clients", "needs ca_file: the CA that signed the clients' certificates")
+    if bool(tls.cert_file) != bool(tls.key_file):
+        yield Problem("bus.tls", "cert_file and key_file go together (a client certificate for mutual TLS)")
+    explicit = [name for name in ("user", "token_env", "creds_file") if getattr(auth, name)]
+    if len(explicit) > 1:
+        yield Problem("bus.auth", f"name one explicit identity, not {' and '.join(explicit)}")
 
 
 def _refs(cfg: OrchestraConfig, names: Iterable[str], path: str, *, local: bool = False) -> Iterator[Problem]:

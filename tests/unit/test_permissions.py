@@ -94,3 +94,23 @@ def test_generated_credentials_are_strong_private_and_never_printed(tmp_path) ->
     auth.add_client("job7")
     users = {u["user"] for u in authorization_block(auth.users())["users"]}  # type: ignore[index]
     assert users == {*permissions.ROLES, "client-job7"}
+
+
+def test_bus_tls_and_auth_mistakes_are_config_problems() -> None:
+    import msgspec
+
+    from schemas.config import load_config
+    from schemas.config.bus import NatsAuthCfg, NatsTlsCfg
+    from schemas.config.check import problems
+
+    cfg = load_config("local")
+    bus = msgspec.structs.replace(
+        cfg.bus,
+        tls=NatsTlsCfg(enabled=True, verify_clients=True, cert_file="client.pem"),
+        auth=NatsAuthCfg(user="orchestra", token_env="TOKEN"),
+    )
+    found = {str(p) for p in problems(msgspec.structs.replace(cfg, bus=bus))}
+    assert "bus.tls: the embedded server needs server_cert_file and server_key_file for TLS" in found
+    assert "bus.tls.verify_clients: needs ca_file: the CA that signed the clients' certificates" in found
+    assert "bus.tls: cert_file and key_file go together (a client certificate for mutual TLS)" in found
+    assert "bus.auth: name one explicit identity, not user and token_env" in found
