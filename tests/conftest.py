@@ -9,6 +9,7 @@ Actors started from a profile (``profile``, ``cfg``, ``write_profile``) find the
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,20 @@ from schemas.config import OrchestraConfig
 from tests.support.leaks import LeakWatch
 from tests.support.procs import ActorProcess
 from tests.support.profile import register_server, test_config, write_profile
+
+# A test whose teardown hangs (a task that never finishes cancelling) is not stopped by pytest-timeout,
+# which watches the test's call: this watchdog ends the whole run with every thread's traceback when one
+# test, setup and teardown included, takes this long, so a failure can never hang `make test`.
+WATCHDOG_S = 420
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session", autouse=True)
