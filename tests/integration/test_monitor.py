@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -173,7 +174,8 @@ def result(
         family=family,
         tier=tier,
         target=target,  # type: ignore[arg-type]
-        usage=Usage(input_tokens=20, output_tokens=len(text.split())),
+        # usage that covers the cost at any cloud model's price >= $0.50/M: the guard charges at most that
+        usage=Usage(input_tokens=20 + math.ceil(cost * 2e6), output_tokens=len(text.split())),
         cost_usd=cost,
         task=task,
         provenance=Provenance(
