@@ -184,11 +184,14 @@ class MetricsServer:
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
         self.metrics, self.host, self.port = metrics, host, port
         self.runner: web.AppRunner | None = None
+        self.extra: Callable[[web.Application], None] | None = None  # more routes (the dashboard)
 
     async def start(self) -> int:
         app = web.Application()
         app.router.add_get("/metrics", self.handle)
         app.router.add_get("/", self.index)
+        if self.extra is not None:
+            self.extra(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
@@ -201,7 +204,7 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text="LLM Orchestra diversity_monitor: see /metrics\n")
+        return web.Response(text="LLM Orchestra diversity_monitor: see /metrics and /dashboard\n")
 
     async def stop(self) -> None:
         if self.runner is not None:
