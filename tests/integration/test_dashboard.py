@@ -38,6 +38,7 @@ from schemas.state import CardState, HostState, LoadedModel, PhaseState
 from tests.integration.test_monitor import CardsWorker, profile_for
 from tests.support.browser import Chromium
 from tests.support.client import ask
+from tests.support.grafana import exposed, metrics_of, queries
 from tests.support.procs import REPO, ActorProcess
 from tests.support.wait import eventually
 
@@ -93,9 +94,13 @@ async def cli(profile: Path, *args: str, lines: bool = False) -> Any:
     return [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
 
 
-async def scrape(port: int) -> dict[str, float]:
+async def exposition(port: int) -> str:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
-        text = await r.text()
+        return await r.text()
+
+
+async def scrape(port: int) -> dict[str, float]:
+    text = await exposition(port)
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -166,6 +171,8 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
     assert loaded == metrics["orchestra_models_loaded"] == 2
     assert len(alerts) == sum(1 for k in metrics if k.startswith("orchestra_alerts_firing{")) == 1
     alert_id = alerts[0]["alert_id"]
+    names = exposed(await exposition(port))  # the lab's Grafana dashboard queries only what is exposed
+    assert not {m for exprs in queries().values() for e in exprs for m in metrics_of(e)} - names
 
     async with Chromium.open(f"http://127.0.0.1:{port}/dashboard", tmp_path) as page:
         await page.wait_for("document.body.dataset.charts === 'ready' && document.body.dataset.live === 'live'")
