@@ -52,10 +52,10 @@ def point(
     for r in recent:
         if r.ok and not r.cached:
             per_tier.setdefault(r.tier or "?", []).append(r.latency_ms / 1000)
-    req_tier: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for r in recent:
         tier = "cache" if r.cached else (r.tier or "error")
-        req_tier[tier] = req_tier.get(tier, 0.0) + 1 / rate_window
+        counts[tier] = counts.get(tier, 0) + 1
     tokens: dict[str, float] = {}
     for h in live.hosts_up(now):
         for m in h.models:
@@ -70,7 +70,7 @@ def point(
     return {
         "t": round(now, 3),
         "tokens_per_s": tokens,
-        "requests_per_s": req_tier,
+        "requests_per_s": {t: n / rate_window for t, n in counts.items()},
         "p50_s": {t: quantile(v, 0.5) for t, v in per_tier.items()},
         "p99_s": {t: quantile(v, 0.99) for t, v in per_tier.items()},
         "queue_depth": queues,
