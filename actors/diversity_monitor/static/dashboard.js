@@ -30,6 +30,7 @@ function bytes(n) {
 }
 function usd(x) {
   if (x == null) return "-";
+  if (x !== 0 && Math.abs(x) < 0.001) return "$" + x.toPrecision(2);
   const digits = Math.abs(x) >= 100 ? 0 : Math.abs(x) >= 1 ? 2 : 4;
   return "$" + x.toFixed(digits);
 }
