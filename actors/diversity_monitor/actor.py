@@ -290,7 +290,7 @@ class DiversityMonitor(Actor):
             now = time.time()
             window = float(self.cfg.monitor.window)
             point = self.board.sample(now, self.obs, self.live(), self.summary, float(board.rate_window), window)
-            if self.dashboard is not None:
+            if self.dashboard is not None and self.dashboard.clients:  # the state only for pages watching
                 self.dashboard.broadcast("point", point)
                 self.dashboard.broadcast("state", self.page_state())
             await asyncio.sleep(period)

@@ -27,6 +27,7 @@ from schemas.result import AttemptFailed, GenerateResult, Outcome
 from schemas.state import PhaseState
 
 MAX_REMEDIATIONS = 20
+DISORDER_S = 30.0  # records may arrive this much out of time order (replay, then live)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -47,7 +48,12 @@ def point(
     """One chart point: rates and latencies over the trailing ``rate_window``, gauges as they are now,
     the family mix over the monitor's ``window`` (as its diversity figures)."""
     since = now - rate_window
-    recent = [r for r in obs.requests if since < r.at <= now]
+    recent = []
+    for r in reversed(obs.requests):  # stored in arrival (= stream) order: read back only the rate window
+        if r.at <= since - DISORDER_S:
+            break
+        if since < r.at <= now:
+            recent.append(r)
     per_tier: dict[str, list[float]] = {}
     for r in recent:
         if r.ok and not r.cached:
@@ -69,15 +75,24 @@ def point(
         families[a.family] = families.get(a.family, 0.0) + 1
     return {
         "t": round(now, 3),
-        "tokens_per_s": tokens,
-        "requests_per_s": {t: n / rate_window for t, n in counts.items()},
-        "p50_s": {t: quantile(v, 0.5) for t, v in per_tier.items()},
-        "p99_s": {t: quantile(v, 0.99) for t, v in per_tier.items()},
+        "tokens_per_s": _rounded(tokens),
+        "requests_per_s": _rounded({t: n / rate_window for t, n in counts.items()}),
+        "p50_s": _rounded({t: quantile(v, 0.5) for t, v in per_tier.items()}),
+        "p99_s": _rounded({t: quantile(v, 0.99) for t, v in per_tier.items()}),
         "queue_depth": queues,
-        "cache_hit_rate": (sum(1 for r in recent if r.cached) / len(recent)) if recent else None,
-        "diversity_score": overall.get("diversity_score"),
+        "cache_hit_rate": _sig((sum(1 for r in recent if r.cached) / len(recent)) if recent else None),
+        "diversity_score": _sig(overall.get("diversity_score")),
         "families": families,
     }
+
+
+def _sig(x: float | None) -> float | None:
+    """Four significant digits: what a chart shows, and a third of the bytes of a full float."""
+    return None if x is None else float(f"{x:.4g}")
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(f"{v:.4g}") for k, v in values.items()}
 
 
 def tail_line(ev: Event, at: float) -> dict[str, Any]:

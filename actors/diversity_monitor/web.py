@@ -150,7 +150,9 @@ class Dashboard:
 
     async def full_state(self, request: web.Request) -> web.Response:
         self.guard(request)
-        return web.json_response({**self.state(), **self.history()}, dumps=_dumps)
+        response = web.json_response({**self.state(), **self.history()}, dumps=_dumps)
+        response.enable_compression()  # an hour of points: megabytes of JSON at lab scale, a tenth gzipped
+        return response
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         return self._file(request, STATIC, {"dashboard.js", "dashboard.css"})
