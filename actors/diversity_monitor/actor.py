@@ -41,6 +41,7 @@ from schemas.state import HostState, PhaseState, ProviderState, QueueState, Tier
 
 COMMAND_SUBJECTS = (f"{subjects.PREFIX}.cmd.alert.ack", f"{subjects.PREFIX}.cmd.router.>")
 MAX_TASK_REPORTS = 20
+BUDGETS_UNWATCHED_S = 30.0  # with no page open, the budget_guard's summary is asked this often only
 
 
 class DiversityMonitor(Actor):
@@ -280,17 +281,21 @@ class DiversityMonitor(Actor):
     async def dashboard_loop(self) -> None:
         board = self.cfg.monitor.dashboard
         period = max(0.05, float(board.refresh))
+        asked = 0.0
         while True:
-            try:
-                self.budgets = await self.call(
-                    subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=min(1.0, period)
-                )
-            except Exception:  # no budget_guard answering: the page says so
-                self.budgets = None
+            watched = self.dashboard is not None and bool(self.dashboard.clients)
+            if watched or time.monotonic() - asked > BUDGETS_UNWATCHED_S:  # fresh enough for a page opening
+                asked = time.monotonic()
+                try:
+                    self.budgets = await self.call(
+                        subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=min(1.0, period)
+                    )
+                except Exception:  # no budget_guard answering: the page says so
+                    self.budgets = None
             now = time.time()
             window = float(self.cfg.monitor.window)
             point = self.board.sample(now, self.obs, self.live(), self.summary, float(board.rate_window), window)
-            if self.dashboard is not None and self.dashboard.clients:  # the state only for pages watching
+            if watched and self.dashboard is not None:  # the state only for pages watching
                 self.dashboard.broadcast("point", point)
                 self.dashboard.broadcast("state", self.page_state())
             await asyncio.sleep(period)
