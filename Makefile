@@ -68,8 +68,10 @@ $(PROMTOOL): | $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing chromium (Debian package) for the dashboard's browser test"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing chromium (Debian package, about 100 MB) for the dashboard's browser test"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	      | grep --line-buffered -E '^(Get|Setting up chromium)' || true; \
+	    command -v chromium >/dev/null 2>&1 || { echo "could not install chromium: apt-get install chromium"; exit 1; }; \
 	  else echo "the dashboard test needs chromium: sudo apt-get install chromium"; exit 1; fi; }
 	@command -v npm >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing npm (Debian package) to vendor the dashboard's charts"; \
