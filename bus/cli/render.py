@@ -98,7 +98,10 @@ def table(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list
     """Aligned columns: numbers (and human sizes/durations that start with a digit) to the right."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    right = [bool(cells) and all(_numeric(r[i]) for r in cells if r[i] not in ("", "-")) for i in range(len(headers))]
+    right = []
+    for i in range(len(headers)):
+        values = [r[i] for r in cells if r[i] not in ("", "-")]
+        right.append(bool(values) and all(_numeric(v) for v in values))
 
     def fmt(row: list[str]) -> str:
         parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)]

@@ -95,6 +95,14 @@ def _ts(value: Any) -> str | None:
     return str(value)
 
 
+def _version(v: Any) -> str:
+    """'2.15.1', not the client's repr '<nats server v2.15.1>'."""
+    try:
+        return f"{v.major}.{v.minor}.{v.patch}"
+    except (AttributeError, ValueError):
+        return str(v).strip("<>").removeprefix("nats server v")
+
+
 async def _status(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     nc = await connect_cli(cfg)
@@ -102,7 +110,7 @@ async def _status(args: argparse.Namespace) -> int:
         report = await collect(nc.jetstream())
         report["server"] = {
             "url": nc.connected_url.netloc if nc.connected_url else None,
-            "version": str(nc.connected_server_version),
+            "version": _version(nc.connected_server_version),
         }
     finally:
         await nc.close()
