@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 from nats.js import JetStreamContext
+from yarl import URL
 
 from bus import subjects
 from bus.cli import render
@@ -92,22 +93,25 @@ class Dashboard:
         audit: Callable[[str, float | None], Awaitable[list[dict[str, Any]]]],
         token: str | None,
         assets: Path,
+        token_file: Path | None = None,
     ) -> None:
         self.state, self.history, self.ack, self.audit = state, history, ack, audit
-        self.token, self.assets = token, assets
+        self.token, self.assets, self.token_file = token, assets, token_file
         self.clients: set[asyncio.Queue[bytes | None]] = set()
 
     @classmethod
     def of(cls, cfg: OrchestraConfig, **io: Any) -> Dashboard:
         """The dashboard of a config: the token only off loopback, the vendored library's place."""
         board = cfg.monitor.dashboard
-        token = None
-        if not is_loopback(cfg.monitor.metrics_host):
-            token = load_token(Path(board.token_file) if board.token_file else Path(cfg.data_dir) / TOKEN_FILE)
-        return cls(token=token, assets=vendor_dir(board.assets), **io)
+        if is_loopback(cfg.monitor.metrics_host):
+            return cls(token=None, assets=vendor_dir(board.assets), **io)
+        path = Path(board.token_file) if board.token_file else Path(cfg.data_dir) / TOKEN_FILE
+        return cls(token=load_token(path), token_file=path, assets=vendor_dir(board.assets), **io)
 
     def announce(self, host: str, port: int) -> None:
-        where = "" if self.token is None else " (off loopback: open it with ?token=<the operator token file>)"
+        where = ""
+        if self.token is not None:
+            where = f" (off loopback: open it once with ?token=<the token in {self.token_file}>)"
         log.info("dashboard on http://%s:%d/dashboard%s", host, port, where)
         if not (self.assets / "uPlot.iife.min.js").is_file():
             log.warning("no charting library in %s: the dashboard shows no charts (run `make vendor`)", self.assets)
@@ -124,8 +128,8 @@ class Dashboard:
 
     # --- access ----------------------------------------------------------------------------------
     def allowed(self, request: web.Request) -> bool:
-        if self.token is None:
-            return True
+        if self.token is None:  # loopback: only under a loopback name (a rebound DNS name is another site)
+            return is_loopback(URL(f"http://{request.host}").host or "")
         given = request.cookies.get(COOKIE, "")
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from actors.diversity_monitor.web import COOKIE, Dashboard, is_loopback, load_token
 from bus.log import forget_secret, redact
+from tests.support.profile import test_config
 
 TOKEN = "test-dashboard-token-0123456789"
 
@@ -76,7 +77,8 @@ def test_loopback_addresses() -> None:
 async def test_on_loopback_the_page_state_and_ack_are_open_but_the_ack_needs_its_header(
     open_board: TestServer, calls: Calls
 ) -> None:
-    """No token on loopback; an ack without X-Orchestra (what a cross-site form sends) is refused."""
+    """No token on loopback, under a loopback host name only; an ack without X-Orchestra (what a
+    cross-site form sends) is refused."""
     async with aiohttp.ClientSession(base_url=open_board.make_url("/")) as s:
         async with s.get("/dashboard") as r:
             assert r.status == 200 and "LLM Orchestra" in await r.text()
@@ -90,6 +92,11 @@ async def test_on_loopback_the_page_state_and_ack_are_open_but_the_ack_needs_its
             assert r.status == 404
         async with s.get("/dashboard/audit", params={"id": "r1"}) as r:
             page = await r.text()
+        for host in ("evil.example:80", "10.0.0.5"):  # a DNS name rebound to 127.0.0.1 is another site
+            async with s.get("/dashboard/state", headers={"Host": host}) as r:
+                assert r.status == 401, host
+        async with s.get("/dashboard/state", headers={"Host": "localhost:9464"}) as r:
+            assert r.status == 200
     assert calls.acks == [("a1", "dashboard@127.0.0.1"), ("nope", "dashboard@127.0.0.1")]
     assert "<code>r1</code>" in page and "&lt;b&gt;hi&lt;/b&gt;" in page  # escaped
 
@@ -137,3 +144,18 @@ def test_the_token_file_is_created_private_and_the_token_never_logged(tmp_path: 
         assert redact(f"leaked {token}") == "leaked ***"
     finally:
         forget_secret(token)
+
+
+def test_only_a_monitor_bound_off_loopback_asks_for_the_token(tmp_path: Path) -> None:
+    """Bound to 0.0.0.0 the dashboard makes <data_dir>/dashboard-token; on 127.0.0.1 it needs none."""
+    calls = Calls()
+    io: dict[str, Any] = {"state": dict, "history": dict, "ack": calls.ack, "audit": calls.audit}
+    open_cfg = test_config(tmp_path / "a", "nats://127.0.0.1:4222")
+    assert Dashboard.of(open_cfg, **io).token is None
+    lab = test_config(tmp_path / "b", "nats://127.0.0.1:4222", overrides={"monitor": {"metrics_host": "0.0.0.0"}})
+    board = Dashboard.of(lab, **io)
+    try:
+        assert board.token_file == Path(lab.data_dir) / "dashboard-token"
+        assert board.token == board.token_file.read_text().strip()
+    finally:
+        forget_secret(board.token)
