@@ -32,6 +32,7 @@ import numpy as np
 from actors.cache.errors import StoreError
 
 log = logging.getLogger(__name__)
+PROGRESS_ROWS = 20_000  # loading a large index logs its progress every this many points
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,11 @@ class EmbeddedIndex:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the vector index {index.path}: {exc}") from exc
         index._db = db
-        for id_, scope, blob, text, expires_at in rows:
+        if len(rows) >= PROGRESS_ROWS:
+            log.info("vector index %s: loading %d points", index.path, len(rows))
+        for n, (id_, scope, blob, text, expires_at) in enumerate(rows, 1):
+            if n % PROGRESS_ROWS == 0:
+                log.info("vector index %s: %d of %d points loaded", index.path, n, len(rows))
             vector = np.frombuffer(blob, np.float32)
             if vector.shape != (index.dim,):
                 log.warning("dropping point %s from %s: %d dimensions", id_, index.path, vector.size)

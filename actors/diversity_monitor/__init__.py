@@ -7,8 +7,11 @@ rules.py        pure: the alert rule engine (conditions, sustained, min_samples,
 remediation.py  pure: the AlertHandler's plans (OOM swap, backlog load-or-overflow, cost spike)
 escalation.py   pure: escalation steps, alert and digest messages, digest schedules
 figures.py      pure: the figures /metrics and the digests show
+board.py        pure: the dashboard's chart points, page state and ring buffers (points, event tail)
 notify.py       webhook (Slack-compatible) and SMTP notifiers
 metrics.py      Prometheus instruments and the /metrics endpoint
+web.py          the dashboard on the same server: page, state, server-sent events, ack, audit, token
+static/         the page itself (plain HTML, JS, CSS); uPlot is vendored by `make vendor`
 embedding.py    the Embedder protocol and the cache's offline MiniLM
 feed.py         reading results, events and commands (live, and the replay at start)
 desk.py         the I/O around alerts: events, remediation commands, notifications, digests

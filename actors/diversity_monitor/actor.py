@@ -12,11 +12,13 @@ figures are published as ``diversity.report`` events (and ``diversity.low`` when
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from actors.diversity_monitor import feed, remediation
+from actors.diversity_monitor.board import Board, snapshot
 from actors.diversity_monitor.desk import Desk
 from actors.diversity_monitor.diversity import Summary, summarise
 from actors.diversity_monitor.embedding import Embedder, load_embedder
@@ -24,19 +26,22 @@ from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
 from actors.diversity_monitor.metrics import Figures, Metrics, MetricsServer
 from actors.diversity_monitor.rules import Alert, Engine, Raised
+from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import LiveView
+from schemas.budget import LEDGER_SUMMARY, LedgerSummary, SummaryRequest
 from schemas.codec import Codec
 from schemas.commands import AckAlert, SetOverflow
 from schemas.config.root import OrchestraConfig
 from schemas.events import DiversityLow, DiversityReport
-from schemas.state import HostState, ProviderState, QueueState, TierState
+from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
 
 COMMAND_SUBJECTS = (f"{subjects.PREFIX}.cmd.alert.ack", f"{subjects.PREFIX}.cmd.router.>")
 MAX_TASK_REPORTS = 20
+BUDGETS_UNWATCHED_S = 30.0  # with no page open, the budget_guard's summary is asked this often only
 
 
 class DiversityMonitor(Actor):
@@ -53,6 +58,10 @@ class DiversityMonitor(Actor):
         self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
         self.metrics = Metrics(self.current_figures)
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
+        board = cfg.monitor.dashboard
+        self.board = Board(int(float(board.history) / max(0.05, float(board.refresh))), board.tail)
+        self.budgets: LedgerSummary | None = None  # the budget_guard's ledger, asked each refresh
+        self.dashboard: Dashboard | None = None  # made at start (its token file is I/O)
         self.embedder: Embedder | None = embedder  # None: load the cache's MiniLM at start
         self.own_embedder = embedder is None
         self.embedding = asyncio.Lock()
@@ -97,7 +106,8 @@ class DiversityMonitor(Actor):
         self.queues: LiveView[QueueState] = LiveView(self.js, subjects.KV_QUEUES, Codec(QueueState))
         self.tiers: LiveView[TierState] = LiveView(self.js, subjects.KV_TIERS, Codec(TierState))
         self.providers: LiveView[ProviderState] = LiveView(self.js, subjects.KV_PROVIDERS, Codec(ProviderState))
-        views: list[LiveView[Any]] = [self.hosts, self.queues, self.tiers, self.providers]
+        self.phase: LiveView[PhaseState] = LiveView(self.js, subjects.KV_PHASE, Codec(PhaseState))
+        views: list[LiveView[Any]] = [self.hosts, self.queues, self.tiers, self.providers, self.phase]
         for view in views:
             self.spawn(f"view:{view.bucket}", view.run)
         await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), 10.0)
@@ -108,14 +118,28 @@ class DiversityMonitor(Actor):
             except EmbedderUnavailable as exc:
                 self.log.warning("no sentence embedder (%s): prose grouped lexically, no embedding diversity", exc)
         await feed.warm_up(self)
+        if self.cfg.monitor.dashboard.enabled:
+            self.dashboard = Dashboard.of(
+                self.cfg,
+                state=self.page_state,
+                history=lambda: {"points": list(self.board.points), "tail": list(self.board.tail)},
+                ack=self.ack_from_page,
+                audit=functools.partial(audit_records, self.js),
+            )
+            self.server.extra = self.dashboard.routes
         port = await self.server.start()
         self.log.info("metrics on http://%s:%d/metrics", self.cfg.monitor.metrics_host, port)
+        if self.dashboard is not None:
+            self.dashboard.announce(self.cfg.monitor.metrics_host, port)
+            self.spawn("dashboard", self.dashboard_loop)
         await self.desk.start()
         self.spawn("evaluate", self.evaluate_loop)
         self.spawn("report", self.report_loop)
 
     async def on_stop(self) -> None:
         await self.desk.stop()
+        if self.dashboard is not None:
+            self.dashboard.close()
         await self.server.stop()
         close = getattr(self.embedder, "close", None)
         if self.own_embedder and close is not None:
@@ -245,6 +269,44 @@ class DiversityMonitor(Actor):
 
     def digest_figures(self, now: float) -> dict[str, float]:
         return digest_figures(self.current_figures())
+
+    # --- the dashboard ---------------------------------------------------------------------------
+    def page_state(self) -> dict[str, Any]:
+        now = time.time()
+        alerts = self.engine.open_alerts()
+        phase = self.phase.data.get("current")
+        f = self.current_figures()
+        return snapshot(self.cfg, f, self.live(), phase, self.budgets, alerts, self.obs, self.board, now)
+
+    async def dashboard_loop(self) -> None:
+        board = self.cfg.monitor.dashboard
+        period = max(0.05, float(board.refresh))
+        asked = 0.0
+        while True:
+            watched = self.dashboard is not None and bool(self.dashboard.clients)
+            if watched or time.monotonic() - asked > BUDGETS_UNWATCHED_S:  # fresh enough for a page opening
+                asked = time.monotonic()
+                try:
+                    self.budgets = await self.call(
+                        subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=min(1.0, period)
+                    )
+                except Exception:  # no budget_guard answering: the page says so
+                    self.budgets = None
+            now = time.time()
+            window = float(self.cfg.monitor.window)
+            point = self.board.sample(now, self.obs, self.live(), self.summary, float(board.rate_window), window)
+            if watched and self.dashboard is not None:  # the state only for pages watching
+                self.dashboard.broadcast("point", point)
+                self.dashboard.broadcast("state", self.page_state())
+            await asyncio.sleep(period)
+
+    async def ack_from_page(self, alert_id: str, by: str) -> bool:
+        """An operator acknowledged from the page: the same AckAlert command as ``orchestra alerts ack``."""
+        if alert_id not in self.engine.by_id or not self.engine.by_id[alert_id].open:
+            return False
+        cmd = AckAlert(alert_id=alert_id, by=by, at=time.time())
+        await self.publish(subjects.command(cmd), cmd)
+        return True
 
     @property
     def metrics_port(self) -> int:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actors.diversity_monitor.diversity import Answer
 from actors.diversity_monitor.embedding import normalise
@@ -95,11 +95,13 @@ async def result(m: DiversityMonitor, subject: str, data: bytes, at: float, *, l
         m.obs.add_failure(failure, at)
         if live:
             m.metrics.observe_failure(failure)
+        _tail(m, m.board.note_outcome(failure, at), live)
         return
     outcome = OUTCOME.decode(data)
     m.obs.add_outcome(outcome, at)
     if live:
         m.metrics.observe(outcome)
+    _tail(m, m.board.note_outcome(outcome, at), live)
     if at < time.time() - m.horizon:
         return  # replayed for the daily spend only: its answers are out of every window
     fresh = [a for a in answers_of(outcome, at) if m.obs.claim(a.request_id)]
@@ -135,8 +137,15 @@ def event(m: DiversityMonitor, data: bytes, at: float, *, live: bool) -> None:
         return
     if live:
         m.metrics.events.labels(str(type(ev).__struct_config__.tag)).inc()
+    _tail(m, m.board.note(ev, ev.at or at), live)
     if not isinstance(ev, ALERT_EVENTS):
         m.obs.add_event(ev, ev.at or at)
+
+
+def _tail(m: DiversityMonitor, line: dict[str, Any] | None, live: bool) -> None:
+    """A line of the dashboard's live tail (replayed history fills the tail at start, unsent)."""
+    if line is not None and live and m.dashboard is not None:
+        m.dashboard.broadcast("tail", line)
 
 
 def command(data: bytes) -> AnyCommand | None:

@@ -15,6 +15,7 @@ time from the monitor's current figures (no stale label sets: a queue or card th
     orchestra_cache_hit_ratio, orchestra_error_ratio, orchestra_request_rate_per_second (over monitor.window)
     orchestra_spend_today_usd, orchestra_spend_velocity_usd_per_hour
     orchestra_diversity_score, orchestra_diversity_<figure> (window), orchestra_task_diversity_score{task}
+    orchestra_diversity_family_answers{family} (window: the model-family mix)
     orchestra_alerts_firing{rule,severity}
 """
 
@@ -53,6 +54,7 @@ class Figures:
     spend_velocity: float = 0.0
     diversity: dict[str, float] = field(default_factory=dict)
     tasks: dict[str, float] = field(default_factory=dict)
+    families: dict[str, int] = field(default_factory=dict)  # answers per model family over the window
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (rule, severity) of open alerts
 
 
@@ -113,6 +115,10 @@ class FiguresCollector(Collector):
         for key, value in sorted(f.diversity.items()):
             name = "orchestra_diversity_score" if key == "diversity_score" else f"orchestra_diversity_{key}"
             yield GaugeMetricFamily(name, f"Diversity over the monitor window: {key.replace('_', ' ')}", value=value)
+        mix = _gauge("orchestra_diversity_family_answers", "Answers per model family (monitor window)", ["family"])
+        for family, count in sorted(f.families.items()):
+            mix.add_metric([family], float(count))
+        yield mix
         tasks = _gauge("orchestra_task_diversity_score", "Diversity score of a task's answers (recent tasks)", ["task"])
         for task, score in sorted(f.tasks.items()):
             tasks.add_metric([task], score)
@@ -184,11 +190,14 @@ class MetricsServer:
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
         self.metrics, self.host, self.port = metrics, host, port
         self.runner: web.AppRunner | None = None
+        self.extra: Callable[[web.Application], None] | None = None  # more routes (the dashboard)
 
     async def start(self) -> int:
         app = web.Application()
         app.router.add_get("/metrics", self.handle)
         app.router.add_get("/", self.index)
+        if self.extra is not None:
+            self.extra(app)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
@@ -201,7 +210,7 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def index(self, request: web.Request) -> web.Response:
-        return web.Response(text="LLM Orchestra diversity_monitor: see /metrics\n")
+        return web.Response(text="LLM Orchestra diversity_monitor: see /metrics and /dashboard\n")
 
     async def stop(self) -> None:
         if self.runner is not None:

