@@ -35,6 +35,7 @@ from actors.gpu_host.errors import ModelNotFound
 from actors.gpu_host.memory import Variant, kv_bytes_per_token_from_arch, kv_bytes_per_token_from_params
 from schemas.config.models import AssembledSource, LocalModel, PackageSource, PathSource, Source, parse_params
 from schemas.config.root import OrchestraConfig
+from schemas.config.variants import Registry, read_registry, registry_path, with_registered
 
 log = logging.getLogger(__name__)
 
@@ -178,18 +179,35 @@ class ModelLibrary:
         self.data_dir = data_dir
         self.models_dir = data_dir / "models"
         self.load_times = LoadTimes(data_dir / "gpu_host" / "load_times.json")
+        self._registry_cache, self._registry_stamp = Registry(), -1
 
     def model(self, name: str) -> LocalModel:
+        """The library entry, with the variants registered under the data dir now (re-read when the
+        registry file changes: a running host sees what ``orchestra model quantize`` made)."""
         model = self.cfg.models.get(name)
         if not isinstance(model, LocalModel):
             what = "a cloud model" if model is not None else "not in the model library"
             raise ModelNotFound(f"model {name!r} is {what}: this gpu_host serves local models only")
-        return model
+        return with_registered(model, self._registry().of(name), self.models_dir)
 
-    def resolve(self, name: str, variant: int = -1) -> ResolvedModel:
+    def _registry(self) -> Registry:
+        path = registry_path(self.data_dir)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return Registry()
+        if stamp != self._registry_stamp:
+            try:
+                self._registry_cache, self._registry_stamp = read_registry(path), stamp
+            except ValueError as exc:
+                log.warning("ignoring the variant registry: %s", exc)
+                return Registry()
+        return self._registry_cache
+
+    def resolve(self, name: str, variant: int = -1, model: LocalModel | None = None) -> ResolvedModel:
         """Find the file of a model (or of one of its ``variants``) and read its header. Blocking; raises
         ModelNotFound naming where it looked."""
-        model = self.model(name)
+        model = model or self.model(name)
         if variant < 0:
             source, quant, bits = model.source, model.quant, model.bits
         else:
@@ -224,7 +242,7 @@ class ModelLibrary:
             if index >= 0 and model.variants[index].source is None:
                 continue
             try:
-                found.append(self.resolve(name, index))
+                found.append(self.resolve(name, index, model))
             except ModelNotFound as exc:
                 first_error = first_error or exc
         if not found:

@@ -44,6 +44,7 @@ class QuantVariant(Cfg, frozen=True, kw_only=True):
     size: ByteSize
     source: Source | None = None
     quality_loss: Annotated[float, Meta(ge=0, le=1)] | None = None
+    perplexity: Annotated[float, Meta(gt=0)] | None = None  # measured on a fixed text (orchestra model quantize)
 
 
 class Price(Cfg, frozen=True, kw_only=True):
