@@ -88,10 +88,23 @@ _SCALARS = {
 }
 
 
+HEADER_MAP = 64 << 20  # the header is at the start: map this much first (not a 40 GB file's address space)
+
+
 def read_gguf(path: Path) -> GgufInfo:
     """The header of a GGUF file: metadata (arrays skipped) and tensor infos. Fast on big vocabularies:
     ``gguf.GGUFReader`` builds every array element (13 s for Gemma 3's 262k tokens), this skips them."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    size = path.stat().st_size
+    if size > HEADER_MAP:
+        try:
+            return _read_gguf(path, HEADER_MAP)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            pass  # a header longer than the first part: map the whole file
+    return _read_gguf(path, 0)
+
+
+def _read_gguf(path: Path, length: int) -> GgufInfo:
+    with path.open("rb") as f, mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ) as buf:
         magic, version = struct.unpack_from("<II", buf, 0)
         if magic != GGUF_MAGIC:
             raise ValueError(f"{path} is not a GGUF file")
@@ -165,6 +178,11 @@ def planned_variants(model: LocalModel) -> list[Variant]:
     out = [Variant(model.quant, model.bits, default)]
     out += [Variant(v.quant, v.bits, int(v.size), i) for i, v in enumerate(model.variants)]
     return out
+
+
+def loadable_variants(model: LocalModel) -> list[Variant]:
+    """The library's default file and the variants that have a file of their own (what a host can load)."""
+    return [v for v in planned_variants(model) if v.index < 0 or model.variants[v.index].source is not None]
 
 
 def planned_kv_bytes_per_token(model: LocalModel) -> int:

@@ -34,6 +34,7 @@ def make_variant(
     measured: bool = True,
     text: Path = QUALITY_TEXT,
     data_dir: Path | None = None,
+    gen_tokens: int = 64,
 ) -> RegisteredVariant:
     """Quantise the model's default file to ``spec``, measure it, register it; the registry entry.
     Raises ModelNotFound (no source file), QuantiseError (llama.cpp refused), ValueError (the label is the
@@ -46,7 +47,9 @@ def make_variant(
     dst = variant_file(data, model, spec.label)
     quantize(source.path, dst, spec, threads=threads, allow_requantize=allow_requantize)
     info = read_gguf(dst)
-    m: Measured | None = measure(dst, text=text, threads=max(1, threads or 2)) if measured else None
+    m: Measured | None = (
+        measure(dst, text=text, threads=max(1, threads or 2), gen_tokens=gen_tokens) if measured else None
+    )
     models_dir = data / "models"
     entry = RegisteredVariant(
         model=model,
