@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from actors.diversity_monitor.window import OomRec
 from actors.gpu_host.library import loadable_variants, planned_kv_bytes_per_token, planned_variants
-from actors.gpu_host.memory import Variant, allowed_variants
+from actors.gpu_host.memory import Variant, allowed_variants, precision_order
 from schemas.base import Tier
 from schemas.commands import Command, LoadModel, SetOverflow, SetTier, UnloadModel
 from schemas.config.models import LocalModel
@@ -155,7 +155,7 @@ def lower_variant(loaded: LoadedModel, model: LocalModel) -> Variant | None:
         return None
     files = allowed_variants(loadable_variants(model))
     lower = [v for v in files if v.bits < loaded.bits and v.quant != loaded.variant]
-    return max(lower, key=lambda v: (v.bits, v.weights)) if lower else None
+    return precision_order(lower)[0] if lower else None
 
 
 # --- backlog -------------------------------------------------------------------------------------

@@ -175,8 +175,8 @@ def planned_variants(model: LocalModel) -> list[Variant]:
     """Every variant the library describes, sizes from the config (or params x bits when absent)."""
     params = parse_params(model.params)
     default = int(model.size) if model.size is not None else int(params * model.bits / 8)
-    out = [Variant(model.quant, model.bits, default)]
-    out += [Variant(v.quant, v.bits, int(v.size), i) for i, v in enumerate(model.variants)]
+    out = [Variant(model.quant, model.bits, default, -1, model.perplexity)]
+    out += [Variant(v.quant, v.bits, int(v.size), i, v.perplexity) for i, v in enumerate(model.variants)]
     return out
 
 
@@ -227,10 +227,10 @@ class ModelLibrary:
         ModelNotFound naming where it looked."""
         model = model or self.model(name)
         if variant < 0:
-            source, quant, bits = model.source, model.quant, model.bits
+            source, quant, bits, ppl = model.source, model.quant, model.bits, model.perplexity
         else:
             v = model.variants[variant]
-            source, quant, bits = v.source, v.quant, v.bits
+            source, quant, bits, ppl = v.source, v.quant, v.bits, v.perplexity
         if source is None:
             what = "" if variant < 0 else f" variant {quant}"
             raise ModelNotFound(f"model {name!r}{what} has no source in the library (described for planning only)")
@@ -248,7 +248,7 @@ class ModelLibrary:
         if kv is None:
             kv = (info.kv_bytes_per_token() if info else None) or kv_bytes_per_token_from_params(params)
         return ResolvedModel(
-            name, model, Variant(quant, bits, weights, variant), path, where, file_bytes, params, weights, kv, info
+            name, model, Variant(quant, bits, weights, variant, ppl), path, where, file_bytes, params, weights, kv, info
         )
 
     def resolve_all(self, name: str) -> list[ResolvedModel]:

@@ -4,7 +4,8 @@
     plan(model, cards, ...) -> Plan          the variant, batch and cards a model gets, or NoFit (why)
 
 The paper's rules (§3.5): a model whose FP16 weights exceed 20 GB runs at 4 bits ("4-bit quantization for
-all models >20GB"); smaller ones take the most precise variant that fits. A model larger than any one card
+all models >20GB"); smaller ones take the most precise variant that fits — by measured perplexity when every
+variant has one (``orchestra model quantize`` measures them), else by bits per weight. A model larger than any one card
 is split over several cards of the host's group with ``tensor_split`` in proportion to their free memory
 (§3.5.4, the 70B on two P40s); ``cards`` pinned in the library are used as given. ``max_batch_size`` is an
 upper bound: when the KV cache of the full batch does not fit, the largest batch that fits is planned.
@@ -37,6 +38,7 @@ class Variant:
     bits: float
     weights: int  # bytes of weights in memory
     index: int = -1  # -1: the model's default entry, else its position in ``variants``
+    perplexity: float | None = None  # measured on the project's fixed text (lower: more precise)
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,18 @@ def fp16_bytes(variants: Sequence[Variant]) -> int:
     return int(best.weights * 16 / best.bits)
 
 
+def precision_order(variants: Sequence[Variant]) -> list[Variant]:
+    """Most precise first: by measured perplexity when every variant has one (a variant requantised from a
+    quantised file has more bits than its source but is no better: the measurement says so), else by bits;
+    the smaller file first on a tie."""
+    if variants and all(v.perplexity is not None for v in variants):
+        return sorted(variants, key=lambda v: (v.perplexity or 0.0, v.weights))
+    return sorted(variants, key=lambda v: (-v.bits, v.weights))
+
+
 def allowed_variants(variants: Sequence[Variant]) -> list[Variant]:
     """Most precise first; over 20 GB at FP16 only the 4-bit ones (the paper's rule)."""
-    ordered = sorted(variants, key=lambda v: (-v.bits, v.weights))
+    ordered = precision_order(variants)
     if fp16_bytes(variants) > FOUR_BIT_ABOVE:
         four = [v for v in ordered if v.bits <= FOUR_BIT_MAX_BITS]
         return four or ordered[-1:]
@@ -195,10 +206,11 @@ def _free_text(cards: Sequence[Card]) -> str:
 
 
 def _why(variant: Variant, skipped: list[str], n_variants: int, free_text: str) -> str:
+    measured = f", perplexity {variant.perplexity:g}" if variant.perplexity is not None else ""
     if not skipped:
         among = f" of {n_variants} variants" if n_variants > 1 else " (only) variant"
-        return f"{variant.quant}: the most precise{among}"
-    return f"{variant.quant}: {'; '.join(skipped)}; {free_text}"
+        return f"{variant.quant}: the most precise{among}{measured}"
+    return f"{variant.quant}{measured}: {'; '.join(skipped)}; {free_text}"
 
 
 def with_used(cards: Sequence[Card], used: Mapping[str, int]) -> list[Card]:

@@ -5,7 +5,9 @@
 The file goes to ``<data_dir>/models/<model>/<model>-<label>.gguf``; its size and bits per weight are read
 from the GGUF header as the gpu_host reads them, its perplexity and decode speed measured
 (actors/gpu_host/quality.py), and the entry written to ``<data_dir>/models/variants.json``, from which every
-actor's config and a running gpu_host's library pick it up (schemas/config/variants.py). Blocking.
+actor's config and a running gpu_host's library pick it up (schemas/config/variants.py). The model's default
+file is measured too, once (an entry under its own quant): with every variant measured, the hosts rank them
+by perplexity. Blocking.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from actors.gpu_host.library import ModelLibrary, read_gguf
+from actors.gpu_host.library import ModelLibrary, ResolvedModel, read_gguf
 from actors.gpu_host.quality import QUALITY_TEXT, Measured, measure
 from actors.gpu_host.quantise import QuantSpec, quantize
 from schemas.config.root import OrchestraConfig
@@ -69,5 +71,27 @@ def make_variant(
     path = registry_path(data)
     registry = read_registry(path)
     registry.put(entry)
+    if m is not None:
+        known = next((e for e in registry.of(model) if e.quant == source.variant.quant), None)
+        if known is None or known.perplexity_text != m.perplexity_text:  # once per text
+            registry.put(_reference(source, text, threads, gen_tokens))
     write_registry(path, registry)
     return entry
+
+
+def _reference(source: ResolvedModel, text: Path, threads: int, gen_tokens: int) -> RegisteredVariant:
+    """The default file measured the same way: the yardstick the variants are ranked against."""
+    m = measure(source.path, text=text, threads=max(1, threads or 2), gen_tokens=gen_tokens)
+    return RegisteredVariant(
+        model=source.name,
+        quant=source.variant.quant,
+        file=str(source.path),
+        bits=round(source.weights_bytes * 8 / max(1, source.n_params), 3),
+        weights_bytes=source.weights_bytes,
+        file_bytes=source.file_bytes,
+        base=source.variant.quant,
+        perplexity=m.perplexity,
+        perplexity_text=m.perplexity_text,
+        tokens_per_s=m.tokens_per_s,
+        created_at=time.time(),
+    )

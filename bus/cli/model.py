@@ -81,7 +81,11 @@ def run_variants(args: argparse.Namespace) -> int:
     for name, model in cfg.local_models().items():
         if args.model and name != args.model:
             continue
-        rows.append(_row(name, model.quant, model.bits, model.size, model.source is not None, None, None))
+        own = measured.get((name, model.quant))
+        rows.append(
+            _row(name, model.quant, model.bits, model.size, model.source is not None, model.perplexity,
+                 own.tokens_per_s if own else None)
+        )  # fmt: skip
         for v in model.variants:
             e = measured.get((name, v.quant))
             rows.append(

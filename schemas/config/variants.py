@@ -7,7 +7,9 @@ on it: its size, bits per weight, perplexity on the project's fixed text and dec
 profile adds every entry to its model's ``variants`` (``with_registered``), as if models.yaml listed it with
 ``source: {kind: path, path: ...}``, so the gpu_host, the rotator's planner and the monitor's remediation
 all see the same choices. A registered variant replaces a described one of the same ``quant`` (the lab's
-``variants`` for planning only); entries for models the profile lacks are ignored.
+``variants`` for planning only); entries for models the profile lacks are ignored. The entry whose
+``quant`` is the model's own is the measurement of its default file (``made_from`` empty): it gives the
+model its ``perplexity``, so variants are ranked by measured quality when all of them have one.
 """
 
 from __future__ import annotations
@@ -88,13 +90,15 @@ def as_variant(entry: RegisteredVariant, models_dir: Path) -> QuantVariant:
 
 
 def with_registered(model: LocalModel, entries: list[RegisteredVariant], models_dir: Path) -> LocalModel:
-    """The model with its registered variants added (same quant: the registered file wins)."""
+    """The model with its registered variants added (same quant: the registered file wins); an entry for
+    the model's own default quant is the measurement of its default file (its perplexity)."""
     if not entries:
         return model
     mine = [as_variant(e, models_dir) for e in entries if e.quant != model.quant]
     names = {v.quant for v in mine}
     kept = [v for v in model.variants if v.quant not in names]
-    return msgspec.structs.replace(model, variants=[*kept, *mine])
+    own = next((e.perplexity for e in entries if e.quant == model.quant), None)
+    return msgspec.structs.replace(model, variants=[*kept, *mine], perplexity=model.perplexity or own)
 
 
 def registered_models(models: dict[str, ModelCfg], registry: Registry, models_dir: Path) -> dict[str, ModelCfg]:

@@ -15,7 +15,7 @@ from actors.gpu_host import devmem
 from actors.gpu_host.devmem import DeviceMemory, Reading, reconcile
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
-from actors.gpu_host.memory import Card, Plan, Variant, plan
+from actors.gpu_host.memory import Card, Plan, Variant, plan, precision_order
 from actors.gpu_host.quantise import QuantSpec
 from actors.rotator import planner
 from actors.rotator.phases import Want
@@ -158,6 +158,18 @@ def test_max_bits_caps_the_variant_and_is_ignored_when_nothing_is_under_it() -> 
     assert capped.reason.startswith("q8_0: f16 (over the 8 bits asked)")
     floor = plan(variants, card, kv_bytes_per_token=0, context=1, max_batch=1, overhead=0, max_bits=2)
     assert isinstance(floor, Plan) and floor.variant.quant == "f16"
+
+
+def test_measured_variants_rank_by_perplexity_and_unmeasured_ones_by_bits() -> None:
+    """A q8_0 requantised from a Q4_1 has more bits but a worse perplexity: measured, the Q4_1 ranks first."""
+    shipped = Variant("q4_1", 5, 96 * MB, -1, 24.57)
+    q8 = Variant("q8_0", 8.5, 143 * MB, 0, 24.84)
+    mixed = Variant("q4_0+attn-q8_0", 6.1, 103 * MB, 1, 27.68)
+    assert [v.quant for v in precision_order([mixed, q8, shipped])] == ["q4_1", "q8_0", "q4_0+attn-q8_0"]
+    unmeasured = Variant("q8_0", 8.5, 143 * MB, 0)
+    assert [v.quant for v in precision_order([mixed, unmeasured, shipped])] == ["q8_0", "q4_0+attn-q8_0", "q4_1"]
+    chosen = plan([mixed, q8, shipped], [Card("cpu0", GB)], kv_bytes_per_token=0, context=1, max_batch=1, overhead=0)
+    assert isinstance(chosen, Plan) and chosen.reason == "q4_1: the most precise of 3 variants, perplexity 24.57"
 
 
 # --- quantisation specs ----------------------------------------------------------------------------
