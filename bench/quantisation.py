@@ -29,7 +29,7 @@ from actors.gpu_host.variants import make_variant
 from bench.llama_batched import kernel_run
 from schemas.config import load_config
 
-DEFAULT_VARIANTS = ["q8_0", "q5_k_m", "q4_k_m", "q3_k_m:attn_.*=q8_0,output=q8_0", "q3_k_m", "q2_k"]
+DEFAULT_VARIANTS = ["q8_0", "q5_k_m", "q4_k_m", "q4_0", "q4_0:attn_.*=q8_0", "q3_k_m", "q2_k"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "The three primary colours are"]
 
 

@@ -4,9 +4,10 @@
     reader.read(0)                               # Reading(total=..., used=..., free=...) of CUDA device 0
     reconcile(booked=..., reading=..., budget=...)   -> (total, used): pure
 
-The host's bookkeeping (what it loaded, as planned) is reconciled with the reading per card: the larger use
-wins, so memory another process took on a shared card (a training job, a second server) counts before an
-OOM shows it; and the card's total is the smaller of its configured budget and what the device reports. A
+The host's bookkeeping (what it loaded, as planned) is reconciled with the reading per card: the smaller free
+memory wins (the larger use), so memory another process took on a shared card (a training job, a second
+server, the CUDA context) counts before an OOM shows it; and the card's total is the smaller of its
+configured budget and what the device reports. A
 CPU "card" (a RAM budget) keeps the bookkeeping. The NVML module is injected (``DeviceMemory(module)``) so
 the reading is tested without a GPU; the real one is ``pynvml``.
 """
@@ -92,8 +93,12 @@ class DeviceMemory:
 
 
 def reconcile(*, booked: int, reading: Reading | None, budget: int) -> tuple[int, int]:
-    """(total, used) of a card: the bookkeeping alone without a reading; with one, the larger use and the
-    smaller total (a budget above the device's memory cannot be used)."""
+    """(total, used) of a card: the bookkeeping alone without a reading; with one, the smaller total (a
+    budget above the device's memory cannot be used) and the smaller free memory — what the budget leaves
+    after the bookkeeping, or what the device has free — so the larger use wins. A budget that is a slice
+    of a card stays one: other use of the card counts only once the device is fuller than the slice allows."""
     if reading is None:
         return budget, booked
-    return min(budget, reading.total), max(booked, reading.used)
+    total = min(budget, reading.total)
+    free = min(total - booked, reading.free)
+    return total, total - free

@@ -3,6 +3,7 @@ registry of made variants, the choice of variant and its reason, the lower-bit O
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,10 @@ def test_reconcile_takes_the_larger_use_and_the_smaller_total() -> None:
     assert reconcile(booked=2 * GB, reading=lazy, budget=24 * GB) == (24 * GB, 2 * GB)
     smaller = Reading(total=22 * GB, used=0, free=22 * GB)  # a budget larger than the card
     assert reconcile(booked=0, reading=smaller, budget=24 * GB) == (22 * GB, 0)
+    card = Reading(total=24 * GB, used=3 * GB, free=21 * GB)  # an 8 GB slice of a card with room: the books
+    assert reconcile(booked=2 * GB, reading=card, budget=8 * GB) == (8 * GB, 2 * GB)
+    full = Reading(total=24 * GB, used=20 * GB, free=4 * GB)  # the card fills up beyond the slice
+    assert reconcile(booked=2 * GB, reading=full, budget=8 * GB) == (8 * GB, 4 * GB)
 
 
 async def _no_event(event: Event) -> None:
@@ -286,3 +291,10 @@ def test_the_planner_loads_the_variant_the_reported_memory_allows() -> None:
 def test_device_memory_module_has_no_import_of_pynvml_at_load() -> None:
     """pynvml is imported only when a CUDA host opens it: CPU hosts never need the package."""
     assert "pynvml" not in devmem.__dict__
+
+
+def test_the_gpu_check_script_is_valid_bash() -> None:
+    """bench/gpu_check.sh runs only where a GPU is lent: here it must at least parse."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
