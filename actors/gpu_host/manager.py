@@ -199,7 +199,8 @@ class ModelManager:
         moment (no await in between), so an unload that starts now waits for it (``Resident.release``).
         ``max_bits``: at most that precise; a model loaded more precisely is reloaded (after an OOM)."""
         if max_bits is not None:
-            await self._lower(name, max_bits, reason)
+            kept = await self._lower(name, max_bits, reason)
+            keep_alive = keep_alive or kept  # the reload is kept as the model was
         r, previous = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason, max_bits=max_bits)
         if admit:
             r.admit()
@@ -210,18 +211,21 @@ class ModelManager:
             )
         return r
 
-    async def _lower(self, name: str, max_bits: float, reason: str) -> None:
-        """Unload the model when it is loaded more precisely than ``max_bits`` and a variant within it exists."""
+    async def _lower(self, name: str, max_bits: float, reason: str) -> KeepAlive | None:
+        """Unload the model when it is loaded more precisely than ``max_bits`` and a variant within it exists;
+        the keep-alive it had (None when nothing was unloaded)."""
         async with self._lock:
             r = self.loaded(name)
             if r is None or r.plan.variant.bits <= max_bits:
-                return
+                return None
             model = self.library.model(name)
-            if not any(b <= max_bits for b in [model.bits, *(v.bits for v in model.variants if v.source)]):
-                return  # nothing less precise to load: keep what serves
+            files = [model.bits] if model.source is not None else []
+            if not any(b <= max_bits for b in [*files, *(v.bits for v in model.variants if v.source)]):
+                return None  # nothing less precise to load: keep what serves
             self._failed.pop(name, None)
             why = f"{reason}: reload at {max_bits:g} bits or fewer"
             await self._unload(name, reason=why, drain_timeout=DRAIN_TIMEOUT_S)
+            return r.keep_alive
 
     async def _ensure_loaded(
         self, name: str, *, keep_alive: KeepAlive | None, reason: str, max_bits: float | None = None

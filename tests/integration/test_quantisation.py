@@ -128,11 +128,12 @@ async def test_the_budget_that_only_fits_the_mixed_variant_loads_it_and_says_why
     finally:
         await manager.close()
     roomy = load_config(profile(tmp_path / "roomy", data, "1.5GB"))
-    manager, events = await _load(roomy)
+    manager, events = await _load(roomy, keep_alive="hot")
     try:
         assert [e.variant for e in events if isinstance(e, ModelLoaded)] == ["q8_0"]
         await manager.ensure_loaded(MODEL, max_bits=7.0, reason="lower-bit variant after 1 OOM(s)")
         assert manager.residents[MODEL].plan.variant.quant == mixed.quant
+        assert manager.residents[MODEL].keep_alive == "hot"  # reloaded as it was kept
         assert [type(e).__name__ for e in events] == ["ModelLoaded", "ModelUnloaded", "ModelLoaded"]
         unloaded = next(e for e in events if isinstance(e, ModelUnloaded))
         assert "reload at 7 bits or fewer" in unloaded.reason
