@@ -21,6 +21,7 @@ class LoadModel(Command, frozen=True, kw_only=True, tag="host.load"):
     model: str
     instances: int = 1  # ensure at least this many instances are loaded
     keep_alive: str | None = None  # hot / warm / cold override
+    max_bits: float | None = None  # load no variant more precise than this (a lower-bit reload after an OOM)
 
 
 class UnloadModel(Command, frozen=True, kw_only=True, tag="host.unload"):

@@ -55,6 +55,8 @@ class ModelLoaded(Event, frozen=True, kw_only=True, tag="model.loaded"):
     bytes: int = 0
     load_ms: float = 0.0
     reason: str = ""
+    variant: str = ""  # the quantisation loaded (q8_0, q3_k_m+attn-q8_0, ...)
+    variant_reason: str = ""  # why that one: the more precise ones that did not fit, and the memory seen
 
 
 class ModelUnloaded(Event, frozen=True, kw_only=True, tag="model.unloaded"):
@@ -100,6 +102,7 @@ class Oom(Event, frozen=True, kw_only=True, tag="oom"):
     total_bytes: int = 0
     detail: str = ""
     request_id: str | None = None
+    variant: str = ""  # the quantisation that did not fit (empty: refused before any variant was tried)
 
 
 # --- traffic -------------------------------------------------------------------------------------

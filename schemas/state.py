@@ -27,6 +27,8 @@ class LoadedModel(Message, frozen=True, kw_only=True):
     load_ms: float = 0.0
     draining: bool = False  # being unloaded: finishing its requests, taking no new ones
     card_bytes: list[int] = []  # bytes on each of ``cards`` (a split model is not always even)
+    variant: str = ""  # the quantisation loaded
+    bits: float = 0.0  # its bits per weight
 
 
 class CardState(Message, frozen=True, kw_only=True):

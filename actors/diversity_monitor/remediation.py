@@ -1,8 +1,10 @@
 """Auto-remediation plans, pure (the paper's AlertHandler, §10.2): functions of plain state that return
 the commands to send. The actor sends them and records a ``Remediation`` event with the alert.
 
-    plan_oom(ooms, hosts, cfg)                    unload the largest model on the card that ran out of
-                                                  memory, load a smaller model of its family that fits
+    plan_oom(ooms, hosts, cfg)                    the largest model on the card that ran out of memory:
+                                                  reload it at a lower-bit variant when it has one (Mirador's
+                                                  adaptive quantisation), else unload it and load a smaller
+                                                  model of its family that fits
     plan_backlog(queues, hosts, tiers, cfg, now)  load a fast model where memory allows, otherwise
                                                   overflow local work to the Together tier
     plan_cost_spike(tiers, cfg, daily_usd, until) disable the premium tier unless it is already off
@@ -20,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from actors.diversity_monitor.window import OomRec
-from actors.gpu_host.library import planned_kv_bytes_per_token, planned_variants
-from actors.gpu_host.memory import allowed_variants
+from actors.gpu_host.library import loadable_variants, planned_kv_bytes_per_token, planned_variants
+from actors.gpu_host.memory import Variant, allowed_variants, precision_order
 from schemas.base import Tier
 from schemas.commands import Command, LoadModel, SetOverflow, SetTier, UnloadModel
 from schemas.config.models import LocalModel
@@ -33,7 +35,7 @@ _SIZE = re.compile(r"-\d+(?:\.\d+)?[kmbt](?=-|$)", re.I)
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # what was decided, e.g. "swap", "load_fast_model", "overflow", "disable_tier", "none"
+    action: str  # what was decided: "lower_variant", "swap", "load_fast_model", "overflow", "disable_tier", "none"
     commands: list[Command] = field(default_factory=list)
     detail: str = ""
 
@@ -102,8 +104,19 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
         victim_bytes = footprint(lib) if isinstance(lib, LocalModel) else 0
     where = f"{host_name}" + (f" card {card}" if card else "")
     why = f"{counts[(host_name, card)]} OOM(s) on {where}"
-    commands: list[Command] = [UnloadModel(host=host_name, model=victim_name, reason=why)]
     victim_cfg = cfg.models.get(victim_name)
+    lower = lower_variant(victim, victim_cfg) if on_card and isinstance(victim_cfg, LocalModel) else None
+    if lower is not None:  # the same model at fewer bits frees memory and keeps what it serves
+        reload = LoadModel(
+            host=host_name, model=victim_name, max_bits=lower.bits, reason=f"lower-bit variant after {why}"
+        )
+        return Plan(
+            "lower_variant",
+            [reload],
+            f"reloading {victim_name} at {lower.quant} ({lower.bits:g} bits, was {victim.variant} "
+            f"at {victim.bits:g}) on {where}",
+        )
+    commands: list[Command] = [UnloadModel(host=host_name, model=victim_name, reason=why)]
     if not isinstance(victim_cfg, LocalModel):
         return Plan("unload", commands, f"unloaded {victim_name} from {where}")
     room = (free_bytes(state) if state else 0) + victim_bytes
@@ -133,6 +146,16 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
     name, _ = max(candidates, key=preference)
     commands.append(LoadModel(host=host_name, model=name, reason=f"smaller {victim_cfg.family} model after OOM"))
     return Plan("swap", commands, f"replaced {victim_name} with {name} on {where}")
+
+
+def lower_variant(loaded: LoadedModel, model: LocalModel) -> Variant | None:
+    """The most precise variant with a file below what is loaded (which the host reports), or None: a host
+    that does not say which variant it loaded, or a model without a smaller file."""
+    if not loaded.variant or loaded.bits <= 0:
+        return None
+    files = allowed_variants(loadable_variants(model))
+    lower = [v for v in files if v.bits < loaded.bits and v.quant != loaded.variant]
+    return precision_order(lower)[0] if lower else None
 
 
 # --- backlog -------------------------------------------------------------------------------------

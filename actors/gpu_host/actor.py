@@ -22,6 +22,7 @@ from typing import Any
 
 from nats.js.errors import NotFoundError
 
+from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
@@ -56,7 +57,11 @@ class GpuHost(Actor):
         self.host = host
         self.hcfg = cfg.hosts[host]
         self.library = ModelLibrary(cfg, Path(cfg.data_dir))
-        self.manager = ModelManager(host, cfg, self.library, emit=self.emit, changed=self._changed)
+        cuda = any(cfg.cards[c].device == "cuda" for c in self.hcfg.cards)
+        self.devices = DeviceMemory.open() if cuda else None  # NVML; None on CPU cards or without a driver
+        self.manager = ModelManager(
+            host, cfg, self.library, emit=self.emit, changed=self._changed, devices=self.devices
+        )
         self.started_at = time.time()
         self._kv: TypedKV[HostState] | None = None
         self._dirty = asyncio.Event()
@@ -106,6 +111,8 @@ class GpuHost(Actor):
     async def on_stop(self) -> None:
         connected = self.nc.is_connected
         await self.manager.close(announce=connected)
+        if self.devices is not None:
+            self.devices.close()
         if connected:  # NATS gone: nothing to tell, and waiting for it would only delay the exit
             await self._publish_state(up=False)
             await self.emit(HostDown(host=self.host, reason="stopped"))
@@ -116,14 +123,19 @@ class GpuHost(Actor):
         match msg:
             case Dispatch():
                 await self.generate(d, msg)
-            case LoadModel(model=model, keep_alive=keep_alive):
+            case LoadModel(model=model, keep_alive=keep_alive, max_bits=max_bits):
                 if keep_alive not in (None, "hot", "warm", "cold"):
                     self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
                     keep_alive = None
                 if keep_alive is None and self.manager.configured_keep_alive(model) == "cold":
                     keep_alive = "warm"  # asked for by name: keep it for its TTL, not only until it is idle
                 try:
-                    await self.manager.ensure_loaded(model, keep_alive=keep_alive, reason=msg.reason or "command")  # type: ignore[arg-type]
+                    await self.manager.ensure_loaded(
+                        model,
+                        keep_alive=keep_alive,  # type: ignore[arg-type]
+                        reason=msg.reason or "command",
+                        max_bits=max_bits,
+                    )
                 except GpuHostError as exc:  # published as model.load_failed / oom already
                     self.log.warning("%s: load %s failed: %s", self.host, model, exc)
             case UnloadModel(model=model):

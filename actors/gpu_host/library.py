@@ -38,6 +38,7 @@ from actors.gpu_host.errors import ModelNotFound
 from actors.gpu_host.memory import Variant, kv_bytes_per_token_from_arch, kv_bytes_per_token_from_params
 from schemas.config.models import AssembledSource, LocalModel, PackageSource, PathSource, Source, parse_params
 from schemas.config.root import OrchestraConfig
+from schemas.config.variants import Registry, read_registry, registry_path, with_registered
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,23 @@ _SCALARS = {
 }
 
 
+HEADER_MAP = 64 << 20  # the header is at the start: map this much first (not a 40 GB file's address space)
+
+
 def read_gguf(path: Path) -> GgufInfo:
     """The header of a GGUF file: metadata (arrays skipped) and tensor infos. Fast on big vocabularies:
     ``gguf.GGUFReader`` builds every array element (13 s for Gemma 3's 262k tokens), this skips them."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    size = path.stat().st_size
+    if size > HEADER_MAP:
+        try:
+            return _read_gguf(path, HEADER_MAP)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            pass  # a header longer than the first part: map the whole file
+    return _read_gguf(path, 0)
+
+
+def _read_gguf(path: Path, length: int) -> GgufInfo:
+    with path.open("rb") as f, mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ) as buf:
         magic, version = struct.unpack_from("<II", buf, 0)
         if magic != GGUF_MAGIC:
             raise ValueError(f"{path} is not a GGUF file")
@@ -164,9 +178,14 @@ def planned_variants(model: LocalModel) -> list[Variant]:
     """Every variant the library describes, sizes from the config (or params x bits when absent)."""
     params = parse_params(model.params)
     default = int(model.size) if model.size is not None else int(params * model.bits / 8)
-    out = [Variant(model.quant, model.bits, default)]
-    out += [Variant(v.quant, v.bits, int(v.size), i) for i, v in enumerate(model.variants)]
+    out = [Variant(model.quant, model.bits, default, -1, model.perplexity)]
+    out += [Variant(v.quant, v.bits, int(v.size), i, v.perplexity) for i, v in enumerate(model.variants)]
     return out
+
+
+def loadable_variants(model: LocalModel) -> list[Variant]:
+    """The library's default file and the variants that have a file of their own (what a host can load)."""
+    return [v for v in planned_variants(model) if v.index < 0 or model.variants[v.index].source is not None]
 
 
 def planned_kv_bytes_per_token(model: LocalModel) -> int:
@@ -181,23 +200,40 @@ class ModelLibrary:
         self.data_dir = data_dir
         self.models_dir = data_dir / "models"
         self.load_times = LoadTimes(data_dir / "gpu_host" / "load_times.json")
+        self._registry_cache, self._registry_stamp = Registry(), -1
 
     def model(self, name: str) -> LocalModel:
+        """The library entry, with the variants registered under the data dir now (re-read when the
+        registry file changes: a running host sees what ``orchestra model quantize`` made)."""
         model = self.cfg.models.get(name)
         if not isinstance(model, LocalModel):
             what = "a cloud model" if model is not None else "not in the model library"
             raise ModelNotFound(f"model {name!r} is {what}: this gpu_host serves local models only")
-        return model
+        return with_registered(model, self._registry().of(name), self.models_dir)
 
-    def resolve(self, name: str, variant: int = -1) -> ResolvedModel:
+    def _registry(self) -> Registry:
+        path = registry_path(self.data_dir)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return Registry()
+        if stamp != self._registry_stamp:
+            try:
+                self._registry_cache, self._registry_stamp = read_registry(path), stamp
+            except ValueError as exc:
+                log.warning("ignoring the variant registry: %s", exc)
+                return Registry()
+        return self._registry_cache
+
+    def resolve(self, name: str, variant: int = -1, model: LocalModel | None = None) -> ResolvedModel:
         """Find the file of a model (or of one of its ``variants``) and read its header. Blocking; raises
         ModelNotFound naming where it looked."""
-        model = self.model(name)
+        model = model or self.model(name)
         if variant < 0:
-            source, quant, bits = model.source, model.quant, model.bits
+            source, quant, bits, ppl = model.source, model.quant, model.bits, model.perplexity
         else:
             v = model.variants[variant]
-            source, quant, bits = v.source, v.quant, v.bits
+            source, quant, bits, ppl = v.source, v.quant, v.bits, v.perplexity
         if source is None:
             what = "" if variant < 0 else f" variant {quant}"
             raise ModelNotFound(f"model {name!r}{what} has no source in the library (described for planning only)")
@@ -215,7 +251,7 @@ class ModelLibrary:
         if kv is None:
             kv = (info.kv_bytes_per_token() if info else None) or kv_bytes_per_token_from_params(params)
         return ResolvedModel(
-            name, model, Variant(quant, bits, weights, variant), path, where, file_bytes, params, weights, kv, info
+            name, model, Variant(quant, bits, weights, variant, ppl), path, where, file_bytes, params, weights, kv, info
         )
 
     def resolve_all(self, name: str) -> list[ResolvedModel]:
@@ -227,7 +263,7 @@ class ModelLibrary:
             if index >= 0 and model.variants[index].source is None:
                 continue
             try:
-                found.append(self.resolve(name, index))
+                found.append(self.resolve(name, index, model))
             except ModelNotFound as exc:
                 first_error = first_error or exc
         if not found:

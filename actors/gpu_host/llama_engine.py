@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 llama_log = logging.getLogger("llama_cpp")
 
 N_BATCH = 512  # tokens per llama_decode (prompt chunks + one token per running sequence)
-_OOM_MARKERS = ("failed to allocate", "out of memory", "cudamalloc failed", "unable to allocate", "alloc failed")
+_OOM_MARKERS = (
+    "failed to allocate",
+    "out of memory",
+    "cudamalloc failed",
+    "unable to allocate",
+    "alloc failed",
+    "cannot allocate memory",  # ENOMEM from mmap (the weights' address space)
+)
 
 
 class _LlamaLog:
@@ -49,6 +56,12 @@ class _LlamaLog:
         if lines is None:
             lines = cls._local.lines = deque(maxlen=50)
         return lines
+
+
+def install_llama_log() -> deque[str]:
+    """llama.cpp's log into Python logging; the calling thread's recent lines (cleared by the caller)."""
+    _LlamaLog.install()
+    return _LlamaLog.lines()
 
 
 # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line

@@ -22,8 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from actors.gpu_host import memory, policy
+from actors.gpu_host import devmem, memory, policy
 from actors.gpu_host.ctrans_engine import CTransformersEngine
+from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.engine import Engine, LoadSpec
 from actors.gpu_host.errors import GpuHostError, ModelNotFound, OutOfMemory
 from actors.gpu_host.library import ModelLibrary, ResolvedModel, planned_kv_bytes_per_token, planned_variants
@@ -86,8 +87,10 @@ class ModelManager:
         *,
         emit: Callable[[Event], Awaitable[None]],
         changed: Callable[[], None],
+        devices: DeviceMemory | None = None,
     ) -> None:
         self.host, self.cfg, self.library = host, cfg, library
+        self.devices = devices  # NVML readings of the CUDA cards; None: bookkeeping only
         self.hcfg = cfg.hosts[host]
         self.card_cfgs: dict[str, CardCfg] = {c: cfg.cards[c] for c in self.hcfg.cards}
         self.emit, self.changed = emit, changed
@@ -102,13 +105,30 @@ class ModelManager:
 
     # --- queries -----------------------------------------------------------------------------------
     def cards(self, without: frozenset[str] = frozenset()) -> list[memory.Card]:
-        used: dict[str, int] = {}
+        """The cards as they are (``without``: as if those models were gone). On CUDA cards with NVML the
+        use the device reports counts when it is larger than the bookkeeping (another process's memory)."""
+        booked: dict[str, int] = {}
+        kept: dict[str, int] = {}
         for r in self.residents.values():
-            if r.name in without:
-                continue
             for card, n in r.bytes_by_card.items():
-                used[card] = used.get(card, 0) + n
-        return [memory.Card(name, int(c.memory), used.get(name, 0)) for name, c in self.card_cfgs.items()]
+                booked[card] = booked.get(card, 0) + n
+                if r.name not in without:
+                    kept[card] = kept.get(card, 0) + n
+        out = []
+        for name, c in self.card_cfgs.items():
+            total, used = devmem.reconcile(booked=booked.get(name, 0), reading=self._reading(c), budget=int(c.memory))
+            foreign = used - booked.get(name, 0)  # memory this host did not book: not freed by its unloads
+            out.append(memory.Card(name, total, kept.get(name, 0) + foreign))
+        return out
+
+    def _reading(self, card: CardCfg) -> devmem.Reading | None:
+        if self.devices is None or card.device != "cuda":
+            return None
+        return self.devices.read(card.index)
+
+    @property
+    def measured(self) -> bool:
+        return self.devices is not None and any(c.device == "cuda" for c in self.card_cfgs.values())
 
     def loaded(self, name: str) -> Resident | None:
         r = self.residents.get(name)
@@ -136,6 +156,8 @@ class ModelManager:
                 load_ms=round(r.load_ms, 1),
                 draining=r.draining,
                 card_bytes=list(r.plan.placement.per_card),
+                variant=r.plan.variant.quant,
+                bits=r.plan.variant.bits,
             )
             for r in self.residents.values()
         ]
@@ -165,11 +187,21 @@ class ModelManager:
 
     # --- transitions -------------------------------------------------------------------------------
     async def ensure_loaded(
-        self, name: str, *, keep_alive: KeepAlive | None = None, reason: str = "request", admit: bool = False
+        self,
+        name: str,
+        *,
+        keep_alive: KeepAlive | None = None,
+        reason: str = "request",
+        admit: bool = False,
+        max_bits: float | None = None,
     ) -> Resident:
         """The model, loaded. ``admit``: a request will run on it; it counts as in flight from this very
-        moment (no await in between), so an unload that starts now waits for it (``Resident.release``)."""
-        r, previous = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason)
+        moment (no await in between), so an unload that starts now waits for it (``Resident.release``).
+        ``max_bits``: at most that precise; a model loaded more precisely is reloaded (after an OOM)."""
+        if max_bits is not None:
+            kept = await self._lower(name, max_bits, reason)
+            keep_alive = keep_alive or kept  # the reload is kept as the model was
+        r, previous = await self._ensure_loaded(name, keep_alive=keep_alive, reason=reason, max_bits=max_bits)
         if admit:
             r.admit()
         if previous is not None:
@@ -179,8 +211,24 @@ class ModelManager:
             )
         return r
 
+    async def _lower(self, name: str, max_bits: float, reason: str) -> KeepAlive | None:
+        """Unload the model when it is loaded more precisely than ``max_bits`` and a variant within it exists;
+        the keep-alive it had (None when nothing was unloaded)."""
+        async with self._lock:
+            r = self.loaded(name)
+            if r is None or r.plan.variant.bits <= max_bits:
+                return None
+            model = self.library.model(name)
+            files = [model.bits] if model.source is not None else []
+            if not any(b <= max_bits for b in [*files, *(v.bits for v in model.variants if v.source)]):
+                return None  # nothing less precise to load: keep what serves
+            self._failed.pop(name, None)
+            why = f"{reason}: reload at {max_bits:g} bits or fewer"
+            await self._unload(name, reason=why, drain_timeout=DRAIN_TIMEOUT_S)
+            return r.keep_alive
+
     async def _ensure_loaded(
-        self, name: str, *, keep_alive: KeepAlive | None, reason: str
+        self, name: str, *, keep_alive: KeepAlive | None, reason: str, max_bits: float | None = None
     ) -> tuple[Resident, KeepAlive | None]:
         """The resident, and its keep-alive before this call when the call changed it (else None)."""
         r = self.loaded(name)
@@ -197,7 +245,7 @@ class ModelManager:
                 if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_HOLD_S:
                     raise failed[1]
                 try:
-                    return await self._load(name, keep_alive, reason), None
+                    return await self._load(name, keep_alive, reason, max_bits), None
                 except GpuHostError as exc:
                     self._failed[name] = (time.monotonic(), exc)
                     raise
@@ -213,7 +261,9 @@ class ModelManager:
         self.changed()
         return previous
 
-    async def _load(self, name: str, keep_alive: KeepAlive | None, reason: str) -> Resident:
+    async def _load(
+        self, name: str, keep_alive: KeepAlive | None, reason: str, max_bits: float | None = None
+    ) -> Resident:
         try:
             model = self.library.model(name)
             cards = self._usable_cards(name, model.cards)
@@ -221,6 +271,30 @@ class ModelManager:
         except ModelNotFound as exc:
             await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
             raise
+        fallbacks: list[str] = []  # variants llama.cpp could not allocate, most precise first
+        while True:
+            try:
+                return await self._load_variant(name, model, cards, files, keep_alive, reason, max_bits, fallbacks)
+            except _AllocationFailed as failed:
+                # OOM remediation, first step: a lower-bit variant of the same model, before anything else
+                lower = [f for f in files if f.variant.weights < failed.variant.weights]
+                if not lower:
+                    raise failed.oom from failed.__cause__
+                fallbacks.append(f"{failed.variant.quant} failed to allocate ({failed.why[:200]})")
+                log.warning("%s: %s; trying a lower-bit variant of %s", self.host, fallbacks[-1], name)
+                files = lower
+
+    async def _load_variant(
+        self,
+        name: str,
+        model: LocalModel,
+        cards: list[str],
+        files: list[ResolvedModel],
+        keep_alive: KeepAlive | None,
+        reason: str,
+        max_bits: float | None,
+        fallbacks: list[str],
+    ) -> Resident:
         pinned = bool(model.cards)
         kv = files[0].kv_bytes_per_token
         batch = 1 if model.engine == "ctransformers" else model.max_batch_size
@@ -237,9 +311,11 @@ class ModelManager:
             max_batch=batch,
             overhead=overhead,
             pinned=pinned,
+            max_bits=max_bits,
         )
         if isinstance(best, memory.NoFit):
-            raise await self._oom(name, best.reason, best.card, best.requested, best.free, best.total)
+            detail = "; ".join([*fallbacks, best.reason])
+            raise await self._oom(name, detail, best.card, best.requested, best.free, best.total)
         chosen = next(f for f in files if f.variant == best.variant)
 
         def fits(gone: frozenset[str]) -> bool:
@@ -254,15 +330,22 @@ class ModelManager:
         usable = [c for c in self.cards() if c.name in cards]
         placement = memory.place(best.footprint, usable, pinned=pinned)
         assert placement is not None
-        plan = memory.Plan(best.variant, best.batch, best.context, best.footprint, placement)
+        plan = memory.Plan(best.variant, best.batch, best.context, best.footprint, placement, best.reason)
         engine = self._engine(name, chosen, plan)
         try:
             await engine.start()
         except OutOfMemory as exc:
             free = sum(c.free for c in usable)
-            raise await self._oom(
-                name, str(exc), "+".join(placement.cards), plan.bytes, free, sum(c.total for c in usable)
-            ) from exc
+            oom = await self._oom(
+                name,
+                str(exc),
+                "+".join(placement.cards),
+                plan.bytes,
+                free,
+                sum(c.total for c in usable),
+                variant=plan.variant.quant,
+            )
+            raise _AllocationFailed(plan.variant, oom, str(exc)) from exc
         except GpuHostError as exc:
             await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
             raise
@@ -280,8 +363,9 @@ class ModelManager:
         )
         self.residents[name] = r
         self._failed.pop(name, None)
+        why = "; ".join([*fallbacks, plan.reason]) + (" (device memory measured by NVML)" if self.measured else "")
         log.info(
-            "%s: loaded %s (%s, batch %d, %.0f MB on %s) in %.0f ms",
+            "%s: loaded %s (%s, batch %d, %.0f MB on %s) in %.0f ms: %s",
             self.host,
             name,
             plan.variant.quant,
@@ -289,6 +373,7 @@ class ModelManager:
             plan.bytes / 1e6,
             "+".join(placement.cards),
             load_ms,
+            why,
         )
         await self.emit(
             ModelLoaded(
@@ -298,6 +383,8 @@ class ModelManager:
                 bytes=plan.bytes,
                 load_ms=load_ms,
                 reason=reason,
+                variant=plan.variant.quant,
+                variant_reason=why[:1000],
             )
         )
         self.changed()
@@ -419,8 +506,10 @@ class ModelManager:
             return CTransformersEngine(spec)
         return LlamaCppEngine(spec)
 
-    async def _oom(self, name: str, detail: str, card: str, requested: int, free: int, total: int) -> OutOfMemory:
-        log.warning("%s: out of memory loading %s: %s", self.host, name, detail)
+    async def _oom(
+        self, name: str, detail: str, card: str, requested: int, free: int, total: int, *, variant: str = ""
+    ) -> OutOfMemory:
+        log.warning("%s: out of memory loading %s %s: %s", self.host, name, variant, detail)
         await self.emit(
             Oom(
                 host=self.host,
@@ -430,6 +519,7 @@ class ModelManager:
                 free_bytes=free,
                 total_bytes=total,
                 detail=detail[:1000],
+                variant=variant,
             )
         )
         return OutOfMemory(
@@ -440,6 +530,14 @@ class ModelManager:
             free_bytes=free,
             total_bytes=total,
         )
+
+
+class _AllocationFailed(Exception):
+    """llama.cpp could not allocate this variant (the oom event is out): try a smaller one."""
+
+    def __init__(self, variant: memory.Variant, oom: OutOfMemory, why: str) -> None:
+        super().__init__(str(oom))
+        self.variant, self.oom, self.why = variant, oom, why
 
 
 async def _no_event(event: Event) -> None:

@@ -4,7 +4,8 @@
     plan(model, cards, ...) -> Plan          the variant, batch and cards a model gets, or NoFit (why)
 
 The paper's rules (§3.5): a model whose FP16 weights exceed 20 GB runs at 4 bits ("4-bit quantization for
-all models >20GB"); smaller ones take the most precise variant that fits. A model larger than any one card
+all models >20GB"); smaller ones take the most precise variant that fits — by measured perplexity when every
+variant has one (``orchestra model quantize`` measures them), else by bits per weight. A model larger than any one card
 is split over several cards of the host's group with ``tensor_split`` in proportion to their free memory
 (§3.5.4, the 70B on two P40s); ``cards`` pinned in the library are used as given. ``max_batch_size`` is an
 upper bound: when the KV cache of the full batch does not fit, the largest batch that fits is planned.
@@ -37,6 +38,7 @@ class Variant:
     bits: float
     weights: int  # bytes of weights in memory
     index: int = -1  # -1: the model's default entry, else its position in ``variants``
+    perplexity: float | None = None  # measured on the project's fixed text (lower: more precise)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Plan:
     context: int
     footprint: Footprint
     placement: Placement
+    reason: str = ""  # why this variant: the more precise ones that do not fit, and the memory they saw
 
     @property
     def bytes(self) -> int:
@@ -97,9 +100,18 @@ def fp16_bytes(variants: Sequence[Variant]) -> int:
     return int(best.weights * 16 / best.bits)
 
 
+def precision_order(variants: Sequence[Variant]) -> list[Variant]:
+    """Most precise first: by measured perplexity when every variant has one (a variant requantised from a
+    quantised file has more bits than its source but is no better: the measurement says so), else by bits;
+    the smaller file first on a tie."""
+    if variants and all(v.perplexity is not None for v in variants):
+        return sorted(variants, key=lambda v: (v.perplexity or 0.0, v.weights))
+    return sorted(variants, key=lambda v: (-v.bits, v.weights))
+
+
 def allowed_variants(variants: Sequence[Variant]) -> list[Variant]:
     """Most precise first; over 20 GB at FP16 only the 4-bit ones (the paper's rule)."""
-    ordered = sorted(variants, key=lambda v: (-v.bits, v.weights))
+    ordered = precision_order(variants)
     if fp16_bytes(variants) > FOUR_BIT_ABOVE:
         four = [v for v in ordered if v.bits <= FOUR_BIT_MAX_BITS]
         return four or ordered[-1:]
@@ -146,22 +158,31 @@ def plan(
     max_batch: int,
     overhead: int,
     pinned: bool = False,
+    max_bits: float | None = None,
 ) -> Plan | NoFit:
     """The best way to hold a model on these cards as they are now (``used`` counts what is loaded):
-    the most precise allowed variant, then the largest batch, that fits."""
+    the most precise allowed variant, then the largest batch, that fits. ``max_bits``: no variant more
+    precise than this (a lower-bit reload after an OOM); ignored when it would leave none."""
     allowed = allowed_variants(variants)
+    skipped = [f"{v.quant} (4-bit rule: over 20 GB at FP16)" for v in variants if v not in allowed]
+    capped = [v for v in allowed if max_bits is None or v.bits <= max_bits]
+    if capped and len(capped) < len(allowed):
+        skipped += [f"{v.quant} (over the {max_bits:g} bits asked)" for v in allowed if v not in capped]
+        allowed = capped
+    free_text = _free_text(cards)
     for variant in allowed:
         for batch in range(max_batch, 0, -1):
             need = Footprint(variant.weights, kv_bytes_per_token * context * batch, overhead)
             placement = place(need, cards, pinned=pinned)
             if placement is not None:
-                return Plan(variant, batch, context, need, placement)
+                return Plan(variant, batch, context, need, placement, _why(variant, skipped, len(variants), free_text))
+        skipped.append(f"{variant.quant} needs {_size(variant.weights + kv_bytes_per_token * context + overhead)}")
     smallest = min(allowed, key=lambda v: v.weights)
     need = Footprint(smallest.weights, kv_bytes_per_token * context, overhead)
     free = sum(max(c.free, 0) for c in cards)
     total = sum(c.total for c in cards)
     names = "+".join(c.name for c in cards)
-    rule = " (4-bit: over 20 GB at FP16)" if len(allowed) < len(variants) else ""
+    rule = " (4-bit: over 20 GB at FP16)" if len(allowed_variants(variants)) < len(variants) else ""
     return NoFit(
         f"needs {need.total(1) / GB:.3g} GB ({smallest.quant}{rule}: weights {smallest.weights / GB:.3g} GB + "
         f"KV cache {need.kv / GB:.3g} GB for {context} tokens + overhead {overhead / GB:.3g} GB), "
@@ -171,6 +192,25 @@ def plan(
         total=total,
         card=names,
     )
+
+
+def _size(n: int) -> str:
+    return f"{n / GB:.3g} GB" if n >= GB else f"{n / 1e6:.4g} MB"
+
+
+def _free_text(cards: Sequence[Card]) -> str:
+    if len(cards) == 1:
+        return f"{_size(max(0, cards[0].free))} free of {_size(cards[0].total)} on {cards[0].name}"
+    free = max((c.free for c in cards), default=0)
+    return f"{_size(max(0, free))} free on the roomiest of {'+'.join(c.name for c in cards)}"
+
+
+def _why(variant: Variant, skipped: list[str], n_variants: int, free_text: str) -> str:
+    measured = f", perplexity {variant.perplexity:g}" if variant.perplexity is not None else ""
+    if not skipped:
+        among = f" of {n_variants} variants" if n_variants > 1 else " (only) variant"
+        return f"{variant.quant}: the most precise{among}{measured}"
+    return f"{variant.quant}{measured}: {'; '.join(skipped)}; {free_text}"
 
 
 def with_used(cards: Sequence[Card], used: Mapping[str, int]) -> list[Card]:

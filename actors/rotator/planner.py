@@ -21,7 +21,9 @@ What it decides:
   recently used first;
 - wanted models are placed least flexible first (pinned ones, then the largest smallest-variant), each on
   the host that holds it without unloading anything if one can, then with the most precise variant, the
-  largest batch and the tightest fit;
+  largest batch and the tightest fit. Variants are those with a file: the library's and the ones
+  ``orchestra model quantize`` registered; a card's use is what its host reports (the larger of its
+  bookkeeping and NVML's reading on CUDA cards), so memory taken outside the orchestra shrinks the choice;
 - a wanted model whose hosts are all down is deferred (loaded when one comes up); one that fits nowhere
   is refused, with the reason per host ("needs 51.8 GB ..., 48 GB free of 48 GB on P40_0+P40_1").
 """
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from actors.gpu_host import memory
-from actors.gpu_host.library import planned_kv_bytes_per_token, planned_variants
+from actors.gpu_host.library import loadable_variants, planned_kv_bytes_per_token
 from actors.rotator.phases import Want
 from schemas.base import KeepAlive
 from schemas.config.models import LocalModel
@@ -55,11 +57,13 @@ class Step:
     cards: tuple[str, ...] = ()
     why: str = ""
     per_card: tuple[int, ...] = ()  # a load: the bytes each of ``cards`` will hold
+    variant: str = ""  # a load: the quantisation the host will pick (the most precise that fits)
 
     def __str__(self) -> str:
         if self.action == "load":
             where = "+".join(self.cards)
-            return f"{self.host}: load {self.model} {self.keep_alive} ({_gb(self.bytes)} on {where})"
+            quant = f"{self.variant}, " if self.variant else ""
+            return f"{self.host}: load {self.model} {self.keep_alive} ({quant}{_gb(self.bytes)} on {where})"
         if self.action == "unload":
             return f"{self.host}: unload {self.model} ({self.why})"
         return f"{self.host}: keep {self.model} {self.keep_alive} ({self.why})"
@@ -137,11 +141,6 @@ def host_is_up(cfg: OrchestraConfig, state: HostState | None, now: float) -> boo
 def may_hold(cfg: OrchestraConfig, host: str, model: LocalModel) -> bool:
     """Pinned models only on the host that owns their cards."""
     return not model.cards or set(model.cards) <= set(cfg.hosts[host].cards)
-
-
-def loadable_variants(model: LocalModel) -> list[memory.Variant]:
-    """The library's default file and the variants that have a file of their own (what a host can load)."""
-    return [v for v in planned_variants(model) if v.index < 0 or model.variants[v.index].source is not None]
 
 
 def _sim(cfg: OrchestraConfig, state: HostState) -> _Host:
@@ -317,7 +316,7 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
     why = f"{w.group} rotation" if w.rotation else (f"{w.group} always loaded" if w.group else "wanted")
     host.steps.append(
         Step(host.name, "load", w.model, w.keep_alive, sum(per_card.values()), tuple(placement.cards), why,
-             tuple(placement.per_card))
+             tuple(placement.per_card), best.variant.quant)
     )  # fmt: skip
     return host.name
 

@@ -4,6 +4,8 @@ A profile directory is merged into one document: every top-level key may appear 
 Environment overrides, for deployment, demos and tests: ORCHESTRA_NATS_URL (comma-separated servers),
 ORCHESTRA_DATA_DIR, ORCHESTRA_ROTATION_EVERY (a duration such as "30s": replaces the
 ``rotation_frequency`` of every phase that has one, so a profile rotates fast without a copy of it).
+Quantisation variants registered under the data dir (``<data_dir>/models/variants.json``, written by
+``orchestra model quantize``) join their models' ``variants`` (schemas/config/variants.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from schemas.config.check import problems
 from schemas.config.root import OrchestraConfig
 from schemas.config.units import Duration, dec_hook
+from schemas.config.variants import read_registry, registered_models, registry_path
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -207,6 +210,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check: bool = Tru
         else:
             where = _where(origin, field, str(root))
         raise ConfigError([f"{where}: {field or '(top level)'}: {message}"]) from exc
+    registry = registry_path(cfg.data_dir)
+    try:
+        variants = read_registry(registry)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
+    if variants.variants:
+        cfg = msgspec.structs.replace(cfg, models=registered_models(cfg.models, variants, registry.parent))
     if check:
         found = problems(cfg)
         if found:

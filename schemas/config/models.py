@@ -44,6 +44,7 @@ class QuantVariant(Cfg, frozen=True, kw_only=True):
     size: ByteSize
     source: Source | None = None
     quality_loss: Annotated[float, Meta(ge=0, le=1)] | None = None
+    perplexity: Annotated[float, Meta(gt=0)] | None = None  # measured on a fixed text (orchestra model quantize)
 
 
 class Price(Cfg, frozen=True, kw_only=True):
@@ -88,6 +89,7 @@ class LocalModel(TaggedCfg, frozen=True, kw_only=True, tag="local"):
     cards: list[str] = []  # pinned placement (the paper's deployment `gpus:`)
     n_gpu_layers: int = -1  # -1: everything on the card (ignored on a CPU card)
     kv_bytes_per_token: Annotated[int, Meta(ge=0)] | None = None  # None: estimated from params
+    perplexity: Annotated[float, Meta(gt=0)] | None = None  # of the default file (orchestra model quantize)
     price_per_million: Annotated[float, Meta(ge=0)] | None = None  # None: budgets.local_cost
     description: str = ""
 

@@ -2,10 +2,14 @@
 fail at once (ENOMEM) instead of succeeding and waking the OOM killer. For tests of real allocation failures.
 
     LIMITED_MODULE=actors.gpu_host LIMITED_AS_HEADROOM=2500000000 python -m tests.support.limited --host cpu0
+
+``LIMITED_PREIMPORT`` (comma-separated modules) are imported before the limit is measured, so the headroom
+counts what the run allocates, not the libraries it maps (a finer limit: one model variant fits, another not).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import runpy
@@ -23,6 +27,8 @@ def _vsz() -> int:
 if __name__ == "__main__":
     module = os.environ["LIMITED_MODULE"]
     headroom = int(os.environ["LIMITED_AS_HEADROOM"])
+    for name in filter(None, os.environ.get("LIMITED_PREIMPORT", "").split(",")):
+        importlib.import_module(name.strip())
     hard = resource.getrlimit(resource.RLIMIT_AS)[1]
     soft = _vsz() + headroom
     resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))

@@ -212,6 +212,8 @@ def _fields(m: LoadedModel) -> dict[str, object]:
 def test_steps_read_as_the_event_shows_them() -> None:
     load = Step("cpu0", "load", "gemma3-270m", "hot", 550_000_000, ("cpu0",), "primary rotation", (550_000_000,))
     assert str(load) == "cpu0: load gemma3-270m hot (0.55 GB on cpu0)"
+    quant = Step("cpu0", "load", "gemma3-270m", "hot", 550_000_000, ("cpu0",), "x", (550_000_000,), "q4_k_m")
+    assert str(quant) == "cpu0: load gemma3-270m hot (q4_k_m, 0.55 GB on cpu0)"
     assert str(Step("cpu0", "unload", "smollm2-135m", why="out of the phase")) == (
         "cpu0: unload smollm2-135m (out of the phase)"
     )
