@@ -126,7 +126,7 @@ DECLARATION: tuple[Role, ...] = (
     Role(
         "diversity_monitor",
         publishes=(s.host_commands("*"), s.tier_commands(), s.ROUTER_COMMANDS, s.ALERT_COMMANDS, *ACTOR_COMMON),
-        reads=("RESULTS", "EVENTS", "COMMANDS", "REQUESTS"),
+        reads=TOPOLOGY_STREAMS,  # the observer: metrics, and the dashboard's audit timeline of a request
         kv_reads=TOPOLOGY_BUCKETS,
         calls=(s.SVC_BUDGET_SUMMARY,),
     ),
