@@ -205,7 +205,8 @@ async def connect(
     except TimeoutError as exc:
         if errors.refused:
             folder = credentials_dir(bus, data_dir)
-            where = f"{folder / (role + '.json')}" if folder is not None else "bus.auth"
+            explicit = bus.auth.user or bus.auth.token_env or bus.auth.creds_file
+            where = f"{folder / (role + '.json')}" if folder is not None and not explicit else "bus.auth"
             raise ConnectError(
                 f"the NATS server at {', '.join(bus.servers)} refused the credentials of role {role} ({where}): "
                 "is this the profile and data directory the orchestra runs with?"
