@@ -120,14 +120,17 @@ def make_request(
     It is validated like one arriving from the bus (constraints are checked on decode only):
     SchemaError names the wrong field."""
     t = now()
-    request = GenerateRequest(
-        id=id or new_id(),
-        messages=messages,
-        prompt=prompt,
-        created_at=t,
-        deadline=t + timeout_s,
-        **fields,  # type: ignore[arg-type]
-    )
+    try:
+        request = GenerateRequest(
+            id=id or new_id(),
+            messages=messages,
+            prompt=prompt,
+            created_at=t,
+            deadline=t + timeout_s,
+            **fields,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:  # __post_init__'s checks (too long, both or neither of messages/prompt)
+        raise SchemaError.from_msgspec(exc) from exc
     try:
         return msgspec.json.decode(msgspec.json.encode(request), type=GenerateRequest)
     except msgspec.ValidationError as exc:

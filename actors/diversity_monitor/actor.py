@@ -22,7 +22,7 @@ from actors.diversity_monitor.diversity import Summary, summarise
 from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
-from actors.diversity_monitor.metrics import Figures, Metrics, MetricsServer
+from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics, MetricsServer
 from actors.diversity_monitor.rules import Alert, Engine, Raised
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
@@ -51,7 +51,7 @@ class DiversityMonitor(Actor):
         self.obs = Observations(self.horizon, ZoneInfo(cfg.budgets.timezone))
         self.engine = Engine(cfg.alerts.rules)
         self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
-        self.metrics = Metrics(self.current_figures)
+        self.metrics = Metrics(self.current_figures, LabelSets.of(cfg.models, cfg.hosts, cfg.providers))
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
         self.embedder: Embedder | None = embedder  # None: load the cache's MiniLM at start
         self.own_embedder = embedder is None

@@ -13,7 +13,7 @@ import contextlib
 
 from aiohttp import web
 
-from actors.gateway.handlers import Api
+from actors.gateway.handlers import MAX_BODY, Api, openai_errors
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from bus.actor import Actor
@@ -48,7 +48,8 @@ class Gateway(Actor):
         self.keys.load()
         self.inbox = Inbox(self.nc)
         await self.inbox.start()
-        app = web.Application(client_max_size=self.cfg.gateway.max_body)
+        app = web.Application(client_max_size=self.cfg.gateway.max_body, middlewares=[openai_errors])
+        app[MAX_BODY] = self.cfg.gateway.max_body
         app.add_routes(Api(self).routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()

@@ -2,13 +2,19 @@
 
 Each request becomes a GenerateRequest published to ``orch.request.<priority>.<id>``; the handler
 listens on ``orch.*.<id>`` (chunks and the outcome, in order) before it publishes, and answers with the
-first outcome. Failures are OpenAI-shaped errors with the matching status.
+first outcome. Failures are OpenAI-shaped errors with the matching status, also for what aiohttp itself refuses (a body
+over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 without a traceback for the
+client; the log has it). Errors that come back from the orchestra reach the client without its topology:
+for the codes of :data:`~actors.gateway.openai_api.INTERNAL_CODES` the client reads a fixed sentence and
+the request id, the operator finds the detail (host, provider, route) in the gateway's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,6 +31,8 @@ from schemas.result import GenerateError, GenerateResult, Outcome
 if TYPE_CHECKING:
     from actors.gateway.actor import Gateway
 
+log = logging.getLogger(__name__)
+
 GRACE_S = 2.0
 _RESULT = f"{subjects.PREFIX}.result."
 _STREAM = f"{subjects.PREFIX}.stream."  # wait this long past the deadline for the router's own timeout outcome
@@ -35,11 +43,41 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Response:
-    status, body = oa.error_body(info)
+    public = oa.public_error(info)
+    if public is not info:
+        log.info("request %s failed: %s: %s", request_id, info.code, info.message)
+    status, body = oa.error_body(public)
     headers = {"X-Request-Id": request_id} if request_id else {}
     if info.retry_after_s:
         headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
     return json_response(body, status, headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = web.AppKey("max_body", int)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            message = f"the request body exceeds the gateway's limit of {request.app[MAX_BODY]} bytes"
+        else:
+            message = exc.reason
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return json_response(body, exc.status)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+        return json_response(body, 500)
 
 
 class Api:

@@ -339,7 +339,7 @@ class StreamShaper:
         return out + b"data: [DONE]\n\n"
 
     def error(self, info: ErrorInfo) -> bytes:
-        _, body = error_body(info)
+        _, body = error_body(public_error(info))
         return b"data: " + msgspec.json.encode(body) + b"\n\ndata: [DONE]\n\n"
 
 
@@ -363,6 +363,31 @@ _STATUS: dict[str, tuple[int, str, str | None]] = {
     "cancelled": (499, "server_error", "cancelled"),
     "internal": (500, "server_error", None),
 }
+
+
+# codes whose messages come from inside the orchestra (hosts, providers, routes, attempts): the client reads
+# a fixed sentence instead
+INTERNAL_CODES: dict[str, str] = {
+    "timeout": "no answer before the deadline",
+    "unavailable": "no model can answer this request now; retry later",
+    "overloaded": "the orchestra is overloaded; retry later",
+    "oom": "the model ran out of memory; retry later or ask for fewer tokens",
+    "provider_error": "an upstream model provider failed; retry later",
+    "auth_failed": "an upstream model provider refused the orchestra's credentials",
+    "internal": "internal error",
+}
+
+
+GATEWAY_OWN = ("the answer was cut",)  # messages the gateway writes itself (no topology in them)
+
+
+def public_error(info: ErrorInfo) -> ErrorInfo:
+    """What a client may read of an error: internal codes get a fixed message (the original goes to the
+    log); the others keep theirs (they describe the client's own request, key or quota)."""
+    fixed = INTERNAL_CODES.get(info.code)
+    if fixed is None or info.message == fixed or info.message.startswith(GATEWAY_OWN):
+        return info
+    return ErrorInfo(code=info.code, message=fixed, retryable=info.retryable, retry_after_s=info.retry_after_s)
 
 
 def error_body(info: ErrorInfo) -> tuple[int, dict[str, Any]]:

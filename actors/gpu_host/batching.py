@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import llama_cpp as lc
 
-from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Rate
+from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Prompt, Rate
 from actors.gpu_host.errors import ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
 from actors.gpu_host.text import TextOutput
 
@@ -58,18 +58,28 @@ class Vocab:
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         self._buf = ctypes.create_string_buffer(256)
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         raw = text.encode("utf-8")
         cap = len(raw) + 16
         arr = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, True)
+        n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, parse_special)
         if n < 0:
             cap = -n
             arr = (lc.llama_token * cap)()
-            n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, True)
+            n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, parse_special)
         if n < 0:
             raise EngineError(f"could not tokenise a prompt of {len(raw)} bytes")
         return list(arr[:n])
+
+    def tokenize_prompt(self, prompt: Prompt) -> list[int]:
+        """A whole prompt: BOS once at the start; a client's text (literal segments) without special-token
+        parsing, so ``<|im_start|>`` written by a user stays characters."""
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        tokens: list[int] = []
+        for text, literal in prompt.parts:
+            tokens += self.tokenize(text, add_special=not tokens, parse_special=not literal)
+        return tokens or self.tokenize("")
 
     def piece(self, token: int) -> bytes:
         n = lc.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
@@ -131,7 +141,7 @@ class BatchScheduler:
             gen.fail(DeadlineExceeded("the request's deadline passed before generation started"))
             return
         try:
-            tokens = self.vocab.tokenize(gen.prompt)
+            tokens = self.vocab.tokenize_prompt(gen.prompt)
         except GpuHostError as exc:
             gen.fail(exc)
             return

@@ -71,7 +71,7 @@ class CTransformersEngine(ThreadEngine):
         if gen.expired():
             raise DeadlineExceeded("the request's deadline passed before generation started")
         llm, p = self.llm, gen.params
-        tokens = llm.tokenize(gen.prompt)
+        tokens = llm.tokenize(str(gen.prompt))
         if len(tokens) + p.max_tokens > self.spec.context:
             raise ContextTooLong(
                 f"prompt of {len(tokens)} tokens + max_tokens {p.max_tokens} exceeds the model's context of "

@@ -46,7 +46,7 @@ def stream_error(obj: dict[str, Any]) -> ProviderError:
     for (rate limit, quota, context too long, auth...), a server error when it names nothing known."""
     err = obj.get("error")
     if not isinstance(err, dict):
-        return ServerError(f"error event in the stream: {str(err)[:200]}")
+        return ServerError(f"error event in the stream: {err}")  # masked, then cut, by ProviderError
     status = next((_STREAM_STATUS[str(v)] for v in (err.get("code"), err.get("type")) if str(v) in _STREAM_STATUS), 500)
     return classify(status, json.dumps(obj).encode(), {}, time.time())
 
