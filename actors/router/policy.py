@@ -382,8 +382,10 @@ def _plan_route(
         found.sort(key=lambda it: (not it[1], _load(snap, it[0])))
         chain.extend(t for t, _ in found)
     if not chain:
-        why = _nothing_available(request, cfg, snap, tiers).message
-        return ErrorInfo.of("unavailable", f"route `{route_name}` ({[route.primary, *route.fallback]}): {why}")
+        why = _nothing_available(request, cfg, snap, tiers)
+        if why.code != "unavailable":
+            return why
+        return ErrorInfo.of("unavailable", f"route `{route_name}` ({[route.primary, *route.fallback]}): {why.message}")
     chain = _with_overflow(backlogged_last(chain, snap), cfg, snap, tiers)
     return Plan(
         targets=_diverse_chain(chain, max(limit, 1 + len(route.fallback))),
@@ -399,6 +401,17 @@ def _nothing_available(
 ) -> ErrorInfo:
     if not tiers:
         return ErrorInfo.of("unavailable", "every tier this request may use is disabled")
+    prompt_tokens = estimate_tokens(request.prompt_text())
+    in_tiers = [m for name, m in cfg.models.items() if model_tier(cfg, name) in tiers]
+    if in_tiers and not any(fits(request, m, prompt_tokens) for m in in_tiers):
+        # nothing to wait for: no model in reach has the context, now or later (a 400, not a 503)
+        largest = max(m.context_length for m in in_tiers)
+        return ErrorInfo.of(
+            "context_too_long",
+            f"about {prompt_tokens} prompt tokens + max_tokens {request.sampling.max_tokens} exceed the largest "
+            f"context ({largest} tokens) of the models this request may use",
+            field="messages" if request.messages is not None else "prompt",
+        )
     up = [h for h in cfg.hosts if host_up(cfg, snap, h)]
     clouds = [p for p in cfg.providers if provider_available(snap, p)]
     return ErrorInfo.of(
