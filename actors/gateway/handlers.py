@@ -22,6 +22,7 @@ from aiohttp import web
 
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
+from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo, SchemaError
@@ -138,7 +139,7 @@ class Api:
         if isinstance(key, web.Response):
             return key
         try:
-            body = (oa.CHAT if chat else oa.COMPLETION).decode(await request.read())
+            body = decode_body(await request.read(), chat=chat)
             if body.model not in self.visible(key):
                 raise SchemaError(f"The model `{body.model}` does not exist", "model")
             gen = oa.to_request(body, client_key=key.id, default_timeout=float(self.cfg.gateway.request_timeout))

@@ -8,13 +8,19 @@ Orchestra extensions ride in an optional ``orchestra`` object in the request bod
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-from msgspec import Meta
 
-from schemas.base import Capability, Priority, Strategy, Tier
-from schemas.codec import Codec
+from actors.gateway.requests import (
+    CHAT,
+    COMPLETION,
+    ChatRequest,
+    CompletionRequest,
+    OAMessage,
+    OrchestraExt,
+    refuse_unsupported,
+)
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import (
     VIRTUAL_MODELS,
@@ -27,73 +33,22 @@ from schemas.request import (
 )
 from schemas.result import GenerateError, GenerateResult, Outcome, StreamChunk
 
+__all__ = [  # the request bodies are defined in actors.gateway.requests and used from here too
+    "CHAT",
+    "COMPLETION",
+    "ChatRequest",
+    "CompletionRequest",
+    "StreamShaper",
+    "chat_response",
+    "completion_response",
+    "error_body",
+    "public_error",
+    "to_request",
+]
+
 DEFAULT_CHAT_MAX_TOKENS = 256
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
-
-class _In(msgspec.Struct, kw_only=True):
-    """Incoming bodies: unknown fields are ignored (the SDK sends many we do not use)."""
-
-
-class ContentPart(_In, kw_only=True):
-    type: str
-    text: str | None = None
-
-
-class OAMessage(_In, kw_only=True):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-
-class StreamOptions(_In, kw_only=True):
-    include_usage: bool = False
-
-
-class OrchestraExt(_In, kw_only=True):
-    capability: Capability | None = None
-    strategy: Strategy = "auto"
-    tiers: list[Tier] = []
-    family: str | None = None
-    route: str | None = None
-    fanout: int | None = None
-    max_cost_usd: float | None = None
-    min_quality: int | None = None
-    no_cache: bool = False
-    no_store: bool = False
-    allow_sampled: bool = False
-    priority: Priority = "normal"
-    task: str | None = None
-    timeout_s: Annotated[float, Meta(gt=0, le=86_400)] | None = None
-
-
-class _Common(_In, kw_only=True):
-    model: str
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = 1
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    user: str | None = None
-    orchestra: OrchestraExt | None = None
-
-
-class ChatRequest(_Common, kw_only=True):
-    messages: list[OAMessage]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-
-
-class CompletionRequest(_Common, kw_only=True):
-    prompt: str | list[str]
-    max_tokens: int | None = None
-
-
-CHAT: Codec[ChatRequest] = Codec(ChatRequest)
-COMPLETION: Codec[CompletionRequest] = Codec(CompletionRequest)
 
 # GenerateRequest field paths -> the OpenAI parameter a client sent
 _PARAM = {
@@ -120,7 +75,7 @@ def param_of(field: str | None) -> str | None:
 
 def _text(msg: OAMessage, index: int) -> str:
     if msg.content is None:
-        return ""
+        return msg.refusal or ""  # an assistant turn that refused: its refusal is what it said
     if isinstance(msg.content, str):
         return msg.content
     parts = []
@@ -149,11 +104,14 @@ def to_request(
     body: ChatRequest | CompletionRequest, *, client_key: str | None, default_timeout: float
 ) -> GenerateRequest:
     """Build and validate the GenerateRequest; SchemaError names the OpenAI parameter at fault."""
+    refuse_unsupported(body)
     ext = body.orchestra or OrchestraExt()
     mode = body.model if body.model in ("diverse", "ensemble") else "single"
-    if body.n != 1 and mode == "single":
+    n = 1 if body.n is None else body.n
+    stream = bool(body.stream)
+    if n != 1 and mode == "single":
         raise SchemaError("only n=1 is supported; use model `diverse` or `ensemble` for several answers", "n")
-    if mode != "single" and body.stream:
+    if mode != "single" and stream:
         raise SchemaError(f"streaming is not available for the `{mode}` model", "stream")
     if isinstance(body, ChatRequest):
         messages, prompt = _messages(body), None
@@ -184,7 +142,7 @@ def to_request(
             prompt=prompt,
             model=None if body.model == "auto" else body.model,
             mode=mode,
-            stream=body.stream,
+            stream=stream,
             sampling=sampling,
             requirements=Requirements(
                 capability=ext.capability,
@@ -192,7 +150,7 @@ def to_request(
                 tiers=ext.tiers,
                 family=ext.family,
                 route=ext.route,
-                fanout=ext.fanout if ext.fanout is not None else (body.n if mode != "single" and body.n > 1 else None),
+                fanout=ext.fanout if ext.fanout is not None else (n if mode != "single" and n > 1 else None),
                 max_cost_usd=ext.max_cost_usd,
                 min_quality=ext.min_quality,
             ),
@@ -201,10 +159,29 @@ def to_request(
             client_key=client_key,
             task=ext.task,
             timeout_s=ext.timeout_s or default_timeout,
-            tags={"user": body.user} if body.user else {},
+            tags=_tags(body),
         )
     except SchemaError as exc:
         raise SchemaError(exc.reason, param_of(exc.field)) from exc
+
+
+MAX_TAGS = 16  # OpenAI's own limit on metadata pairs
+
+
+def _tags(body: ChatRequest | CompletionRequest) -> dict[str, str]:
+    """``user``, ``safety_identifier``, ``prompt_cache_key`` and ``metadata``: recorded on the request (audits,
+    per-user reports), as OpenAI records them; they do not change the answer."""
+    tags = {f"metadata.{k}": v for k, v in ((body.metadata or {}) if isinstance(body, ChatRequest) else {}).items()}
+    if len(tags) > MAX_TAGS or any(len(k) > 72 or len(v) > 512 for k, v in tags.items()):
+        raise SchemaError(f"at most {MAX_TAGS} pairs, keys up to 64 and values up to 512 characters", "metadata")
+    if body.user:
+        tags["user"] = body.user[:256]
+    if isinstance(body, ChatRequest):
+        if body.safety_identifier:
+            tags["safety_identifier"] = body.safety_identifier[:256]
+        if body.prompt_cache_key:
+            tags["prompt_cache_key"] = body.prompt_cache_key[:256]
+    return tags
 
 
 # --- responses -------------------------------------------------------------------------------------

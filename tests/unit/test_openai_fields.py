@@ -1,0 +1,133 @@
+"""Nothing silently dropped: every field of the OpenAI chat and completions requests is honoured or refused
+with a 400 naming it, unknown fields are refused, and docs/openai-compat.md lists every declared field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.gateway import openai_api as oa
+from actors.gateway import requests as rq
+from schemas.errors import SchemaError
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "openai-compat.md").read_text()
+CHAT_DOC, COMPLETION_DOC = DOC.split("## POST /v1/completions")
+
+
+def _chat(**kw: Any) -> bytes:
+    return msgspec.json.encode({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **kw})
+
+
+def _completion(**kw: Any) -> bytes:
+    return msgspec.json.encode({"model": "auto", "prompt": "hi", **kw})
+
+
+def _refusal(raw: bytes, *, chat: bool) -> SchemaError:
+    with pytest.raises(SchemaError) as err:
+        oa.to_request(rq.decode(raw, chat=chat), client_key=None, default_timeout=30)
+    return err.value
+
+
+def test_the_doc_lists_every_declared_field() -> None:
+    """A field added to the request structs without its line in docs/openai-compat.md fails here."""
+    for name in rq.ChatRequest.__struct_fields__:
+        assert f"`{name}`" in CHAT_DOC, name
+    for name in rq.OAMessage.__struct_fields__:
+        assert name in ("role", "content") or f"`messages[].{name}`" in CHAT_DOC, name
+    for name in rq.CompletionRequest.__struct_fields__:
+        assert f"`{name}`" in COMPLETION_DOC, name
+
+
+CHAT_REFUSED = [
+    ("logit_bias", {"50256": -100}),
+    ("logprobs", True),
+    ("top_logprobs", 3),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "auto"),
+    ("parallel_tool_calls", True),
+    ("functions", [{"name": "f"}]),
+    ("function_call", "auto"),
+    ("store", True),
+    ("audio", {"voice": "alloy"}),
+    ("prediction", {"type": "content", "content": "x"}),
+    ("reasoning_effort", "high"),
+    ("verbosity", "low"),
+    ("web_search_options", {"search_context_size": "low"}),
+    ("response_format", {"type": "json_object"}),
+    ("modalities", ["text", "audio"]),
+    ("service_tier", "flex"),
+    ("n", 2),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), CHAT_REFUSED)
+def test_an_unsupported_chat_field_is_a_400_naming_it(field: str, value: Any) -> None:
+    assert _refusal(_chat(**{field: value}), chat=True).field == field
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("logit_bias", {"1": 1}), ("logprobs", 2), ("echo", True), ("suffix", "x"), ("best_of", 3)]
+)
+def test_an_unsupported_completion_field_is_a_400_naming_it(field: str, value: Any) -> None:
+    assert _refusal(_completion(**{field: value}), chat=False).field == field
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"role": "user", "content": "x", "name": "bob"}, "messages[0].name"),
+        ({"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}, "messages[0].tool_calls"),
+        ({"role": "user", "content": "x", "colour": "red"}, "messages[0].colour"),
+    ],
+)
+def test_message_fields_are_honoured_or_refused_by_name(message: dict[str, Any], field: str) -> None:
+    assert _refusal(_chat(messages=[message]), chat=True).field == field
+
+
+def test_an_unknown_field_is_a_400_naming_it() -> None:
+    """A typo (`temprature`) is refused, not ignored."""
+    assert _refusal(_chat(temprature=0.2), chat=True).field == "temprature"
+    assert _refusal(_chat(stream_options={"include_usage": True, "x": 1}), chat=True).field == "stream_options.x"
+
+
+def test_neutral_values_of_unsupported_fields_pass() -> None:
+    """What SDKs and frameworks send by default (null, false, empty, `none`, `text`) is fine."""
+    body = rq.decode(
+        _chat(
+            tools=[],
+            tool_choice="none",
+            logprobs=False,
+            store=False,
+            response_format={"type": "text"},
+            modalities=["text"],
+            service_tier="auto",
+            logit_bias={},
+            n=None,
+            stream=None,
+        ),
+        chat=True,
+    )
+    assert oa.to_request(body, client_key=None, default_timeout=30).mode == "single"
+
+
+def test_recorded_fields_become_tags() -> None:
+    """user, safety_identifier, prompt_cache_key and metadata are recorded on the request."""
+    body = rq.decode(_chat(user="u1", safety_identifier="s1", prompt_cache_key="k1", metadata={"run": "7"}), chat=True)
+    tags = oa.to_request(body, client_key=None, default_timeout=30).tags
+    assert tags == {"user": "u1", "safety_identifier": "s1", "prompt_cache_key": "k1", "metadata.run": "7"}
+    too_many = _chat(metadata={str(i): "v" for i in range(17)})
+    assert _refusal(too_many, chat=True).field == "metadata"
+
+
+def test_an_assistant_refusal_in_the_history_is_its_text() -> None:
+    body = rq.decode(
+        _chat(
+            messages=[{"role": "assistant", "content": None, "refusal": "I can't"}, {"role": "user", "content": "ok"}]
+        ),
+        chat=True,
+    )
+    gen = oa.to_request(body, client_key=None, default_timeout=30)
+    assert gen.messages is not None and gen.messages[0].content == "I can't"
