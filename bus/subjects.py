@@ -193,6 +193,7 @@ KV_TIERS = "orch_tiers"
 KV_PHASE = "orch_phase"
 KV_PROVIDERS = "orch_providers"
 KV_QUEUES = "orch_queues"
+KV_KEY_USAGE = "orch_key_usage"
 
 BUCKETS: list[KVSpec] = [
     KVSpec(KV_HOSTS, "gpu_host state: loaded models, memory, queue depth (writer: each gpu_host)"),
@@ -200,6 +201,11 @@ BUCKETS: list[KVSpec] = [
     KVSpec(KV_PHASE, "the current training phase (writer: rotator)"),
     KVSpec(KV_PROVIDERS, "cloud provider availability and cooldowns (writer: cloud_proxy)"),
     KVSpec(KV_QUEUES, "pending work per target (writer: router)"),
+    KVSpec(
+        KV_KEY_USAGE,
+        "per client key: requests and tokens this minute, requests in flight (writer: gateway, by compare-and-set)",
+        ttl=86_400.0,
+    ),
 ]
 
 

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from actors import keypolicy
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
+from actors.gateway.limits import Admission
 from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from schemas.codec import CHUNK, OUTCOME, encode
@@ -147,14 +149,28 @@ class Api:
             if exc.field == "model" and "does not exist" in exc.reason:
                 return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
             return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        if gen.stream:
-            return await self._stream(request, gen, chat=chat, include_usage=include_usage)
-        outcome = await self._roundtrip(gen)
-        if isinstance(outcome, GenerateResult):
-            shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
-            return json_response(shaped, headers={"X-Request-Id": gen.id})
-        return error_response(outcome.error, gen.id)
+        refused = keypolicy.shape_error(keypolicy.KeyPolicy(frozenset(key.models), key.limits), gen, self.cfg)
+        if refused is not None:
+            return error_response(refused, gen.id)
+        admission = None
+        if self.gw.limiter is not None:
+            admission = await self.gw.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
+            if isinstance(admission, ErrorInfo):
+                return error_response(admission, gen.id)
+        used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
+        try:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            if gen.stream:
+                return await self._stream(request, gen, chat=chat, include_usage=include_usage)
+            outcome = await self._roundtrip(gen)
+            if isinstance(outcome, GenerateResult):
+                used = outcome.usage.total_tokens
+                shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
+                return json_response(shaped, headers={"X-Request-Id": gen.id})
+            return error_response(outcome.error, gen.id)
+        finally:
+            if isinstance(admission, Admission) and self.gw.limiter is not None:
+                await asyncio.shield(self.gw.limiter.release(admission, used))
 
     # --- the bus -------------------------------------------------------------------------------
     async def _publish(self, gen: GenerateRequest) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from actors.keypolicy import may_use, policy_for
 from actors.pricing import estimate_tokens, max_input_tokens, worst_case_cost
 from actors.router.classify import classify
 from schemas.base import TIERS, Capability, Strategy, Tier
@@ -252,12 +253,20 @@ def plan_request(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot)
 
 
 def passes(
-    request: GenerateRequest, cfg: OrchestraConfig, name: str, tiers: tuple[Tier, ...], prompt_tokens: int
+    request: GenerateRequest,
+    cfg: OrchestraConfig,
+    name: str,
+    tiers: tuple[Tier, ...],
+    prompt_tokens: int,
+    *,
+    check_key: bool = True,
 ) -> bool:
     """The request's requirements, applied to one library model."""
     req = request.requirements
     model = cfg.models[name]
     if model_tier(cfg, name) not in tiers:
+        return False
+    if check_key and not may_use(policy_for(cfg, request.client_key), name):  # the key's allow-list, every path
         return False
     if req.family and model.family != req.family:
         return False
@@ -333,6 +342,8 @@ def _plan_named(
     model = cfg.models.get(name)
     if model is None:
         return ErrorInfo.of("not_found", f"the model `{name}` does not exist", field="model")
+    if not may_use(policy_for(cfg, request.client_key), name):
+        return ErrorInfo.of("forbidden", f"this key may not use the model `{name}`", field="model")
     tier = model_tier(cfg, name)
     if not tier_enabled(snap, tier):
         return ErrorInfo.of("unavailable", f"the {tier} tier is disabled; `{name}` cannot be used now")
@@ -402,7 +413,12 @@ def _nothing_available(
     if not tiers:
         return ErrorInfo.of("unavailable", "every tier this request may use is disabled")
     prompt_tokens = estimate_tokens(request.prompt_text())
-    in_tiers = [m for name, m in cfg.models.items() if model_tier(cfg, name) in tiers]
+    policy = policy_for(cfg, request.client_key)
+    if policy.models and any(
+        passes(request, cfg, n, tiers, prompt_tokens, check_key=False) and not may_use(policy, n) for n in cfg.models
+    ):
+        return ErrorInfo.of("forbidden", "this key may not use the models that match this request")
+    in_tiers = [m for name, m in cfg.models.items() if model_tier(cfg, name) in tiers and may_use(policy, name)]
     if in_tiers and not any(fits(request, m, prompt_tokens) for m in in_tiers):
         # nothing to wait for: no model in reach has the context, now or later (a 400, not a 503)
         largest = max(m.context_length for m in in_tiers)
