@@ -32,6 +32,19 @@ class ChatMessage(Message, frozen=True, kw_only=True):
     content: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)]
 
 
+MAX_SCHEMA_CHARS = 65_536
+
+
+class ResponseFormat(Message, frozen=True, kw_only=True):
+    """OpenAI's ``response_format``: JSON mode (``json_object``) or a JSON Schema the answer must follow.
+    Local models are constrained by a llama.cpp grammar built from it; cloud providers receive it."""
+
+    type: Literal["json_object", "json_schema"]
+    name: Annotated[str, Meta(max_length=64)] | None = None
+    json_schema: Annotated[str, Meta(max_length=MAX_SCHEMA_CHARS)] | None = None  # the schema, as JSON text
+    strict: bool = False
+
+
 class Sampling(Message, frozen=True, kw_only=True):
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
@@ -41,6 +54,7 @@ class Sampling(Message, frozen=True, kw_only=True):
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    response_format: ResponseFormat | None = None  # part of sampling: it is in every cache key
 
 
 class Requirements(Message, frozen=True, kw_only=True):

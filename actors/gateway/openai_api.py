@@ -28,6 +28,7 @@ from schemas.request import (
     ChatMessage,
     GenerateRequest,
     Requirements,
+    ResponseFormat,
     Sampling,
     make_request,
 )
@@ -59,6 +60,7 @@ _PARAM = {
     "sampling.seed": "seed",
     "sampling.presence_penalty": "presence_penalty",
     "sampling.frequency_penalty": "frequency_penalty",
+    "sampling.response_format": "response_format",
 }
 
 
@@ -135,6 +137,7 @@ def to_request(
         seed=body.seed,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
+        response_format=response_format(body.response_format) if isinstance(body, ChatRequest) else None,
     )
     try:
         return make_request(
@@ -163,6 +166,28 @@ def to_request(
         )
     except SchemaError as exc:
         raise SchemaError(exc.reason, param_of(exc.field)) from exc
+
+
+def response_format(given: dict[str, Any] | None) -> ResponseFormat | None:
+    """OpenAI's ``response_format`` -> ResponseFormat (None for plain text); the schema travels as JSON text
+    with sorted keys, so equal schemas share cache keys."""
+    kind = (given or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat(type="json_object")
+    if kind != "json_schema":
+        raise SchemaError(f"unknown type {kind!r}: text, json_object or json_schema", "response_format.type")
+    spec = (given or {}).get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+        raise SchemaError("must be an object with a `schema` object", "response_format.json_schema")
+    name = spec.get("name")
+    return ResponseFormat(
+        type="json_schema",
+        name=str(name)[:64] if name else None,
+        json_schema=msgspec.json.encode(spec.get("schema") or {"type": "object"}, order="sorted").decode(),
+        strict=bool(spec.get("strict")),
+    )
 
 
 MAX_TAGS = 16  # OpenAI's own limit on metadata pairs

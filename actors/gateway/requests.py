@@ -181,8 +181,6 @@ def refuse_unsupported(body: ChatRequest | CompletionRequest) -> None:
         return
     if body.tool_choice not in (None, "none"):
         raise SchemaError("is not supported yet", "tool_choice")
-    if body.response_format is not None and body.response_format.get("type") != "text":
-        raise SchemaError("only {'type': 'text'} is supported yet", "response_format")
     if body.modalities not in (None, ["text"]):
         raise SchemaError("only ['text'] is supported", "modalities")
     if body.service_tier not in (None, "auto", "default"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import llama_cpp as lc
 
 from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Prompt, Rate
-from actors.gpu_host.errors import ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
+from actors.gpu_host.errors import BadRequest, ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
 from actors.gpu_host.text import TextOutput
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,17 @@ class Vocab:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 
 
-def sampler_chain(params: GenParams, n_vocab: int) -> ctypes.c_void_p:
+def sampler_chain(params: GenParams, vocab: Vocab) -> ctypes.c_void_p:
+    """The sampler chain of one sequence; a grammar comes first: it removes every token the grammar does not
+    allow before penalties, top-k/top-p and the pick (``llama_sampler_sample`` advances it with the pick)."""
+    n_vocab = vocab.n_vocab
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if params.grammar is not None:
+        grammar = lc.llama_sampler_init_grammar(vocab.vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            lc.llama_sampler_free(chain)
+            raise BadRequest("the output grammar could not be parsed by llama.cpp")
+        lc.llama_sampler_chain_add(chain, grammar)
     if params.presence_penalty or params.frequency_penalty:
         lc.llama_sampler_chain_add(
             chain, lc.llama_sampler_init_penalties(n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty)
@@ -158,7 +167,11 @@ class BatchScheduler:
             return
         seq = next(i for i in range(self.n_seq) if i not in self.slots)
         lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
-        chain = sampler_chain(gen.params, self.vocab.n_vocab)
+        try:
+            chain = sampler_chain(gen.params, self.vocab)
+        except GpuHostError as exc:
+            gen.fail(exc)
+            return
         self.slots[seq] = Slot(seq, gen, tokens, chain, TextOutput(gen.params.stop), len(tokens), now)
 
     # --- one step ----------------------------------------------------------------------------------

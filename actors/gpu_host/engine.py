@@ -43,6 +43,7 @@ class GenParams:
     stop: tuple[str, ...] = ()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF the output must follow (structured output, tool calls)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from actors.gpu_host.engine import Completion, GenParams
+from actors.gpu_host.grammar import grammar_for
 from schemas.dispatch import Dispatch
 from schemas.result import GenerateResult, Provenance, Timings, Usage
 
@@ -21,6 +22,7 @@ def gen_params(dispatch: Dispatch, format_stops: list[str]) -> GenParams:
         stop=tuple(dict.fromkeys([*s.stop, *format_stops])),
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
+        grammar=grammar_for(s.response_format),
     )
 
 

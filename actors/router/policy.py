@@ -134,6 +134,15 @@ def candidates(name: str, cfg: OrchestraConfig, snap: Snapshot) -> list[tuple[Ta
     return [(Target(tier=tier, model=name, family=model.family, provider=model.provider), True)]
 
 
+def constrains_output(cfg: OrchestraConfig, name: str) -> bool:
+    """Whether a model can follow a response_format (a grammar on llama.cpp, the provider's JSON mode):
+    ctransformers models and Anthropic's API cannot."""
+    model = cfg.models[name]
+    if isinstance(model, LocalModel):
+        return model.engine == "llama_cpp"
+    return cfg.providers[model.provider].api != "anthropic"
+
+
 def fits(request: GenerateRequest, model: LocalModel | CloudModel, prompt_tokens: int) -> bool:
     return prompt_tokens + request.sampling.max_tokens <= model.context_length
 
@@ -268,6 +277,8 @@ def passes(
         return False
     if check_key and not may_use(policy_for(cfg, request.client_key), name):  # the key's allow-list, every path
         return False
+    if request.sampling.response_format is not None and not constrains_output(cfg, name):
+        return False
     if req.family and model.family != req.family:
         return False
     if req.min_quality is not None and model.quality < req.min_quality:
@@ -344,6 +355,8 @@ def _plan_named(
         return ErrorInfo.of("not_found", f"the model `{name}` does not exist", field="model")
     if not may_use(policy_for(cfg, request.client_key), name):
         return ErrorInfo.of("forbidden", f"this key may not use the model `{name}`", field="model")
+    if request.sampling.response_format is not None and not constrains_output(cfg, name):
+        return ErrorInfo.of("bad_request", f"`{name}` cannot follow a response_format", field="response_format")
     tier = model_tier(cfg, name)
     if not tier_enabled(snap, tier):
         return ErrorInfo.of("unavailable", f"the {tier} tier is disabled; `{name}` cannot be used now")

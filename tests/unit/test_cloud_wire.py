@@ -20,7 +20,7 @@ from actors.cloud_proxy.errors import (
     Unavailable,
 )
 from actors.pricing import estimate_tokens
-from schemas.request import ChatMessage, Sampling
+from schemas.request import ChatMessage, ResponseFormat, Sampling
 
 CHAT = [
     ChatMessage(role="system", content="Be brief."),
@@ -242,3 +242,17 @@ def test_an_error_event_mid_stream_is_typed(
     with pytest.raises(kind) as caught:
         stream.feed(SseEvent("message", json.dumps({"error": error})))
     assert type(caught.value) is kind
+
+
+def test_response_format_is_passed_to_openai_and_gemini() -> None:
+    """OpenAI-compatible providers get response_format as sent; Gemini its JSON mode with the schema."""
+    fmt = ResponseFormat(type="json_schema", name="c", json_schema='{"type":"object"}', strict=True)
+    call = Call(model="m", sampling=Sampling(response_format=fmt), messages=CHAT)
+    assert OpenAIWire().body(call)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "c", "schema": {"type": "object"}, "strict": True},
+    }
+    config = GeminiWire().body(call)["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == {"type": "object"}
+    plain = Call(model="m", sampling=Sampling(response_format=ResponseFormat(type="json_object")), messages=CHAT)
+    assert OpenAIWire().body(plain)["response_format"] == {"type": "json_object"}

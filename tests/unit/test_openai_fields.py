@@ -56,7 +56,6 @@ CHAT_REFUSED = [
     ("reasoning_effort", "high"),
     ("verbosity", "low"),
     ("web_search_options", {"search_context_size": "low"}),
-    ("response_format", {"type": "json_object"}),
     ("modalities", ["text", "audio"]),
     ("service_tier", "flex"),
     ("n", 2),
@@ -131,3 +130,23 @@ def test_an_assistant_refusal_in_the_history_is_its_text() -> None:
     )
     gen = oa.to_request(body, client_key=None, default_timeout=30)
     assert gen.messages is not None and gen.messages[0].content == "I can't"
+
+
+def test_response_format_maps_to_sampling_with_a_canonical_schema() -> None:
+    """json_object and json_schema travel in sampling (so in every cache key); equal schemas written in
+    another key order give the same request; a type the API does not have is a 400."""
+    mode = oa.to_request(
+        rq.decode(_chat(response_format={"type": "json_object"}), chat=True), client_key=None, default_timeout=30
+    )
+    assert mode.sampling.response_format is not None and mode.sampling.response_format.type == "json_object"
+    a = {"type": "json_schema", "json_schema": {"name": "c", "schema": {"type": "object", "required": ["x"]}}}
+    b = {"type": "json_schema", "json_schema": {"schema": {"required": ["x"], "type": "object"}, "name": "c"}}
+    ra, rb = (
+        oa.to_request(rq.decode(_chat(response_format=f), chat=True), client_key=None, default_timeout=30)
+        for f in (a, b)
+    )
+    assert (
+        ra.sampling == rb.sampling and ra.sampling.response_format.json_schema == '{"required":["x"],"type":"object"}'
+    )  # type: ignore[union-attr]
+    assert _refusal(_chat(response_format={"type": "xml"}), chat=True).field == "response_format.type"
+    assert _refusal(_chat(response_format={"type": "json_schema"}), chat=True).field == "response_format.json_schema"

@@ -10,6 +10,7 @@ stopped for safety becomes ContentPolicy. Pure: no I/O.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +79,10 @@ class GeminiWire:
             config["presencePenalty"] = s.presence_penalty
         if s.frequency_penalty:
             config["frequencyPenalty"] = s.frequency_penalty
+        if s.response_format is not None:  # Gemini's JSON mode, with the schema when there is one
+            config["responseMimeType"] = "application/json"
+            if s.response_format.json_schema:
+                config["responseJsonSchema"] = json.loads(s.response_format.json_schema)
         body: dict[str, Any] = {
             "contents": [
                 {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}

@@ -15,6 +15,7 @@ from typing import Any
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
+from schemas.request import ResponseFormat
 from schemas.result import FinishReason
 
 
@@ -51,6 +52,14 @@ def stream_error(obj: dict[str, Any]) -> ProviderError:
     return classify(status, json.dumps(obj).encode(), {}, time.time())
 
 
+def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """``response_format`` as OpenAI (and llama.cpp's server, vLLM, Together) take it: passed through."""
+    if fmt.type == "json_object" or not fmt.json_schema:
+        return {"type": "json_object"}
+    schema = {"name": fmt.name or "answer", "schema": json.loads(fmt.json_schema), "strict": fmt.strict}
+    return {"type": "json_schema", "json_schema": schema}
+
+
 class OpenAIWire:
     def url(self, base_url: str, call: Call) -> str:
         return f"{base_url}/completions" if call.prompt is not None else f"{base_url}/chat/completions"
@@ -76,6 +85,8 @@ class OpenAIWire:
             body["presence_penalty"] = s.presence_penalty
         if s.frequency_penalty:
             body["frequency_penalty"] = s.frequency_penalty
+        if s.response_format is not None and call.prompt is None:
+            body["response_format"] = openai_response_format(s.response_format)
         if call.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
