@@ -16,6 +16,7 @@ from schemas.base import (
     RouteMode,
     Strategy,
     Tier,
+    ToolCall,
     new_id,
     now,
 )
@@ -28,8 +29,21 @@ VIRTUAL_MODELS = ("auto", "diverse", "ensemble")
 
 
 class ChatMessage(Message, frozen=True, kw_only=True):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)]
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=64)] = []  # an assistant turn that called functions
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+
+
+MAX_TOOLS = 128
+
+
+class Tool(Message, frozen=True, kw_only=True):
+    """A function a model may call (OpenAI's ``tools[].function``); ``parameters`` is a JSON Schema (text)."""
+
+    name: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, Meta(max_length=4096)] = ""
+    parameters: Annotated[str, Meta(max_length=65_536)] = '{"type":"object","properties":{}}'
 
 
 MAX_SCHEMA_CHARS = 65_536
@@ -55,6 +69,14 @@ class Sampling(Message, frozen=True, kw_only=True):
     presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
     response_format: ResponseFormat | None = None  # part of sampling: it is in every cache key
+    tools: Annotated[list[Tool], Meta(max_length=MAX_TOOLS)] = []  # functions the model may call
+    tool_choice: str = "auto"  # auto | none | required | the name of one tool
+    parallel_tool_calls: bool | None = None  # passed to providers that take it
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the model may answer with a function call."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class Requirements(Message, frozen=True, kw_only=True):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.base import Message, RequestId, Tagged, Tier
+from schemas.base import Message, RequestId, Tagged, Tier, ToolCall
 from schemas.errors import ErrorInfo
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class Usage(Message, frozen=True, kw_only=True):
@@ -83,6 +83,7 @@ class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
     created_at: float = 0.0
     reservation_id: str | None = None  # copied from the Dispatch: the budget hold this attempt settles
     reserved_nanos: int = 0  # copied from the Dispatch: the worst case held for it
+    tool_calls: list[ToolCall] = []  # the model called functions (finish_reason "tool_calls")
 
 
 class GenerateError(Tagged, frozen=True, kw_only=True, tag="error"):

@@ -21,6 +21,7 @@ from actors.gateway.requests import (
     OrchestraExt,
     refuse_unsupported,
 )
+from schemas.base import ToolCall
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import (
     VIRTUAL_MODELS,
@@ -30,6 +31,7 @@ from schemas.request import (
     Requirements,
     ResponseFormat,
     Sampling,
+    Tool,
     make_request,
 )
 from schemas.result import GenerateError, GenerateResult, Outcome, StreamChunk
@@ -90,13 +92,25 @@ def _text(msg: OAMessage, index: int) -> str:
     return "".join(parts)
 
 
+def _calls(m: OAMessage, index: int) -> list[ToolCall]:
+    out = []
+    for j, call in enumerate(m.tool_calls or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
+            raise SchemaError(
+                "expected {id, type: function, function: {name, arguments}}", f"messages[{index}].tool_calls[{j}]"
+            )
+        out.append(ToolCall(id=call["id"], name=fn["name"], arguments=str(fn.get("arguments") or "{}")))
+    return out
+
+
 def _messages(body: ChatRequest) -> list[ChatMessage]:
     out = []
     for i, m in enumerate(body.messages):
-        if m.role in ("tool", "function"):
-            raise SchemaError(f"role {m.role!r} is not supported (no tool calling)", f"messages[{i}].role")
-        role: Literal["system", "user", "assistant"] = "system" if m.role in ("system", "developer") else m.role  # type: ignore[assignment]
-        out.append(ChatMessage(role=role, content=_text(m, i)))
+        role: Literal["system", "user", "assistant", "tool"] = "system" if m.role in ("system", "developer") else m.role  # type: ignore[assignment]
+        if role == "tool" and not m.tool_call_id:
+            raise SchemaError("a tool message needs the tool_call_id it answers", f"messages[{i}].tool_call_id")
+        out.append(ChatMessage(role=role, content=_text(m, i), tool_calls=_calls(m, i), tool_call_id=m.tool_call_id))
     if not out:
         raise SchemaError("must not be empty", "messages")
     return out
@@ -138,6 +152,7 @@ def to_request(
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
         response_format=response_format(body.response_format) if isinstance(body, ChatRequest) else None,
+        **(_tools(body) if isinstance(body, ChatRequest) else {}),
     )
     try:
         return make_request(
@@ -190,6 +205,36 @@ def response_format(given: dict[str, Any] | None) -> ResponseFormat | None:
     )
 
 
+def _tools(body: ChatRequest) -> dict[str, Any]:
+    """tools / tool_choice / parallel_tool_calls -> Sampling fields."""
+    tools = []
+    for i, t in enumerate(body.tools or []):
+        fn = t.get("function") if isinstance(t, dict) and t.get("type", "function") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise SchemaError("expected {type: function, function: {name, description?, parameters?}}", f"tools[{i}]")
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        tools.append(
+            Tool(
+                name=fn["name"],
+                description=str(fn.get("description") or ""),
+                parameters=msgspec.json.encode(params, order="sorted").decode(),
+            )
+        )
+    choice = body.tool_choice if body.tool_choice is not None else "auto"
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        choice = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(choice, str) or (
+        choice not in ("auto", "none", "required") and choice not in {t.name for t in tools}
+    ):
+        raise SchemaError(
+            "auto, none, required, or {type: function, function: {name}} of a declared tool", "tool_choice"
+        )
+    if choice == "required" and not tools:
+        raise SchemaError("required needs tools", "tool_choice")
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": body.parallel_tool_calls}
+
+
 MAX_TAGS = 16  # OpenAI's own limit on metadata pairs
 
 
@@ -239,6 +284,25 @@ def _extension(r: GenerateResult) -> dict[str, Any]:
     return ext
 
 
+def tool_calls(calls: list[ToolCall], *, indexed: bool = False) -> list[dict[str, Any]]:
+    """OpenAI's ``tool_calls`` entries (``index`` added in stream deltas)."""
+    return [
+        {
+            **({"index": i} if indexed else {}),
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        for i, c in enumerate(calls)
+    ]
+
+
+def _message(r: GenerateResult) -> dict[str, Any]:
+    if r.tool_calls:
+        return {"role": "assistant", "content": r.text or None, "refusal": None, "tool_calls": tool_calls(r.tool_calls)}
+    return {"role": "assistant", "content": r.text, "refusal": None}
+
+
 def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
     answers = r.responses if r.responses and r.consensus is None else []
     choices = [
@@ -252,7 +316,7 @@ def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, An
     ] or [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": r.text, "refusal": None},
+            "message": _message(r),
             "logprobs": None,
             "finish_reason": r.finish_reason,
         }
@@ -335,6 +399,9 @@ class StreamShaper:
             out += self._piece("", role=True) if self.chat else b""
         if not streamed_text and r.text:
             out += self._piece(r.text)
+        if r.tool_calls and self.chat:  # a call arrives whole: one delta with every call and its arguments
+            delta = {"tool_calls": tool_calls(r.tool_calls, indexed=True)}
+            out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
         out += self._piece("", finish=r.finish_reason)
         if self.include_usage:
             out += self._event([], usage=_usage(r), last=True)

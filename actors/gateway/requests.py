@@ -140,10 +140,8 @@ _REFUSED_CHAT: dict[str, str] = {
     "logit_bias": "is not supported (token ids differ between the orchestra's models)",
     "logprobs": "is not supported yet",
     "top_logprobs": "is not supported yet",
-    "tools": "is not supported yet",
-    "functions": "is not supported yet",
-    "function_call": "is not supported yet",
-    "parallel_tool_calls": "is not supported yet",
+    "functions": "is deprecated and not supported: use tools",
+    "function_call": "is deprecated and not supported: use tool_choice",
     "store": "is not supported: the orchestra keeps no stored completions",
     "audio": "is not supported: the orchestra's models answer text",
     "prediction": "is not supported (no predicted outputs)",
@@ -159,9 +157,7 @@ _REFUSED_COMPLETION: dict[str, str] = {
 }
 _REFUSED_MESSAGE: dict[str, str] = {
     "name": "is not supported (participant names are not passed to the models)",
-    "tool_calls": "is not supported yet",
-    "tool_call_id": "is not supported yet",
-    "function_call": "is not supported yet",
+    "function_call": "is deprecated and not supported: use tool_calls",
     "audio": "is not supported: the orchestra's models answer text",
 }
 
@@ -179,15 +175,13 @@ def refuse_unsupported(body: ChatRequest | CompletionRequest) -> None:
         if body.best_of not in (None, 1):
             raise SchemaError("only best_of=1 is supported", "best_of")
         return
-    if body.tool_choice not in (None, "none"):
-        raise SchemaError("is not supported yet", "tool_choice")
     if body.modalities not in (None, ["text"]):
         raise SchemaError("only ['text'] is supported", "modalities")
     if body.service_tier not in (None, "auto", "default"):
         raise SchemaError("only 'auto' and 'default' are supported", "service_tier")
     for i, m in enumerate(body.messages):
-        if m.role in ("tool", "function"):
-            raise SchemaError(f"role {m.role!r} is not supported yet (no tool calling)", f"messages[{i}].role")
+        if m.role == "function":
+            raise SchemaError("role 'function' is deprecated and not supported: use 'tool'", f"messages[{i}].role")
         for name, why in _REFUSED_MESSAGE.items():
             if not _absent(getattr(m, name)):
                 raise SchemaError(why, f"messages[{i}].{name}")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.js.errors import NotFoundError
 
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
@@ -27,6 +28,7 @@ from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
 from actors.gpu_host.outcome import gen_params, make_result
 from actors.gpu_host.prompts import build_prompt
+from actors.gpu_host.tools import split_call, with_tools
 from actors.pricing import local_cost
 from bus import subjects
 from bus.actor import Actor
@@ -142,7 +144,9 @@ class GpuHost(Actor):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
-        streamed = ChunkSender(self, req.id, dispatch.attempt) if req.stream else None
+        sampling = dispatch.effective_sampling
+        # a function call is not streamed as text: it arrives whole, as tool_calls in the result
+        streamed = ChunkSender(self, req.id, dispatch.attempt) if req.stream and not sampling.calls_tools else None
         admitted = None
         try:
             if taken >= req.effective_deadline:
@@ -154,7 +158,7 @@ class GpuHost(Actor):
             cfg = resident.resolved.cfg
             engine = resident.engine
             prompt, stops = build_prompt(
-                req,
+                with_tools(req, sampling),
                 model=model,
                 chat_format=cfg.chat_format,
                 template=getattr(engine, "chat_template", None),
@@ -197,6 +201,9 @@ class GpuHost(Actor):
             dispatch, done, host=self.host, family=cfg.family, usage=usage, cost=cost, load_ms=load_ms, taken=taken,
             dispatched=d.published_at,
         )  # fmt: skip
+        text, calls = split_call(result.text, sampling)
+        if calls:
+            result = msgspec.structs.replace(result, text=text, tool_calls=calls, finish_reason="tool_calls")
         await publish_outcome(self, result)
 
     # --- helpers -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import time
 
 from actors.gpu_host.engine import Completion, GenParams
 from actors.gpu_host.grammar import grammar_for
+from actors.gpu_host.tools import tool_grammar
 from schemas.dispatch import Dispatch
 from schemas.result import GenerateResult, Provenance, Timings, Usage
 
@@ -22,7 +23,7 @@ def gen_params(dispatch: Dispatch, format_stops: list[str]) -> GenParams:
         stop=tuple(dict.fromkeys([*s.stop, *format_stops])),
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
-        grammar=grammar_for(s.response_format),
+        grammar=tool_grammar(s) or grammar_for(s.response_format),
     )
 
 

@@ -134,13 +134,16 @@ def candidates(name: str, cfg: OrchestraConfig, snap: Snapshot) -> list[tuple[Ta
     return [(Target(tier=tier, model=name, family=model.family, provider=model.provider), True)]
 
 
-def constrains_output(cfg: OrchestraConfig, name: str) -> bool:
-    """Whether a model can follow a response_format (a grammar on llama.cpp, the provider's JSON mode):
-    ctransformers models and Anthropic's API cannot."""
+def constrains_output(cfg: OrchestraConfig, name: str, request: GenerateRequest) -> bool:
+    """Whether a model can follow the request's response_format and tools (a grammar on llama.cpp, the
+    provider's JSON mode and function calling): ctransformers models cannot, Anthropic has no JSON mode."""
+    s = request.sampling
+    if s.response_format is None and not s.calls_tools:
+        return True
     model = cfg.models[name]
     if isinstance(model, LocalModel):
         return model.engine == "llama_cpp"
-    return cfg.providers[model.provider].api != "anthropic"
+    return s.response_format is None or cfg.providers[model.provider].api != "anthropic"
 
 
 def fits(request: GenerateRequest, model: LocalModel | CloudModel, prompt_tokens: int) -> bool:
@@ -277,7 +280,7 @@ def passes(
         return False
     if check_key and not may_use(policy_for(cfg, request.client_key), name):  # the key's allow-list, every path
         return False
-    if request.sampling.response_format is not None and not constrains_output(cfg, name):
+    if not constrains_output(cfg, name, request):
         return False
     if req.family and model.family != req.family:
         return False
@@ -355,8 +358,10 @@ def _plan_named(
         return ErrorInfo.of("not_found", f"the model `{name}` does not exist", field="model")
     if not may_use(policy_for(cfg, request.client_key), name):
         return ErrorInfo.of("forbidden", f"this key may not use the model `{name}`", field="model")
-    if request.sampling.response_format is not None and not constrains_output(cfg, name):
-        return ErrorInfo.of("bad_request", f"`{name}` cannot follow a response_format", field="response_format")
+    if not constrains_output(cfg, name, request):
+        return ErrorInfo.of(
+            "bad_request", f"`{name}` cannot follow this response_format or call tools", field="response_format"
+        )
     tier = model_tier(cfg, name)
     if not tier_enabled(snap, tier):
         return ErrorInfo.of("unavailable", f"the {tier} tier is disabled; `{name}` cannot be used now")

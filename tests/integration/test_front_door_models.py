@@ -134,3 +134,114 @@ def test_a_schema_the_converter_cannot_take_is_a_400(orchestra: Orchestra) -> No
             response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}},
         )
     assert err.value.status_code == 400
+
+
+class Weather(msgspec.Struct, forbid_unknown_fields=True):
+    city: str
+    unit: str
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 40},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_a_real_local_model_calls_the_declared_function(orchestra: Orchestra, choice: object) -> None:
+    """The SDK declares a function; SmolLM2 answers with a tool_calls entry whose arguments parse against
+    the function's schema (the grammar allows nothing else)."""
+    reply = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m",
+        messages=ASK,
+        tools=[WEATHER_TOOL],
+        tool_choice=choice,
+        temperature=0,
+        max_tokens=80,  # type: ignore[arg-type,list-item]
+    )
+    choice0 = reply.choices[0]
+    assert choice0.finish_reason == "tool_calls"
+    calls = choice0.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].id.startswith("call_")  # type: ignore[union-attr]
+    args = msgspec.json.decode(calls[0].function.arguments, type=Weather)  # type: ignore[union-attr]
+    assert args.unit in ("celsius", "fahrenheit")
+
+
+def test_a_tool_result_goes_back_to_the_model(orchestra: Orchestra) -> None:
+    """The assistant's call and the tool's result are sent back; the model answers in text."""
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21, "sky": "sunny"}'},
+    ]
+    reply = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m",
+        messages=history,
+        tools=[WEATHER_TOOL],
+        tool_choice="none",
+        temperature=0,
+        max_tokens=30,  # type: ignore[arg-type,list-item]
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+
+
+def test_a_streamed_tool_call_arrives_as_deltas(orchestra: Orchestra) -> None:
+    """stream=True: the call comes as a tool_calls delta (index, id, name, arguments), then tool_calls."""
+    stream = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m",
+        messages=ASK,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=80,
+        stream=True,  # type: ignore[arg-type,list-item]
+    )
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            name += (delta.function and delta.function.name) or ""
+            arguments += (delta.function and delta.function.arguments) or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert name == "get_weather" and finish == "tool_calls"
+    msgspec.json.decode(arguments, type=Weather)
+
+
+def test_auto_answers_text_or_a_valid_call(orchestra: Orchestra) -> None:
+    reply = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m",
+        messages=ASK,
+        tools=[WEATHER_TOOL],
+        temperature=0,
+        max_tokens=60,  # type: ignore[arg-type,list-item]
+    )
+    message = reply.choices[0].message
+    if message.tool_calls:
+        msgspec.json.decode(message.tool_calls[0].function.arguments, type=Weather)  # type: ignore[union-attr]
+    else:
+        assert message.content
