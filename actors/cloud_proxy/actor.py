@@ -125,9 +125,9 @@ class CloudProxy(Actor):
             sampling=dispatch.effective_sampling,
             messages=request.messages,
             prompt=request.prompt,
-            stream=request.stream,
+            stream=request.stream and not dispatch.effective_sampling.calls_tools,  # calls are sent whole
         )
-        chunks = ChunkSender(self, request.id, dispatch.attempt) if request.stream else None
+        chunks = ChunkSender(self, request.id, dispatch.attempt) if call.stream else None
         try:
             completion = await provider.run(
                 call, target.model, request.effective_deadline, chunks.send if chunks is not None else None
@@ -189,6 +189,7 @@ class CloudProxy(Actor):
             request_id=request.id,
             text=completion.text,
             finish_reason=completion.finish_reason,
+            tool_calls=completion.tool_calls,
             model=target.model,
             family=model.family,
             tier=provider.cfg.tier,

@@ -256,3 +256,40 @@ def test_response_format_is_passed_to_openai_and_gemini() -> None:
     assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == {"type": "object"}
     plain = Call(model="m", sampling=Sampling(response_format=ResponseFormat(type="json_object")), messages=CHAT)
     assert OpenAIWire().body(plain)["response_format"] == {"type": "json_object"}
+
+
+def test_openai_tools_pass_through_both_ways() -> None:
+    """tools, tool_choice, parallel_tool_calls, the history's calls and results go out in OpenAI's own
+    shape; message.tool_calls in the answer become the result's calls."""
+    from schemas.base import ToolCall
+    from schemas.request import Tool
+
+    tool = Tool(name="f", description="d", parameters='{"type":"object"}')
+    history = [
+        ChatMessage(role="user", content="go"),
+        ChatMessage(role="assistant", content="", tool_calls=[ToolCall(id="c1", name="f", arguments="{}")]),
+        ChatMessage(role="tool", content="42", tool_call_id="c1"),
+    ]
+    call = Call(
+        model="m", sampling=Sampling(tools=[tool], tool_choice="f", parallel_tool_calls=False), messages=history
+    )
+    body = OpenAIWire().body(call)
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ]
+    assert (
+        body["tool_choice"] == {"type": "function", "function": {"name": "f"}} and body["parallel_tool_calls"] is False
+    )
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "42"}
+    answer = {
+        "choices": [{"message": {"content": None, "tool_calls": [{"id": "c2", "type": "function",
+                     "function": {"name": "f", "arguments": '{"x": 1}'}}]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }  # fmt: skip
+    done = OpenAIWire().parse(answer)
+    assert done.finish_reason == "tool_calls" and done.tool_calls == [ToolCall(id="c2", name="f", arguments='{"x": 1}')]

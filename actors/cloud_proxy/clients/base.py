@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,6 +24,7 @@ import msgspec
 from actors.cloud_proxy.clients.sse import SseDecoder, SseEvent
 from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, classify
 from actors.pricing import estimate_tokens
+from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
 from schemas.result import FinishReason, Usage
 
@@ -70,6 +71,7 @@ class Completion:
     output_tokens: int | None = None
     pieces: int = 0  # text-bearing stream events (one token each on llama.cpp / vLLM)
     first_token_at: float | None = None  # monotonic
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     def usage(self, call: Call) -> Usage:
         counted_out = self.pieces if self.pieces else estimate_tokens(self.text) if self.text else 0

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.clients.tools import gemini_calls, gemini_contents, gemini_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
 from schemas.result import FinishReason
 
@@ -83,25 +84,23 @@ class GeminiWire:
             config["responseMimeType"] = "application/json"
             if s.response_format.json_schema:
                 config["responseJsonSchema"] = json.loads(s.response_format.json_schema)
-        body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-                for m in chat
-                if m.role != "system"
-            ],
-            "generationConfig": config,
-        }
+        body: dict[str, Any] = {"contents": gemini_contents(chat), "generationConfig": config, **gemini_tools(s)}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         return body
 
     def parse(self, data: Any) -> Completion:
         text, reason = _candidate(data)
-        if reason is None and not text:
+        calls = gemini_calls(((data.get("candidates") or [{}])[0].get("content") or {}).get("parts"))
+        if reason is None and not text and not calls:
             raise ServerError("the answer has no candidates")
         input_tokens, output_tokens = _usage(data.get("usageMetadata"))
         return Completion(
-            text=text, finish_reason=finish(reason), input_tokens=input_tokens, output_tokens=output_tokens
+            text=text,
+            finish_reason="tool_calls" if calls else finish(reason),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tool_calls=calls,
         )
 
     def stream_parser(self) -> GeminiStream:

@@ -14,6 +14,7 @@ from typing import Any
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.clients.tools import openai_calls, openai_message, openai_tools
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
 from schemas.request import ResponseFormat
 from schemas.result import FinishReason
@@ -73,7 +74,8 @@ class OpenAIWire:
         if call.prompt is not None:
             body["prompt"] = call.prompt
         else:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in call.chat()]
+            body["messages"] = [openai_message(m) for m in call.chat()]
+            body.update(openai_tools(s))
         body["max_tokens"] = s.max_tokens
         body["temperature"] = s.temperature
         body["top_p"] = s.top_p
@@ -96,7 +98,9 @@ class OpenAIWire:
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if "message" in choice else choice["text"]
-            completion = Completion(text=text or "", finish_reason=finish(choice.get("finish_reason")))
+            calls = openai_calls(choice.get("message"))
+            reason = "tool_calls" if calls else finish(choice.get("finish_reason"))
+            completion = Completion(text=text or "", finish_reason=reason, tool_calls=calls)
         except (KeyError, IndexError, TypeError) as exc:
             raise ServerError(f"unexpected answer shape: {type(exc).__name__} {exc}") from exc
         usage = data.get("usage")
