@@ -77,6 +77,11 @@ class Embedder:
         """Embed in the worker thread; the event loop keeps running."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, texts)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens MiniLM reads for ``text`` (special tokens included); 0 when the tokenizer is not loaded."""
+        tokenizer = getattr(self._model.model, "tokenizer", None)
+        return 0 if tokenizer is None else len(tokenizer.encode(text).ids)
+
     def fits(self, text: str) -> bool:
         """Whether the model sees all of ``text`` (MiniLM truncates after 256 tokens: two long prompts that
         differ only after that point would embed the same, so they stay out of the semantic layer)."""

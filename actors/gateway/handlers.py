@@ -21,11 +21,15 @@ import msgspec
 from aiohttp import web
 
 from actors import keypolicy
+from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
 from actors.gateway.limits import Admission
 from actors.gateway.requests import decode as decode_body
 from bus import subjects
+from bus.errors import ServiceCallError
+from bus.service import call
+from schemas.cache import EMBED_MODEL, EMBED_REPLY, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
@@ -92,6 +96,7 @@ class Api:
         return [
             web.post("/v1/chat/completions", self.chat),
             web.post("/v1/completions", self.completions),
+            web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model}", self.model),
             web.get("/healthz", self.health),
@@ -107,8 +112,9 @@ class Api:
         return key
 
     def visible(self, key: ClientKey) -> list[str]:
-        names = [*VIRTUAL_MODELS, *self.cfg.models]
-        return names if not key.models else [n for n in names if n in key.models or n in VIRTUAL_MODELS]
+        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL]
+        free = (*VIRTUAL_MODELS, EMBED_MODEL)
+        return names if not key.models else [n for n in names if n in key.models or n in free]
 
     # --- endpoints -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -168,6 +174,35 @@ class Api:
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
                 return json_response(shaped, headers={"X-Request-Id": gen.id})
             return error_response(outcome.error, gen.id)
+        finally:
+            if isinstance(admission, Admission) and self.gw.limiter is not None:
+                await asyncio.shield(self.gw.limiter.release(admission, used))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        key = self.authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        try:
+            body = emb.EMBEDDINGS.decode(await request.read())
+            texts = emb.texts_of(body)
+        except SchemaError as exc:
+            if exc.field == "model":
+                return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
+            return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
+        admission = None
+        if self.gw.limiter is not None:
+            admission = await self.gw.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
+            if isinstance(admission, ErrorInfo):
+                return error_response(admission)
+        used: int | None = None
+        try:
+            reply = await call(
+                self.gw.nc, subjects.SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=30.0
+            )
+            used = reply.tokens
+            return json_response(emb.response(reply, body.encoding_format))
+        except ServiceCallError as exc:
+            return error_response(exc.info)
         finally:
             if isinstance(admission, Admission) and self.gw.limiter is not None:
                 await asyncio.shield(self.gw.limiter.release(admission, used))

@@ -1,6 +1,6 @@
 """The front door with real local models (the embedded default's SmolLM2 and Gemma on llama.cpp): the
 official openai SDK's JSON mode and JSON Schema output through gateway -> router -> gpu_host processes.
-One orchestra for the module."""
+Also tools (function calling) and /v1/embeddings (the cache's MiniLM). One orchestra for the module."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from bus.server import EmbeddedNats
+from tests.support import minilm
 from tests.support.cloud import free_port
 from tests.support.procs import ActorProcess
 from tests.support.profile import write_profile
@@ -45,9 +46,16 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
                 "gateway": {"port": port, "api_keys_file": "keys.txt"},
                 "router": {"attempt_timeout": "90s"},
                 "hosts": {"cpu0": {"cards": ["cpu0"], "n_threads": 2, "heartbeat": "1s"}},
+                "cache": {"semantic": {"model_dir": str(minilm.model_dir())}},
             },
         )
-        for module, args in (("actors.gpu_host", ["--host", "cpu0"]), ("actors.router", []), ("actors.gateway", [])):
+        actors = (
+            ("actors.gpu_host", ["--host", "cpu0"]),
+            ("actors.cache", []),
+            ("actors.router", []),
+            ("actors.gateway", []),
+        )
+        for module, args in actors:
             procs.append(ActorProcess(module, profile, *args).start())
         for proc in procs:
             proc.wait_log("started", timeout=180)
@@ -245,3 +253,41 @@ def test_auto_answers_text_or_a_valid_call(orchestra: Orchestra) -> None:
         msgspec.json.decode(message.tool_calls[0].function.arguments, type=Weather)  # type: ignore[union-attr]
     else:
         assert message.content
+
+
+def test_embeddings_through_the_sdk(orchestra: Orchestra) -> None:
+    """The SDK's embeddings call (base64 by default, decoded by the SDK): 384 normalised floats per input,
+    MiniLM's reference vector for "hello world", paraphrases closer than unrelated texts, usage counted."""
+    import numpy as np
+
+    texts = [
+        "hello world",
+        "How do I reset my password?",
+        "What is the way to change my password?",
+        "Tigers hunt at night.",
+    ]
+    reply = orchestra.sdk.embeddings.create(model="all-minilm-l6-v2", input=texts)
+    vectors = np.array([d.embedding for d in reply.data], dtype=np.float32)
+    assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert np.allclose(vectors[0][:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=1e-3)
+    assert vectors[1] @ vectors[2] > vectors[1] @ vectors[3] + 0.3
+    assert reply.usage.prompt_tokens > 0 and reply.model == "all-minilm-l6-v2"
+    plain = orchestra.sdk.embeddings.create(model="all-minilm-l6-v2", input="hello world", encoding_format="float")
+    assert np.allclose(plain.data[0].embedding, vectors[0], atol=1e-5)
+    assert "all-minilm-l6-v2" in {m.id for m in orchestra.sdk.models.list()}
+
+
+def test_embeddings_refuse_what_they_cannot_honour(orchestra: Orchestra) -> None:
+    """A text longer than MiniLM reads is a 400 naming it (never silently truncated); token ids, other
+    dimensions and other models are refused by name."""
+    cases = [
+        ({"input": ["ok", "word " * 400]}, "input[1]"),
+        ({"input": [[1, 2, 3]]}, "input[0]"),
+        ({"input": "x", "dimensions": 128}, "dimensions"),
+    ]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as err:
+            orchestra.sdk.embeddings.create(model="all-minilm-l6-v2", encoding_format="float", **extra)  # type: ignore[arg-type]
+        assert err.value.body["param"] == param  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        orchestra.sdk.embeddings.create(model="text-embedding-3-small", input="x")
