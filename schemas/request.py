@@ -72,6 +72,9 @@ class Sampling(Message, frozen=True, kw_only=True):
     tools: Annotated[list[Tool], Meta(max_length=MAX_TOOLS)] = []  # functions the model may call
     tool_choice: str = "auto"  # auto | none | required | the name of one tool
     parallel_tool_calls: bool | None = None  # passed to providers that take it
+    logprobs: bool = False  # the answer carries each token's log probability
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0  # and this many most likely alternatives per token
+    n: Annotated[int, Meta(ge=1, le=16)] = 1  # answers from the one model (local llama.cpp models)
 
     @property
     def calls_tools(self) -> bool:

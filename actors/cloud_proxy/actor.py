@@ -190,6 +190,7 @@ class CloudProxy(Actor):
             text=completion.text,
             finish_reason=completion.finish_reason,
             tool_calls=completion.tool_calls,
+            logprobs=completion.logprobs,
             model=target.model,
             family=model.family,
             tier=provider.cfg.tier,

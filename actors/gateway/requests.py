@@ -138,8 +138,6 @@ def _absent(value: Any) -> bool:
 # field -> why it is refused when given (a value other than absent / its neutral default)
 _REFUSED_CHAT: dict[str, str] = {
     "logit_bias": "is not supported (token ids differ between the orchestra's models)",
-    "logprobs": "is not supported yet",
-    "top_logprobs": "is not supported yet",
     "functions": "is deprecated and not supported: use tools",
     "function_call": "is deprecated and not supported: use tool_choice",
     "store": "is not supported: the orchestra keeps no stored completions",
@@ -151,7 +149,6 @@ _REFUSED_CHAT: dict[str, str] = {
 }
 _REFUSED_COMPLETION: dict[str, str] = {
     "logit_bias": _REFUSED_CHAT["logit_bias"],
-    "logprobs": "is not supported yet",
     "echo": "is not supported",
     "suffix": "is not supported (no fill-in-the-middle)",
 }

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
-from actors.gpu_host.outcome import gen_params, make_result
+from actors.gpu_host.outcome import choices_of, gen_params, make_result, vary_seed
 from actors.gpu_host.prompts import build_prompt
 from actors.gpu_host.tools import split_call, with_tools
 from actors.pricing import local_cost
@@ -166,14 +166,20 @@ class GpuHost(Actor):
                 eos=getattr(engine, "eos_text", ""),
             )
             params = gen_params(dispatch, stops)
-            gen = engine.submit(prompt, params, deadline=req.effective_deadline, stream=req.stream)
+            gens = [  # n > 1: the other answers decode beside the first, in the same batch
+                engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
+                for i in range(sampling.n)
+            ]
+            gen = gens[0]
             try:
                 if streamed is not None:
                     async for piece in gen.pieces():
                         await streamed.send(piece)
                 done = await gen.result()
+                others = [await g.result() for g in gens[1:]]
             finally:
-                gen.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
+                for g in gens:
+                    g.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
         except GpuHostError as exc:
             self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
             await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
@@ -181,12 +187,13 @@ class GpuHost(Actor):
         finally:
             if admitted is not None:
                 admitted.release()
-        usage = Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
+        out_tokens = done.output_tokens + sum(o.output_tokens for o in others)
+        usage = Usage(input_tokens=done.input_tokens, output_tokens=out_tokens)
         cost = local_cost(
             cfg,
             usage,
             self.cfg.budgets.local_cost,
-            seconds=done.generation_s,
+            seconds=max([done.generation_s, *(o.generation_s for o in others)]),
             watts=self._watts(resident.plan.placement.cards),
         )
         if done.finish_reason == "cancelled":
@@ -204,6 +211,8 @@ class GpuHost(Actor):
         text, calls = split_call(result.text, sampling)
         if calls:
             result = msgspec.structs.replace(result, text=text, tool_calls=calls, finish_reason="tool_calls")
+        if others:
+            result = msgspec.structs.replace(result, choices=choices_of(result, [done, *others], sampling))
         await publish_outcome(self, result)
 
     # --- helpers -----------------------------------------------------------------------------------

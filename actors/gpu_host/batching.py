@@ -29,7 +29,9 @@ import llama_cpp as lc
 
 from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Prompt, Rate
 from actors.gpu_host.errors import BadRequest, ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
+from actors.gpu_host.logprobs import token_logprob
 from actors.gpu_host.text import TextOutput
+from schemas.result import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Slot:
     last: int | None = None  # sampled token to decode next step
     first_token: float = 0.0
     row: int = -1  # index in the current batch of the token whose logits we sample
+    logprobs: list[TokenLogprob] | None = None  # when the generation asks for them
 
 
 class Vocab:
@@ -213,6 +216,11 @@ class BatchScheduler:
                 continue
             token = lc.llama_sampler_sample(slot.chain, self.ctx, slot.row)
             sampled += 1
+            if slot.gen.params.logprobs and not self.vocab.is_eog(token):
+                slot.logprobs = slot.logprobs or []
+                logits = lc.llama_get_logits_ith(self.ctx, slot.row)
+                top = slot.gen.params.top_logprobs
+                slot.logprobs.append(token_logprob(logits, self.vocab.n_vocab, token, top, self.vocab.piece))
             self._accept(slot, token)
         self.rate.add(sampled, time.monotonic() - started)
         return sampled
@@ -257,6 +265,7 @@ class BatchScheduler:
             queue_s=slot.admitted - slot.gen.submitted,
             first_token_s=(slot.first_token or now) - slot.gen.submitted,
             generation_s=now - slot.admitted,
+            logprobs=(slot.logprobs or []) if slot.gen.params.logprobs else None,
         )
         self._release(slot)
         slot.gen.finish(completion)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from actors.gpu_host.errors import EngineError, GpuHostError, Unloading
+from schemas.result import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class GenParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     grammar: str | None = None  # GBNF the output must follow (structured output, tool calls)
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Completion:
     queue_s: float  # submitted -> admitted into the batch
     first_token_s: float  # submitted -> first token
     generation_s: float  # admitted -> done
+    logprobs: list[TokenLogprob] | None = None  # when asked (GenParams.logprobs)
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,16 @@ def constrains_output(cfg: OrchestraConfig, name: str, request: GenerateRequest)
     """Whether a model can follow the request's response_format and tools (a grammar on llama.cpp, the
     provider's JSON mode and function calling): ctransformers models cannot, Anthropic has no JSON mode."""
     s = request.sampling
-    if s.response_format is None and not s.calls_tools:
+    wants_logprobs = s.logprobs or s.top_logprobs > 0
+    if s.response_format is None and not s.calls_tools and not wants_logprobs and s.n == 1:
         return True
     model = cfg.models[name]
     if isinstance(model, LocalModel):
         return model.engine == "llama_cpp"
-    return s.response_format is None or cfg.providers[model.provider].api != "anthropic"
+    api = cfg.providers[model.provider].api
+    if s.n > 1 or (wants_logprobs and api != "openai"):
+        return False  # n > 1 is served by local models; only OpenAI-compatible providers give logprobs
+    return s.response_format is None or api != "anthropic"
 
 
 def fits(request: GenerateRequest, model: LocalModel | CloudModel, prompt_tokens: int) -> bool:
@@ -360,7 +364,9 @@ def _plan_named(
         return ErrorInfo.of("forbidden", f"this key may not use the model `{name}`", field="model")
     if not constrains_output(cfg, name, request):
         return ErrorInfo.of(
-            "bad_request", f"`{name}` cannot follow this response_format or call tools", field="response_format"
+            "bad_request",
+            f"`{name}` cannot serve this request's response_format, tools, logprobs or n",
+            field="model",
         )
     tier = model_tier(cfg, name)
     if not tier_enabled(snap, tier):

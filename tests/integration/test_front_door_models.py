@@ -291,3 +291,34 @@ def test_embeddings_refuse_what_they_cannot_honour(orchestra: Orchestra) -> None
         assert err.value.body["param"] == param  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         orchestra.sdk.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_logprobs_of_a_real_local_model(orchestra: Orchestra) -> None:
+    """logprobs / top_logprobs on llama.cpp: one entry per generated token, the model's own probabilities;
+    at temperature 0 the chosen token is the most likely one."""
+    reply = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m", messages=ASK, temperature=0, max_tokens=6, logprobs=True, top_logprobs=3
+    )
+    choice = reply.choices[0]
+    content = choice.logprobs.content if choice.logprobs else None
+    assert content and reply.usage is not None and len(content) == reply.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].token == entry.token and abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-6
+    assert "".join(e.token for e in content) == choice.message.content
+    legacy = orchestra.sdk.completions.create(
+        model="gemma3-270m", prompt="Once upon a", max_tokens=4, logprobs=2, temperature=0
+    )
+    lp = legacy.choices[0].logprobs
+    assert lp is not None and len(lp.tokens or []) == 4 and all(len(t) <= 2 for t in lp.top_logprobs or [])
+
+
+def test_n_answers_from_one_local_model(orchestra: Orchestra) -> None:
+    """n = 3 on SmolLM2: three choices, sampled with their own seeds, decoded side by side."""
+    reply = orchestra.sdk.chat.completions.create(
+        model="smollm2-135m", messages=ASK, n=3, temperature=1.0, seed=7, max_tokens=12
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert all(c.message.content for c in reply.choices) and reply.model == "smollm2-135m"
+    assert len({c.message.content for c in reply.choices}) > 1  # three seeds, not one answer three times
+    assert reply.usage is not None and reply.usage.completion_tokens >= 3

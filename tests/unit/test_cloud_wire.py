@@ -293,3 +293,19 @@ def test_openai_tools_pass_through_both_ways() -> None:
     }  # fmt: skip
     done = OpenAIWire().parse(answer)
     assert done.finish_reason == "tool_calls" and done.tool_calls == [ToolCall(id="c2", name="f", arguments='{"x": 1}')]
+
+
+def test_openai_logprobs_are_asked_for_and_read() -> None:
+    call = Call(model="m", sampling=Sampling(logprobs=True, top_logprobs=2), messages=CHAT)
+    body = OpenAIWire().body(call)
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    answer = {
+        "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop", "logprobs": {"content": [
+            {"token": "Hi", "logprob": -0.1, "bytes": None, "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]}]}}],
+    }  # fmt: skip
+    done = OpenAIWire().parse(answer)
+    assert (
+        done.logprobs is not None
+        and done.logprobs[0].token == "Hi"
+        and done.logprobs[0].top_logprobs[0].bytes == [72, 105]
+    )

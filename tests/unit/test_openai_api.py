@@ -45,7 +45,7 @@ def test_content_parts_developer_role_stop_and_extensions_are_understood() -> No
         ({"temperature": 2.5}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"n": 3}, "n"),
+        ({"n": 17}, "n"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0]"),
         ({"orchestra": {"fanout": 0}}, "orchestra.fanout"),

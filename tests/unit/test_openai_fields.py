@@ -43,8 +43,6 @@ def test_the_doc_lists_every_declared_field() -> None:
 
 CHAT_REFUSED = [
     ("logit_bias", {"50256": -100}),
-    ("logprobs", True),
-    ("top_logprobs", 3),
     ("functions", [{"name": "f"}]),
     ("function_call", "auto"),
     ("store", True),
@@ -56,7 +54,6 @@ CHAT_REFUSED = [
     ("web_search_options", {"search_context_size": "low"}),
     ("modalities", ["text", "audio"]),
     ("service_tier", "flex"),
-    ("n", 2),
 ]
 
 
@@ -66,7 +63,7 @@ def test_an_unsupported_chat_field_is_a_400_naming_it(field: str, value: Any) ->
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("logit_bias", {"1": 1}), ("logprobs", 2), ("echo", True), ("suffix", "x"), ("best_of", 3)]
+    ("field", "value"), [("logit_bias", {"1": 1}), ("echo", True), ("suffix", "x"), ("best_of", 3)]
 )
 def test_an_unsupported_completion_field_is_a_400_naming_it(field: str, value: Any) -> None:
     assert _refusal(_completion(**{field: value}), chat=False).field == field
@@ -150,3 +147,16 @@ def test_response_format_maps_to_sampling_with_a_canonical_schema() -> None:
     )  # type: ignore[union-attr]
     assert _refusal(_chat(response_format={"type": "xml"}), chat=True).field == "response_format.type"
     assert _refusal(_chat(response_format={"type": "json_schema"}), chat=True).field == "response_format.json_schema"
+
+
+def test_n_and_logprobs_map_to_sampling_and_are_not_streamed() -> None:
+    """n > 1 on one model and logprobs / top_logprobs are honoured; neither is streamed (400 naming it)."""
+    gen = oa.to_request(
+        rq.decode(_chat(n=3, logprobs=True, top_logprobs=2), chat=True), client_key=None, default_timeout=30
+    )
+    assert gen.mode == "single" and gen.sampling.n == 3 and gen.sampling.logprobs and gen.sampling.top_logprobs == 2
+    legacy = oa.to_request(rq.decode(_completion(logprobs=2), chat=False), client_key=None, default_timeout=30)
+    assert legacy.sampling.logprobs and legacy.sampling.top_logprobs == 2
+    assert _refusal(_chat(n=2, stream=True), chat=True).field == "n"
+    assert _refusal(_chat(logprobs=True, stream=True), chat=True).field == "logprobs"
+    assert _refusal(_chat(top_logprobs=21), chat=True).field == "top_logprobs"

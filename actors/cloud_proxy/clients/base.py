@@ -26,7 +26,7 @@ from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, class
 from actors.pricing import estimate_tokens
 from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
-from schemas.result import FinishReason, Usage
+from schemas.result import FinishReason, TokenLogprob, Usage
 
 OnText = Callable[[str], Awaitable[None]]
 
@@ -72,6 +72,7 @@ class Completion:
     pieces: int = 0  # text-bearing stream events (one token each on llama.cpp / vLLM)
     first_token_at: float | None = None  # monotonic
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
 
     def usage(self, call: Call) -> Usage:
         counted_out = self.pieces if self.pieces else estimate_tokens(self.text) if self.text else 0

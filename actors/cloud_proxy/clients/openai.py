@@ -12,12 +12,14 @@ import json
 import time
 from typing import Any
 
+import msgspec
+
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
 from actors.cloud_proxy.clients.tools import openai_calls, openai_message, openai_tools
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
 from schemas.request import ResponseFormat
-from schemas.result import FinishReason
+from schemas.result import FinishReason, TokenLogprob
 
 
 def finish(reason: Any) -> FinishReason:
@@ -51,6 +53,26 @@ def stream_error(obj: dict[str, Any]) -> ProviderError:
         return ServerError(f"error event in the stream: {err}")  # masked, then cut, by ProviderError
     status = next((_STREAM_STATUS[str(v)] for v in (err.get("code"), err.get("type")) if str(v) in _STREAM_STATUS), 500)
     return classify(status, json.dumps(obj).encode(), {}, time.time())
+
+
+def openai_logprobs(given: Any) -> list[TokenLogprob] | None:
+    """A chat choice's ``logprobs.content`` (a completion's legacy lists are left out)."""
+    content = given.get("content") if isinstance(given, dict) else None
+    if not isinstance(content, list):
+        return None
+    cleaned = [
+        {
+            **t,
+            "bytes": t.get("bytes") or [],
+            "top_logprobs": [{**a, "bytes": a.get("bytes") or []} for a in t.get("top_logprobs") or []],
+        }
+        for t in content
+        if isinstance(t, dict)
+    ]
+    try:
+        return msgspec.convert(cleaned, list[TokenLogprob])
+    except (msgspec.ValidationError, TypeError, AttributeError):
+        return None  # logprobs in a shape we do not know: the answer still stands
 
 
 def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
@@ -87,6 +109,13 @@ class OpenAIWire:
             body["presence_penalty"] = s.presence_penalty
         if s.frequency_penalty:
             body["frequency_penalty"] = s.frequency_penalty
+        if s.logprobs or s.top_logprobs:
+            if call.prompt is None:
+                body["logprobs"] = True
+                if s.top_logprobs:
+                    body["top_logprobs"] = s.top_logprobs
+            else:
+                body["logprobs"] = s.top_logprobs
         if s.response_format is not None and call.prompt is None:
             body["response_format"] = openai_response_format(s.response_format)
         if call.stream:
@@ -100,7 +129,8 @@ class OpenAIWire:
             text = choice["message"]["content"] if "message" in choice else choice["text"]
             calls = openai_calls(choice.get("message"))
             reason = "tool_calls" if calls else finish(choice.get("finish_reason"))
-            completion = Completion(text=text or "", finish_reason=reason, tool_calls=calls)
+            logprobs = openai_logprobs(choice.get("logprobs"))
+            completion = Completion(text=text or "", finish_reason=reason, tool_calls=calls, logprobs=logprobs)
         except (KeyError, IndexError, TypeError) as exc:
             raise ServerError(f"unexpected answer shape: {type(exc).__name__} {exc}") from exc
         usage = data.get("usage")
