@@ -299,10 +299,9 @@ def test_openai_logprobs_are_asked_for_and_read() -> None:
     call = Call(model="m", sampling=Sampling(logprobs=True, top_logprobs=2), messages=CHAT)
     body = OpenAIWire().body(call)
     assert body["logprobs"] is True and body["top_logprobs"] == 2
-    answer = {
-        "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop", "logprobs": {"content": [
-            {"token": "Hi", "logprob": -0.1, "bytes": None, "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]}]}}],
-    }  # fmt: skip
+    top = [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]
+    entry = {"token": "Hi", "logprob": -0.1, "bytes": None, "top_logprobs": top}
+    answer = {"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop", "logprobs": {"content": [entry]}}]}
     done = OpenAIWire().parse(answer)
     assert (
         done.logprobs is not None
