@@ -34,6 +34,7 @@ from actors.gateway.responses import (
 from schemas.base import ToolCall
 from schemas.errors import SchemaError
 from schemas.request import (
+    MAX_SCHEMA_CHARS,
     VIRTUAL_MODELS,
     CachePolicy,
     ChatMessage,
@@ -219,6 +220,9 @@ def _tools(body: ChatRequest) -> dict[str, Any]:
                 parameters=msgspec.json.encode(params, order="sorted").decode(),
             )
         )
+    if sum(len(t.parameters) + len(t.description) for t in tools) > MAX_SCHEMA_CHARS:
+        # a grammar is built from them on the worker: their size is bounded like a response_format schema
+        raise SchemaError(f"the tools' schemas and descriptions exceed {MAX_SCHEMA_CHARS} characters", "tools")
     choice = body.tool_choice if body.tool_choice is not None else "auto"
     if isinstance(choice, dict):
         fn = choice.get("function")

@@ -160,3 +160,18 @@ def test_n_and_logprobs_map_to_sampling_and_are_not_streamed() -> None:
     assert _refusal(_chat(n=2, stream=True), chat=True).field == "n"
     assert _refusal(_chat(logprobs=True, stream=True), chat=True).field == "logprobs"
     assert _refusal(_chat(top_logprobs=21), chat=True).field == "top_logprobs"
+
+
+def test_tools_are_mapped_and_bounded() -> None:
+    """tools and a named tool_choice travel in sampling; a tool_choice naming no tool and oversized schemas
+    are refused by name (a grammar is built from them on the worker)."""
+    fn = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    gen = oa.to_request(
+        rq.decode(_chat(tools=[fn], tool_choice={"type": "function", "function": {"name": "f"}}), chat=True),
+        client_key=None,
+        default_timeout=30,
+    )
+    assert [t.name for t in gen.sampling.tools] == ["f"] and gen.sampling.tool_choice == "f"
+    assert _refusal(_chat(tools=[fn], tool_choice="g"), chat=True).field == "tool_choice"
+    big = {"type": "function", "function": {"name": "f", "description": "x" * 70_000}}
+    assert _refusal(_chat(tools=[big]), chat=True).field == "tools"
