@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from actors.cache.core import ResponseCache
-from actors.cache.embedder import Embedder
+from actors.cache.embedder import MAX_FIT_CHARS, Embedder
 from actors.cache.errors import CacheError, StoreError
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
@@ -174,7 +174,11 @@ class CacheActor(Actor):
         """/v1/embeddings: MiniLM vectors. A text longer than the model reads is refused, not truncated."""
         if self.embedder is None:
             raise ServiceCallError(ErrorInfo.of("unavailable", "embeddings need the cache's semantic layer"))
-        counts = [self.embedder.count_tokens(t) for t in msg.texts]
+        for i, text in enumerate(msg.texts):
+            if len(text) > MAX_FIT_CHARS:
+                reason = f"longer than the {MAX_FIT_CHARS} characters {EMBED_MODEL} can read"
+                raise ServiceCallError(ErrorInfo.of("bad_request", reason, field=f"input[{i}]"))
+        counts = await self.embedder.count(list(msg.texts))
         for i, n in enumerate(counts):
             if n >= MAX_SEQ_LENGTH:  # the tokenizer truncates at the limit: reaching it means cut
                 reason = f"longer than the {MAX_SEQ_LENGTH - 1} tokens {EMBED_MODEL} reads (it would be truncated)"

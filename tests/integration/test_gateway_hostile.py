@@ -1,4 +1,4 @@
-"""Hostile requests against the real gateway and router processes (a scripted worker answers): long runs of
+"""Hostile requests against the real gateway, router and cache processes (a scripted worker answers): long runs of
 digits, punctuation, backticks, unicode, nesting, 1 MB+ bodies and garbage. Each gets an answer or a typed
 4xx within a bound, never a 5xx, while an innocent client's p99 latency stays within 2x of its quiet value."""
 
@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 
 from bus.server import EmbeddedNats
 from schemas.config import load_config
+from tests.support import minilm
 from tests.support.procs import ActorProcess
 from tests.support.profile import write_profile
 from tests.support.scripted_worker import ScriptedWorker
@@ -55,6 +56,7 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
         overrides={
             "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "20s"},
             "router": {"attempt_timeout": "5s"},
+            "cache": {"semantic": {"model_dir": str(minilm.model_dir())}},
         },
     )
     cfg = load_config(profile)
@@ -65,10 +67,14 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
         answers={"smollm2-135m": "ok"},
     )
     await worker.start(nc)
-    procs = [ActorProcess("actors.router", profile).start(), ActorProcess("actors.gateway", profile, "--port", "0")]
-    procs[1].start()
+    procs = [
+        ActorProcess("actors.cache", profile).start(),
+        ActorProcess("actors.router", profile).start(),
+        ActorProcess("actors.gateway", profile, "--port", "0").start(),
+    ]
     try:
-        gateway = procs[1]
+        gateway = procs[2]
+        await asyncio.to_thread(procs[0].wait_log, "cache started", 60.0)
         await asyncio.to_thread(gateway.wait_log, "gateway listening on", 30.0)
         port = re.search(r"gateway listening on http://[^:]+:(\d+)/v1", gateway.output())
         assert port is not None
@@ -88,7 +94,12 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
 
 
 def _innocent() -> dict[str, object]:
-    return {"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    # temperature 0: cacheable, so every innocent request also goes through the cache actor's lookup
+    return {
+        "model": "auto",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    }
 
 
 async def _latencies(http: aiohttp.ClientSession, s: Stack, stop: asyncio.Event | None, n: int) -> list[float]:
@@ -116,10 +127,9 @@ def hostile(draw: st.DrawFn) -> tuple[str, bytes]:
     text = unit * count
     shape = draw(st.sampled_from(["chat", "completion", "system", "stop", "nested", "raw", "oversize", "bytes"]))
     model = draw(st.sampled_from(["auto", "smollm2-135m", text[:64]]))
-    if shape == "chat":
-        return "chat/completions", json.dumps(
-            {"model": model, "messages": [{"role": "user", "content": text}]}
-        ).encode()
+    if shape == "chat":  # temperature 0: the cache normalises and keys it (the path that stalled on dots)
+        body = {"model": model, "temperature": 0, "messages": [{"role": "user", "content": text}]}
+        return "chat/completions", json.dumps(body).encode()
     if shape == "system":
         body = {"model": "auto", "messages": [{"role": "system", "content": text}, {"role": "user", "content": "hi"}]}
         return "chat/completions", json.dumps(body).encode()
@@ -175,6 +185,12 @@ async def test_hostile_requests_get_a_typed_4xx_quickly_and_leave_other_clients_
     fixed = [
         ("chat/completions", json.dumps({"model": "auto", "messages": [{"role": "user", "content": "7" * 23_900}]})),
         ("chat/completions", json.dumps({"model": "auto", "messages": [{"role": "user", "content": "." * 120_000}]})),
+        (
+            "chat/completions",
+            json.dumps(
+                {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "." * 30_000 + "x"}]}
+            ),
+        ),
         ("completions", json.dumps({"model": "auto", "prompt": "x" * 1_000_001})),
         ("chat/completions", '{"model":"auto","prompt":"' + "." * (MAX_BODY + 1) + '"}'),
     ]

@@ -21,7 +21,7 @@ from actors.gpu_host.prompts import build_prompt
 from actors.router.classify import classify as classify_capability
 from bus.log import forget_secret, register_secret
 from schemas.errors import ErrorInfo, SchemaError
-from schemas.request import MAX_PROMPT_CHARS, ChatMessage, make_request
+from schemas.request import MAX_PROMPT_CHARS, ChatMessage, Sampling, make_request
 from schemas.result import GenerateResult, Timings, Usage
 
 N = 200_000
@@ -185,3 +185,16 @@ def test_a_completion_prompt_stays_raw() -> None:
     """A completion's prompt is the client's own model input: passed as given."""
     prompt, stops = build_prompt(make_request(prompt="<s>raw"), model="m", chat_format="chatml")
     assert prompt == "<s>raw" and stops == []
+
+
+def test_huge_prompts_skip_the_cache_at_once() -> None:
+    """A megabyte prompt is not normalised on the cache's event loop: the policy skips it first."""
+    from actors.cache.policy import decide
+
+    huge = make_request(
+        messages=[ChatMessage(role="user", content="é日本" * 300_000)], sampling=Sampling(temperature=0)
+    )
+    started = time.perf_counter()
+    decision = decide(huge)
+    assert not decision.lookup and not decision.store and "characters" in decision.reason
+    assert time.perf_counter() - started < 0.05
