@@ -145,8 +145,8 @@ def constrains_output(cfg: OrchestraConfig, name: str, request: GenerateRequest)
     if isinstance(model, LocalModel):
         return model.engine == "llama_cpp"
     api = cfg.providers[model.provider].api
-    if s.n > 1 or (wants_logprobs and api != "openai"):
-        return False  # n > 1 is served by local models; only OpenAI-compatible providers give logprobs
+    if (s.n > 1 or wants_logprobs) and api != "openai":
+        return False  # only OpenAI-compatible providers take n and give logprobs
     return s.response_format is None or api != "anthropic"
 
 
@@ -295,7 +295,9 @@ def passes(
     if not fits(request, model, prompt_tokens):
         return False
     if req.max_cost_usd is not None:  # the worst case, as the budget holds it
-        worst = worst_case_cost(model, max_input_tokens(request), request.sampling.max_tokens, cfg.budgets.local_cost)
+        worst = worst_case_cost(
+            model, max_input_tokens(request), request.sampling.max_tokens * request.sampling.n, cfg.budgets.local_cost
+        )
         if worst > req.max_cost_usd:
             return False
     return True

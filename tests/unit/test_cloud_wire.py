@@ -308,3 +308,15 @@ def test_openai_logprobs_are_asked_for_and_read() -> None:
         and done.logprobs[0].token == "Hi"
         and done.logprobs[0].top_logprobs[0].bytes == [72, 105]
     )
+
+
+def test_openai_n_is_passed_and_every_choice_read() -> None:
+    """n > 1 on an OpenAI-compatible provider: n in the body, each choice an alternative in order."""
+    call = Call(model="m", sampling=Sampling(n=3), messages=CHAT)
+    assert OpenAIWire().body(call)["n"] == 3
+    answer = {
+        "choices": [{"message": {"content": f"a{i}"}, "finish_reason": "stop"} for i in range(3)],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 6},
+    }
+    done = OpenAIWire().parse(answer)
+    assert done.text == "a0" and [c.text for c in done.alternatives] == ["a1", "a2"] and done.output_tokens == 6

@@ -132,3 +132,18 @@ def test_tokens_per_minute_are_settled_on_what_was_used() -> None:
     assert err is None and u.tokens == 50
     _, err = kp.admit(None, limits, now=4.0, instance="g", tokens=500)
     assert err is not None and err.retry_after_s is None  # never fits: waiting does not help
+
+
+def test_n_answers_are_held_n_times_in_the_budget() -> None:
+    """The worst case of n answers is n times the output: a max_cost_usd that one answer fits, three do not."""
+    from actors.pricing import max_input_tokens, worst_case_cost
+    from schemas.request import Sampling
+
+    model = CFG.models["together/llama3.1-70b"]
+    one = req(key=None, sampling=Sampling(max_tokens=1000, temperature=0))
+    cost_one = worst_case_cost(model, max_input_tokens(one), 1000, CFG.budgets.local_cost)
+    three = req(key=None, sampling=Sampling(max_tokens=1000, temperature=0, n=3))
+    budget = Requirements(max_cost_usd=cost_one * 1.5, tiers=["together"])
+    assert isinstance(plan_request(msgspec.structs.replace(one, requirements=budget), CFG, UP), Plan)
+    refused = plan_request(msgspec.structs.replace(three, requirements=budget), CFG, UP)
+    assert isinstance(refused, ErrorInfo)

@@ -73,6 +73,7 @@ class Completion:
     first_token_at: float | None = None  # monotonic
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    alternatives: list[Completion] = field(default_factory=list)  # n > 1: the other choices, in order
 
     def usage(self, call: Call) -> Usage:
         counted_out = self.pieces if self.pieces else estimate_tokens(self.text) if self.text else 0

@@ -83,6 +83,15 @@ def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": schema}
 
 
+def _choice(choice: dict[str, Any]) -> Completion:
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    calls = openai_calls(choice.get("message"))
+    reason = "tool_calls" if calls else finish(choice.get("finish_reason"))
+    return Completion(
+        text=text or "", finish_reason=reason, tool_calls=calls, logprobs=openai_logprobs(choice.get("logprobs"))
+    )
+
+
 class OpenAIWire:
     def url(self, base_url: str, call: Call) -> str:
         return f"{base_url}/completions" if call.prompt is not None else f"{base_url}/chat/completions"
@@ -109,6 +118,8 @@ class OpenAIWire:
             body["presence_penalty"] = s.presence_penalty
         if s.frequency_penalty:
             body["frequency_penalty"] = s.frequency_penalty
+        if s.n > 1:
+            body["n"] = s.n
         if s.logprobs or s.top_logprobs:
             if call.prompt is None:
                 body["logprobs"] = True
@@ -125,13 +136,10 @@ class OpenAIWire:
 
     def parse(self, data: Any) -> Completion:
         try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if "message" in choice else choice["text"]
-            calls = openai_calls(choice.get("message"))
-            reason = "tool_calls" if calls else finish(choice.get("finish_reason"))
-            logprobs = openai_logprobs(choice.get("logprobs"))
-            completion = Completion(text=text or "", finish_reason=reason, tool_calls=calls, logprobs=logprobs)
-        except (KeyError, IndexError, TypeError) as exc:
+            first, *others = [_choice(c) for c in data["choices"]]
+            completion = first
+            completion.alternatives = others  # n > 1
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ServerError(f"unexpected answer shape: {type(exc).__name__} {exc}") from exc
         usage = data.get("usage")
         if isinstance(usage, dict):
