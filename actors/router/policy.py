@@ -145,8 +145,8 @@ def constrains_output(cfg: OrchestraConfig, name: str, request: GenerateRequest)
     if isinstance(model, LocalModel):
         return model.engine == "llama_cpp"
     api = cfg.providers[model.provider].api
-    if (s.n > 1 or wants_logprobs) and api != "openai":
-        return False  # only OpenAI-compatible providers take n and give logprobs
+    if (s.n > 1 and api != "openai") or (wants_logprobs and api == "anthropic"):
+        return False  # only OpenAI-compatible providers take n; Anthropic gives no logprobs
     return s.response_format is None or api != "anthropic"
 
 

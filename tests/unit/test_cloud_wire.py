@@ -320,3 +320,21 @@ def test_openai_n_is_passed_and_every_choice_read() -> None:
     }
     done = OpenAIWire().parse(answer)
     assert done.text == "a0" and [c.text for c in done.alternatives] == ["a1", "a2"] and done.output_tokens == 6
+
+
+def test_gemini_logprobs_are_asked_for_and_read() -> None:
+    call = Call(model="gemini-2.5-pro", sampling=Sampling(logprobs=True, top_logprobs=2), messages=CHAT)
+    config = GeminiWire().body(call)["generationConfig"]
+    assert config["responseLogprobs"] is True and config["logprobs"] == 2
+    result = {
+        "chosenCandidates": [{"token": "Hi", "logProbability": -0.2}],
+        "topCandidates": [
+            {"candidates": [{"token": "Hi", "logProbability": -0.2}, {"token": "Yo", "logProbability": -1.9}]}
+        ],
+    }
+    answer = {
+        "candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP", "logprobsResult": result}]
+    }
+    done = GeminiWire().parse(answer)
+    assert done.logprobs is not None and done.logprobs[0].logprob == -0.2
+    assert [a.token for a in done.logprobs[0].top_logprobs] == ["Hi", "Yo"]
