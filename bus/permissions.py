@@ -72,7 +72,9 @@ DECLARATION: tuple[Role, ...] = (
         "gateway",
         publishes=(s.requests_of(s.ORIGIN_GATEWAY), *ACTOR_COMMON),
         subscribes=(s.answers_of(s.ORIGIN_GATEWAY),),
+        kv_writes=(s.KV_KEY_USAGE,),  # per-key rate and concurrency counts, shared by every gateway
         kv_reads=TOPOLOGY_BUCKETS,
+        calls=(s.SVC_CACHE_EMBED,),  # /v1/embeddings
     ),
     Role(
         "router",
@@ -103,7 +105,7 @@ DECLARATION: tuple[Role, ...] = (
         reads=("RESULTS",),
         kv_writes=(s.KV_CACHE, s.KV_CACHE_PENDING),
         kv_reads=TOPOLOGY_BUCKETS,
-        serves=(s.SVC_CACHE_LOOKUP,),
+        serves=(s.SVC_CACHE_LOOKUP, s.SVC_CACHE_EMBED),
     ),
     Role(
         "budget_guard",

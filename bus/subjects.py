@@ -84,6 +84,7 @@ COMMAND_ALL = f"{PREFIX}.cmd.>"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 
 SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
+SVC_CACHE_EMBED = f"{PREFIX}.svc.cache.embed"  # MiniLM sentence embeddings (served by: cache; called by: gateway)
 SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
@@ -271,6 +272,7 @@ KV_TIERS = "orch_tiers"
 KV_PHASE = "orch_phase"
 KV_PROVIDERS = "orch_providers"
 KV_QUEUES = "orch_queues"
+KV_KEY_USAGE = "orch_key_usage"
 KV_CACHE = "orch_cache"  # declared by the cache actor (its TTL is the cache's): cached answers
 KV_CACHE_PENDING = "orch_cache_pending"  # declared by the cache actor: misses awaiting their result
 KV_LOCKS = "orch_locks"  # declared by singleton actors: who holds the single-writer lease (budget_guard)
@@ -281,6 +283,11 @@ BUCKETS: list[KVSpec] = [
     KVSpec(KV_PHASE, "the current training phase (writer: rotator)"),
     KVSpec(KV_PROVIDERS, "cloud provider availability and cooldowns (writer: cloud_proxy)"),
     KVSpec(KV_QUEUES, "pending work per target (writer: router)"),
+    KVSpec(
+        KV_KEY_USAGE,
+        "per client key: requests and tokens this minute, requests in flight (writer: gateway, by compare-and-set)",
+        ttl=86_400.0,
+    ),
 ]
 
 

@@ -58,3 +58,11 @@ def new_id() -> str:
 
 CAPABILITIES: tuple[str, ...] = typing.get_args(Capability)
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+
+
+class ToolCall(Message, frozen=True, kw_only=True):
+    """A function call a model made (OpenAI's ``tool_calls`` entry): ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"

@@ -10,7 +10,9 @@ and provenance: the router publishes it as the final outcome. On a miss the cach
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from schemas.base import Message, RequestId
 from schemas.codec import Codec
@@ -55,7 +57,24 @@ class PendingStore(Message, frozen=True, kw_only=True):
     at: float
 
 
+EMBED_MODEL = "all-minilm-l6-v2"  # the name /v1/embeddings and /v1/models give it
+MAX_EMBED_INPUTS = 128
+
+
+class EmbedRequest(Message, frozen=True, kw_only=True):
+    """Texts to embed with the cache's MiniLM (``orch.svc.cache.embed``)."""
+
+    texts: Annotated[list[Annotated[str, Meta(max_length=65_536)]], Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
+
+
+class EmbedReply(Message, frozen=True, kw_only=True):
+    vectors: list[list[float]]  # one L2-normalised 384-float vector per text, in order
+    tokens: int  # the tokens MiniLM read (its own tokenizer, special tokens included)
+
+
 CACHE_LOOKUP: Codec[CacheLookup] = Codec(CacheLookup)
+EMBED_REQUEST: Codec[EmbedRequest] = Codec(EmbedRequest)
+EMBED_REPLY: Codec[EmbedReply] = Codec(EmbedReply)
 CACHE_REPLY: Codec[CacheReply] = Codec(CacheReply)
 CACHE_ENTRY: Codec[CacheEntry] = Codec(CacheEntry)
 PENDING_STORE: Codec[PendingStore] = Codec(PendingStore)

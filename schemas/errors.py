@@ -9,7 +9,6 @@ turns them into OpenAI-shaped HTTP errors, the router decides from them whether 
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import msgspec
@@ -66,9 +65,6 @@ class ErrorInfo(Message, frozen=True, kw_only=True):
         return cls(code=code, message=message, retryable=code in RETRYABLE, **kw)  # type: ignore[arg-type]
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-
-
 class SchemaError(ValueError):
     """Input that does not decode into the expected message. ``field`` is a dotted path or None."""
 
@@ -78,14 +74,14 @@ class SchemaError(ValueError):
         self.field = field
 
     @classmethod
-    def from_msgspec(cls, exc: msgspec.DecodeError) -> SchemaError:
+    def from_msgspec(cls, exc: msgspec.DecodeError | ValueError) -> SchemaError:
         """Turn msgspec's "Expected ... - at `$.a.b[0]`" into a message plus a dotted field path."""
-        m = _AT.match(str(exc))
-        if not m:  # pragma: no cover - the regex matches any string
-            return cls(str(exc))
-        path = m.group("path")
-        field = path.lstrip(".") if path else None
-        return cls(m.group("msg"), field or None)
+        text = str(exc)
+        at = text.rfind(" - at `$")
+        if at < 0 or not text.endswith("`") or "`" in text[at + 8 : -1]:
+            return cls(text)
+        field = text[at + 8 : -1].lstrip(".")
+        return cls(text[:at], field or None)
 
     def to_info(self) -> ErrorInfo:
         return ErrorInfo(code="bad_request", message=str(self), field=self.field)

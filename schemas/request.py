@@ -16,6 +16,7 @@ from schemas.base import (
     RouteMode,
     Strategy,
     Tier,
+    ToolCall,
     new_id,
     now,
 )
@@ -28,8 +29,34 @@ VIRTUAL_MODELS = ("auto", "diverse", "ensemble")
 
 
 class ChatMessage(Message, frozen=True, kw_only=True):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)]
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=64)] = []  # an assistant turn that called functions
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+
+
+MAX_TOOLS = 128
+
+
+class Tool(Message, frozen=True, kw_only=True):
+    """A function a model may call (OpenAI's ``tools[].function``); ``parameters`` is a JSON Schema (text)."""
+
+    name: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, Meta(max_length=4096)] = ""
+    parameters: Annotated[str, Meta(max_length=65_536)] = '{"type":"object","properties":{}}'
+
+
+MAX_SCHEMA_CHARS = 65_536
+
+
+class ResponseFormat(Message, frozen=True, kw_only=True):
+    """OpenAI's ``response_format``: JSON mode (``json_object``) or a JSON Schema the answer must follow.
+    Local models are constrained by a llama.cpp grammar built from it; cloud providers receive it."""
+
+    type: Literal["json_object", "json_schema"]
+    name: Annotated[str, Meta(max_length=64)] | None = None
+    json_schema: Annotated[str, Meta(max_length=MAX_SCHEMA_CHARS)] | None = None  # the schema, as JSON text
+    strict: bool = False
 
 
 class Sampling(Message, frozen=True, kw_only=True):
@@ -41,6 +68,18 @@ class Sampling(Message, frozen=True, kw_only=True):
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
     presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
+    response_format: ResponseFormat | None = None  # part of sampling: it is in every cache key
+    tools: Annotated[list[Tool], Meta(max_length=MAX_TOOLS)] = []  # functions the model may call
+    tool_choice: str = "auto"  # auto | none | required | the name of one tool
+    parallel_tool_calls: bool | None = None  # passed to providers that take it
+    logprobs: bool = False  # the answer carries each token's log probability
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0  # and this many most likely alternatives per token
+    n: Annotated[int, Meta(ge=1, le=16)] = 1  # answers from the one model (local llama.cpp models)
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the model may answer with a function call."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class Requirements(Message, frozen=True, kw_only=True):
@@ -124,14 +163,17 @@ def make_request(
     It is validated like one arriving from the bus (constraints are checked on decode only):
     SchemaError names the wrong field."""
     t = now()
-    request = GenerateRequest(
-        id=id or new_id(),
-        messages=messages,
-        prompt=prompt,
-        created_at=t,
-        deadline=t + timeout_s,
-        **fields,  # type: ignore[arg-type]
-    )
+    try:
+        request = GenerateRequest(
+            id=id or new_id(),
+            messages=messages,
+            prompt=prompt,
+            created_at=t,
+            deadline=t + timeout_s,
+            **fields,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:  # __post_init__'s checks (too long, both or neither of messages/prompt)
+        raise SchemaError.from_msgspec(exc) from exc
     try:
         return msgspec.json.decode(msgspec.json.encode(request), type=GenerateRequest)
     except msgspec.ValidationError as exc:

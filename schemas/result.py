@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.base import Message, RequestId, Tagged, Tier
+from schemas.base import Message, RequestId, Tagged, Tier, ToolCall
 from schemas.errors import ErrorInfo
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class Usage(Message, frozen=True, kw_only=True):
@@ -27,6 +27,21 @@ class Timings(Message, frozen=True, kw_only=True):
     first_token_ms: float = 0.0
     generation_ms: float = 0.0
     total_ms: float = 0.0
+
+
+class TopLogprob(Message, frozen=True, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int] = []
+
+
+class TokenLogprob(Message, frozen=True, kw_only=True):
+    """One generated token with its log probability under the model (OpenAI's ``logprobs.content[]``)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] = []
+    top_logprobs: list[TopLogprob] = []
 
 
 class Provenance(Message, frozen=True, kw_only=True):
@@ -51,6 +66,8 @@ class Response(Message, frozen=True, kw_only=True):
     usage: Usage = Usage()
     cost_usd: float = 0.0
     confidence: float | None = None
+    logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] = []
 
 
 class Consensus(Message, frozen=True, kw_only=True):
@@ -83,6 +100,9 @@ class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
     created_at: float = 0.0
     reservation_id: str | None = None  # copied from the Dispatch: the budget hold this attempt settles
     reserved_nanos: int = 0  # copied from the Dispatch: the worst case held for it
+    tool_calls: list[ToolCall] = []  # the model called functions (finish_reason "tool_calls")
+    logprobs: list[TokenLogprob] | None = None  # asked for with sampling.logprobs
+    choices: list[Response] = []  # n > 1 on one model: every answer, the first is the result's own
 
 
 class GenerateError(Tagged, frozen=True, kw_only=True, tag="error"):

@@ -6,6 +6,7 @@ orch_tiers    <tier>         TierState      budget_guard (commands from operator
 orch_phase    current        PhaseState     rotator
 orch_provider <provider>     ProviderState  cloud_proxy
 orch_queues   <target>       QueueState     router
+orch_key_usage <key id>      KeyUsage       gateway (every instance, by compare-and-set)
 """
 
 from __future__ import annotations
@@ -84,3 +85,14 @@ class QueueState(Message, frozen=True, kw_only=True):
     oldest_wait_s: float = 0.0
     backlog: bool = False
     updated_at: float = 0.0
+
+
+class KeyUsage(Message, frozen=True, kw_only=True):
+    """One client key's use in the current clock minute and its requests in flight, shared by the gateways
+    (each update is a compare-and-set on the entry's revision)."""
+
+    minute: int = 0  # epoch minute the counters belong to
+    requests: int = 0
+    tokens: int = 0
+    inflight: dict[str, int] = {}  # gateway instance -> requests in flight
+    seen: dict[str, float] = {}  # gateway instance -> its last update (a silent instance's count expires)

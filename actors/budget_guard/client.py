@@ -73,7 +73,8 @@ class BudgetClient:
         cfg = self.actor.cfg
         model = cfg.models[target.model]
         tokens = max_input_tokens(request)
-        return worst_case_cost(model, tokens, request.sampling.max_tokens, cfg.budgets.local_cost)
+        out = request.sampling.max_tokens * request.sampling.n  # n answers: n times the output
+        return worst_case_cost(model, tokens, out, cfg.budgets.local_cost)
 
     async def reserve(self, request: GenerateRequest, target: Target, attempt: int) -> Held | ErrorInfo | None:
         w = to_nanos(self.worst_case(request, target))

@@ -17,17 +17,18 @@ import os
 from pathlib import Path
 
 from actors.cache.core import ResponseCache
-from actors.cache.embedder import Embedder
+from actors.cache.embedder import MAX_FIT_CHARS, Embedder
 from actors.cache.errors import CacheError, StoreError
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
+from actors.cache.minilm import MAX_SEQ_LENGTH
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
 from bus.log import register_secret
 from bus.service import ServiceSpec
-from bus.subjects import RESULT_FINAL, SVC_CACHE_LOOKUP, KVSpec
-from schemas.cache import CACHE_LOOKUP, CacheLookup, CacheReply
+from bus.subjects import RESULT_FINAL, SVC_CACHE_EMBED, SVC_CACHE_LOOKUP, KVSpec
+from schemas.cache import CACHE_LOOKUP, EMBED_MODEL, EMBED_REQUEST, CacheLookup, CacheReply, EmbedReply, EmbedRequest
 from schemas.codec import OUTCOME
 from schemas.config.providers import SecretRef
 from schemas.config.root import OrchestraConfig
@@ -70,7 +71,10 @@ class CacheActor(Actor):
         return bucket_specs(ttl=float(self.cfg.cache.ttl), pending_ttl=float(self.cfg.bus.streams.dedupe_window))
 
     def services(self) -> list[ServiceSpec]:
-        return [ServiceSpec(SVC_CACHE_LOOKUP, self.lookup, CACHE_LOOKUP)]
+        return [
+            ServiceSpec(SVC_CACHE_LOOKUP, self.lookup, CACHE_LOOKUP),
+            ServiceSpec(SVC_CACHE_EMBED, self.embed, EMBED_REQUEST, concurrency=8),
+        ]
 
     def consumers(self) -> list[ConsumerSpec]:
         return [
@@ -165,6 +169,25 @@ class CacheActor(Actor):
             self._events.add(task)
             task.add_done_callback(self._events.discard)
         return reply
+
+    async def embed(self, msg: EmbedRequest) -> EmbedReply:
+        """/v1/embeddings: MiniLM vectors. A text longer than the model reads is refused, not truncated."""
+        if self.embedder is None:
+            raise ServiceCallError(ErrorInfo.of("unavailable", "embeddings need the cache's semantic layer"))
+        for i, text in enumerate(msg.texts):
+            if len(text) > MAX_FIT_CHARS:
+                reason = f"longer than the {MAX_FIT_CHARS} characters {EMBED_MODEL} can read"
+                raise ServiceCallError(ErrorInfo.of("bad_request", reason, field=f"input[{i}]"))
+        counts = await self.embedder.count(list(msg.texts))
+        for i, n in enumerate(counts):
+            if n >= MAX_SEQ_LENGTH:  # the tokenizer truncates at the limit: reaching it means cut
+                reason = f"longer than the {MAX_SEQ_LENGTH - 1} tokens {EMBED_MODEL} reads (it would be truncated)"
+                raise ServiceCallError(ErrorInfo.of("bad_request", reason, field=f"input[{i}]"))
+        try:
+            vectors = await self.embedder.embed(list(msg.texts))
+        except CacheError as exc:
+            raise ServiceCallError(ErrorInfo.of("unavailable", f"cache: {exc}")) from exc
+        return EmbedReply(vectors=vectors.tolist(), tokens=sum(counts))
 
     # --- results ---------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:

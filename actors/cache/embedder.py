@@ -25,6 +25,9 @@ from actors.cache.minilm import MAX_SEQ_LENGTH, MODEL_NAME, ensure_model
 log = logging.getLogger(__name__)
 
 DIM = 384
+# A WordPiece token covers at most 100 characters (longer words are one [UNK]) plus a separator: a text
+# longer than this cannot be read whole unless it is mostly whitespace, and is treated as too long.
+MAX_FIT_CHARS = MAX_SEQ_LENGTH * 101
 # sentence-transformers' all-MiniLM-L6-v2 on "hello world", first five dimensions (fastembed's own test values)
 REFERENCE_TEXT = "hello world"
 REFERENCE_PREFIX = np.array([-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], dtype=np.float32)
@@ -77,9 +80,22 @@ class Embedder:
         """Embed in the worker thread; the event loop keeps running."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, texts)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens MiniLM reads for ``text`` (special tokens included); 0 when the tokenizer is not loaded."""
+        tokenizer = getattr(self._model.model, "tokenizer", None)
+        return 0 if tokenizer is None else len(tokenizer.encode(text).ids)
+
+    async def count(self, texts: list[str]) -> list[int]:
+        """:meth:`count_tokens` of each text, in the worker thread (the event loop keeps running)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: [self.count_tokens(t) for t in texts]
+        )
+
     def fits(self, text: str) -> bool:
         """Whether the model sees all of ``text`` (MiniLM truncates after 256 tokens: two long prompts that
         differ only after that point would embed the same, so they stay out of the semantic layer)."""
+        if len(text) > MAX_FIT_CHARS:  # no tokenisation of a huge prompt on the lookup path: it does not fit
+            return False
         tokenizer = getattr(self._model.model, "tokenizer", None)
         if tokenizer is None:  # not loaded yet: be conservative on length
             return len(text) < 4 * MAX_SEQ_LENGTH

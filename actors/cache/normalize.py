@@ -6,6 +6,10 @@ punctuation, so "What is the capital of France?" and "what is the capital of  fr
 fenced blocks and `inline code` are kept verbatim.
 
 ``clean`` does the same but keeps case: the meaning guard reads capitals as a sign of names.
+
+All of it is linear in the text (it runs on every client prompt): code spans are found with ``str.find``
+instead of a lazy ``.*?`` that a prompt full of backticks turns quadratic, and trailing punctuation is
+stripped with ``rstrip`` instead of ``[...]+$``, which rescans a run of dots from each of its characters.
 """
 
 from __future__ import annotations
@@ -13,15 +17,61 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.DOTALL)
 _SPACE = re.compile(r"\s+")
-_TRAILING = re.compile(r"[\s.?!;:,…]+$")
+_TRAILING = ".?!;:,…"
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-"})
+
+
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each fenced block (```...```) and `inline code` span, left to right: what the
+    regex `````.*?```|`[^`\\n]+``` finds, in one pass."""
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    fences = True  # False once no closing fence is left: none can follow either
+    while True:
+        j = text.find("`", i)
+        if j < 0:
+            return spans
+        if fences and text.startswith("```", j):
+            k = text.find("```", j + 3)
+            if k >= 0:
+                spans.append((j, k + 3))
+                i = k + 3
+                continue
+            fences = False
+        end = text.find("`", j + 1)
+        if end < 0:
+            return spans  # no backtick left: no inline span either
+        if end > j + 1 and text.find("\n", j + 1, end) < 0:
+            spans.append((j, end + 1))
+            i = end + 1
+        else:
+            i = j + 1
+        if i >= n:
+            return spans
 
 
 def _split(text: str) -> list[tuple[bool, str]]:
     """(is_code, piece) in order."""
-    return [(i % 2 == 1, piece) for i, piece in enumerate(_CODE.split(text)) if piece]
+    out: list[tuple[bool, str]] = []
+    at = 0
+    for start, end in code_spans(text):
+        if start > at:
+            out.append((False, text[at:start]))
+        out.append((True, text[start:end]))
+        at = end
+    if at < len(text):
+        out.append((False, text[at:]))
+    return out
+
+
+def strip_trailing(text: str) -> str:
+    """``text`` without trailing whitespace and sentence punctuation."""
+    while True:
+        stripped = text.rstrip().rstrip(_TRAILING)
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def _prose(piece: str, fold: bool) -> str:
@@ -34,7 +84,7 @@ def _join(text: str, fold: bool) -> str:
     out = "".join(piece if code else _prose(piece, fold) for code, piece in _split(text))
     out = out.strip()
     if not out.endswith("`"):
-        out = _TRAILING.sub("", out)
+        out = strip_trailing(out)
     return out
 
 

@@ -5,7 +5,9 @@
     Lru                       least-recently-used order with a size cap and TTL expiry
 
 Diversity is the point of ``diverse`` and ``ensemble`` requests, so they never touch the cache. Sampled
-requests (temperature > 0) are cached only when the request opts in with ``cache.allow_sampled``.
+requests (temperature > 0) are cached only when the request opts in with ``cache.allow_sampled``. Prompts
+over :data:`MAX_PROMPT_CHARS` are not cached: normalising a megabyte takes the cache's event loop ~0.1 s
+(every other lookup would wait), and such prompts hardly repeat.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from schemas.request import GenerateRequest
 from schemas.result import GenerateResult
 
 FAN_OUT_MODELS = ("diverse", "ensemble")
+MAX_PROMPT_CHARS = 32_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ def decide(req: GenerateRequest, *, enabled: bool = True) -> Decision:
         return Decision(False, False, f"{req.model if req.model in FAN_OUT_MODELS else req.mode} mode")
     if req.sampling.temperature > 0 and not req.cache.allow_sampled:
         return Decision(False, False, f"sampled at temperature {req.sampling.temperature:g} without allow_sampled")
+    size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or ())
+    if size > MAX_PROMPT_CHARS:
+        return Decision(False, False, f"prompt of {size} characters (over {MAX_PROMPT_CHARS})")
     lookup, store = not req.cache.no_cache, not req.cache.no_store
     reason = ", ".join(n for n, off in (("no_cache", not lookup), ("no_store", not store)) if off)
     return Decision(lookup, store, reason)

@@ -32,7 +32,7 @@ from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo
 from schemas.events import ProviderCooldown
-from schemas.result import GenerateResult, Provenance, Timings, Usage
+from schemas.result import GenerateResult, Provenance, Response, Timings, Usage
 from schemas.state import ProviderState
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,9 @@ class CloudProxy(Actor):
             sampling=dispatch.effective_sampling,
             messages=request.messages,
             prompt=request.prompt,
-            stream=request.stream,
+            stream=request.stream and not dispatch.effective_sampling.calls_tools,  # calls are sent whole
         )
-        chunks = ChunkSender(self, request.id, dispatch.attempt, request.origin) if request.stream else None
+        chunks = ChunkSender(self, request.id, dispatch.attempt, request.origin) if call.stream else None
         try:
             completion = await provider.run(
                 call, target.model, request.effective_deadline, chunks.send if chunks is not None else None
@@ -185,10 +185,21 @@ class CloudProxy(Actor):
         sent = dispatch.dispatched_at or d.published_at
         first = now - (mono - completion.first_token_at) if completion.first_token_at else 0.0
         sampling = dispatch.effective_sampling
+        provenance = Provenance(
+            model=target.model,
+            family=model.family,
+            tier=provider.cfg.tier,
+            target=provider.name,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            prompt_variant=dispatch.prompt_variant,
+        )
         return GenerateResult(
             request_id=request.id,
             text=completion.text,
             finish_reason=completion.finish_reason,
+            tool_calls=completion.tool_calls,
+            logprobs=completion.logprobs,
             model=target.model,
             family=model.family,
             tier=provider.cfg.tier,
@@ -202,22 +213,33 @@ class CloudProxy(Actor):
                 total_ms=max(0.0, (now - (request.created_at or sent)) * 1000.0),
             ),
             attempt=dispatch.attempt,
-            provenance=Provenance(
-                model=target.model,
-                family=model.family,
-                tier=provider.cfg.tier,
-                target=provider.name,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                prompt_variant=dispatch.prompt_variant,
-            ),
+            provenance=provenance,
             client_key=request.client_key,
             task=request.task,
             parent_id=dispatch.parent_id,
             created_at=now,
             reservation_id=dispatch.reservation_id,
             reserved_nanos=dispatch.reserved_nanos,
+            choices=_choices(request.id, [completion, *completion.alternatives], usage, provenance)
+            if completion.alternatives
+            else [],
         )
+
+
+def _choices(request_id: str, done: list[Completion], usage: Usage, provenance: Provenance) -> list[Response]:
+    """n > 1: every choice of the provider's answer (usage is the answer's whole, on the first)."""
+    return [
+        Response(
+            request_id=f"{request_id}-{i}",
+            text=c.text,
+            finish_reason=c.finish_reason,
+            provenance=provenance,
+            usage=usage if i == 0 else Usage(),
+            logprobs=c.logprobs,
+            tool_calls=c.tool_calls,
+        )
+        for i, c in enumerate(done)
+    ]
 
 
 def _differs(a: ProviderState, b: ProviderState) -> bool:

@@ -14,7 +14,10 @@
 
 ``classify(status, body, headers)`` turns an HTTP error answer of any of the three wire formats
 (OpenAI, Anthropic, Gemini) into a ProviderError. It is pure: ``now`` is passed in for HTTP dates.
-Messages are cut to a few hundred characters and scrubbed of registered secrets by the caller.
+Messages are scrubbed of every registered secret (:func:`bus.log.redact`) and only then cut to a few
+hundred characters: cutting first would leave a key's prefix at the cut, which no mask recognises.
+Only the head of a body is read (:data:`MAX_SCAN`): a provider's error text past that never reaches a
+client, and the patterns below then run on bounded text.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from bus.log import redact
 from schemas.errors import ErrorCode, ErrorInfo
 
 MAX_MESSAGE = 300
+MAX_SCAN = 8192  # characters of an error body that are read at all (masked, then cut to MAX_MESSAGE)
 
 
 class CloudError(Exception):
@@ -44,8 +49,9 @@ class ProviderError(CloudError):
     trips_breaker: ClassVar[bool] = False  # does it say something about the deployment's health?
 
     def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
-        super().__init__(message[:MAX_MESSAGE])
-        self.message = message[:MAX_MESSAGE]
+        message = redact(message[: 4 * MAX_SCAN])[:MAX_MESSAGE]  # mask first, then cut
+        super().__init__(message)
+        self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
 
@@ -128,7 +134,7 @@ def _error_fields(body: Any) -> tuple[str, str, float | None]:
         return err, "", None
     if not isinstance(err, dict):
         return str(body.get("detail", "")), "", None
-    message = str(err.get("message") or body.get("detail") or "")
+    message = str(err.get("message") or body.get("detail") or "")[:MAX_SCAN]
     kinds = " ".join(str(err.get(k) or "") for k in ("type", "code", "status"))
     delay = None
     for detail in err.get("details") or []:  # Gemini: google.rpc.RetryInfo / ErrorInfo
@@ -152,8 +158,8 @@ def classify(status: int, raw: bytes, headers: Mapping[str, str], now: float) ->
     """The ProviderError for an HTTP error answer (status >= 400) of any supported wire format."""
     message, kinds, body_delay = _error_fields(parse_body(raw))
     if not message:
-        message = raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    text = f"{kinds} {message}"
+        message = raw[:MAX_SCAN].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    text = f"{kinds[:MAX_SCAN]} {message}"
     header_delay = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"), now)
     retry_after = header_delay if header_delay is not None else body_delay
     described = f"HTTP {status}: {message}"

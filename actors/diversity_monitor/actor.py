@@ -24,7 +24,7 @@ from actors.diversity_monitor.diversity import Summary, summarise
 from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
-from actors.diversity_monitor.metrics import Figures, Metrics, MetricsServer
+from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics, MetricsServer
 from actors.diversity_monitor.rules import Alert, Engine, Raised
 from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
@@ -56,7 +56,7 @@ class DiversityMonitor(Actor):
         self.obs = Observations(self.horizon, ZoneInfo(cfg.budgets.timezone))
         self.engine = Engine(cfg.alerts.rules)
         self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
-        self.metrics = Metrics(self.current_figures)
+        self.metrics = Metrics(self.current_figures, LabelSets.of(cfg.models, cfg.hosts, cfg.providers))
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
         board = cfg.monitor.dashboard
         self.board = Board(int(float(board.history) / max(0.05, float(board.refresh))), board.tail)

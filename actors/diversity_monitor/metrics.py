@@ -17,12 +17,16 @@ time from the monitor's current figures (no stale label sets: a queue or card th
     orchestra_diversity_score, orchestra_diversity_<figure> (window), orchestra_task_diversity_score{task}
     orchestra_diversity_family_answers{family} (window: the model-family mix)
     orchestra_alerts_firing{rule,severity}
+
+Label values come only from finite sets: tiers and error codes are closed literals of the schema, and a
+result's model and target are kept only when the config names them (:class:`LabelSets`), else they
+count as ``other`` — a forged result on the bus cannot grow the number of series.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -37,6 +41,26 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 COST_BUCKETS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)
 MAX_TASKS = 20  # tasks exported with their own diversity score (the most recent)
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class LabelSets:
+    """The values a model or target label may take (from the config); anything else is ``other``.
+    Empty sets (a bare Metrics in a test) keep every value."""
+
+    models: frozenset[str] = frozenset()
+    targets: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, models: Iterable[str], hosts: Iterable[str], providers: Iterable[str]) -> LabelSets:
+        return cls(frozenset(models), frozenset([*hosts, *providers, "cache", "fanout"]))
+
+    def model(self, value: str) -> str:
+        return value if not self.models or value in self.models else OTHER
+
+    def target(self, value: str) -> str:
+        return value if not self.targets or value in self.targets else OTHER
 
 
 @dataclass
@@ -130,7 +154,8 @@ class FiguresCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, figures: Callable[[], Figures]) -> None:
+    def __init__(self, figures: Callable[[], Figures], labels: LabelSets | None = None) -> None:
+        self.labels = labels or LabelSets()
         r = self.registry = CollectorRegistry()
         self.latency = Histogram(
             "orchestra_request_latency_seconds",
@@ -164,21 +189,24 @@ class Metrics:
             self.requests.labels("", "", "error").inc()
             self.errors.labels(outcome.error.code).inc()
             return
+        model = self.labels.model(outcome.model)
         if outcome.responses:  # a fan-out's combined result: its children were counted one by one
-            self.latency.labels("fanout", outcome.tier, outcome.model).observe(outcome.timings.total_ms / 1000)
+            self.latency.labels("fanout", outcome.tier, model).observe(outcome.timings.total_ms / 1000)
             return
-        labels = (outcome.tier, outcome.model)
+        labels = (outcome.tier, model)
         self.requests.labels(*labels, "cached" if outcome.cached else "answered").inc()
-        self.latency.labels(outcome.target, *labels).observe(max(0.0, outcome.timings.total_ms) / 1000)
+        target = self.labels.target(outcome.target)
+        self.latency.labels(target, *labels).observe(max(0.0, outcome.timings.total_ms) / 1000)
         self.cost.labels(*labels).inc(max(0.0, outcome.cost_usd))
         self.cost_per_request.labels(outcome.tier).observe(max(0.0, outcome.cost_usd))
-        self.tokens.labels(*labels, "input").inc(outcome.usage.input_tokens)
-        self.tokens.labels(*labels, "output").inc(outcome.usage.output_tokens)
+        self.tokens.labels(*labels, "input").inc(max(0, outcome.usage.input_tokens))
+        self.tokens.labels(*labels, "output").inc(max(0, outcome.usage.output_tokens))
 
     def observe_failure(self, f: AttemptFailed) -> None:
-        self.failures.labels(f.tier, f.model, f.error.code).inc()
+        model = self.labels.model(f.model)
+        self.failures.labels(f.tier, model, f.error.code).inc()
         if f.cost_usd > 0:
-            self.cost.labels(f.tier, f.model).inc(f.cost_usd)
+            self.cost.labels(f.tier, model).inc(f.cost_usd)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

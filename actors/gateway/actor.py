@@ -13,9 +13,11 @@ import contextlib
 
 from aiohttp import web
 
-from actors.gateway.handlers import Api
+from actors.gateway.handlers import MAX_BODY, Api, openai_errors
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
+from actors.gateway.limits import KeyLimiter
+from bus import subjects
 from bus.actor import Actor
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
@@ -35,6 +37,7 @@ class Gateway(Actor):
         self.owners = {name: (m.provider if isinstance(m, CloudModel) else m.family) for name, m in cfg.models.items()}
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
+        self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -46,9 +49,11 @@ class Gateway(Actor):
 
     async def on_start(self) -> None:
         self.keys.load()
+        self.limiter = KeyLimiter(await self.js.key_value(subjects.KV_KEY_USAGE), self.instance)
         self.inbox = Inbox(self.nc)
         await self.inbox.start()
-        app = web.Application(client_max_size=self.cfg.gateway.max_body)
+        app = web.Application(client_max_size=self.cfg.gateway.max_body, middlewares=[openai_errors])
+        app[MAX_BODY] = self.cfg.gateway.max_body
         app.add_routes(Api(self).routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()

@@ -2,21 +2,34 @@
 
 Each request becomes a GenerateRequest published to ``orch.request.<priority>.<id>``; the handler
 listens on ``orch.*.<id>`` (chunks and the outcome, in order) before it publishes, and answers with the
-first outcome. Failures are OpenAI-shaped errors with the matching status.
+first outcome. Failures are OpenAI-shaped errors with the matching status, also for what aiohttp itself refuses (a body
+over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 without a traceback for the
+client; the log has it). Errors that come back from the orchestra reach the client without its topology:
+for the codes of :data:`~actors.gateway.openai_api.INTERNAL_CODES` the client reads a fixed sentence and
+the request id, the operator finds the detail (host, provider, route) in the gateway's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
+from actors import keypolicy
+from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
+from actors.gateway.limits import Admission
+from actors.gateway.requests import decode as decode_body
 from bus import subjects
+from bus.errors import ServiceCallError
+from bus.service import call
+from schemas.cache import EMBED_MODEL, EMBED_REPLY, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
@@ -24,6 +37,8 @@ from schemas.result import GenerateError, GenerateResult, Outcome
 
 if TYPE_CHECKING:
     from actors.gateway.actor import Gateway
+
+log = logging.getLogger(__name__)
 
 GRACE_S = 2.0
 _RESULT = f"{subjects.PREFIX}.result."
@@ -35,11 +50,41 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Response:
-    status, body = oa.error_body(info)
+    public = oa.public_error(info)
+    if public is not info:
+        log.info("request %s failed: %s: %s", request_id, info.code, info.message)
+    status, body = oa.error_body(public)
     headers = {"X-Request-Id": request_id} if request_id else {}
     if info.retry_after_s:
         headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
     return json_response(body, status, headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = web.AppKey("max_body", int)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 413:
+            message = f"the request body exceeds the gateway's limit of {request.app[MAX_BODY]} bytes"
+        else:
+            message = exc.reason
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return json_response(body, exc.status)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+        return json_response(body, 500)
 
 
 class Api:
@@ -51,6 +96,7 @@ class Api:
         return [
             web.post("/v1/chat/completions", self.chat),
             web.post("/v1/completions", self.completions),
+            web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model}", self.model),
             web.get("/healthz", self.health),
@@ -66,8 +112,9 @@ class Api:
         return key
 
     def visible(self, key: ClientKey) -> list[str]:
-        names = [*VIRTUAL_MODELS, *self.cfg.models]
-        return names if not key.models else [n for n in names if n in key.models or n in VIRTUAL_MODELS]
+        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL]
+        free = (*VIRTUAL_MODELS, EMBED_MODEL)
+        return names if not key.models else [n for n in names if n in key.models or n in free]
 
     # --- endpoints -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -100,7 +147,7 @@ class Api:
         if isinstance(key, web.Response):
             return key
         try:
-            body = (oa.CHAT if chat else oa.COMPLETION).decode(await request.read())
+            body = decode_body(await request.read(), chat=chat)
             if body.model not in self.visible(key):
                 raise SchemaError(f"The model `{body.model}` does not exist", "model")
             gen = oa.to_request(body, client_key=key.id, default_timeout=float(self.cfg.gateway.request_timeout))
@@ -108,14 +155,57 @@ class Api:
             if exc.field == "model" and "does not exist" in exc.reason:
                 return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
             return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        if gen.stream:
-            return await self._stream(request, gen, chat=chat, include_usage=include_usage)
-        outcome = await self._roundtrip(gen)
-        if isinstance(outcome, GenerateResult):
-            shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
-            return json_response(shaped, headers={"X-Request-Id": gen.id})
-        return error_response(outcome.error, gen.id)
+        refused = keypolicy.shape_error(keypolicy.KeyPolicy(frozenset(key.models), key.limits), gen, self.cfg)
+        if refused is not None:
+            return error_response(refused, gen.id)
+        admission = None
+        if self.gw.limiter is not None:
+            admission = await self.gw.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
+            if isinstance(admission, ErrorInfo):
+                return error_response(admission, gen.id)
+        used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
+        try:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            if gen.stream:
+                return await self._stream(request, gen, chat=chat, include_usage=include_usage)
+            outcome = await self._roundtrip(gen)
+            if isinstance(outcome, GenerateResult):
+                used = outcome.usage.total_tokens
+                shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
+                return json_response(shaped, headers={"X-Request-Id": gen.id})
+            return error_response(outcome.error, gen.id)
+        finally:
+            if isinstance(admission, Admission) and self.gw.limiter is not None:
+                await asyncio.shield(self.gw.limiter.release(admission, used))
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        key = self.authenticate(request)
+        if isinstance(key, web.Response):
+            return key
+        try:
+            body = emb.EMBEDDINGS.decode(await request.read())
+            texts = emb.texts_of(body)
+        except SchemaError as exc:
+            if exc.field == "model":
+                return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
+            return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
+        admission = None
+        if self.gw.limiter is not None:
+            admission = await self.gw.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
+            if isinstance(admission, ErrorInfo):
+                return error_response(admission)
+        used: int | None = None
+        try:
+            reply = await call(
+                self.gw.nc, subjects.SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=30.0
+            )
+            used = reply.tokens
+            return json_response(emb.response(reply, body.encoding_format))
+        except ServiceCallError as exc:
+            return error_response(exc.info)
+        finally:
+            if isinstance(admission, Admission) and self.gw.limiter is not None:
+                await asyncio.shield(self.gw.limiter.release(admission, used))
 
     # --- the bus -------------------------------------------------------------------------------
     async def _publish(self, gen: GenerateRequest) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus.log import register_secret
-from schemas.config.actors import GatewayCfg
+from schemas.config.actors import GatewayCfg, KeyLimits
 from schemas.config.providers import SecretRef
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class ClientKey:
     id: str
     models: tuple[str, ...] = ()  # empty: every model
+    limits: KeyLimits = KeyLimits()
 
 
 def read_secret(ref: SecretRef) -> str | None:
@@ -65,7 +66,7 @@ class KeyStore:
         for k in self.cfg.api_keys:
             value = read_secret(k.secret)
             if value:
-                keys[value] = ClientKey(id=k.id, models=tuple(k.models))
+                keys[value] = ClientKey(id=k.id, models=tuple(k.models), limits=k.limits or self.cfg.key_limits)
             else:
                 log.warning("API key %s: no value in its secret source; it cannot be used", k.id)
         if self.file is not None:
@@ -74,7 +75,7 @@ class KeyStore:
             if self.file.exists():
                 self._mtime = self.file.stat().st_mtime
                 for value, key_id in parse_key_file(self.file.read_text()).items():
-                    keys[value] = ClientKey(id=key_id)
+                    keys[value] = ClientKey(id=key_id, limits=self.cfg.key_limits)
         for value in keys:
             register_secret(value)
         self._keys = keys
@@ -100,7 +101,7 @@ class KeyStore:
     def check(self, header: str | None) -> ClientKey | None:
         """The key for an ``Authorization: Bearer ...`` header, or None."""
         if not self.cfg.require_key:
-            return ClientKey(id="anonymous")
+            return ClientKey(id="anonymous", limits=self.cfg.key_limits)
         if not header or not header.startswith("Bearer "):
             return None
         given = header[7:].strip().encode()

@@ -7,120 +7,68 @@ Orchestra extensions ride in an optional ``orchestra`` object in the request bod
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-from msgspec import Meta
 
-from schemas.base import Capability, Priority, Strategy, Tier
-from schemas.codec import Codec
-from schemas.errors import ErrorInfo, SchemaError
+from actors.gateway.requests import (
+    CHAT,
+    COMPLETION,
+    ChatRequest,
+    CompletionRequest,
+    OAMessage,
+    OrchestraExt,
+    refuse_unsupported,
+)
+from actors.gateway.responses import (
+    GATEWAY_OWN,
+    INTERNAL_CODES,
+    StreamShaper,
+    chat_response,
+    completion_response,
+    error_body,
+    param_of,
+    public_error,
+    tool_calls,
+)
+from schemas.base import ToolCall
+from schemas.errors import SchemaError
 from schemas.request import (
+    MAX_SCHEMA_CHARS,
     VIRTUAL_MODELS,
     CachePolicy,
     ChatMessage,
     GenerateRequest,
     Requirements,
+    ResponseFormat,
     Sampling,
+    Tool,
     make_request,
 )
-from schemas.result import GenerateError, GenerateResult, Outcome, StreamChunk
+
+__all__ = [  # request bodies (actors.gateway.requests) and responses (actors.gateway.responses) used from here
+    "CHAT",
+    "COMPLETION",
+    "GATEWAY_OWN",
+    "INTERNAL_CODES",
+    "tool_calls",
+    "ChatRequest",
+    "CompletionRequest",
+    "StreamShaper",
+    "chat_response",
+    "completion_response",
+    "error_body",
+    "public_error",
+    "to_request",
+]
 
 DEFAULT_CHAT_MAX_TOKENS = 256
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
-class _In(msgspec.Struct, kw_only=True):
-    """Incoming bodies: unknown fields are ignored (the SDK sends many we do not use)."""
-
-
-class ContentPart(_In, kw_only=True):
-    type: str
-    text: str | None = None
-
-
-class OAMessage(_In, kw_only=True):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-
-class StreamOptions(_In, kw_only=True):
-    include_usage: bool = False
-
-
-class OrchestraExt(_In, kw_only=True):
-    capability: Capability | None = None
-    strategy: Strategy = "auto"
-    tiers: list[Tier] = []
-    family: str | None = None
-    route: str | None = None
-    fanout: int | None = None
-    max_cost_usd: float | None = None
-    min_quality: int | None = None
-    no_cache: bool = False
-    no_store: bool = False
-    allow_sampled: bool = False
-    priority: Priority = "normal"
-    task: str | None = None
-    timeout_s: Annotated[float, Meta(gt=0, le=86_400)] | None = None
-
-
-class _Common(_In, kw_only=True):
-    model: str
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = 1
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    user: str | None = None
-    orchestra: OrchestraExt | None = None
-
-
-class ChatRequest(_Common, kw_only=True):
-    messages: list[OAMessage]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-
-
-class CompletionRequest(_Common, kw_only=True):
-    prompt: str | list[str]
-    max_tokens: int | None = None
-
-
-CHAT: Codec[ChatRequest] = Codec(ChatRequest)
-COMPLETION: Codec[CompletionRequest] = Codec(CompletionRequest)
-
-# GenerateRequest field paths -> the OpenAI parameter a client sent
-_PARAM = {
-    "sampling.temperature": "temperature",
-    "sampling.top_p": "top_p",
-    "sampling.max_tokens": "max_tokens",
-    "sampling.stop": "stop",
-    "sampling.seed": "seed",
-    "sampling.presence_penalty": "presence_penalty",
-    "sampling.frequency_penalty": "frequency_penalty",
-}
-
-
-def param_of(field: str | None) -> str | None:
-    if field is None:
-        return None
-    for prefix, param in _PARAM.items():
-        if field.startswith(prefix):
-            return param + field[len(prefix) :]
-    if field.startswith("requirements."):
-        return "orchestra." + field.removeprefix("requirements.")
-    return field
-
-
 def _text(msg: OAMessage, index: int) -> str:
     if msg.content is None:
-        return ""
+        return msg.refusal or ""  # an assistant turn that refused: its refusal is what it said
     if isinstance(msg.content, str):
         return msg.content
     parts = []
@@ -133,13 +81,25 @@ def _text(msg: OAMessage, index: int) -> str:
     return "".join(parts)
 
 
+def _calls(m: OAMessage, index: int) -> list[ToolCall]:
+    out = []
+    for j, call in enumerate(m.tool_calls or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
+            raise SchemaError(
+                "expected {id, type: function, function: {name, arguments}}", f"messages[{index}].tool_calls[{j}]"
+            )
+        out.append(ToolCall(id=call["id"], name=fn["name"], arguments=str(fn.get("arguments") or "{}")))
+    return out
+
+
 def _messages(body: ChatRequest) -> list[ChatMessage]:
     out = []
     for i, m in enumerate(body.messages):
-        if m.role in ("tool", "function"):
-            raise SchemaError(f"role {m.role!r} is not supported (no tool calling)", f"messages[{i}].role")
-        role: Literal["system", "user", "assistant"] = "system" if m.role in ("system", "developer") else m.role  # type: ignore[assignment]
-        out.append(ChatMessage(role=role, content=_text(m, i)))
+        role: Literal["system", "user", "assistant", "tool"] = "system" if m.role in ("system", "developer") else m.role  # type: ignore[assignment]
+        if role == "tool" and not m.tool_call_id:
+            raise SchemaError("a tool message needs the tool_call_id it answers", f"messages[{i}].tool_call_id")
+        out.append(ChatMessage(role=role, content=_text(m, i), tool_calls=_calls(m, i), tool_call_id=m.tool_call_id))
     if not out:
         raise SchemaError("must not be empty", "messages")
     return out
@@ -149,11 +109,14 @@ def to_request(
     body: ChatRequest | CompletionRequest, *, client_key: str | None, default_timeout: float
 ) -> GenerateRequest:
     """Build and validate the GenerateRequest; SchemaError names the OpenAI parameter at fault."""
+    refuse_unsupported(body)
     ext = body.orchestra or OrchestraExt()
     mode = body.model if body.model in ("diverse", "ensemble") else "single"
-    if body.n != 1 and mode == "single":
-        raise SchemaError("only n=1 is supported; use model `diverse` or `ensemble` for several answers", "n")
-    if mode != "single" and body.stream:
+    n = 1 if body.n is None else body.n
+    stream = bool(body.stream)
+    if n != 1 and mode == "single" and stream:
+        raise SchemaError("several answers (n > 1) are not streamed", "n")
+    if mode != "single" and stream:
         raise SchemaError(f"streaming is not available for the `{mode}` model", "stream")
     if isinstance(body, ChatRequest):
         messages, prompt = _messages(body), None
@@ -169,6 +132,14 @@ def to_request(
         messages = None
         max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if isinstance(body, ChatRequest):
+        top = body.top_logprobs or 0
+        want_logprobs = bool(body.logprobs) or top > 0
+    else:
+        top = body.logprobs or 0
+        want_logprobs = body.logprobs is not None
+    if want_logprobs and stream:
+        raise SchemaError("log probabilities are not streamed: ask without stream", "logprobs")
     sampling = Sampling(
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
@@ -177,6 +148,11 @@ def to_request(
         seed=body.seed,
         presence_penalty=body.presence_penalty or 0.0,
         frequency_penalty=body.frequency_penalty or 0.0,
+        response_format=response_format(body.response_format) if isinstance(body, ChatRequest) else None,
+        logprobs=want_logprobs,
+        top_logprobs=top,
+        n=n if mode == "single" else 1,
+        **(_tools(body) if isinstance(body, ChatRequest) else {}),
     )
     try:
         return make_request(
@@ -184,7 +160,7 @@ def to_request(
             prompt=prompt,
             model=None if body.model == "auto" else body.model,
             mode=mode,
-            stream=body.stream,
+            stream=stream,
             sampling=sampling,
             requirements=Requirements(
                 capability=ext.capability,
@@ -192,7 +168,7 @@ def to_request(
                 tiers=ext.tiers,
                 family=ext.family,
                 route=ext.route,
-                fanout=ext.fanout if ext.fanout is not None else (body.n if mode != "single" and body.n > 1 else None),
+                fanout=ext.fanout if ext.fanout is not None else (n if mode != "single" and n > 1 else None),
                 max_cost_usd=ext.max_cost_usd,
                 min_quality=ext.min_quality,
             ),
@@ -201,177 +177,84 @@ def to_request(
             client_key=client_key,
             task=ext.task,
             timeout_s=ext.timeout_s or default_timeout,
-            tags={"user": body.user} if body.user else {},
+            tags=_tags(body),
         )
     except SchemaError as exc:
         raise SchemaError(exc.reason, param_of(exc.field)) from exc
 
 
-# --- responses -------------------------------------------------------------------------------------
-def _usage(r: GenerateResult) -> dict[str, int]:
-    return {
-        "prompt_tokens": r.usage.input_tokens,
-        "completion_tokens": r.usage.output_tokens,
-        "total_tokens": r.usage.total_tokens,
-    }
+def response_format(given: dict[str, Any] | None) -> ResponseFormat | None:
+    """OpenAI's ``response_format`` -> ResponseFormat (None for plain text); the schema travels as JSON text
+    with sorted keys, so equal schemas share cache keys."""
+    kind = (given or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat(type="json_object")
+    if kind != "json_schema":
+        raise SchemaError(f"unknown type {kind!r}: text, json_object or json_schema", "response_format.type")
+    spec = (given or {}).get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+        raise SchemaError("must be an object with a `schema` object", "response_format.json_schema")
+    name = spec.get("name")
+    return ResponseFormat(
+        type="json_schema",
+        name=str(name)[:64] if name else None,
+        json_schema=msgspec.json.encode(spec.get("schema") or {"type": "object"}, order="sorted").decode(),
+        strict=bool(spec.get("strict")),
+    )
 
 
-def _extension(r: GenerateResult) -> dict[str, Any]:
-    ext: dict[str, Any] = {
-        "request_id": r.request_id,
-        "model": r.model,
-        "family": r.family,
-        "tier": r.tier,
-        "target": r.target,
-        "cached": r.cached,
-        "cost_usd": r.cost_usd,
-        "attempt": r.attempt,
-        "timings": msgspec.to_builtins(r.timings),
-    }
-    if r.similarity is not None:
-        ext["similarity"] = r.similarity
-    if r.responses:
-        ext["responses"] = msgspec.to_builtins(r.responses)
-    if r.consensus is not None:
-        ext["consensus"] = msgspec.to_builtins(r.consensus)
-    return ext
-
-
-def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
-    answers = r.responses if r.responses and r.consensus is None else []
-    choices = [
-        {
-            "index": i,
-            "message": {"role": "assistant", "content": a.text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": a.finish_reason,
-        }
-        for i, a in enumerate(answers)
-    ] or [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": r.text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": r.finish_reason,
-        }
-    ]
-    return {
-        "id": f"chatcmpl-{r.request_id}",
-        "object": "chat.completion",
-        "created": created or int(time.time()),
-        "model": r.model,
-        "choices": choices,
-        "usage": _usage(r),
-        "system_fingerprint": None,
-        "orchestra": _extension(r),
-    }
-
-
-def completion_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
-    answers = [(a.text, a.finish_reason) for a in r.responses] if r.responses and r.consensus is None else []
-    choices = [
-        {"text": text, "index": i, "logprobs": None, "finish_reason": fr}
-        for i, (text, fr) in enumerate(answers or [(r.text, r.finish_reason)])
-    ]
-    return {
-        "id": f"cmpl-{r.request_id}",
-        "object": "text_completion",
-        "created": created or int(time.time()),
-        "model": r.model,
-        "choices": choices,
-        "usage": _usage(r),
-        "orchestra": _extension(r),
-    }
-
-
-class StreamShaper:
-    """SSE events for one streamed answer, chat or completion flavour."""
-
-    def __init__(self, request: GenerateRequest, *, chat: bool, include_usage: bool) -> None:
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request.id}"
-        self.chat, self.include_usage = chat, include_usage
-        self.created = int(time.time())
-        self.model = request.model or "auto"
-        self.started = False
-
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, last: bool = False) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if self.chat:
-            body["system_fingerprint"] = None
-        if self.include_usage:
-            body["usage"] = usage if last else None
-        return b"data: " + msgspec.json.encode(body) + b"\n\n"
-
-    def _piece(self, text: str, finish: str | None = None, role: bool = False) -> bytes:
-        if self.chat:
-            delta: dict[str, Any] = (
-                {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+def _tools(body: ChatRequest) -> dict[str, Any]:
+    """tools / tool_choice / parallel_tool_calls -> Sampling fields."""
+    tools = []
+    for i, t in enumerate(body.tools or []):
+        fn = t.get("function") if isinstance(t, dict) and t.get("type", "function") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise SchemaError("expected {type: function, function: {name, description?, parameters?}}", f"tools[{i}]")
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        tools.append(
+            Tool(
+                name=fn["name"],
+                description=str(fn.get("description") or ""),
+                parameters=msgspec.json.encode(params, order="sorted").decode(),
             )
-            return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
-        return self._event([{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}])
-
-    def chunk(self, c: StreamChunk) -> bytes:
-        out = b""
-        if not self.started:
-            self.started = True
-            out += self._piece("", role=True) if self.chat else b""
-        if c.text:
-            out += self._piece(c.text)
-        return out
-
-    def finish(self, r: GenerateResult, streamed_text: bool) -> bytes:
-        self.model = r.model
-        out = b""
-        if not self.started:
-            self.started = True
-            out += self._piece("", role=True) if self.chat else b""
-        if not streamed_text and r.text:
-            out += self._piece(r.text)
-        out += self._piece("", finish=r.finish_reason)
-        if self.include_usage:
-            out += self._event([], usage=_usage(r), last=True)
-        return out + b"data: [DONE]\n\n"
-
-    def error(self, info: ErrorInfo) -> bytes:
-        _, body = error_body(info)
-        return b"data: " + msgspec.json.encode(body) + b"\n\ndata: [DONE]\n\n"
+        )
+    if sum(len(t.parameters) + len(t.description) for t in tools) > MAX_SCHEMA_CHARS:
+        # a grammar is built from them on the worker: their size is bounded like a response_format schema
+        raise SchemaError(f"the tools' schemas and descriptions exceed {MAX_SCHEMA_CHARS} characters", "tools")
+    choice = body.tool_choice if body.tool_choice is not None else "auto"
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        choice = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(choice, str) or (
+        choice not in ("auto", "none", "required") and choice not in {t.name for t in tools}
+    ):
+        raise SchemaError(
+            "auto, none, required, or {type: function, function: {name}} of a declared tool", "tool_choice"
+        )
+    if choice == "required" and not tools:
+        raise SchemaError("required needs tools", "tool_choice")
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": body.parallel_tool_calls}
 
 
-# --- errors ----------------------------------------------------------------------------------------
-_STATUS: dict[str, tuple[int, str, str | None]] = {
-    # code -> (HTTP status, OpenAI error type, OpenAI error code)
-    "bad_request": (400, "invalid_request_error", None),
-    "unauthorized": (401, "authentication_error", "invalid_api_key"),
-    "forbidden": (403, "permission_error", None),
-    "not_found": (404, "invalid_request_error", "model_not_found"),
-    "rate_limited": (429, "rate_limit_error", "rate_limit_exceeded"),
-    "budget_exceeded": (429, "insufficient_quota", "insufficient_quota"),
-    "context_too_long": (400, "invalid_request_error", "context_length_exceeded"),
-    "content_policy": (400, "invalid_request_error", "content_policy_violation"),
-    "timeout": (504, "timeout_error", "timeout"),
-    "unavailable": (503, "server_error", "unavailable"),
-    "overloaded": (503, "server_error", "overloaded"),
-    "oom": (503, "server_error", "oom"),
-    "provider_error": (502, "server_error", "upstream_error"),
-    "auth_failed": (502, "server_error", "upstream_auth_failed"),
-    "cancelled": (499, "server_error", "cancelled"),
-    "internal": (500, "server_error", None),
-}
+MAX_TAGS = 16  # OpenAI's own limit on metadata pairs
 
 
-def error_body(info: ErrorInfo) -> tuple[int, dict[str, Any]]:
-    status, etype, code = _STATUS.get(info.code, (500, "server_error", None))
-    return status, {"error": {"message": info.message, "type": etype, "param": param_of(info.field), "code": code}}
-
-
-def outcome_error(outcome: Outcome) -> ErrorInfo | None:
-    return outcome.error if isinstance(outcome, GenerateError) else None
+def _tags(body: ChatRequest | CompletionRequest) -> dict[str, str]:
+    """``user``, ``safety_identifier``, ``prompt_cache_key`` and ``metadata``: recorded on the request (audits,
+    per-user reports), as OpenAI records them; they do not change the answer."""
+    tags = {f"metadata.{k}": v for k, v in ((body.metadata or {}) if isinstance(body, ChatRequest) else {}).items()}
+    if len(tags) > MAX_TAGS or any(len(k) > 72 or len(v) > 512 for k, v in tags.items()):
+        raise SchemaError(f"at most {MAX_TAGS} pairs, keys up to 64 and values up to 512 characters", "metadata")
+    if body.user:
+        tags["user"] = body.user[:256]
+    if isinstance(body, ChatRequest):
+        if body.safety_identifier:
+            tags["safety_identifier"] = body.safety_identifier[:256]
+        if body.prompt_cache_key:
+            tags["prompt_cache_key"] = body.prompt_cache_key[:256]
+    return tags
 
 
 def models_list(names: list[str], owners: dict[str, str]) -> dict[str, Any]:

@@ -20,14 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.js.errors import NotFoundError
 
 from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
-from actors.gpu_host.outcome import gen_params, make_result
+from actors.gpu_host.outcome import choices_of, gen_params, make_result, vary_seed
 from actors.gpu_host.prompts import build_prompt
+from actors.gpu_host.tools import split_call, with_tools
 from actors.pricing import local_cost
 from bus import subjects
 from bus.actor import Actor
@@ -154,7 +156,10 @@ class GpuHost(Actor):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
-        streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if req.stream else None
+        sampling = dispatch.effective_sampling
+        # a function call is not streamed as text: it arrives whole, as tool_calls in the result
+        stream_text = req.stream and not sampling.calls_tools
+        streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if stream_text else None
         admitted = None
         try:
             if taken >= req.effective_deadline:
@@ -166,7 +171,7 @@ class GpuHost(Actor):
             cfg = resident.resolved.cfg
             engine = resident.engine
             prompt, stops = build_prompt(
-                req,
+                with_tools(req, sampling),
                 model=model,
                 chat_format=cfg.chat_format,
                 template=getattr(engine, "chat_template", None),
@@ -174,14 +179,20 @@ class GpuHost(Actor):
                 eos=getattr(engine, "eos_text", ""),
             )
             params = gen_params(dispatch, stops)
-            gen = engine.submit(prompt, params, deadline=req.effective_deadline, stream=req.stream)
+            gens = [  # n > 1: the other answers decode beside the first, in the same batch
+                engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
+                for i in range(sampling.n)
+            ]
+            gen = gens[0]
             try:
                 if streamed is not None:
                     async for piece in gen.pieces():
                         await streamed.send(piece)
                 done = await gen.result()
+                others = [await g.result() for g in gens[1:]]
             finally:
-                gen.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
+                for g in gens:
+                    g.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
         except GpuHostError as exc:
             self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
             await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
@@ -189,12 +200,13 @@ class GpuHost(Actor):
         finally:
             if admitted is not None:
                 admitted.release()
-        usage = Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
+        out_tokens = done.output_tokens + sum(o.output_tokens for o in others)
+        usage = Usage(input_tokens=done.input_tokens, output_tokens=out_tokens)
         cost = local_cost(
             cfg,
             usage,
             self.cfg.budgets.local_cost,
-            seconds=done.generation_s,
+            seconds=max([done.generation_s, *(o.generation_s for o in others)]),
             watts=self._watts(resident.plan.placement.cards),
         )
         if done.finish_reason == "cancelled":
@@ -209,6 +221,11 @@ class GpuHost(Actor):
             dispatch, done, host=self.host, family=cfg.family, usage=usage, cost=cost, load_ms=load_ms, taken=taken,
             dispatched=d.published_at,
         )  # fmt: skip
+        text, calls = split_call(result.text, sampling)
+        if calls:
+            result = msgspec.structs.replace(result, text=text, tool_calls=calls, finish_reason="tool_calls")
+        if others:
+            result = msgspec.structs.replace(result, choices=choices_of(result, [done, *others], sampling))
         await publish_outcome(self, result, req.origin)
 
     # --- helpers -----------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 
 import llama_cpp as lc
 
-from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Rate
-from actors.gpu_host.errors import ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
+from actors.gpu_host.engine import Completion, Finish, Generation, GenParams, Prompt, Rate
+from actors.gpu_host.errors import BadRequest, ContextTooLong, DeadlineExceeded, EngineError, GpuHostError
+from actors.gpu_host.logprobs import token_logprob
 from actors.gpu_host.text import TextOutput
+from schemas.result import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Slot:
     last: int | None = None  # sampled token to decode next step
     first_token: float = 0.0
     row: int = -1  # index in the current batch of the token whose logits we sample
+    logprobs: list[TokenLogprob] | None = None  # when the generation asks for them
 
 
 class Vocab:
@@ -58,18 +61,28 @@ class Vocab:
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         self._buf = ctypes.create_string_buffer(256)
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         raw = text.encode("utf-8")
         cap = len(raw) + 16
         arr = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, True)
+        n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, parse_special)
         if n < 0:
             cap = -n
             arr = (lc.llama_token * cap)()
-            n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, True)
+            n = lc.llama_tokenize(self.vocab, raw, len(raw), arr, cap, add_special, parse_special)
         if n < 0:
             raise EngineError(f"could not tokenise a prompt of {len(raw)} bytes")
         return list(arr[:n])
+
+    def tokenize_prompt(self, prompt: Prompt) -> list[int]:
+        """A whole prompt: BOS once at the start; a client's text (literal segments) without special-token
+        parsing, so ``<|im_start|>`` written by a user stays characters."""
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        tokens: list[int] = []
+        for text, literal in prompt.parts:
+            tokens += self.tokenize(text, add_special=not tokens, parse_special=not literal)
+        return tokens or self.tokenize("")
 
     def piece(self, token: int) -> bytes:
         n = lc.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
@@ -83,8 +96,17 @@ class Vocab:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 
 
-def sampler_chain(params: GenParams, n_vocab: int) -> ctypes.c_void_p:
+def sampler_chain(params: GenParams, vocab: Vocab) -> ctypes.c_void_p:
+    """The sampler chain of one sequence; a grammar comes first: it removes every token the grammar does not
+    allow before penalties, top-k/top-p and the pick (``llama_sampler_sample`` advances it with the pick)."""
+    n_vocab = vocab.n_vocab
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if params.grammar is not None:
+        grammar = lc.llama_sampler_init_grammar(vocab.vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            lc.llama_sampler_free(chain)
+            raise BadRequest("the output grammar could not be parsed by llama.cpp")
+        lc.llama_sampler_chain_add(chain, grammar)
     if params.presence_penalty or params.frequency_penalty:
         lc.llama_sampler_chain_add(
             chain, lc.llama_sampler_init_penalties(n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty)
@@ -131,7 +153,7 @@ class BatchScheduler:
             gen.fail(DeadlineExceeded("the request's deadline passed before generation started"))
             return
         try:
-            tokens = self.vocab.tokenize(gen.prompt)
+            tokens = self.vocab.tokenize_prompt(gen.prompt)
         except GpuHostError as exc:
             gen.fail(exc)
             return
@@ -148,7 +170,11 @@ class BatchScheduler:
             return
         seq = next(i for i in range(self.n_seq) if i not in self.slots)
         lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
-        chain = sampler_chain(gen.params, self.vocab.n_vocab)
+        try:
+            chain = sampler_chain(gen.params, self.vocab)
+        except GpuHostError as exc:
+            gen.fail(exc)
+            return
         self.slots[seq] = Slot(seq, gen, tokens, chain, TextOutput(gen.params.stop), len(tokens), now)
 
     # --- one step ----------------------------------------------------------------------------------
@@ -190,6 +216,11 @@ class BatchScheduler:
                 continue
             token = lc.llama_sampler_sample(slot.chain, self.ctx, slot.row)
             sampled += 1
+            if slot.gen.params.logprobs and not self.vocab.is_eog(token):
+                slot.logprobs = slot.logprobs or []
+                logits = lc.llama_get_logits_ith(self.ctx, slot.row)
+                top = slot.gen.params.top_logprobs
+                slot.logprobs.append(token_logprob(logits, self.vocab.n_vocab, token, top, self.vocab.piece))
             self._accept(slot, token)
         self.rate.add(sampled, time.monotonic() - started)
         return sampled
@@ -234,6 +265,7 @@ class BatchScheduler:
             queue_s=slot.admitted - slot.gen.submitted,
             first_token_s=(slot.first_token or now) - slot.gen.submitted,
             generation_s=now - slot.admitted,
+            logprobs=(slot.logprobs or []) if slot.gen.params.logprobs else None,
         )
         self._release(slot)
         slot.gen.finish(completion)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from actors.gpu_host.engine import Completion, Finish, Generation, LoadSpec, ThreadEngine
-from actors.gpu_host.errors import ContextTooLong, DeadlineExceeded, GpuHostError, ModelLoadError
+from actors.gpu_host.errors import BadRequest, ContextTooLong, DeadlineExceeded, GpuHostError, ModelLoadError
 from actors.gpu_host.text import TextOutput
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class CTransformersEngine(ThreadEngine):
         if gen.expired():
             raise DeadlineExceeded("the request's deadline passed before generation started")
         llm, p = self.llm, gen.params
-        tokens = llm.tokenize(gen.prompt)
+        if p.grammar is not None:
+            raise BadRequest("ctransformers cannot constrain output (structured output, tools): use a llama.cpp model")
+        tokens = llm.tokenize(str(gen.prompt))
         if len(tokens) + p.max_tokens > self.spec.context:
             raise ContextTooLong(
                 f"prompt of {len(tokens)} tokens + max_tokens {p.max_tokens} exceeds the model's context of "

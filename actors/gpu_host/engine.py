@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from actors.gpu_host.errors import EngineError, GpuHostError, Unloading
+from schemas.result import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class GenParams:
     stop: tuple[str, ...] = ()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF the output must follow (structured output, tool calls)
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,27 @@ class Completion:
     queue_s: float  # submitted -> admitted into the batch
     first_token_s: float  # submitted -> first token
     generation_s: float  # admitted -> done
+    logprobs: list[TokenLogprob] | None = None  # when asked (GenParams.logprobs)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """A prompt in pieces: ``(text, literal)``; literal text (what a client wrote) is tokenised without
+    special-token parsing, the rest (a chat template's markers) with it."""
+
+    parts: tuple[tuple[str, bool], ...]
+
+    def __str__(self) -> str:
+        return "".join(text for text, _ in self.parts)
+
+
+Prompt = str | Segments
 
 
 class Generation:
     """One request inside an engine. Created on the event loop; fed by the engine's thread."""
 
-    def __init__(self, prompt: str, params: GenParams, *, deadline: float, stream: bool) -> None:
+    def __init__(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool) -> None:
         self.prompt, self.params, self.deadline, self.stream = prompt, params, deadline, stream
         self.loop = asyncio.get_running_loop()
         self.submitted = time.monotonic()
@@ -142,7 +161,7 @@ class Engine(Protocol):
     async def start(self) -> None: ...
     async def drain(self, timeout: float) -> None: ...
     async def stop(self) -> None: ...
-    def submit(self, prompt: str, params: GenParams, *, deadline: float, stream: bool = False) -> Generation: ...
+    def submit(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False) -> Generation: ...
     @property
     def active(self) -> int: ...
     @property
@@ -186,7 +205,7 @@ class ThreadEngine:
         if self._finished is not None:
             await asyncio.shield(self._finished)
 
-    def submit(self, prompt: str, params: GenParams, *, deadline: float, stream: bool = False) -> Generation:
+    def submit(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False) -> Generation:
         gen = Generation(prompt, params, deadline=deadline, stream=stream)
         with self._cv:
             if self._stopping:

@@ -60,5 +60,9 @@ class Unloading(GpuHostError):
     code: ErrorCode = "unavailable"
 
 
+class BadRequest(GpuHostError):
+    code: ErrorCode = "bad_request"
+
+
 class EngineError(GpuHostError):
     code: ErrorCode = "internal"

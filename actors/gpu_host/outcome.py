@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from actors.gpu_host.engine import Completion, GenParams
+from actors.gpu_host.grammar import grammar_for
+from actors.gpu_host.tools import split_call, tool_grammar
 from schemas.dispatch import Dispatch
-from schemas.result import GenerateResult, Provenance, Timings, Usage
+from schemas.request import Sampling
+from schemas.result import GenerateResult, Provenance, Response, Timings, Usage
 
 
 def gen_params(dispatch: Dispatch, format_stops: list[str]) -> GenParams:
@@ -21,6 +25,9 @@ def gen_params(dispatch: Dispatch, format_stops: list[str]) -> GenParams:
         stop=tuple(dict.fromkeys([*s.stop, *format_stops])),
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
+        grammar=tool_grammar(s) or grammar_for(s.response_format),
+        logprobs=s.logprobs or s.top_logprobs > 0,
+        top_logprobs=s.top_logprobs,
     )
 
 
@@ -43,6 +50,7 @@ def make_result(
         request_id=req.id,
         text=done.text,
         finish_reason=done.finish_reason,
+        logprobs=done.logprobs,
         model=t.model,
         family=family,
         tier="local",
@@ -73,3 +81,30 @@ def make_result(
         reservation_id=dispatch.reservation_id,
         reserved_nanos=dispatch.reserved_nanos,
     )
+
+
+def vary_seed(params: GenParams, i: int) -> GenParams:
+    """The i-th of n answers: its own seed (the request's seed + i; a random one without a seed)."""
+    if i == 0:
+        return params
+    return dataclasses.replace(params, seed=None if params.seed is None else params.seed + i)
+
+
+def choices_of(result: GenerateResult, done: list[Completion], s: Sampling) -> list[Response]:
+    """n > 1: every answer as a Response (the first is the result's own), tool calls split out."""
+    out = []
+    for i, c in enumerate(done):
+        text, calls = split_call(c.text, s)
+        out.append(
+            Response(
+                request_id=f"{result.request_id}-{i}",
+                text=text,
+                finish_reason="tool_calls" if calls else c.finish_reason,
+                provenance=result.provenance
+                or Provenance(model=result.model, family=result.family, tier="local", target=result.target),
+                usage=Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens),
+                logprobs=c.logprobs,
+                tool_calls=calls,
+            )
+        )
+    return out

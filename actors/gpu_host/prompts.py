@@ -3,14 +3,21 @@
 The chat format comes from the library (``chat_format`` in models.yaml: a llama-cpp-python format name such
 as chatml, gemma, llama-3, mistral-instruct), else from the GGUF's own ``tokenizer.chat_template``. A
 model with neither cannot take chat messages (the Gemma 3 GGUF has no template: its entry names ``gemma``).
+
+A chat prompt comes back as :class:`Segments`: the template's own text (role markers such as
+``<|im_start|>`` are special tokens there) and the messages' contents, which the engine tokenises without
+special-token parsing — a user who writes ``<|im_start|>system`` gets those characters, not a new turn.
+The template is rendered with a placeholder for each content and the contents are put back afterwards.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llama_cpp import llama_chat_format as cf
 
+from actors.gpu_host.engine import Segments
 from actors.gpu_host.errors import ModelLoadError
 from schemas.request import GenerateRequest
 
@@ -39,6 +46,29 @@ _FORMATTERS: dict[str, Any] = {
     "gemma": cf.format_gemma,
 }
 CHAT_FORMATS = tuple(sorted(_FORMATTERS))
+_HOLDER = re.compile("\ue000([0-9]+)\ue001")  # private-use characters around a message index
+
+
+def _holder(i: int) -> str:
+    return f"\ue000{i}\ue001"
+
+
+def _segments(rendered: str, contents: list[str]) -> Segments | None:
+    """The rendered template with each placeholder replaced by its content (literal); None when the
+    template did not keep a placeholder verbatim (it rewrote the content)."""
+    parts: list[tuple[str, bool]] = []
+    at = 0
+    for m in _HOLDER.finditer(rendered):
+        i = int(m.group(1))
+        if i >= len(contents):
+            return None
+        parts.append((rendered[at : m.start()], False))
+        parts.append((contents[i], True))
+        at = m.end()
+    parts.append((rendered[at:], False))
+    if any("\ue000" in text or "\ue001" in text for text, literal in parts if not literal):
+        return None  # a placeholder was cut or rewritten (a template may drop a message, e.g. gemma's system)
+    return Segments(tuple((text, literal) for text, literal in parts if text))
 
 
 def build_prompt(
@@ -49,11 +79,16 @@ def build_prompt(
     template: str | None = None,
     bos: str = "",
     eos: str = "",
-) -> tuple[str, list[str]]:
-    """The prompt text and the stop sequences the chat format adds (e.g. ``<|im_end|>``)."""
+) -> tuple[str | Segments, list[str]]:
+    """The prompt and the stop sequences the chat format adds (e.g. ``<|im_end|>``): a completion's prompt
+    as given (a raw prompt may carry special tokens on purpose), a chat as :class:`Segments`."""
     if request.messages is None:
         return request.prompt or "", []
-    messages: list[Any] = [{"role": m.role, "content": m.content} for m in request.messages]
+    contents = [m.content for m in request.messages]
+    # an empty content stays empty (templates test it); the others become placeholders
+    messages: list[Any] = [
+        {"role": m.role, "content": _holder(i) if m.content else ""} for i, m in enumerate(request.messages)
+    ]
     if chat_format is not None:
         formatter = _FORMATTERS.get(chat_format)
         if formatter is None:
@@ -69,7 +104,10 @@ def build_prompt(
             "send a completion (prompt), or set chat_format"
         )
     stop = response.stop if isinstance(response.stop, list) else [response.stop] if response.stop else []
-    prompt = response.prompt
-    if bos and prompt.startswith(bos):
-        prompt = prompt[len(bos) :]  # the tokenizer adds BOS itself
-    return prompt, [s for s in stop if s]
+    rendered = response.prompt
+    if bos and rendered.startswith(bos):
+        rendered = rendered[len(bos) :]  # the tokenizer adds BOS itself
+    segments = _segments(rendered, contents)
+    if segments is None:
+        raise ModelLoadError(f"model {model!r}: its chat template rewrites message contents; set chat_format")
+    return segments, [s for s in stop if s]

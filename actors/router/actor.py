@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from actors.budget_guard.client import BudgetClient
 from actors.cache.client import CacheClient
+from actors.keypolicy import may_use, policy_for, shape_error
 from actors.router import fanout
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
@@ -124,6 +125,12 @@ class Router(Actor):
             await publish_outcome(self, error, origin)
             return
         d.hold()
+        policy = policy_for(self.cfg, request.client_key)
+        refused = shape_error(policy, request, self.cfg)
+        if refused is not None:  # more fan-out or a longer deadline than the key may ask
+            await publish_outcome(self, GenerateError(request_id=rid, error=refused, created_at=time.time()), origin)
+            await d.ack()
+            return
         route = consensus_route(request, self.cfg)
         if route is not None:  # primary + validators vote: the route's consensus, as an ensemble
             request = msgspec.structs.replace(
@@ -133,7 +140,8 @@ class Router(Actor):
             await self.start_fanout(request, d)
             return
         cached = await self.cache.lookup(request)  # None: a miss (remembered by the cache), or no cache
-        if cached is not None:
+        # a cached answer from a model this key may not use (another key's request) is not served
+        if cached is not None and may_use(policy, cached.model):
             await publish_outcome(self, cached, origin)
             await d.ack()
             return

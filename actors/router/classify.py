@@ -1,6 +1,10 @@
-"""What a request is about (Mirador's ``classify_request``): a capability from the prompt, pure.
+r"""What a request is about (Mirador's ``classify_request``): a capability from the prompt, pure.
 
 Keyword and shape rules, ordered from the most specific; long prompts are ``long-context``.
+
+Every pattern here runs on client text, so each is linear in it: no quantifier that can backtrack over
+a run it already consumed (``(?<!\d)\d++`` starts only at a run's first digit and never gives a digit
+back), and the text is cut to :data:`SCAN_CHARS` anyway (past that the prompt is long-context).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from schemas.base import Capability
 from schemas.request import GenerateRequest
 
 LONG_CONTEXT_TOKENS = 8_000
+SCAN_CHARS = 24_000  # 8,000 tokens at ~3 characters each: longer prompts are long-context before any pattern
 
 _RULES: list[tuple[Capability, re.Pattern[str]]] = [
     (
@@ -38,7 +43,8 @@ _RULES: list[tuple[Capability, re.Pattern[str]]] = [
     (
         "math",
         re.compile(
-            r"(\b(integral|derivative|equation|prove that|theorem|matrix|probability)\b|\d+\s*[-+*/^]\s*\d+)", re.I
+            r"(\b(integral|derivative|equation|prove that|theorem|matrix|probability)\b|(?<!\d)\d++\s*+[-+*/^]\s*+\d)",
+            re.I,
         ),
     ),
     (
@@ -57,6 +63,7 @@ def classify(request: GenerateRequest) -> Capability:
     text = request.prompt_text()
     if estimate_tokens(text) > LONG_CONTEXT_TOKENS:
         return "long-context"
+    text = text[:SCAN_CHARS]
     for capability, pattern in _RULES:
         if pattern.search(text):
             return capability

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from actors.keypolicy import may_use, policy_for
 from actors.pricing import estimate_tokens, max_input_tokens, worst_case_cost
 from actors.router.classify import classify
 from schemas.base import TIERS, Capability, Strategy, Tier
@@ -133,6 +134,22 @@ def candidates(name: str, cfg: OrchestraConfig, snap: Snapshot) -> list[tuple[Ta
     return [(Target(tier=tier, model=name, family=model.family, provider=model.provider), True)]
 
 
+def constrains_output(cfg: OrchestraConfig, name: str, request: GenerateRequest) -> bool:
+    """Whether a model can follow the request's response_format and tools (a grammar on llama.cpp, the
+    provider's JSON mode and function calling): ctransformers models cannot, Anthropic has no JSON mode."""
+    s = request.sampling
+    wants_logprobs = s.logprobs or s.top_logprobs > 0
+    if s.response_format is None and not s.calls_tools and not wants_logprobs and s.n == 1:
+        return True
+    model = cfg.models[name]
+    if isinstance(model, LocalModel):
+        return model.engine == "llama_cpp"
+    api = cfg.providers[model.provider].api
+    if (s.n > 1 and api != "openai") or (wants_logprobs and api == "anthropic"):
+        return False  # only OpenAI-compatible providers take n; Anthropic gives no logprobs
+    return s.response_format is None or api != "anthropic"
+
+
 def fits(request: GenerateRequest, model: LocalModel | CloudModel, prompt_tokens: int) -> bool:
     return prompt_tokens + request.sampling.max_tokens <= model.context_length
 
@@ -252,12 +269,22 @@ def plan_request(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot)
 
 
 def passes(
-    request: GenerateRequest, cfg: OrchestraConfig, name: str, tiers: tuple[Tier, ...], prompt_tokens: int
+    request: GenerateRequest,
+    cfg: OrchestraConfig,
+    name: str,
+    tiers: tuple[Tier, ...],
+    prompt_tokens: int,
+    *,
+    check_key: bool = True,
 ) -> bool:
     """The request's requirements, applied to one library model."""
     req = request.requirements
     model = cfg.models[name]
     if model_tier(cfg, name) not in tiers:
+        return False
+    if check_key and not may_use(policy_for(cfg, request.client_key), name):  # the key's allow-list, every path
+        return False
+    if not constrains_output(cfg, name, request):
         return False
     if req.family and model.family != req.family:
         return False
@@ -268,7 +295,9 @@ def passes(
     if not fits(request, model, prompt_tokens):
         return False
     if req.max_cost_usd is not None:  # the worst case, as the budget holds it
-        worst = worst_case_cost(model, max_input_tokens(request), request.sampling.max_tokens, cfg.budgets.local_cost)
+        worst = worst_case_cost(
+            model, max_input_tokens(request), request.sampling.max_tokens * request.sampling.n, cfg.budgets.local_cost
+        )
         if worst > req.max_cost_usd:
             return False
     return True
@@ -333,6 +362,14 @@ def _plan_named(
     model = cfg.models.get(name)
     if model is None:
         return ErrorInfo.of("not_found", f"the model `{name}` does not exist", field="model")
+    if not may_use(policy_for(cfg, request.client_key), name):
+        return ErrorInfo.of("forbidden", f"this key may not use the model `{name}`", field="model")
+    if not constrains_output(cfg, name, request):
+        return ErrorInfo.of(
+            "bad_request",
+            f"`{name}` cannot serve this request's response_format, tools, logprobs or n",
+            field="model",
+        )
     tier = model_tier(cfg, name)
     if not tier_enabled(snap, tier):
         return ErrorInfo.of("unavailable", f"the {tier} tier is disabled; `{name}` cannot be used now")
@@ -382,8 +419,10 @@ def _plan_route(
         found.sort(key=lambda it: (not it[1], _load(snap, it[0])))
         chain.extend(t for t, _ in found)
     if not chain:
-        why = _nothing_available(request, cfg, snap, tiers).message
-        return ErrorInfo.of("unavailable", f"route `{route_name}` ({[route.primary, *route.fallback]}): {why}")
+        why = _nothing_available(request, cfg, snap, tiers)
+        if why.code != "unavailable":
+            return why
+        return ErrorInfo.of("unavailable", f"route `{route_name}` ({[route.primary, *route.fallback]}): {why.message}")
     chain = _with_overflow(backlogged_last(chain, snap), cfg, snap, tiers)
     return Plan(
         targets=_diverse_chain(chain, max(limit, 1 + len(route.fallback))),
@@ -399,6 +438,22 @@ def _nothing_available(
 ) -> ErrorInfo:
     if not tiers:
         return ErrorInfo.of("unavailable", "every tier this request may use is disabled")
+    prompt_tokens = estimate_tokens(request.prompt_text())
+    policy = policy_for(cfg, request.client_key)
+    if policy.models and any(
+        passes(request, cfg, n, tiers, prompt_tokens, check_key=False) and not may_use(policy, n) for n in cfg.models
+    ):
+        return ErrorInfo.of("forbidden", "this key may not use the models that match this request")
+    in_tiers = [m for name, m in cfg.models.items() if model_tier(cfg, name) in tiers and may_use(policy, name)]
+    if in_tiers and not any(fits(request, m, prompt_tokens) for m in in_tiers):
+        # nothing to wait for: no model in reach has the context, now or later (a 400, not a 503)
+        largest = max(m.context_length for m in in_tiers)
+        return ErrorInfo.of(
+            "context_too_long",
+            f"about {prompt_tokens} prompt tokens + max_tokens {request.sampling.max_tokens} exceed the largest "
+            f"context ({largest} tokens) of the models this request may use",
+            field="messages" if request.messages is not None else "prompt",
+        )
     up = [h for h in cfg.hosts if host_up(cfg, snap, h)]
     clouds = [p for p in cfg.providers if provider_available(snap, p)]
     return ErrorInfo.of(

@@ -13,10 +13,26 @@ from schemas.config.providers import SecretRef
 from schemas.config.units import Duration
 
 
+class KeyLimits(Cfg, frozen=True, kw_only=True):
+    """Per-key limits (None: none). Rates count per clock minute, across every gateway instance."""
+
+    rpm: Annotated[int, Meta(ge=1)] | None = None  # requests per minute
+    tokens_per_min: Annotated[int, Meta(ge=1)] | None = None  # estimated prompt + max_tokens, settled on usage
+    concurrent: Annotated[int, Meta(ge=1)] | None = None  # requests in flight
+    max_fanout: Annotated[int, Meta(ge=1, le=64)] | None = None  # answers of one diverse / ensemble request
+    max_timeout: Duration | None = None  # the longest deadline a request may ask
+
+    @property
+    def counted(self) -> bool:
+        """Whether a request of this key needs the shared usage counters at all."""
+        return self.rpm is not None or self.tokens_per_min is not None or self.concurrent is not None
+
+
 class ApiKeyCfg(Cfg, frozen=True, kw_only=True):
     id: str  # what logs, results and budgets see
     secret: SecretRef  # the key itself stays in the environment / a file
     models: list[str] = []  # empty: every model
+    limits: KeyLimits | None = None  # None: gateway.key_limits
 
 
 class GatewayCfg(Cfg, frozen=True, kw_only=True):
@@ -27,6 +43,7 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     api_keys_file: str | None = None  # lines "id:key"; re-read when it changes
     request_timeout: Duration = Duration(120)
     max_body: Annotated[int, Meta(ge=1024)] = 4 * 2**20
+    key_limits: KeyLimits = KeyLimits()  # for keys without their own (every key of api_keys_file)
 
 
 PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")

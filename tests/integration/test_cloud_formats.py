@@ -6,6 +6,7 @@ key rotation, idempotent redelivery, cost to the cent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,12 +25,14 @@ from actors.pricing import cloud_cost
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
+from schemas.base import ToolCall
 from schemas.codec import ATTEMPT_FAILED, EVENT, encode
 from schemas.config import load_config
 from schemas.config.models import CloudModel
 from schemas.config.providers import SecretRef, VaultRef
 from schemas.errors import ErrorInfo
 from schemas.events import ProviderCooldown
+from schemas.request import ChatMessage, Sampling, Tool, make_request
 from schemas.result import AttemptFailed, GenerateError, GenerateResult, Usage
 from schemas.state import ProviderState
 from tests.support.cloud import Answer, FakeProvider, FakeVault, cloud_profile, dispatch_for, publish_dispatch, send
@@ -507,3 +510,89 @@ async def test_late_answer_after_another_outcome_is_recorded_as_a_failed_attempt
     stored = await nc.jetstream().get_last_msg("RESULTS", subjects.result(d.request.id))
     assert b'"kind":"error"' in stored.data  # the router's outcome stays the only one
     assert fakes["anthropic"].calls == 1
+
+
+WEATHER = Tool(
+    name="get_weather",
+    description="The weather in a city",
+    parameters='{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}',
+)
+HISTORY = [
+    ChatMessage(role="system", content="Be brief."),
+    ChatMessage(role="user", content="Weather in Paris and Rome?"),
+    ChatMessage(
+        role="assistant",
+        content="",
+        tool_calls=[
+            ToolCall(id="call_a", name="get_weather", arguments='{"city": "Paris"}'),
+            ToolCall(id="call_b", name="get_weather", arguments='{"city": "Rome"}'),
+        ],
+    ),
+    ChatMessage(role="tool", content='{"sky": "sunny"}', tool_call_id="call_a"),
+    ChatMessage(role="tool", content='{"sky": "rain"}', tool_call_id="call_b"),
+    ChatMessage(role="user", content="And Oslo?"),
+]
+
+
+def tool_dispatch(model: str, provider: str, *, stream: bool = False) -> Any:
+    req = make_request(
+        messages=HISTORY,
+        model=model,
+        stream=stream,
+        sampling=Sampling(temperature=0.0, max_tokens=50, tools=[WEATHER], tool_choice="required"),
+    )
+    return dispatch_for(model, provider, request=req)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_tools_calls_and_results_are_translated(
+    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider], stream: bool
+) -> None:
+    """tools -> input_schema and tool_choice any; the history's calls -> tool_use blocks and its results ->
+    one user turn of tool_result blocks; a tool_use answer -> tool_calls (a stream asks for it whole)."""
+    await start_proxy()
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    fakes["anthropic"].plan.append(
+        Answer(
+            kind="json",
+            body={"content": [use], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 9}},
+        )
+    )
+    out = await send(nc, tool_dispatch("claude-sonnet", "anthropic", stream=stream))
+    assert out.result is not None and out.result.finish_reason == "tool_calls" and not out.chunks
+    assert out.result.tool_calls == [ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Oslo"}')]
+    body = fakes["anthropic"].seen[-1].body
+    assert "stream" not in body and body["system"] == "Be brief."
+    assert body["tools"] == [{"name": "get_weather", "description": "The weather in a city",
+                              "input_schema": json.loads(WEATHER.parameters)}]  # fmt: skip
+    assert body["tool_choice"] == {"type": "any"}
+    assert body["messages"][1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Rome"}}]}  # fmt: skip
+    assert [b["tool_use_id"] for b in body["messages"][2]["content"]] == ["call_a", "call_b"]
+    assert body["messages"][2]["role"] == "user" and body["messages"][3] == {"role": "user", "content": "And Oslo?"}
+
+
+async def test_gemini_tools_calls_and_results_are_translated(
+    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider]
+) -> None:
+    """tools -> functionDeclarations and mode ANY; calls -> functionCall parts, results -> functionResponse
+    parts named after their call; a functionCall answer -> tool_calls with fresh ids."""
+    await start_proxy()
+    part = {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}
+    answer = {
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 5},
+    }
+    fakes["gemini"].plan.append(Answer(kind="json", body=answer))
+    out = await send(nc, tool_dispatch("gemini-2.5-pro", "gemini"))
+    assert out.result is not None and out.result.finish_reason == "tool_calls"
+    (call,) = out.result.tool_calls
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"} and call.id.startswith("call_")
+    body = fakes["gemini"].seen[-1].body
+    assert body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    model_turn, results = body["contents"][1], body["contents"][2]
+    assert [p["functionCall"]["args"]["city"] for p in model_turn["parts"]] == ["Paris", "Rome"]
+    assert [p["functionResponse"]["name"] for p in results["parts"]] == ["get_weather", "get_weather"]
+    assert results["parts"][1]["functionResponse"]["response"] == {"sky": "rain"}

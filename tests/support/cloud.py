@@ -128,7 +128,7 @@ class Seen:
 class Answer:
     """What the fake provider does next: ``ok`` (the default), an error status, or hang."""
 
-    kind: str = "ok"  # ok | error | hang | garbage | sse
+    kind: str = "ok"  # ok | json (a 200 with ``body``) | error | hang | garbage | sse
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -186,6 +186,8 @@ class FakeProvider:
         if answer.kind == "hang":
             await self.release.wait()
             return web.Response(status=503)
+        if answer.kind == "json":
+            return web.json_response(answer.body)
         if answer.kind == "garbage":
             return web.Response(status=200, body=b"<html>not json", content_type="text/html")
         if answer.kind == "error":

@@ -20,7 +20,7 @@ from actors.cloud_proxy.errors import (
     Unavailable,
 )
 from actors.pricing import estimate_tokens
-from schemas.request import ChatMessage, Sampling
+from schemas.request import ChatMessage, ResponseFormat, Sampling
 
 CHAT = [
     ChatMessage(role="system", content="Be brief."),
@@ -242,3 +242,99 @@ def test_an_error_event_mid_stream_is_typed(
     with pytest.raises(kind) as caught:
         stream.feed(SseEvent("message", json.dumps({"error": error})))
     assert type(caught.value) is kind
+
+
+def test_response_format_is_passed_to_openai_and_gemini() -> None:
+    """OpenAI-compatible providers get response_format as sent; Gemini its JSON mode with the schema."""
+    fmt = ResponseFormat(type="json_schema", name="c", json_schema='{"type":"object"}', strict=True)
+    call = Call(model="m", sampling=Sampling(response_format=fmt), messages=CHAT)
+    assert OpenAIWire().body(call)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "c", "schema": {"type": "object"}, "strict": True},
+    }
+    config = GeminiWire().body(call)["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == {"type": "object"}
+    plain = Call(model="m", sampling=Sampling(response_format=ResponseFormat(type="json_object")), messages=CHAT)
+    assert OpenAIWire().body(plain)["response_format"] == {"type": "json_object"}
+
+
+def test_openai_tools_pass_through_both_ways() -> None:
+    """tools, tool_choice, parallel_tool_calls, the history's calls and results go out in OpenAI's own
+    shape; message.tool_calls in the answer become the result's calls."""
+    from schemas.base import ToolCall
+    from schemas.request import Tool
+
+    tool = Tool(name="f", description="d", parameters='{"type":"object"}')
+    history = [
+        ChatMessage(role="user", content="go"),
+        ChatMessage(role="assistant", content="", tool_calls=[ToolCall(id="c1", name="f", arguments="{}")]),
+        ChatMessage(role="tool", content="42", tool_call_id="c1"),
+    ]
+    call = Call(
+        model="m", sampling=Sampling(tools=[tool], tool_choice="f", parallel_tool_calls=False), messages=history
+    )
+    body = OpenAIWire().body(call)
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ]
+    assert (
+        body["tool_choice"] == {"type": "function", "function": {"name": "f"}} and body["parallel_tool_calls"] is False
+    )
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "42"}
+    answer = {
+        "choices": [{"message": {"content": None, "tool_calls": [{"id": "c2", "type": "function",
+                     "function": {"name": "f", "arguments": '{"x": 1}'}}]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }  # fmt: skip
+    done = OpenAIWire().parse(answer)
+    assert done.finish_reason == "tool_calls" and done.tool_calls == [ToolCall(id="c2", name="f", arguments='{"x": 1}')]
+
+
+def test_openai_logprobs_are_asked_for_and_read() -> None:
+    call = Call(model="m", sampling=Sampling(logprobs=True, top_logprobs=2), messages=CHAT)
+    body = OpenAIWire().body(call)
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    top = [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}]
+    entry = {"token": "Hi", "logprob": -0.1, "bytes": None, "top_logprobs": top}
+    answer = {"choices": [{"message": {"content": "Hi"}, "finish_reason": "stop", "logprobs": {"content": [entry]}}]}
+    done = OpenAIWire().parse(answer)
+    assert (
+        done.logprobs is not None
+        and done.logprobs[0].token == "Hi"
+        and done.logprobs[0].top_logprobs[0].bytes == [72, 105]
+    )
+
+
+def test_openai_n_is_passed_and_every_choice_read() -> None:
+    """n > 1 on an OpenAI-compatible provider: n in the body, each choice an alternative in order."""
+    call = Call(model="m", sampling=Sampling(n=3), messages=CHAT)
+    assert OpenAIWire().body(call)["n"] == 3
+    answer = {
+        "choices": [{"message": {"content": f"a{i}"}, "finish_reason": "stop"} for i in range(3)],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 6},
+    }
+    done = OpenAIWire().parse(answer)
+    assert done.text == "a0" and [c.text for c in done.alternatives] == ["a1", "a2"] and done.output_tokens == 6
+
+
+def test_gemini_logprobs_are_asked_for_and_read() -> None:
+    call = Call(model="gemini-2.5-pro", sampling=Sampling(logprobs=True, top_logprobs=2), messages=CHAT)
+    config = GeminiWire().body(call)["generationConfig"]
+    assert config["responseLogprobs"] is True and config["logprobs"] == 2
+    result = {
+        "chosenCandidates": [{"token": "Hi", "logProbability": -0.2}],
+        "topCandidates": [
+            {"candidates": [{"token": "Hi", "logProbability": -0.2}, {"token": "Yo", "logProbability": -1.9}]}
+        ],
+    }
+    answer = {
+        "candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP", "logprobsResult": result}]
+    }
+    done = GeminiWire().parse(answer)
+    assert done.logprobs is not None and done.logprobs[0].logprob == -0.2
+    assert [a.token for a in done.logprobs[0].top_logprobs] == ["Hi", "Yo"]

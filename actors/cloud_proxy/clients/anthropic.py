@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.clients.tools import anthropic_calls, anthropic_messages, anthropic_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
 from schemas.result import FinishReason
 
@@ -50,8 +51,9 @@ class AnthropicWire:
         body: dict[str, Any] = {
             "model": call.model,
             "max_tokens": s.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in chat if m.role != "system"],
+            "messages": anthropic_messages(chat),
             "temperature": min(s.temperature, 1.0),
+            **anthropic_tools(s),
         }
         if system:
             body["system"] = system
@@ -65,9 +67,11 @@ class AnthropicWire:
         try:
             text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
             usage = data.get("usage") or {}
+            calls = anthropic_calls(data["content"])
             return Completion(
                 text=text,
-                finish_reason=finish(data.get("stop_reason")),
+                finish_reason="tool_calls" if calls else finish(data.get("stop_reason")),
+                tool_calls=calls,
                 input_tokens=_input_tokens(usage),
                 output_tokens=usage.get("output_tokens"),
             )

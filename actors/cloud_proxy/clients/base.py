@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,8 +24,9 @@ import msgspec
 from actors.cloud_proxy.clients.sse import SseDecoder, SseEvent
 from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, classify
 from actors.pricing import estimate_tokens
+from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
-from schemas.result import FinishReason, Usage
+from schemas.result import FinishReason, TokenLogprob, Usage
 
 OnText = Callable[[str], Awaitable[None]]
 
@@ -70,6 +71,9 @@ class Completion:
     output_tokens: int | None = None
     pieces: int = 0  # text-bearing stream events (one token each on llama.cpp / vLLM)
     first_token_at: float | None = None  # monotonic
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    alternatives: list[Completion] = field(default_factory=list)  # n > 1: the other choices, in order
 
     def usage(self, call: Call) -> Usage:
         counted_out = self.pieces if self.pieces else estimate_tokens(self.text) if self.text else 0

@@ -10,14 +10,16 @@ stopped for safety becomes ContentPolicy. Pure: no I/O.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from urllib.parse import quote
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.clients.tools import gemini_calls, gemini_contents, gemini_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
-from schemas.result import FinishReason
+from schemas.result import FinishReason, TokenLogprob, TopLogprob
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
@@ -53,6 +55,32 @@ def _candidate(data: Any) -> tuple[str, Any]:
     return text, cand.get("finishReason")
 
 
+def gemini_logprobs(result: Any) -> list[TokenLogprob] | None:
+    """``logprobsResult``: the chosen token of each step and its top candidates."""
+    if not isinstance(result, dict) or not isinstance(result.get("chosenCandidates"), list):
+        return None
+    tops = result.get("topCandidates") or []
+    out = []
+    for i, chosen in enumerate(result["chosenCandidates"]):
+        if not isinstance(chosen, dict):
+            continue
+        step = tops[i].get("candidates", []) if i < len(tops) and isinstance(tops[i], dict) else []
+        alternatives = [
+            TopLogprob(token=str(c.get("token", "")), logprob=float(c.get("logProbability", 0.0)))
+            for c in step
+            if isinstance(c, dict)
+        ]
+        out.append(
+            TokenLogprob(
+                token=str(chosen.get("token", "")),
+                logprob=float(chosen.get("logProbability", 0.0)),
+                bytes=list(str(chosen.get("token", "")).encode()),
+                top_logprobs=alternatives,
+            )
+        )
+    return out
+
+
 class GeminiWire:
     def url(self, base_url: str, call: Call) -> str:
         model = quote(call.model, safe="-._~/")
@@ -78,25 +106,32 @@ class GeminiWire:
             config["presencePenalty"] = s.presence_penalty
         if s.frequency_penalty:
             config["frequencyPenalty"] = s.frequency_penalty
-        body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-                for m in chat
-                if m.role != "system"
-            ],
-            "generationConfig": config,
-        }
+        if s.logprobs or s.top_logprobs:
+            config["responseLogprobs"] = True
+            if s.top_logprobs:
+                config["logprobs"] = s.top_logprobs
+        if s.response_format is not None:  # Gemini's JSON mode, with the schema when there is one
+            config["responseMimeType"] = "application/json"
+            if s.response_format.json_schema:
+                config["responseJsonSchema"] = json.loads(s.response_format.json_schema)
+        body: dict[str, Any] = {"contents": gemini_contents(chat), "generationConfig": config, **gemini_tools(s)}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         return body
 
     def parse(self, data: Any) -> Completion:
         text, reason = _candidate(data)
-        if reason is None and not text:
+        calls = gemini_calls(((data.get("candidates") or [{}])[0].get("content") or {}).get("parts"))
+        if reason is None and not text and not calls:
             raise ServerError("the answer has no candidates")
         input_tokens, output_tokens = _usage(data.get("usageMetadata"))
         return Completion(
-            text=text, finish_reason=finish(reason), input_tokens=input_tokens, output_tokens=output_tokens
+            text=text,
+            finish_reason="tool_calls" if calls else finish(reason),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tool_calls=calls,
+            logprobs=gemini_logprobs((data.get("candidates") or [{}])[0].get("logprobsResult")),
         )
 
     def stream_parser(self) -> GeminiStream:

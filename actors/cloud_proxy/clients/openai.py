@@ -12,10 +12,14 @@ import json
 import time
 from typing import Any
 
+import msgspec
+
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
+from actors.cloud_proxy.clients.tools import openai_calls, openai_message, openai_tools
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
-from schemas.result import FinishReason
+from schemas.request import ResponseFormat
+from schemas.result import FinishReason, TokenLogprob
 
 
 def finish(reason: Any) -> FinishReason:
@@ -46,9 +50,46 @@ def stream_error(obj: dict[str, Any]) -> ProviderError:
     for (rate limit, quota, context too long, auth...), a server error when it names nothing known."""
     err = obj.get("error")
     if not isinstance(err, dict):
-        return ServerError(f"error event in the stream: {str(err)[:200]}")
+        return ServerError(f"error event in the stream: {err}")  # masked, then cut, by ProviderError
     status = next((_STREAM_STATUS[str(v)] for v in (err.get("code"), err.get("type")) if str(v) in _STREAM_STATUS), 500)
     return classify(status, json.dumps(obj).encode(), {}, time.time())
+
+
+def openai_logprobs(given: Any) -> list[TokenLogprob] | None:
+    """A chat choice's ``logprobs.content`` (a completion's legacy lists are left out)."""
+    content = given.get("content") if isinstance(given, dict) else None
+    if not isinstance(content, list):
+        return None
+    cleaned = [
+        {
+            **t,
+            "bytes": t.get("bytes") or [],
+            "top_logprobs": [{**a, "bytes": a.get("bytes") or []} for a in t.get("top_logprobs") or []],
+        }
+        for t in content
+        if isinstance(t, dict)
+    ]
+    try:
+        return msgspec.convert(cleaned, list[TokenLogprob])
+    except (msgspec.ValidationError, TypeError, AttributeError):
+        return None  # logprobs in a shape we do not know: the answer still stands
+
+
+def openai_response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """``response_format`` as OpenAI (and llama.cpp's server, vLLM, Together) take it: passed through."""
+    if fmt.type == "json_object" or not fmt.json_schema:
+        return {"type": "json_object"}
+    schema = {"name": fmt.name or "answer", "schema": json.loads(fmt.json_schema), "strict": fmt.strict}
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def _choice(choice: dict[str, Any]) -> Completion:
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    calls = openai_calls(choice.get("message"))
+    reason = "tool_calls" if calls else finish(choice.get("finish_reason"))
+    return Completion(
+        text=text or "", finish_reason=reason, tool_calls=calls, logprobs=openai_logprobs(choice.get("logprobs"))
+    )
 
 
 class OpenAIWire:
@@ -64,7 +105,8 @@ class OpenAIWire:
         if call.prompt is not None:
             body["prompt"] = call.prompt
         else:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in call.chat()]
+            body["messages"] = [openai_message(m) for m in call.chat()]
+            body.update(openai_tools(s))
         body["max_tokens"] = s.max_tokens
         body["temperature"] = s.temperature
         body["top_p"] = s.top_p
@@ -76,6 +118,17 @@ class OpenAIWire:
             body["presence_penalty"] = s.presence_penalty
         if s.frequency_penalty:
             body["frequency_penalty"] = s.frequency_penalty
+        if s.n > 1:
+            body["n"] = s.n
+        if s.logprobs or s.top_logprobs:
+            if call.prompt is None:
+                body["logprobs"] = True
+                if s.top_logprobs:
+                    body["top_logprobs"] = s.top_logprobs
+            else:
+                body["logprobs"] = s.top_logprobs
+        if s.response_format is not None and call.prompt is None:
+            body["response_format"] = openai_response_format(s.response_format)
         if call.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -83,10 +136,10 @@ class OpenAIWire:
 
     def parse(self, data: Any) -> Completion:
         try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if "message" in choice else choice["text"]
-            completion = Completion(text=text or "", finish_reason=finish(choice.get("finish_reason")))
-        except (KeyError, IndexError, TypeError) as exc:
+            first, *others = [_choice(c) for c in data["choices"]]
+            completion = first
+            completion.alternatives = others  # n > 1
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ServerError(f"unexpected answer shape: {type(exc).__name__} {exc}") from exc
         usage = data.get("usage")
         if isinstance(usage, dict):

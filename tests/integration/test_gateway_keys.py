@@ -1,0 +1,155 @@
+"""Per-key policy through the real gateway and router (the worker is scripted): a key restricted to
+Gemma never gets SmolLM2 through auto, a family, diverse or a named model; rates, concurrency, fan-out and
+deadline limits hold, and the request counts are shared by two gateway instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from nats.aio.client import Client as NATS
+
+from actors.gateway.actor import Gateway
+from actors.router.actor import Router
+from bus.server import EmbeddedNats
+from schemas.config import OrchestraConfig
+from tests.support.profile import test_config
+from tests.support.scripted_worker import ScriptedWorker
+from tests.support.wait import eventually
+
+GEMMA_KEY = "sk-gemma-only-0123456789"
+RATED_KEY = "sk-rated-0123456789abcd"
+LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
+Start = Callable[..., Awaitable[list[Gateway]]]
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def kcfg(tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> OrchestraConfig:
+    monkeypatch.setenv("TEST_GEMMA_KEY", GEMMA_KEY)
+    monkeypatch.setenv("TEST_RATED_KEY", RATED_KEY)
+    (tmp_path / "data").mkdir()
+    return test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        data_dir=tmp_path / "data",
+        overrides={
+            "gateway": {
+                "port": 0,
+                "request_timeout": "20s",
+                "api_keys_file": None,
+                "api_keys": [
+                    {"id": "gemma-only", "secret": {"env": "TEST_GEMMA_KEY"}, "models": ["gemma3-270m"]},
+                    {
+                        "id": "rated",
+                        "secret": {"env": "TEST_RATED_KEY"},
+                        "limits": {"rpm": 3, "concurrent": 1, "max_fanout": 2, "max_timeout": "60s"},
+                    },
+                ],
+            },
+            "router": {"attempt_timeout": "5s"},
+        },
+    )
+
+
+@pytest.fixture
+async def start(kcfg: OrchestraConfig, nc: NATS) -> AsyncIterator[Start]:
+    actors: list[Any] = []
+
+    async def go(gateways: int = 1, **worker: Any) -> list[Gateway]:
+        w = ScriptedWorker(kcfg, **({"hosts": LOCAL} | worker))
+        router = Router(kcfg, instance="keys-router")
+        gws = [Gateway(kcfg, port=0, instance=f"keys-gw{i}") for i in range(gateways)]
+        for actor in (w, router, *gws):
+            await actor.start(nc)
+            actors.append(actor)
+        await eventually(lambda: router.view.hosts.data)
+        return gws
+
+    yield go
+    for actor in reversed(actors):
+        await actor.stop(grace=0.5)
+
+
+def sdk(gw: Gateway, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(api_key=key, base_url=f"http://127.0.0.1:{gw.bound_port}/v1", max_retries=0)
+
+
+async def test_a_gemma_only_key_never_gets_smollm2(start: Start) -> None:
+    """auto answers from Gemma; auto + family smollm is a 403; diverse answers come from Gemma only; the
+    named SmolLM2 does not exist for this key."""
+    (gw,) = await start()
+    client = sdk(gw, GEMMA_KEY)
+    try:
+        reply = await client.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
+        assert reply.model == "gemma3-270m"
+        with pytest.raises(openai.PermissionDeniedError):
+            await client.chat.completions.create(
+                model="auto", messages=HI, extra_body={"orchestra": {"family": "smollm"}}  # type: ignore[arg-type]
+            )
+        diverse = await client.chat.completions.create(model="diverse", messages=HI, n=3)  # type: ignore[arg-type]
+        models = {r["provenance"]["model"] for r in (diverse.model_extra or {})["orchestra"]["responses"]}
+        assert models == {"gemma3-270m"}
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model="smollm2-135m", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.APIStatusError) as ensemble:  # an ensemble needs two models it may use
+            await client.chat.completions.create(model="ensemble", messages=HI)  # type: ignore[arg-type]
+        assert ensemble.value.status_code in (403, 503)
+    finally:
+        await client.close()
+
+
+async def test_rpm_is_shared_by_two_gateway_instances(start: Start) -> None:
+    """3 requests a minute: two through one gateway, one through the other, the fourth is a 429 anywhere."""
+    gws = await start(gateways=2)
+    a, b = sdk(gws[0], RATED_KEY), sdk(gws[1], RATED_KEY)
+    try:
+        for client in (a, b, a):
+            await client.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as limited:
+            await b.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
+        assert "per minute" in limited.value.message
+        assert int(limited.value.response.headers["Retry-After"]) >= 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrency_fanout_and_deadline_limits(start: Start) -> None:
+    """One request in flight at a time; at most 2 answers; deadlines up to 60 s."""
+    (gw,) = await start(script={"*": ["hang", "ok"]})
+    client = sdk(gw, RATED_KEY)
+    try:
+        with pytest.raises(openai.PermissionDeniedError) as wide:
+            await client.chat.completions.create(model="diverse", messages=HI, n=4)  # type: ignore[arg-type]
+        assert wide.value.body["param"] == "n"  # type: ignore[index]
+        with pytest.raises(openai.PermissionDeniedError) as long:
+            await client.chat.completions.create(
+                model="auto", messages=HI, extra_body={"orchestra": {"timeout_s": 3600}}  # type: ignore[arg-type]
+            )
+        assert long.value.body["param"] == "orchestra.timeout_s"  # type: ignore[index]
+        first = asyncio.create_task(
+            client.chat.completions.create(
+                model="auto", messages=HI, extra_body={"orchestra": {"timeout_s": 1}}  # type: ignore[arg-type]
+            )
+        )
+        await eventually(lambda: gw.limiter is not None and first.done() is False and _inflight(gw))
+        with pytest.raises(openai.RateLimitError) as busy:
+            await client.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
+        assert "in flight" in busy.value.message
+        with pytest.raises(openai.APIStatusError):
+            await first  # the hung attempt times out: its slot is released
+        reply = await client.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
+        assert reply.choices[0].message.content
+    finally:
+        await client.close()
+
+
+async def _inflight(gw: Gateway) -> bool:
+    assert gw.limiter is not None
+    usage, _ = await gw.limiter._read("rated")
+    return usage is not None and sum(usage.inflight.values()) == 1
