@@ -36,7 +36,8 @@ PER_FAMILY = 5  # slot assignments drawn per family
 
 # politeness and chatter around a question (the question keeps its meaning); {q} as written, {lq} lower-cased
 POLITE = [
-    "Please, {q}", "Hi! {q} Thanks in advance.", "hey quick question - {lq}", "{q} Thank you!", "Could you tell me: {lq}",
+    "Please, {q}", "Hi! {q} Thanks in advance.", "hey quick question - {lq}", "{q} Thank you!",
+    "Could you tell me: {lq}",
     "Hello, {q}", "I was wondering, {lq}", "{q} thx", "Kindly let me know, {lq}", "Dear assistant, {q}",
     "{q} :)", "Sorry to bother you, but {lq}", "Question for you: {lq}", "{q} Many thanks.", "Help please! {q}",
     "Hi there, {lq}", "Good morning! {q}", "Can you help me with this? {q}", "{q} Cheers!", "Hey! {lq} Thanks a lot",
@@ -66,7 +67,11 @@ def synonym(text: str, rng: random.Random, pool: list[tuple[str, str]]) -> str |
         for x, y in pool:
             for src, dst in ((x, y), (y, x)):
                 if bare == src:
-                    options.append((i, w.lower().replace(src, dst) if w[0].islower() else w.replace(w[0], w[0].lower(), 1).replace(src, dst).capitalize()))
+                    if w[0].islower():
+                        swapped = w.lower().replace(src, dst)
+                    else:
+                        swapped = w.replace(w[0], w[0].lower(), 1).replace(src, dst).capitalize()
+                    options.append((i, swapped))
     if not options:
         return None
     i, new = rng.choice(options)
