@@ -22,7 +22,7 @@ from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
 from actors.router.policy import consensus_route, host_up, plan_request
 from actors.router.queues import QueueWatch
-from actors.router.view import View
+from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -43,6 +43,7 @@ class Router(Actor):
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
         self.view: View
+        self.link = Link()  # the router's own bus connection: liveness is judged only while it is up
         self.flow = Flow(self)
         self.budget = BudgetClient(self)
         self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
@@ -66,7 +67,7 @@ class Router(Actor):
         ]
 
     async def on_start(self) -> None:
-        self.view = View(self.js)
+        self.view = View(self.js, self.link)
         for name, live in self.view.views().items():
             self.spawn(f"view:{name}", live.run)
         self.spawn("overflow", self.view.follow_overflow)
@@ -90,10 +91,24 @@ class Router(Actor):
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)
 
+    def on_disconnect(self) -> None:
+        super().on_disconnect()
+        self.link.lost()
+
+    def on_reconnect(self) -> None:
+        super().on_reconnect()
+        self.link.back()
+
     async def watch_hosts(self) -> None:
-        """Fail over attempts whose gpu_host stopped heartbeating (checked every second)."""
+        """Fail over attempts whose gpu_host stopped heartbeating (checked every second), judged only
+        while the router itself is connected: its own bus outage is not a dead host."""
+        link = self.link
+        link.reconnects = self.nc.stats["reconnects"]
         while True:
             await asyncio.sleep(1.0)
+            link.poll(self.nc.is_connected, self.nc.stats["reconnects"])
+            if not link.connected:
+                continue
             busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
             down = {h for h in busy if not self.host_alive(h)}
             if down:

@@ -25,8 +25,34 @@ log = logging.getLogger(__name__)
 EWMA_ALPHA = 0.2
 
 
+class Link:
+    """The router's own connection to the bus, as far as liveness is concerned: while it is down no
+    heartbeat can arrive, so nobody is judged; after it comes back every host gets a fresh grace period.
+    Fed by the connection's callbacks and, for a connection shared in-process, by polling it."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.since = 0.0  # wall time of the last reconnect (0: never lost)
+        self.reconnects = 0
+
+    def lost(self) -> None:
+        self.connected = False
+
+    def back(self, now: float | None = None) -> None:
+        self.connected = True
+        self.since = time.time() if now is None else now
+
+    def poll(self, connected: bool, reconnects: int) -> None:
+        """A connection's state read every tick: a reconnect the callbacks did not report counts too."""
+        if not connected:
+            self.lost()
+        elif not self.connected or reconnects != self.reconnects:
+            self.back()
+        self.reconnects = reconnects
+
+
 class View:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, link: Link | None = None) -> None:
         self.js = js
         self.hosts: LiveView[HostState] = LiveView(js, subjects.KV_HOSTS, Codec(HostState))
         self.tiers: LiveView[TierState] = LiveView(js, subjects.KV_TIERS, Codec(TierState))
@@ -37,6 +63,7 @@ class View:
         self.backlog: set[str] = set()
         self.overflow: dict[str, Tier] = {}
         self.turn = 0
+        self.link = link or Link()
 
     def views(self) -> dict[str, LiveView[object]]:
         return {"hosts": self.hosts, "tiers": self.tiers, "providers": self.providers, "phase": self.phase}  # type: ignore[dict-item]
@@ -59,11 +86,18 @@ class View:
             backlog=self.backlog,
             overflow=self.overflow,
             turn=self.turn,
+            observed_since=self.link.since,
         )
 
     def snapshot_light(self) -> Snapshot:
         """Hosts and tiers only, for liveness checks (no round-robin turn)."""
-        return Snapshot(now=time.time(), hosts=self.hosts.data, tiers=self.tiers.data, providers=self.providers.data)
+        return Snapshot(
+            now=time.time(),
+            hosts=self.hosts.data,
+            tiers=self.tiers.data,
+            providers=self.providers.data,
+            observed_since=self.link.since,
+        )
 
     def started(self, key: str) -> None:
         self.inflight[key] += 1
