@@ -34,6 +34,8 @@ from schemas.events import Event
 from schemas.request import GenerateRequest
 from schemas.result import GenerateError
 
+DEADLINE_SLACK_S = 5.0  # clock skew between a client and the router
+
 
 class Router(Actor):
     """Routes every request: strategies, cost ladder, fallback chains, fan-out and consensus."""
@@ -134,6 +136,9 @@ class Router(Actor):
         origin = request.origin
         if d.num_delivered > 1 and await self.flow.stored_outcome(rid, origin) is not None:
             return  # finished before a restart: just acknowledge
+        if request.effective_deadline - time.time() > float(self.cfg.router.max_deadline) + DEADLINE_SLACK_S:
+            await self.refuse(d, f"deadline too far away: at most {float(self.cfg.router.max_deadline):g}s")
+            return
         if request.effective_deadline <= time.time():
             error = GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed"))
             await publish_outcome(self, error, origin)
