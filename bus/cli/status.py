@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 
 from bus import subjects
 from bus.cli.common import config_of, connect_cli
+from bus.cli.restarts import read_restarts
 from bus.kv import TypedKV
 from schemas.codec import Codec
 from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
@@ -102,6 +103,18 @@ def _field(key: str, value: Any) -> Any:
     return value
 
 
+def _print_processes(record: dict[str, Any] | None) -> None:
+    if not record:
+        return
+    print("\nPROCESSES (orchestra up)")
+    for name, p in sorted(record.get("processes", {}).items()):
+        line = f"  {name}: restarts={p.get('restarts', 0)}"
+        if p.get("restarts"):
+            when = _field("last_restart_at", p.get("last_restart_at", 0))
+            line += f" last_exit={p.get('last_exit_code')} last_restart_at={when}"
+        print(line)
+
+
 def _print(report: dict[str, Any]) -> None:
     print("STREAM        MESSAGES        BYTES  LAST")
     for s in report["streams"]:
@@ -146,6 +159,7 @@ def _print(report: dict[str, Any]) -> None:
                     if k not in ("tier", "provider", "target", "phase") or k == "phase"
                 )
                 print(f"  {name}: {shown}")
+    _print_processes(report.get("processes"))
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -153,6 +167,7 @@ async def _status(args: argparse.Namespace) -> int:
     nc = await connect_cli(cfg)
     try:
         report = await collect(nc.jetstream())
+        report["processes"] = read_restarts(cfg.data_dir)  # `orchestra up` on this machine, if any
         report["server"] = {
             "url": nc.connected_url.netloc if nc.connected_url else None,
             "version": str(nc.connected_server_version),
