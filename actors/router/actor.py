@@ -74,6 +74,7 @@ class Router(Actor):
             self.spawn(f"view:{name}", live.run)
         self.spawn("overflow", self.view.follow_overflow)
         await self.view.wait_ready()
+        self.link.leader = await self.view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self.on_outcome))
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
@@ -111,8 +112,11 @@ class Router(Actor):
             link.poll(self.nc.is_connected, self.nc.stats["reconnects"])
             if not link.connected:
                 continue
+            link.bucket(await self.view.hosts_leader())
             busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
             down = {h for h in busy if not self.host_alive(h)}
+            if down:
+                down = await self.view.confirm_stale(down, self.host_alive)
             if down:
                 self.log.warning("gpu_host(s) %s stopped heartbeating: failing over their attempts", sorted(down))
                 await self.flow.hosts_down(down)
