@@ -4,6 +4,7 @@ a real process: ``.venv/bin/python -m bench.budget_guard [--reserves 4000] [--en
     reserve latency   one request/reply round trip incl. the LEDGER append, p50 / p99, at 1 and 64 in flight
     settlement        results stored -> all charged (the RESULTS consumer caught up), per second
     rebuild           LEDGER entries read back and folded at start, per second
+    rebuild, snapshot the same ledger from the latest snapshot + a short tail (``--tail`` entries after it)
 
 Prints a table and writes the raw numbers to bench/results/budget_guard.json.
 """
@@ -22,10 +23,11 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NATS
 
-from actors.budget_guard import journal
+from actors.budget_guard import journal, rebuild
 from bus.server import EmbeddedNats
 from schemas.budget import Charged
 from schemas.codec import encode
+from schemas.config import load_config
 from tests.support.budget import publish_result, reserve, result, settled, summary
 from tests.support.procs import REPO, ActorProcess
 from tests.support.profile import write_profile
@@ -64,13 +66,14 @@ async def settlement(nc: NATS, n: int) -> dict[str, float]:
     return {"per_s": n / (time.perf_counter() - started)}
 
 
-async def fill_ledger(nc: NATS, n: int) -> None:
+async def fill_ledger(nc: NATS, n: int, prefix: str = "fill") -> None:
     """Synthetic charges appended to LEDGER (as the guard writes them), pipelined."""
     js = nc.jetstream()
     now = time.time()
     batch = []
     for i in range(n):
-        c = Charged(at=now, key=f"fill{i}", outcome="result", request_id=f"fill{i}", tier="local", cost_nanos=1000)
+        key = f"{prefix}{i}"
+        c = Charged(at=now, key=key, outcome="result", request_id=key, tier="local", cost_nanos=1000)
         batch.append(js.publish(journal.subject_of(c), encode(c)))
         if len(batch) == 500:
             await asyncio.gather(*batch)
@@ -85,7 +88,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         procs: list[ActorProcess] = []
         try:
             budgets = {"limits": [{"scope": "total", "period": "daily", "hard_usd": 1e6}], "reservation_ttl": 3600}
-            profile = write_profile(Path(tmp) / "profile", server.url, overrides={"budgets": budgets})
+            streams = {"streams": {"max_bytes": "20GB"}}  # LEDGER's share holds a month of a lab's entries
+            profile = write_profile(Path(tmp) / "profile", server.url, overrides={"budgets": budgets, "bus": streams})
             guard = ActorProcess("actors.budget_guard", profile).start()
             procs.append(guard)
             guard.wait_log("budget_guard started", timeout=60)
@@ -106,6 +110,20 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 "ms": s.replay_ms,
                 "per_s": s.entries_replayed / (s.replay_ms / 1000) if s.replay_ms else 0.0,
             }
+            started = time.perf_counter()
+            cfg = load_config(profile)
+            keep = float(cfg.bus.streams.history) + 86400
+            manifest = await rebuild.snapshot_now(nc, cfg.budgets, keep_charges_s=keep, now=time.time())
+            assert manifest is not None
+            out["snapshot_write"] = {"ms": (time.perf_counter() - started) * 1000, "bytes": manifest.bytes}
+            await fill_ledger(nc, args.tail, prefix="tail")
+            guard.terminate()
+            guard = ActorProcess("actors.budget_guard", profile).start()
+            procs.append(guard)
+            guard.wait_log("budget_guard started", timeout=300)
+            s2 = await summary(nc)
+            assert s2.charges == s.charges + args.tail and s2.spent_nanos == s.spent_nanos + args.tail * 1000
+            out["rebuild_snapshot"] = {"tail": s2.entries_replayed, "ms": s2.replay_ms, "charges": s2.charges}
             await nc.close()
             return out
         finally:
@@ -118,6 +136,7 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reserves", type=int, default=4000)
     parser.add_argument("--entries", type=int, default=100_000, help="synthetic LEDGER entries before the rebuild")
+    parser.add_argument("--tail", type=int, default=10_000, help="entries stored after the snapshot")
     args = parser.parse_args()
     out = asyncio.run(main(args))
     results = REPO / "bench" / "results"
@@ -132,6 +151,10 @@ def run() -> None:
     rb = out["rebuild"]
     assert isinstance(rb, dict)
     print(f"rebuild                 {rb['entries']} entries in {rb['ms']:.0f} ms = {rb['per_s']:.0f} entries/s")
+    sw, rs = out["snapshot_write"], out["rebuild_snapshot"]
+    assert isinstance(sw, dict) and isinstance(rs, dict)
+    print(f"snapshot written        {sw['bytes']} bytes in {sw['ms']:.0f} ms")
+    print(f"rebuild from snapshot   {rs['charges']} charges: snapshot + {rs['tail']} entries in {rs['ms']:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,9 @@ class Actor:
         for consumer in self.consumers_running:
             consumer.reset()
 
+    def on_disconnect(self) -> None:
+        """The connection to the bus dropped (it reconnects by itself); nothing to do by default."""
+
     # --- helpers ---------------------------------------------------------------------------------
     def spawn(self, name: str, factory: Any, *, restart: bool = True) -> asyncio.Task[None]:
         return self.supervisor.spawn(name, factory, restart=restart)

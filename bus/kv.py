@@ -98,13 +98,24 @@ class LiveView(Generic[T]):
     def get(self, name: str) -> T | None:
         return self.data.get(name)
 
+    async def refresh(self, name: str) -> T | None:
+        """Read one key from the server now (its latest stored value: never older than the watch's), for
+        when the watch may be behind (it is being re-created after a node of the cluster died)."""
+        value = await (await TypedKV.open(self.js, self.bucket, self.codec)).get(name)
+        if value is not None:
+            self.data[name] = value
+        return value
+
     async def run(self) -> None:
         kv = await TypedKV.open(self.js, self.bucket, self.codec)
         fresh: dict[str, T] | None = {}  # rebuilt from scratch on every (re)start of the watch
         async for item in kv.watch():
             if item is None:
                 if fresh is not None:
-                    self.data = fresh
+                    # A watch re-created while its bucket had no leader (a cluster node died) can find
+                    # nothing at first: keep what we knew rather than forget every key until they change.
+                    if fresh or not self.ready.is_set():
+                        self.data = fresh
                     fresh = None
                     self.ready.set()
                 continue

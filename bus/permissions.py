@@ -13,7 +13,8 @@ subject, stream and bucket of the topology has an owner here.
     gpu_host / cloud_proxy        outcomes, failures, chunks; orch_hosts /  DISPATCH, COMMANDS (hosts), RESULTS
                                   orch_providers
     cache                         orch_cache, orch_cache_pending            RESULTS; serves cache lookups
-    budget_guard                  LEDGER, orch_tiers, orch_locks, tier cmds RESULTS, COMMANDS; serves budgets
+    budget_guard                  LEDGER, LEDGER_SNAPSHOTS, orch_tiers,     RESULTS, COMMANDS; serves budgets
+                                  orch_locks, tier cmds
     rotator                       host + overflow commands, orch_phase      COMMANDS, EVENTS, KV
     diversity_monitor             host/tier/overflow commands               RESULTS, EVENTS, COMMANDS, KV
     operator (the CLI)            everything; the only one that purges, deletes or reconfigures streams
@@ -61,6 +62,7 @@ class Role:
     serves: tuple[str, ...] = ()  # request/reply services it answers
     calls: tuple[str, ...] = ()  # request/reply services it asks
     owns_streams: tuple[str, ...] = ()  # streams it may reconfigure (besides KV_<bucket> of kv_writes)
+    purges: tuple[str, ...] = ()  # streams of its own it may purge (old ledger snapshots)
     provisions: bool = True  # may create the topology's streams and buckets when missing
 
 
@@ -109,12 +111,13 @@ DECLARATION: tuple[Role, ...] = (
     ),
     Role(
         "budget_guard",
-        publishes=(s.LEDGER_ALL, s.tier_commands(), *ACTOR_COMMON),
-        reads=("RESULTS", "COMMANDS", s.LEDGER_STREAM),
+        publishes=(s.LEDGER_ALL, s.LEDGER_SNAP_ALL, s.tier_commands(), *ACTOR_COMMON),
+        reads=("RESULTS", "COMMANDS", s.LEDGER_STREAM, s.LEDGER_SNAP_STREAM),
         kv_writes=(s.KV_TIERS, s.KV_LOCKS),
         kv_reads=TOPOLOGY_BUCKETS,
         serves=(s.SVC_BUDGET_RESERVE, s.SVC_BUDGET_RELEASE, s.SVC_BUDGET_SUMMARY),
-        owns_streams=(s.LEDGER_STREAM,),
+        owns_streams=(s.LEDGER_STREAM, s.LEDGER_SNAP_STREAM),
+        purges=(s.LEDGER_SNAP_STREAM,),
     ),
     Role(
         "rotator",
@@ -209,6 +212,7 @@ def grants(role: str) -> Grants:
         pub += [f"$JS.API.STREAM.CREATE.{name}" for name in (*TOPOLOGY_STREAMS, *map(kv_stream, TOPOLOGY_BUCKETS))]
     owned = [*decl.owns_streams, *map(kv_stream, decl.kv_writes)]
     pub += [f"$JS.API.STREAM.{verb}.{name}" for name in owned for verb in ("INFO", "CREATE", "UPDATE")]
+    pub += [f"$JS.API.STREAM.PURGE.{name}" for name in decl.purges]
     for stream in decl.reads:
         pub += _read_stream(stream)
     for bucket in {*decl.kv_reads, *decl.kv_writes}:

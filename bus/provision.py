@@ -21,7 +21,22 @@ from schemas.config.bus import StreamsCfg
 log = logging.getLogger(__name__)
 
 # Fields we own; anything else on an existing stream (set by an operator) is left alone.
-_COMPARED = ("subjects", "max_age", "duplicate_window", "num_replicas", "max_bytes", "max_msgs_per_subject")
+_COMPARED = (
+    "subjects",
+    "max_age",
+    "duplicate_window",
+    "num_replicas",
+    "max_bytes",
+    "max_msgs_per_subject",
+    "discard",
+)
+
+
+def max_bytes(spec: StreamSpec, cfg: StreamsCfg) -> int:
+    """The stream's share of ``bus.streams.max_bytes`` (-1: no limit)."""
+    if not cfg.max_bytes or spec.share is None:
+        return -1
+    return max(1 << 20, int(float(cfg.max_bytes) * spec.share))
 
 
 def stream_config(spec: StreamSpec, cfg: StreamsCfg) -> StreamConfig:
@@ -34,9 +49,9 @@ def stream_config(spec: StreamSpec, cfg: StreamsCfg) -> StreamConfig:
         max_age=float(cfg.history if spec.max_age is None else spec.max_age),
         duplicate_window=float(cfg.dedupe_window),
         num_replicas=cfg.replicas,
-        max_bytes=int(cfg.max_bytes) if cfg.max_bytes else -1,
+        max_bytes=max_bytes(spec, cfg),
         max_msgs_per_subject=spec.max_msgs_per_subject,
-        discard=DiscardPolicy.OLD,
+        discard=DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD,
         allow_direct=True,
     )
 

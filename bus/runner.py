@@ -94,6 +94,9 @@ async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -
     async def reconnected() -> None:
         actor.on_reconnect()
 
+    async def disconnected() -> None:
+        actor.on_disconnect()
+
     connecting = asyncio.ensure_future(
         connect(
             actor.cfg.bus,
@@ -101,6 +104,7 @@ async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -
             role=actor.role or actor.name,
             data_dir=actor.cfg.data_dir,
             on_reconnect=reconnected,
+            on_disconnect=disconnected,
         )
     )
     stopper = asyncio.ensure_future(stop.wait())

@@ -81,6 +81,7 @@ class EmbeddedNats:
         gomaxprocs: int | None = None,
         auth_dir: str | os.PathLike[str] | None = None,
         tls: NatsTlsCfg | None = None,
+        cluster: dict[str, object] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -92,6 +93,7 @@ class EmbeddedNats:
         self.gomaxprocs = gomaxprocs or max(1, (os.cpu_count() or 1) // 4)
         self.auth = AuthDir(auth_dir) if auth_dir is not None else None
         self.tls = tls if tls is not None and tls.enabled else None
+        self.cluster = cluster  # a JetStream cluster's block (bus/clusterconf.py cluster_block); None: alone
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: list[str] = []
         self.violations: list[str] = []  # the server's publish / subscription violation lines
@@ -128,6 +130,8 @@ class EmbeddedNats:
             f"max_payload: {self.max_payload}",
             f"pid_file: {json.dumps(str(self.pid_path))}",
         ]
+        if self.cluster is not None:
+            lines.append("cluster: " + json.dumps(self.cluster))
         if self.auth is not None:
             self.auth.ensure()
             lines.append("authorization: " + json.dumps(authorization_block(self.auth.users()), indent=1))

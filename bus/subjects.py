@@ -14,6 +14,7 @@
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
     orch.svc.<service>                        request/reply services (core NATS)
     orch.ledger.<kind>                        budget_guard's spend ledger entries  stream LEDGER (its own)
+    orch.ledgersnap.part | .done              budget_guard's ledger snapshots      stream LEDGER_SNAPSHOTS (its own)
 
 ``<origin>`` says who asked: ``gw`` (the gateway, on behalf of an HTTP key it checked), ``op`` (the operator
 CLI) or the name of a client (a training job with its own NATS identity). NATS permissions let each
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from schemas.base import Priority, Tier
 from schemas.commands import (
@@ -93,6 +95,11 @@ ROUTER_COMMANDS = f"{PREFIX}.cmd.router.>"  # SetOverflow
 ALERT_COMMANDS = f"{PREFIX}.cmd.alert.>"  # AckAlert
 LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
 LEDGER_STREAM = "LEDGER"
+# budget_guard's ledger snapshots (its own stream): parts on .part, then a manifest on .done
+LEDGER_SNAP_ALL = f"{PREFIX}.ledgersnap.>"
+LEDGER_SNAP_PART = f"{PREFIX}.ledgersnap.part"
+LEDGER_SNAP_DONE = f"{PREFIX}.ledgersnap.done"
+LEDGER_SNAP_STREAM = "LEDGER_SNAPSHOTS"
 
 
 # --- origins -------------------------------------------------------------------------------------
@@ -242,11 +249,22 @@ def dead_letter(stream: str) -> str:
 # --- topology ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamSpec:
+    """One stream and its limits, chosen for what it holds.
+
+    ``max_age``: seconds kept (None: ``bus.streams.history``). ``share``: its part of
+    ``bus.streams.max_bytes``, the disk the orchestra's streams may use together (None: no byte limit).
+    ``discard`` says what happens at a limit: ``old`` drops the oldest messages (history that is only
+    for `orchestra audit`; a request in flight is minutes old, far from the oldest), ``new`` refuses the
+    write, loudly, and drops nothing (the LEDGER: money is never trimmed from under the budget_guard;
+    its history past retention lives on in the ledger snapshots)."""
+
     name: str
     subjects: list[str]
     description: str = ""
     max_msgs_per_subject: int = -1
     max_age: float | None = None  # seconds; None: bus.streams.history
+    share: float | None = None  # of bus.streams.max_bytes; None: no byte limit
+    discard: Literal["old", "new"] = "old"
 
 
 @dataclass(frozen=True)
@@ -258,14 +276,17 @@ class KVSpec:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+# Shares of bus.streams.max_bytes (LEDGER and LEDGER_SNAPSHOTS take theirs from it too: 0.15 + 0.05).
 STREAMS: list[StreamSpec] = [
-    StreamSpec("REQUESTS", [REQUEST_ALL], "generation requests, Msg-Id = request id"),
-    StreamSpec("DISPATCH", [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy"),
-    StreamSpec("RESULTS", [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts"),
-    StreamSpec("EVENTS", [EVENT_ALL], "everything that happened"),
-    StreamSpec("COMMANDS", [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack"),
-    StreamSpec("DEADLETTER", [DLQ_ALL], "messages that could not be handled, with the reason"),
+    StreamSpec("REQUESTS", [REQUEST_ALL], "generation requests, Msg-Id = request id", share=0.15),
+    StreamSpec("DISPATCH", [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy", share=0.15),
+    StreamSpec("RESULTS", [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts", share=0.25),
+    StreamSpec("EVENTS", [EVENT_ALL], "everything that happened", share=0.15),
+    StreamSpec("COMMANDS", [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack", share=0.03),
+    StreamSpec("DEADLETTER", [DLQ_ALL], "messages that could not be handled, with the reason", share=0.07),
 ]
+LEDGER_SHARE = 0.15
+LEDGER_SNAP_SHARE = 0.05
 
 KV_HOSTS = "orch_hosts"
 KV_TIERS = "orch_tiers"

@@ -28,6 +28,15 @@ class ActorStopped(Event, frozen=True, kw_only=True, tag="actor.stopped"):
     instance: str = ""
 
 
+class ActorRestarted(Event, frozen=True, kw_only=True, tag="actor.restarted"):
+    """A process of ``orchestra up`` exited by itself; the supervisor restarts it after ``delay_s``."""
+
+    actor: str  # the Procfile line
+    exit_code: int
+    restarts: int  # since `orchestra up` started
+    delay_s: float = 0.0
+
+
 class HostUp(Event, frozen=True, kw_only=True, tag="host.up"):
     host: str
     cards: list[str] = []
@@ -252,6 +261,7 @@ class Notified(Event, frozen=True, kw_only=True, tag="notified"):
 AnyEvent = (
     ActorStarted
     | ActorStopped
+    | ActorRestarted
     | HostUp
     | HostDown
     | DeadLettered

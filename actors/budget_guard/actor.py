@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from actors.budget_guard import holds, journal, watermark
+from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
 from actors.budget_guard.ledger import Due, Ledger
 from actors.budget_guard.money import NANOS, fmt_usd
@@ -62,6 +62,8 @@ RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rath
 SWEEP_EVERY = 5.0
 SETTLE_DURABLE = "budget_guard"
 PRUNE_EVERY = 300.0
+SNAPSHOT_TAIL = 100_000  # a rebuild that read this many entries after the snapshot writes one soon
+SNAPSHOT_SOON = 30.0
 
 
 class BudgetGuard(Actor):
@@ -71,7 +73,8 @@ class BudgetGuard(Actor):
 
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
-        self.ledger = Ledger(cfg.budgets, keep_charges_s=float(cfg.bus.streams.history) + 86400)
+        self._keep_charges_s = float(cfg.bus.streams.history) + 86400
+        self.ledger = Ledger(cfg.budgets, keep_charges_s=self._keep_charges_s)
         self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
         self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
         self._background: set[asyncio.Task[None]] = set()
@@ -82,7 +85,7 @@ class BudgetGuard(Actor):
         self.lease: WriterLease | None = None
 
     def streams(self) -> list[StreamSpec]:
-        return [journal.ledger_stream(self.cfg.budgets)]
+        return [journal.ledger_stream(self.cfg.budgets), snapstore.snapshot_stream()]
 
     def buckets(self) -> list[KVSpec]:
         ttl = float(self.cfg.budgets.writer_lease)
@@ -124,28 +127,61 @@ class BudgetGuard(Actor):
         self.lease = WriterLease(kv, self.name, holder=self.instance, ttl=float(self.cfg.budgets.writer_lease))
         await self.lease.acquire()  # a standby waits here: no service, no consumer until it holds the lease
         self.spawn("lease", self._keep_lease, restart=False)
-        started = time.monotonic()
         rejected: list[journal.Rejected] = []
-        async for entry in journal.read_entries(self.nc, rejected):
-            self.ledger.apply(entry)
-            self.replayed += 1
-        self.replay_ms = (time.monotonic() - started) * 1000
+        rebuilt = await rebuild.fold(self.nc, self.cfg.budgets, keep_charges_s=self._keep_charges_s, rejected=rejected)
+        self.ledger = rebuilt.ledger
+        self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
+        self.replayed = rebuilt.tail
+        self.replay_ms = rebuilt.restore_ms + rebuilt.tail_ms
         for bad in rejected:
             await self._dead_letter_entry(bad)
+        if rebuilt.missing:
+            self.log.error(
+                "LEDGER lost %d entries between the last snapshot and its tail (aged out before a snapshot "
+                "covered them): the spend rebuilt is short of them",
+                rebuilt.missing,
+            )
         now = time.time()
         self.ledger.expire(now)
         self.ledger.prune(now)
         self.log.info(
-            "ledger rebuilt from %d entries in %.0f ms: %d charges, %s, %d open reservations",
+            "ledger rebuilt from %s + %d entries in %.0f ms: %d charges, %s, %d open reservations",
+            f"snapshot @{rebuilt.snapshot.covers_seq}" if rebuilt.snapshot else "no snapshot",
             self.replayed,
             self.replay_ms,
             len(self.ledger.charges),
             fmt_usd(self.ledger.charged_total(), 6),
             len(self.ledger.reservations),
         )
+        soon = rebuilt.tail >= SNAPSHOT_TAIL  # a long tail: compact it soon, not in an hour
+        self.spawn("snapshots", lambda: self._snapshots(soon))
         await self.tiers.start(self.js)
         self.spawn("watermark", lambda: watermark.follow(self.js, "RESULTS", SETTLE_DURABLE, self.ledger))
         self.spawn("sweep", self._sweep)
+
+    async def _snapshots(self, soon: bool) -> None:
+        """Every ``budgets.snapshot_every``: the fold of the last snapshot and the entries after it,
+        stored as the next snapshot (a restart then reads it plus a short tail)."""
+        wait = SNAPSHOT_SOON if soon else float(self.cfg.budgets.snapshot_every)
+        while True:
+            await asyncio.sleep(wait)
+            wait = float(self.cfg.budgets.snapshot_every)
+            await self.snapshot_now()
+
+    async def snapshot_now(self) -> snapstore.Manifest | None:
+        assert self.lease is not None
+        if not self.lease.held:
+            return None  # a standby, or a guard that lost its lease, writes nothing
+        started = time.monotonic()
+        manifest = await rebuild.snapshot_now(
+            self.nc, self.cfg.budgets, keep_charges_s=self._keep_charges_s, now=time.time()
+        )
+        if manifest is not None:
+            self.log.info(
+                "ledger snapshot up to LEDGER seq %d: %d bytes in %d parts (%.0f ms)",
+                manifest.covers_seq, manifest.bytes, manifest.parts, (time.monotonic() - started) * 1000,
+            )  # fmt: skip
+        return manifest
 
     async def on_stop(self) -> None:
         self.tiers.stop()

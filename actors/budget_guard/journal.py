@@ -32,11 +32,16 @@ PULL_EXPIRES = 10.0
 
 
 def ledger_stream(cfg: BudgetsCfg) -> StreamSpec:
+    """Kept ``budgets.ledger_history``; full, it refuses new entries (the guard then denies reservations)
+    rather than drop old ones: money is never trimmed from under the guard. Entries past the history
+    live on in the ledger snapshots (snapstore.py)."""
     return StreamSpec(
         STREAM,
         [subjects.LEDGER_ALL],
         "budget_guard's spend ledger: reservations, releases, charges, notifications (one writer)",
         max_age=float(cfg.ledger_history),
+        share=subjects.LEDGER_SHARE,
+        discard="new",
     )
 
 
@@ -67,10 +72,25 @@ class Rejected:
     reason: str
 
 
-async def read_entries(nc: NATS, rejected: list[Rejected] | None = None) -> AsyncIterator[LedgerEntry]:
-    """Every stored entry, in order (nothing if the stream does not exist yet). A message that does not
-    decode as an entry (or has a negative amount) is skipped and appended to ``rejected``: one bad entry
-    never stops a rebuild.
+@dataclass
+class Progress:
+    """How far a read got: the stream sequence of the last message read (entry or not), and the
+    sequences the read wanted but the stream no longer held (aged out before a snapshot covered them)."""
+
+    last_seq: int = 0
+    missing: int = 0
+
+
+async def read_entries(
+    nc: NATS,
+    rejected: list[Rejected] | None = None,
+    *,
+    after_seq: int = 0,
+    progress: Progress | None = None,
+) -> AsyncIterator[LedgerEntry]:
+    """Every stored entry after stream sequence ``after_seq``, in order (nothing if the stream does not
+    exist yet). A message that does not decode as an entry (or has a negative amount) is skipped and
+    appended to ``rejected``: one bad entry never stops a rebuild.
 
     An ephemeral consumer without acks, pulled in large batches straight into a callback: a
     restart reads a month of ledger at the speed of decoding, not of one round trip per message."""
@@ -79,10 +99,15 @@ async def read_entries(nc: NATS, rejected: list[Rejected] | None = None) -> Asyn
         info = await js.stream_info(STREAM)
     except NotFoundError:
         return
-    if not info.state.messages:
+    if progress is not None:
+        progress.last_seq = max(progress.last_seq, after_seq)
+        if info.state.messages and info.state.first_seq > after_seq + 1:
+            progress.missing = info.state.first_seq - after_seq - 1
+    if not info.state.messages or info.state.last_seq <= after_seq:
         return
     config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
+        opt_start_seq=after_seq + 1 if after_seq else None,
         ack_policy=AckPolicy.NONE,
         inactive_threshold=30.0,
         mem_storage=True,
@@ -116,6 +141,8 @@ async def read_entries(nc: NATS, rejected: list[Rejected] | None = None) -> Asyn
             await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
             await asyncio.wait_for(batch_done.wait(), PULL_EXPIRES + 5)
             chunk = list(received)
+            if progress is not None and chunk and chunk[-1].reply:
+                progress.last_seq = chunk[-1].metadata.sequence.stream
             for msg in chunk:
                 try:
                     yield LEDGER_ENTRY.decode(msg.data)

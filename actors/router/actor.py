@@ -23,7 +23,7 @@ from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
 from actors.router.policy import consensus_route, host_up, plan_request
 from actors.router.queues import QueueWatch
-from actors.router.view import View
+from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -35,6 +35,8 @@ from schemas.events import Event
 from schemas.request import GenerateRequest
 from schemas.result import GenerateError
 
+DEADLINE_SLACK_S = 5.0  # clock skew between a client and the router
+
 
 class Router(Actor):
     """Routes every request: strategies, cost ladder, fallback chains, fan-out and consensus."""
@@ -44,6 +46,7 @@ class Router(Actor):
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
         self.view: View
+        self.link = Link()  # the router's own bus connection: liveness is judged only while it is up
         self.flow = Flow(self)
         self.budget = BudgetClient(self)
         self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
@@ -67,11 +70,12 @@ class Router(Actor):
         ]
 
     async def on_start(self) -> None:
-        self.view = View(self.js)
+        self.view = View(self.js, self.link)
         for name, live in self.view.views().items():
             self.spawn(f"view:{name}", live.run)
         self.spawn("overflow", self.view.follow_overflow)
         await self.view.wait_ready()
+        self.link.leader = await self.view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self.on_outcome))
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
@@ -91,12 +95,29 @@ class Router(Actor):
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)
 
+    def on_disconnect(self) -> None:
+        super().on_disconnect()
+        self.link.lost()
+
+    def on_reconnect(self) -> None:
+        super().on_reconnect()
+        self.link.back()
+
     async def watch_hosts(self) -> None:
-        """Fail over attempts whose gpu_host stopped heartbeating (checked every second)."""
+        """Fail over attempts whose gpu_host stopped heartbeating (checked every second), judged only
+        while the router itself is connected: its own bus outage is not a dead host."""
+        link = self.link
+        link.reconnects = self.nc.stats["reconnects"]
         while True:
             await asyncio.sleep(1.0)
+            link.poll(self.nc.is_connected, self.nc.stats["reconnects"])
+            if not link.connected:
+                continue
+            link.bucket(await self.view.hosts_leader())
             busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
             down = {h for h in busy if not self.host_alive(h)}
+            if down:
+                down = await self.view.confirm_stale(down, self.host_alive)
             if down:
                 self.log.warning("gpu_host(s) %s stopped heartbeating: failing over their attempts", sorted(down))
                 await self.flow.hosts_down(down)
@@ -120,6 +141,9 @@ class Router(Actor):
         origin = request.origin
         if d.num_delivered > 1 and await self.flow.stored_outcome(rid, origin) is not None:
             return  # finished before a restart: just acknowledge
+        if request.effective_deadline - time.time() > float(self.cfg.router.max_deadline) + DEADLINE_SLACK_S:
+            await self.refuse(d, f"deadline too far away: at most {float(self.cfg.router.max_deadline):g}s")
+            return
         if request.effective_deadline <= time.time():
             error = GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed"))
             await publish_outcome(self, error, origin)

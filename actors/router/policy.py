@@ -51,6 +51,9 @@ class Snapshot:
     backlog: set[str] = field(default_factory=set)  # target keys over their queue threshold
     overflow: dict[str, Tier] = field(default_factory=dict)  # local model ("*" = all) -> overflow tier
     turn: int = 0  # round-robin counter
+    # Heartbeats are only judged from the moment the router could see them: after its own bus outage a
+    # host's last beat is old because the router was deaf, not because the host died (0: no outage yet).
+    observed_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def host_up(cfg: OrchestraConfig, snap: Snapshot, host: str) -> bool:
         return False
     hcfg = cfg.hosts.get(host)
     beat = float(hcfg.heartbeat) if hcfg else 2.0
-    return snap.now - state.heartbeat_at <= max(HOST_STALE_AFTER * beat, 5.0)
+    last = max(state.heartbeat_at, snap.observed_since)  # a fresh grace period after a reconnect
+    return snap.now - last <= max(HOST_STALE_AFTER * beat, 5.0)
 
 
 def provider_available(snap: Snapshot, provider: str) -> bool:

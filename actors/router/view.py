@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -25,8 +26,48 @@ log = logging.getLogger(__name__)
 EWMA_ALPHA = 0.2
 
 
+LEADER_SETTLE_S = 5.0
+
+
+class Link:
+    """The router's own connection to the bus, as far as liveness is concerned: while it is down no
+    heartbeat can arrive, so nobody is judged; after it comes back every host gets a fresh grace period.
+    Fed by the connection's callbacks and, for a connection shared in-process, by polling it."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.since = 0.0  # wall time of the last reconnect (0: never lost)
+        self.reconnects = 0
+        self.leader: str | None = None  # the hosts bucket's stream leader when last asked
+
+    def lost(self) -> None:
+        self.connected = False
+
+    def back(self, now: float | None = None) -> None:
+        self.connected = True
+        self.since = time.time() if now is None else now
+
+    def bucket(self, leader: str | None, now: float | None = None) -> None:
+        """The hosts bucket's leader, asked every tick. None (no leader: its node died and the others are
+        electing one, for seconds; or no answer) or a new one: no host could write a heartbeat meanwhile,
+        so every host gets a fresh grace period from now."""
+        if leader is None or (self.leader is not None and leader != self.leader):
+            # A new leader takes a few seconds more before writes succeed again (measured on loopback).
+            self.since = (time.time() if now is None else now) + LEADER_SETTLE_S
+        if leader is not None:
+            self.leader = leader
+
+    def poll(self, connected: bool, reconnects: int) -> None:
+        """A connection's state read every tick: a reconnect the callbacks did not report counts too."""
+        if not connected:
+            self.lost()
+        elif not self.connected or reconnects != self.reconnects:
+            self.back()
+        self.reconnects = reconnects
+
+
 class View:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, link: Link | None = None) -> None:
         self.js = js
         self.hosts: LiveView[HostState] = LiveView(js, subjects.KV_HOSTS, Codec(HostState))
         self.tiers: LiveView[TierState] = LiveView(js, subjects.KV_TIERS, Codec(TierState))
@@ -37,6 +78,7 @@ class View:
         self.backlog: set[str] = set()
         self.overflow: dict[str, Tier] = {}
         self.turn = 0
+        self.link = link or Link()
 
     def views(self) -> dict[str, LiveView[object]]:
         return {"hosts": self.hosts, "tiers": self.tiers, "providers": self.providers, "phase": self.phase}  # type: ignore[dict-item]
@@ -59,11 +101,42 @@ class View:
             backlog=self.backlog,
             overflow=self.overflow,
             turn=self.turn,
+            observed_since=self.link.since,
         )
 
     def snapshot_light(self) -> Snapshot:
         """Hosts and tiers only, for liveness checks (no round-robin turn)."""
-        return Snapshot(now=time.time(), hosts=self.hosts.data, tiers=self.tiers.data, providers=self.providers.data)
+        return Snapshot(
+            now=time.time(),
+            hosts=self.hosts.data,
+            tiers=self.tiers.data,
+            providers=self.providers.data,
+            observed_since=self.link.since,
+        )
+
+    async def hosts_leader(self) -> str | None:
+        """The node that leads the hosts bucket's stream now (None: none, or the bus does not answer)."""
+        try:
+            info = await self.js.stream_info(f"KV_{subjects.KV_HOSTS}")
+        except Exception as exc:
+            log.debug("no answer about the hosts bucket (%s)", exc)
+            return None
+        return info.cluster.leader if info.cluster else "standalone"
+
+    async def confirm_stale(self, hosts: set[str], alive: Callable[[str], bool]) -> set[str]:
+        """Of hosts whose heartbeat looks stale in the watch, those still stale after a fresh read of their
+        state (a watch that fell behind, its consumer lost with a cluster node, is not a dead host); a
+        read that fails (the bus is in trouble) judges nobody."""
+        confirmed = set()
+        for host in hosts:
+            try:
+                await asyncio.wait_for(self.hosts.refresh(host), 2.0)
+            except Exception as exc:
+                log.debug("cannot read %s's state now (%s): not judged", host, exc)
+                continue
+            if not alive(host):
+                confirmed.add(host)
+        return confirmed
 
     def started(self, key: str) -> None:
         self.inflight[key] += 1

@@ -13,13 +13,14 @@ from types import ModuleType
 
 from actors.diversity_monitor import cli as monitor_cli
 from actors.rotator import cli as rotator_cli
-from bus.cli import ask, audit, clientcmd, configcmd, cost, model, natscmd, status, tier, up, watch
+from bus.cli import ask, audit, clientcmd, configcmd, cost, deploycmd, model, natscmd, status, tier, up, watch
 from bus.errors import BusError
 from bus.log import setup_logging
 from schemas.config import ConfigError
 from schemas.errors import SchemaError
 
-MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd, cost, tier, clientcmd, model]
+MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd, cost, tier, clientcmd, deploycmd]
+MODULES.append(model)  # orchestra model quantize / variants
 MODULES.append(monitor_cli)  # orchestra diversity / alerts (the diversity_monitor's)
 MODULES.append(rotator_cli)  # orchestra phase / rotate (the rotator's)
 

@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 
 from bus import subjects
 from bus.cli.common import config_of, connect_cli
+from bus.cli.restarts import read_restarts
 from bus.cli.status_view import render_status
 from bus.kv import TypedKV
 from schemas.codec import Codec
@@ -103,11 +104,36 @@ def _version(v: Any) -> str:
         return str(v).strip("<>").removeprefix("nats server v")
 
 
+def _field(key: str, value: Any) -> Any:
+    """Epoch seconds as UTC times (0: never), other floats rounded: a table for people."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if key.endswith(("_at", "until", "since")):
+            return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value > 0 else "-"
+        if isinstance(value, float):
+            return round(value, 1)
+    return value
+
+
+def _print_processes(record: dict[str, Any] | None) -> None:
+    if not record:
+        return
+    print("\nPROCESSES (orchestra up)")
+    for name, p in sorted(record.get("processes", {}).items()):
+        line = f"  {name}: restarts={p.get('restarts', 0)}"
+        if p.get("restarts"):
+            when = _field("last_restart_at", p.get("last_restart_at", 0))
+            line += f" last_exit={p.get('last_exit_code')} last_restart_at={when}"
+        print(line)
+
+
+
+
 async def _status(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     nc = await connect_cli(cfg)
     try:
         report = await collect(nc.jetstream())
+        report["processes"] = read_restarts(cfg.data_dir)  # `orchestra up` on this machine, if any
         report["server"] = {
             "url": nc.connected_url.netloc if nc.connected_url else None,
             "version": _version(nc.connected_server_version),
@@ -119,4 +145,5 @@ async def _status(args: argparse.Namespace) -> int:
     else:
         print(f"NATS {report['server']['url']} (nats-server {report['server']['version']})\n")
         print("\n".join(render_status(report, datetime.now(UTC).timestamp())))
+        _print_processes(report.get("processes"))
     return 0

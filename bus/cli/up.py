@@ -1,40 +1,41 @@
 """``orchestra up``: the embedded orchestra — the Procfile's processes (nats-server and one line per
-actor) run by honcho. Ctrl-C stops them all (SIGTERM; honcho kills what is left after 5 s)."""
+actor) under our own supervisor (bus/procman.py): an actor that exits is restarted with backoff, each
+restart is an ``actor.restarted`` event (published as the operator) and a line in
+``<data_dir>/up/restarts.json``, which ``orchestra status`` shows. Only Ctrl-C or SIGTERM stops the
+whole orchestra (SIGTERM to each process, SIGKILL after ``--grace``)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import re
-import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from bus.cli.common import config_of
+from bus.cli.restarts import RestartReporter, restarts_path
 from bus.connect import credentials_dir
 from bus.credentials import AuthDir
+from bus.procman import ProcessManager, read_procfile
 from schemas.config.load import REPO_CONFIGS, resolve_profile
 
 REPO = REPO_CONFIGS.parent
-_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("up", help="run the embedded orchestra (nats-server + every actor) with honcho")
+    p = sub.add_parser("up", help="run the embedded orchestra (nats-server + every actor), restarting what exits")
     p.add_argument("--procfile", default=str(REPO / "Procfile"))
+    p.add_argument("--backoff", type=float, default=1.0, help="first restart delay in seconds (doubles, max 30)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on shutdown")
     p.add_argument("--only", help="comma-separated process names to run (default: all)")
     p.add_argument("--print", action="store_true", dest="dry_run", help="print the processes and exit")
     p.set_defaults(run=run)
 
 
 def processes(procfile: Path) -> list[str]:
-    names = []
-    for raw in procfile.read_text().splitlines():
-        m = _LINE.match(raw.strip())
-        if m and not raw.lstrip().startswith("#"):
-            names.append(m.group(1))
-    return names
+    return [line.name for line in read_procfile(procfile)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +66,19 @@ def run(args: argparse.Namespace) -> int:
     mon = cfg.monitor
     if "diversity_monitor" in names and mon.dashboard.enabled and mon.metrics_port:
         print(f"dashboard: http://{mon.metrics_host}:{mon.metrics_port}/dashboard (once the monitor is up)", flush=True)
-    honcho = shutil.which("honcho", path=venv_bin) or "honcho"
-    os.execvpe(honcho, [honcho, "start", "-f", str(procfile), "-d", str(procfile.parent), *names], env)
-    return 0  # not reached
+    lines = [line for line in read_procfile(procfile) if line.name in names]
+    reporter = RestartReporter(cfg, restarts_path(cfg.data_dir), names)
+    return asyncio.run(_supervise(lines, env, procfile.parent, reporter, args))
+
+
+async def _supervise(lines: list[Any], env: dict[str, str], cwd: Path, reporter: RestartReporter, args: Any) -> int:
+    manager = ProcessManager(
+        lines, env=env, cwd=cwd, on_restart=reporter.report, backoff=args.backoff, grace=args.grace
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, manager.stop)
+    try:
+        return await manager.run()
+    finally:
+        await reporter.close()

@@ -65,6 +65,10 @@ class RouterCfg(Cfg, frozen=True, kw_only=True):
     default_strategy: Strategy = "cost"
     max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
     attempt_timeout: Duration = Duration(60)
+    # The longest deadline a request may ask for (from now); a longer one is refused. `orchestra config
+    # check` holds bus.streams.dedupe_window to at least this: a result stored after the window would
+    # not be deduplicated and could become a second outcome.
+    max_deadline: Duration = Duration(600)
     backlog_depth: Annotated[int, Meta(ge=1)] = 50  # pending dispatches per target
     backlog_wait: Duration = Duration(60)
     concurrency: Annotated[int, Meta(ge=1)] = 512  # requests owned at once

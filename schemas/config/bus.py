@@ -55,10 +55,12 @@ class EmbeddedNatsCfg(Cfg, frozen=True, kw_only=True):
 
 class StreamsCfg(Cfg, frozen=True, kw_only=True):
     history: Duration = Duration(7 * 86400)  # every stream keeps this much, for `orchestra audit`
-    dedupe_window: Duration = Duration(600)  # >= the longest request deadline
+    dedupe_window: Duration = Duration(600)  # >= router.max_deadline (config check)
     replicas: Annotated[int, Meta(ge=1, le=5)] = 1
     storage: Literal["file", "memory"] = "file"
-    max_bytes: ByteSize | None = None  # per stream
+    # The disk all streams may use together; each takes its share (bus/subjects.py StreamSpec.share).
+    # None: no byte limit (a full disk then stops everything).
+    max_bytes: ByteSize | None = ByteSize(8 * 2**30)
 
 
 class ConsumerDefaultsCfg(Cfg, frozen=True, kw_only=True):

@@ -40,6 +40,7 @@ def problems(cfg: OrchestraConfig) -> list[Problem]:
         *_budgets(cfg),
         *_gateway(cfg),
         *_bus(cfg),
+        *_deadlines(cfg),
     ]
 
 
@@ -218,3 +219,20 @@ def _gateway(cfg: OrchestraConfig) -> Iterator[Problem]:
             yield Problem(f"gateway.api_keys[{i}].id", f"duplicate key id {key.id!r}")
         seen.add(key.id)
         yield from _refs(cfg, key.models, f"gateway.api_keys[{i}].models")
+
+
+def _deadlines(cfg: OrchestraConfig) -> Iterator[Problem]:
+    """Msg-Id dedupe must outlive every request: a request or result published again after the window
+    (a redelivery, a worker's retry) would be stored a second time."""
+    longest = float(cfg.router.max_deadline)
+    if float(cfg.bus.streams.dedupe_window) < longest:
+        yield Problem(
+            "bus.streams.dedupe_window",
+            f"{float(cfg.bus.streams.dedupe_window):g}s is shorter than the longest allowed request deadline "
+            f"(router.max_deadline {longest:g}s): a result stored after the window could be a second outcome",
+        )
+    if float(cfg.gateway.request_timeout) > longest:
+        yield Problem(
+            "gateway.request_timeout",
+            f"{float(cfg.gateway.request_timeout):g}s is longer than router.max_deadline ({longest:g}s)",
+        )

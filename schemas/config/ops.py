@@ -175,6 +175,9 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     local_cost: LocalCostCfg = LocalCostCfg()
     timezone: str = "UTC"  # where "daily" starts
     ledger_history: Duration = Duration(40 * 86400)  # the LEDGER stream keeps this (> a month: monthly budgets)
+    # The budget_guard folds LEDGER into a snapshot this often: a restart reads the snapshot + the entries
+    # after it, and history past ledger_history lives on in the snapshot.
+    snapshot_every: Duration = Duration(3600)
     reservation_ttl: Duration = Duration(300)  # a reservation without a deadline expires after this
     reservation_grace: Duration = Duration(30)  # ... and one with a deadline this long after it
     require_reservation: bool = True  # no budget_guard answers: True refuses paid attempts, False lets them go

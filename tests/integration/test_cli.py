@@ -147,7 +147,7 @@ def test_watch_prints_live_events(profile: Path, nats_server: EmbeddedNats) -> N
 
 @pytest.mark.slow
 def test_up_runs_the_procfile_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    """`orchestra up` starts the embedded nats-server through honcho; Ctrl-C stops everything."""
+    """`orchestra up` starts the embedded nats-server under its supervisor; Ctrl-C stops everything."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -330,3 +330,12 @@ async def test_a_backlogged_target_gets_an_event_and_new_work_goes_elsewhere(
     finally:
         await router.stop(grace=0.5)
         await worker.stop(grace=0.5)
+
+
+async def test_a_deadline_beyond_the_maximum_is_refused(orchestra: Start, nc: NATS) -> None:
+    """router.max_deadline (600 s by default) bounds every deadline: the dedupe window covers it."""
+    worker = await orchestra(hosts=LOCAL)
+    outcome = await ask(nc, chat(timeout_s=86_400))
+    assert isinstance(outcome, GenerateError) and outcome.error.code == "bad_request"
+    assert "at most 600s" in outcome.error.message
+    assert worker.seen == []

@@ -24,7 +24,7 @@ def register_server(server: EmbeddedNats) -> None:
 FAST_BUS: dict[str, Any] = {
     "embedded": {"enabled": False},
     "tls": {"enabled": False},
-    "streams": {"history": "1h", "dedupe_window": "2m", "storage": "file"},
+    "streams": {"history": "1h", "dedupe_window": "10m", "storage": "file", "max_bytes": "1GB"},
     "consumers": {"ack_wait": "2s", "max_deliver": 3, "nak_delay": "200ms"},
     "reconnect_wait": "200ms",
     "max_reconnect_wait": "1s",

@@ -89,9 +89,14 @@ class ScriptedWorker(Actor):
         self.hosts.pop(host, None)
 
     async def heartbeat(self) -> None:
+        """Every second, like gpu_host's: a write that fails (the bus is failing over) is tried again at
+        the next beat, not after a growing backoff."""
         while True:
             await asyncio.sleep(1.0)
-            await self.report()
+            try:
+                await asyncio.wait_for(self.report(), 2.0)
+            except Exception as exc:
+                self.log.debug("heartbeat not written: %s", exc)
 
     def behaviour(self, d: Dispatch) -> str:
         queue = self.script.get(f"{d.target.where}/{d.target.model}") or self.script.get("*") or ["ok"]

@@ -145,6 +145,25 @@ def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
             "phases.yaml: phases.phase_2_context_engineering.groups.primary.always_loaded[1]: "
             "model 'gpt-4o' is not a local model",
         ),
+        (
+            "orchestra.yaml",
+            "dedupe_window: 15m",
+            "dedupe_window: 5m",
+            "orchestra.yaml: bus.streams.dedupe_window: 300s is shorter than the longest allowed request deadline "
+            "(router.max_deadline 600s)",
+        ),
+        (
+            "orchestra.yaml",
+            "  max_attempts: 3\n",
+            "  max_attempts: 3\n  max_deadline: 1h\n",
+            "orchestra.yaml: bus.streams.dedupe_window: 900s is shorter than the longest allowed request deadline",
+        ),
+        (
+            "orchestra.yaml",
+            "request_timeout: 300s",
+            "request_timeout: 20m",
+            "orchestra.yaml: gateway.request_timeout: 1200s is longer than router.max_deadline (600s)",
+        ),
         ("models.yaml", "  deepseek-r1-70b:\n", "  llama3.1-70b:\n", "models.yaml:"),  # duplicate key
     ],
 )

@@ -72,3 +72,24 @@ def test_a_keep_alive_change_is_a_model_event_that_watch_prints() -> None:
     line = render.line(datetime(2025, 1, 1, tzinfo=UTC), subject, encode(ev))
     assert line.startswith("2025-01-01 00:00:00.000 model.keep_alive ")
     assert "host=cpu0 model=gemma3-270m keep_alive=warm previous=hot reason=rotation" in line
+
+
+def test_every_stream_has_byte_limits_and_the_ledger_is_never_trimmed_for_space() -> None:
+    """Each stream takes a share of bus.streams.max_bytes (together at most all of it); at its limit a
+    history stream drops its oldest messages, the LEDGER and its snapshots refuse new writes instead."""
+    from actors.budget_guard import journal, snapstore
+    from bus.provision import stream_config
+    from schemas.config.bus import StreamsCfg
+    from schemas.config.ops import BudgetsCfg
+    from schemas.config.units import ByteSize
+
+    ledger, snaps = journal.ledger_stream(BudgetsCfg()), snapstore.snapshot_stream()
+    specs = [*subjects.STREAMS, ledger, snaps]
+    assert all(spec.share for spec in specs)
+    assert sum(spec.share or 0 for spec in specs) <= 1.0
+    cfg = StreamsCfg(max_bytes=ByteSize(10 * 2**30))
+    assert stream_config(ledger, cfg).discard == "new" and stream_config(snaps, cfg).discard == "new"
+    assert stream_config(snaps, cfg).max_age == 0  # snapshots outlive LEDGER's retention
+    assert all(stream_config(spec, cfg).discard == "old" for spec in subjects.STREAMS)
+    assert stream_config(subjects.STREAMS[0], cfg).max_bytes == int(10 * 2**30 * subjects.STREAMS[0].share)
+    assert stream_config(ledger, StreamsCfg(max_bytes=None)).max_bytes == -1

@@ -1,0 +1,93 @@
+"""A ledger's whole state as bytes, and back (pure: no I/O).
+
+A snapshot is the fold of the LEDGER entries up to one stream sequence (``covers_seq``), so a restart
+restores it and applies only the entries after that sequence: the same fold, a fraction of the reading.
+It also holds what the LEDGER no longer does: entries older than ``budgets.ledger_history`` age out of
+the stream, but their sums live on in each new snapshot (history beyond retention is compacted into it).
+
+The snapshot is written from a pure fold (restore the previous one, apply the stored entries after it),
+never from the live ledger, whose holds and claims run ahead of what is stored.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict, deque
+
+import msgspec
+
+from actors.budget_guard.ledger import ChargeRecord, Ledger, Reservation
+from schemas.config.ops import BudgetsCfg
+
+FORMAT = 1
+
+
+class LedgerState(msgspec.Struct, array_like=True, frozen=True):
+    """Every field of a :class:`Ledger` that its entries built (claims in flight excepted: a fold has none)."""
+
+    format: int
+    reservations: list[Reservation]
+    expiry: list[tuple[float, str]]
+    by_attempt: list[tuple[str, int, str]]
+    leases: dict[str, str]
+    draws: list[tuple[str, str, int, str]]  # lease reservation id, request id, attempt, charge key
+    held: dict[str, int]
+    spent: list[tuple[str, str, int]]  # scope, period key, nanos
+    charges: list[tuple[str, int, float, str | None]]  # key, nanos, at, tier
+    marks: list[str]
+    api_recent: list[tuple[float, int]]
+    api_recent_sum: int
+    entries_applied: int
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(LedgerState)
+
+
+class SnapshotError(ValueError):
+    """The bytes are not a ledger snapshot this code can read (a rebuild from LEDGER is the answer)."""
+
+
+def export(ledger: Ledger) -> bytes:
+    state = LedgerState(
+        format=FORMAT,
+        reservations=list(ledger.reservations.values()),
+        expiry=list(ledger._expiry),
+        by_attempt=[(req, attempt, rid) for (req, attempt), rid in ledger._by_attempt.items()],
+        leases=dict(ledger._leases),
+        draws=[(lease, req, att, key) for lease, d in ledger.draws.items() for (req, att), key in d.items()],
+        held={k: v for k, v in ledger.held.items() if v},
+        spent=[(scope, period, n) for (scope, period), n in ledger.spent.items() if n],
+        charges=[(key, c.nanos, c.at, c.tier) for key, c in ledger.charges.items()],
+        marks=sorted(ledger.marks),
+        api_recent=list(ledger._api_recent),
+        api_recent_sum=ledger._api_recent_sum,
+        entries_applied=ledger.entries_applied,
+    )
+    return zlib.compress(_ENCODER.encode(state), 1)
+
+
+def restore(cfg: BudgetsCfg, data: bytes, *, keep_charges_s: float) -> Ledger:
+    try:
+        state = _DECODER.decode(zlib.decompress(data))
+    except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SnapshotError(f"not a ledger snapshot: {exc}") from exc
+    if state.format != FORMAT:
+        raise SnapshotError(f"ledger snapshot format {state.format}, this code reads {FORMAT}")
+    ledger = Ledger(cfg, keep_charges_s=keep_charges_s)
+    ledger.reservations = {r.id: r for r in state.reservations}
+    ledger._expiry = list(state.expiry)  # stored as the heap it was
+    ledger._by_attempt = {(req, att): rid for req, att, rid in state.by_attempt}
+    ledger._leases = dict(state.leases)
+    draws: dict[str, dict[tuple[str, int], str]] = {}
+    for lease, req, att, key in state.draws:
+        draws.setdefault(lease, {})[(req, att)] = key
+    ledger.draws = draws
+    ledger.held = defaultdict(int, state.held)
+    ledger.spent = defaultdict(int, {(scope, period): n for scope, period, n in state.spent})
+    ledger.charges = {key: ChargeRecord(nanos=n, at=at, tier=tier) for key, n, at, tier in state.charges}
+    ledger.marks = set(state.marks)
+    ledger._api_recent = deque(state.api_recent)
+    ledger._api_recent_sum = state.api_recent_sum
+    ledger.entries_applied = state.entries_applied
+    return ledger
