@@ -1,11 +1,11 @@
 """What one stored RESULTS message costs (pure). The ledger and ``orchestra cost report`` both use
 this, so a report replayed from RESULTS and the ledger agree by construction.
 
-    orch.result.<id>          GenerateResult  -> Charged(key=<id>, outcome="result", cost_usd)
+    orch.result.<origin>.<id>          GenerateResult  -> Charged(key=<id>, outcome="result", cost_usd)
                               (a fan-out parent, i.e. with ``responses``: outcome="aggregate", cost 0:
                               its children were charged from their own results, which carry parent_id)
                               GenerateError   -> Charged(key=<id>, outcome="error", cost 0)
-    orch.result.<id>.failed   AttemptFailed   -> Charged(key=<id>:<attempt>:failed, outcome="failed", cost_usd)
+    orch.result.<origin>.<id>.failed   AttemptFailed   -> Charged(key=<id>:<attempt>:failed, outcome="failed", cost_usd)
 
 The key is the message's own Msg-Id (docs/protocol.md), so a redelivered message is charged once.
 The charge names the hold the worker was given (``reservation_id``, ``reserved_nanos`` from the

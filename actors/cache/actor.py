@@ -1,7 +1,7 @@
-"""The cache actor: answers ``orch.svc.cache.lookup`` and stores final results from ``orch.result.<id>``.
+"""The cache actor: answers ``orch.svc.cache.lookup`` and stores final results from ``orch.result.<origin>.<id>``.
 
     router --CacheLookup--> orch.svc.cache.lookup --CacheReply--> router
-    orch.result.<id> (stream RESULTS, durable "cache", new messages) --> store the answer of a remembered miss
+    orch.result.<origin>.<id> (stream RESULTS, durable "cache", new messages) --> store the answer of a remembered miss
 
 At start it builds (first start) or checks the offline MiniLM model and loads it — a missing or corrupt
 model is a clear error and the actor does not start — then opens the vector index (embedded under

@@ -8,7 +8,7 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
                     threshold, best first; the meaning guard must accept the candidate, and its answer
                     must still be in KV                                      -> hit, similarity = cosine
     4. miss         remember the request (key, scope, vector) until its deadline; the final result
-                    that appears on orch.result.<id> is stored by ``store``
+                    that appears on orch.result.<origin>.<id> is stored by ``store``
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 It consumes ``orch.dispatch.cloud.<provider>.<model>`` (one durable consumer, ``cloud-proxy``, shared
 by every instance), calls the provider through :class:`~actors.cloud_proxy.provider.Provider` (limits,
-retries, cooldowns, keys), streams chunks on ``orch.stream.<id>`` when asked, and publishes the
-outcome the way docs/protocol.md says: the result on ``orch.result.<id>``, a failed attempt on
-``orch.result.<id>.failed`` for the router to fall back. It owns KV ``orch_providers`` and emits
+retries, cooldowns, keys), streams chunks on ``orch.stream.<origin>.<id>`` when asked, and publishes the
+outcome the way docs/protocol.md says: the result on ``orch.result.<origin>.<id>``, a failed attempt on
+``orch.result.<origin>.<id>.failed`` for the router to fall back. It owns KV ``orch_providers`` and emits
 ``provider.cooldown`` events. Secrets stay here: error texts are scrubbed of every key it ever read.
 """
 

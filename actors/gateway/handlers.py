@@ -1,6 +1,6 @@
 """HTTP handlers of the gateway: OpenAI-compatible endpoints over the bus.
 
-Each request becomes a GenerateRequest published to ``orch.request.<priority>.<id>``; the handler
+Each request becomes a GenerateRequest published to ``orch.request.<priority>.<origin>.<id>``; the handler
 listens on ``orch.*.<id>`` (chunks and the outcome, in order) before it publishes, and answers with the
 first outcome. Failures are OpenAI-shaped errors with the matching status, also for what aiohttp itself refuses (a body
 over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 without a traceback for the

@@ -1,8 +1,8 @@
 """The gpu_host actor: the local tier on one card group (``python -m actors.gpu_host --host cpu0``).
 
 It consumes routed requests on ``orch.dispatch.host.<host>.<model>`` and commands on
-``orch.cmd.host.<host>.>``; answers each request exactly once (``orch.result.<id>``, streamed chunks on
-``orch.stream.<id>``) or reports the failed attempt to the router (``orch.result.<id>.failed``: oom,
+``orch.cmd.host.<host>.>``; answers each request exactly once (``orch.result.<origin>.<id>``, streamed chunks on
+``orch.stream.<origin>.<id>``) or reports the failed attempt to the router (``orch.result.<origin>.<id>.failed``: oom,
 unavailable, timeout, context_too_long, internal); owns the host's record in KV ``orch_hosts`` (loaded
 models, memory per card, in-flight and queue depth per model, tokens/s) with a heartbeat.
 

@@ -3,8 +3,8 @@
     Pending   one request (or one fan-out child): its plan, current attempt, timers
     FanOut    a diverse / ensemble request: its children and what they answered
 
-Events in: a dispatch failed (``orch.result.<id>.failed``), an outcome was stored
-(``orch.result.<id>``), an attempt timed out, the deadline passed. Each moves the request to its
+Events in: a dispatch failed (``orch.result.<origin>.<id>.failed``), an outcome was stored
+(``orch.result.<origin>.<id>``), an attempt timed out, the deadline passed. Each moves the request to its
 next attempt or finishes it; stale events (an old attempt, a finished request) are ignored.
 """
 
@@ -222,7 +222,7 @@ class Flow:
             return None
 
     async def finished(self, request_id: str, outcome: Outcome | None) -> None:
-        """An outcome for ``request_id`` is stored (seen on orch.result.<id>)."""
+        """An outcome for ``request_id`` is stored (seen on orch.result.<origin>.<id>)."""
         p = self.pending.pop(request_id, None)
         if p is None:
             return
