@@ -4,7 +4,7 @@ always passed in, nothing here does I/O.
     obs = Observations(horizon=3600, tz=ZoneInfo("UTC"))
     obs.add_outcome(result, at)        a final outcome (answers come separately: answers_of + add_answers)
     obs.add_failure(attempt_failed, at)
-    obs.add_event(event, at)           Oom, CostSpike and BudgetThreshold are kept; the rest is not needed here
+    obs.add_event(event, at)           Oom, CostSpike, BudgetThreshold, DiversityLow are kept; the rest is not needed
     obs.measure("cache_hit_rate", 3600, now, live) -> Measure(value, samples)
 
 Requests are outcomes of single calls: a fan-out's children count, its combined result does not (so a
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from actors.diversity_monitor.diversity import MAX_TEXT, Answer, code_of, structure, summarise
-from schemas.events import BudgetThreshold, CostSpike, Event, Oom
+from schemas.events import BudgetThreshold, CostSpike, DiversityLow, Event, Oom
 from schemas.result import AttemptFailed, GenerateResult, Outcome, Provenance
 from schemas.state import HostState, QueueState, TierState
 
@@ -140,6 +140,7 @@ class Observations:
         self.ooms: deque[OomRec] = deque()
         self.spikes: deque[tuple[float, float]] = deque()  # (at, daily_usd) from the budget_guard
         self.budget_marks: deque[tuple[float, float, str]] = deque()  # (at, fraction, scope): thresholds crossed
+        self.diversity_lows: deque[tuple[float, str]] = deque()  # (at, task): diversity.low events
         self._answer_ids: set[str] = set()
 
     # --- input -----------------------------------------------------------------------------------
@@ -210,6 +211,8 @@ class Observations:
                 self.spikes.append((at, ev.daily_usd))
             case BudgetThreshold():
                 self.budget_marks.append((at, ev.fraction, ev.scope))
+            case DiversityLow():
+                self.diversity_lows.append((at, ev.task or "-"))
 
     def prune(self, now: float) -> None:
         cutoff = now - self.horizon
@@ -225,6 +228,8 @@ class Observations:
             self.spikes.popleft()
         while self.budget_marks and self.budget_marks[0][0] < min(cutoff, now - BUDGET_MARKS_S):
             self.budget_marks.popleft()
+        while self.diversity_lows and self.diversity_lows[0][0] < cutoff:
+            self.diversity_lows.popleft()
 
     # --- figures ---------------------------------------------------------------------------------
     def day_start(self, now: float) -> float:
@@ -273,6 +278,9 @@ class Observations:
             marks = [(f, scope) for at, f, scope in self.budget_marks if since <= at <= now]
             top = max((f for f, _ in marks), default=0.0)
             return Measure(top, detail=", ".join(dict.fromkeys(s for f, s in marks if f == top)) or None)
+        if metric == "low_diversity_tasks":  # tasks whose unique approaches fell under the minimum (§9.2.4)
+            tasks = list(dict.fromkeys(task for at, task in self.diversity_lows if since <= at <= now))
+            return Measure(float(len(tasks)), detail=", ".join(tasks[:10]) or None)
         if metric == "spend_velocity":
             return Measure(sum(s.usd for s in self.spend if since <= s.at <= now) / (span / 3600.0))
         requests = self.window(self.requests, since, now)

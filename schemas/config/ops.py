@@ -64,6 +64,7 @@ METRICS = frozenset(
         "error_rate",  # 0..1 over `window`
         "budget_used_fraction",  # highest threshold (share of a hard cap) the budget_guard reported, `window`
         "diversity_score",  # 0..1 over `window`
+        "low_diversity_tasks",  # tasks reported `diversity.low` over `window` (too few unique approaches)
         "request_rate",  # requests per second over `window`
     }
 )

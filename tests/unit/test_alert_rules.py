@@ -429,3 +429,19 @@ def test_errors_count_in_the_error_rate() -> None:
         obs.add_outcome(GenerateError(request_id=f"e{i}", error=ErrorInfo.of("timeout", "late")), NOW - 5)
     m = obs.measure("error_rate", HOUR, NOW, live)
     assert m.value == pytest.approx(0.2) and m.samples == 10
+
+
+def test_too_few_unique_approaches_on_a_task_is_an_alert_naming_the_task() -> None:
+    """diversity.low (fewer unique approaches than monitor.min_unique_approaches, §9.2.4) raises the lab's
+    approaches_low alert with the task in its context, and it ends once the report is out of the hour."""
+    from schemas.events import DiversityLow
+
+    obs, live = fresh()
+    assert "approaches_low" not in firing(obs, live)
+    obs.add_event(DiversityLow(metric="unique_approaches", value=2.0, threshold=5.0, task="fib"), NOW - 120)
+    engine = Engine(LAB.alerts.rules)
+    assert "approaches_low" in firing(obs, live, engine=engine)
+    assert engine.active["approaches_low"].context["low_diversity_tasks[1h] detail"] == "fib"
+    later, later_live = fresh()
+    later.add_event(DiversityLow(metric="unique_approaches", value=2.0, threshold=5.0, task="fib"), NOW - 4000)
+    assert "approaches_low" not in firing(later, later_live)
