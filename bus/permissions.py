@@ -122,7 +122,7 @@ DECLARATION: tuple[Role, ...] = (
     Role(
         "rotator",
         publishes=(s.host_commands("*"), s.ROUTER_COMMANDS, *s.ROTATOR_COMMANDS, *ACTOR_COMMON),
-        subscribes=(s.EVENT_MODEL, s.EVENT_OOM),  # model events as they happen (core)
+        subscribes=(s.EVENT_MODEL, s.EVENT_OOM),  # model and oom events as they happen (core NATS)
         reads=("COMMANDS", "EVENTS", "RESULTS"),
         kv_writes=(s.KV_PHASE,),
         kv_reads=TOPOLOGY_BUCKETS,
