@@ -115,7 +115,8 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
     """Cards, loaded models, spend against budgets, the open alert, live charts and the event tail in a
     real browser, the same figures as /metrics and the CLI; acknowledging from the page reaches the
     monitor; a request id opens its audit timeline; without uPlot the page says so."""
-    overrides = {"monitor": {"dashboard": {"refresh": "300ms", "rate_window": "30s"}}}
+    # one alert on purpose (a soft budget): the few answers of this test must not also raise approaches_low
+    overrides = {"monitor": {"dashboard": {"refresh": "300ms", "rate_window": "30s"}, "min_unique_approaches": 0}}
     profile = profile_for(tmp_path, nats_server, **overrides)
     cfg = load_config(profile)
     await actors(CardsWorker(cfg, states={"cpu0": card_state()}))
