@@ -54,7 +54,10 @@ def write_profile(
 
     Paid attempts need no budget reservation here unless a test says so
     (``budgets.require_reservation``): most tests run no budget_guard."""
-    overrides = _merge({"budgets": {"require_reservation": False}}, overrides or {})
+    # An ephemeral port for the monitor's HTTP server unless a test names one: the suite must pass while
+    # `make run` holds the default port (9464) on the same machine.
+    defaults = {"budgets": {"require_reservation": False}, "monitor": {"metrics_port": 0}}
+    overrides = _merge(defaults, overrides or {})
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(REPO_CONFIGS / base, dest)
