@@ -26,16 +26,21 @@ UPLOT_VERSION := 1.6.32
 VENDOR := .vendor/dashboard
 UPLOT  := $(VENDOR)/node_modules/uplot/dist/uPlot.iife.min.js
 
-.PHONY: run test lint install vendor browser clean-data
+.PHONY: run test lint install vendor browser clean-data lock
 
-$(STAMP): pyproject.toml Makefile
+# The versions the test suite last passed with: `make install` resolves every dependency within
+# constraints.txt, so CI and a new user get what was tested. Update it on purpose: upgrade in the venv,
+# run `make test`, then `make lock` and commit constraints.txt with the reason.
+CONSTRAINTS := constraints.txt
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@test -x $(PY) || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	@if ! $(PY) -c 'import llama_cpp' 2>/dev/null; then \
 	  echo "installing the project into $(VENV). llama-cpp-python compiles from source: 10-20 minutes on two cores"; \
 	  echo "the first time (pip prints 'still running...' while it builds; the wheel is cached, later installs take seconds)"; \
 	fi
-	$(PY) -m pip install --progress-bar off -e '.[dev]' | grep --line-buffered -v '^Requirement already satisfied' || true
+	$(PY) -m pip install --progress-bar off -c $(CONSTRAINTS) -e '.[dev]' | grep --line-buffered -v '^Requirement already satisfied' || true
 	@$(PY) -c 'import llama_cpp, nats' || { echo "the install failed: see pip's output above"; exit 1; }
 	$(PY) -m pip install --quiet --no-deps $(NODEPS_PACKAGES)
 	@touch $(STAMP)
@@ -83,6 +88,11 @@ test: $(STAMP) $(PROMTOOL) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+lock: $(STAMP)
+	@{ echo "# Versions the suite passed with (pip constraints for make install; regenerate with make lock)."; \
+	  $(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v ' @ ' | grep -v '^pip=='; } > $(CONSTRAINTS)
+	@echo "wrote $(CONSTRAINTS): $$(grep -vc '^#' $(CONSTRAINTS)) pinned packages"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
