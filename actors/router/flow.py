@@ -88,6 +88,8 @@ class Flow:
         self.pending: dict[str, Pending] = {}
         self.fanouts: dict[str, FanOut] = {}
         self.reserve: Reserve | None = None
+        # Told every outcome the router owned (premium validation pairs a local answer with its shadow's).
+        self.observe: Callable[[str, Outcome | None], None] | None = None
 
     # --- starting ------------------------------------------------------------------------------
     def track(self, p: Pending) -> None:
@@ -226,6 +228,8 @@ class Flow:
         p = self.pending.pop(request_id, None)
         if p is None:
             return
+        if self.observe is not None:
+            self.observe(request_id, outcome)
         total = outcome.timings.total_ms if isinstance(outcome, GenerateResult) else None
         if not p.done:
             p.done = True
