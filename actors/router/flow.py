@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TIER_RANK = {"local": 0, "together": 1, "premium": 2}
+PROMPT_FOR_REVIEW = 4000  # characters of the prompt an escalation carries to the review queue
 
 # Before a paid attempt: returns (reservation id, nano-dollars held for it), an ErrorInfo when the budget
 # refuses, or None (no budget_guard, and attempts may go ahead unreserved).
@@ -289,6 +290,9 @@ class Flow:
                     consistency=result.consensus.consistency,
                     threshold=result.consensus.threshold,
                     models=[r.provenance.model for r in result.responses],
+                    prompt=fo.request.prompt_text()[:PROMPT_FOR_REVIEW],
+                    responses=result.responses,
+                    winner=next((i for i, r in enumerate(result.responses) if r.text == result.text), None),
                 )
             )
         await publish_outcome(self.router, result, fo.request.origin)
