@@ -284,7 +284,7 @@ class Flow:
         self.fanouts.pop(fo.request.id, None)
         result = self.combine(fo)
         if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
-            self.router.emit_nowait(
+            await self.router.emit(  # stored before the outcome: the review queue is built from it
                 Escalated(
                     request_id=fo.request.id,
                     consistency=result.consensus.consistency,

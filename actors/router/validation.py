@@ -66,6 +66,8 @@ def shadow_request(request: GenerateRequest, target: Target, cfg: OrchestraConfi
         stream=False,
         sampling=msgspec.structs.replace(sampling, n=1),
         cache=CachePolicy(no_cache=True, no_store=True),  # a check, not an answer to keep
+        task=None,  # not one of the task's answers: the monitor's per-task diversity leaves it out
+        client_key=None,  # the lab's check, not the client's spend (the key's allow-list chose the plan)
         tags={**request.tags, "parent": request.id, "validation": "premium"},
     )
 
