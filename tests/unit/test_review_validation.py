@@ -90,6 +90,8 @@ def test_the_shadow_asks_a_premium_model_under_its_own_id_without_the_cache() ->
     shadow = validation.shadow_request(req(stream=True), plan[0], LOCAL)
     assert shadow.id == "r1-pv" and shadow.model == "gpt-4o" and not shadow.stream
     assert shadow.cache.no_cache and shadow.cache.no_store and shadow.tags["parent"] == "r1"
+    keyed = validation.shadow_request(req(client_key="k1", task="t"), plan[0], LOCAL)
+    assert keyed.client_key is None and keyed.task is None  # the lab's check, not the task's or the key's
     long_id = "x" * 64
     assert len(validation.shadow_id(long_id)) <= 64 and validation.shadow_id(long_id) != long_id
     assert validation.shadow_plan(req(), LOCAL, Snapshot(now=NOW, hosts=UP)) == []  # no provider up
