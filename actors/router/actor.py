@@ -182,17 +182,18 @@ class Router(Actor):
             request=request, plan=decision.targets, strategy=decision.strategy, route=decision.route, delivery=d
         )
         validate = resume < 0 and decision.targets[0].tier == "local" and validation.drawn(request, self.cfg, snap)
-        shadow = self.shadow(request, snap) if validate else None
+        shadow = self.shadow(request, decision.targets[0].model, snap) if validate else None
         await self.flow.start(pending, resume_after=resume)
         if shadow is not None:
             await self.flow.start(shadow)
 
-    def shadow(self, request: GenerateRequest, snap: Snapshot) -> Pending | None:
+    def shadow(self, request: GenerateRequest, model: str, snap: Snapshot) -> Pending | None:
         """Premium validation: the premium copy of a request served locally (None: no premium model can
         answer it, and the skip is an event). Its hold and charge are the budget_guard's, as for any call."""
-        plan = validation.shadow_plan(request, self.cfg, snap)
+        why = validation.unavailable(snap)
+        plan = validation.shadow_plan(request, self.cfg, snap) if why is None else []
         if not plan:
-            self.emit_nowait(ValidationSkipped(request_id=request.id, reason="no_premium_model"))
+            self.emit_nowait(ValidationSkipped(request_id=request.id, model=model, reason=why or "no_premium_model"))
             return None
         copy = validation.shadow_request(request, plan[0], self.cfg)
         self.pairs.expect(request.id, copy.id)

@@ -35,14 +35,20 @@ MAX_SHADOW_TARGETS = 2
 
 
 def drawn(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> bool:
-    """One of the current phase's validation share (deterministic by request id), and premium may be used:
-    not a fan-out, not a request kept off premium by its own tiers, premium not disabled."""
+    """One of the current phase's validation share (deterministic by request id), and premium may be asked:
+    not a fan-out, not a request kept off premium by its own tiers. (A disabled premium tier does not
+    undraw it: the check is skipped with that reason, and counted.)"""
     phase = cfg.phases.get(snap.phase or cfg.rotator.initial_phase)
     if phase is None or not phase.validation_share or request.mode != "single":
         return False
     if request.requirements.tiers and "premium" not in request.requirements.tiers:
         return False
-    return tier_enabled(snap, "premium") and _sampled(request.id, phase.validation_share)
+    return _sampled(request.id, phase.validation_share)
+
+
+def unavailable(snap: Snapshot) -> str | None:
+    """Why no premium answer can be asked now (None: it can)."""
+    return None if tier_enabled(snap, "premium") else "premium_disabled"
 
 
 def shadow_id(request_id: str) -> str:

@@ -77,7 +77,8 @@ def test_the_validation_share_is_drawn_by_id_and_served_locally() -> None:
     assert not validation.drawn(req(mode="ensemble"), cfg, snap())  # type: ignore[arg-type]
     assert not validation.drawn(req(requirements=Requirements(tiers=["local"])), cfg, snap())  # type: ignore[arg-type]
     off = snap(tiers={"premium": TierState(tier="premium", enabled=False)})
-    assert not validation.drawn(req(), cfg, off)  # type: ignore[arg-type]
+    assert validation.drawn(req(), cfg, off) and validation.unavailable(off) == "premium_disabled"  # type: ignore[arg-type]
+    assert validation.unavailable(snap()) is None
     out = plan_request(req(), cfg, snap())  # type: ignore[arg-type]
     assert isinstance(out, Plan) and out.targets[0].tier == "local"
     shares = [validation.drawn(req(f"r{i}"), with_share(0.1), snap()) for i in range(2000)]  # type: ignore[arg-type]
