@@ -181,7 +181,8 @@ class Router(Actor):
         pending = Pending(
             request=request, plan=decision.targets, strategy=decision.strategy, route=decision.route, delivery=d
         )
-        validate = resume < 0 and decision.targets[0].tier == "local" and validation.drawn(request, self.cfg, snap)
+        first = d.num_delivered == 1  # a redelivered request had its shadow the first time
+        validate = first and decision.targets[0].tier == "local" and validation.drawn(request, self.cfg, snap)
         shadow = self.shadow(request, decision.targets[0].model, snap) if validate else None
         await self.flow.start(pending, resume_after=resume)
         if shadow is not None:
