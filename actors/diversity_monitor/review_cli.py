@@ -3,7 +3,7 @@
 orchestra review [list] [--all] [--json]          pending escalations, newest last (--all: decided too)
 orchestra review show <request_id> [--json]        the prompt and every answer, numbered
 orchestra review accept <request_id> [--answer N]  the answer is right (default: the vote's winner)
-orchestra review reject <request_id> [--answer N|TEXT]
+orchestra review reject <request_id> [--answer N|TEXT] [--text TEXT]
                                                     the vote's answer is wrong; N names the right one
                                                     among the others, TEXT writes it
 orchestra review quality [--json]                  measured quality per model (premium agreement, reviews)
@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
         p.add_argument("request_id")
         more = " (default: the vote's winner)" if verb == "accept" else ", or its text"
         p.add_argument("--answer", help="the right answer's number" + more)
+        if verb == "reject":
+            p.add_argument("--text", help="the right answer, written (also when it is a number)")
         p.add_argument("--by", help="who decides (default user@host)")
         p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the monitor's confirmation")
     q = rsub.add_parser("quality", help="measured quality per model")
@@ -171,7 +173,9 @@ def show_quality(records: dict[str, ModelQuality], as_json: bool) -> int:
 
 
 def _command(item: ReviewItem, args: argparse.Namespace) -> DecideReview:
-    answer, text = None, None
+    answer, text = None, getattr(args, "text", None)
+    if args.answer is not None and text is not None:
+        raise _error("--answer or --text, not both")
     if args.answer is not None:
         if args.answer.strip().isdigit():
             answer = int(args.answer)

@@ -3,6 +3,8 @@ verdict, the measured-quality fold, review decisions, and the quality strategy's
 
 from __future__ import annotations
 
+import argparse
+
 import msgspec
 import pytest
 
@@ -184,3 +186,23 @@ def test_only_the_operator_decides_reviews_and_the_monitor_alone_writes_the_queu
     for bucket in (subjects.KV_REVIEWS, subjects.KV_QUALITY):
         owners = [r for r in permissions.ACTOR_ROLES if f"$KV.{bucket}.>" in permissions.grants(r).publish]
         assert owners == ["diversity_monitor"]
+
+
+def test_the_cli_reads_a_number_as_an_answers_index_and_anything_else_as_a_written_answer() -> None:
+    from actors.diversity_monitor.review_cli import _command
+    from bus.cli import CliError
+
+    item = quality.queued(escalation(), NOW)
+
+    def cmd(verb: str, answer: str | None = None, text: str | None = None) -> DecideReview:
+        args = argparse.Namespace(review_command=verb, answer=answer, text=text, by="ada")
+        return _command(item, args)
+
+    assert (cmd("accept").verdict, cmd("accept").answer) == ("accept", None)  # the monitor takes the winner
+    assert (cmd("reject", "1").answer, cmd("reject", "1").text) == (1, None)
+    assert (cmd("reject", "Paris").answer, cmd("reject", "Paris").text) == (None, "Paris")
+    assert (cmd("reject", text="4").answer, cmd("reject", text="4").text) == (None, "4")
+    for verb, answer, text in (("accept", "Paris", None), ("reject", "7", None), ("reject", "1", "4")):
+        with pytest.raises(CliError) as refused:
+            cmd(verb, answer, text)
+        assert "answer" in str(refused.value)
