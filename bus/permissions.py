@@ -16,8 +16,10 @@ subject, stream and bucket of the topology has an owner here.
     budget_guard                  LEDGER, LEDGER_SNAPSHOTS, orch_tiers,     RESULTS, COMMANDS; serves budgets
                                   orch_locks, tier cmds
     rotator                       host + overflow commands, orch_phase      COMMANDS, EVENTS, KV
-    diversity_monitor             host/tier/overflow commands               RESULTS, EVENTS, COMMANDS, KV
-    operator (the CLI)            everything; the only one that purges, deletes or reconfigures streams
+    diversity_monitor             host/tier/overflow commands, orch_reviews,  RESULTS, EVENTS, COMMANDS, KV
+                                  orch_quality
+    operator (the CLI)            everything; the only one that purges, deletes or reconfigures streams,
+                                  and the only one that decides reviews (orch.cmd.review.>)
     client-<name> (training job)  orch.request.*.<name>.*                   orch.result.<name>.*, orch.stream.<name>.*
 
 Every actor publishes events and dead letters. Each connection's inbox is ``_INBOX.<user>``, and a user
@@ -132,6 +134,7 @@ DECLARATION: tuple[Role, ...] = (
         "diversity_monitor",
         publishes=(s.host_commands("*"), s.tier_commands(), s.ROUTER_COMMANDS, s.ALERT_COMMANDS, *ACTOR_COMMON),
         reads=TOPOLOGY_STREAMS,  # the observer: metrics, and the dashboard's audit timeline of a request
+        kv_writes=(s.KV_REVIEWS, s.KV_QUALITY),  # the review queue; measured quality per model
         kv_reads=TOPOLOGY_BUCKETS,
         calls=(s.SVC_BUDGET_SUMMARY,),
     ),

@@ -11,6 +11,7 @@
                                               load_failed (and orch.event.oom)
     orch.cmd.host.<host>.<verb>               host load / unload / swap            stream COMMANDS
     orch.cmd.tier.<tier> | orch.cmd.phase | orch.cmd.rotate | orch.cmd.router.overflow | orch.cmd.alert.ack
+    orch.cmd.review.decide                    an operator's review decision (the operator only)
     orch.dlq.<stream>                         dead letters, with the reason         stream DEADLETTER
     orch.svc.<service>                        request/reply services (core NATS)
     orch.ledger.<kind>                        budget_guard's spend ledger entries  stream LEDGER (its own)
@@ -35,6 +36,7 @@ from schemas.base import Priority, Tier
 from schemas.commands import (
     AckAlert,
     Command,
+    DecideReview,
     LoadModel,
     Rotate,
     SetOverflow,
@@ -93,6 +95,7 @@ SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
 ROTATOR_COMMANDS = (f"{PREFIX}.cmd.phase", f"{PREFIX}.cmd.rotate")  # SetPhase, Rotate: the rotator's
 ROUTER_COMMANDS = f"{PREFIX}.cmd.router.>"  # SetOverflow
 ALERT_COMMANDS = f"{PREFIX}.cmd.alert.>"  # AckAlert
+REVIEW_COMMANDS = f"{PREFIX}.cmd.review.>"  # DecideReview: the operator's only (no actor role publishes it)
 LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
 LEDGER_STREAM = "LEDGER"
 # budget_guard's ledger snapshots (its own stream): parts on .part, then a manifest on .done
@@ -235,6 +238,8 @@ def command(cmd: Command) -> str:
             return f"{PREFIX}.cmd.router.overflow"
         case AckAlert():
             return f"{PREFIX}.cmd.alert.ack"
+        case DecideReview():
+            return f"{PREFIX}.cmd.review.decide"
     raise ValueError(f"no subject for command {type(cmd).__name__}")
 
 
@@ -297,6 +302,8 @@ KV_KEY_USAGE = "orch_key_usage"
 KV_CACHE = "orch_cache"  # declared by the cache actor (its TTL is the cache's): cached answers
 KV_CACHE_PENDING = "orch_cache_pending"  # declared by the cache actor: misses awaiting their result
 KV_LOCKS = "orch_locks"  # declared by singleton actors: who holds the single-writer lease (budget_guard)
+KV_REVIEWS = "orch_reviews"  # the review queue: escalated requests and their decisions
+KV_QUALITY = "orch_quality"  # measured quality per model (premium agreement, review decisions)
 
 BUCKETS: list[KVSpec] = [
     KVSpec(KV_HOSTS, "gpu_host state: loaded models, memory, queue depth (writer: each gpu_host)"),
@@ -309,6 +316,8 @@ BUCKETS: list[KVSpec] = [
         "per client key: requests and tokens this minute, requests in flight (writer: gateway, by compare-and-set)",
         ttl=86_400.0,
     ),
+    KVSpec(KV_REVIEWS, "the review queue: escalated requests, pending or decided (writer: diversity_monitor)"),
+    KVSpec(KV_QUALITY, "measured quality per model, read by the router (writer: diversity_monitor)"),
 ]
 
 

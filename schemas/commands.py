@@ -6,6 +6,8 @@ how, and publishes events for what it did. Each carries ``by`` (who asked) and `
 
 from __future__ import annotations
 
+from typing import Literal
+
 from schemas.base import Tagged, Tier
 
 
@@ -63,7 +65,20 @@ class AckAlert(Command, frozen=True, kw_only=True, tag="alert.ack"):
     alert_id: str
 
 
-AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert
+class DecideReview(Command, frozen=True, kw_only=True, tag="review.decide"):
+    """An operator's decision on an escalated request (``orchestra review accept|reject``); only the
+    operator may publish it. ``answer``: the index of the chosen answer; ``text``: a written answer
+    (a rejection may give one instead of choosing)."""
+
+    request_id: str
+    verdict: Literal["accept", "reject"]
+    answer: int | None = None
+    text: str | None = None
+
+
+AnyCommand = (
+    LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert | DecideReview
+)
 
 
 def command_kind(cmd: Command) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from schemas.base import KeepAlive, Severity, Tagged, Tier
 from schemas.errors import ErrorInfo
+from schemas.result import Response
 
 
 class Event(Tagged, frozen=True, kw_only=True):
@@ -156,10 +157,46 @@ class CacheHit(Event, frozen=True, kw_only=True, tag="cache.hit"):
 
 
 class Escalated(Event, frozen=True, kw_only=True, tag="ensemble.escalated"):
+    """Answers that did not agree enough: the diversity_monitor queues them for human review."""
+
     request_id: str
     consistency: float
     threshold: float
     models: list[str] = []
+    prompt: str = ""  # the request's prompt (or last user message), for the reviewer
+    responses: list[Response] = []  # every answer, with its provenance
+    winner: int | None = None  # the index of the answer the vote chose
+
+
+class ReviewDecided(Event, frozen=True, kw_only=True, tag="review.decided"):
+    """An operator decided an escalated request: the chosen answer's model is credited, the others debited."""
+
+    request_id: str
+    verdict: str  # "accept" | "reject"
+    answer: int | None = None  # the chosen answer's index (None: none chosen, or a written answer)
+    text: str | None = None  # a written answer, when the reviewer gave one
+    credited: list[str] = []  # models whose answer was chosen
+    debited: list[str] = []  # models whose answers were not
+    by: str = ""
+
+
+class ValidationCompared(Event, frozen=True, kw_only=True, tag="validation.compared"):
+    """Premium validation: the local answer served to the client next to a premium answer to the same request."""
+
+    request_id: str
+    model: str  # the local model that answered the client
+    premium_model: str
+    agreement: float  # 0..1, from the router's comparator
+    agreed: bool  # agreement >= router.validation.agree_at
+
+
+class ValidationSkipped(Event, frozen=True, kw_only=True, tag="validation.skipped"):
+    """A request drawn for validation got no comparison: the reason says why (budget_exceeded, ...)."""
+
+    request_id: str
+    model: str = ""
+    premium_model: str = ""
+    reason: str
 
 
 # --- money ---------------------------------------------------------------------------------------
@@ -277,6 +314,9 @@ AnyEvent = (
     | Scale
     | CacheHit
     | Escalated
+    | ReviewDecided
+    | ValidationCompared
+    | ValidationSkipped
     | CostSpike
     | BudgetThreshold
     | TierDisabled

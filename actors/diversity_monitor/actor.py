@@ -25,6 +25,8 @@ from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
 from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics, MetricsServer
+from actors.diversity_monitor.reviews import EVENT_SUBJECTS as REVIEW_EVENTS
+from actors.diversity_monitor.reviews import Reviews
 from actors.diversity_monitor.rules import Alert, Engine, Raised
 from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
@@ -33,8 +35,8 @@ from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import LiveView
 from schemas.budget import LEDGER_SUMMARY, LedgerSummary, SummaryRequest
-from schemas.codec import Codec
-from schemas.commands import AckAlert, SetOverflow
+from schemas.codec import EVENT, Codec
+from schemas.commands import AckAlert, DecideReview, SetOverflow
 from schemas.config.root import OrchestraConfig
 from schemas.events import DiversityLow, DiversityReport
 from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
@@ -71,6 +73,7 @@ class DiversityMonitor(Actor):
         self.low: set[str | None] = set()  # groups whose diversity is reported low
         self.evaluations = 0
         self.heartbeat_s = max([float(h.heartbeat) for h in cfg.hosts.values()] or [2.0])
+        self.reviews: Reviews | None = None  # the review queue and measured quality (opened at start)
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = {**self.consumer_defaults(), "concurrency": 4}
@@ -99,6 +102,22 @@ class DiversityMonitor(Actor):
                 description="alert acks and overflow switches",
                 **{**defaults, "concurrency": 1},
             ),
+            ConsumerSpec(
+                stream="EVENTS",
+                durable=f"{self.name}-quality",
+                subjects=REVIEW_EVENTS,
+                handler=self.on_check,
+                description="escalations (the review queue) and premium validations (measured quality)",
+                **{**defaults, "concurrency": 1},
+            ),
+            ConsumerSpec(
+                stream="COMMANDS",
+                durable=f"{self.name}-reviews",
+                subjects=(subjects.REVIEW_COMMANDS,),
+                handler=self.on_review,
+                description="the operator's review decisions",
+                **{**defaults, "concurrency": 1},
+            ),
         ]
 
     async def on_start(self) -> None:
@@ -117,6 +136,9 @@ class DiversityMonitor(Actor):
                 self.log.info("embeddings: the cache's MiniLM")
             except EmbedderUnavailable as exc:
                 self.log.warning("no sentence embedder (%s): prose grouped lexically, no embedding diversity", exc)
+        self.reviews = Reviews(self.js, self.emit, self.cfg.router.validation.window)
+        await self.reviews.open()
+        self.spawn("view:reviews", self.reviews.queue.run)
         await feed.warm_up(self)
         if self.cfg.monitor.dashboard.enabled:
             self.dashboard = Dashboard.of(
@@ -166,6 +188,16 @@ class DiversityMonitor(Actor):
                     await self.desk.acknowledged(alert)
             case SetOverflow():
                 self.apply_overflow(cmd)
+
+    async def on_check(self, d: Delivery) -> None:
+        """An escalation or a premium validation (SchemaError: dead-lettered by the consumer)."""
+        if self.reviews is not None:
+            await self.reviews.on_event(EVENT.decode(d.data), d.stream_seq)
+
+    async def on_review(self, d: Delivery) -> None:
+        cmd = feed.command(d.data)
+        if isinstance(cmd, DecideReview) and self.reviews is not None:
+            await self.reviews.decide(cmd)
 
     def apply_overflow(self, cmd: SetOverflow) -> None:
         key = cmd.model or "*"
@@ -276,7 +308,9 @@ class DiversityMonitor(Actor):
         alerts = self.engine.open_alerts()
         phase = self.phase.data.get("current")
         f = self.current_figures()
-        return snapshot(self.cfg, f, self.live(), phase, self.budgets, alerts, self.obs, self.board, now)
+        state = snapshot(self.cfg, f, self.live(), phase, self.budgets, alerts, self.obs, self.board, now)
+        state["reviews"] = self.reviews.board() if self.reviews is not None else {"pending": 0, "newest": []}
+        return state
 
     async def dashboard_loop(self) -> None:
         board = self.cfg.monitor.dashboard

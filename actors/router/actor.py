@@ -18,10 +18,10 @@ from nats.aio.msg import Msg
 from actors.budget_guard.client import BudgetClient
 from actors.cache.client import CacheClient
 from actors.keypolicy import may_use, policy_for, shape_error
-from actors.router import fanout
+from actors.router import fanout, validation
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
-from actors.router.policy import consensus_route, host_up, plan_request
+from actors.router.policy import Snapshot, consensus_route, host_up, plan_request
 from actors.router.queues import QueueWatch
 from actors.router.view import Link, View
 from bus import subjects
@@ -31,9 +31,9 @@ from bus.outcomes import publish_outcome
 from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo, SchemaError
-from schemas.events import Event
+from schemas.events import Event, ValidationSkipped
 from schemas.request import GenerateRequest
-from schemas.result import GenerateError
+from schemas.result import GenerateError, Outcome
 
 DEADLINE_SLACK_S = 5.0  # clock skew between a client and the router
 
@@ -51,6 +51,8 @@ class Router(Actor):
         self.budget = BudgetClient(self)
         self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
         self.cache = CacheClient(self)
+        self.pairs = validation.Pairs(cfg.router.validation.agree_at)  # premium validation in flight
+        self.flow.observe = self.observed
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
 
@@ -70,7 +72,7 @@ class Router(Actor):
         ]
 
     async def on_start(self) -> None:
-        self.view = View(self.js, self.link)
+        self.view = View(self.js, self.link, min_samples=self.cfg.router.validation.min_samples)
         for name, live in self.view.views().items():
             self.spawn(f"view:{name}", live.run)
         self.spawn("overflow", self.view.follow_overflow)
@@ -169,7 +171,8 @@ class Router(Actor):
             await publish_outcome(self, cached, origin)
             await d.ack()
             return
-        decision = plan_request(request, self.cfg, self.view.snapshot())
+        snap = self.view.snapshot()
+        decision = plan_request(request, self.cfg, snap)
         if isinstance(decision, ErrorInfo):
             await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()), origin)
             await d.ack()
@@ -178,7 +181,29 @@ class Router(Actor):
         pending = Pending(
             request=request, plan=decision.targets, strategy=decision.strategy, route=decision.route, delivery=d
         )
+        first = d.num_delivered == 1  # a redelivered request had its shadow the first time
+        validate = first and decision.targets[0].tier == "local" and validation.drawn(request, self.cfg, snap)
+        shadow = self.shadow(request, decision.targets[0].model, snap) if validate else None
         await self.flow.start(pending, resume_after=resume)
+        if shadow is not None:
+            await self.flow.start(shadow)
+
+    def shadow(self, request: GenerateRequest, model: str, snap: Snapshot) -> Pending | None:
+        """Premium validation: the premium copy of a request served locally (None: no premium model can
+        answer it, and the skip is an event). Its hold and charge are the budget_guard's, as for any call."""
+        why = validation.unavailable(snap)
+        plan = validation.shadow_plan(request, self.cfg, snap) if why is None else []
+        if not plan:
+            self.emit_nowait(ValidationSkipped(request_id=request.id, model=model, reason=why or "no_premium_model"))
+            return None
+        copy = validation.shadow_request(request, plan[0], self.cfg)
+        self.pairs.expect(request.id, copy.id)
+        return Pending(request=copy, plan=plan, strategy="validation")
+
+    def observed(self, request_id: str, outcome: Outcome | None) -> None:
+        verdict = self.pairs.seen(request_id, outcome)
+        if verdict is not None:
+            self.emit_nowait(verdict)
 
     async def resume_point(self, request: GenerateRequest, d: Delivery) -> int:
         """After a router restart, continue after the last failed attempt instead of from scratch."""

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TIER_RANK = {"local": 0, "together": 1, "premium": 2}
+PROMPT_FOR_REVIEW = 4000  # characters of the prompt an escalation carries to the review queue
 
 # Before a paid attempt: returns (reservation id, nano-dollars held for it), an ErrorInfo when the budget
 # refuses, or None (no budget_guard, and attempts may go ahead unreserved).
@@ -88,6 +89,8 @@ class Flow:
         self.pending: dict[str, Pending] = {}
         self.fanouts: dict[str, FanOut] = {}
         self.reserve: Reserve | None = None
+        # Told every outcome the router owned (premium validation pairs a local answer with its shadow's).
+        self.observe: Callable[[str, Outcome | None], None] | None = None
 
     # --- starting ------------------------------------------------------------------------------
     def track(self, p: Pending) -> None:
@@ -226,6 +229,8 @@ class Flow:
         p = self.pending.pop(request_id, None)
         if p is None:
             return
+        if self.observe is not None:
+            self.observe(request_id, outcome)
         total = outcome.timings.total_ms if isinstance(outcome, GenerateResult) else None
         if not p.done:
             p.done = True
@@ -279,12 +284,15 @@ class Flow:
         self.fanouts.pop(fo.request.id, None)
         result = self.combine(fo)
         if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
-            self.router.emit_nowait(
+            await self.router.emit(  # stored before the outcome: the review queue is built from it
                 Escalated(
                     request_id=fo.request.id,
                     consistency=result.consensus.consistency,
                     threshold=result.consensus.threshold,
                     models=[r.provenance.model for r in result.responses],
+                    prompt=fo.request.prompt_text()[:PROMPT_FOR_REVIEW],
+                    responses=result.responses,
+                    winner=next((i for i, r in enumerate(result.responses) if r.text == result.text), None),
                 )
             )
         await publish_outcome(self.router, result, fo.request.origin)

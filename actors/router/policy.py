@@ -54,6 +54,7 @@ class Snapshot:
     # Heartbeats are only judged from the moment the router could see them: after its own bus outage a
     # host's last beat is old because the router was deaf, not because the host died (0: no outage yet).
     observed_since: float = 0.0
+    measured: dict[str, float] = field(default_factory=dict)  # model -> measured quality (0..10), enough checks
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,10 @@ def provider_available(snap: Snapshot, provider: str) -> bool:
 
 
 def allowed_tiers(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> tuple[Tier, ...]:
-    """Tiers in preference order: the phase policy (validation share first), the client's
-    restriction, minus disabled tiers."""
+    """Tiers in preference order: the phase policy, the client's restriction, minus disabled tiers.
+    (The phase's validation share is served as usual and checked by a premium shadow: validation.py.)"""
     phase = cfg.phases.get(snap.phase or cfg.rotator.initial_phase)
     order: tuple[Tier, ...] = POLICY_TIERS[phase.tier_policy] if phase else ("local", "together")
-    if phase and phase.validation_share and _sampled(request.id, phase.validation_share):
-        order = ("premium", *[t for t in order if t != "premium"])
     if request.requirements.tiers:
         wanted = set(request.requirements.tiers)
         order = tuple(t for t in order if t in wanted) or tuple(t for t in TIERS if t in wanted)
@@ -196,8 +195,8 @@ def rank(
     def cost(t: Target) -> float:
         return worst_case_cost(cfg.models[t.model], input_bound, request.sampling.max_tokens, cfg.budgets.local_cost)
 
-    def quality(t: Target) -> int:
-        return cfg.models[t.model].quality
+    def quality(t: Target) -> float:  # measured (premium agreement, reviews) once enough checks exist
+        return snap.measured.get(t.model, cfg.models[t.model].quality)
 
     def special(t: Target) -> int:
         return 0 if capability and capability in cfg.models[t.model].specialisations else 1

@@ -9,6 +9,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -20,6 +21,7 @@ from schemas.base import Tier
 from schemas.codec import COMMAND, Codec
 from schemas.commands import SetOverflow
 from schemas.errors import SchemaError
+from schemas.review import ModelQuality
 from schemas.state import HostState, PhaseState, ProviderState, TierState
 
 log = logging.getLogger(__name__)
@@ -67,12 +69,14 @@ class Link:
 
 
 class View:
-    def __init__(self, js: JetStreamContext, link: Link | None = None) -> None:
+    def __init__(self, js: JetStreamContext, link: Link | None = None, *, min_samples: int = 20) -> None:
         self.js = js
+        self.min_samples = min_samples  # checks before a model's measured quality replaces its rank
         self.hosts: LiveView[HostState] = LiveView(js, subjects.KV_HOSTS, Codec(HostState))
         self.tiers: LiveView[TierState] = LiveView(js, subjects.KV_TIERS, Codec(TierState))
         self.providers: LiveView[ProviderState] = LiveView(js, subjects.KV_PROVIDERS, Codec(ProviderState))
         self.phase: LiveView[PhaseState] = LiveView(js, subjects.KV_PHASE, Codec(PhaseState))
+        self.quality: LiveView[ModelQuality] = LiveView(js, subjects.KV_QUALITY, Codec(ModelQuality))
         self.inflight: dict[str, int] = defaultdict(int)
         self.latency_ms: dict[str, float] = {}
         self.backlog: set[str] = set()
@@ -81,7 +85,22 @@ class View:
         self.link = link or Link()
 
     def views(self) -> dict[str, LiveView[object]]:
-        return {"hosts": self.hosts, "tiers": self.tiers, "providers": self.providers, "phase": self.phase}  # type: ignore[dict-item]
+        views: dict[str, LiveView[Any]] = {
+            "hosts": self.hosts,
+            "tiers": self.tiers,
+            "providers": self.providers,
+            "phase": self.phase,
+            "quality": self.quality,
+        }
+        return views
+
+    def measured(self) -> dict[str, float]:
+        """Measured quality of the models checked often enough (the others keep their configured rank)."""
+        return {
+            name: q.measured
+            for name, q in self.quality.data.items()
+            if q.measured is not None and q.samples >= self.min_samples
+        }
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         views = list(self.views().values())
@@ -102,6 +121,7 @@ class View:
             overflow=self.overflow,
             turn=self.turn,
             observed_since=self.link.since,
+            measured=self.measured(),
         )
 
     def snapshot_light(self) -> Snapshot:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from actors.diversity_monitor import cli as monitor_cli
+from actors.diversity_monitor import review_cli
 from actors.rotator import cli as rotator_cli
 from bus.cli import ask, audit, clientcmd, configcmd, cost, deploycmd, model, natscmd, status, tier, up, watch
 from bus.errors import BusError
@@ -22,6 +23,7 @@ from schemas.errors import SchemaError
 MODULES: list[ModuleType] = [up, natscmd, ask, watch, audit, status, configcmd, cost, tier, clientcmd, deploycmd]
 MODULES.append(model)  # orchestra model quantize / variants
 MODULES.append(monitor_cli)  # orchestra diversity / alerts (the diversity_monitor's)
+MODULES.append(review_cli)  # orchestra review (the diversity_monitor's review queue and measured quality)
 MODULES.append(rotator_cli)  # orchestra phase / rotate (the rotator's)
 
 

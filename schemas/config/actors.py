@@ -61,6 +61,15 @@ class EnsembleCfg(Cfg, frozen=True, kw_only=True):
     consensus_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.7
 
 
+class ValidationCfg(Cfg, frozen=True, kw_only=True):
+    """Premium validation (the phase's ``validation_share``) and the measured quality it feeds."""
+
+    window: Annotated[int, Meta(ge=1, le=10_000)] = 50  # the last checks per model that count
+    min_samples: Annotated[int, Meta(ge=1, le=10_000)] = 20  # checks before the measured figure replaces the rank
+    agree_at: Annotated[float, Meta(ge=0, le=1)] = 0.6  # comparator score at which two answers agree
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None  # the premium answer's cap; None: the request's
+
+
 class RouterCfg(Cfg, frozen=True, kw_only=True):
     default_strategy: Strategy = "cost"
     max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
@@ -74,6 +83,7 @@ class RouterCfg(Cfg, frozen=True, kw_only=True):
     concurrency: Annotated[int, Meta(ge=1)] = 512  # requests owned at once
     diverse: DiverseCfg = DiverseCfg()
     ensemble: EnsembleCfg = EnsembleCfg()
+    validation: ValidationCfg = ValidationCfg()
 
 
 class SemanticCacheCfg(Cfg, frozen=True, kw_only=True):

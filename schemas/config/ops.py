@@ -32,7 +32,7 @@ class PhaseCfg(Cfg, frozen=True, kw_only=True):
     groups: dict[str, PhaseGroupCfg]
     rotation_frequency: Duration | None = None  # None: no rotation (a fixed set)
     tier_policy: TierPolicy = "local_then_together"
-    validation_share: Annotated[float, Meta(ge=0, le=1)] = 0.0  # share of requests sent to premium
+    validation_share: Annotated[float, Meta(ge=0, le=1)] = 0.0  # share served locally AND checked by premium
     keep_alive: dict[str, KeepAlive] = {}  # per-model override while this phase runs
 
 

@@ -31,7 +31,7 @@ from bus.server import EmbeddedNats
 from schemas.codec import EVENT, Codec, encode
 from schemas.config import load_config
 from schemas.config.models import CloudModel
-from schemas.events import AlertAcknowledged
+from schemas.events import AlertAcknowledged, Escalated
 from schemas.request import ChatMessage, make_request
 from schemas.result import GenerateError, GenerateResult, Usage
 from schemas.state import CardState, HostState, LoadedModel, PhaseState
@@ -112,9 +112,9 @@ async def scrape(port: int) -> dict[str, float]:
 async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, processes: list[ActorProcess]
 ) -> None:
-    """Cards, loaded models, spend against budgets, the open alert, live charts and the event tail in a
-    real browser, the same figures as /metrics and the CLI; acknowledging from the page reaches the
-    monitor; a request id opens its audit timeline; without uPlot the page says so."""
+    """Cards, loaded models, spend against budgets, the open alert, the review queue, live charts and the
+    event tail in a real browser, the same figures as /metrics and the CLI; acknowledging from the page
+    reaches the monitor; a request id opens its audit timeline; without uPlot the page says so."""
     # one alert on purpose (a soft budget): the few answers of this test must not also raise approaches_low
     overrides = {"monitor": {"dashboard": {"refresh": "300ms", "rate_window": "30s"}, "min_unique_approaches": 0}}
     profile = profile_for(tmp_path, nats_server, **overrides)
@@ -157,6 +157,9 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
         usage=usage, cost_usd=cloud_cost(paid, usage), created_at=time.time(),
     )  # fmt: skip
     await nc.jetstream().publish(subjects.result(bill.request_id), encode(bill), headers={"Nats-Msg-Id": "paid-1"})
+    # an ensemble the router escalated: the review queue's card shows it
+    escalated = Escalated(request_id="esc-1", consistency=0.5, threshold=0.7, prompt="2+2?", at=time.time())
+    await nc.jetstream().publish(subjects.event(escalated), encode(escalated))
 
     async def settled() -> dict[str, float] | None:
         m = await scrape(port)
@@ -194,6 +197,8 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
         assert "560 MB of 1.50 GB" in card
         assert await page.evaluate("document.querySelectorAll('.chart canvas').length") >= 7
         assert alert_id in await page.evaluate("document.querySelector('#alerts').innerText")
+        await page.wait_for("document.querySelector('#reviews-pending').innerText === '1'")
+        assert await page.evaluate("document.querySelector('[data-review=\"esc-1\"]').innerText.includes('0.50')")
         assert await page.evaluate("document.querySelector('#phase').innerText") == f"phase: {PHASE}"
         assert "next rotation in 11.8h" in await page.evaluate("document.querySelector('#rotation').innerText")
         await page.wait_for("document.querySelector('[data-chart=families]').dataset.series !== ''")

@@ -10,6 +10,7 @@ import pytest
 from actors.router.classify import classify
 from actors.router.fanout import consensus, diverse_children, ensemble_children, similarity
 from actors.router.policy import Plan, Snapshot, allowed_tiers, plan_request, target_key
+from actors.router.validation import drawn
 from schemas.config import load_config
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
@@ -130,7 +131,8 @@ def test_phase_policies_set_the_tiers() -> None:
     base.phase = "phase_3_interactive_feedback"
     assert allowed_tiers(req(), LOCAL, base) == ("local", "together", "premium")
     lab = snap(LAB, {})
-    sampled = [i for i in range(2000) if allowed_tiers(req(id=f"r{i}"), LAB, lab)[0] == "premium"]
+    assert all(allowed_tiers(req(id=f"r{i}"), LAB, lab)[0] == "local" for i in range(200))
+    sampled = [i for i in range(2000) if drawn(req(id=f"r{i}"), LAB, lab)]  # served locally, shadowed by premium
     assert 5 <= len(sampled) <= 40  # validation_share 0.01 of 2000 requests, deterministic by id
 
 

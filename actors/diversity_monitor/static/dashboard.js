@@ -151,6 +151,20 @@ function renderAlerts(alerts, remediations, now) {
   for (const r of remediations) list.append(el("li", {}, `${clock(r.at)} `, el("b", {}, r.action), ` for ${r.alert_id}: ${r.detail}`));
 }
 
+function renderReviews(r, now) {
+  const reviews = r || { pending: 0, newest: [] };
+  $("#reviews-pending").textContent = reviews.pending;
+  $("#review-queue").classList.toggle("bad", reviews.pending > 0);
+  const body = $("#reviews tbody");
+  body.replaceChildren();
+  if (!reviews.newest.length) body.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "nothing to review")));
+  for (const i of reviews.newest) {
+    body.append(el("tr", { "data-review": i.request_id, title: i.prompt },
+      el("td", { class: "num" }, span(now - i.queued_at)), el("td", {}, i.request_id),
+      el("td", { class: "num" }, i.consistency.toFixed(2)), el("td", {}, i.models.join(", "))));
+  }
+}
+
 async function acknowledge(id) {
   const r = await fetch("/dashboard/ack", { method: "POST", headers: { "Content-Type": "application/json", "X-Orchestra": "ack" }, body: JSON.stringify({ alert_id: id }) });
   if (!r.ok) notice(`acknowledging ${id} failed: ${await r.text()}`);
@@ -251,6 +265,7 @@ function applyState(s) {
   renderCards(s.cards, s.models);
   renderMoney(s.money);
   renderAlerts(s.alerts, s.remediations, s.now);
+  renderReviews(s.reviews, s.now);
 }
 
 function addPoint(p) {
