@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from nats.js.errors import NotFoundError
 
-from actors.router import fanout
+from actors.router import ensemble, fanout
 from actors.router.policy import target_key
 from bus import subjects
 from bus.consumer import Delivery
@@ -88,6 +88,10 @@ class Flow:
         self.pending: dict[str, Pending] = {}
         self.fanouts: dict[str, FanOut] = {}
         self.reserve: Reserve | None = None
+        self.embed: ensemble.Embed | None = None  # MiniLM vectors for the consensus (the cache's service)
+        # each model's measured accuracy (0..1), where a measurement exists; none is measured yet, so an
+        # answer without logprobs is weighted by its configured rank and says so (confidence_source)
+        self.measured: dict[str, float] = {}
 
     # --- starting ------------------------------------------------------------------------------
     def track(self, p: Pending) -> None:
@@ -277,7 +281,7 @@ class Flow:
             return
         fo.done = True
         self.fanouts.pop(fo.request.id, None)
-        result = self.combine(fo)
+        result = await self.combine(fo)
         if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
             self.router.emit_nowait(
                 Escalated(
@@ -290,7 +294,7 @@ class Flow:
         await publish_outcome(self.router, result, fo.request.origin)
         await fo.delivery.ack()
 
-    def combine(self, fo: FanOut) -> Outcome:
+    async def combine(self, fo: FanOut) -> Outcome:
         req = fo.request
         ok = [(fo.children[cid], o) for cid, o in fo.outcomes.items() if isinstance(o, GenerateResult)]
         if not ok:
@@ -298,6 +302,8 @@ class Flow:
             return GenerateError(
                 request_id=req.id, error=first.error, attempts=len(fo.children), created_at=time.time()
             )
+        cfg = self.router.cfg
+        confidences = [ensemble.confidence_of(o, cfg, self.measured) for _, o in ok]
         responses = [
             Response(
                 request_id=o.request_id,
@@ -314,14 +320,17 @@ class Flow:
                 ),
                 usage=o.usage,
                 cost_usd=o.cost_usd,
-                confidence=self.router.cfg.models[o.model].quality / 10 if o.model in self.router.cfg.models else 0.5,
+                confidence=conf,
+                confidence_source=source,
+                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
             )
-            for p, o in ok
+            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
         ]
         winner, consensus = 0, None
         if req.mode == "ensemble":
-            weights = [r.confidence or 0.5 for r in responses]
-            winner, consensus = fanout.consensus([r.text for r in responses], weights, fo.threshold)
+            winner, consensus = await ensemble.judge(
+                req, responses, fo.threshold, embed=self.embed, sandbox=cfg.router.ensemble.sandbox
+            )
         best = responses[winner]
         tier = max((r.provenance.tier for r in responses), key=lambda t: TIER_RANK[t])
         return GenerateResult(

@@ -96,6 +96,9 @@ class Limits:
     wall_s: float = 10.0
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @dataclass
 class Run:
     results: list[str] = field(default_factory=list)
@@ -120,7 +123,7 @@ def command() -> list[str]:
     return ["unshare", "-rn", *python] if network_namespace() else python
 
 
-async def run_candidate(code: str, examples: list[str], limits: Limits = Limits()) -> Run:
+async def run_candidate(code: str, examples: list[str], limits: Limits = DEFAULT_LIMITS) -> Run:
     payload = {
         "code": code,
         "examples": examples,
@@ -158,6 +161,6 @@ async def run_candidate(code: str, examples: list[str], limits: Limits = Limits(
     return Run(results=[str(r) for r in results])
 
 
-async def run_candidates(codes: list[str], examples: list[str], limits: Limits = Limits()) -> list[Run]:
+async def run_candidates(codes: list[str], examples: list[str], limits: Limits = DEFAULT_LIMITS) -> list[Run]:
     """One sandboxed process per candidate, side by side."""
     return list(await asyncio.gather(*(run_candidate(c, examples, limits) for c in codes)))

@@ -57,10 +57,11 @@ def content(text: str) -> set[str]:
     return {w for w in words(text) if w not in STOP and w not in NEGATORS}
 
 
-def _negated_and_asserted(text: str) -> tuple[set[str], set[str]]:
-    """Content words right after a negator (its scope, up to the next content word) and all the others."""
-    negated: set[str] = set()
-    asserted: set[str] = set()
+def _negated_and_asserted(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Content words right after a negator (its scope, up to the next content word) and all the others,
+    each by its stem (to the word as written)."""
+    negated: dict[str, str] = {}
+    asserted: dict[str, str] = {}
     pending = False
     ws = words(text)
     if polarity(text):
@@ -71,10 +72,10 @@ def _negated_and_asserted(text: str) -> tuple[set[str], set[str]]:
         elif w in STOP:
             continue
         elif pending:
-            negated.add(stem(w))
+            negated[stem(w)] = w
             pending = False
         else:
-            asserted.add(stem(w))
+            asserted[stem(w)] = w
     return negated, asserted
 
 
@@ -131,9 +132,10 @@ def contradiction(a: str, b: str) -> str | None:
     na, xa = _negated_and_asserted(a)
     nb, xb = _negated_and_asserted(b)
     ca, cb = content(a), content(b)
-    clash = sorted((na & xb) | (nb & xa))
+    clash = sorted((na.keys() & xb.keys()) | (nb.keys() & xa.keys()))
     if clash and len(ca) <= 2 * SHORT and len(cb) <= 2 * SHORT:  # in long answers a scope guess is too loose
-        return f"negation: {clash[0]!r} is denied by one answer and asserted by the other"
+        word = na.get(clash[0]) or nb[clash[0]]
+        return f"negation: {word!r} is denied by one answer and asserted by the other"
     fa, fb = final_number(a), final_number(b)
     if fa is not None and fb is not None and not _same_number(fa, fb):
         return f"different numbers: {fa:g} vs {fb:g}"
