@@ -3,10 +3,11 @@
     python -m bench.consensus_eval [--model-dir DIR] [--json OUT]
 
 Reads bench/data/consensus_pairs.jsonl (hand-written answer pairs: prose, numeric, code; each labelled
-agree / contradict and fixed to a dev or test split). Every pair is judged exactly as the router judges
+agree / contradict and fixed to a dev, test or holdout split). Every pair is judged exactly as the router judges
 an ensemble: MiniLM vectors of the same (truncated) texts, the sandbox running code answers on the
 examples in the prompt, then actors.router.consensus.vote.judge. The thresholds (prose cosine, code
-cosine) are chosen on the dev split only (best F1 of "agree"); the test split is scored once with them.
+cosine) are chosen on the dev split only (best F1 of "agree"); test and holdout are scored with them.
+The holdout pairs were written after the checks were last changed and scored once, blind (docs/benchmarks.md).
 For comparison it also scores the router's former measure (word overlap >= 0.5) and embeddings alone.
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from actors.router.consensus.vote import Candidate, Thresholds, candidate, cosin
 from actors.router.sandbox import run_candidates
 
 DATA = Path(__file__).resolve().parent / "data" / "consensus_pairs.jsonl"
+SPLITS = ("dev", "test", "holdout")
 GRID = [round(0.30 + 0.02 * i, 2) for i in range(36)] + [1.01]  # 0.30 .. 1.00, and 1.01: "never"
 
 
@@ -52,6 +56,9 @@ def score(predicted: list[bool], truth: list[bool]) -> dict[str, float]:
     return {"n": len(truth), "precision": precision, "recall": recall, "f1": f1, "accuracy": (tp + tn) / len(truth)}
 
 
+SANDBOX_MS: list[float] = []  # one run_candidates call (two candidates side by side), milliseconds
+
+
 async def load(embedder: Any) -> list[Pair]:
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     texts = [embed_text(t) for r in rows for t in (r["a"], r["b"])]
@@ -62,7 +69,9 @@ async def load(embedder: Any) -> list[Pair]:
         behaviour: list[list[str] | None] = [None, None]
         codes = [codecheck.code_of(r["a"]), codecheck.code_of(r["b"])]
         if examples and all(codes):
+            started = time.perf_counter()
             runs = await run_candidates([c for c in codes if c], examples)
+            SANDBOX_MS.append((time.perf_counter() - started) * 1000)
             behaviour = [run.results for run in runs]
         a = candidate(r["a"], vector=vectors[2 * i].tolist(), behaviour=behaviour[0])
         b = candidate(r["b"], vector=vectors[2 * i + 1].tolist(), behaviour=behaviour[1])
@@ -82,7 +91,7 @@ def tune(dev: list[Pair]) -> Thresholds:
 
 def report(pairs: list[Pair], th: Thresholds, dev_th_embed: float) -> dict[str, Any]:
     out: dict[str, Any] = {"thresholds": {"prose": th.prose, "code": th.code, "embedding_only": dev_th_embed}}
-    for split in ("dev", "test"):
+    for split in SPLITS:
         part = [p for p in pairs if p.split == split]
         for kind in ("prose", "numeric", "code", "all"):
             chosen = [p for p in part if kind == "all" or p.kind == kind]
@@ -134,7 +143,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dev = [p for p in pairs if p.split == "dev"]
     th = tune(dev)
     embed_only = max(GRID, key=lambda t: score([_cos(p) >= t for p in dev], [p.agree for p in dev])["f1"])
-    return report(pairs, th, embed_only)
+    result = report(pairs, th, embed_only)
+    judge_us = []
+    for p in pairs:
+        started = time.perf_counter()
+        judge(p.a, p.b, p.examples, th)
+        judge_us.append((time.perf_counter() - started) * 1e6)
+    result["timing"] = {
+        "judge_us_median": round(statistics.median(judge_us), 1),
+        "sandbox_pair_ms_median": round(statistics.median(SANDBOX_MS), 1) if SANDBOX_MS else None,
+        "sandbox_runs": len(SANDBOX_MS),
+    }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the full result here")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    print(json.dumps(result["thresholds"]))
+    print(json.dumps(result["thresholds"]), json.dumps(result["timing"]))
     print(table(result))
-    for split in ("dev", "test"):
+    for split in SPLITS:
         print(f"\n{split} errors:")
         for line in result[f"{split}/errors"]:
             print("  " + line)

@@ -20,7 +20,7 @@ _FINAL_NUMBER = re.compile(
     r"(?:answer|result|total|sum|equals|is|are|=|:)\s*(?:is|was|would be|of|equals|=|:)?\s*"
     r"(?:about|approximately|roughly)?\s*\$?([-+]?\d+(?:,\d{3})*(?:\.\d+)?)"
 )
-_ENTITY = re.compile(r"(?<=[a-z,;:] )([A-Z][a-zA-Z]+)|^([A-Z][a-zA-Z]+)$")
+_ENTITY = re.compile(r"(?<=[a-z,;:] )([A-Z][a-zA-Z0-9]+)|^([A-Z][a-zA-Z0-9]+)$")
 NEGATORS = frozenset({"not", "no", "never", "none", "neither", "nor", "cannot", "without"})
 _NT = re.compile(r"n't\b")
 STOP = frozenset(
@@ -34,7 +34,7 @@ NUMBER_WORDS = {
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
         "sixteen seventeen eighteen nineteen twenty".split()
     )
-}
+} | {w: str(10 * i) for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
 YES = frozenset({"yes", "true", "correct", "yeah", "yep", "right"})
 NO = frozenset({"no", "false", "incorrect", "nope", "wrong"})
 SHORT = 25  # content words: an answer this short is compared entity by entity
