@@ -23,7 +23,6 @@ from actors.router.consensus import code as codecheck
 from actors.router.consensus import vote
 from actors.router.consensus.confidence import ConfidenceSource, confidence
 from actors.router.sandbox import DEFAULT_LIMITS, Limits, run_candidates
-from bus.errors import ServiceCallError
 from bus.service import call
 from bus.subjects import SVC_CACHE_EMBED
 from schemas.cache import EMBED_REPLY, EmbedRequest
@@ -42,7 +41,7 @@ def cache_embedder(nc: NATS, *, timeout: float) -> Embed:
     async def embed(texts: list[str]) -> list[list[float]] | None:
         try:
             reply = await call(nc, SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=timeout)
-        except ServiceCallError as exc:
+        except Exception as exc:  # ServiceCallError, or the connection itself: the vote goes on without
             if time.monotonic() - warned[0] > WARN_EVERY:
                 warned[0] = time.monotonic()
                 log.warning("ensemble consensus without embeddings (word overlap): %s", exc)
@@ -64,7 +63,11 @@ async def _behaviours(texts: list[str], examples: list[str], limits: Limits) -> 
     out: list[list[str] | None] = [None] * len(texts)
     if not examples or len(runnable) < 2:
         return out
-    runs = await run_candidates([codes[i] or "" for i in runnable], examples, limits)
+    try:
+        runs = await run_candidates([codes[i] or "" for i in runnable], examples, limits)
+    except OSError as exc:  # no process could start (fd or process limits): judged without behaviour
+        log.warning("ensemble sandbox unavailable, code judged by AST only: %s", exc)
+        return out
     for i, run in zip(runnable, runs, strict=True):
         out[i] = run.results
     return out

@@ -5,7 +5,8 @@
     runs[0].failure   # None, or why the whole run failed ("timeout", "exit -9", ...)
 
 What isolates a candidate (defence in depth for answers from our own models, not a jail for hostile code):
-- a fresh process: ``python -I -S`` (no site, no user site, no PYTHON* variables), an empty environment,
+- a fresh process: ``python -I -S -B`` (no site, no user site, no PYTHON* variables, no .pyc written), an
+  empty environment,
   a new empty working directory that is removed afterwards;
 - when the kernel lets unprivileged users do it (probed once), ``unshare -rn``: a new user and network
   namespace, in which no interface but a down loopback exists — no network at all;
@@ -39,6 +40,8 @@ data = json.loads(sys.stdin.read())
 mem, cpu = data["memory_bytes"], data["cpu_s"]
 for limit, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, 0),
                      (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
+    hard = resource.getrlimit(limit)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
     resource.setrlimit(limit, (value, value))
 REFUSED = ("socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn",
            "os.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "pty.", "os.remove",
@@ -119,7 +122,7 @@ def network_namespace() -> bool:
 
 
 def command() -> list[str]:
-    python = [sys.executable, "-I", "-S", "-c", RUNNER.replace("MARK", repr(RESULT_MARK))]
+    python = [sys.executable, "-I", "-S", "-B", "-c", RUNNER.replace("MARK", repr(RESULT_MARK))]
     return ["unshare", "-rn", *python] if network_namespace() else python
 
 

@@ -149,3 +149,17 @@ def test_the_labelled_pair_set_has_both_splits_and_kinds() -> None:
     seen = {(r["split"], r["kind"], r["label"]) for r in rows}
     assert seen >= {(s, k, lab) for s in ("dev", "test") for k in ("prose", "numeric", "code")
                     for lab in ("agree", "contradict")}  # fmt: skip
+
+
+def test_hostile_shapes_are_handled_in_one_pass() -> None:
+    """200 KB of backticks, newlines or spaces: no regex backtracks over them (the suite's per-test
+    timeout is the bound; quadratic patterns took 48 s on the backticks)."""
+    assert codecheck.code_of("`" * 200_000) is None
+    assert codecheck.examples_of("\n" * 200_000 + "assert f(1)" + " " * 100_000 + "== 2") == ["f(1)"]
+    assert contradiction("is" + " " * 100_000 + "x", "y") == "different answers: 'x' vs 'y'"
+    assert final_number("the answer is" + " " * 100_000 + "4") is None
+
+
+def test_fenced_code_of_another_language_is_not_python() -> None:
+    text = "```sh\nls -l\n```\nthen\n```python\ndef f():\n    return 1\n```"
+    assert codecheck.code_of(text) == "def f():\n    return 1"

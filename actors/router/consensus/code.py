@@ -16,14 +16,59 @@ import ast
 import builtins
 import re
 
-from actors.diversity_monitor.diversity import code_of
-
-__all__ = ["code_of", "compare_behaviour", "examples_of", "normalised"]
-
 _BUILTINS = frozenset(dir(builtins))
-_DOCTEST = re.compile(r"^\s*>>>\s?(.+)$", re.MULTILINE)
-_ASSERT = re.compile(r"^\s*assert\s+(.+?)\s*$", re.MULTILINE)
+# [ \t]* (not \s*, which crosses lines) and a greedy tail: linear on any prompt
+_DOCTEST = re.compile(r"^[ \t]*>>>[ \t]?(.+)$", re.MULTILINE)
+_ASSERT = re.compile(r"^[ \t]*assert[ \t]+(.+)$", re.MULTILINE)
 MAX_EXAMPLES = 20
+NOT_PYTHON = frozenset(
+    "c cpp c++ java js javascript ts typescript go rust rs ruby rb php sh bash shell zsh console text txt "
+    "json yaml yml toml html css sql xml markdown md diff kotlin swift scala r matlab".split()
+)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def _fenced(text: str) -> list[str]:
+    """Bodies of ``` fenced blocks not marked as another language, line by line (linear in the text)."""
+    blocks: list[str] = []
+    body: list[str] = []
+    inside, python = False, False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("```"):
+            if inside:
+                body.append(line)
+        elif inside:  # a closing fence
+            if python:
+                blocks.append("\n".join(body))
+            inside, body = False, []
+        else:  # an opening fence: ```python, ```py, ``` or another language
+            inside = True
+            python = stripped[3:].strip().split(" ")[0].lower() not in NOT_PYTHON
+    return blocks
+
+
+def code_of(text: str) -> str | None:
+    """The Python in an answer: its fenced blocks (```python / ``` / ```py), else the whole text when it
+    parses as Python and is not a single bare expression (plain prose can parse as a name: "Paris")."""
+    blocks = _fenced(text)
+    if blocks:
+        code = "\n\n".join(b.strip("\n") for b in blocks)
+        return code if _parses(code) else None
+    stripped = text.strip()
+    if not stripped or not _parses(stripped):
+        return None
+    body = ast.parse(stripped).body
+    if len(body) == 1 and isinstance(body[0], ast.Expr):
+        return None
+    return stripped
 
 
 class _Renamer(ast.NodeTransformer):

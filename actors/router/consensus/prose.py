@@ -16,9 +16,10 @@ import re
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[+-]?\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")
+# bounded gaps ({0,3}): an answer full of spaces cannot make the alternatives backtrack for long
 _FINAL_NUMBER = re.compile(
-    r"(?:answer|result|total|sum|equals|is|are|=|:)\s*(?:is|was|would be|of|equals|=|:)?\s*"
-    r"(?:about|approximately|roughly)?\s*\$?([-+]?\d+(?:,\d{3})*(?:\.\d+)?)"
+    r"(?:answer|result|total|sum|equals|is|are|=|:)\s{0,3}(?:(?:is|was|would be|of|equals|=|:)\s{0,3})?"
+    r"(?:(?:about|approximately|roughly)\s{0,3})?\$?([-+]?\d+(?:,\d{3})*(?:\.\d+)?)"
 )
 _ENTITY = re.compile(r"(?<=[a-z,;:] )([A-Z][a-zA-Z0-9]+)|^([A-Z][a-zA-Z0-9]+)$")
 NEGATORS = frozenset({"not", "no", "never", "none", "neither", "nor", "cannot", "without"})
