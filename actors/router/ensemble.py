@@ -90,7 +90,7 @@ async def judge(
         vote.candidate(t, vector=vectors[i] if vectors else None, behaviour=behaviours[i]) for i, t in enumerate(texts)
     ]
     weights = [r.confidence if r.confidence is not None else 0.5 for r in responses]
-    return vote.consensus(cands, weights, threshold, examples)
+    return vote.consensus(cands, weights, threshold, examples, prompt=prompt_text(request))
 
 
 def confidence_of(

@@ -163,3 +163,19 @@ def test_hostile_shapes_are_handled_in_one_pass() -> None:
 def test_fenced_code_of_another_language_is_not_python() -> None:
     text = "```sh\nls -l\n```\nthen\n```python\ndef f():\n    return 1\n```"
     assert codecheck.code_of(text) == "def f():\n    return 1"
+
+
+def test_an_answer_that_echoes_the_prompt_gets_no_vote() -> None:
+    """Issue 16's probe: Gemma gave the question back with a higher token probability than SmolLM2's answer."""
+    prompt = "What is 2+2? Answer with a number."
+    cands = [candidate("The answer to this classic math problem is 4."), candidate(prompt)]
+    winner, c = consensus(cands, [0.63, 0.78], 0.7, prompt=prompt)
+    assert winner == 0 and c.votes == {"answer-0": 0.63, "answer-1": 0.0}
+    assert c.consistency == pytest.approx(0.63 / 1.41, abs=1e-3) and c.escalated
+    assert not echoes_("The Earth is flat.", "Is the Earth flat?")
+
+
+def echoes_(answer: str, prompt: str) -> bool:
+    from actors.router.consensus.prose import echoes
+
+    return echoes(answer, prompt)

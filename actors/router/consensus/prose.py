@@ -2,6 +2,7 @@
 
     contradiction(a, b) -> str | None     the reason two answers contradict ("yes/no flip: yes vs no"), or None
     settled(a, b) -> str | None           the reason two answers plainly agree (same final number, ...), or None
+    echoes(answer, prompt) -> bool        the answer only repeats the prompt (it gets no vote)
     lexical_similarity(a, b) -> float     word overlap, 0..1: the fallback when no embedding is at hand
 
 Embeddings put "Paris" and "not Paris", or "The capital is Paris" and "The capital is Lyon", close
@@ -162,6 +163,16 @@ def settled(a: str, b: str) -> str | None:
     if small and len(small) <= 4 and small <= large:
         return f"short answer contained in the other: {' '.join(sorted(small))}"
     return None
+
+
+def echoes(answer: str, prompt: str) -> bool:
+    """The answer repeats the prompt word for word and adds nothing ("What is 2+2? Answer with a number."
+    given back by a small model): no answer at all, whatever probability the model gave its tokens."""
+    pw, aw = words(prompt), words(answer)
+    if not pw or len(aw) < len(pw) or not content(answer) <= content(prompt):
+        return False
+    joined, needle = " " + " ".join(aw) + " ", " " + " ".join(pw) + " "
+    return needle in joined
 
 
 def lexical_similarity(a: str, b: str) -> float:

@@ -104,10 +104,15 @@ def consensus(
     threshold: float,
     examples: list[str] | None = None,
     th: Thresholds = Thresholds(),
+    prompt: str = "",
 ) -> tuple[int, Consensus]:
     """Answers join a cluster only if they agree with every member of it; consistency is the winning
-    cluster's share of the total weight. Below ``threshold`` the result is escalated for human review."""
+    cluster's share of the total weight. Below ``threshold`` the result is escalated for human review.
+    An answer that only repeats the prompt gets no vote (a model is often surest when it copies) but stays
+    in the total: it is never the winner, and it lowers the consistency like any dissent."""
     n = len(cands)
+    total = sum(weights) or 1.0  # an echo still counts in the total: it is a member that did not answer
+    weights = [0.0 if prompt and prose.echoes(c.text, prompt) else w for c, w in zip(cands, weights, strict=True)]
     verdicts = {(i, j): judge(cands[i], cands[j], examples or [], th) for i in range(n) for j in range(i + 1, n)}
     clusters: list[list[int]] = []
     for i in range(n):
@@ -117,7 +122,6 @@ def consensus(
                 break
         else:
             clusters.append([i])
-    total = sum(weights) or 1.0
     votes = {f"answer-{c[0]}": round(sum(weights[i] for i in c), 4) for c in clusters}
     best = max(clusters, key=lambda c: (sum(weights[i] for i in c), -c[0]))
     winner = max(best, key=lambda i: (weights[i], -i))
