@@ -126,6 +126,11 @@ def command() -> list[str]:
     return ["unshare", "-rn", *python] if network_namespace() else python
 
 
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, 9)
+
+
 async def run_candidate(code: str, examples: list[str], limits: Limits = DEFAULT_LIMITS) -> Run:
     payload = {
         "code": code,
@@ -148,10 +153,12 @@ async def run_candidate(code: str, examples: list[str], limits: Limits = DEFAULT
         try:
             out, _ = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode()), limits.wall_s)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+            _kill(proc.pid)
             await proc.wait()
             return Run(results=["timeout"] * len(examples), failure="timeout")
+        except BaseException:  # cancelled (the router is stopping): no candidate outlives its judge
+            _kill(proc.pid)
+            raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     text = out.decode("utf-8", "replace")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from actors.router.sandbox import Limits, run_candidate, run_candidates
+from tests.support.wait import eventually
 
 ROOMY = Limits(example_s=30.0, wall_s=60.0)  # generous: the machine is shared, the limits under test are others
 
@@ -70,3 +72,43 @@ async def test_processes_file_writes_and_ctypes_are_refused() -> None:
 async def test_candidates_run_side_by_side() -> None:
     runs = await asyncio.wait_for(run_candidates(["x = 1"] * 3, ["len('abc')"], ROOMY), 120)
     assert [r.results for r in runs] == [["ok:3"]] * 3
+
+
+async def test_a_cancelled_run_leaves_no_process_behind() -> None:
+    """The router stopping mid-judgement kills the candidate's process group (sleep ignores the CPU limit)."""
+    code = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(3600)"
+    before = _sandbox_pids()
+    task = asyncio.ensure_future(run_candidate(code, ["len('')"], ROOMY))
+    started = await eventually(lambda: {p for p in _sandbox_pids() - before if _ignores_sigalrm(p)})  # sleeping now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await eventually(lambda: not (_sandbox_pids() & started))
+
+
+def _ignores_sigalrm(pid: int) -> bool:
+    """The candidate's first line ran (SIGALRM ignored): the runner has its input and is in candidate code."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(mask & (1 << (14 - 1)))  # SIGALRM is signal 14
+
+
+def _sandbox_pids() -> set[int]:
+    """Children of this test process running the sandbox's runner (its command line carries the mark)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"orchestra-sandbox" in cmdline and ppid == os.getpid():
+            found.add(int(pid))
+    return found
