@@ -23,6 +23,7 @@ from actors.router.consensus import code as codecheck
 from actors.router.consensus import vote
 from actors.router.consensus.confidence import ConfidenceSource, confidence
 from actors.router.sandbox import DEFAULT_LIMITS, Limits, run_candidates
+from bus.errors import ServiceCallError
 from bus.service import call
 from bus.subjects import SVC_CACHE_EMBED
 from schemas.cache import EMBED_REPLY, EmbedRequest
@@ -40,7 +41,14 @@ def cache_embedder(nc: NATS, *, timeout: float) -> Embed:
 
     async def embed(texts: list[str]) -> list[list[float]] | None:
         try:
-            reply = await call(nc, SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=timeout)
+            try:
+                reply = await call(nc, SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=timeout)
+            except ServiceCallError as exc:
+                if exc.info.code != "bad_request":
+                    raise
+                # over MiniLM's 255 tokens (dense text such as code): once more with a third of each text
+                short = [t[: max(1, len(t) // 3)] for t in texts]
+                reply = await call(nc, SVC_CACHE_EMBED, EmbedRequest(texts=short), EMBED_REPLY, timeout=timeout)
         except Exception as exc:  # ServiceCallError, or the connection itself: the vote goes on without
             if time.monotonic() - warned[0] > WARN_EVERY:
                 warned[0] = time.monotonic()

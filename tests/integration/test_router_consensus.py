@@ -107,3 +107,14 @@ async def test_code_answers_are_compared_by_running_the_prompts_examples(orchest
     (pair,) = outcome.consensus.pairs
     assert pair.method == "behaviour" and not pair.agree and "reverse_string('abc')" in pair.reason
     assert outcome.consensus.escalated
+
+
+async def test_dense_answers_over_minilms_length_are_embedded_shortened(orchestra: Start, nc: NATS) -> None:
+    """600 characters of symbols are 600 MiniLM tokens: the cache refuses them, the router asks again
+    with a third of each answer instead of falling back to word overlap."""
+    dense = "=-" * 300
+    await orchestra(cache=True, hosts=LOCAL, answers={"smollm2-135m": dense, "gemma3-270m": dense})
+    outcome = await ask(nc, chat("Draw a line."))
+    assert isinstance(outcome, GenerateResult) and outcome.consensus is not None
+    (pair,) = outcome.consensus.pairs
+    assert pair.method == "embedding" and pair.agree
