@@ -90,15 +90,20 @@ async def judge(
     sandbox: bool,
     limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[int, Consensus]:
-    texts = [r.text for r in responses]
-    vectors = await embed([vote.embed_text(t) or " " for t in texts]) if embed is not None else None
-    examples = codecheck.examples_of(prompt_text(request)) if sandbox else []
-    behaviours = await _behaviours(texts, examples, limits)
-    cands = [
-        vote.candidate(t, vector=vectors[i] if vectors else None, behaviour=behaviours[i]) for i, t in enumerate(texts)
-    ]
-    weights = [r.confidence if r.confidence is not None else 0.5 for r in responses]
-    return vote.consensus(cands, weights, threshold, examples, prompt=prompt_text(request))
+    try:
+        texts = [r.text for r in responses]
+        vectors = await embed([vote.embed_text(t) or " " for t in texts]) if embed is not None else None
+        examples = codecheck.examples_of(prompt_text(request)) if sandbox else []
+        behaviours = await _behaviours(texts, examples, limits)
+        cands = [
+            vote.candidate(t, vector=vectors[i] if vectors else None, behaviour=behaviours[i])
+            for i, t in enumerate(texts)
+        ]
+        weights = [r.confidence if r.confidence is not None else 0.5 for r in responses]
+        return vote.consensus(cands, weights, threshold, examples, prompt=prompt_text(request))
+    except Exception:  # a bug in judging must not lose the answer: it goes out, escalated for review
+        log.exception("ensemble %s could not be judged; escalating it", request.id)
+        return 0, Consensus(consistency=0.0, threshold=threshold, escalated=True)
 
 
 def confidence_of(

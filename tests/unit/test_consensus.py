@@ -179,3 +179,19 @@ def echoes_(answer: str, prompt: str) -> bool:
     from actors.router.consensus.prose import echoes
 
     return echoes(answer, prompt)
+
+
+async def test_a_failure_while_judging_still_answers_escalated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is lost: an unexpected error in the vote gives the first answer, escalated for review."""
+    from actors.router import ensemble
+    from schemas.request import make_request
+    from schemas.result import Provenance, Response
+
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ensemble.vote, "consensus", broken)
+    prov = Provenance(model="m", family="f", tier="local", target="cpu0")
+    responses = [Response(request_id=f"r-{i}", text=t, provenance=prov) for i, t in enumerate(["a", "b"])]
+    winner, c = await ensemble.judge(make_request(prompt="q"), responses, 0.7, embed=None, sandbox=False)
+    assert winner == 0 and c.escalated and c.consistency == 0.0

@@ -134,13 +134,14 @@ def _bound(tree: ast.AST) -> set[str]:
 
 
 def normalised(code: str) -> str | None:
+    """None when the code does not parse, or nests deeper than the walk can follow (RecursionError)."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+        tree.body = [s for s in tree.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        tree = _Renamer(_bound(tree)).visit(tree)
+        return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    tree.body = [s for s in tree.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-    tree = _Renamer(_bound(tree)).visit(tree)
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 def _callable_part(node: ast.expr) -> str | None:
