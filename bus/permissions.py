@@ -87,7 +87,8 @@ DECLARATION: tuple[Role, ...] = (
         reads=("REQUESTS", "RESULTS", "COMMANDS", "DISPATCH"),  # DISPATCH: its consumers' backlog
         kv_writes=(s.KV_QUEUES,),
         kv_reads=TOPOLOGY_BUCKETS,
-        calls=(s.SVC_CACHE_LOOKUP, s.SVC_BUDGET_RESERVE, s.SVC_BUDGET_RELEASE, s.SVC_BUDGET_SUMMARY),
+        # SVC_CACHE_EMBED: MiniLM vectors for the ensemble's consensus (actors/router/ensemble.py)
+        calls=(s.SVC_CACHE_LOOKUP, s.SVC_CACHE_EMBED, s.SVC_BUDGET_RESERVE, s.SVC_BUDGET_RELEASE, s.SVC_BUDGET_SUMMARY),
     ),
     Role(
         "gpu_host",

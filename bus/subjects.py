@@ -88,7 +88,8 @@ COMMAND_ALL = f"{PREFIX}.cmd.>"
 DLQ_ALL = f"{PREFIX}.dlq.>"
 
 SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
-SVC_CACHE_EMBED = f"{PREFIX}.svc.cache.embed"  # MiniLM sentence embeddings (served by: cache; called by: gateway)
+# MiniLM sentence embeddings (served by: cache; called by: gateway for /v1/embeddings, router for consensus)
+SVC_CACHE_EMBED = f"{PREFIX}.svc.cache.embed"
 SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"

@@ -66,8 +66,22 @@ class Response(Message, frozen=True, kw_only=True):
     usage: Usage = Usage()
     cost_usd: float = 0.0
     confidence: float | None = None
+    # where ``confidence`` comes from: "logprobs" (mean token probability), "measured" (the model's measured
+    # accuracy), "configured_rank" (no measurement exists: models.yaml quality / 10), "none"
+    confidence_source: str | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] = []
+
+
+class Agreement(Message, frozen=True, kw_only=True):
+    """How two answers of an ensemble compare (indexes into ``responses``)."""
+
+    a: int
+    b: int
+    agree: bool
+    score: float  # 0..1: similarity, or 1.0 / 0.0 for a check that decided
+    method: str  # "contradiction", "check", "embedding", "lexical", "ast", "behaviour", "code-embedding", ...
+    reason: str = ""  # why, in words ("negation: 'paris' is denied by one answer and asserted by the other")
 
 
 class Consensus(Message, frozen=True, kw_only=True):
@@ -75,6 +89,7 @@ class Consensus(Message, frozen=True, kw_only=True):
     threshold: float
     escalated: bool  # below threshold: an escalation event went out for human review
     votes: dict[str, float] = {}  # answer cluster label -> weighted vote
+    pairs: list[Agreement] = []  # every pair of answers, judged
 
 
 class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):

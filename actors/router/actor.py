@@ -19,6 +19,7 @@ from actors.budget_guard.client import BudgetClient
 from actors.cache.client import CacheClient
 from actors.keypolicy import may_use, policy_for, shape_error
 from actors.router import fanout, validation
+from actors.router.ensemble import cache_embedder
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
 from actors.router.policy import Snapshot, consensus_route, host_up, plan_request
@@ -72,7 +73,9 @@ class Router(Actor):
         ]
 
     async def on_start(self) -> None:
+        self.flow.embed = cache_embedder(self.nc, timeout=float(self.cfg.router.ensemble.embed_timeout))
         self.view = View(self.js, self.link, min_samples=self.cfg.router.validation.min_samples)
+        self.flow.measured = self.view.accuracy  # premium agreement and reviews, once enough checks exist
         for name, live in self.view.views().items():
             self.spawn(f"view:{name}", live.run)
         self.spawn("overflow", self.view.follow_overflow)

@@ -1,13 +1,13 @@
 """Fan-out modes, pure: ``diverse`` (the paper's §9.2) and ``ensemble`` (Mirador's consensus).
 
 diverse_children(request, cfg, snap) -> [Child]  families first, then temperature x top_p x prompt variant
-ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt
-consensus(texts, weights, threshold) -> (winner index, Consensus)   weighted vote over answer clusters
+ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt; local
+                                                  members are asked for token logprobs (their confidence)
+The ensemble's vote is actors/router/consensus/ (pure) and actors/router/ensemble.py (its I/O).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import msgspec
@@ -16,8 +16,7 @@ from actors.router.policy import Snapshot, _eligible, allowed_tiers, rank, targe
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo
-from schemas.request import CachePolicy, ChatMessage, GenerateRequest
-from schemas.result import Consensus
+from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling
 
 PROMPT_VARIANTS: dict[str, str] = {
     "direct": "{task}",
@@ -135,47 +134,17 @@ def ensemble_children(
         chosen = targets[: request.requirements.fanout or cfg.router.ensemble.size]
     if len(chosen) < 2:
         return ErrorInfo.of("unavailable", f"an ensemble needs two models; available now: {[t.model for t in chosen]}")
-    return [Child(request=_child(request, i, [t]), plan=[t]) for i, t in enumerate(chosen)]
+    return [
+        Child(request=_child(request, i, [t], sampling=_scored(request, t)), plan=[t]) for i, t in enumerate(chosen)
+    ]
 
 
-# --- consensus -------------------------------------------------------------------------------------
-_WORD = re.compile(r"[a-z0-9]+")
-CLUSTER_SIMILARITY = 0.5
-
-
-def _tokens(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
-
-def similarity(a: str, b: str) -> float:
-    """Agreement of two answers, 0..1: mean of Jaccard and containment over their word sets
-    ("4" and "The answer is 4." agree; "Paris" and "London" do not)."""
-    ta, tb = _tokens(a), _tokens(b)
-    if not ta and not tb:
-        return 1.0
-    if not ta or not tb:
-        return 0.0
-    inter = len(ta & tb)
-    return 0.5 * inter / len(ta | tb) + 0.5 * inter / min(len(ta), len(tb))
-
-
-def consensus(texts: list[str], weights: list[float], threshold: float) -> tuple[int, Consensus]:
-    """Cluster the answers, vote with the weights (confidence); consistency is the winning cluster's
-    share of the total weight. Below ``threshold`` the result is escalated for human review."""
-    clusters: list[list[int]] = []
-    for i, text in enumerate(texts):
-        for members in clusters:
-            if similarity(texts[members[0]], text) >= CLUSTER_SIMILARITY:
-                members.append(i)
-                break
-        else:
-            clusters.append([i])
-    total = sum(weights) or 1.0
-    votes = {f"answer-{c[0]}": sum(weights[i] for i in c) for c in clusters}
-    best = max(clusters, key=lambda c: (sum(weights[i] for i in c), -c[0]))
-    winner = max(best, key=lambda i: (weights[i], -i))
-    share = sum(weights[i] for i in best) / total
-    return winner, Consensus(consistency=round(share, 4), threshold=threshold, escalated=share < threshold, votes=votes)
+def _scored(request: GenerateRequest, target: Target) -> Sampling:
+    """llama.cpp gives each token's logprob (the answer's confidence): asked for on local members. Cloud
+    providers differ in what they support, so theirs are left as the client sent them."""
+    if target.tier != "local" or request.sampling.logprobs:
+        return request.sampling
+    return msgspec.structs.replace(request.sampling, logprobs=True)
 
 
 def child_key(target: Target) -> str:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nats.js.errors import NotFoundError
 
-from actors.router import fanout
+from actors.router import ensemble, fanout
 from actors.router.policy import target_key
 from bus import subjects
 from bus.consumer import Delivery
@@ -91,6 +91,11 @@ class Flow:
         self.reserve: Reserve | None = None
         # Told every outcome the router owned (premium validation pairs a local answer with its shadow's).
         self.observe: Callable[[str, Outcome | None], None] | None = None
+        self.embed: ensemble.Embed | None = None  # MiniLM vectors for the consensus (the cache's service)
+        # each model's measured accuracy (0..1) where enough checks exist (premium agreement, review decisions:
+        # the router's view of orch_quality); an answer without logprobs and without a measurement is weighted
+        # by its configured rank and says so (confidence_source)
+        self.measured: Callable[[], Mapping[str, float]] = dict
 
     # --- starting ------------------------------------------------------------------------------
     def track(self, p: Pending) -> None:
@@ -282,7 +287,7 @@ class Flow:
             return
         fo.done = True
         self.fanouts.pop(fo.request.id, None)
-        result = self.combine(fo)
+        result = await self.combine(fo)
         if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
             await self.router.emit(  # stored before the outcome: the review queue is built from it
                 Escalated(
@@ -298,7 +303,7 @@ class Flow:
         await publish_outcome(self.router, result, fo.request.origin)
         await fo.delivery.ack()
 
-    def combine(self, fo: FanOut) -> Outcome:
+    async def combine(self, fo: FanOut) -> Outcome:
         req = fo.request
         ok = [(fo.children[cid], o) for cid, o in fo.outcomes.items() if isinstance(o, GenerateResult)]
         if not ok:
@@ -306,6 +311,9 @@ class Flow:
             return GenerateError(
                 request_id=req.id, error=first.error, attempts=len(fo.children), created_at=time.time()
             )
+        cfg = self.router.cfg
+        measured = self.measured()
+        confidences = [ensemble.confidence_of(o, cfg, measured) for _, o in ok]
         responses = [
             Response(
                 request_id=o.request_id,
@@ -322,14 +330,17 @@ class Flow:
                 ),
                 usage=o.usage,
                 cost_usd=o.cost_usd,
-                confidence=self.router.cfg.models[o.model].quality / 10 if o.model in self.router.cfg.models else 0.5,
+                confidence=conf,
+                confidence_source=source,
+                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
             )
-            for p, o in ok
+            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
         ]
         winner, consensus = 0, None
         if req.mode == "ensemble":
-            weights = [r.confidence or 0.5 for r in responses]
-            winner, consensus = fanout.consensus([r.text for r in responses], weights, fo.threshold)
+            winner, consensus = await ensemble.judge(
+                req, responses, fo.threshold, embed=self.embed, sandbox=cfg.router.ensemble.sandbox
+            )
         best = responses[winner]
         tier = max((r.provenance.tier for r in responses), key=lambda t: TIER_RANK[t])
         return GenerateResult(

@@ -102,6 +102,10 @@ class View:
             if q.measured is not None and q.samples >= self.min_samples
         }
 
+    def accuracy(self) -> dict[str, float]:
+        """The same measurements as fractions (0..1): the ensemble's confidence for answers without logprobs."""
+        return {name: round(q / 10.0, 4) for name, q in self.measured().items()}
+
     async def wait_ready(self, timeout: float = 10.0) -> None:
         views = list(self.views().values())
         await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), timeout)

@@ -59,6 +59,8 @@ class DiverseCfg(Cfg, frozen=True, kw_only=True):
 class EnsembleCfg(Cfg, frozen=True, kw_only=True):
     size: Annotated[int, Meta(ge=2, le=16)] = 3
     consensus_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.7
+    embed_timeout: Duration = Duration(2)  # MiniLM vectors from the cache; without them, word overlap
+    sandbox: bool = True  # run code answers on the prompt's examples (a subprocess without network)
 
 
 class ValidationCfg(Cfg, frozen=True, kw_only=True):

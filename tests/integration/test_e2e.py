@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import nats
@@ -190,6 +191,28 @@ def test_diverse_answers_come_from_both_local_families(orchestra: Orchestra) -> 
     responses = extension(reply)["responses"]
     assert {r["provenance"]["family"] for r in responses} == {"smollm", "gemma"}  # type: ignore[index, union-attr]
     assert len({r["provenance"]["prompt_variant"] for r in responses}) == 4  # type: ignore[index, union-attr]
+
+
+def test_an_ensemble_of_both_local_models_is_weighed_by_their_token_logprobs(orchestra: Orchestra) -> None:
+    """Issue 16's probe: each answer's confidence is its mean token probability from llama.cpp (not the
+    configured rank), and the one pair of answers is judged with its method and reason."""
+    reply = orchestra.sdk.chat.completions.create(
+        model="ensemble",
+        messages=[{"role": "user", "content": "What is 2+2? Answer with a number."}],
+        max_tokens=12,
+        temperature=0,
+        extra_body={"orchestra": {"tiers": ["local"]}},
+    )
+    ext = extension(reply)
+    responses: list[dict[str, Any]] = ext["responses"]  # type: ignore[assignment]
+    assert {r["provenance"]["family"] for r in responses} == {"smollm", "gemma"}
+    for r in responses:
+        assert r["confidence_source"] == "logprobs" and 0.0 < r["confidence"] <= 1.0
+        assert r.get("logprobs") is None  # asked by the router for the vote, not by this client
+    consensus: dict[str, Any] = ext["consensus"]  # type: ignore[assignment]
+    (pair,) = consensus["pairs"]
+    assert pair["method"] in {"contradiction", "check", "embedding", "lexical"} and pair["reason"]
+    assert consensus["escalated"] == (consensus["consistency"] < consensus["threshold"])
 
 
 def test_errors_are_openai_shaped_end_to_end(orchestra: Orchestra) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from actors.router.classify import classify
-from actors.router.fanout import consensus, diverse_children, ensemble_children, similarity
+from actors.router.fanout import diverse_children, ensemble_children
 from actors.router.policy import Plan, Snapshot, allowed_tiers, plan_request, target_key
 from actors.router.validation import drawn
 from schemas.config import load_config
@@ -252,13 +252,11 @@ def test_ensemble_uses_distinct_models_and_needs_two() -> None:
     assert isinstance(out, ErrorInfo) and "two models" in out.message
 
 
-def test_consensus_votes_by_weight_and_escalates_below_threshold() -> None:
-    assert similarity("4", "The answer is 4.") > 0.5
-    assert similarity("Paris", "London") == 0.0
-    winner, c = consensus(["Paris", "It is Paris.", "London"], [0.5, 0.5, 0.9], 0.7)
-    assert winner in (0, 1) and c.consistency == pytest.approx(1.0 / 1.9, abs=1e-3) and c.escalated
-    _, agreed = consensus(["4", "The answer is 4", "4."], [0.5, 0.5, 0.5], 0.7)
-    assert agreed.consistency == 1.0 and not agreed.escalated
+def test_local_ensemble_members_are_asked_for_logprobs() -> None:
+    """Their token logprobs become each answer's confidence (the client's own sampling is otherwise kept)."""
+    children = ensemble_children(req(mode="ensemble"), LOCAL, snap(LOCAL, LOCAL_UP))
+    assert not isinstance(children, ErrorInfo)
+    assert all(c.request.sampling.logprobs for c in children)
 
 
 def test_phase_state_comes_from_the_snapshot() -> None:
