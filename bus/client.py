@@ -32,6 +32,7 @@ from nats.aio.client import Client as NATS
 from bus import subjects
 from bus.credentials import read_credentials
 from bus.permissions import CLIENT_PREFIX, inbox_prefix
+from bus.publish import store
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo
 from schemas.request import GenerateRequest
@@ -86,7 +87,9 @@ class OrchestraClient:
 
     async def _publish(self, request: GenerateRequest) -> None:
         subject = subjects.request(request.priority, request.id, self.name)
-        await self.js.publish(subject, encode(request), headers={"Nats-Msg-Id": request.id})
+        # retried through a cluster's leader election: stored once (Msg-Id)
+        within = max(1.0, request.deadline - time.time())
+        await store(self.js, subject, encode(request), headers={"Nats-Msg-Id": request.id}, timeout=within)
 
     async def ask(self, request: GenerateRequest) -> Outcome:
         """One request, its one outcome (a result or a typed error; a timeout error past the deadline)."""
@@ -150,4 +153,3 @@ class OrchestraClient:
                 return await self.ask(request)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
-
