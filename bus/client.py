@@ -31,6 +31,7 @@ from nats.aio.client import Client as NATS
 
 from bus import subjects
 from bus.credentials import read_credentials
+from bus.outcomes import StreamFollower
 from bus.permissions import CLIENT_PREFIX, inbox_prefix
 from bus.publish import store
 from schemas.codec import CHUNK, OUTCOME, encode
@@ -121,6 +122,7 @@ class OrchestraClient:
             await self._publish(request)
             outcome: Outcome | None = None
             done = False
+            follow = StreamFollower()
             while outcome is None or not done:
                 # Chunks and the result come on two subscriptions: after the result, the last chunks
                 # get a moment to arrive.
@@ -133,11 +135,13 @@ class OrchestraClient:
                     raise RequestFailed(ErrorInfo.of("timeout", "no answer before the deadline")) from None
                 if subject.startswith(f"{subjects.PREFIX}.stream."):
                     chunk = CHUNK.decode(data)
+                    if not follow.accept(chunk):
+                        continue  # another generation's: never two answers glued
                     if chunk.text:
                         yield chunk.text
                     done = done or chunk.done
                 else:
-                    outcome = OUTCOME.decode(data)
+                    outcome = follow.outcome(OUTCOME.decode(data))
                     if isinstance(outcome, GenerateError):
                         raise RequestFailed(outcome.error)
         finally:
