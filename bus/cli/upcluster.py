@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,22 @@ async def provision_when_ready(cfg: OrchestraConfig, stopping: asyncio.Event, pr
                 last = str(exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 1.0)
+
+
+def reload_users(cfg: OrchestraConfig, auth_dir: Path | None) -> list[int]:
+    """Rewrite every running node's config (a client added or removed) and SIGHUP it; the pids told."""
+    nodes = status(cfg.data_dir)
+    if not nodes:
+        return []
+    cluster = LocalCluster(
+        cluster_dir(cfg.data_dir), size=len(nodes), auth_dir=auth_dir, tls=cfg.bus.tls,
+        max_payload=int(cfg.bus.embedded.max_payload),
+    )  # fmt: skip
+    cluster.write_configs()
+    told = []
+    for node in nodes:
+        if node["alive"] and isinstance(node["pid"], int):
+            with contextlib.suppress(OSError):
+                os.kill(node["pid"], signal.SIGHUP)
+                told.append(node["pid"])
+    return told

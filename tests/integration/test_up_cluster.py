@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+import nats
 import pytest
 
 from bus.cli.upcluster import environment, node_lines, with_nodes
@@ -122,6 +123,22 @@ async def test_up_cluster_answers_through_the_loss_of_a_node_and_ctrl_c_stops_ev
         await eventually(lambda: any(f"{leader['name']}" in ln and "exited with -9" in ln for ln in lines), timeout=30)
         restarted = await eventually(_status_restarted(profile, leader["name"]), timeout=60, interval=1.0)
         assert restarted["processes"]["processes"][leader["name"]]["restarts"] == 1
+
+        rc, out = await _orchestra(profile, "client", "add", "job9")  # every node re-reads its users
+        assert rc == 0 and "local cluster's nats-servers" in out, out
+        job = json.loads((tmp_path / "data" / "auth" / "clients" / "job9.json").read_text())
+        urls = [f"nats://{n['client']}" for n in nodes]
+
+        async def job_connects() -> bool:
+            try:
+                conn = await nats.connect(servers=urls, user=job["user"], password=job["password"],
+                                          allow_reconnect=False, connect_timeout=2)  # fmt: skip
+            except Exception:
+                return False  # a node has not re-read its users yet
+            await conn.close()
+            return True
+
+        await eventually(job_connects, timeout=30, interval=0.5)
 
         started = (re.search(r"(\S+) +\| started \(pid (\d+)\)", line) for line in list(lines))
         pids = {m.group(1): int(m.group(2)) for m in started if m}  # the latest pid of each process
