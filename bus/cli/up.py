@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         if made:
             print(f"orchestra: NATS credentials for {len(made)} roles written to {folder} (0600)", file=sys.stderr)
     cluster = None
-    if args.cluster:
+    if args.cluster and args.dry_run:
+        upcluster.check_size(args.cluster)
+        nodes = [ProcLine(f"nats-{i + 1}", "nats-server") for i in range(args.cluster)]
+        lines = upcluster.with_nodes(lines, nodes)  # nothing written: only what would run
+    elif args.cluster:
         cluster = upcluster.prepare(cfg, args.cluster, folder)
         lines = upcluster.with_nodes(lines, upcluster.node_lines(cluster, cfg.bus.embedded.gomaxprocs))
         os.environ.update(upcluster.environment(cluster))  # the actors, the CLI, this supervisor
