@@ -23,16 +23,15 @@ import time
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import NoStreamResponseError
 
 from bus import subjects
 from bus.consumer import ConsumerSpec, PullConsumer
 from bus.errors import ProvisionError
 from bus.provision import provision
+from bus.publish import RETRYABLE, store
 from bus.service import ServiceRunner, ServiceSpec, call
 from bus.subjects import BUCKETS, STREAMS, KVSpec, StreamSpec
 from bus.supervise import Supervisor
@@ -42,14 +41,7 @@ from schemas.config.root import OrchestraConfig
 from schemas.events import ActorStarted, ActorStopped, Event
 
 T = TypeVar("T")
-_RETRYABLE_PUBLISH = (
-    nats.errors.TimeoutError,
-    TimeoutError,
-    nats.errors.NoRespondersError,
-    NoStreamResponseError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-)
+_RETRYABLE_PUBLISH = RETRYABLE
 
 
 class Actor:
@@ -204,17 +196,7 @@ class Actor:
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while True:
-            try:
-                wait = min(5.0, max(0.05, deadline - time.monotonic()))
-                return await self.js.publish(subject, data, headers=hdrs or None, timeout=wait)
-            except _RETRYABLE_PUBLISH:
-                if time.monotonic() + delay > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        return await store(self.js, subject, data, headers=hdrs, timeout=timeout)
 
     async def publish_core(self, subject: str, obj: Any) -> None:
         """Fire-and-forget on core NATS (not stored): stream chunks, hints."""

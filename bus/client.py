@@ -31,7 +31,9 @@ from nats.aio.client import Client as NATS
 
 from bus import subjects
 from bus.credentials import read_credentials
+from bus.outcomes import StreamFollower
 from bus.permissions import CLIENT_PREFIX, inbox_prefix
+from bus.publish import store
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo
 from schemas.request import GenerateRequest
@@ -86,7 +88,9 @@ class OrchestraClient:
 
     async def _publish(self, request: GenerateRequest) -> None:
         subject = subjects.request(request.priority, request.id, self.name)
-        await self.js.publish(subject, encode(request), headers={"Nats-Msg-Id": request.id})
+        # retried through a cluster's leader election: stored once (Msg-Id)
+        within = max(1.0, request.deadline - time.time())
+        await store(self.js, subject, encode(request), headers={"Nats-Msg-Id": request.id}, timeout=within)
 
     async def ask(self, request: GenerateRequest) -> Outcome:
         """One request, its one outcome (a result or a typed error; a timeout error past the deadline)."""
@@ -118,6 +122,7 @@ class OrchestraClient:
             await self._publish(request)
             outcome: Outcome | None = None
             done = False
+            follow = StreamFollower()
             while outcome is None or not done:
                 # Chunks and the result come on two subscriptions: after the result, the last chunks
                 # get a moment to arrive.
@@ -130,11 +135,13 @@ class OrchestraClient:
                     raise RequestFailed(ErrorInfo.of("timeout", "no answer before the deadline")) from None
                 if subject.startswith(f"{subjects.PREFIX}.stream."):
                     chunk = CHUNK.decode(data)
+                    if not follow.accept(chunk):
+                        continue  # another generation's: never two answers glued
                     if chunk.text:
                         yield chunk.text
                     done = done or chunk.done
                 else:
-                    outcome = OUTCOME.decode(data)
+                    outcome = follow.outcome(OUTCOME.decode(data))
                     if isinstance(outcome, GenerateError):
                         raise RequestFailed(outcome.error)
         finally:
@@ -150,4 +157,3 @@ class OrchestraClient:
                 return await self.ask(request)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
-

@@ -4,6 +4,7 @@
         router.json ...              0600  {"user": "router", "password": "<43 random characters>"}
         operator.json                0600  the orchestra CLI
         clients/<name>.json          0600  a training job (``orchestra client add NAME``)
+        cluster-route.json           0600  what the nodes of a NATS cluster present to each other (routes)
 
 ``AuthDir.ensure()`` writes what is missing (never rewrites a secret); ``AuthDir.users()`` lists every
 user with its permissions from :mod:`bus.permissions`, for the nats-server config; ``AuthDir.load(role)``
@@ -64,6 +65,9 @@ def write_credentials(path: Path, user: str) -> Credentials:
     return creds
 
 
+ROUTE_USER = "orchestra-route"
+
+
 class AuthDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -103,6 +107,14 @@ class AuthDir:
     def clients(self) -> list[str]:
         folder = self.path / "clients"
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+    def route(self) -> Credentials:
+        """The cluster's route credentials (made on first use): only nats-server nodes hold them."""
+        path = self.path / "cluster-route.json"
+        if not path.exists():
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return write_credentials(path, ROUTE_USER)
+        return read_credentials(path)
 
     def load(self, role: str) -> Credentials:
         """The credentials of an actor role or of the operator."""

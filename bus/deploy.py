@@ -1,7 +1,9 @@
 """A lab's deployment files, rendered from its profile (``orchestra deploy render``), never kept by hand:
 
-    nats/nats-<n>.conf            one per node of ``bus.servers``: JetStream, the cluster routes, the users of
-                                  the secure bus (bus/credentials.py + bus/permissions.py). Secrets: 0600
+    nats/nats-<n>.conf            one per node of ``bus.servers``: JetStream, the cluster routes (which
+                                  authenticate with the route credentials; mutual TLS with ``bus.tls``),
+                                  the users of the secure bus (bus/credentials.py + bus/permissions.py),
+                                  client TLS when ``bus.tls`` is on. Secrets: 0600
     systemd/orchestra-<actor>.service         one unit per actor (Restart=always: systemd supervises)
     systemd/orchestra-gpu_host@.service       the gpu_host template: ``orchestra-gpu_host@m5-p40-a``
     systemd/nats@.service                     a NATS node: ``nats@nats-1`` reads /etc/nats/nats-1.conf
@@ -22,7 +24,8 @@ import json
 from dataclasses import dataclass
 
 from bus.clusterconf import Node, node_config, nodes_of
-from bus.credentials import User
+from bus.credentials import Credentials, User
+from schemas.config.bus import NatsTlsCfg
 from schemas.config.root import OrchestraConfig
 
 ACTORS = ("router", "gateway", "cloud_proxy", "cache", "budget_guard", "rotator", "diversity_monitor")
@@ -40,16 +43,23 @@ class Install:
     nats_store: str = "/var/lib/nats/jetstream"
 
 
-def render(cfg: OrchestraConfig, users: list[User], install: Install = Install()) -> dict[str, str]:
+def render(
+    cfg: OrchestraConfig, users: list[User], install: Install = Install(), *, route: Credentials | None = None
+) -> dict[str, str]:
+    """``route``: the credentials the nodes present to each other (``AuthDir.route()``); TLS on clients
+    and routes when the profile's ``bus.tls`` is on."""
     files: dict[str, str] = {}
     nodes = nodes_of(cfg.bus.servers)
     store_cap = int(int(cfg.bus.streams.max_bytes) * 1.25) if cfg.bus.streams.max_bytes else None
     for node in nodes:
         files[f"nats/{node.name}.conf"] = _header("nats-server -c") + node_config(
-            node, nodes, cluster_name="orchestra", store_dir=install.nats_store, users=users, max_file_store=store_cap
-        )
+            node, nodes, cluster_name="orchestra", store_dir=install.nats_store, users=users,
+            max_file_store=store_cap, route=route, tls=cfg.bus.tls,
+        )  # fmt: skip
     files.update(_systemd(cfg, install))
-    files["k8s/nats.conf"] = _header("the Secret orchestra-nats-config") + _k8s_nats_conf(users, store_cap)
+    files["k8s/nats.conf"] = _header("the Secret orchestra-nats-config") + _k8s_nats_conf(
+        users, store_cap, route, cfg.bus.tls
+    )
     files["k8s/nats.yaml"] = _k8s_nats()
     files["k8s/actors.yaml"] = _k8s_actors(cfg, install)
     return files
@@ -106,12 +116,12 @@ def _systemd(cfg: OrchestraConfig, install: Install) -> dict[str, str]:
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
-def _k8s_nats_conf(users: list[User], store_cap: int | None) -> str:
+def _k8s_nats_conf(users: list[User], store_cap: int | None, route: Credentials | None, tls: NatsTlsCfg) -> str:
     """One config for the three pods: server_name from the pod's name, routes through the headless Service."""
     pods = [Node(f"nats-{i}", f"nats-{i}.nats.{NAMESPACE}.svc.cluster.local", 4222, 6222, 8222) for i in range(3)]
     text = node_config(
         pods[0], pods, cluster_name="orchestra", store_dir="/data/jetstream", users=users,
-        max_file_store=store_cap, all_routes=True,
+        max_file_store=store_cap, all_routes=True, route=route, tls=tls,
     )  # fmt: skip
     return text.replace('server_name: "nats-0"', "server_name: $POD_NAME")  # nats-server expands it
 

@@ -3,6 +3,7 @@
 await publish_outcome(actor, result_or_error, origin)  # orch.result.<origin>.<id>, Msg-Id <id>: stored once
 await publish_failure(actor, dispatch, error, ...)      # orch.result.<origin>.<id>.failed for the router
 chunks = ChunkSender(actor, request_id, attempt, origin)  # orch.stream.<origin>.<id>, core NATS
+follow = StreamFollower()       # a reader's side: which chunks belong to the one answer it shows
 
 ``origin`` is the request's (``request.origin``): the one who asked reads its answers there.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from bus import subjects
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo
-from schemas.result import AttemptFailed, FinishReason, Outcome, StreamChunk, Usage
+from schemas.result import AttemptFailed, FinishReason, GenerateError, GenerateResult, Outcome, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from bus.actor import Actor
@@ -81,3 +82,51 @@ class ChunkSender:
         )
         self.index += 1
         await self.actor.publish_core(self.subject, chunk)
+
+
+class StreamFollower:
+    """A streamed answer as a reader must show it: the text of one generation, never two glued.
+
+    Once the reader holds text of one attempt, chunks of any other attempt are dropped. A generation of
+    the same attempt can begin again too: a gpu_host killed mid-answer has its dispatch redelivered to
+    its restarted process, which numbers its chunks from 0 again; a chunk whose index goes back marks
+    that, and from then on that attempt's chunks are dropped as well. If the stored answer is not the
+    one whose beginning the reader holds, ``outcome`` turns it into one typed error (the answer was cut).
+    Pure: no I/O."""
+
+    def __init__(self) -> None:
+        self.attempt: int | None = None  # the attempt whose text the reader holds
+        self.next_index = 0
+        self.restarted = False  # that attempt began again after the reader had part of it
+
+    @property
+    def streamed(self) -> bool:
+        return self.attempt is not None
+
+    def accept(self, chunk: StreamChunk) -> bool:
+        """Whether the reader shows this chunk."""
+        if self.attempt is None:
+            if chunk.text:
+                self.attempt, self.next_index = chunk.attempt, chunk.index + 1
+            return True
+        if chunk.attempt != self.attempt or self.restarted:
+            return False
+        if chunk.index < self.next_index:
+            self.restarted = True
+            return False
+        self.next_index = chunk.index + 1
+        return True
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        if not isinstance(outcome, GenerateResult) or self.attempt is None:
+            return outcome
+        if outcome.attempt == self.attempt and not self.restarted:
+            return outcome
+        how = "began again" if outcome.attempt == self.attempt else "failed"
+        return GenerateError(
+            request_id=outcome.request_id,
+            error=ErrorInfo.of(
+                "unavailable", f"the answer was cut: attempt {self.attempt} {how} after streaming part of it"
+            ),
+            created_at=time.time(),
+        )

@@ -27,7 +27,11 @@ from typing import TextIO
 
 log = logging.getLogger(__name__)
 _LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
-LAST_TO_STOP = ("nats",)  # the bus outlives the actors: they drain into it
+LAST_TO_STOP = ("nats",)  # the bus outlives the actors: they drain into it (and nats-1... of a cluster)
+
+
+def _last_to_stop(name: str) -> bool:
+    return name in LAST_TO_STOP or any(name.startswith(f"{n}-") for n in LAST_TO_STOP)
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,8 @@ class ProcessManager:
             self.say(name, raw.decode(errors="replace").rstrip("\n"))
 
     async def _stop_all(self) -> None:
-        first = [c for c in self.children if c.line.name not in LAST_TO_STOP]
-        last = [c for c in self.children if c.line.name in LAST_TO_STOP]
+        first = [c for c in self.children if not _last_to_stop(c.line.name)]
+        last = [c for c in self.children if _last_to_stop(c.line.name)]
         for group in (first, last):
             await self._stop_group(group)
 

@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+from bus.clusterconf import tls_block
 from bus.credentials import AuthDir, authorization_block
 from bus.errors import NatsBinaryMissing, NatsServerError
 from schemas.config.bus import NatsTlsCfg
@@ -136,12 +137,7 @@ class EmbeddedNats:
             self.auth.ensure()
             lines.append("authorization: " + json.dumps(authorization_block(self.auth.users()), indent=1))
         if self.tls is not None:
-            tls: dict[str, object] = {"cert_file": self.tls.server_cert_file, "key_file": self.tls.server_key_file}
-            if self.tls.ca_file:
-                tls["ca_file"] = self.tls.ca_file
-            if self.tls.verify_clients:
-                tls["verify"] = True
-            lines.append("tls: " + json.dumps(tls))
+            lines.append("tls: " + json.dumps(tls_block(self.tls)))
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:

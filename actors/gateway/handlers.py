@@ -28,6 +28,7 @@ from actors.gateway.limits import Admission
 from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from bus.errors import ServiceCallError
+from bus.outcomes import StreamFollower
 from bus.service import call
 from schemas.cache import EMBED_MODEL, EMBED_REPLY, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
@@ -237,7 +238,7 @@ class Api:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
         queue = self.gw.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
-        streamed_by: int | None = None  # the attempt whose text the client has: only its chunks count
+        follow = StreamFollower()  # the one generation whose text the client has: only its chunks count
         try:
             await self._publish(gen)
             while True:
@@ -249,31 +250,20 @@ class Api:
                 else:
                     if msg.subject.startswith(_STREAM):
                         chunk = CHUNK.decode(msg.data)
-                        if streamed_by is not None and chunk.attempt != streamed_by:
-                            continue  # a late chunk of an attempt the router gave up on, or a later one
-                        if chunk.text:
-                            streamed_by = chunk.attempt
+                        if not follow.accept(chunk):
+                            continue  # another attempt's, or the same attempt begun again on a restarted host
                         if response is None:
                             response = await self._open_sse(request, gen)
                         await response.write(shaper.chunk(chunk))
                         continue
-                    outcome = OUTCOME.decode(msg.data)
-                    if isinstance(outcome, GenerateResult) and streamed_by not in (None, outcome.attempt):
-                        # the attempt that streamed part of an answer failed and another one answered:
-                        # gluing the two would be two answers in one, so the client gets one typed error
-                        outcome = GenerateError(
-                            request_id=gen.id,
-                            error=ErrorInfo.of(
-                                "unavailable",
-                                f"the answer was cut: attempt {streamed_by} failed after streaming part of it",
-                            ),
-                        )
+                    # the answer whose beginning the client holds, or one typed error: never two glued
+                    outcome = follow.outcome(OUTCOME.decode(msg.data))
                 if isinstance(outcome, GenerateError) and response is None:
                     return error_response(outcome.error, gen.id)  # nothing sent yet: a normal HTTP error
                 if response is None:
                     response = await self._open_sse(request, gen)
                 if isinstance(outcome, GenerateResult):
-                    await response.write(shaper.finish(outcome, streamed_by is not None))
+                    await response.write(shaper.finish(outcome, follow.streamed))
                 else:
                     await response.write(shaper.error(outcome.error))
                 await response.write_eof()

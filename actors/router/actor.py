@@ -22,8 +22,9 @@ from actors.router import fanout, validation
 from actors.router.ensemble import cache_embedder
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
-from actors.router.policy import Snapshot, consensus_route, host_up, plan_request
+from actors.router.policy import Snapshot, consensus_route, host_up
 from actors.router.queues import QueueWatch
+from actors.router.returning import plan_or_wait, returning_hosts
 from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
@@ -56,6 +57,7 @@ class Router(Actor):
         self.flow.observe = self.observed
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
+        self.waiting_for: set[str] = set()  # hosts whose attempts stay put: they are coming back
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = self.consumer_defaults()
@@ -100,6 +102,9 @@ class Router(Actor):
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)
 
+    def hosts_returning(self) -> set[str]:
+        return returning_hosts(self.cfg, self.view.snapshot_light())
+
     def on_disconnect(self) -> None:
         super().on_disconnect()
         self.link.lost()
@@ -124,8 +129,15 @@ class Router(Actor):
             if down:
                 down = await self.view.confirm_stale(down, self.host_alive)
             if down:
-                self.log.warning("gpu_host(s) %s stopped heartbeating: failing over their attempts", sorted(down))
-                await self.flow.hosts_down(down)
+                waiting = await self.flow.hosts_down(down)
+                if waiting != self.waiting_for or waiting != down:
+                    self.log.warning(
+                        "gpu_host(s) %s stopped heartbeating: attempts failed over where a live target exists, "
+                        "else they wait for the host to return (%s)", sorted(down), sorted(waiting) or "none",
+                    )  # fmt: skip
+                self.waiting_for = waiting
+            else:
+                self.waiting_for = set()
 
     # --- requests ------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:
@@ -175,7 +187,7 @@ class Router(Actor):
             await d.ack()
             return
         snap = self.view.snapshot()
-        decision = plan_request(request, self.cfg, snap)
+        decision = plan_or_wait(request, self.cfg, snap)
         if isinstance(decision, ErrorInfo):
             await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()), origin)
             await d.ack()

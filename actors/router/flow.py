@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from actors.router import ensemble, fanout
 from actors.router.policy import target_key
+from actors.router.returning import keep_waiting
 from bus import subjects
 from bus.consumer import Delivery
 from bus.outcomes import publish_outcome
@@ -128,9 +129,13 @@ class Flow:
                 await self.finish_error(p, error)
                 return
             target = p.plan[p.attempt]
-            if target.host and not self.router.host_alive(target.host):
-                p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
-                continue  # the plan was made when it was up: skip it rather than wait for a timeout
+            alive = self.router.host_alive
+            if target.host and not alive(target.host):
+                rest = p.plan[p.attempt + 1 :]
+                if not keep_waiting(target, rest, self.router.hosts_returning(), alive):
+                    p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
+                    continue  # the plan was made when it was up: skip it rather than wait for a timeout
+                # else: queued for the host that is coming back (returning.py), within the deadline
             reservation, reserved = None, 0
             if target.tier != "local" and self.reserve is not None:
                 granted = await self.reserve(p.request, target, p.attempt)
@@ -197,15 +202,22 @@ class Flow:
         p.last_error = ErrorInfo.of("timeout", f"{where} did not answer attempt {attempt} in time")
         await self.next_attempt(p)
 
-    async def hosts_down(self, down: set[str]) -> None:
+    async def hosts_down(self, down: set[str]) -> set[str]:
         """Attempts on a gpu_host that stopped heartbeating fail now (the router falls back) instead
-        of at their timeout. If the host comes back and answers anyway, the first outcome wins."""
+        of at their timeout, when a live target can take them; if none can and the host is coming back
+        (returning.py), they stay: its dispatches are redelivered to it. Returns the hosts waited for.
+        If a host comes back and answers a failed-over attempt anyway, the first outcome wins."""
+        returning, alive, waited = self.router.hosts_returning(), self.router.host_alive, set()
         for p in list(self.pending.values()):
             if p.done or p.target is None or p.target.host not in down:
+                continue
+            if keep_waiting(p.target, p.plan[p.attempt + 1 :], returning, alive):
+                waited.add(p.target.host or "")
                 continue
             self._stop_attempt(p)
             p.last_error = ErrorInfo.of("unavailable", f"gpu_host {p.target.host} stopped answering")
             await self.next_attempt(p)
+        return waited
 
     async def _deadline(self, p: Pending) -> None:
         if not p.done:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
 import msgspec
+import nats
 
 from bus import subjects
 from bus.cli.common import config_of, connect_cli
 from bus.provision import provision
+from bus.publish import store
 from schemas.base import CAPABILITIES, PRIORITIES, STRATEGIES, TIERS
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import SchemaError
@@ -131,10 +134,12 @@ async def ask(args: argparse.Namespace) -> Outcome | None:
         if request.stream and not args.json:
             await nc.subscribe(subjects.chunks(request.id), cb=on_chunk)
         js = nc.jetstream()
-        await provision(js, cfg.bus.streams)
-        await js.publish(
-            subjects.request(request.priority, request.id), encode(request), headers={"Nats-Msg-Id": request.id}
-        )
+        with contextlib.suppress(nats.errors.Error, TimeoutError):  # no leader this second: the publish waits
+            await provision(js, cfg.bus.streams)
+        await store(  # retried through a cluster's leader election: stored once (Msg-Id)
+            js, subjects.request(request.priority, request.id), encode(request),
+            headers={"Nats-Msg-Id": request.id}, timeout=args.timeout,
+        )  # fmt: skip
         try:
             result = await asyncio.wait_for(outcome, args.timeout + 2)
         except TimeoutError:

@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from bus.cli import upcluster
 from bus.cli.common import config_of
 from bus.cli.natscmd import embedded_for
 from bus.connect import credentials_dir
@@ -46,7 +47,11 @@ def _auth(args: argparse.Namespace) -> tuple[Any, AuthDir]:
 
 
 def reload_embedded(cfg: Any) -> str:
-    """Rewrite the embedded server's users and make it re-read them, if it runs."""
+    """Rewrite the embedded server's users (or every node's, under `orchestra up --cluster`) and make it
+    re-read them, if it runs."""
+    told = upcluster.reload_users(cfg, credentials_dir(cfg.bus, cfg.data_dir))
+    if told:
+        return f"the local cluster's nats-servers (pids {', '.join(map(str, told))}) re-read their users"
     if not cfg.bus.embedded.enabled:
         return "the profile's NATS servers are external: add the user with `orchestra nats-config` there"
     server = embedded_for(cfg)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NATS
 
+from bus.cli.upcluster import discover
 from bus.connect import connect
 from bus.errors import ConnectError
 from schemas.config import OrchestraConfig, load_config
 
 
 def config_of(args: argparse.Namespace) -> OrchestraConfig:
+    """The profile; while `orchestra up --cluster N` runs on its data dir (and no ORCHESTRA_NATS_URL
+    says otherwise), pointed at that local cluster's nodes."""
+    cfg = load_config(getattr(args, "config", None))
+    if os.environ.get("ORCHESTRA_NATS_URL"):
+        return cfg
+    found = discover(cfg.data_dir)
+    if not found:
+        return cfg
+    os.environ.update(found)
     return load_config(getattr(args, "config", None))
 
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise NatsServerError("bus.auth.credentials_dir is off in this profile: pass --auth-dir")
     auth = AuthDir(folder)
     auth.ensure()
-    files = render(cfg, auth.users(), Install(prefix=args.prefix, image=args.image))
+    files = render(cfg, auth.users(), Install(prefix=args.prefix, image=args.image), route=auth.route())
     out = Path(args.out)
     for rel, text in sorted(files.items()):
         path = out / rel

@@ -109,4 +109,3 @@ def _row(
         f"{tps:.1f}" if tps is not None else "-",
         "yes" if has_file else "no (planning only)",
     )
-

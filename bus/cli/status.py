@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from bus import subjects
+from bus.cli import upcluster
 from bus.cli.common import config_of, connect_cli
 from bus.cli.restarts import read_restarts
 from bus.cli.status_view import render_status
@@ -77,6 +78,8 @@ async def collect(js: JetStreamContext) -> dict[str, Any]:
                 "last_seq": st.last_seq,
                 "last": _ts(last),
                 "consumers": consumers,
+                "replicas": info.config.num_replicas,
+                "leader": info.cluster.leader if info.cluster else None,
             }
         )
     for bucket, codec in _STATE.items():
@@ -126,6 +129,24 @@ def _print_processes(record: dict[str, Any] | None) -> None:
         print(line)
 
 
+def cluster_nodes(data_dir: str, streams: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The local cluster's nodes (pid, alive) and the streams each one leads; None: no local cluster."""
+    nodes = upcluster.status(data_dir)
+    if nodes is None:
+        return None
+    for node in nodes:
+        node["leads"] = sorted(s["name"] for s in streams if s.get("leader") == node["name"])
+    return nodes
+
+
+def _print_cluster(nodes: list[dict[str, Any]] | None) -> None:
+    if nodes is None:
+        return
+    print(f"\nNATS CLUSTER (orchestra up --cluster {len(nodes)})")
+    for n in nodes:
+        state = "up" if n["alive"] else "DOWN"
+        leads = ", ".join(n.get("leads") or []) or "-"
+        print(f"  {n['name']}: {state} pid={n['pid']} client={n['client']} routes={n['routes']} leads={leads}")
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -134,6 +155,7 @@ async def _status(args: argparse.Namespace) -> int:
     try:
         report = await collect(nc.jetstream())
         report["processes"] = read_restarts(cfg.data_dir)  # `orchestra up` on this machine, if any
+        report["cluster"] = cluster_nodes(cfg.data_dir, report["streams"])  # `orchestra up --cluster N`
         report["server"] = {
             "url": nc.connected_url.netloc if nc.connected_url else None,
             "version": _version(nc.connected_server_version),
@@ -146,4 +168,5 @@ async def _status(args: argparse.Namespace) -> int:
         print(f"NATS {report['server']['url']} (nats-server {report['server']['version']})\n")
         print("\n".join(render_status(report, datetime.now(UTC).timestamp())))
         _print_processes(report.get("processes"))
+        _print_cluster(report.get("cluster"))
     return 0

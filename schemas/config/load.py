@@ -2,7 +2,8 @@
 
 A profile directory is merged into one document: every top-level key may appear in one file only.
 Environment overrides, for deployment, demos and tests: ORCHESTRA_NATS_URL (comma-separated servers),
-ORCHESTRA_DATA_DIR, ORCHESTRA_ROTATION_EVERY (a duration such as "30s": replaces the
+ORCHESTRA_NATS_REPLICAS (``bus.streams.replicas``: `orchestra up --cluster 3` sets both), ORCHESTRA_DATA_DIR,
+ORCHESTRA_ROTATION_EVERY (a duration such as "30s": replaces the
 ``rotation_frequency`` of every phase that has one, so a profile rotates fast without a copy of it).
 Quantisation variants registered under the data dir (``<data_dir>/models/variants.json``, written by
 ``orchestra model quantize``) join their models' ``variants`` (schemas/config/variants.py).
@@ -116,6 +117,13 @@ def _apply_env(doc: dict[str, Any]) -> dict[str, Any]:
     if servers:
         bus = dict(doc.get("bus") or {})
         bus["servers"] = [s.strip() for s in servers.split(",") if s.strip()]
+        doc["bus"] = bus
+    replicas = os.environ.get("ORCHESTRA_NATS_REPLICAS", "").strip()
+    if replicas:
+        if not replicas.isdigit():
+            raise ConfigError([f"ORCHESTRA_NATS_REPLICAS: {replicas!r}: a whole number of replicas"])
+        bus = dict(doc.get("bus") or {})
+        bus["streams"] = {**dict(bus.get("streams") or {}), "replicas": int(replicas)}
         doc["bus"] = bus
     data_dir = os.environ.get("ORCHESTRA_DATA_DIR")
     if data_dir:

@@ -6,7 +6,6 @@ steady load of requests: none lost, none answered twice, none failed; the node r
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from schemas.config import OrchestraConfig
 from schemas.request import ChatMessage, GenerateRequest, make_request
 from schemas.result import GenerateResult
 from tests.support.client import outcomes_stored
+from tests.support.faultload import percentile, record
 from tests.support.profile import register_server, test_config
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
@@ -156,11 +156,12 @@ async def test_kill_9_of_one_cluster_node_under_load_loses_fails_and_duplicates_
         lat = sorted((got[rid][1] - t) * 1000 for rid, t in sent.items())
         during = sorted((got[rid][1] - t) * 1000 for rid, t in sent.items() if killed_at <= t <= killed_at + 5)
         report = {
-            "sent": len(sent), "answered": len(got), "failed": len(failed), "duplicated": len(duplicated),
-            "p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(0.99 * (len(lat) - 1))],
-            "p99_during_fault_ms": during[int(0.99 * (len(during) - 1))], "max_ms": lat[-1],
+            "fault": "cluster node kill -9 (3 nodes)", "sent": len(sent), "answered": len(got) - len(failed),
+            "failed": len(failed), "duplicated": len(duplicated), "sent_during_fault": len(during),
+            "p50_ms": round(percentile(lat, 0.5)), "p99_ms": round(percentile(lat, 0.99)),
+            "p99_during_fault_ms": round(percentile(during, 0.99)), "max_ms": round(lat[-1]),
         }  # fmt: skip
-        print("cluster fault:", json.dumps(report))
+        record(report)
         assert not failed, failed[:3]
         assert not duplicated
         assert len(got) == len(sent) == REQUESTS

@@ -21,6 +21,8 @@ from bus.credentials import AuthDir
 from bus.server import nats_server_binary
 from schemas.config import load_config
 from tests.support.procs import REPO
+from tests.support.profile import write_profile
+from tests.support.tls import make_ca
 
 PREFIX = "/opt/orchestra"
 
@@ -58,11 +60,46 @@ def test_nats_node_configs_are_valid_and_form_one_cluster_with_the_bus_users(ren
         assert conf["server_name"] == node.name and conf["port"] == node.client_port
         cluster = conf["cluster"]
         assert isinstance(cluster, dict)
-        others = {f"nats-route://{n.host}:{n.cluster_port}" for n in nodes if n != node}
-        assert set(cluster["routes"]) == others
+        route = AuthDir(auth).route()
+        login = f"{route.user}:{route.password}@"
+        others = {f"nats-route://{login}{n.host}:{n.cluster_port}" for n in nodes if n != node}
+        assert set(cluster["routes"]) == others  # each route dials with the route credentials ...
+        assert cluster["authorization"] == {
+            "user": route.user,
+            "password": route.password,
+            "timeout": 2,
+        }  # ... and needs them
+        assert route.user not in users  # a route's identity is no client's: it cannot connect as one
         block = conf["authorization"]
         assert isinstance(block, dict)
         assert {u["user"]: u.get("permissions", {}) for u in block["users"]} == users
+
+
+def test_with_bus_tls_the_nodes_serve_clients_and_routes_over_tls_and_stay_valid(tmp_path: Path) -> None:
+    """The lab profile with ``bus.tls`` on: clients over TLS (mutual), routes over mutual TLS with the
+    route credentials; nats-server -t loads the certificates and accepts each node's config."""
+    ca = make_ca(tmp_path / "ca")
+    servers = ["nats://nats-1.lab:4222", "nats://nats-2.lab:4222", "nats://nats-3.lab:4222"]
+    tls = {"enabled": True, "ca_file": str(ca.ca_file), "cert_file": str(ca.client_cert_file),
+           "key_file": str(ca.client_key_file), "server_cert_file": str(ca.cert_file),
+           "server_key_file": str(ca.key_file), "verify_clients": True}  # fmt: skip
+    profile = write_profile(
+        tmp_path / "lab", servers[0], base="lab", overrides={"bus": {"servers": servers, "tls": tls}}
+    )
+    out, auth = tmp_path / "out", tmp_path / "auth"
+    cmd = [str(Path(sys.executable).parent / "orchestra"), "--config", str(profile), "deploy", "render"]
+    done = subprocess.run([*cmd, "--out", str(out), "--auth-dir", str(auth)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for node in ("nats-1", "nats-2", "nats-3"):
+        path = out / "nats" / f"{node}.conf"
+        check = subprocess.run([str(nats_server_binary()), "-t", "-c", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0 and "is valid" in check.stderr + check.stdout, check.stderr
+        conf = clusterconf.parse(path.read_text().split("\n", 1)[1])
+        assert conf["tls"] == {"cert_file": str(ca.cert_file), "key_file": str(ca.key_file),
+                               "ca_file": str(ca.ca_file), "verify": True}  # fmt: skip
+        cluster = conf["cluster"]
+        assert isinstance(cluster, dict) and cluster["tls"]["verify"] is True
+        assert cluster["authorization"]["user"] == AuthDir(auth).route().user
 
 
 def test_the_kubernetes_nats_config_is_valid_for_every_pod(rendered: tuple[Path, Path]) -> None:
@@ -73,7 +110,8 @@ def test_the_kubernetes_nats_config_is_valid_for_every_pod(rendered: tuple[Path,
     check = subprocess.run([str(nats_server_binary()), "-t", "-c", str(path)], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr
     text = path.read_text()
-    assert "server_name: $POD_NAME" in text and len(re.findall(r"nats-route://nats-\d\.nats\.", text)) == 3
+    routes = re.findall(r"nats-route://orchestra-route:[^@]+@nats-\d\.nats\.", text)  # authenticated routes
+    assert "server_name: $POD_NAME" in text and len(routes) == 3
     (stateful,) = [d for d in yaml.safe_load_all((out / "k8s" / "nats.yaml").read_text()) if d["kind"] == "StatefulSet"]
     assert stateful["spec"]["replicas"] == 3 and stateful["spec"]["serviceName"] == "nats"
 

@@ -249,3 +249,16 @@ def test_a_bad_rotation_every_is_refused_naming_the_variable(monkeypatch: pytest
     with pytest.raises(ConfigError) as err:
         load_config("local")
     assert str(err.value).startswith("ORCHESTRA_ROTATION_EVERY: ")
+
+
+def test_the_cluster_environment_gives_every_server_and_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `orchestra up --cluster 3` hands its actors: three URLs, streams and KV at three replicas."""
+    monkeypatch.setenv("ORCHESTRA_NATS_URL", "nats://127.0.0.1:1001, nats://127.0.0.1:1002,nats://127.0.0.1:1003")
+    monkeypatch.setenv("ORCHESTRA_NATS_REPLICAS", "3")
+    cfg = load_config("local")
+    assert cfg.bus.servers == [f"nats://127.0.0.1:{p}" for p in (1001, 1002, 1003)]
+    assert cfg.bus.streams.replicas == 3
+    monkeypatch.setenv("ORCHESTRA_NATS_REPLICAS", "three")
+    with pytest.raises(ConfigError) as bad:
+        load_config("local")
+    assert "ORCHESTRA_NATS_REPLICAS" in str(bad.value)
