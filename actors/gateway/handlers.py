@@ -29,8 +29,10 @@ from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from bus.errors import ServiceCallError
 from bus.service import call
-from schemas.cache import EMBED_MODEL, EMBED_REPLY, EmbedRequest
+from schemas.base import new_id
+from schemas.cache import EMBED_MODEL, EMBED_REPLY, MAX_EMBED_INPUTS, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
+from schemas.embeddings import CloudEmbedRequest
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
 from schemas.result import GenerateError, GenerateResult, Outcome
@@ -112,7 +114,7 @@ class Api:
         return key
 
     def visible(self, key: ClientKey) -> list[str]:
-        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL]
+        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL, *self.cfg.embedding_models]
         free = (*VIRTUAL_MODELS, EMBED_MODEL)
         return names if not key.models else [n for n in names if n in key.models or n in free]
 
@@ -184,25 +186,38 @@ class Api:
             return key
         try:
             body = emb.EMBEDDINGS.decode(await request.read())
-            texts = emb.texts_of(body)
+            if body.model not in self.visible(key):
+                raise SchemaError(f"The model `{body.model}` does not exist", "model")
+            cloud = emb.model_of(body, self.cfg)
+            texts = emb.texts_of(body, cloud.max_inputs if cloud is not None else MAX_EMBED_INPUTS)
         except SchemaError as exc:
-            if exc.field == "model":
-                return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
-            return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
+            missing = exc.field == "model" and not isinstance(exc, emb.NotEmbedding)
+            return error_response(ErrorInfo.of("not_found" if missing else "bad_request", exc.reason, field=exc.field))
         admission = None
         if self.gw.limiter is not None:
             admission = await self.gw.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission)
         used: int | None = None
+        request_id = new_id()
         try:
-            reply = await call(
-                self.gw.nc, subjects.SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=30.0
-            )
+            if cloud is None:
+                ask: Any = EmbedRequest(texts=texts)
+                subject, timeout = subjects.SVC_CACHE_EMBED, 30.0
+            else:
+                timeout = float(self.cfg.gateway.request_timeout)
+                dims = body.dimensions if body.dimensions is not None else cloud.dimensions
+                ask = CloudEmbedRequest(
+                    request_id=request_id, model=body.model, texts=texts, dimensions=dims, client_key=key.id,
+                    origin=subjects.ORIGIN_GATEWAY, deadline=time.time() + timeout,
+                )  # fmt: skip
+                subject = subjects.SVC_CLOUD_EMBED
+            reply = await call(self.gw.nc, subject, ask, EMBED_REPLY, timeout=timeout + GRACE_S)
             used = reply.tokens
-            return json_response(emb.response(reply, body.encoding_format))
+            shaped = emb.response(reply, body.encoding_format, body.model)
+            return json_response(shaped, headers={"X-Request-Id": request_id})
         except ServiceCallError as exc:
-            return error_response(exc.info)
+            return error_response(exc.info, request_id)
         finally:
             if isinstance(admission, Admission) and self.gw.limiter is not None:
                 await asyncio.shield(self.gw.limiter.release(admission, used))

@@ -169,6 +169,26 @@ class HttpClient:
         except aiohttp.ClientError as exc:
             raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
 
+    async def post_json(self, url: str, body: dict[str, Any], key: str, *, timeout: aiohttp.ClientTimeout) -> Any:
+        """One JSON request, one JSON answer (embeddings), errors converted as ``complete`` does."""
+        if self._session is None:
+            raise RuntimeError(f"client {self.name} is not started")
+        headers = {**self.wire.headers(key), "Content-Type": "application/json"}
+        try:
+            async with self._session.post(url, data=_ENCODE(body), headers=headers, timeout=timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise classify(resp.status, raw, resp.headers, time.time())
+                return decode_json(raw)
+        except ProviderError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Timeout(f"{self.name}: no answer in time ({type(exc).__name__})") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerError(f"{self.name}: cannot connect: {exc.os_error.strerror or exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
     async def _stream(self, resp: aiohttp.ClientResponse, on_text: OnText | None) -> Completion:
         decoder = SseDecoder()
         parser = self.wire.stream_parser()
