@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bus import subjects
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo
-from schemas.result import AttemptFailed, FinishReason, Outcome, StreamChunk, Usage
+from schemas.result import AttemptFailed, FinishReason, Outcome, StreamChunk, ToolCallDelta, Usage
 
 if TYPE_CHECKING:
     from bus.actor import Actor
@@ -70,7 +70,14 @@ class ChunkSender:
     def sent(self) -> bool:
         return self.index > 0
 
-    async def send(self, text: str, *, done: bool = False, finish_reason: FinishReason | None = None) -> None:
+    async def send(
+        self,
+        text: str,
+        *,
+        done: bool = False,
+        finish_reason: FinishReason | None = None,
+        tool_calls: list[ToolCallDelta] | None = None,
+    ) -> None:
         chunk = StreamChunk(
             request_id=self.request_id,
             attempt=self.attempt,
@@ -78,6 +85,15 @@ class ChunkSender:
             text=text,
             done=done,
             finish_reason=finish_reason,
+            tool_calls=tool_calls or [],
         )
         self.index += 1
         await self.actor.publish_core(self.subject, chunk)
+
+    async def send_pieces(self, pieces: list[str | ToolCallDelta]) -> None:
+        """Text pieces and function-call deltas, in order, one chunk each."""
+        for piece in pieces:
+            if isinstance(piece, str):
+                await self.send(piece)
+            else:
+                await self.send("", tool_calls=[piece])

@@ -40,7 +40,7 @@ from schemas.dispatch import Dispatch
 from schemas.embeddings import CLOUD_EMBED_REQUEST, CloudEmbedRequest
 from schemas.errors import ErrorInfo
 from schemas.events import ProviderCooldown
-from schemas.result import GenerateResult, Provenance, Response, Timings, Usage
+from schemas.result import GenerateResult, Provenance, Response, Timings, ToolCallDelta, Usage
 from schemas.state import ProviderState
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,16 @@ class CloudProxy(Actor):
             sampling=dispatch.effective_sampling,
             messages=request.messages,
             prompt=request.prompt,
-            stream=request.stream and not dispatch.effective_sampling.calls_tools,  # calls are sent whole
+            stream=request.stream,  # function calls stream as deltas (clients/tools.py CallDeltas)
         )
         chunks = ChunkSender(self, request.id, dispatch.attempt, request.origin) if call.stream else None
+
+        async def forward(piece: str | ToolCallDelta) -> None:
+            if chunks is not None:
+                await chunks.send_pieces([piece])
+
         try:
-            completion = await provider.run(
-                call, target.model, request.effective_deadline, chunks.send if chunks is not None else None
-            )
+            completion = await provider.run(call, target.model, request.effective_deadline, forward)
         except ProviderError as err:
             await self._fail(dispatch, call, model, err, chunks)
             return

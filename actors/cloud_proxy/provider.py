@@ -35,6 +35,7 @@ from bus.log import redact
 from schemas.config.models import CloudModel
 from schemas.config.providers import ProviderCfg
 from schemas.events import ProviderCooldown
+from schemas.result import ToolCallDelta
 from schemas.state import ProviderState
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Provider:
             raise Unavailable(f"{self.name} does not serve model {model!r}")
         streamed = False
 
-        async def forward(text: str) -> None:
+        async def forward(text: str | ToolCallDelta) -> None:
             nonlocal streamed
             streamed = True
             if on_text is not None:

@@ -266,7 +266,7 @@ class Api:
                         chunk = CHUNK.decode(msg.data)
                         if streamed_by is not None and chunk.attempt != streamed_by:
                             continue  # a late chunk of an attempt the router gave up on, or a later one
-                        if chunk.text:
+                        if chunk.text or chunk.tool_calls:
                             streamed_by = chunk.attempt
                         if response is None:
                             response = await self._open_sse(request, gen)
