@@ -118,5 +118,5 @@ class EmbeddingModel(Cfg, frozen=True, kw_only=True):
     remote_name: str
     price: Annotated[float, Meta(ge=0)]  # US dollars per million input tokens
     dimensions: Annotated[int, Meta(ge=1)] | None = None  # None: the provider's default size
-    max_inputs: Annotated[int, Meta(ge=1, le=2048)] = 128  # texts per request (Gemini: at most 100)
+    max_inputs: Annotated[int, Meta(ge=1, le=2048)] = 100  # texts per request (Gemini: at most 100)
     description: str = ""
