@@ -7,7 +7,7 @@ own roles and permissions), and a scripted worker in this process (the answers' 
 here). The innocent client asks ``auto`` at temperature 0, so each of its requests goes gateway ->
 router -> cache lookup (normalise, key, exact + semantic) -> answer: every actor a hostile text reaches.
 
-Families (each a few shapes, sent in a loop by ``--attackers`` threads while the innocent client
+Families (each a few shapes, sent in a loop by ``--attackers`` threads of a separate process while the innocent client
 measures ``--requests`` requests): long digit runs, punctuation, unicode (CJK, zero-width, right-to-left,
 chat-template markers), nesting, 1 MB+ bodies, and forged metric labels (results with made-up model,
 family and target names published on RESULTS; the monitor's series are counted before and after).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -100,40 +101,59 @@ def families() -> dict[str, list[tuple[str, bytes]]]:
     }
 
 
+def _attack_thread(url: str, shapes: list[tuple[str, bytes]], i: int, stop: Any, found: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    codes: Counter[int] = Counter()
+    slowest = 0.0
+    with httpx.Client(timeout=120) as http:
+        k = i
+        while not stop.is_set():
+            path, body = shapes[k % len(shapes)]
+            k += 1
+            started = time.monotonic()
+            try:
+                code = http.post(f"{url}/{path}", content=body, headers=headers).status_code
+            except httpx.HTTPError:
+                code = 0
+            slowest = max(slowest, time.monotonic() - started)
+            codes[code] += 1
+    found[f"codes{i}"], found[f"slowest{i}"] = dict(codes), slowest
+
+
+def attack_process(url: str, family: str, n: int, stop: Any, out: Any) -> None:
+    """In a process of its own (its sending must not take this process's interpreter from the innocent
+    client): ``n`` threads send the family's shapes in a loop until ``stop``; counts go to ``out``."""
+    shapes = families()[family]
+    found: dict[str, Any] = {}
+    threads = [threading.Thread(target=_attack_thread, args=(url, shapes, i, stop, found)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes: Counter[int] = Counter()
+    for i in range(n):
+        codes.update(found.get(f"codes{i}", {}))
+    out.put((dict(codes), max(found.get(f"slowest{i}", 0.0) for i in range(n))))
+
+
 class Attack:
-    """``n`` threads sending the shapes of one family in a loop (httpx, off this event loop)."""
+    """One hostile family sent by ``n`` threads of another process while the block runs."""
 
-    def __init__(self, url: str, shapes: list[tuple[str, bytes]], n: int) -> None:
-        self.url, self.shapes, self.n = url, shapes, n
-        self.stop = threading.Event()
-        self.codes: Counter[int] = Counter()
+    def __init__(self, url: str, family: str, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.stop, self.out = ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(target=attack_process, args=(url, family, n, self.stop, self.out), daemon=True)
+        self.codes: dict[int, int] = {}
         self.slowest = 0.0
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
-
-    def _run(self, i: int) -> None:
-        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-        with httpx.Client(timeout=120) as http:
-            k = i
-            while not self.stop.is_set():
-                path, body = self.shapes[k % len(self.shapes)]
-                k += 1
-                started = time.monotonic()
-                try:
-                    code = http.post(f"{self.url}/{path}", content=body, headers=headers).status_code
-                except httpx.HTTPError:
-                    code = 0
-                self.slowest = max(self.slowest, time.monotonic() - started)
-                self.codes[code] += 1
 
     def __enter__(self) -> Attack:
-        for t in self.threads:
-            t.start()
+        self.proc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for t in self.threads:
-            t.join(180)
+        self.codes, self.slowest = self.out.get(timeout=300)
+        self.proc.join(30)
 
 
 class Forger:
@@ -164,6 +184,9 @@ class Forger:
             await nc.close()
 
 
+INNOCENT_ERRORS: Counter[int] = Counter()  # innocent answers other than 200, by status (reported)
+
+
 async def innocent(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
     out = []
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -172,7 +195,7 @@ async def innocent(http: aiohttp.ClientSession, url: str, n: int) -> list[float]
         async with http.post(f"{url}/chat/completions", json=INNOCENT, headers=headers) as r:
             await r.read()
             if r.status != 200:
-                raise RuntimeError(f"innocent request failed: {r.status}")
+                INNOCENT_ERRORS[r.status] += 1
         out.append((time.monotonic() - t) * 1000.0)
     return out
 
@@ -240,16 +263,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         await task
                         codes, slowest, sent = dict(forger.codes), 0.0, forger.sent
                     else:
-                        with Attack(url, shapes[family], args.attackers) as attack:
+                        attack = Attack(url, family, args.attackers)
+                        with attack:
+                            await asyncio.sleep(1.0)  # the attack process starts (imports) before we measure
                             busy = await innocent(http, url, args.requests)
-                        codes, slowest, sent = dict(attack.codes), attack.slowest, sum(attack.codes.values())
+                        codes, slowest, sent = attack.codes, attack.slowest, sum(attack.codes.values())
                     after = await series(http, metrics_url)
+                    innocent_errors = dict(INNOCENT_ERRORS)
+                    INNOCENT_ERRORS.clear()
                     row: dict[str, Any] = {
                         "round": rnd, "family": family,
                         "quiet_p50_ms": statistics.median(quiet), "quiet_p99_ms": pct(quiet, 0.99),
                         "busy_p50_ms": statistics.median(busy), "busy_p99_ms": pct(busy, 0.99),
                         "hostile_sent": sent, "hostile_codes": codes, "hostile_slowest_s": round(slowest, 3),
-                        "series_before": before, "series_after": after,
+                        "series_before": before, "series_after": after, "innocent_errors": innocent_errors,
                     }  # fmt: skip
                     row["p99_ratio"] = row["busy_p99_ms"] / row["quiet_p99_ms"]
                     rows.append(row)
@@ -258,7 +285,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         f" p99 {row['quiet_p99_ms']:6.1f} ms"
                         f" | hostile p50 {row['busy_p50_ms']:6.1f} p99 {row['busy_p99_ms']:6.1f} ms"
                         f" | x{row['p99_ratio']:.2f} | sent {sent} codes {codes} slowest {slowest:.2f}s"
-                        f" | series {before}->{after}",
+                        f" | series {before}->{after} | innocent errors {innocent_errors}",
                         flush=True,
                     )
     finally:
