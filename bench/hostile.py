@@ -200,6 +200,16 @@ async def innocent(http: aiohttp.ClientSession, url: str, n: int) -> list[float]
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -248,6 +258,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     server, worker, procs, url, metrics_url = await start_stack(tmp)
     rows: list[dict[str, Any]] = []
+    pids = {p.module.removeprefix("actors."): p.proc.pid for p in procs if p.proc is not None}
+    if server.proc is not None:
+        pids["nats-server"] = server.proc.pid
     try:
         async with aiohttp.ClientSession() as http:
             await innocent(http, url, 30)  # warm: the first answer is cached, the rest are lookups
@@ -255,6 +268,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 for family in [*shapes, "forged labels"]:
                     quiet = await innocent(http, url, args.requests)
                     before = await series(http, metrics_url)
+                    cpu_before = cpu_of(pids)
                     if family == "forged labels":
                         forger = Forger(server)
                         task = asyncio.create_task(forger.run())
@@ -269,6 +283,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                             busy = await innocent(http, url, args.requests)
                         codes, slowest, sent = attack.codes, attack.slowest, sum(attack.codes.values())
                     after = await series(http, metrics_url)
+                    cpu_after = cpu_of(pids)
+                    # CPU per request while the family ran (innocent requests included: the same in each
+                    # phase): robust to a loaded machine where wall-clock latencies are not
+                    per_request = {k: 1000.0 * (cpu_after[k] - cpu_before[k]) / max(1, sent) for k in pids}
                     innocent_errors = dict(INNOCENT_ERRORS)
                     INNOCENT_ERRORS.clear()
                     row: dict[str, Any] = {
@@ -277,6 +295,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         "busy_p50_ms": statistics.median(busy), "busy_p99_ms": pct(busy, 0.99),
                         "hostile_sent": sent, "hostile_codes": codes, "hostile_slowest_s": round(slowest, 3),
                         "series_before": before, "series_after": after, "innocent_errors": innocent_errors,
+                        "cpu_ms_per_hostile_request": {k: round(v, 2) for k, v in per_request.items()},
                     }  # fmt: skip
                     row["p99_ratio"] = row["busy_p99_ms"] / row["quiet_p99_ms"]
                     rows.append(row)
@@ -285,7 +304,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         f" p99 {row['quiet_p99_ms']:6.1f} ms"
                         f" | hostile p50 {row['busy_p50_ms']:6.1f} p99 {row['busy_p99_ms']:6.1f} ms"
                         f" | x{row['p99_ratio']:.2f} | sent {sent} codes {codes} slowest {slowest:.2f}s"
-                        f" | series {before}->{after} | innocent errors {innocent_errors}",
+                        f" | series {before}->{after} | innocent errors {innocent_errors}"
+                        f" | CPU ms per hostile request {row['cpu_ms_per_hostile_request']}",
                         flush=True,
                     )
     finally:
@@ -312,6 +332,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "p99_ratio": statistics.median(r["p99_ratio"] for r in mine),
             "codes": dict(codes), "slowest_s": max(r["hostile_slowest_s"] for r in mine),
             "series_growth": max(r["series_after"] - r["series_before"] for r in mine),
+            "cpu_ms_per_request": {k: statistics.median(r["cpu_ms_per_hostile_request"][k] for r in mine)
+                                   for k in mine[0]["cpu_ms_per_hostile_request"]},
         })  # fmt: skip
     return out
 
@@ -329,7 +351,7 @@ def main() -> None:
     for t in table:
         print(f"{t['family']:14s} {t['quiet_p50_ms']:9.1f} {t['quiet_p99_ms']:9.1f} {t['busy_p50_ms']:11.1f} "
               f"{t['busy_p99_ms']:11.1f} {t['p99_ratio']:6.2f} {t['slowest_s']:9.2f}  {t['codes']} / "
-              f"+{t['series_growth']}")  # fmt: skip
+              f"+{t['series_growth']}; CPU ms/request {t['cpu_ms_per_request']}")  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"hostile-{time.strftime('%Y%m%d-%H%M%S')}.json"
     machine = {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()}
