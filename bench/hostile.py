@@ -266,9 +266,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await innocent(http, url, 30)  # warm: the first answer is cached, the rest are lookups
             for rnd in range(1, args.rounds + 1):
                 for family in [*shapes, "forged labels"]:
+                    cpu_quiet = cpu_of(pids)
                     quiet = await innocent(http, url, args.requests)
                     before = await series(http, metrics_url)
                     cpu_before = cpu_of(pids)
+                    innocent_cpu = {k: cpu_before[k] - cpu_quiet[k] for k in pids}  # what the innocent costs
                     if family == "forged labels":
                         forger = Forger(server)
                         task = asyncio.create_task(forger.run())
@@ -284,9 +286,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         codes, slowest, sent = attack.codes, attack.slowest, sum(attack.codes.values())
                     after = await series(http, metrics_url)
                     cpu_after = cpu_of(pids)
-                    # CPU per request while the family ran (innocent requests included: the same in each
-                    # phase): robust to a loaded machine where wall-clock latencies are not
-                    per_request = {k: 1000.0 * (cpu_after[k] - cpu_before[k]) / max(1, sent) for k in pids}
+                    # CPU per hostile request: the phase's CPU less the innocent's (the same number of innocent
+                    # requests as in the quiet phase); robust to a loaded machine where latencies are not
+                    per_request = {
+                        k: 1000.0 * max(0.0, cpu_after[k] - cpu_before[k] - innocent_cpu[k]) / max(1, sent)
+                        for k in pids
+                    }
                     innocent_errors = dict(INNOCENT_ERRORS)
                     INNOCENT_ERRORS.clear()
                     row: dict[str, Any] = {
