@@ -201,12 +201,7 @@ class Api:
         if isinstance(key, web.Response):
             return key
         try:
-            raw = await request.read()
-            body = (
-                await asyncio.to_thread(emb.EMBEDDINGS.decode, raw)
-                if len(raw) > BIG_BODY
-                else emb.EMBEDDINGS.decode(raw)
-            )
+            body = emb.EMBEDDINGS.decode(await request.read())
             if body.model not in self.visible(key):
                 raise SchemaError(f"The model `{body.model}` does not exist", "model")
             cloud = emb.model_of(body, self.cfg)
