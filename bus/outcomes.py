@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING
 from bus import subjects
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo
-from schemas.result import AttemptFailed, FinishReason, GenerateError, GenerateResult, Outcome, StreamChunk, Usage
+from schemas.result import (
+    AttemptFailed,
+    FinishReason,
+    GenerateError,
+    GenerateResult,
+    Outcome,
+    StreamChunk,
+    ToolCallDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from bus.actor import Actor
@@ -71,7 +80,14 @@ class ChunkSender:
     def sent(self) -> bool:
         return self.index > 0
 
-    async def send(self, text: str, *, done: bool = False, finish_reason: FinishReason | None = None) -> None:
+    async def send(
+        self,
+        text: str,
+        *,
+        done: bool = False,
+        finish_reason: FinishReason | None = None,
+        tool_calls: list[ToolCallDelta] | None = None,
+    ) -> None:
         chunk = StreamChunk(
             request_id=self.request_id,
             attempt=self.attempt,
@@ -79,9 +95,18 @@ class ChunkSender:
             text=text,
             done=done,
             finish_reason=finish_reason,
+            tool_calls=tool_calls or [],
         )
         self.index += 1
         await self.actor.publish_core(self.subject, chunk)
+
+    async def send_pieces(self, pieces: list[str | ToolCallDelta]) -> None:
+        """Text pieces and function-call deltas, in order, one chunk each."""
+        for piece in pieces:
+            if isinstance(piece, str):
+                await self.send(piece)
+            else:
+                await self.send("", tool_calls=[piece])
 
 
 class StreamFollower:
@@ -106,7 +131,7 @@ class StreamFollower:
     def accept(self, chunk: StreamChunk) -> bool:
         """Whether the reader shows this chunk."""
         if self.attempt is None:
-            if chunk.text:
+            if chunk.text or chunk.tool_calls:
                 self.attempt, self.next_index = chunk.attempt, chunk.index + 1
             return True
         if chunk.attempt != self.attempt or self.restarted:

@@ -10,8 +10,8 @@ subject, stream and bucket of the topology has an owner here.
     roles                         writes (only it)                          reads
     gateway                       orch.request.*.gw.*                       its answers orch.*.gw.*
     router                        orch.dispatch.>, outcomes, orch_queues    REQUESTS, RESULTS, COMMANDS, KV
-    gpu_host / cloud_proxy        outcomes, failures, chunks; orch_hosts /  DISPATCH, COMMANDS (hosts), RESULTS
-                                  orch_providers
+    gpu_host / cloud_proxy        outcomes, failures, chunks; orch_hosts /  DISPATCH, COMMANDS (hosts), RESULTS;
+                                  orch_providers                            cloud_proxy serves cloud embeddings
     cache                         orch_cache, orch_cache_pending            RESULTS; serves cache lookups
     budget_guard                  LEDGER, LEDGER_SNAPSHOTS, orch_tiers,     RESULTS, COMMANDS; serves budgets
                                   orch_locks, tier cmds
@@ -78,7 +78,7 @@ DECLARATION: tuple[Role, ...] = (
         subscribes=(s.answers_of(s.ORIGIN_GATEWAY),),
         kv_writes=(s.KV_KEY_USAGE,),  # per-key rate and concurrency counts, shared by every gateway
         kv_reads=TOPOLOGY_BUCKETS,
-        calls=(s.SVC_CACHE_EMBED,),  # /v1/embeddings
+        calls=(s.SVC_CACHE_EMBED, s.SVC_CLOUD_EMBED),  # /v1/embeddings: MiniLM (cache), cloud models
     ),
     Role(
         "router",
@@ -103,6 +103,8 @@ DECLARATION: tuple[Role, ...] = (
         reads=("DISPATCH", "RESULTS"),
         kv_writes=(s.KV_PROVIDERS,),
         kv_reads=TOPOLOGY_BUCKETS,
+        serves=(s.SVC_CLOUD_EMBED,),  # cloud embeddings: held and charged like a generation
+        calls=(s.SVC_BUDGET_RESERVE, s.SVC_BUDGET_RELEASE),
     ),
     Role(
         "cache",

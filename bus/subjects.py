@@ -90,6 +90,7 @@ DLQ_ALL = f"{PREFIX}.dlq.>"
 SVC_CACHE_LOOKUP = f"{PREFIX}.svc.cache.lookup"
 # MiniLM sentence embeddings (served by: cache; called by: gateway for /v1/embeddings, router for consensus)
 SVC_CACHE_EMBED = f"{PREFIX}.svc.cache.embed"
+SVC_CLOUD_EMBED = f"{PREFIX}.svc.cloud.embed"  # cloud embedding models (served by: cloud_proxy; called by: gateway)
 SVC_BUDGET_RESERVE = f"{PREFIX}.svc.budget.reserve"
 SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"

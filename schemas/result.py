@@ -149,6 +149,16 @@ class AttemptFailed(Message, frozen=True, kw_only=True):
     reserved_nanos: int = 0
 
 
+class ToolCallDelta(Message, frozen=True, kw_only=True):
+    """A piece of a streamed function call (OpenAI's ``delta.tool_calls[]``): the first piece of call
+    ``index`` carries its id and name, the later ones fragments of its JSON arguments."""
+
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class StreamChunk(Message, frozen=True, kw_only=True):
     """A piece of a streamed answer on core NATS ``orch.stream.<id>`` (not stored)."""
 
@@ -158,3 +168,4 @@ class StreamChunk(Message, frozen=True, kw_only=True):
     text: str
     done: bool = False
     finish_reason: FinishReason | None = None
+    tool_calls: list[ToolCallDelta] = []  # pieces of function calls (their text is in these, not ``text``)

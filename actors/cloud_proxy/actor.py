@@ -5,17 +5,20 @@ by every instance), calls the provider through :class:`~actors.cloud_proxy.provi
 retries, cooldowns, keys), streams chunks on ``orch.stream.<origin>.<id>`` when asked, and publishes the
 outcome the way docs/protocol.md says: the result on ``orch.result.<origin>.<id>``, a failed attempt on
 ``orch.result.<origin>.<id>.failed`` for the router to fall back. It owns KV ``orch_providers`` and emits
-``provider.cooldown`` events. Secrets stay here: error texts are scrubbed of every key it ever read.
+``provider.cooldown`` events. It serves ``orch.svc.cloud.embed`` (cloud embedding models, held and
+charged through the budget_guard: embed.py). Secrets stay here: error texts are scrubbed of every key it ever read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from nats.js.errors import NotFoundError
 
+from actors.cloud_proxy import embed as embeddings
 from actors.cloud_proxy.clients import Call, Completion
 from actors.cloud_proxy.errors import ProviderError
 from actors.cloud_proxy.provider import Provider
@@ -23,16 +26,21 @@ from actors.pricing import cloud_cost, estimate_tokens
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
+from bus.errors import ServiceCallError
 from bus.kv import TypedKV
 from bus.log import redact
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from bus.service import ServiceSpec
+from schemas.budget import RELEASE_REPLY, RESERVE_REPLY, ReleaseRequest, ReserveReply, ReserveRequest
+from schemas.cache import EmbedReply
 from schemas.codec import ATTEMPT_FAILED, DISPATCH, Codec
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
+from schemas.embeddings import CLOUD_EMBED_REQUEST, CloudEmbedRequest
 from schemas.errors import ErrorInfo
 from schemas.events import ProviderCooldown
-from schemas.result import GenerateResult, Provenance, Response, Timings, Usage
+from schemas.result import GenerateResult, Provenance, Response, Timings, ToolCallDelta, Usage
 from schemas.state import ProviderState
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,26 @@ class CloudProxy(Actor):
         }
         self._kv: TypedKV[ProviderState] | None = None
         self._written: dict[str, ProviderState] = {}
+
+    def services(self) -> list[ServiceSpec]:
+        return [ServiceSpec(subjects.SVC_CLOUD_EMBED, self.embed, CLOUD_EMBED_REQUEST, concurrency=32)]
+
+    async def embed(self, req: CloudEmbedRequest) -> EmbedReply:
+        """``orch.svc.cloud.embed``: held, called, charged (actors/cloud_proxy/embed.py)."""
+
+        async def reserve(ask: ReserveRequest) -> ReserveReply:
+            return await self.call(subjects.SVC_BUDGET_RESERVE, ask, RESERVE_REPLY, 2.0)
+
+        async def release(req: ReleaseRequest) -> None:
+            with contextlib.suppress(ServiceCallError):  # else it is held until it expires
+                await self.call(subjects.SVC_BUDGET_RELEASE, req, RELEASE_REPLY, 2.0)
+
+        async def store(result: GenerateResult, origin: str) -> None:
+            await publish_outcome(self, result, origin)
+
+        return await embeddings.embed(
+            req, cfg=self.cfg, providers=self.providers, reserve=reserve, release=release, store=store
+        )
 
     def consumers(self) -> list[ConsumerSpec]:
         return [
@@ -125,13 +153,16 @@ class CloudProxy(Actor):
             sampling=dispatch.effective_sampling,
             messages=request.messages,
             prompt=request.prompt,
-            stream=request.stream and not dispatch.effective_sampling.calls_tools,  # calls are sent whole
+            stream=request.stream,  # function calls stream as deltas (clients/tools.py CallDeltas)
         )
         chunks = ChunkSender(self, request.id, dispatch.attempt, request.origin) if call.stream else None
+
+        async def forward(piece: str | ToolCallDelta) -> None:
+            if chunks is not None:
+                await chunks.send_pieces([piece])
+
         try:
-            completion = await provider.run(
-                call, target.model, request.effective_deadline, chunks.send if chunks is not None else None
-            )
+            completion = await provider.run(call, target.model, request.effective_deadline, forward)
         except ProviderError as err:
             await self._fail(dispatch, call, model, err, chunks)
             return

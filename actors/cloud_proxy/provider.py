@@ -25,6 +25,7 @@ import aiohttp
 from actors.cloud_proxy.breaker import CircuitBreaker
 from actors.cloud_proxy.clients import Call, Completion, HttpClient, wire_for
 from actors.cloud_proxy.clients.base import OnText
+from actors.cloud_proxy.clients.embeddings import embed_body, embed_url, parse_embeddings
 from actors.cloud_proxy.errors import AuthFailed, ProviderError, RateLimited, Timeout, Unavailable
 from actors.cloud_proxy.limits import Limit, RateLimiter
 from actors.cloud_proxy.retry import RetryPolicy
@@ -34,6 +35,7 @@ from bus.log import redact
 from schemas.config.models import CloudModel
 from schemas.config.providers import ProviderCfg
 from schemas.events import ProviderCooldown
+from schemas.result import ToolCallDelta
 from schemas.state import ProviderState
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Provider:
             own = cfg.model_limits.get(model)
             extra = [Limit.of(own.rpm, own.tpm, burst=float(own.burst), now=now)] if own else []
             self.limiters[model] = RateLimiter([shared, *extra])
+        self.embed_limiter = RateLimiter([shared])  # embeddings count against the provider's own limits
         self.breakers = {m: CircuitBreaker(cfg.cooldown.failures, float(cfg.cooldown.period)) for m in models}
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.latencies: deque[float] = deque(maxlen=256)
@@ -103,7 +106,7 @@ class Provider:
             raise Unavailable(f"{self.name} does not serve model {model!r}")
         streamed = False
 
-        async def forward(text: str) -> None:
+        async def forward(text: str | ToolCallDelta) -> None:
             nonlocal streamed
             streamed = True
             if on_text is not None:
@@ -125,6 +128,50 @@ class Provider:
                     raise
                 log.debug("%s %s: %s; retry %d in %.2fs", self.name, model, err.code, attempt, delay)
                 await asyncio.sleep(delay)
+
+    async def embed(
+        self, remote: str, texts: list[str], dimensions: int | None, deadline: float
+    ) -> tuple[list[list[float]], int]:
+        """Vectors for ``texts`` and the input tokens (the provider's count, else estimated), within
+        ``deadline``, retrying what may be retried; ProviderError subclasses only."""
+        api = self.cfg.api
+        url, body = embed_url(api, self.client.base_url, remote), embed_body(api, remote, texts, dimensions)
+        estimated = sum(estimate_tokens(t) for t in texts)
+        attempt = 0
+        while True:
+            attempt += 1
+            key = self._embed_admit(estimated)
+            try:
+                async with asyncio.timeout(max(0.001, deadline - time.time())):
+                    async with self.slots:
+                        total = max(0.001, deadline - time.time())
+                        timeout = self.client.timeout(total=total, idle=float(self.cfg.timeout))
+                        data = await self.client.post_json(url, body, key, timeout=timeout)
+                vectors, tokens = parse_embeddings(api, data, len(texts))
+            except TimeoutError as exc:
+                self.embed_limiter.settle(estimated, 0, time.monotonic())
+                raise Timeout(f"{self.name}: no embeddings before the deadline") from exc
+            except ProviderError as err:
+                self.embed_limiter.settle(estimated, 0, time.monotonic())
+                delay = self.retry.next_delay(err, attempt, deadline - time.time())
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            self.embed_limiter.settle(estimated, tokens or estimated, time.monotonic())
+            return vectors, tokens if tokens is not None else estimated
+
+    def _embed_admit(self, estimated: int) -> str:
+        if not self.cfg.enabled:
+            raise Unavailable(f"provider {self.name} is disabled")
+        key = self.keys.key
+        if key is None:
+            raise Unavailable(f"provider {self.name} has no API key")
+        now = time.monotonic()
+        if self.embed_limiter.reserve(tokens=estimated, now=now, max_wait=0.0) is None:
+            retry_after = round(self.embed_limiter.earliest(tokens=estimated, now=now), 3)
+            raise RateLimited(f"{self.name}: over its rate limit", retry_after_s=retry_after)
+        return key
 
     async def _once(self, call: Call, model: str, deadline: float, on_text: OnText | None) -> Completion:
         if not self.cfg.enabled:

@@ -58,7 +58,9 @@ class DiversityMonitor(Actor):
         self.obs = Observations(self.horizon, ZoneInfo(cfg.budgets.timezone))
         self.engine = Engine(cfg.alerts.rules)
         self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
-        self.metrics = Metrics(self.current_figures, LabelSets.of(cfg.models, cfg.hosts, cfg.providers))
+        families = {m.family for m in cfg.models.values()} | ({"embedding"} if cfg.embedding_models else set())
+        models = [*cfg.models, *cfg.embedding_models]  # cloud embeddings are charged through a result too
+        self.metrics = Metrics(self.current_figures, LabelSets.of(models, cfg.hosts, cfg.providers, families))
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
         board = cfg.monitor.dashboard
         self.board = Board(int(float(board.history) / max(0.05, float(board.refresh))), board.tail)

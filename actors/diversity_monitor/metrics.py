@@ -51,10 +51,16 @@ class LabelSets:
 
     models: frozenset[str] = frozenset()
     targets: frozenset[str] = frozenset()
+    families: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, models: Iterable[str], hosts: Iterable[str], providers: Iterable[str]) -> LabelSets:
-        return cls(frozenset(models), frozenset([*hosts, *providers, "cache", "fanout"]))
+    def of(
+        cls, models: Iterable[str], hosts: Iterable[str], providers: Iterable[str], families: Iterable[str] = ()
+    ) -> LabelSets:
+        return cls(frozenset(models), frozenset([*hosts, *providers, "cache", "fanout"]), frozenset(families))
+
+    def family(self, value: str) -> str:
+        return value if not self.families or value in self.families else OTHER
 
     def model(self, value: str) -> str:
         return value if not self.models or value in self.models else OTHER
@@ -87,8 +93,9 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 
 
 class FiguresCollector(Collector):
-    def __init__(self, figures: Callable[[], Figures]) -> None:
+    def __init__(self, figures: Callable[[], Figures], labels: LabelSets | None = None) -> None:
         self.figures = figures
+        self.labels = labels or LabelSets()
 
     def collect(self) -> Iterator[Metric]:
         f = self.figures()
@@ -140,7 +147,10 @@ class FiguresCollector(Collector):
             name = "orchestra_diversity_score" if key == "diversity_score" else f"orchestra_diversity_{key}"
             yield GaugeMetricFamily(name, f"Diversity over the monitor window: {key.replace('_', ' ')}", value=value)
         mix = _gauge("orchestra_diversity_family_answers", "Answers per model family (monitor window)", ["family"])
-        for family, count in sorted(f.families.items()):
+        mixed: dict[str, int] = {}  # families the config does not name (forged results) count as "other"
+        for family, count in f.families.items():
+            mixed[self.labels.family(family)] = mixed.get(self.labels.family(family), 0) + count
+        for family, count in sorted(mixed.items()):
             mix.add_metric([family], float(count))
         yield mix
         tasks = _gauge("orchestra_task_diversity_score", "Diversity score of a task's answers (recent tasks)", ["task"])
@@ -182,7 +192,7 @@ class Metrics:
             "orchestra_remediations", "Auto-remediation actions", ["rule", "action"], registry=r
         )
         self.notifications = Counter("orchestra_notifications", "Notifications sent", ["channel", "result"], registry=r)
-        r.register(FiguresCollector(figures))
+        r.register(FiguresCollector(figures, self.labels))
 
     def observe(self, outcome: Outcome) -> None:
         if not isinstance(outcome, GenerateResult):

@@ -93,6 +93,8 @@ def answers_of(outcome: Outcome, at: float) -> list[Answer]:
     if outcome.responses:
         group = outcome.task or outcome.request_id
         return [_answer(at, r.request_id, r.provenance, group, r.text) for r in outcome.responses]
+    if not outcome.text and not outcome.tool_calls:
+        return []  # nothing to compare (a cloud embeddings charge, an empty answer): spend and counts only
     own = Provenance(model=outcome.model, family=outcome.family, tier=outcome.tier, target=outcome.target)
     p = outcome.provenance or own
     if (p.model, p.family) != (own.model, own.family):  # the result's own model is the truth

@@ -30,8 +30,10 @@ from bus import subjects
 from bus.errors import ServiceCallError
 from bus.outcomes import StreamFollower
 from bus.service import call
-from schemas.cache import EMBED_MODEL, EMBED_REPLY, EmbedRequest
+from schemas.base import new_id
+from schemas.cache import EMBED_MODEL, EMBED_REPLY, MAX_EMBED_INPUTS, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
+from schemas.embeddings import CloudEmbedRequest
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
 from schemas.result import GenerateError, GenerateResult, Outcome
@@ -67,7 +69,16 @@ MAX_BODY = web.AppKey("max_body", int)
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client)."""
+    """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client).
+    A body that announces more than ``gateway.max_body`` is refused before it is read (and the connection
+    closed): reading megabytes only to refuse them took the event loop from every other client."""
+    limit = request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        message = f"the request body exceeds the gateway's limit of {limit} bytes"
+        refused = json_response({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                           "code": None}}, 413)  # fmt: skip
+        refused.force_close()
+        return refused
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -113,7 +124,7 @@ class Api:
         return key
 
     def visible(self, key: ClientKey) -> list[str]:
-        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL]
+        names = [*VIRTUAL_MODELS, *self.cfg.models, EMBED_MODEL, *self.cfg.embedding_models]
         free = (*VIRTUAL_MODELS, EMBED_MODEL)
         return names if not key.models else [n for n in names if n in key.models or n in free]
 
@@ -148,10 +159,7 @@ class Api:
         if isinstance(key, web.Response):
             return key
         try:
-            body = decode_body(await request.read(), chat=chat)
-            if body.model not in self.visible(key):
-                raise SchemaError(f"The model `{body.model}` does not exist", "model")
-            gen = oa.to_request(body, client_key=key.id, default_timeout=float(self.cfg.gateway.request_timeout))
+            body, gen = self._parse(await request.read(), chat=chat, key=key)
         except SchemaError as exc:
             if exc.field == "model" and "does not exist" in exc.reason:
                 return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
@@ -179,31 +187,54 @@ class Api:
             if isinstance(admission, Admission) and self.gw.limiter is not None:
                 await asyncio.shield(self.gw.limiter.release(admission, used))
 
+    def _parse(self, raw: bytes, *, chat: bool, key: ClientKey) -> tuple[Any, GenerateRequest]:
+        """Decode and check a body. Linear in its size (msgspec: ~8 ms per MB of escaped unicode here, on the
+        event loop: msgspec holds the interpreter, so a worker thread would not let other clients in
+        meanwhile); ``gateway.max_body`` bounds it."""
+        body = decode_body(raw, chat=chat)
+        if body.model not in self.visible(key):
+            raise SchemaError(f"The model `{body.model}` does not exist", "model")
+        timeout = float(self.cfg.gateway.request_timeout)
+        return body, oa.to_request(body, client_key=key.id, default_timeout=timeout)
+
     async def embeddings(self, request: web.Request) -> web.Response:
         key = self.authenticate(request)
         if isinstance(key, web.Response):
             return key
         try:
             body = emb.EMBEDDINGS.decode(await request.read())
-            texts = emb.texts_of(body)
+            if body.model not in self.visible(key):
+                raise SchemaError(f"The model `{body.model}` does not exist", "model")
+            cloud = emb.model_of(body, self.cfg)
+            texts = emb.texts_of(body, cloud.max_inputs if cloud is not None else MAX_EMBED_INPUTS)
         except SchemaError as exc:
-            if exc.field == "model":
-                return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
-            return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
+            missing = exc.field == "model" and not isinstance(exc, emb.NotEmbedding)
+            return error_response(ErrorInfo.of("not_found" if missing else "bad_request", exc.reason, field=exc.field))
         admission = None
         if self.gw.limiter is not None:
             admission = await self.gw.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission)
         used: int | None = None
+        request_id = new_id()
         try:
-            reply = await call(
-                self.gw.nc, subjects.SVC_CACHE_EMBED, EmbedRequest(texts=texts), EMBED_REPLY, timeout=30.0
-            )
+            if cloud is None:
+                ask: Any = EmbedRequest(texts=texts)
+                subject, timeout = subjects.SVC_CACHE_EMBED, 30.0
+            else:
+                timeout = float(self.cfg.gateway.request_timeout)
+                dims = body.dimensions if body.dimensions is not None else cloud.dimensions
+                ask = CloudEmbedRequest(
+                    request_id=request_id, model=body.model, texts=texts, dimensions=dims, client_key=key.id,
+                    origin=subjects.ORIGIN_GATEWAY, deadline=time.time() + timeout,
+                )  # fmt: skip
+                subject = subjects.SVC_CLOUD_EMBED
+            reply = await call(self.gw.nc, subject, ask, EMBED_REPLY, timeout=timeout + GRACE_S)
             used = reply.tokens
-            return json_response(emb.response(reply, body.encoding_format))
+            shaped = emb.response(reply, body.encoding_format, body.model)
+            return json_response(shaped, headers={"X-Request-Id": request_id})
         except ServiceCallError as exc:
-            return error_response(exc.info)
+            return error_response(exc.info, request_id)
         finally:
             if isinstance(admission, Admission) and self.gw.limiter is not None:
                 await asyncio.shield(self.gw.limiter.release(admission, used))

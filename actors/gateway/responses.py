@@ -14,7 +14,7 @@ import msgspec
 from schemas.base import ToolCall
 from schemas.errors import ErrorInfo
 from schemas.request import GenerateRequest
-from schemas.result import GenerateResult, Response, StreamChunk, TokenLogprob
+from schemas.result import GenerateResult, Response, StreamChunk, TokenLogprob, ToolCallDelta
 
 
 def _usage(r: GenerateResult) -> dict[str, int]:
@@ -57,6 +57,17 @@ def tool_calls(calls: list[ToolCall], *, indexed: bool = False) -> list[dict[str
         }
         for i, c in enumerate(calls)
     ]
+
+
+def call_delta(d: ToolCallDelta) -> dict[str, Any]:
+    """One ``delta.tool_calls[]`` entry as OpenAI streams it: the first of a call carries its id, type and
+    name with empty (or partial) arguments; the later ones only argument fragments."""
+    fn: dict[str, Any] = {"arguments": d.arguments}
+    if d.name is not None:
+        fn = {"name": d.name, "arguments": d.arguments}
+    if d.id is not None:
+        return {"index": d.index, "id": d.id, "type": "function", "function": fn}
+    return {"index": d.index, "function": fn}
 
 
 def _message(r: GenerateResult | Response) -> dict[str, Any]:
@@ -136,6 +147,7 @@ class StreamShaper:
         self.created = int(time.time())
         self.model = request.model or "auto"
         self.started = False
+        self.calls_streamed = False  # function calls went out as deltas (not again, whole, at the end)
 
     def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None, last: bool = False) -> bytes:
         body: dict[str, Any] = {
@@ -166,6 +178,10 @@ class StreamShaper:
             out += self._piece("", role=True) if self.chat else b""
         if c.text:
             out += self._piece(c.text)
+        if c.tool_calls and self.chat:
+            self.calls_streamed = True
+            delta = {"tool_calls": [call_delta(d) for d in c.tool_calls]}
+            out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
         return out
 
     def finish(self, r: GenerateResult, streamed_text: bool) -> bytes:
@@ -176,7 +192,7 @@ class StreamShaper:
             out += self._piece("", role=True) if self.chat else b""
         if not streamed_text and r.text:
             out += self._piece(r.text)
-        if r.tool_calls and self.chat:  # a call arrives whole: one delta with every call and its arguments
+        if r.tool_calls and self.chat and not self.calls_streamed:  # not streamed as deltas: sent whole
             delta = {"tool_calls": tool_calls(r.tool_calls, indexed=True)}
             out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
         out += self._piece("", finish=r.finish_reason)

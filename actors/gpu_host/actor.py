@@ -17,12 +17,14 @@ import argparse
 import asyncio
 import contextlib
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from nats.js.errors import NotFoundError
 
+from actors.gpu_host.callstream import CallStream
 from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
 from actors.gpu_host.library import ModelLibrary
@@ -36,6 +38,7 @@ from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from schemas.base import ToolCall
 from schemas.codec import COMMAND, DISPATCH, Codec
 from schemas.commands import LoadModel, SwapModels, UnloadModel
 from schemas.config.root import OrchestraConfig
@@ -157,9 +160,9 @@ class GpuHost(Actor):
             return
         taken = time.time()
         sampling = dispatch.effective_sampling
-        # a function call is not streamed as text: it arrives whole, as tool_calls in the result
-        stream_text = req.stream and not sampling.calls_tools
-        streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if stream_text else None
+        # with tools, a call streams as tool-call deltas and text as text (callstream.py)
+        streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if req.stream else None
+        pieces = CallStream(sampling, f"call_{uuid.uuid4().hex[:24]}")
         admitted = None
         try:
             if taken >= req.effective_deadline:
@@ -187,8 +190,10 @@ class GpuHost(Actor):
             try:
                 if streamed is not None:
                     async for piece in gen.pieces():
-                        await streamed.send(piece)
+                        await streamed.send_pieces(pieces.feed(piece))
                 done = await gen.result()
+                if streamed is not None:
+                    await streamed.send_pieces(pieces.close())
                 others = [await g.result() for g in gens[1:]]
             finally:
                 for g in gens:
@@ -222,6 +227,8 @@ class GpuHost(Actor):
             dispatched=d.published_at,
         )  # fmt: skip
         text, calls = split_call(result.text, sampling)
+        if calls and pieces.calling:  # the call the client saw streamed: its id and its arguments' text
+            calls = [ToolCall(id=pieces.call_id, name=calls[0].name, arguments=pieces.arguments)]
         if calls:
             result = msgspec.structs.replace(result, text=text, tool_calls=calls, finish_reason="tool_calls")
         if others:

@@ -55,7 +55,8 @@ def call_schema(tools: list[Tool]) -> str:
         }
         for t in tools
     ]
-    return json.dumps(options[0] if len(options) == 1 else {"anyOf": options}, sort_keys=True)
+    # "name" before "arguments": the grammar keeps this order, so a stream can announce the call first
+    return json.dumps(options[0] if len(options) == 1 else {"anyOf": options})
 
 
 def tool_grammar(s: Sampling) -> str | None:

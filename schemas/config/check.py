@@ -12,10 +12,13 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from schemas.base import TIERS
+from schemas.cache import EMBED_MODEL
 from schemas.config.models import CloudModel, LocalModel, PathSource, parse_params
 from schemas.config.ops import METRICS
 from schemas.config.root import OrchestraConfig
 from schemas.request import VIRTUAL_MODELS
+
+EMBEDDING_APIS = ("openai", "gemini")  # Anthropic has no embeddings API
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # hosts become subject tokens and consumer names
@@ -32,6 +35,7 @@ class Problem(msgspec.Struct, frozen=True):
 def problems(cfg: OrchestraConfig) -> list[Problem]:
     return [
         *_models(cfg),
+        *_embedding_models(cfg),
         *_hosts(cfg),
         *_providers(cfg),
         *_phases(cfg),
@@ -104,6 +108,20 @@ def _models(cfg: OrchestraConfig) -> Iterator[Problem]:
                 f"cards {model.cards} hold {memory / 1e9:g} GB, smaller than the model's "
                 f"smallest variant ({min(sizes) / 1e9:g} GB)",
             )
+
+
+def _embedding_models(cfg: OrchestraConfig) -> Iterator[Problem]:
+    for name, model in cfg.embedding_models.items():
+        path = f"embedding_models.{name}"
+        if not _NAME.match(name) or name in cfg.models or name in VIRTUAL_MODELS or name == EMBED_MODEL:
+            yield Problem(path, f"invalid or taken embedding model name {name!r}")
+        provider = cfg.providers.get(model.provider)
+        if provider is None:
+            yield Problem(f"{path}.provider", f"unknown provider {model.provider!r}")
+        elif provider.api not in EMBEDDING_APIS:
+            yield Problem(f"{path}.provider", f"provider {model.provider!r} ({provider.api}) offers no embeddings API")
+        elif provider.api == "gemini" and model.max_inputs > 100:
+            yield Problem(f"{path}.max_inputs", "Gemini's batchEmbedContents takes at most 100 texts")
 
 
 def _hosts(cfg: OrchestraConfig) -> Iterator[Problem]:
@@ -218,7 +236,8 @@ def _gateway(cfg: OrchestraConfig) -> Iterator[Problem]:
         if key.id in seen:
             yield Problem(f"gateway.api_keys[{i}].id", f"duplicate key id {key.id!r}")
         seen.add(key.id)
-        yield from _refs(cfg, key.models, f"gateway.api_keys[{i}].models")
+        chat = [m for m in key.models if m not in cfg.embedding_models and m != EMBED_MODEL]
+        yield from _refs(cfg, chat, f"gateway.api_keys[{i}].models")
 
 
 def _deadlines(cfg: OrchestraConfig) -> Iterator[Problem]:

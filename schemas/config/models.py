@@ -107,3 +107,16 @@ class CloudModel(TaggedCfg, frozen=True, kw_only=True, tag="cloud"):
 
 
 ModelCfg = LocalModel | CloudModel
+
+
+class EmbeddingModel(Cfg, frozen=True, kw_only=True):
+    """A cloud embedding model (``POST /v1/embeddings`` with this name): OpenAI-compatible ``/embeddings``
+    or Gemini ``batchEmbedContents`` of its provider. Anthropic offers no embeddings API. Kept apart from
+    ``models``: nothing routes chat or completions to it."""
+
+    provider: str
+    remote_name: str
+    price: Annotated[float, Meta(ge=0)]  # US dollars per million input tokens
+    dimensions: Annotated[int, Meta(ge=1)] | None = None  # None: the provider's default size
+    max_inputs: Annotated[int, Meta(ge=1, le=2048)] = 100  # texts per request (Gemini: at most 100)
+    description: str = ""

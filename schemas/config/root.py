@@ -8,7 +8,7 @@ from schemas.config.actors import CacheCfg, CloudProxyCfg, GatewayCfg, MonitorCf
 from schemas.config.base import Cfg
 from schemas.config.bus import BusCfg
 from schemas.config.hosts import CardCfg, HostCfg, StorageCfg
-from schemas.config.models import CloudModel, LocalModel, ModelCfg
+from schemas.config.models import CloudModel, EmbeddingModel, LocalModel, ModelCfg
 from schemas.config.ops import AlertsCfg, BudgetsCfg, PhaseCfg, RouteCfg
 from schemas.config.providers import ProviderCfg
 
@@ -26,6 +26,7 @@ class OrchestraConfig(Cfg, frozen=True, kw_only=True):
     monitor: MonitorCfg = MonitorCfg()
     cloud_proxy: CloudProxyCfg = CloudProxyCfg()
     models: dict[str, ModelCfg]
+    embedding_models: dict[str, EmbeddingModel] = {}  # cloud embeddings (POST /v1/embeddings)
     cards: dict[str, CardCfg] = {}
     hosts: dict[str, HostCfg] = {}
     storage: dict[str, StorageCfg] = {}

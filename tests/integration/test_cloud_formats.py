@@ -544,12 +544,11 @@ def tool_dispatch(model: str, provider: str, *, stream: bool = False) -> Any:
     return dispatch_for(model, provider, request=req)
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_anthropic_tools_calls_and_results_are_translated(
-    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider], stream: bool
+    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider]
 ) -> None:
     """tools -> input_schema and tool_choice any; the history's calls -> tool_use blocks and its results ->
-    one user turn of tool_result blocks; a tool_use answer -> tool_calls (a stream asks for it whole)."""
+    one user turn of tool_result blocks; a tool_use answer -> tool_calls."""
     await start_proxy()
     use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
     fakes["anthropic"].plan.append(
@@ -558,7 +557,7 @@ async def test_anthropic_tools_calls_and_results_are_translated(
             body={"content": [use], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 9}},
         )
     )
-    out = await send(nc, tool_dispatch("claude-sonnet", "anthropic", stream=stream))
+    out = await send(nc, tool_dispatch("claude-sonnet", "anthropic"))
     assert out.result is not None and out.result.finish_reason == "tool_calls" and not out.chunks
     assert out.result.tool_calls == [ToolCall(id="toolu_1", name="get_weather", arguments='{"city": "Oslo"}')]
     body = fakes["anthropic"].seen[-1].body
@@ -571,6 +570,28 @@ async def test_anthropic_tools_calls_and_results_are_translated(
         {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Rome"}}]}  # fmt: skip
     assert [b["tool_use_id"] for b in body["messages"][2]["content"]] == ["call_a", "call_b"]
     assert body["messages"][2]["role"] == "user" and body["messages"][3] == {"role": "user", "content": "And Oslo?"}
+
+
+@pytest.mark.parametrize(("api", "model"), [("anthropic", "claude-sonnet"), ("gemini", "gemini-2.5-pro")])
+async def test_a_streamed_call_goes_out_as_deltas(
+    start_proxy: Start, nc: NATS, fakes: dict[str, FakeProvider], api: str, model: str
+) -> None:
+    """stream: the provider's streamed call (Anthropic: tool_use start + input_json_delta pieces; Gemini: one
+    functionCall) -> chunks with OpenAI-style deltas (the first with id and name), arguments that join into
+    the call's JSON, and the result's tool_calls with the same id."""
+    await start_proxy()
+    fakes[api].call = ("get_weather", {"city": "Oslo", "days": 3})
+    out = await send(nc, tool_dispatch(model, api, stream=True))
+    assert out.result is not None and out.result.finish_reason == "tool_calls"
+    deltas = [d for c in out.chunks for d in c.tool_calls]
+    head, *rest = deltas
+    assert head.name == "get_weather" and head.id and all(d.name is None for d in rest)
+    joined = head.arguments + "".join(d.arguments for d in rest)
+    assert json.loads(joined) == {"city": "Oslo", "days": 3}
+    assert out.result.tool_calls[0].id == head.id and json.loads(out.result.tool_calls[0].arguments)["days"] == 3
+    assert fakes[api].seen[-1].body.get("stream") is (True if api == "anthropic" else None)
+    if api == "anthropic":
+        assert len(rest) > 1  # fragments, as Anthropic sent them
 
 
 async def test_gemini_tools_calls_and_results_are_translated(

@@ -218,7 +218,9 @@ def test_a_tool_result_goes_back_to_the_model(orchestra: Orchestra) -> None:
 
 
 def test_a_streamed_tool_call_arrives_as_deltas(orchestra: Orchestra) -> None:
-    """stream=True: the call comes as a tool_calls delta (index, id, name, arguments), then tool_calls."""
+    """stream=True on a real local model: the first tool_calls delta carries index, id, type and the name
+    with empty arguments, the later ones argument fragments as the model writes them; joined, they validate
+    against the schema; finish_reason tool_calls."""
     stream = orchestra.sdk.chat.completions.create(
         model="smollm2-135m",
         messages=ASK,
@@ -228,15 +230,18 @@ def test_a_streamed_tool_call_arrives_as_deltas(orchestra: Orchestra) -> None:
         max_tokens=80,
         stream=True,  # type: ignore[arg-type,list-item]
     )
-    name, arguments, finish = "", "", None
+    deltas, finish = [], None
     for chunk in stream:
         if not chunk.choices:
             continue
-        for delta in chunk.choices[0].delta.tool_calls or []:
-            name += (delta.function and delta.function.name) or ""
-            arguments += (delta.function and delta.function.arguments) or ""
+        deltas += chunk.choices[0].delta.tool_calls or []
         finish = chunk.choices[0].finish_reason or finish
-    assert name == "get_weather" and finish == "tool_calls"
+    head, *rest = deltas
+    assert head.index == 0 and head.id and head.type == "function" and head.function
+    assert head.function.name == "get_weather" and head.function.arguments == ""
+    assert len(rest) > 1 and all(d.id is None and d.function and d.function.name is None for d in rest)
+    arguments = "".join((d.function and d.function.arguments) or "" for d in rest)
+    assert finish == "tool_calls"
     msgspec.json.decode(arguments, type=Weather)
 
 

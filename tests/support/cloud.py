@@ -1,8 +1,11 @@
 """Real local peers for the cloud proxy's tests, and helpers to drive it over NATS.
 
 llama_server(...)      llama-cpp-python's own OpenAI-compatible server on SmolLM2 (a process)
-FakeProvider("anthropic" | "gemini", key)   an aiohttp server speaking that API's documented wire
-                       format, streams included; ``plan`` scripts its next answers (errors, hangs)
+FakeProvider("anthropic" | "gemini" | "openai", key)   an aiohttp server speaking that API's documented
+                       wire format, streams included; ``plan`` scripts its next answers (errors, hangs);
+                       ``call`` makes it answer requests with tools by calling that function (streamed in
+                       fragments, as each provider streams calls); embeddings (OpenAI ``/v1/embeddings``,
+                       Gemini ``batchEmbedContents``): ``vector_of(text)``
 FakeVault(token)       HashiCorp Vault's KV v2 HTTP API
 cloud_profile(...)     a profile whose providers and cloud models are exactly the given ones
 send(nc, dispatch)     publish a Dispatch and wait for its result / failed attempt (+ chunks)
@@ -135,10 +138,11 @@ class Answer:
 
 
 class FakeProvider:
-    """A provider API on 127.0.0.1 that answers in Anthropic's or Gemini's documented format."""
+    """A provider API on 127.0.0.1 that answers in Anthropic's, Gemini's or OpenAI's documented format."""
 
     def __init__(self, api: str, key: str, *, words: tuple[str, ...] = ("Hello", " from", " the", " fake")) -> None:
-        assert api in ("anthropic", "gemini")
+        assert api in ("anthropic", "gemini", "openai")
+        self.call: tuple[str, dict[str, Any]] | None = None  # answer requests with tools by calling this
         self.api, self.key, self.words = api, key, words
         self.seen: list[Seen] = []
         self.plan: deque[Answer] = deque()
@@ -152,6 +156,8 @@ class FakeProvider:
         app = web.Application()
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1beta/models/{model_action}", self._gemini)
+        app.router.add_post("/v1/embeddings", self._openai_embeddings)
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -209,6 +215,8 @@ class FakeProvider:
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if self.call is not None and body.get("tools"):
+            return await self._anthropic_call(request, body)
         words = self.words[: body["max_tokens"]]
         stop = "end_turn" if len(words) == len(self.words) else "max_tokens"
         if not body.get("stream"):
@@ -269,6 +277,11 @@ class FakeProvider:
         scripted = await self._scripted(request)
         if scripted is not None:
             return scripted
+        if action == "batchEmbedContents":
+            texts = [r["content"]["parts"][0]["text"] for r in body["requests"]]
+            return web.json_response({"embeddings": [{"values": vector_of(t)} for t in texts]})
+        if self.call is not None and body.get("tools"):
+            return await self._gemini_call(request, action)
         limit = body["generationConfig"]["maxOutputTokens"]
         words = self.words[:limit]
         reason = "STOP" if len(words) == len(self.words) else "MAX_TOKENS"
@@ -308,6 +321,128 @@ class FakeProvider:
             await resp.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
         await resp.write_eof()
         return resp
+
+    # function calls, streamed in fragments ---------------------------------------------------------
+    def _fragments(self) -> tuple[str, list[str]]:
+        assert self.call is not None
+        name, args = self.call
+        text = json.dumps(args)
+        return name, [text[i : i + 5] for i in range(0, len(text), 5)]
+
+    async def _sse(
+        self, request: web.Request, events: list[tuple[str | None, dict[str, Any] | str]]
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for name, data in events:
+            head = f"event: {name}\n" if name else ""
+            payload = data if isinstance(data, str) else json.dumps(data)
+            await resp.write(f"{head}data: {payload}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    async def _anthropic_call(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        name, pieces = self._fragments()
+        use = {"type": "tool_use", "id": "toolu_fake1", "name": name, "input": {}}
+        usage = {"input_tokens": self.input_tokens, "output_tokens": 7}
+        if not body.get("stream"):
+            whole = {**use, "input": json.loads("".join(pieces))}
+            return web.json_response({"id": "msg_01", "type": "message", "role": "assistant", "model": body["model"],
+                                      "content": [whole], "stop_reason": "tool_use", "usage": usage})  # fmt: skip
+        events: list[tuple[str | None, dict[str, Any] | str]] = [
+            ("message_start", {"type": "message_start", "message": {"id": "msg_01", "usage": usage}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": use}),
+        ]  # fmt: skip
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": p}}) for p in pieces]  # fmt: skip
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": usage}),
+            ("message_stop", {"type": "message_stop"}),
+        ]  # fmt: skip
+        return await self._sse(request, events)
+
+    async def _gemini_call(self, request: web.Request, action: str) -> web.StreamResponse:
+        assert self.call is not None
+        name, args = self.call
+        answer = {
+            "candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": args}}]},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": self.input_tokens, "candidatesTokenCount": 5},
+        }  # fmt: skip
+        if action == "generateContent":
+            return web.json_response(answer)
+        return await self._sse(request, [(None, answer)])
+
+    # OpenAI (chat completions with calls, embeddings) -----------------------------------------------
+    def _openai_auth(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
+            error = {
+                "message": "Incorrect API key provided",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+            return web.json_response({"error": error}, status=401)
+        return None
+
+    async def _openai_embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        refused = self._openai_auth(request)
+        if refused is not None:
+            return refused
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": vector_of(t, body.get("dimensions") or 8)}
+                for i, t in enumerate(texts)]  # fmt: skip
+        tokens = sum(len(t.split()) for t in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        refused = self._openai_auth(request)
+        if refused is not None:
+            return refused
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
+        usage = {"prompt_tokens": self.input_tokens, "completion_tokens": 7, "total_tokens": self.input_tokens + 7}
+        if self.call is None or not body.get("tools"):
+            message = {"role": "assistant", "content": "".join(self.words)}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return web.json_response({"id": "c1", "object": "chat.completion", "choices": [choice], "usage": usage})
+        name, pieces = self._fragments()
+        if not body.get("stream"):
+            call = {"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": "".join(pieces)}}
+            choice = {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                      "finish_reason": "tool_calls"}  # fmt: skip
+            return web.json_response({"id": "c1", "object": "chat.completion", "choices": [choice], "usage": usage})
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": "c1", "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+
+        head = {"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}
+        events: list[tuple[str | None, dict[str, Any] | str]] = [
+            (None, chunk({"role": "assistant", "tool_calls": [head]}))
+        ]
+        events += [(None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})) for p in pieces]
+        events += [
+            (None, chunk({}, "tool_calls")),
+            (None, {"id": "c1", "choices": [], "usage": usage}),
+            (None, "[DONE]"),
+        ]
+        return await self._sse(request, events)
+
+
+def vector_of(text: str, dimensions: int = 8) -> list[float]:
+    """The fake's embedding of a text: deterministic, from its hash (tests compare it)."""
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(digest[i % len(digest)] / 255.0, 6) for i in range(dimensions)]
 
 
 class FakeVault:

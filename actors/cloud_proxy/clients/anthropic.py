@@ -21,9 +21,9 @@ from typing import Any
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import anthropic_calls, anthropic_messages, anthropic_tools
+from actors.cloud_proxy.clients.tools import CallDeltas, anthropic_calls, anthropic_messages, anthropic_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
-from schemas.result import FinishReason
+from schemas.result import FinishReason, ToolCallDelta
 
 API_VERSION = "2023-06-01"
 _STATUS = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500, "invalid_request_error": 400}
@@ -99,14 +99,24 @@ class AnthropicStream:
         self.output_tokens: int | None = None
         self.pieces = 0
         self.done = False
+        self.deltas = CallDeltas()
+
+    def take_calls(self) -> list[ToolCallDelta]:
+        return self.deltas.take()
 
     def feed(self, event: SseEvent) -> str | None:
         if event.event == "ping" or not event.data.strip():
             return None
         obj = decode_json(event.data)
         kind = obj.get("type", event.event) if isinstance(obj, dict) else None
-        if kind == "content_block_delta":
+        if kind == "content_block_start":  # a tool_use block: a call starts (its input comes as JSON pieces)
+            block = obj.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                self.deltas.start(obj.get("index"), block.get("id"), str(block.get("name") or ""))
+        elif kind == "content_block_delta":
             delta = obj.get("delta") or {}
+            if delta.get("type") == "input_json_delta":
+                self.deltas.add(obj.get("index"), str(delta.get("partial_json") or ""))
             text = delta.get("text") if delta.get("type") == "text_delta" else None
             if text:
                 self.parts.append(text)
@@ -134,10 +144,12 @@ class AnthropicStream:
     def result(self) -> Completion:
         if not self.done:
             raise ServerError("the stream ended before message_stop")
+        calls = self.deltas.calls()
         return Completion(
             text="".join(self.parts),
-            finish_reason=self.finish,
+            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             pieces=self.pieces,
+            tool_calls=calls,
         )

@@ -26,9 +26,9 @@ from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, class
 from actors.pricing import estimate_tokens
 from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
-from schemas.result import FinishReason, TokenLogprob, Usage
+from schemas.result import FinishReason, TokenLogprob, ToolCallDelta, Usage
 
-OnText = Callable[[str], Awaitable[None]]
+OnText = Callable[[str | ToolCallDelta], Awaitable[None]]  # text pieces and function-call deltas
 
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder().decode
@@ -89,6 +89,9 @@ class StreamParser(Protocol):
 
     @property
     def done(self) -> bool: ...
+
+    def take_calls(self) -> list[ToolCallDelta]:
+        """Function-call deltas the events fed so far added (each returned once)."""
 
     def result(self) -> Completion: ...
 
@@ -169,24 +172,52 @@ class HttpClient:
         except aiohttp.ClientError as exc:
             raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
 
+    async def post_json(self, url: str, body: dict[str, Any], key: str, *, timeout: aiohttp.ClientTimeout) -> Any:
+        """One JSON request, one JSON answer (embeddings), errors converted as ``complete`` does."""
+        if self._session is None:
+            raise RuntimeError(f"client {self.name} is not started")
+        headers = {**self.wire.headers(key), "Content-Type": "application/json"}
+        try:
+            async with self._session.post(url, data=_ENCODE(body), headers=headers, timeout=timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise classify(resp.status, raw, resp.headers, time.time())
+                return decode_json(raw)
+        except ProviderError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise Timeout(f"{self.name}: no answer in time ({type(exc).__name__})") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerError(f"{self.name}: cannot connect: {exc.os_error.strerror or exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
     async def _stream(self, resp: aiohttp.ClientResponse, on_text: OnText | None) -> Completion:
         decoder = SseDecoder()
         parser = self.wire.stream_parser()
         first: float | None = None
         async for chunk in resp.content.iter_any():
             for event in decoder.feed(chunk):
-                text = parser.feed(event)
-                if text:
-                    if first is None:
-                        first = time.monotonic()
-                    if on_text is not None:
-                        await on_text(text)
+                pieces = _pieces(parser, event)
+                if pieces and first is None:
+                    first = time.monotonic()
+                await _forward(pieces, on_text)
             if parser.done:
                 break
         for event in decoder.close():
-            text = parser.feed(event)
-            if text and on_text is not None:
-                await on_text(text)
+            await _forward(_pieces(parser, event), on_text)
         completion = parser.result()
         completion.first_token_at = first
         return completion
+
+
+def _pieces(parser: StreamParser, event: SseEvent) -> list[str | ToolCallDelta]:
+    """What one event adds: its text, then the function-call deltas it carried."""
+    text = parser.feed(event)
+    return [*([text] if text else []), *parser.take_calls()]
+
+
+async def _forward(pieces: list[str | ToolCallDelta], on_text: OnText | None) -> None:
+    if on_text is not None:
+        for piece in pieces:
+            await on_text(piece)

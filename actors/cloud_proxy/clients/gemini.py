@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import gemini_calls, gemini_contents, gemini_tools
+from actors.cloud_proxy.clients.tools import CallDeltas, gemini_calls, gemini_contents, gemini_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
-from schemas.result import FinishReason, TokenLogprob, TopLogprob
+from schemas.result import FinishReason, TokenLogprob, ToolCallDelta, TopLogprob
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
@@ -147,6 +147,10 @@ class GeminiStream:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.pieces = 0
+        self.deltas = CallDeltas()
+
+    def take_calls(self) -> list[ToolCallDelta]:
+        return self.deltas.take()
 
     def feed(self, event: SseEvent) -> str | None:
         if not event.data.strip():
@@ -158,6 +162,9 @@ class GeminiStream:
             status = code if isinstance(code, int) and 400 <= code < 600 else 500
             raise classify(status, event.data.encode(), {}, time.time())
         text, reason = _candidate(obj)
+        parts = ((obj.get("candidates") or [{}])[0].get("content") or {}).get("parts")
+        for call in gemini_calls(parts):  # Gemini sends a functionCall whole: one delta with its arguments
+            self.deltas.start(object(), call.id, call.name, call.arguments)
         usage = _usage(obj.get("usageMetadata"))
         if usage[0] is not None:
             self.input_tokens, self.output_tokens = usage
@@ -172,10 +179,12 @@ class GeminiStream:
     def result(self) -> Completion:
         if self.finish is None:
             raise ServerError("the stream ended without a finishReason")
+        calls = self.deltas.calls()
         return Completion(
             text="".join(self.parts),
-            finish_reason=self.finish,
+            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             pieces=self.pieces,
+            tool_calls=calls,
         )

@@ -16,10 +16,10 @@ import msgspec
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import openai_calls, openai_message, openai_tools
+from actors.cloud_proxy.clients.tools import CallDeltas, openai_calls, openai_message, openai_tools
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
 from schemas.request import ResponseFormat
-from schemas.result import FinishReason, TokenLogprob
+from schemas.result import FinishReason, TokenLogprob, ToolCallDelta
 
 
 def finish(reason: Any) -> FinishReason:
@@ -159,6 +159,22 @@ class OpenAIStream:
         self.output_tokens: int | None = None
         self.pieces = 0
         self.done = False
+        self.deltas = CallDeltas()
+
+    def take_calls(self) -> list[ToolCallDelta]:
+        return self.deltas.take()
+
+    def _calls(self, delta: Any) -> None:
+        """``delta.tool_calls``: the first entry of a call has its id and name, later ones arguments."""
+        for c in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
+            if not isinstance(c, dict):
+                continue
+            key, fn = c.get("index", 0), c.get("function") or {}
+            fragment = str(fn.get("arguments") or "")
+            if not self.deltas.known(key):
+                self.deltas.start(key, c.get("id"), str(fn.get("name") or ""), fragment)
+            else:
+                self.deltas.add(key, fragment)
 
     def feed(self, event: SseEvent) -> str | None:
         data = event.data.strip()
@@ -182,6 +198,7 @@ class OpenAIStream:
                 continue
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            self._calls(delta)
             if choice.get("finish_reason"):
                 self.finish = finish(choice["finish_reason"])
         if text:
@@ -193,10 +210,12 @@ class OpenAIStream:
     def result(self) -> Completion:
         if not self.done and self.finish is None:
             raise ServerError("the stream ended before the answer was complete")
+        calls = self.deltas.calls()
         return Completion(
             text="".join(self.parts),
-            finish_reason=self.finish or "stop",
+            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish or "stop",
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
             pieces=self.pieces,
+            tool_calls=calls,
         )

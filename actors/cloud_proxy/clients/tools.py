@@ -2,7 +2,9 @@
 orchestra's own shape (passed through); Anthropic takes ``tools`` with ``input_schema`` and answers with
 ``tool_use`` blocks (results go back as ``tool_result`` blocks in a user turn); Gemini takes
 ``functionDeclarations`` with a ``functionCallingConfig`` and answers with ``functionCall`` parts (results
-go back as ``functionResponse`` parts). Calls are never streamed: a request with tools is sent whole.
+go back as ``functionResponse`` parts). Streamed calls become OpenAI-style deltas (``CallDeltas``):
+OpenAI's ``delta.tool_calls`` pass through, Anthropic's ``tool_use`` block start and ``input_json_delta``
+fragments are translated, Gemini sends each ``functionCall`` whole (one delta with all its arguments).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
+from schemas.result import ToolCallDelta
 
 
 def _params(text: str) -> Any:
@@ -178,3 +181,38 @@ def gemini_calls(parts: Any) -> list[ToolCall]:
         for p in parts or []
         if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)
     ]
+
+
+class CallDeltas:
+    """Function calls of a stream as they come: deltas for the client (``take``), the calls whole at the
+    end (``calls``). Calls are numbered 0, 1, ... in the order they start."""
+
+    def __init__(self) -> None:
+        self._calls: list[list[str]] = []  # [id, name, arguments so far]
+        self._by_key: dict[object, int] = {}  # the provider's index (or block index) -> our index
+        self._pending: list[ToolCallDelta] = []
+
+    def start(self, key: object, call_id: str | None, name: str, arguments: str = "") -> None:
+        index = self._by_key.setdefault(key, len(self._calls))
+        if index == len(self._calls):
+            self._calls.append([call_id or new_id(), name, ""])
+        self._calls[index][2] += arguments
+        call = self._calls[index]
+        self._pending.append(ToolCallDelta(index=index, id=call[0], name=call[1], arguments=arguments))
+
+    def add(self, key: object, fragment: str) -> None:
+        index = self._by_key.get(key)
+        if index is None or not fragment:
+            return
+        self._calls[index][2] += fragment
+        self._pending.append(ToolCallDelta(index=index, arguments=fragment))
+
+    def known(self, key: object) -> bool:
+        return key in self._by_key
+
+    def take(self) -> list[ToolCallDelta]:
+        out, self._pending = self._pending, []
+        return out
+
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(id=i, name=n, arguments=a or "{}") for i, n, a in self._calls]
