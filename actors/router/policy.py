@@ -436,6 +436,17 @@ def _plan_route(
     )
 
 
+def _switched_off(cfg: OrchestraConfig, snap: Snapshot, name: str) -> bool:
+    """A cloud model whose provider its cloud_proxy reports disabled or without an API key: out of reach in
+    this deployment until an operator changes that (a cooldown is not: it ends by itself; and a provider
+    nobody reported yet may still come)."""
+    model = cfg.models[name]
+    if isinstance(model, LocalModel):
+        return False
+    state = snap.providers.get(model.provider)
+    return state is not None and not state.available
+
+
 def _nothing_available(
     request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot, tiers: tuple[Tier, ...]
 ) -> ErrorInfo:
@@ -447,7 +458,11 @@ def _nothing_available(
         passes(request, cfg, n, tiers, prompt_tokens, check_key=False) and not may_use(policy, n) for n in cfg.models
     ):
         return ErrorInfo.of("forbidden", "this key may not use the models that match this request")
-    in_tiers = [m for name, m in cfg.models.items() if model_tier(cfg, name) in tiers and may_use(policy, name)]
+    in_tiers = [
+        m
+        for name, m in cfg.models.items()
+        if model_tier(cfg, name) in tiers and may_use(policy, name) and not _switched_off(cfg, snap, name)
+    ]
     if in_tiers and not any(fits(request, m, prompt_tokens) for m in in_tiers):
         # nothing to wait for: no model in reach has the context, now or later (a 400, not a 503)
         largest = max(m.context_length for m in in_tiers)

@@ -204,6 +204,30 @@ def test_context_too_long_is_a_typed_error_naming_the_field() -> None:
     assert isinstance(out, ErrorInfo) and out.code == "context_too_long" and out.field == "messages"
 
 
+def test_a_prompt_no_reachable_model_can_hold_is_a_400_not_a_503() -> None:
+    """23,900 digits to `auto` on the embedded default (no cloud keys): the local models' 2k context cannot
+    hold it and every provider reports itself switched off, so nothing will ever serve it here: a typed
+    context_too_long (the client's error), not "unavailable" (which invites a retry). A provider that is
+    only cooling down, or not reported yet, may still serve it: that stays a 503."""
+    digits = req("7" * 23_900)
+    off = Snapshot(
+        now=NOW,
+        hosts=LOCAL_UP,
+        providers={p: ProviderState(provider=p, available=False) for p in LOCAL.providers},
+    )
+    out = plan_request(digits, LOCAL, off)
+    assert isinstance(out, ErrorInfo) and out.code == "context_too_long", out
+    cooling = Snapshot(
+        now=NOW,
+        hosts=LOCAL_UP,
+        providers={p: ProviderState(provider=p, available=True, cooldown_until=NOW + 60) for p in LOCAL.providers},
+    )
+    waiting = plan_request(digits, LOCAL, cooling)
+    assert isinstance(waiting, ErrorInfo) and waiting.code == "unavailable", waiting
+    unknown = plan_request(digits, LOCAL, snap(LOCAL, LOCAL_UP))
+    assert isinstance(unknown, ErrorInfo) and unknown.code == "unavailable", unknown
+
+
 def test_max_cost_and_min_quality_filter_candidates() -> None:
     s = snap(LOCAL, LOCAL_UP, ("together", "openai"))
     cheap = plan(req(requirements=Requirements(max_cost_usd=0.0001, tiers=["local", "together"])), LOCAL, s)
