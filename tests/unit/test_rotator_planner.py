@@ -160,7 +160,10 @@ def test_a_model_released_by_the_phase_is_unloaded_when_cold_and_demoted_when_wa
     never held (a host's preload) is demoted, not unloaded."""
     lab = Lab(LAB)
     lab.models["ws-3050"] = {"llama3.2-3b": ({"RTX_3050": 6 * GB}, "hot")}
-    lab.models["irina-p4"] = {"testing-llama-7b": ({"P4_0": GB}, "hot"), "qwen2.5-coder-3b-instruct": ({"P4_1": GB}, "hot")}
+    lab.models["irina-p4"] = {
+        "testing-llama-7b": ({"P4_0": GB}, "hot"),
+        "qwen2.5-coder-3b-instruct": ({"P4_1": GB}, "hot"),
+    }
     phase = LAB.phases["phase_4_production"]
     tiers = {**phases.tiers(LAB, phase, {}), "testing-llama-7b": "cold"}
     wants = [w for w in phases.wants(LAB, phase, {}) if w.model == "qwen2.5-coder-3b-instruct"]
