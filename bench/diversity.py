@@ -9,7 +9,9 @@ least 20 programming tasks, asks through the gateway with the official openai SD
   (a) single:  SmolLM2 alone at temperatures 0.2 / 0.5 / 0.8 / 1.1, ``--samples`` answers each
                (16 answers, task ``tNN-single``);
   (b) diverse: ``model="diverse"`` with n = the same number of answers (task ``tNN-diverse``): the
-               router spreads them over both families, temperatures, top_p and prompt variants.
+               router spreads them over both families, temperatures, top_p and prompt variants;
+  (c) control: the same ``diverse`` request restricted to SmolLM2's family (``orchestra.family``, task
+               ``tNN-onefamily``): what the prompt variants and sampling give without a second family.
 
 The figures are the diversity_monitor's own: ``orchestra diversity --json`` over the run's window
 (unique approaches by normalised AST for code and MiniLM embeddings for prose, AST diversity, embedding
@@ -143,13 +145,20 @@ async def single_arm(sdk: openai.AsyncOpenAI, task: str, tag: str, samples: int,
     return [r.choices[0].message.content or "" for r in await asyncio.gather(*calls)]
 
 
-async def diverse_arm(sdk: openai.AsyncOpenAI, task: str, tag: str, n: int, max_tokens: int) -> list[dict[str, Any]]:
+async def diverse_arm(
+    sdk: openai.AsyncOpenAI, task: str, tag: str, n: int, max_tokens: int, family: str | None = None
+) -> list[dict[str, Any]]:
+    """``diverse`` with n answers; ``family`` restricts it to one family (the control arm: the same
+    temperatures, top_p and prompt variants, one family)."""
+    ext: dict[str, Any] = {"task": tag, "tiers": ["local"]}
+    if family:
+        ext["family"] = family
     reply = await sdk.chat.completions.create(
         model="diverse",
         messages=[{"role": "user", "content": task}],
         n=n,
         max_tokens=max_tokens,
-        extra_body={"orchestra": {"task": tag, "tiers": ["local"]}},
+        extra_body={"orchestra": ext},
     )
     return [{**(c.model_extra or {})["orchestra"], "text": c.message.content or ""} for c in reply.choices]
 
@@ -178,28 +187,27 @@ def monitor_figures(profile: Path, since: datetime) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def table(tasks: dict[str, dict[str, Any]], n_tasks: int) -> tuple[list[str], dict[str, Any]]:
-    lines = [
-        f"{'task':<5} | {'single: approaches':>18} {'AST div':>8} {'emb div':>8} | "
-        f"{'diverse: approaches':>19} {'AST div':>8} {'emb div':>8} {'families':>8}"
-    ]
+def table(tasks: dict[str, dict[str, Any]], n_tasks: int, arms: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """One row per task: per arm unique approaches / code answers / AST diversity / embedding diversity."""
+    head = " | ".join(f"{arm + ': approaches code AST emb':>36}" for arm in arms)
+    lines = [f"{'task':<5} | {head}"]
     sums: dict[str, list[float]] = {}
+
+    def cell(m: dict[str, Any], k: str, fmt: str) -> str:
+        return fmt.format(m[k]) if k in m else "-"
+
     for i in range(n_tasks):
-        s, d = tasks.get(f"t{i:02d}-single", {}), tasks.get(f"t{i:02d}-diverse", {})
-
-        def cell(m: dict[str, Any], k: str, fmt: str = "{:.3f}") -> str:
-            return fmt.format(m[k]) if k in m else "-"
-
-        lines.append(
-            f"t{i:02d}   | {cell(s, 'unique_approaches', '{:.0f}'):>18} {cell(s, 'ast_diversity'):>8} "
-            f"{cell(s, 'embedding_diversity'):>8} | {cell(d, 'unique_approaches', '{:.0f}'):>19} "
-            f"{cell(d, 'ast_diversity'):>8} {cell(d, 'embedding_diversity'):>8} "
-            f"{cell(d, 'model_families', '{:.0f}'):>8}"
-        )
-        for arm, m in (("single", s), ("diverse", d)):
+        cells = []
+        for arm in arms:
+            m = tasks.get(f"t{i:02d}-{arm}", {})
+            cells.append(
+                f"{cell(m, 'unique_approaches', '{:.0f}'):>18} {cell(m, 'code_answers', '{:.0f}'):>5} "
+                f"{cell(m, 'ast_diversity', '{:.3f}'):>5} {cell(m, 'embedding_diversity', '{:.3f}'):>5}"
+            )
             for k in COLUMNS:
                 if k in m:
                     sums.setdefault(f"{arm}.{k}", []).append(float(m[k]))
+        lines.append(f"t{i:02d}   | " + " | ".join(f"{c:>36}" for c in cells))
     summary = {
         k: {
             "total": round(sum(v), 3),
@@ -209,14 +217,13 @@ def table(tasks: dict[str, dict[str, Any]], n_tasks: int) -> tuple[list[str], di
         }
         for k, v in sorted(sums.items())
     }
-    for arm in ("single", "diverse"):
-        a = summary.get(f"{arm}.unique_approaches", {})
-        ast_d = summary.get(f"{arm}.ast_diversity", {})
-        emb = summary.get(f"{arm}.embedding_diversity", {})
+    for arm in arms:
+        a, code = summary.get(f"{arm}.unique_approaches", {}), summary.get(f"{arm}.code_answers", {})
+        ast_d, emb = summary.get(f"{arm}.ast_diversity", {}), summary.get(f"{arm}.embedding_diversity", {})
         lines.append(
-            f"{arm:<8} total approaches {a.get('total', 0):.0f} (median per task {a.get('median', 0):g}); "
-            f"AST diversity median {ast_d.get('median', float('nan')):.3f} over {ast_d.get('tasks', 0)} tasks; "
-            f"embedding diversity median {emb.get('median', float('nan')):.3f}"
+            f"{arm:<10} approaches {a.get('total', 0):.0f} (median/task {a.get('median', 0):g}); "
+            f"code answers {code.get('total', 0):.0f}; AST diversity median {ast_d.get('median', float('nan')):.3f} "
+            f"({ast_d.get('tasks', 0)} tasks); embedding diversity median {emb.get('median', float('nan')):.3f}"
         )
     return lines, summary
 
@@ -240,9 +247,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 t1 = time.monotonic()
                 diverse = await diverse_arm(sdk, task, f"t{i:02d}-diverse", answers_per_task, args.max_tokens)
                 t2 = time.monotonic()
-                rows.append(
-                    {"task": task, "single": single, "diverse": diverse, "single_s": t1 - t0, "diverse_s": t2 - t1}
-                )
+                row = {"task": task, "single": single, "diverse": diverse, "single_s": t1 - t0, "diverse_s": t2 - t1}
+                if args.control:
+                    tag, fam = f"t{i:02d}-onefamily", "smollm"
+                    row["onefamily"] = await diverse_arm(sdk, task, tag, answers_per_task, args.max_tokens, fam)
+                    row["onefamily_s"] = time.monotonic() - t2
+                rows.append(row)
                 print(f"t{i:02d} single {t1 - t0:.0f}s diverse {t2 - t1:.0f}s: {task}", flush=True)
             await sdk.close()
             figures = monitor_figures(profile, started)
@@ -250,7 +260,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for proc in reversed(procs):
                 proc.stop()
             server.stop()
-    lines, summary = table(figures["tasks"], len(tasks))
+    arms = ["single", "diverse", *(["onefamily"] if args.control else [])]
+    lines, summary = table(figures["tasks"], len(tasks), arms)
     return {
         "when": started.isoformat(),
         "machine": machine(),
@@ -271,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=20, help=f"programming tasks (at most {len(TASKS)}; default 20)")
     p.add_argument("--samples", type=int, default=4, help="answers per temperature in the single arm (default 4)")
     p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the control arm (diverse restricted to SmolLM2: same sampling and prompt variants, one family)",
+    )
     args = p.parse_args(argv)
     args.tasks = min(args.tasks, len(TASKS))
     report = asyncio.run(run(args))
