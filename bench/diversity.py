@@ -38,6 +38,7 @@ from typing import Any
 
 import openai
 
+from actors.diversity_monitor.diversity import Answer, code_of, metrics, structure
 from bus.server import EmbeddedNats
 from tests.support.cloud import free_port
 from tests.support.procs import ActorProcess
@@ -228,6 +229,25 @@ def table(tasks: dict[str, dict[str, Any]], n_tasks: int, arms: list[str]) -> tu
     return lines, summary
 
 
+def code_only(rows: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+    """Per arm: answers that are Python code and their unique approaches, by the monitor's own functions
+    (``diversity.metrics`` over the code answers of each task: its AST clustering, nothing re-implemented).
+    Prose answers count as approaches in the monitor's figure; this separates code from prose."""
+    out: dict[str, Any] = {}
+    for arm in arms:
+        per_task = []
+        for row in rows:
+            texts = [a if isinstance(a, str) else a["text"] for a in row.get(arm, [])]
+            shapes = [structure(code_of(t)) for t in texts]
+            code = [
+                Answer(at=0.0, request_id=str(k), model="", family="", shape=sh) for k, sh in enumerate(shapes) if sh
+            ]
+            per_task.append(metrics(code).unique_approaches if code else 0)
+            out.setdefault(f"{arm}.code_answers", []).append(len(code))
+        out[f"{arm}.code_approaches"] = per_task
+    return {k: {"total": sum(v), "median": statistics.median(v), "per_task": v} for k, v in sorted(out.items()) if v}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     key = "sk-bench-" + secrets.token_hex(12)
     tasks = TASKS[: args.tasks]
@@ -262,6 +282,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
     arms = ["single", "diverse", *(["onefamily"] if args.control else [])]
     lines, summary = table(figures["tasks"], len(tasks), arms)
+    code = code_only(rows, arms)
+    lines += [
+        f"{arm:<10} code only: {code[f'{arm}.code_answers']['total']} code answers, "
+        f"{code[f'{arm}.code_approaches']['total']} unique code approaches "
+        f"(median/task {code[f'{arm}.code_approaches']['median']:g})"
+        for arm in arms
+    ]
     return {
         "when": started.isoformat(),
         "machine": machine(),
@@ -272,6 +299,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "monitor": {k: v for k, v in figures.items() if k != "tasks"},
         "per_task": figures["tasks"],
         "summary": summary,
+        "code_only": code,
         "table": lines,
         "runs": rows,
     }
