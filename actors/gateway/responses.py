@@ -1,7 +1,8 @@
 """OpenAI response bodies (pure): results -> chat / completion answers, stream chunks -> SSE events.
 
-Several answers (``n`` on one model, or a diverse fan-out) are several choices; tool calls, logprobs
-(chat: ``logprobs.content``; completions: the legacy token lists) are shaped as OpenAI shapes them.
+Several answers (``n`` on one model, or a diverse fan-out) are several choices, each with its provenance
+in an ``orchestra`` field; tool calls, logprobs (chat: ``logprobs.content``; completions: the legacy token
+lists) are shaped as OpenAI shapes them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 from schemas.base import ToolCall
 from schemas.errors import ErrorInfo
 from schemas.request import GenerateRequest
-from schemas.result import GenerateResult, Response, StreamChunk, TokenLogprob, ToolCallDelta
+from schemas.result import GenerateResult, Provenance, Response, StreamChunk, TokenLogprob, ToolCallDelta
 
 
 def _usage(r: GenerateResult) -> dict[str, int]:
@@ -105,9 +106,26 @@ def _answers(r: GenerateResult) -> list[GenerateResult | Response]:
     return [r]
 
 
+def _provenance(a: GenerateResult | Response) -> dict[str, Any]:
+    """Where one choice was made (the choice's ``orchestra`` field, ``choice.model_extra`` in the SDK):
+    model, family, tier, target, temperature, top_p, prompt variant — per answer of a fan-out."""
+    if isinstance(a, Response):
+        prov, rid, cost = a.provenance, a.request_id, a.cost_usd
+    else:
+        prov = a.provenance or Provenance(model=a.model, family=a.family, tier=a.tier, target=a.target)
+        rid, cost = a.request_id, a.cost_usd
+    return {"request_id": rid, **msgspec.to_builtins(prov), "cost_usd": cost}
+
+
 def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
     choices = [
-        {"index": i, "message": _message(a), "logprobs": chat_logprobs(a.logprobs), "finish_reason": a.finish_reason}
+        {
+            "index": i,
+            "message": _message(a),
+            "logprobs": chat_logprobs(a.logprobs),
+            "finish_reason": a.finish_reason,
+            "orchestra": _provenance(a),
+        }
         for i, a in enumerate(_answers(r))
     ]
     return {
@@ -124,7 +142,13 @@ def chat_response(r: GenerateResult, created: int | None = None) -> dict[str, An
 
 def completion_response(r: GenerateResult, created: int | None = None) -> dict[str, Any]:
     choices = [
-        {"text": a.text, "index": i, "logprobs": completion_logprobs(a.logprobs), "finish_reason": a.finish_reason}
+        {
+            "text": a.text,
+            "index": i,
+            "logprobs": completion_logprobs(a.logprobs),
+            "finish_reason": a.finish_reason,
+            "orchestra": _provenance(a),
+        }
         for i, a in enumerate(_answers(r))
     ]
     return {

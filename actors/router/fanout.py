@@ -1,6 +1,6 @@
 """Fan-out modes, pure: ``diverse`` (the paper's §9.2) and ``ensemble`` (Mirador's consensus).
 
-diverse_children(request, cfg, snap) -> [Child]  families first, then temperature x top_p x prompt variant
+diverse_children(request, cfg, snap) -> [Child]  each family in turn (families.py), then temperature x top_p x variant
 ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt; local
                                                   members are asked for token logprobs (their confidence)
 The ensemble's vote is actors/router/consensus/ (pure) and actors/router/ensemble.py (its I/O).
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from actors.router.families import diverse_targets
 from actors.router.policy import Snapshot, _eligible, allowed_tiers, rank, target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
@@ -93,7 +94,7 @@ def _targets(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> 
 
 
 def diverse_children(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> list[Child] | ErrorInfo:
-    targets = _targets(request, cfg, snap)
+    targets = diverse_targets(request, cfg, snap)  # every family that can answer (families.py)
     if isinstance(targets, ErrorInfo):
         return targets
     dcfg = cfg.router.diverse

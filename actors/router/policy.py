@@ -307,20 +307,29 @@ def passes(
 
 
 def _eligible(
-    request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot, tiers: tuple[Tier, ...]
+    request: GenerateRequest,
+    cfg: OrchestraConfig,
+    snap: Snapshot,
+    tiers: tuple[Tier, ...],
+    *,
+    keep_families: bool = False,
 ) -> list[tuple[Target, bool]]:
+    """Every (target, loaded) that passes the request's requirements. Auto-routing does not cold-load
+    while a loaded model can answer; with ``keep_families`` (the diverse fan-out) a family that has no
+    loaded model keeps its cold ones, so loading state never reduces a fan-out to one family."""
     prompt_tokens = estimate_tokens(request.prompt_text())
     items: list[tuple[Target, bool]] = []
-    any_loaded_local = False
     for name in cfg.models:
-        if not passes(request, cfg, name, tiers, prompt_tokens):
-            continue
-        found = candidates(name, cfg, snap)
-        any_loaded_local |= any(loaded for t, loaded in found if t.tier == "local")
-        items.extend(found)
-    if any_loaded_local:  # auto-routing does not cold-load while a loaded model can answer
-        items = [(t, loaded) for t, loaded in items if loaded or t.tier != "local"]
-    return items
+        if passes(request, cfg, name, tiers, prompt_tokens):
+            items.extend(candidates(name, cfg, snap))
+    if not any(loaded for t, loaded in items if t.tier == "local"):
+        return items
+    served = {t.family for t, loaded in items if loaded or t.tier != "local"}
+    return [
+        (t, loaded)
+        for t, loaded in items
+        if loaded or t.tier != "local" or (keep_families and t.family not in served)
+    ]
 
 
 def chat_models_first(ordered: list[Target], request: GenerateRequest, cfg: OrchestraConfig) -> list[Target]:

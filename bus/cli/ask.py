@@ -12,6 +12,7 @@ import msgspec
 import nats
 
 from bus import subjects
+from bus.cli import evaluate
 from bus.cli.common import config_of, connect_cli
 from bus.provision import provision
 from bus.publish import store
@@ -45,6 +46,13 @@ def register(sub: Any) -> None:
     p.add_argument("--no-store", action="store_true", help="do not store the answer in the cache")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds (the request's deadline)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.add_argument(
+        "--evaluate",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="grade every answer with an evaluator (default: the current phase's first evaluator)",
+    )
     p.set_defaults(run=run)
 
 
@@ -144,6 +152,7 @@ async def ask(args: argparse.Namespace) -> Outcome | None:
             result = await asyncio.wait_for(outcome, args.timeout + 2)
         except TimeoutError:
             return None
+        graded = await _evaluate(nc, js, cfg, args, request, result)
     finally:
         await nc.close()
     if args.json:
@@ -156,7 +165,22 @@ async def ask(args: argparse.Namespace) -> Outcome | None:
             for r in result.responses:
                 print(f"\n--- {r.provenance.model} ({r.provenance.family}, T={r.provenance.temperature}) ---\n{r.text}")
         print(summary(result), file=sys.stderr)
+    for line in graded:
+        print(line)
     return result
+
+
+async def _evaluate(
+    nc: Any, js: Any, cfg: Any, args: argparse.Namespace, request: GenerateRequest, result: Outcome
+) -> list[str]:
+    """``--evaluate``: every answer graded by the evaluator (bus/cli/evaluate.py); lines to print."""
+    if getattr(args, "evaluate", None) is None or not isinstance(result, GenerateResult):
+        return []
+    model = await evaluate.evaluator_for(js, cfg, args.evaluate or None)
+    if model is None:
+        return ["--- no evaluator: the current phase names none (phases.<phase>.evaluators) ---"]
+    task_text = request.prompt if request.prompt is not None else (request.messages or [])[-1].content
+    return evaluate.report(model, await evaluate.grade(nc, task_text, result, model, args.timeout))
 
 
 def run(args: argparse.Namespace) -> int:

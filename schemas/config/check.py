@@ -168,6 +168,11 @@ def _phases(cfg: OrchestraConfig) -> Iterator[Problem]:
         for model in phase.keep_alive:
             if model not in cfg.models:
                 yield Problem(f"phases.{name}.keep_alive.{model}", f"unknown model {model!r}")
+        yield from _refs(cfg, phase.evaluators, f"phases.{name}.evaluators")
+        for i, model in enumerate(phase.evaluators):  # a verdict is sampled under a JSON-schema grammar
+            m = cfg.models.get(model)
+            if isinstance(m, LocalModel) and m.engine != "llama_cpp":
+                yield Problem(f"phases.{name}.evaluators[{i}]", f"{model!r} runs on {m.engine}: no grammar, no verdict")
     if cfg.rotator.initial_phase not in cfg.phases:
         yield Problem("rotator.initial_phase", f"unknown phase {cfg.rotator.initial_phase!r}")
     yield from _refs(cfg, cfg.rotator.scale.scale_up_models, "rotator.scale.scale_up_models", local=True)

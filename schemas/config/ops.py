@@ -34,6 +34,7 @@ class PhaseCfg(Cfg, frozen=True, kw_only=True):
     tier_policy: TierPolicy = "local_then_together"
     validation_share: Annotated[float, Meta(ge=0, le=1)] = 0.0  # share served locally AND checked by premium
     keep_alive: dict[str, KeepAlive] = {}  # per-model override while this phase runs
+    evaluators: list[str] = []  # models that score generator output (actors/evaluation.py)
 
 
 # --- routes (Mirador's declarative config) -------------------------------------------------------

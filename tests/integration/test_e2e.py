@@ -191,6 +191,9 @@ def test_diverse_answers_come_from_both_local_families(orchestra: Orchestra) -> 
     responses = extension(reply)["responses"]
     assert {r["provenance"]["family"] for r in responses} == {"smollm", "gemma"}  # type: ignore[index, union-attr]
     assert len({r["provenance"]["prompt_variant"] for r in responses}) == 4  # type: ignore[index, union-attr]
+    per_choice = [(c.model_extra or {})["orchestra"] for c in reply.choices]  # each choice says who made it
+    assert [p["family"] for p in per_choice] == [r["provenance"]["family"] for r in responses]  # type: ignore[index]
+    assert all(p["temperature"] is not None and p["prompt_variant"] for p in per_choice)
 
 
 def test_an_ensemble_of_both_local_models_is_weighed_by_their_token_logprobs(orchestra: Orchestra) -> None:

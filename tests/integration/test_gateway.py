@@ -193,6 +193,27 @@ async def test_diverse_returns_several_choices_with_provenance(client: Start) ->
     assert families == {"smollm", "gemma"}
 
 
+async def test_diverse_code_request_mixes_families_and_each_choice_carries_its_provenance(client: Start) -> None:
+    """Only SmolLM2 is loaded and the task is code: Gemma (not specialised for code, cold) still answers
+    half the fan-out, and the SDK reads each choice's model, family, temperature and prompt variant."""
+    sdk = await client(hosts={"cpu0": ["smollm2-135m"]})
+    reply = await sdk.chat.completions.create(
+        model="diverse",
+        messages=[{"role": "user", "content": "Write a Python function to reverse a string"}],
+        n=4,
+        extra_body={"orchestra": {"tiers": ["local"]}},
+    )
+    provenance = [(c.model_extra or {})["orchestra"] for c in reply.choices]
+    assert [p["family"] for p in provenance] == ["smollm", "gemma", "smollm", "gemma"]
+    assert [p["model"] for p in provenance] == ["smollm2-135m", "gemma3-270m"] * 2
+    assert [p["prompt_variant"] for p in provenance] == ["direct", "plan-first", "test-first", "example-driven"]
+    assert all(isinstance(p["temperature"], float) for p in provenance)
+    assert len({p["temperature"] for p in provenance}) > 1
+    for choice, p in zip(reply.choices, provenance, strict=True):
+        assert choice.message.content == f"{p['model']}@cpu0#0"  # the scripted worker names who answered
+        assert p["request_id"].startswith(reply.id.removeprefix("chatcmpl-") + "-")
+
+
 async def test_health_endpoint(client: Start) -> None:
     sdk = await client()
     async with aiohttp.ClientSession() as http, http.get(str(sdk.base_url).replace("/v1/", "/healthz")) as r:

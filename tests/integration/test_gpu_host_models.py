@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from actors.evaluation import evaluation_request, evaluators, read_verdict
 from actors.gpu_host.engine import GenParams, LoadSpec
 from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.llama_engine import LlamaCppEngine
@@ -188,3 +189,24 @@ async def test_real_llama_cpp_allocation_failure_becomes_an_oom_event(
     after = request("the cat", max_tokens=4)
     await dispatch(nc, "tiny", after)
     assert (await result(nc, after.id)).usage.output_tokens == 4
+
+
+async def test_smollm2_as_evaluator_scores_generator_output_with_a_verdict_that_parses(
+    local_profile: Path, nc: NATS, processes: list[ActorProcess]
+) -> None:
+    """Phase 3's evaluator on the real engine: SmolLM2 (the local profile's evaluator) grades a Gemma answer
+    and a wrong one through the rubric; each verdict is sampled under the schema's grammar and parses."""
+    start_host(local_profile, processes)
+    evaluator = evaluators(load_config(local_profile), "phase_3_interactive_feedback")[0]
+    task = "Write a Python function to reverse a string."
+    generated = request(messages=[ChatMessage(role="user", content=task)], max_tokens=48, temperature=0.0)
+    await dispatch(nc, "gemma3-270m", generated)
+    answer = (await result(nc, generated.id, timeout=120)).text
+    verdicts = []
+    for text in (answer, "The capital of France is Paris."):
+        judge = evaluation_request(task, text, model=evaluator, client_key="key-1", task="eval-1")
+        await dispatch(nc, evaluator, judge)
+        out = await result(nc, judge.id, timeout=120)
+        assert out.model == "smollm2-135m" and out.finish_reason == "stop", out.text
+        verdicts.append(read_verdict(out.text))
+    assert all(v.score in (1, 2, 3, 4, 5) and isinstance(v.reason, str) for v in verdicts)

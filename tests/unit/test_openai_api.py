@@ -101,6 +101,32 @@ def test_a_diverse_result_becomes_one_choice_per_answer() -> None:
     assert [c["message"]["content"] for c in oa.chat_response(r)["choices"]] == ["a0", "a1", "a2"]
 
 
+def test_each_choice_carries_its_provenance() -> None:
+    """A fan-out's choices say which model, family, temperature and prompt variant made them."""
+    answers = [
+        Response(
+            request_id=f"r1-{i}",
+            text=f"a{i}",
+            provenance=Provenance(
+                model=m, family=f, tier="local", target="cpu0", temperature=t, top_p=1.0, prompt_variant=v
+            ),
+        )
+        for i, (m, f, t, v) in enumerate(
+            [("smollm2-135m", "smollm", 0.2, "direct"), ("gemma3-270m", "gemma", 0.8, "plan-first")]
+        )
+    ]
+    r = msgspec.structs.replace(RESULT, responses=answers)
+    for shape in (oa.chat_response(r), oa.completion_response(r)):
+        got = [c["orchestra"] for c in shape["choices"]]
+        assert [(p["model"], p["family"], p["temperature"], p["prompt_variant"]) for p in got] == [
+            ("smollm2-135m", "smollm", 0.2, "direct"),
+            ("gemma3-270m", "gemma", 0.8, "plan-first"),
+        ]
+        assert [p["request_id"] for p in got] == ["r1-0", "r1-1"]
+    single = oa.chat_response(RESULT)["choices"][0]["orchestra"]
+    assert (single["model"], single["family"], single["target"]) == ("smollm2-135m", "smollm", "cpu0")
+
+
 def test_stream_events_end_with_usage_and_done() -> None:
     gen = oa.to_request(chat_body(stream=True), client_key=None, default_timeout=30)
     shaper = oa.StreamShaper(gen, chat=True, include_usage=True)

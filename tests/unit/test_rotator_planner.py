@@ -160,23 +160,26 @@ def test_a_model_released_by_the_phase_is_unloaded_when_cold_and_demoted_when_wa
     never held (a host's preload) is demoted, not unloaded."""
     lab = Lab(LAB)
     lab.models["ws-3050"] = {"llama3.2-3b": ({"RTX_3050": 6 * GB}, "hot")}
-    lab.models["irina-p4"] = {"codet5-base": ({"P4_0": GB}, "hot"), "graphcodebert": ({"P4_1": GB}, "hot")}
+    lab.models["irina-p4"] = {
+        "testing-llama-7b": ({"P4_0": GB}, "hot"),
+        "qwen2.5-coder-3b-instruct": ({"P4_1": GB}, "hot"),
+    }
     phase = LAB.phases["phase_4_production"]
-    tiers = {**phases.tiers(LAB, phase, {}), "codet5-base": "cold"}
-    wants = [w for w in phases.wants(LAB, phase, {}) if w.model == "graphcodebert"]
-    result = planner.plan(LAB, lab.states(), wants, tiers, now=NOW, released={"codet5-base"})
+    tiers = {**phases.tiers(LAB, phase, {}), "testing-llama-7b": "cold"}
+    wants = [w for w in phases.wants(LAB, phase, {}) if w.model == "qwen2.5-coder-3b-instruct"]
+    result = planner.plan(LAB, lab.states(), wants, tiers, now=NOW, released={"testing-llama-7b"})
     assert isinstance(result, Plan)
     assert [(s.host, s.action, s.model, s.keep_alive) for s in result.steps] == [
-        ("irina-p4", "unload", "codet5-base", None),
+        ("irina-p4", "unload", "testing-llama-7b", None),
         ("ws-3050", "keep_alive", "llama3.2-3b", "warm"),
-    ]  # graphcodebert: wanted in phase 4 -> stays hot, no step
+    ]  # qwen2.5-coder-3b-instruct: wanted in phase 4 -> stays hot, no step
 
 
 def test_wanted_models_already_loaded_stay_and_get_pinned() -> None:
     lab = Lab(LAB)
-    lab.models["ws-3050"] = {"codet5-large": ({"RTX_3050": 3 * GB}, "warm")}
-    result = planner.plan(LAB, lab.states(), [Want("codet5-large")], {}, now=NOW)
-    assert isinstance(result, Plan) and result.placed == {"codet5-large": "ws-3050"}
+    lab.models["ws-3050"] = {"deepseek-coder-1.3b-instruct": ({"RTX_3050": 3 * GB}, "warm")}
+    result = planner.plan(LAB, lab.states(), [Want("deepseek-coder-1.3b-instruct")], {}, now=NOW)
+    assert isinstance(result, Plan) and result.placed == {"deepseek-coder-1.3b-instruct": "ws-3050"}
     assert [(s.action, s.keep_alive) for s in result.steps] == [("keep_alive", "hot")]
 
 

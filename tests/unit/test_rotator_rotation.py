@@ -102,7 +102,7 @@ def test_library_hot_models_outside_the_phase_are_warm() -> None:
     """llama3.1-70b is hot in the library; a phase that does not name it keeps it warm, not pinned."""
     phase = PhaseCfg(groups={"g": group(always=["phi-4"])}, rotation_frequency=None)
     assert phases.tier_of("llama3.1-70b", LAB, phase, {}) == "warm"
-    assert phases.tier_of("codet5-base", LAB, phase, {}) == "warm"  # the library default
+    assert phases.tier_of("testing-llama-7b", LAB, phase, {}) == "warm"  # the library default
 
 
 def test_local_profile_rotates_both_models_and_keeps_the_other_usable() -> None:

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from actors.router.classify import classify
+from actors.router.families import diverse_targets
 from actors.router.fanout import diverse_children, ensemble_children
 from actors.router.policy import Plan, Snapshot, allowed_tiers, plan_request, target_key
 from actors.router.validation import drawn
@@ -288,3 +289,40 @@ def test_phase_state_comes_from_the_snapshot() -> None:
     s.phase = PhaseState(phase="phase_3_interactive_feedback").phase
     assert allowed_tiers(req(), LOCAL, s)[-1] == "premium"
     assert time.time() > 0
+
+
+def test_diverse_code_task_keeps_both_families_while_one_is_unloaded() -> None:
+    """Specialisation and loading state rank a code fan-out; they never reduce it to one family."""
+    one_loaded = {"cpu0": host("cpu0", "smollm2-135m")}  # Gemma cold (phase 1: warm, not yet used)
+    code = req("Write a Python function to reverse a string", mode="diverse")
+    assert classify(code) == "code-generation"
+    targets = diverse_targets(code, LOCAL, snap(LOCAL, one_loaded))
+    assert not isinstance(targets, ErrorInfo)
+    assert [t.family for t in targets] == ["smollm", "gemma"]  # loaded first, then the cold family
+    children = diverse_children(code, LOCAL, snap(LOCAL, one_loaded))
+    assert not isinstance(children, ErrorInfo)
+    assert [c.plan[0].family for c in children] == ["smollm", "gemma", "smollm", "gemma"]
+    # auto-routing still does not cold-load while a loaded model can answer
+    assert models(plan(req("Write a Python function to reverse a string"), LOCAL, snap(LOCAL, one_loaded))) == [
+        "smollm2-135m"
+    ]
+
+
+def test_diverse_ranks_the_specialised_model_first_without_dropping_the_other_family() -> None:
+    """A model specialised for the capability leads the fan-out; the other family still takes part."""
+    special = msgspec.structs.replace(LOCAL.models["gemma3-270m"], specialisations=["code-generation"])
+    cfg = msgspec.structs.replace(LOCAL, models={**LOCAL.models, "gemma3-270m": special})
+    targets = diverse_targets(req("implement a binary search", mode="diverse"), cfg, snap(cfg, LOCAL_UP))
+    assert not isinstance(targets, ErrorInfo)
+    assert [t.model for t in targets] == ["gemma3-270m", "smollm2-135m"]
+
+
+def test_diverse_is_one_family_only_when_no_other_can_answer() -> None:
+    """A family whose host is down, or that the key may not use, does not take part."""
+    code = req("Write a Python function to reverse a string", mode="diverse")
+    down = {"cpu0": host("cpu0", "smollm2-135m", "gemma3-270m", beat=NOW - 600)}
+    assert isinstance(diverse_targets(code, LOCAL, snap(LOCAL, down)), ErrorInfo)
+    only_smollm = msgspec.structs.replace(LOCAL, models={k: v for k, v in LOCAL.models.items() if k != "gemma3-270m"})
+    targets = diverse_targets(code, only_smollm, snap(only_smollm, LOCAL_UP))
+    assert not isinstance(targets, ErrorInfo)
+    assert {t.family for t in targets} == {"smollm"}
