@@ -80,6 +80,14 @@ def _current(usage: KeyUsage, now: float) -> KeyUsage:
     return msgspec.structs.replace(usage, inflight=inflight, seen=live)
 
 
+def at_rate_limit(usage: KeyUsage | None, limits: KeyLimits, *, now: float) -> bool:
+    """Whether this minute's request or token count is what refuses the key (not its requests in flight,
+    which a release frees at any moment): such a refusal holds until the minute ends."""
+    cur = _current(usage or KeyUsage(), now)
+    busy = limits.concurrent is not None and sum(cur.inflight.values()) >= limits.concurrent
+    return not busy
+
+
 def admit(
     usage: KeyUsage | None, limits: KeyLimits, *, now: float, instance: str, tokens: int
 ) -> tuple[KeyUsage, ErrorInfo | None]:

@@ -158,6 +158,9 @@ class Api:
         key = self.authenticate(request)
         if isinstance(key, web.Response):
             return key
+        held = self._still_refused(key)
+        if held is not None:
+            return held
         try:
             body, gen = self._parse(await request.read(), chat=chat, key=key)
         except SchemaError as exc:
@@ -187,6 +190,13 @@ class Api:
             if isinstance(admission, Admission) and self.gw.limiter is not None:
                 await asyncio.shield(self.gw.limiter.release(admission, used))
 
+    def _still_refused(self, key: ClientKey) -> web.Response | None:
+        """A key refused for its rate moments ago is refused again before its body is read."""
+        if self.gw.limiter is None or not key.limits.counted:
+            return None
+        refusal = self.gw.limiter.still_refused(key.id)
+        return error_response(refusal) if refusal is not None else None
+
     def _parse(self, raw: bytes, *, chat: bool, key: ClientKey) -> tuple[Any, GenerateRequest]:
         """Decode and check a body. Linear in its size (msgspec: ~8 ms per MB of escaped unicode here, on the
         event loop: msgspec holds the interpreter, so a worker thread would not let other clients in
@@ -201,6 +211,9 @@ class Api:
         key = self.authenticate(request)
         if isinstance(key, web.Response):
             return key
+        held = self._still_refused(key)
+        if held is not None:
+            return held
         try:
             body = emb.EMBEDDINGS.decode(await request.read())
             if body.model not in self.visible(key):

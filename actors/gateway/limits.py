@@ -1,6 +1,12 @@
 """Per-key rate limits shared by every gateway instance: one ``orch_key_usage`` KV entry per client key,
 updated by compare-and-set (the fold is :mod:`actors.keypolicy`). A key without rate limits costs no
-I/O; a key with them costs a get and a conditional put when a request starts and when it ends."""
+I/O; a key with them costs a get and a conditional put when a request starts and when it ends.
+
+A key this gateway has just refused stays refused here, without reading its next bodies, until the
+Retry-After it was given (a per-minute request or token limit; not a busy key, which a release frees):
+a client that keeps sending over its limit (a hostile tenant flooding 1 MB
+bodies) costs a header check per request, not a body decode and a KV round trip.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ from schemas.state import KeyUsage
 
 log = logging.getLogger(__name__)
 USAGE: Codec[KeyUsage] = Codec(KeyUsage)
+MAX_HOLD_S = 60.0  # the longest a refusal is repeated without asking the shared counters again
+MAX_HELD = 10_000  # keys remembered as refused (one gateway)
 TRIES = 50  # compare-and-set rounds before giving up (each lost round means another gateway counted)
 
 
@@ -32,6 +40,27 @@ class Admission:
 class KeyLimiter:
     def __init__(self, kv: KeyValue, instance: str) -> None:
         self.kv, self.instance = kv, instance
+        self.refused_until: dict[str, tuple[float, ErrorInfo]] = {}  # key id -> (monotonic deadline, refusal)
+
+    def still_refused(self, key_id: str) -> ErrorInfo | None:
+        """The refusal this key got moments ago, while its Retry-After lasts (no I/O, no body read)."""
+        held = self.refused_until.get(key_id)
+        if held is None:
+            return None
+        until, refusal = held
+        if time.monotonic() >= until:
+            del self.refused_until[key_id]
+            return None
+        return ErrorInfo.of(refusal.code, refusal.message, retry_after_s=round(until - time.monotonic(), 3))
+
+    def _remember(self, key_id: str, refusal: ErrorInfo) -> None:
+        """Hold a per-minute refusal (requests or tokens) until its Retry-After; a request over the token
+        limit on its own (no Retry-After) and a busy key (a release frees it any moment) are not held."""
+        wait = min(max(refusal.retry_after_s or 0.0, 0.0), MAX_HOLD_S)
+        if wait > 0:
+            if len(self.refused_until) >= MAX_HELD:  # bounded: forget the oldest refusals first
+                self.refused_until.pop(next(iter(self.refused_until)))
+            self.refused_until[key_id] = (time.monotonic() + wait, refusal)
 
     async def _read(self, key: str) -> tuple[KeyUsage | None, int | None]:
         try:
@@ -66,8 +95,11 @@ class KeyLimiter:
         key = kv_key(key_id)
         for _ in range(TRIES):
             usage, revision = await self._read(key)
-            counted, refused = keypolicy.admit(usage, limits, now=time.time(), instance=self.instance, tokens=tokens)
+            now = time.time()
+            counted, refused = keypolicy.admit(usage, limits, now=now, instance=self.instance, tokens=tokens)
             if refused is not None:
+                if keypolicy.at_rate_limit(usage, limits, now=now):
+                    self._remember(key_id, refused)
                 return refused
             if await self._write(key, counted, revision):
                 return Admission(key_id, tokens)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from nats.aio.client import Client as NATS
@@ -114,6 +115,16 @@ async def test_rpm_is_shared_by_two_gateway_instances(start: Start) -> None:
             await b.chat.completions.create(model="auto", messages=HI)  # type: ignore[arg-type]
         assert "per minute" in limited.value.message
         assert int(limited.value.response.headers["Retry-After"]) >= 1
+        # refused again without its body being read (a junk body would be a 400): the key's next requests
+        # this minute cost that gateway a header check, not a decode and a KV round trip
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{gws[1].bound_port}/v1/chat/completions",
+                data=b"{not json" * 1000,
+                headers={"Authorization": f"Bearer {RATED_KEY}", "Content-Type": "application/json"},
+            ) as again:
+                assert again.status == 429 and "per minute" in (await again.json())["error"]["message"]
+                assert int(again.headers["Retry-After"]) >= 1
     finally:
         await a.close()
         await b.close()

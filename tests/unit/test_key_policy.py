@@ -112,6 +112,17 @@ def test_concurrency_counts_requests_in_flight_until_released() -> None:
     assert err is None
 
 
+def test_only_a_per_minute_refusal_is_held_until_the_minute_ends() -> None:
+    """A key over its requests per minute stays over until the minute ends (the gateway repeats the 429
+    without reading bodies); a key busy with requests in flight may be freed by any release."""
+    rated = KeyLimits(rpm=1, concurrent=5)
+    u, _ = kp.admit(None, rated, now=60.0, instance="g1", tokens=1)
+    assert kp.at_rate_limit(u, rated, now=61.0)
+    busy = KeyLimits(concurrent=1)
+    u, _ = kp.admit(None, busy, now=60.0, instance="g1", tokens=1)
+    assert not kp.at_rate_limit(u, busy, now=61.0)
+
+
 def test_a_silent_gateway_instance_stops_counting() -> None:
     """A gateway that died with requests in flight does not block the key for ever."""
     limits = KeyLimits(concurrent=1)
