@@ -141,8 +141,12 @@ def family_pairs(
         i, j = rng.sample(range(len(hits)), 2)
         add("hit", "paraphrase", fill(hits[i], values), fill(hits[j], values))
         k = rng.randrange(len(hits))
-        add("hit", "politeness", fill(hits[k], values), polite(fill(hits[rng.randrange(len(hits))], values), rng,
-                                                                 pools[split]))
+        add(
+            "hit",
+            "politeness",
+            fill(hits[k], values),
+            polite(fill(hits[rng.randrange(len(hits))], values), rng, pools[split]),
+        )
         if rng.random() < 0.5:
             add("hit", "surface", fill(hits[k], values), surface(fill(hits[k], values), rng))
         for r in fam.get("reorder", [])[:1]:

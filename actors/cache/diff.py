@@ -55,6 +55,8 @@ SOCIAL = set(
 )  # fmt: skip
 # what a question asks for: "why" and "when" ask other things ("what" / "how" / "which" only frame one)
 ASKING = {"why", "when", "where", "who", "whom", "whose"}
+# function words that can be each other's opposites ("turn on" / "turn off", "before" / "after")
+PARTICLES = {"on", "off", "in", "out", "up", "down", "over", "under", "before", "after", "above", "below"}
 COORDINATORS = {"and", "or", "vs", "versus", "nor", "but", "plus", "&"}
 SEPARATORS = {",", ";", ":", "?", "!", "(", ")", ".", "-"}
 PREPOSITIONS = {"in", "on", "at", "for", "with", "by", "via", "using", "of", "from", "during", "within", "under"}
@@ -207,8 +209,8 @@ def _added(tokens: list[str], extra: set[str], shared: set[str], key: _Norm, lex
     first_extra = min((i for i, w in enumerate(normed) if w in extra), default=-1)
     if first_extra > last_shared >= 0:
         return "added at the end"
-    for (w, nw), nxt in zip(zip(tokens, normed), normed[1:]):
-        if nw in extra and nxt in shared and not lex.verb(w):
+    for i in range(len(tokens) - 1):
+        if normed[i] in extra and normed[i + 1] in shared and not lex.verb(tokens[i]):
             return "added modifier"
     return ""
 
@@ -220,8 +222,8 @@ def compare(query: str, cached: str, lex: Lexicon) -> Diff:
     if asks_a and asks_b and not asks_a & asks_b:
         return Diff(refusal=f"asks {sorted(asks_a)} / {sorted(asks_b)}")
     ca, cb = Counter(key(w) for w in content(ta)), Counter(key(w) for w in content(tb))
-    loose_a = [t for t in ta if t[0].isalpha() and key(t) not in cb and t not in SOCIAL]
-    loose_b = [t for t in tb if t[0].isalpha() and key(t) not in ca and t not in SOCIAL]
+    loose_a = [t for t in ta if t[0].isalpha() and (t not in FUNCTION or t in PARTICLES) and key(t) not in cb]
+    loose_b = [t for t in tb if t[0].isalpha() and (t not in FUNCTION or t in PARTICLES) and key(t) not in ca]
     opposite = _related(loose_a, loose_b, lex, {"antonym"})
     if opposite:
         return Diff(refusal=f"opposites {opposite[0]!r} / {opposite[1]!r}")

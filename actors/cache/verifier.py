@@ -21,19 +21,12 @@ reason, and the steps are the only tuned numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from actors.cache import diff, guard
+from actors.cache.guard import Verdict
 from actors.cache.lexicon import Lexicon
 
 STEPS = (0.90, 0.95, 0.97)  # cosine needed with 0, 1, >= 2 unmatched words
 FLOOR = STEPS[0]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    reason: str = ""
 
 
 class Verifier:
