@@ -104,6 +104,8 @@ def parse(text: str) -> Parsed:
             negations += 1
         if word in NUMBER_WORDS:
             numbers.append(NUMBER_WORDS[word])
+        elif "-" in word and any(p in NUMBER_WORDS for p in word.split("-")):  # "two-factor", "three-day"
+            numbers.extend(NUMBER_WORDS[p] for p in word.split("-") if p in NUMBER_WORDS)
         else:
             numbers.extend(_NUMBER.findall(raw))
         words.append(word)

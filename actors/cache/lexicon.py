@@ -134,7 +134,8 @@ class Lexicon:
         return {s for b in self.bases(word) for s in self.usual.get(b, ())}
 
     def _cluster(self, senses: set[int]) -> set[int]:
-        """Adjective senses with the ones WordNet calls similar ("quick" & "fast")."""
+        """Adjective senses with the ones WordNet calls similar ("quick" & "fast"); two satellites of one
+        head ("two" & "three", both similar to "cardinal") are not joined by this."""
         return senses | {t for s in senses for t in self.similar.get(s, ())}
 
     def verb(self, word: str) -> bool:
@@ -152,7 +153,7 @@ class Lexicon:
             return None
         shared = sx & sy
         ux, uy = self._usual(x), self._usual(y)
-        if shared & ux & uy or self._cluster(ux) & self._cluster(uy):
+        if shared & ux & uy or ux & self._cluster(uy) or uy & self._cluster(ux):
             return "synonym"
         if shared:
             return "rare synonym"  # one sense alike, not the usual one: "say" / "pronounce"

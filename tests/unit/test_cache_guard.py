@@ -40,7 +40,7 @@ def test_rewordings_pass_the_hard_refusals(a: str, b: str) -> None:
     [
         ("Why is my code working?", "Why is my code not working?", "negation"),
         ("Which foods contain gluten?", "Which foods don't contain gluten?", "negation"),
-        ("Write a regex that matches IPv4 addresses", "Write a regex that matches anything except IPv4 addresses", "negation"),
+        ("Write a regex for IPv4 addresses", "Write a regex for anything except IPv4 addresses", "negation"),
         ("Reverse a string using slicing", "Reverse a string without using slicing", "negation"),
         (
             "Write a Dockerfile for a Flask app that runs as root.",
