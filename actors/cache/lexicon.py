@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from actors.cache.errors import ModelMissing
@@ -41,6 +42,19 @@ def data_dir() -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class _Profile:
+    senses: frozenset[int]
+    usual: frozenset[int]  # its first USUAL senses
+    usual_cluster: frozenset[int]  # those with their "similar to" adjectives
+    near: frozenset[int]  # all senses with their "similar to" adjectives
+    opposed: frozenset[int]  # antonyms of those
+    noun_parents: frozenset[int]  # hypernyms of its non-verb senses
+    verbs: frozenset[int]
+    verb_parents: frozenset[int]
+    parents: frozenset[int]
+
+
 class Lexicon:
     def __init__(self) -> None:
         self.synsets: dict[str, set[int]] = defaultdict(set)  # lemma -> synset ids
@@ -52,6 +66,7 @@ class Lexicon:
         self.verbs: set[int] = set()  # synset ids of verbs
         self.usual: dict[str, set[int]] = defaultdict(set)  # lemma -> its USUAL most frequent senses
         self._senses: dict[str, frozenset[int]] = {}
+        self._profiles: dict[str, _Profile | None] = {}
 
     @classmethod
     def load(cls, path: Path | None = None) -> Lexicon:
@@ -145,32 +160,52 @@ class Lexicon:
     def known(self, word: str) -> bool:
         return bool(self.bases(word))
 
+    def _profile(self, word: str) -> _Profile | None:
+        """What ``relation`` needs of a word, computed once (a few set unions) and memoised."""
+        if word in self._profiles:
+            return self._profiles[word]
+        if len(self._profiles) > 100_000:
+            self._profiles.clear()
+        senses = self.senses(word)
+        found = None
+        if senses:
+            usual = self._usual(word)
+            near = self._cluster(set(senses))
+            found = _Profile(
+                senses=senses,
+                usual=frozenset(usual),
+                usual_cluster=frozenset(self._cluster(usual)),
+                near=frozenset(near),
+                opposed=frozenset(t for s in near for t in self.antonyms.get(s, ())),
+                noun_parents=frozenset(self._parents(senses - self.verbs)),
+                verbs=senses & self.verbs,
+                verb_parents=frozenset(self._parents(senses & self.verbs)),
+                parents=frozenset(self._parents(senses)),
+            )
+        self._profiles[word] = found
+        return found
+
     def relation(self, x: str, y: str) -> str | None:
         """ "synonym", "antonym", "sister", "broader" / "narrower verb" (``y`` a kind of ``x`` / ``x`` a kind
         of ``y``), "narrower" (nouns or adjectives: one a kind of the other) or None."""
-        sx, sy = self.senses(x), self.senses(y)
-        if not sx or not sy:
+        px, py = self._profile(x), self._profile(y)
+        if px is None or py is None:
             return None
-        shared = sx & sy
-        ux, uy = self._usual(x), self._usual(y)
-        if shared & ux & uy or ux & self._cluster(uy) or uy & self._cluster(ux):
+        shared = px.senses & py.senses
+        if shared & px.usual & py.usual or px.usual & py.usual_cluster or py.usual & px.usual_cluster:
             return "synonym"
         if shared:
             return "rare synonym"  # one sense alike, not the usual one: "say" / "pronounce"
-        near_x = sx | {t for s in sx for t in self.similar.get(s, ())}
-        near_y = sy | {t for s in sy for t in self.similar.get(s, ())}
-        if any(self.antonyms.get(s, set()) & near_y for s in near_x):
+        if px.opposed & py.near:
             return "antonym"
-        nx, ny = sx - self.verbs, sy - self.verbs
-        if self._parents(nx) & self._parents(ny):
+        if px.noun_parents & py.noun_parents:
             return "sister"  # two kinds of one thing ("feet" / "meters"), even when their verbs relate
-        vx, vy = sx & self.verbs, sy & self.verbs
-        if self._parents(vy) & vx:
+        if py.verb_parents & px.verbs:
             return "broader"  # the first verb is the broader: "remove" / "delete", "tell" / "inform"
-        if self._parents(vx) & vy:
+        if px.verb_parents & py.verbs:
             return "narrower verb"  # the first verb is a kind of the second: "pronounce" / "say"
-        if self._parents(sx) & sy or self._parents(sy) & sx:
+        if px.parents & py.senses or py.parents & px.senses:
             return "narrower"  # a narrower noun or adjective asks about something else: "midnight" / "hour"
-        if self._parents(sx) & self._parents(sy):
+        if px.parents & py.parents:
             return "sister"
         return None
