@@ -29,7 +29,6 @@ _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|(?<![A-Za-z])'([^'\n]{1,200})'(?![A-
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?(?:[._+#:/-]+[A-Za-z0-9]+)*[+#]*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_SENTENCE_END = re.compile(r"[.?!:]\s*$")
 _OPERAND_L = r"(?:(?<=\d)|(?<=\d[A-Za-z])|(?<=\b[A-Za-z])|(?<=\)))"
 _OPERAND_R = r"(?=\s*(?:\d|\(|[A-Za-z](?![A-Za-z])))"
 _OPERATOR = re.compile(_OPERAND_L + r"\s*([-+*/^=<>×÷])" + _OPERAND_R)
@@ -91,10 +90,15 @@ def parse(text: str) -> Parsed:
     numbers: list[str] = []
     negations = 0
     prose = _THOUSANDS.sub("", prose)
+    prev_end = 0
     for m in _TOKEN.finditer(prose):
         raw = m.group()
         word = raw.casefold().replace("’", "'")
-        initial = m.start() == 0 or bool(_SENTENCE_END.search(prose[: m.start()]))
+        # after a sentence end: what lies between the previous token and this one ends in [.?!:] (the
+        # previous token itself never does); only the gap is scanned, so the loop stays linear
+        gap = prose[prev_end : m.start()].rstrip()
+        initial = m.start() == 0 or gap[-1:] in (".", "?", "!", ":")
+        prev_end = m.end()
         looks_named = any(c.isupper() for c in raw[1:]) or (raw[0].isupper() and not initial)
         if (looks_named and len(raw) > 1 and word not in STOPWORDS) or (
             not raw.isdigit() and (any(c.isdigit() for c in raw) or any(c in "._+#:/" for c in raw.strip("+#")))

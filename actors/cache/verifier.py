@@ -27,6 +27,9 @@ from actors.cache.lexicon import Lexicon
 
 STEPS = (0.90, 0.95, 0.97)  # cosine needed with 0, 1, >= 2 unmatched words
 FLOOR = STEPS[0]
+# the embedder admits prompts under 256 word pieces only; anything longer is refused before the word-by-word
+# comparison (quadratic in the number of distinct words) could see it
+MAX_CHARS = 4000
 
 
 class Verifier:
@@ -44,6 +47,8 @@ class Verifier:
     def check(self, query: str, cached: str, cosine: float) -> Verdict:
         if cosine < self.floor:
             return Verdict(False, f"cosine {cosine:.3f} below {self.floor}")
+        if len(query) > MAX_CHARS or len(cached) > MAX_CHARS:
+            return Verdict(False, "too long to compare word by word")
         hard = guard.check(query, cached)
         if not hard.ok:
             return Verdict(False, hard.reason)

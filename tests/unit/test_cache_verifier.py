@@ -47,8 +47,11 @@ def test_rewordings_are_accepted(verifier: Verifier, a: str, b: str, cosine: flo
         ("Does Alice owe Bob money?", "Does Bob owe Alice money?", "swapped"),
         ("How do I increase the font size in VS Code?", "How do I decrease the font size in VS Code?", "opposites"),
         ("How do I turn on dark mode?", "How do I turn off dark mode?", "opposites"),
-        ("What is the best case running time of quicksort?", "What is the worst case running time of quicksort?",
-         "opposites"),  # fmt: skip
+        (
+            "What is the best case running time of quicksort?",
+            "What is the worst case running time of quicksort?",
+            "opposites",
+        ),  # fmt: skip
         ("Why did the Apollo 11 landing happen?", "When did the Apollo 11 landing happen?", "asks"),
         ("Run a script every hour with cron", "Run a script every day with cron", "another of its kind"),
         ("How many litres is 42 gallons?", "What is 42 litres in gallons?", "42"),
@@ -79,9 +82,10 @@ def test_each_unmatched_word_raises_the_cosine_needed(verifier: Verifier) -> Non
     assert not ok and "pronounce~say" in why and verdict(verifier, *weak, STEPS[1])[0]
 
 
-def test_lexicon_relations_use_the_usual_senses() -> None:
+def test_lexicon_relations_use_the_usual_senses(verifier: Verifier) -> None:
     """Synonyms in their usual senses, antonyms, sister terms, broader verbs; a rare shared sense is weak."""
-    lex = Lexicon.load()
+    lex = verifier.lexicon
+    assert isinstance(lex, Lexicon)
     assert lex.relation("biggest", "largest") == "synonym" and lex.relation("quick", "fast") == "synonym"
     assert lex.relation("encode", "decode") == "antonym" and lex.relation("hour", "day") == "sister"
     assert lex.relation("remove", "delete") == "broader" and lex.relation("delete", "remove") == "narrower verb"
@@ -111,6 +115,18 @@ def test_a_prompt_is_always_accepted_against_itself(text: str) -> None:
     v = _shared()
     assert v.check(clean(text), clean(text), 1.0).ok
     assert strip_social(strip_social(text)) == strip_social(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a`" * 100_000, "write " * 33_000, " ".join(f"w{i}" for i in range(30_000)), "a." * 100_000],
+)
+def test_hostile_text_is_refused_or_compared_in_linear_time(verifier: Verifier, text: str) -> None:
+    """Long prompts never reach the word-by-word comparison; the hard refusals and the stripping of
+    greetings stay linear on 200 KB (their quadratic versions took minutes)."""
+    assert not verifier.check(text, text[:-1], 0.99).ok
+    assert verifier.check(text[:3000], text[:3000], 0.99).ok
+    assert strip_social(text) is not None
 
 
 _VERIFIER: list[Verifier] = []
