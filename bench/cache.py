@@ -40,6 +40,7 @@ from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex
 from actors.cache.keys import request_keys
 from actors.cache.normalize import normalize
+from actors.cache.verifier import Verifier
 from bus.provision import provision
 from bus.server import EmbeddedNats
 from bus.service import ServiceRunner, ServiceSpec, call
@@ -340,9 +341,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         embedder = Embedder.load(args.model_dir)
         load_s = time.perf_counter() - t
-        cfg = CacheCfg(max_entries=max(args.sizes) + 10_000, semantic=SemanticCacheCfg(threshold=args.threshold))
+        semantic = SemanticCacheCfg(threshold=args.threshold, verifier=args.verifier)
+        cfg = CacheCfg(max_entries=max(args.sizes) + 10_000, semantic=semantic)
         index = EmbeddedIndex.open(work / "index")
-        cache = ResponseCache(cfg, await ExactStore.open(js), index, embedder)
+        verifier = Verifier.load() if args.verifier else None
+        cache = ResponseCache(cfg, await ExactStore.open(js), index, embedder, verifier=verifier)
         print(f"quality on {len(pairs)} labelled pairs (threshold {args.threshold}) ...")
         q = await quality(cache, embedder, pairs)
         summary = summarize_quality(q["rows"])
@@ -416,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 50_000])
     parser.add_argument("--queries", type=int, default=400, help="lookups per size")
-    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--threshold", type=float, default=0.95, help="cosine needed with --no-verifier")
+    parser.add_argument("--no-verifier", dest="verifier", action="store_false", help="hard refusals only")
     parser.add_argument("--model-dir", type=Path, default=REPO / ".data" / "minilm", help="built on first use")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)

@@ -12,7 +12,10 @@ Three sources, so that no category is one template's wording:
     hand       bench/data/cache_pairs.jsonl (the first hand-written set) and cache_pairs_more.jsonl (a second,
                written in other styles)
 
-Each row: id, label (hit / miss), kind (the category), domain, source, group, split, a, b. The split is fixed
+Each row: id, label (hit / miss), kind (the category), domain, source, group, split, a, b, and ma / mb: what a
+and b mean where known (a template family with its slot values; for hand-written prompts the groups in
+cache_same.json), so that two prompts with one meaning count as equivalent even when no pair joins them
+(the shared-scope benchmark looks every "b" up among all "a"s of its part). The split is fixed
 by a hash of the row's group: a template family (so the test part holds families, and politeness formulas,
 never seen while tuning) or, for hand-written pairs, the pair's first prompt. Tune on "dev" only.
 """
@@ -125,18 +128,25 @@ def family_pairs(
     hits: list[str] = fam["hit"]
     out: list[dict[str, Any]] = []
 
-    def add(label: str, kind: str, a: str, b: str) -> None:
+    def add(label: str, kind: str, a: str, b: str, mb: str = "") -> None:
+        """``mb``: what b means when it is not what a means (a's meaning: the family and its slot values)."""
+        ma = f"{fam['id']}:{sorted(values.items())}"
         if a != b:
             out.append({"label": label, "kind": kind, "domain": fam["domain"], "source": "template",
-                        "group": fam["id"], "split": split, "a": a, "b": b})  # fmt: skip
+                        "group": fam["id"], "split": split, "a": a, "b": b, "ma": ma,
+                        "mb": ma if label == "hit" else mb or f"{ma}:{kind}:{b}"})  # fmt: skip
 
     for _ in range(PER_FAMILY):
         values = {k: rng.choice(v) for k, v in slots.items()}
         i, j = rng.sample(range(len(hits)), 2)
         add("hit", "paraphrase", fill(hits[i], values), fill(hits[j], values))
         k = rng.randrange(len(hits))
-        add("hit", "politeness", fill(hits[k], values), polite(fill(hits[rng.randrange(len(hits))], values), rng,
-                                                                 pools[split]))
+        add(
+            "hit",
+            "politeness",
+            fill(hits[k], values),
+            polite(fill(hits[rng.randrange(len(hits))], values), rng, pools[split]),
+        )
         if rng.random() < 0.5:
             add("hit", "surface", fill(hits[k], values), surface(fill(hits[k], values), rng))
         for r in fam.get("reorder", [])[:1]:
@@ -150,22 +160,28 @@ def family_pairs(
         for slot in fam.get("entity", []):
             others = [v for v in slots[slot] if v != values[slot]]
             other = {**values, slot: rng.choice(others)}
-            add("miss", "entity", fill(a_tpl, values), fill(b_tpl, other))
+            add("miss", "entity", fill(a_tpl, values), fill(b_tpl, other), f"{fam['id']}:{sorted(other.items())}")
         for slot in fam.get("number", []):
             others = [v for v in slots[slot] if v != values[slot]]
             other = {**values, slot: rng.choice(others)}
-            add("miss", "number", fill(a_tpl, values), fill(b_tpl, other))
+            add("miss", "number", fill(a_tpl, values), fill(b_tpl, other), f"{fam['id']}:{sorted(other.items())}")
         if "swap" in fam:
             x, y = fam["swap"]
             if values[x] != values[y]:
-                add("miss", "swap", fill(a_tpl, values), fill(b_tpl, {**values, x: values[y], y: values[x]}))
+                other = {**values, x: values[y], y: values[x]}
+                add("miss", "swap", fill(a_tpl, values), fill(b_tpl, other), f"{fam['id']}:{sorted(other.items())}")
         for kind, variants in fam.get("near", {}).items():
-            add("miss", kind, fill(rng.choice(hits), values), fill(rng.choice(variants), values))
+            a = fill(rng.choice(hits), values)
+            i = rng.randrange(len(variants))
+            add("miss", kind, a, fill(variants[i], values), f"{fam['id']}:{sorted(values.items())}:{kind}{i}")
     return out
 
 
 def hand_pairs() -> list[dict[str, Any]]:
     kinds = {"rephrase": "paraphrase", "opposite": "action", "unit": "entity", "language": "entity"}
+    # prompts of the two hand-written sets that ask the same thing although no pair joins them
+    meaning = {t.casefold(): f"same:{i}" for i, g in enumerate(json.loads((DATA / "cache_same.json").read_text()))
+               for t in g}  # fmt: skip
     out = []
     for name in ("cache_pairs.jsonl", "cache_pairs_more.jsonl"):
         for line in (DATA / name).read_text().splitlines():
@@ -175,7 +191,8 @@ def hand_pairs() -> list[dict[str, Any]]:
             group = f"{name}:{p['a'].casefold()}"
             out.append({"label": p["label"], "kind": kinds.get(p["kind"], p["kind"]), "domain": "mixed",
                         "source": name.removesuffix(".jsonl"), "group": group, "split": split_of(group),
-                        "a": p["a"], "b": p["b"]})  # fmt: skip
+                        "a": p["a"], "b": p["b"], "ma": meaning.get(p["a"].casefold(), ""),
+                        "mb": meaning.get(p["b"].casefold(), "")})  # fmt: skip
     return out
 
 

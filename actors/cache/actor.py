@@ -22,6 +22,7 @@ from actors.cache.errors import CacheError, StoreError
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
 from actors.cache.minilm import MAX_SEQ_LENGTH
+from actors.cache.verifier import Verifier
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
@@ -63,6 +64,7 @@ class CacheActor(Actor):
         super().__init__(cfg, instance=instance)
         self.cache: ResponseCache | None = None
         self.embedder: Embedder | None = None
+        self.verifier: Verifier | None = None
         self.index: VectorIndex | None = None
         self._events: set[asyncio.Task[None]] = set()
 
@@ -108,6 +110,8 @@ class CacheActor(Actor):
         semantic = self.cfg.cache.semantic
         if self.embedder is None and self.cfg.cache.enabled and semantic.enabled:
             self.embedder = Embedder.load(self.path(semantic.model_dir), threads=semantic.embed_threads)
+        if self.verifier is None and self.cfg.cache.enabled and semantic.enabled and semantic.verifier:
+            self.verifier = Verifier.load()
 
     async def on_start(self) -> None:
         cfg = self.cfg.cache
@@ -116,7 +120,7 @@ class CacheActor(Actor):
                 await asyncio.to_thread(self.load_model)
                 self.index = await self._open_index()
             exact = await ExactStore.open(self.js)
-            self.cache = ResponseCache(cfg, exact, self.index, self.embedder)
+            self.cache = ResponseCache(cfg, exact, self.index, self.embedder, verifier=self.verifier)
             await self.cache.load()
         except CacheError as exc:
             raise StartError(str(exc)) from exc

