@@ -52,7 +52,9 @@ from tests.support.scripted_worker import ScriptedWorker
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-KEY = "sk-bench-hostile-4c1f9e0a2b"
+KEY = "sk-bench-hostile-4c1f9e0a2b"  # the innocent client's (and, by default, the attackers')
+TENANT_KEY = "sk-bench-tenant-9d2e7b51c3"  # --tenant-limits: the attackers' own key, with per-key limits
+TENANT_LIMITS = {"rpm": 120, "tokens_per_min": 200_000, "concurrent": 2}  # a lab's limits for one tenant
 MAX_BODY = 4 * 2**20
 INNOCENT = {
     "model": "auto",
@@ -101,8 +103,10 @@ def families() -> dict[str, list[tuple[str, bytes]]]:
     }
 
 
-def _attack_thread(url: str, shapes: list[tuple[str, bytes]], i: int, stop: Any, found: dict[str, Any]) -> None:
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+def _attack_thread(
+    url: str, key: str, shapes: list[tuple[str, bytes]], i: int, stop: Any, found: dict[str, Any]
+) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     codes: Counter[int] = Counter()
     slowest = 0.0
     with httpx.Client(timeout=120) as http:
@@ -120,12 +124,12 @@ def _attack_thread(url: str, shapes: list[tuple[str, bytes]], i: int, stop: Any,
     found[f"codes{i}"], found[f"slowest{i}"] = dict(codes), slowest
 
 
-def attack_process(url: str, family: str, n: int, stop: Any, out: Any) -> None:
+def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any) -> None:
     """In a process of its own (its sending must not take this process's interpreter from the innocent
     client): ``n`` threads send the family's shapes in a loop until ``stop``; counts go to ``out``."""
     shapes = families()[family]
     found: dict[str, Any] = {}
-    threads = [threading.Thread(target=_attack_thread, args=(url, shapes, i, stop, found)) for i in range(n)]
+    threads = [threading.Thread(target=_attack_thread, args=(url, key, shapes, i, stop, found)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -139,10 +143,10 @@ def attack_process(url: str, family: str, n: int, stop: Any, out: Any) -> None:
 class Attack:
     """One hostile family sent by ``n`` threads of another process while the block runs."""
 
-    def __init__(self, url: str, family: str, n: int) -> None:
+    def __init__(self, url: str, key: str, family: str, n: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop, self.out = ctx.Event(), ctx.Queue()
-        self.proc = ctx.Process(target=attack_process, args=(url, family, n, self.stop, self.out), daemon=True)
+        self.proc = ctx.Process(target=attack_process, args=(url, key, family, n, self.stop, self.out), daemon=True)
         self.codes: dict[int, int] = {}
         self.slowest = 0.0
 
@@ -221,18 +225,23 @@ async def series(http: aiohttp.ClientSession, metrics_url: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-async def start_stack(tmp: Path) -> tuple[EmbeddedNats, ScriptedWorker, list[ActorProcess], str, str]:
+async def start_stack(
+    tmp: Path, tenant_limits: bool = False
+) -> tuple[EmbeddedNats, ScriptedWorker, list[ActorProcess], str, str]:
     server = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=tmp / "auth").start()
     register_server(server)
     data = tmp / "data"
     data.mkdir()
     (data / "keys.txt").write_text(f"bench:{KEY}\n")
+    (data / "tenant.key").write_text(TENANT_KEY)
+    tenant = [{"id": "tenant", "secret": {"file": str(data / "tenant.key")}, "limits": TENANT_LIMITS}]
     profile = write_profile(
         tmp / "profile",
         server.url,
         data_dir=data,
         overrides={
-            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "60s"},
+            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "60s",
+                        "api_keys": tenant if tenant_limits else []},
             "router": {"attempt_timeout": "20s"},
             "cache": {"semantic": {"model_dir": str(minilm.model_dir())}},
         },
@@ -256,7 +265,8 @@ async def start_stack(tmp: Path) -> tuple[EmbeddedNats, ScriptedWorker, list[Act
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     shapes = families()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
-    server, worker, procs, url, metrics_url = await start_stack(tmp)
+    server, worker, procs, url, metrics_url = await start_stack(tmp, args.tenant_limits)
+    attacker_key = TENANT_KEY if args.tenant_limits else KEY
     rows: list[dict[str, Any]] = []
     pids = {p.module.removeprefix("actors."): p.proc.pid for p in procs if p.proc is not None}
     if server.proc is not None:
@@ -279,7 +289,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         await task
                         codes, slowest, sent = dict(forger.codes), 0.0, forger.sent
                     else:
-                        attack = Attack(url, family, args.attackers)
+                        attack = Attack(url, attacker_key, family, args.attackers)
                         with attack:
                             await asyncio.sleep(1.0)  # the attack process starts (imports) before we measure
                             busy = await innocent(http, url, args.requests)
@@ -348,6 +358,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="innocent requests per phase")
     parser.add_argument("--attackers", type=int, default=2, help="hostile client threads")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every family (medians)")
+    parser.add_argument("--tenant-limits", action="store_true",
+                        help=f"attackers send with a key of their own limited to {TENANT_LIMITS} (a lab's tenant)")
     args = parser.parse_args()
     found = asyncio.run(main_async(args))
     table = summarise(found["rows"])
