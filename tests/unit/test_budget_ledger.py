@@ -289,7 +289,8 @@ def snapshot(ledger: Ledger) -> tuple[object, ...]:
         sorted(ledger.reservations.items()),
         sorted((k, v) for k, v in ledger.held.items() if v),
         sorted((k, v) for k, v in ledger.spent.items() if v),
-        sorted(ledger.charges.items()),
+        (ledger.charges.count, ledger.charges.nanos, sorted(ledger.charges.by_tier.items())),
+        sorted(ledger.charges.export_keys()),
         sorted(ledger.marks),
         ledger.digest(),
     )
