@@ -135,7 +135,7 @@ class Ledger:
         self.spent: dict[tuple[str, str], int] = defaultdict(int)
         self.charges = ChargeBook(keep=keep_keys)
         self.marks: set[str] = set()
-        self._api_recent: deque[tuple[float, int]] = deque()  # (at, nanos) of API charges, for velocity
+        self._api_recent: deque[tuple[float, int]] = deque()  # (second, nanos) of API charges, for velocity
         self._api_recent_sum = 0  # their sum, kept as they come and go (no scan per charge)
         self.entries_applied = 0
         # Every result stored before this time is charged (epoch s; the actor's RESULTS watermark).
@@ -364,8 +364,7 @@ class Ledger:
                 self.spent[(scope, day)] += c.cost_nanos
                 self.spent[(scope, month)] += c.cost_nanos
             if c.tier not in (None, "local"):
-                self._api_recent.append((c.at, c.cost_nanos))
-                self._api_recent_sum += c.cost_nanos
+                self._recent_api(c.at, c.cost_nanos)
         r = self.reservations.get(c.reservation_id) if c.reservation_id else None
         if r is not None and r.lease:
             owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
@@ -417,6 +416,17 @@ class Ledger:
             fraction=round(fraction, 4),
             hard=hard,
         )
+
+    def _recent_api(self, at: float, nanos: int) -> None:
+        """One API charge into the velocity window, summed per second (at most ``spike.window`` entries
+        whatever the rate); a charge stamped before the newest second counts in that second."""
+        second = float(math.floor(at))
+        if self._api_recent and self._api_recent[-1][0] >= second:
+            last_at, last_nanos = self._api_recent[-1]
+            self._api_recent[-1] = (last_at, last_nanos + nanos)
+        else:
+            self._api_recent.append((second, nanos))
+        self._api_recent_sum += nanos
 
     def velocity(self, now: float) -> float:
         """USD per hour of API spend over the spike window."""
