@@ -50,7 +50,7 @@ def point(
     recent = obs.total(now - rate_window, now)
     p50: dict[str, float] = {}
     p99: dict[str, float] = {}
-    for tier, t in recent.tiers.items():
+    for tier, t in obs.latencies(now - rate_window, now).tiers.items():
         if t.answered:
             p50[tier] = (quantile_of(t.latency, 0.5) or 0.0) / 1000
             p99[tier] = (quantile_of(t.latency, 0.99) or 0.0) / 1000

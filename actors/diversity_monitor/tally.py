@@ -54,14 +54,14 @@ def quantile_of(hist: Counter[int], q: float) -> float | None:
     return bin_value(max(hist))  # pragma: no cover - the loop always reaches the rank
 
 
-@dataclass
+@dataclass(slots=True)
 class TierTally:
     answered: int = 0  # successful, not from the cache
     cost_usd: float = 0.0  # of those
     latency: Counter[int] = field(default_factory=Counter)  # latency_bin -> answers
 
 
-@dataclass
+@dataclass(slots=True)
 class Bucket:
     """Counters for one slice of time (or, merged, for a window)."""
 
@@ -82,8 +82,15 @@ class Bucket:
     temp_sq: float = 0.0
 
     def add_request(
-        self, *, ok: bool, cached: bool = False, tier: str = "", cost_usd: float = 0.0, latency_ms: float = 0.0
+        self,
+        *,
+        ok: bool,
+        cached: bool = False,
+        tier: str = "",
+        cost_usd: float = 0.0,
+        latency_ms: float | None = None,
     ) -> None:
+        """``latency_ms`` None: not kept here (a histogram is ~100 bins: only the short latency series has them)."""
         self.requests += 1
         self.cached += cached
         self.errors += not ok
@@ -94,7 +101,8 @@ class Bucket:
                 t = self.tiers[tier or "?"] = TierTally()
             t.answered += 1
             t.cost_usd += cost_usd
-            t.latency[latency_bin(latency_ms)] += 1
+            if latency_ms is not None:
+                t.latency[latency_bin(latency_ms)] += 1
 
     def add_answer(self, a: Answer) -> None:
         self.answers += 1
@@ -251,4 +259,3 @@ class Samples:
 
     def __iter__(self) -> Iterator[Answer]:
         return iter(sorted((a for q in self.groups.values() for a in q), key=lambda a: a.at))
-

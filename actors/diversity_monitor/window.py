@@ -12,9 +12,10 @@ paid call is spent, and a request counted, exactly once). OOMs are the
 gpu_hosts' ``oom`` events plus failed attempts with code ``oom`` that no event reported.
 
 Memory is bounded whatever the traffic (``tally``): counters in 1 s buckets (coarser past an hour),
-today's spend per minute, at most MAX_SAMPLED answers sampled for the pairwise figures (MAX_GROUP per
-task), the last RECENT_IDS answer ids. Window figures are exact up to one bucket at each edge;
-latency quantiles within 1 %; per-task figures cover each task's most recent MAX_GROUP answers.
+latency histograms for the last LATENCY_SPAN, today's spend per minute, at most MAX_SAMPLED answers
+sampled for the pairwise figures (MAX_GROUP per task), the last RECENT_IDS answer ids. Window figures
+are exact up to one bucket at each edge; latency quantiles within 1 %; per-task figures cover each
+task's most recent MAX_GROUP answers.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ QUEUE_STALE_S = 30.0  # a queue record older than this is not current (the route
 BUDGET_MARKS_S = 7 * 86400.0  # thresholds crossed are kept this long (rare; a rule's window may be days)
 HOST_STALE_S = 15.0  # a host whose heartbeat is older than this (and > 3 heartbeats) is not up
 FINE_SPAN = 3600.0  # 1 s buckets this far back
+LATENCY_SPAN = 600.0  # latency histograms this far back (the dashboard's rate_window; 60 s by default)
 MAX_BUCKETS = 3600  # a longer horizon gets coarser buckets: horizon / MAX_BUCKETS seconds each
 SPEND_RESOLUTION = 60.0  # today's spend in minutes (a day starts on a whole minute in every zone)
 MAX_GROUPS = 500  # tasks / fan-outs whose answers are sampled (the least recently answered go first)
@@ -143,6 +145,7 @@ class Observations:
         self.recent = Series(1.0, min(horizon, FINE_SPAN))
         self.long = Series(max(1.0, horizon / MAX_BUCKETS), horizon) if horizon > FINE_SPAN else None
         self.day_spend = Series(SPEND_RESOLUTION, 2 * 86400.0)  # since the start of the previous day
+        self.latency = Series(1.0, min(horizon, LATENCY_SPAN))  # answered requests' latencies per tier
         self.samples = Samples(per_group=MAX_GROUP, groups=MAX_GROUPS, total=MAX_SAMPLED)
         self.seen = RecentIds(RECENT_IDS)
         self.answers_seen = 0  # answers stored since the start (a report is due when it moves)
@@ -171,13 +174,9 @@ class Observations:
             if outcome.tier in PAID_TIERS and outcome.cost_usd > 0:
                 self._spend(at, outcome.cost_usd)
             for b in self._buckets(at):
-                b.add_request(
-                    ok=True,
-                    cached=outcome.cached,
-                    tier=outcome.tier,
-                    cost_usd=outcome.cost_usd,
-                    latency_ms=outcome.timings.total_ms,
-                )
+                b.add_request(ok=True, cached=outcome.cached, tier=outcome.tier, cost_usd=outcome.cost_usd)
+            if not outcome.cached:
+                self.latency.at(at).add_request(ok=True, tier=outcome.tier, latency_ms=outcome.timings.total_ms)
         else:
             for b in self._buckets(at):
                 b.add_request(ok=False)
@@ -225,6 +224,7 @@ class Observations:
         cutoff = now - self.horizon
         day_start = self.day_start(now) - 86400
         self.recent.prune(now - self.recent.span)
+        self.latency.prune(now - self.latency.span)
         if self.long is not None:
             self.long.prune(cutoff)
         self.day_spend.prune(min(cutoff, day_start))
@@ -249,6 +249,10 @@ class Observations:
                 self._totals.clear()
             got = self._totals[key] = series.total(since, now)
         return got
+
+    def latencies(self, since: float, now: float) -> Bucket:
+        """Latency histograms per tier over (since, now] (the last LATENCY_SPAN seconds at most)."""
+        return self.latency.total(since, now)
 
     def window_answers(self, since: float, now: float) -> list[Answer]:
         """The sampled answers (those with a task or fan-out) inside the window, oldest first."""
