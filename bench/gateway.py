@@ -9,7 +9,7 @@ cloud provider of the orchestra: each request goes gateway -> REQUESTS -> router
 stack as users run it: every actor of the Procfile (cache, monitor, rotator and gpu_host too, all of
 them consuming results), authentication on, budgets on; two rows: ``orchestra`` (each request asks
 the cache not to answer or store it: every request is routed and paid) and ``orch-cached`` (the same
-request each time: cache hits). ``--stack minimal``: gateway, router, budget_guard and cloud_proxy only,
+greedy request each time: cache hits after the first). ``--stack minimal``: gateway, router, budget_guard and cloud_proxy only,
 the cache off (the rows of earlier runs). LiteLLM runs in its own venv (.venv-litellm, created on first
 use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
 
@@ -267,7 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "orchestra": (gw_url, gw_auth, NO_CACHE if full else {}),
         }
         if full:
-            contenders["orch-cached"] = (gw_url, gw_auth, {})
+            contenders["orch-cached"] = (gw_url, gw_auth, {"temperature": 0})  # greedy: cacheable
         if not args.no_litellm:
             master = "sk-bench-" + secrets.token_hex(16)
             litellm_config(tmp / "litellm.yaml", fast_port, slow_port, master)

@@ -2,7 +2,8 @@
 (one machine, one clock): for a sample of requests sent through the gateway,
 
     gateway in   client sends  -> its GenerateRequest stored in REQUESTS   (HTTP, parse, keys, publish)
-    router       REQUESTS      -> its Dispatch stored in DISPATCH          (pull, route, budget reservation)
+    router       REQUESTS      -> its Dispatch stored in DISPATCH          (pull, route, budget reservation;
+                                                                         a cache hit: up to its result)
     worker       DISPATCH      -> its result stored in RESULTS             (pull, provider call, backend)
     gateway out  RESULTS       -> the client has the response              (delivery, HTTP response)
 
@@ -75,8 +76,9 @@ async def hop_table(profile: str, traces: dict[str, Trace]) -> dict[str, dict[st
         hops: dict[str, list[float]] = {h: [] for h in HOPS}
         for sent, received, rid in tr.seen:
             s = stored.get(rid, {})
-            if not {"request", "dispatch", "result"} <= s.keys():
+            if not {"request", "result"} <= s.keys():
                 continue
+            s.setdefault("dispatch", s["result"])  # a cache hit: answered by the router, no dispatch
             hops["gateway_in"].append((s["request"] - sent) * 1000)
             hops["router"].append((s["dispatch"] - s["request"]) * 1000)
             hops["worker"].append((s["result"] - s["dispatch"]) * 1000)
