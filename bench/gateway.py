@@ -10,8 +10,8 @@ stack as users run it: every actor of the Procfile (cache, monitor, rotator and 
 them consuming results), authentication on, budgets on; two rows: ``orchestra`` (each request asks
 the cache not to answer or store it: every request is routed and paid) and ``orch-cached`` (the same
 greedy request each time: cache hits after the first). ``--stack minimal``: gateway, router,
-budget_guard and cloud_proxy only, the cache off (the rows of earlier runs). LiteLLM runs in its own venv (.venv-litellm, created on first
-use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
+budget_guard and cloud_proxy only, the cache off (the rows of earlier runs). LiteLLM runs in its own
+venv (.venv-litellm, created on first use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
 
 Besides requests/s and p50/p99 per (delay, concurrency, contender), the median over the rounds, it
 records the CPU each orchestra process spent per request (/proc, ms) and, for a sample of requests,
