@@ -112,8 +112,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             }
             started = time.perf_counter()
             cfg = load_config(profile)
-            keep = float(cfg.bus.streams.history) + 86400
-            manifest = await rebuild.snapshot_now(nc, cfg.budgets, keep_charges_s=keep, now=time.time())
+            manifest = await rebuild.snapshot_now(nc, cfg.budgets, now=time.time())
             assert manifest is not None
             out["snapshot_write"] = {"ms": (time.perf_counter() - started) * 1000, "bytes": manifest.bytes}
             await fill_ledger(nc, args.tail, prefix="tail")

@@ -1,14 +1,22 @@
 """What the orchestra adds in front of a fast backend, side by side with calling the backend directly
 and with LiteLLM's proxy, all in one run on the same machine.
 
-    .venv/bin/python -m bench.gateway [--seconds 4] [--rounds 3] [--no-litellm]
+    .venv/bin/python -m bench.gateway [--seconds 4] [--rounds 3] [--no-litellm] [--stack full|minimal]
 
 A fake OpenAI-compatible backend (bench/fake_openai.py; 0 ms and 50 ms per answer) is configured as a
 cloud provider of the orchestra: each request goes gateway -> REQUESTS -> router (+ budget reservation)
--> DISPATCH -> cloud_proxy -> backend -> RESULTS -> gateway. LiteLLM runs in its own venv
-(.venv-litellm, created on first use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
-Prints requests/s and p50/p99 per (delay, concurrency, contender), the median over the rounds, and
-writes bench/results/gateway-<time>.json.
+-> DISPATCH -> cloud_proxy -> backend -> RESULTS -> gateway. ``--stack full`` (the default) runs the
+stack as users run it: every actor of the Procfile (cache, monitor, rotator and gpu_host too, all of
+them consuming results), authentication on, budgets on; two rows: ``orchestra`` (each request asks
+the cache not to answer or store it: every request is routed and paid) and ``orch-cached`` (the same
+greedy request each time: cache hits after the first). ``--stack minimal``: gateway, router,
+budget_guard and cloud_proxy only, the cache off (the rows of earlier runs). LiteLLM runs in its own
+venv (.venv-litellm, created on first use: `pip install 'litellm[proxy]'`), one worker, offline cost map.
+
+Besides requests/s and p50/p99 per (delay, concurrency, contender), the median over the rounds, it
+records the CPU each orchestra process spent per request (/proc, ms) and, for a sample of requests,
+the time spent in each hop (bench/hops.py: gateway in, router, worker, gateway out), and writes
+bench/results/gateway-<time>.json.
 """
 
 from __future__ import annotations
@@ -32,13 +40,18 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
+from bench.hops import HOPS, Trace, hop_table
 from bus.server import EmbeddedNats
 from tests.support.profile import register_server, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM_VENV = REPO / ".venv-litellm"
 RESULTS = REPO / "bench" / "results"
-BODY = json.dumps({"model": "MODEL", "messages": [{"role": "user", "content": "Say something short."}]})
+BODY = {"model": "MODEL", "messages": [{"role": "user", "content": "Say something short."}]}
+MINIMAL = ("budget_guard", "cloud_proxy", "router", "gateway")
+FULL = ("budget_guard", "cloud_proxy", "router", "gpu_host", "cache", "diversity_monitor", "rotator", "gateway")
+ACTOR_ARGS = {"gpu_host": ["--host", "cpu0"]}
+NO_CACHE: dict[str, object] = {"orchestra": {"no_cache": True, "no_store": True}}
 
 
 @dataclass
@@ -63,6 +76,7 @@ class Cell:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     errors: int = 0
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # process -> CPU ms per request, per round
 
 
 def start(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
@@ -107,12 +121,20 @@ async def wait_http(url: str, headers: dict[str, str], timeout: float = 90) -> N
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(
-    url: str, headers: dict[str, str], body: bytes, concurrency: int, seconds: float
-) -> tuple[float, float, float, int]:
-    """Closed-loop load: ``concurrency`` clients for ``seconds`` (after 0.5 s warm-up)."""
+    url: str, headers: dict[str, str], body: bytes, concurrency: int, seconds: float, trace: Trace | None = None
+) -> tuple[float, float, float, int, int]:
+    """Closed-loop load: ``concurrency`` clients for ``seconds`` (after 0.5 s warm-up). Returns req/s,
+    p50, p99, errors and every request answered (warm-up included: the CPU figures divide by it)."""
     latencies: list[float] = []
     errors = 0
+    total = 0
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
         start_at = time.perf_counter()
@@ -120,31 +142,35 @@ async def load(
         stop_at = measure_from + seconds
 
         async def client() -> None:
-            nonlocal errors
+            nonlocal errors, total
             while (t0 := time.perf_counter()) < stop_at:
+                wall = time.time()
                 try:
                     async with http.post(url, data=body) as r:
-                        await r.read()
+                        data = await r.read()
                         ok = r.status == 200
                 except aiohttp.ClientError:
                     ok = False
                 t1 = time.perf_counter()
+                total += ok
                 if t0 >= measure_from:
                     if ok:
                         latencies.append((t1 - t0) * 1000)
+                        if trace is not None and len(trace.seen) < trace.limit:
+                            trace.note(wall, time.time(), str(json.loads(data).get("id", "")))
                     else:
                         errors += 1
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     if not latencies:
-        return 0.0, float("nan"), float("nan"), errors
+        return 0.0, float("nan"), float("nan"), errors, total
     latencies.sort()
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / seconds, p50, p99, errors
+    return len(latencies) / seconds, p50, p99, errors, total
 
 
-def orchestra_profile(tmp: Path, nats_url: str, fast: int, slow: int, port: int) -> Path:
+def orchestra_profile(tmp: Path, nats_url: str, fast: int, slow: int, port: int, *, cache: bool = False) -> Path:
     def provider(backend_port: int) -> dict[str, object]:
         return {
             "api": "openai",
@@ -178,7 +204,7 @@ def orchestra_profile(tmp: Path, nats_url: str, fast: int, slow: int, port: int)
                 "require_reservation": True,  # as in production: every paid call is reserved first
                 "limits": [{"scope": "total", "period": "daily", "hard_usd": 1000000.0}],
             },
-            "cache": {"enabled": False},
+            "cache": {"enabled": cache},
         },
     )
 
@@ -221,19 +247,27 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
             procs.append(p)
             wait_log(p, "listening on")
-        profile = orchestra_profile(tmp, nats.url, fast_port, slow_port, gw_port)
+        full = args.stack == "full"
+        profile = orchestra_profile(tmp, nats.url, fast_port, slow_port, gw_port, cache=full)
         gw_key = "orch-" + secrets.token_hex(16)
         (tmp / "data").mkdir(exist_ok=True)
         (tmp / "data" / "keys.txt").write_text(f"bench:{gw_key}\n")
         env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
-        for actor in ("budget_guard", "cloud_proxy", "router", "gateway"):
-            p = start(actor, [py, "-m", f"actors.{actor}", "--config", str(profile)], tmp, env)
+        pids: dict[str, int] = {"nats-server": nats.pid or 0}
+        for actor in FULL if full else MINIMAL:
+            argv = [py, "-m", f"actors.{actor}", "--config", str(profile), *ACTOR_ARGS.get(actor, [])]
+            p = start(actor, argv, tmp, env)
             procs.append(p)
-            wait_log(p, f"{actor} started")
-        contenders: dict[str, tuple[str, dict[str, str]]] = {
-            "direct": ("http://127.0.0.1:{port}/v1/chat/completions", {}),
-            "orchestra": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", {"Authorization": f"Bearer {gw_key}"}),
+            wait_log(p, f"{actor} started", timeout=180)
+            pids[actor] = p.popen.pid
+        gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        gw_auth = {"Authorization": f"Bearer {gw_key}"}
+        contenders: dict[str, tuple[str, dict[str, str], dict[str, object]]] = {
+            "direct": ("http://127.0.0.1:{port}/v1/chat/completions", {}, {}),
+            "orchestra": (gw_url, gw_auth, NO_CACHE if full else {}),
         }
+        if full:
+            contenders["orch-cached"] = (gw_url, gw_auth, {"temperature": 0})  # greedy: cacheable
         if not args.no_litellm:
             master = "sk-bench-" + secrets.token_hex(16)
             litellm_config(tmp / "litellm.yaml", fast_port, slow_port, master)
@@ -258,27 +292,37 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             contenders["litellm"] = (
                 f"http://127.0.0.1:{ll_port}/v1/chat/completions",
                 {"Authorization": f"Bearer {master}"},
+                {},
             )
         await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
         cells: dict[tuple[int, int, str], Cell] = {}
+        traces: dict[str, Trace] = {}
         for rnd in range(args.rounds):
             for delay, port, model in ((0, fast_port, "bench/fast"), (50, slow_port, "bench/slow")):
-                body = BODY.replace("MODEL", model).encode()
                 for conc in (1, 16, 64):
-                    for name, (url, headers) in contenders.items():
-                        rps, p50, p99, errors = await load(url.format(port=port), headers, body, conc, args.seconds)
+                    for name, (url, headers, ext) in contenders.items():
+                        body = json.dumps({**BODY, "model": model, **ext}).encode()
+                        ours = name.startswith("orch")
+                        trace = traces.setdefault(f"{delay}ms c={conc} {name}", Trace()) if ours else None
+                        before = {n: cpu_s(pid) for n, pid in pids.items()} if ours else {}
+                        rps, p50, p99, errors, total = await load(
+                            url.format(port=port), headers, body, conc, args.seconds, trace
+                        )
                         cell = cells.setdefault((delay, conc, name), Cell())
                         cell.rps.append(rps)
                         cell.p50.append(p50)
                         cell.p99.append(p99)
                         cell.errors += errors
+                        for n, pid in pids.items() if ours and total else ():
+                            cell.cpu_ms.setdefault(n, []).append((cpu_s(pid) - before[n]) * 1000 / total)
                         print(
-                            f"round {rnd + 1} delay={delay}ms c={conc:<3} {name:<10} {rps:8.1f} req/s  "
+                            f"round {rnd + 1} delay={delay}ms c={conc:<3} {name:<11} {rps:8.1f} req/s  "
                             f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
                             file=sys.stderr,
                             flush=True,
                         )
-        return report(cells, list(contenders), args)
+        hops = await hop_table(str(profile), traces)
+        return report(cells, list(contenders), args, hops)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -286,7 +330,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(cells: dict[tuple[int, int, str], Cell], names: list[str], args: argparse.Namespace) -> dict[str, object]:
+def report(
+    cells: dict[tuple[int, int, str], Cell],
+    names: list[str],
+    args: argparse.Namespace,
+    hops: dict[str, dict[str, float]],
+) -> dict[str, object]:
     med = statistics.median
     rows = []
     print(
@@ -309,12 +358,28 @@ def report(cells: dict[tuple[int, int, str], Cell], names: list[str], args: argp
                     "added_p50_ms": added,
                     "errors": c.errors,
                     "rounds": {"rps": c.rps, "p50": c.p50, "p99": c.p99},
+                    "cpu_ms_per_request": {n: round(med(v), 3) for n, v in c.cpu_ms.items()},
                 }
                 rows.append(row)
                 print(
                     f"{delay:>5}ms {conc:>5}  {name:<10} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
                     f"{row['p99_ms']:>8.2f} {added:>13.2f} {c.errors:>7}"
                 )
+    cpu_rows = [r for r in rows if r["cpu_ms_per_request"]]
+    if cpu_rows:
+        first: dict[str, float] = cpu_rows[0]["cpu_ms_per_request"]  # type: ignore[assignment]
+        procs = list(first)
+        print("\nCPU ms per request (median over rounds), per process:")
+        print(f"{'cell':<24} {'total':>6} " + " ".join(f"{n[:11]:>11}" for n in procs))
+        for r in cpu_rows:
+            cpu: dict[str, float] = r["cpu_ms_per_request"]  # type: ignore[assignment]
+            label = f"{r['delay_ms']}ms c={r['concurrency']} {r['contender']}"
+            print(f"{label:<24} {sum(cpu.values()):>6.2f} " + " ".join(f"{cpu.get(n, 0.0):>11.3f}" for n in procs))
+    if hops:
+        print("\nmedian ms per hop (sampled requests, server timestamps):")
+        print(f"{'cell':<24} " + " ".join(f"{h:>11}" for h in HOPS) + f" {'n':>5}")
+        for cell, h in hops.items():
+            print(f"{cell:<24} " + " ".join(f"{h[k]:>11.2f}" for k in HOPS) + f" {int(h['n']):>5}")
     summary = {}
     if "litellm" in names:
         for delay in (0, 50):
@@ -326,7 +391,9 @@ def report(cells: dict[tuple[int, int, str], Cell], names: list[str], args: argp
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "seconds": args.seconds,
         "rounds": args.rounds,
+        "stack": args.stack,
         "rows": rows,
+        "hops_ms": hops,
         "summary": summary,
     }
 
@@ -337,6 +404,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the whole matrix (medians)")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-auth", action="store_true", help="the nats-server without users and permissions")
+    parser.add_argument(
+        "--stack", choices=("full", "minimal"), default="full", help="every actor, or the four on the path"
+    )
     args = parser.parse_args()
     result = uvloop.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

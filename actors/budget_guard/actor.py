@@ -73,8 +73,7 @@ class BudgetGuard(Actor):
 
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
-        self._keep_charges_s = float(cfg.bus.streams.history) + 86400
-        self.ledger = Ledger(cfg.budgets, keep_charges_s=self._keep_charges_s)
+        self.ledger = Ledger(cfg.budgets)
         self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
         self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
         self._background: set[asyncio.Task[None]] = set()
@@ -128,7 +127,7 @@ class BudgetGuard(Actor):
         await self.lease.acquire()  # a standby waits here: no service, no consumer until it holds the lease
         self.spawn("lease", self._keep_lease, restart=False)
         rejected: list[journal.Rejected] = []
-        rebuilt = await rebuild.fold(self.nc, self.cfg.budgets, keep_charges_s=self._keep_charges_s, rejected=rejected)
+        rebuilt = await rebuild.fold(self.nc, self.cfg.budgets, rejected=rejected)
         self.ledger = rebuilt.ledger
         self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
         self.replayed = rebuilt.tail
@@ -149,7 +148,7 @@ class BudgetGuard(Actor):
             f"snapshot @{rebuilt.snapshot.covers_seq}" if rebuilt.snapshot else "no snapshot",
             self.replayed,
             self.replay_ms,
-            len(self.ledger.charges),
+            self.ledger.charges.count,
             fmt_usd(self.ledger.charged_total(), 6),
             len(self.ledger.reservations),
         )
@@ -173,9 +172,7 @@ class BudgetGuard(Actor):
         if not self.lease.held:
             return None  # a standby, or a guard that lost its lease, writes nothing
         started = time.monotonic()
-        manifest = await rebuild.snapshot_now(
-            self.nc, self.cfg.budgets, keep_charges_s=self._keep_charges_s, now=time.time()
-        )
+        manifest = await rebuild.snapshot_now(self.nc, self.cfg.budgets, now=time.time())
         if manifest is not None:
             self.log.info(
                 "ledger snapshot up to LEDGER seq %d: %d bytes in %d parts (%.0f ms)",

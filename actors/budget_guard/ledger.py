@@ -7,7 +7,8 @@ rebuilt ledger is the ledger. What it holds:
     reservations   open holds, by id and (request id, attempt)
     held[scope]    the sum of open holds per scope
     spent[(scope, period key)]   charged nano-dollars per scope per day and month
-    charges[key]   every charge retained (idempotency: a key is charged once), with amount, time, tier
+    charges        the keys of the last charges (idempotency: a key is charged once) and running sums
+                   over every charge (count, nano-dollars, per tier, digest): ``chargebook``, bounded
     marks          one-shot notifications already sent (thresholds, spikes)
 
 Check-and-hold is one synchronous call (:meth:`try_reserve`): nothing can interleave between the
@@ -54,7 +55,6 @@ request deadline it serves + ``reservation_grace``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
 import math
 from collections import defaultdict, deque
@@ -63,6 +63,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from actors.budget_guard.chargebook import KEEP_KEYS, ChargeBook
 from actors.budget_guard.limits import PERIODS, Calendar, Limit, limits_of, scopes_of
 from actors.budget_guard.money import NANOS, to_nanos
 from schemas.budget import (
@@ -119,19 +120,11 @@ class Due:
     spike: bool = False
 
 
-@dataclass(frozen=True)
-class ChargeRecord:
-    nanos: int
-    at: float
-    tier: str | None
-
-
 class Ledger:
-    def __init__(self, cfg: BudgetsCfg, *, keep_charges_s: float = 8 * 86400) -> None:
+    def __init__(self, cfg: BudgetsCfg, *, keep_keys: int = KEEP_KEYS) -> None:
         self.cfg = cfg
         self.limits = limits_of(cfg)
         self.calendar = Calendar(cfg.timezone)
-        self.keep_charges_s = keep_charges_s
         self.reservations: dict[str, Reservation] = {}
         self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
         self._by_attempt: dict[tuple[str, int], str] = {}  # per-request holds only, never leases
@@ -140,9 +133,9 @@ class Ledger:
         self._settling: dict[str, set[str]] = {}  # hold -> keys of the charges being stored to settle it
         self.held: dict[str, int] = defaultdict(int)
         self.spent: dict[tuple[str, str], int] = defaultdict(int)
-        self.charges: dict[str, ChargeRecord] = {}
+        self.charges = ChargeBook(keep=keep_keys)
         self.marks: set[str] = set()
-        self._api_recent: deque[tuple[float, int]] = deque()  # (at, nanos) of API charges, for velocity
+        self._api_recent: deque[tuple[float, int]] = deque()  # (second, nanos) of API charges, for velocity
         self._api_recent_sum = 0  # their sum, kept as they come and go (no scan per charge)
         self.entries_applied = 0
         # Every result stored before this time is charged (epoch s; the actor's RESULTS watermark).
@@ -363,17 +356,15 @@ class Ledger:
         return key in self.charges
 
     def _charge(self, c: Charged) -> bool:
-        if c.key in self.charges:
+        if not self.charges.add(c.key, c.cost_nanos, c.tier):
             return False
-        self.charges[c.key] = ChargeRecord(c.cost_nanos, c.at, c.tier)
         if c.cost_nanos:
             day, month = self.calendar.day_key(c.at), self.calendar.month_key(c.at)
             for scope in scopes_of(c.tier, c.provider, c.model, c.client_key):
                 self.spent[(scope, day)] += c.cost_nanos
                 self.spent[(scope, month)] += c.cost_nanos
             if c.tier not in (None, "local"):
-                self._api_recent.append((c.at, c.cost_nanos))
-                self._api_recent_sum += c.cost_nanos
+                self._recent_api(c.at, c.cost_nanos)
         r = self.reservations.get(c.reservation_id) if c.reservation_id else None
         if r is not None and r.lease:
             owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
@@ -426,6 +417,17 @@ class Ledger:
             hard=hard,
         )
 
+    def _recent_api(self, at: float, nanos: int) -> None:
+        """One API charge into the velocity window, summed per second (at most ``spike.window`` entries
+        whatever the rate); a charge stamped before the newest second counts in that second."""
+        second = float(math.floor(at))
+        if self._api_recent and self._api_recent[-1][0] >= second:
+            last_at, last_nanos = self._api_recent[-1]
+            self._api_recent[-1] = (last_at, last_nanos + nanos)
+        else:
+            self._api_recent.append((second, nanos))
+        self._api_recent_sum += nanos
+
     def velocity(self, now: float) -> float:
         """USD per hour of API spend over the spike window."""
         window = float(self.cfg.spike.window)
@@ -477,12 +479,8 @@ class Ledger:
 
     # --- housekeeping and views ------------------------------------------------------------------
     def prune(self, now: float) -> None:
-        """Forget charges older than ``keep_charges_s`` (their results can no longer be redelivered)
-        and period sums older than two months."""
+        """Forget period sums older than two months (the charge keys bound themselves: ``chargebook``)."""
         self.velocity(now)  # trims the velocity window
-        horizon = now - self.keep_charges_s
-        for key in [k for k, c in self.charges.items() if c.at < horizon]:
-            del self.charges[key]
         keep = {self.calendar.period_key(p, t) for p in PERIODS for t in (now, now - MONTH_S, now - 2 * MONTH_S)}
         oldest_day = self.calendar.day_key(now - 2 * MONTH_S)
         for scope, pk in list(self.spent):
@@ -490,21 +488,18 @@ class Ledger:
                 del self.spent[(scope, pk)]
 
     def charged_total(self) -> int:
-        return sum(c.nanos for c in self.charges.values())
+        return self.charges.nanos
 
     def by_tier(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for c in self.charges.values():
-            out[c.tier or "-"] += c.nanos
-        return dict(out)
+        return dict(self.charges.by_tier)
 
     def digest(self) -> str:
-        return charges_digest((k, c.nanos) for k, c in self.charges.items())
+        return self.charges.digest()
 
     def summary(self, now: float) -> LedgerSummary:
         self.expire(now)
         return LedgerSummary(
-            charges=len(self.charges),
+            charges=self.charges.count,
             spent_nanos=self.charged_total(),
             digest=self.digest(),
             open_reservations=len(self.reservations),
@@ -529,11 +524,3 @@ class Ledger:
                 )
             )
         return out
-
-
-def charges_digest(items: Iterator[tuple[str, int]] | list[tuple[str, int]]) -> str:
-    """sha256 over sorted ``key=nanos`` lines: equal digests, equal charges."""
-    h = hashlib.sha256()
-    for key, nanos in sorted(items):
-        h.update(f"{key}={nanos}\n".encode())
-    return h.hexdigest()

@@ -37,7 +37,6 @@ async def fold(
     nc: NATS,
     cfg: BudgetsCfg,
     *,
-    keep_charges_s: float,
     rejected: list[journal.Rejected] | None = None,
     use_snapshot: bool = True,
 ) -> Rebuilt:
@@ -48,11 +47,11 @@ async def fold(
             snap = await snapstore.read_latest(nc)
         except snapstore.SnapshotMissing as exc:
             log.warning("ledger snapshot unusable (%s): rebuilding from LEDGER alone", exc)
-    ledger = Ledger(cfg, keep_charges_s=keep_charges_s)
+    ledger = Ledger(cfg)
     after = 0
     if snap is not None:
         try:
-            ledger = snapshot.restore(cfg, snap.data, keep_charges_s=keep_charges_s)
+            ledger = snapshot.restore(cfg, snap.data)
             after = snap.manifest.covers_seq
         except snapshot.SnapshotError as exc:
             log.warning("ledger snapshot %s unreadable (%s): rebuilding from LEDGER alone", snap.manifest.id, exc)
@@ -74,14 +73,14 @@ async def fold(
     )
 
 
-async def snapshot_now(nc: NATS, cfg: BudgetsCfg, *, keep_charges_s: float, now: float) -> snapstore.Manifest | None:
+async def snapshot_now(nc: NATS, cfg: BudgetsCfg, *, now: float) -> snapstore.Manifest | None:
     """Fold the latest snapshot and the entries after it; store the result as the next snapshot if there
     was anything new. Returns its manifest (None: nothing new)."""
-    rebuilt = await fold(nc, cfg, keep_charges_s=keep_charges_s)
+    rebuilt = await fold(nc, cfg)
     if rebuilt.snapshot is not None and rebuilt.last_seq <= rebuilt.snapshot.covers_seq:
         return None
     if rebuilt.last_seq == 0:
         return None  # an empty ledger
-    rebuilt.ledger.prune(now)  # charges past their redelivery window and old period sums go, as live
+    rebuilt.ledger.prune(now)  # old period sums go, as live
     data = snapshot.export(rebuilt.ledger)
     return await snapstore.write(nc, data, covers_seq=rebuilt.last_seq, entries=rebuilt.ledger.entries_applied)

@@ -16,10 +16,10 @@ from collections import defaultdict, deque
 
 import msgspec
 
-from actors.budget_guard.ledger import ChargeRecord, Ledger, Reservation
+from actors.budget_guard.ledger import Ledger, Reservation
 from schemas.config.ops import BudgetsCfg
 
-FORMAT = 1
+FORMAT = 2  # 2: charges as remembered key hashes + running sums (1: every retained charge)
 
 
 class LedgerState(msgspec.Struct, array_like=True, frozen=True):
@@ -33,7 +33,11 @@ class LedgerState(msgspec.Struct, array_like=True, frozen=True):
     draws: list[tuple[str, str, int, str]]  # lease reservation id, request id, attempt, charge key
     held: dict[str, int]
     spent: list[tuple[str, str, int]]  # scope, period key, nanos
-    charges: list[tuple[str, int, float, str | None]]  # key, nanos, at, tier
+    charge_keys: list[bytes]  # chargebook: sorted uint64 key hashes per chunk, oldest first
+    charged: int  # every charge ever applied: count, nano-dollars, per tier, digest sum (hex)
+    charged_nanos: int
+    charged_by_tier: dict[str, int]
+    charged_digest: str
     marks: list[str]
     api_recent: list[tuple[float, int]]
     api_recent_sum: int
@@ -58,7 +62,11 @@ def export(ledger: Ledger) -> bytes:
         draws=[(lease, req, att, key) for lease, d in ledger.draws.items() for (req, att), key in d.items()],
         held={k: v for k, v in ledger.held.items() if v},
         spent=[(scope, period, n) for (scope, period), n in ledger.spent.items() if n],
-        charges=[(key, c.nanos, c.at, c.tier) for key, c in ledger.charges.items()],
+        charge_keys=ledger.charges.export_keys(),
+        charged=ledger.charges.count,
+        charged_nanos=ledger.charges.nanos,
+        charged_by_tier=dict(ledger.charges.by_tier),
+        charged_digest=ledger.charges.digest(),
         marks=sorted(ledger.marks),
         api_recent=list(ledger._api_recent),
         api_recent_sum=ledger._api_recent_sum,
@@ -67,14 +75,14 @@ def export(ledger: Ledger) -> bytes:
     return zlib.compress(_ENCODER.encode(state), 1)
 
 
-def restore(cfg: BudgetsCfg, data: bytes, *, keep_charges_s: float) -> Ledger:
+def restore(cfg: BudgetsCfg, data: bytes) -> Ledger:
     try:
         state = _DECODER.decode(zlib.decompress(data))
     except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SnapshotError(f"not a ledger snapshot: {exc}") from exc
     if state.format != FORMAT:
         raise SnapshotError(f"ledger snapshot format {state.format}, this code reads {FORMAT}")
-    ledger = Ledger(cfg, keep_charges_s=keep_charges_s)
+    ledger = Ledger(cfg)
     ledger.reservations = {r.id: r for r in state.reservations}
     ledger._expiry = list(state.expiry)  # stored as the heap it was
     ledger._by_attempt = {(req, att): rid for req, att, rid in state.by_attempt}
@@ -85,7 +93,11 @@ def restore(cfg: BudgetsCfg, data: bytes, *, keep_charges_s: float) -> Ledger:
     ledger.draws = draws
     ledger.held = defaultdict(int, state.held)
     ledger.spent = defaultdict(int, {(scope, period): n for scope, period, n in state.spent})
-    ledger.charges = {key: ChargeRecord(nanos=n, at=at, tier=tier) for key, n, at, tier in state.charges}
+    ledger.charges.restore_keys(state.charge_keys)
+    ledger.charges.count = state.charged
+    ledger.charges.nanos = state.charged_nanos
+    ledger.charges.by_tier = dict(state.charged_by_tier)
+    ledger.charges.acc = int(state.charged_digest, 16)
     ledger.marks = set(state.marks)
     ledger._api_recent = deque(state.api_recent)
     ledger._api_recent_sum = state.api_recent_sum

@@ -3,6 +3,7 @@
 diversity.py    pure: unique approaches (ast structure / embeddings), AST and embedding diversity,
                 family coverage, top-model share, temperature variance, the diversity score
 window.py       pure: what was seen over the trailing windows, and the alert metrics over it
+tally.py        pure: the bounded aggregates behind the windows (time buckets, samples, recent ids)
 rules.py        pure: the alert rule engine (conditions, sustained, min_samples, alert state machine)
 remediation.py  pure: the AlertHandler's plans (OOM swap, backlog load-or-overflow, cost spike)
 escalation.py   pure: escalation steps, alert and digest messages, digest schedules

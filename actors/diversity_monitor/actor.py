@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from actors.diversity_monitor import feed, remediation
 from actors.diversity_monitor.board import Board, snapshot
 from actors.diversity_monitor.desk import Desk
-from actors.diversity_monitor.diversity import Summary, summarise
+from actors.diversity_monitor.diversity import Summary
 from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
@@ -234,14 +234,14 @@ class DiversityMonitor(Actor):
 
     async def report_loop(self) -> None:
         period = max(0.05, float(self.cfg.monitor.report_every))
-        last: tuple[int, float] | None = None
+        last: int | None = None
         while True:
             await asyncio.sleep(period)
             now = time.time()
-            answers = self.obs.window_answers(now - float(self.cfg.monitor.window), now)
-            self.summary = summarise(answers)
-            seen = (len(answers), answers[-1].at if answers else 0.0)
-            if answers and seen != last:
+            since = now - float(self.cfg.monitor.window)
+            self.summary = self.obs.summary(since, now)
+            seen = self.obs.answers_seen
+            if self.obs.total(since, now).answers and seen != last:
                 await self.report(self.summary)
             last = seen
 

@@ -19,6 +19,7 @@ import msgspec
 from actors.diversity_monitor.diversity import Summary
 from actors.diversity_monitor.metrics import Figures
 from actors.diversity_monitor.rules import Alert
+from actors.diversity_monitor.tally import quantile_of
 from actors.diversity_monitor.window import PAID_TIERS, LiveState, Observations
 from schemas.budget import LedgerSummary
 from schemas.config.root import OrchestraConfig
@@ -27,7 +28,6 @@ from schemas.result import AttemptFailed, GenerateResult, Outcome
 from schemas.state import PhaseState
 
 MAX_REMEDIATIONS = 20
-DISORDER_S = 30.0  # records may arrive this much out of time order (replay, then live)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -47,21 +47,13 @@ def point(
 ) -> dict[str, Any]:
     """One chart point: rates and latencies over the trailing ``rate_window``, gauges as they are now,
     the family mix over the monitor's ``window`` (as its diversity figures)."""
-    since = now - rate_window
-    recent = []
-    for r in reversed(obs.requests):  # stored in arrival (= stream) order: read back only the rate window
-        if r.at <= since - DISORDER_S:
-            break
-        if since < r.at <= now:
-            recent.append(r)
-    per_tier: dict[str, list[float]] = {}
-    for r in recent:
-        if r.ok and not r.cached:
-            per_tier.setdefault(r.tier or "?", []).append(r.latency_ms / 1000)
-    counts: dict[str, int] = {}
-    for r in recent:
-        tier = "cache" if r.cached else (r.tier or "error")
-        counts[tier] = counts.get(tier, 0) + 1
+    recent = obs.total(now - rate_window, now)
+    p50: dict[str, float] = {}
+    p99: dict[str, float] = {}
+    for tier, t in obs.latencies(now - rate_window, now).tiers.items():
+        if t.answered:
+            p50[tier] = (quantile_of(t.latency, 0.5) or 0.0) / 1000
+            p99[tier] = (quantile_of(t.latency, 0.99) or 0.0) / 1000
     tokens: dict[str, float] = {}
     for h in live.hosts_up(now):
         for m in h.models:
@@ -70,17 +62,15 @@ def point(
     for q in live.current_queues(now):
         queues[model_of(q.target)] = queues.get(model_of(q.target), 0.0) + q.depth
     overall = summary.overall if summary is not None else {}
-    families: dict[str, float] = {}
-    for a in obs.window_answers(now - window, now):
-        families[a.family] = families.get(a.family, 0.0) + 1
+    families = {f: float(n) for f, n in obs.total(now - window, now).families.items()}
     return {
         "t": round(now, 3),
         "tokens_per_s": _rounded(tokens),
-        "requests_per_s": _rounded({t: n / rate_window for t, n in counts.items()}),
-        "p50_s": _rounded({t: quantile(v, 0.5) for t, v in per_tier.items()}),
-        "p99_s": _rounded({t: quantile(v, 0.99) for t, v in per_tier.items()}),
+        "requests_per_s": _rounded({t: n / rate_window for t, n in recent.by_label.items()}),
+        "p50_s": _rounded(p50),
+        "p99_s": _rounded(p99),
         "queue_depth": queues,
-        "cache_hit_rate": _sig((sum(1 for r in recent if r.cached) / len(recent)) if recent else None),
+        "cache_hit_rate": _sig(recent.cached / recent.requests if recent.requests else None),
         "diversity_score": _sig(overall.get("diversity_score")),
         "families": families,
     }
@@ -257,10 +247,7 @@ def _phase(cfg: OrchestraConfig, state: PhaseState | None) -> dict[str, Any] | N
 def _money(
     f: Figures, live: LiveState, budgets: LedgerSummary | None, obs: Observations, now: float, window: float
 ) -> dict[str, Any]:
-    per_tier: dict[str, list[float]] = {}
-    for r in obs.window(obs.requests, now - window, now):
-        if r.ok and not r.cached:
-            per_tier.setdefault(r.tier, []).append(r.cost_usd)
+    per_tier = {t: (x.cost_usd, x.answered) for t, x in obs.total(now - window, now).tiers.items() if x.answered}
     return {
         "guard": budgets is not None,
         "budgets": [
@@ -275,7 +262,7 @@ def _money(
             for lim in (budgets.limits if budgets is not None else [])
         ],
         "spent_by_tier_usd": {t: n / 1e9 for t, n in budgets.by_tier.items()} if budgets is not None else {},
-        "cost_per_request_usd": {t: sum(v) / len(v) for t, v in sorted(per_tier.items())},
+        "cost_per_request_usd": {t: usd / n for t, (usd, n) in sorted(per_tier.items())},
         "disabled": [
             {"tier": t.tier, "reason": t.reason, "until": t.until}
             for t in sorted(live.tiers.values(), key=lambda t: t.tier)

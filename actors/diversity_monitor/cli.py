@@ -22,7 +22,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.diversity_monitor.diversity import summarise
 from actors.diversity_monitor.embedding import load_embedder, normalise
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.rules import Alert, Engine
@@ -94,7 +93,8 @@ async def _diversity(args: argparse.Namespace) -> int:
             continue
         obs.add_outcome(outcome, when.timestamp())
         obs.add_answers(answers_of(outcome, when.timestamp()))
-    answers = [a for a in obs.answers if args.task is None or a.group == args.task]
+    span = (since.timestamp(), until.timestamp())
+    answers = [a for a in obs.window_answers(*span) if args.task is None or a.group == args.task]
     embedded = False
     if not args.lexical and any(a.group for a in answers):
         try:
@@ -106,11 +106,11 @@ async def _diversity(args: argparse.Namespace) -> int:
             embedded = True
         except EmbedderUnavailable as exc:
             print(f"orchestra: note: {exc}; prose grouped by word overlap", file=sys.stderr)
-    summary = summarise(answers, task=args.task)
+    summary = obs.summary(*span, task=args.task, answers=answers)
     report = {
         "since": since.isoformat(),
         "until": until.isoformat(),
-        "results": len(obs.requests),
+        "results": obs.total(*span).requests,
         "embeddings": "minilm" if embedded else "lexical",
         "overall": summary.overall,
         "tasks": {t: {**m.as_dict(), "families": m.families} for t, m in summary.tasks.items()},
@@ -118,11 +118,12 @@ async def _diversity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, sort_keys=True))
         return 0
+    count = len(answers) if args.task is not None else int(summary.overall.get("answers", 0))
     print(
-        f"diversity {since:%Y-%m-%d %H:%M:%S} .. {until:%Y-%m-%d %H:%M:%S} UTC: {len(answers)} answers, "
+        f"diversity {since:%Y-%m-%d %H:%M:%S} .. {until:%Y-%m-%d %H:%M:%S} UTC: {count} answers, "
         f"{len(summary.tasks)} task(s), prose grouped by {'MiniLM embeddings' if embedded else 'word overlap'}"
     )
-    if not answers:
+    if not count:
         return 0
     print("overall: " + "  ".join(f"{k} {v:g}" for k, v in sorted(summary.overall.items())))
     if summary.tasks:

@@ -123,7 +123,7 @@ async def embed(m: DiversityMonitor, answers: list[Answer]) -> list[Answer]:
             log.warning("embedding %d answers failed: %s", len(batch), exc)
             return out
         for k, i in enumerate(batch):
-            out[i] = replace(answers[i], vector=vectors[k])
+            out[i] = replace(answers[i], vector=vectors[k].copy())  # a row of its own: no batch kept alive
     return out
 
 

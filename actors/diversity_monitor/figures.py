@@ -60,8 +60,7 @@ def figures(
         f.diversity = {k: v for k, v in summary.overall.items() if k != "families"}
         recent = [t for t, m in summary.tasks.items() if m.answers >= 2][:MAX_TASKS]
         f.tasks = {t: summary.tasks[t].diversity_score for t in recent}
-    for a in obs.window_answers(now - window, now):
-        f.families[a.family] = f.families.get(a.family, 0) + 1
+    f.families.update(obs.total(now - window, now).families)
     f.alerts = [(a.rule, a.severity) for a in alerts]
     return f
 

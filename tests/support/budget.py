@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 
+from actors.budget_guard.chargebook import charges_digest
 from actors.budget_guard.charges import charge_of
-from actors.budget_guard.ledger import charges_digest
 from bus import subjects
 from bus.cli.audit import replay
 from bus.service import call

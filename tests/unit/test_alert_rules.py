@@ -256,7 +256,7 @@ def test_a_fan_out_result_does_not_count_its_childrens_spend_twice() -> None:
     obs.add_outcome(child, NOW - 5)
     obs.add_outcome(combined, NOW - 4)
     assert obs.daily_spend(NOW) == pytest.approx(30.0)
-    assert len(obs.requests) == 1
+    assert obs.total(NOW - HOUR, NOW).requests == 1
 
 
 # --- cache hit rate, sustained for 6 hours --------------------------------------------------------

@@ -272,6 +272,18 @@ def test_spike_fires_on_spend_velocity_over_the_window() -> None:
     assert spike.event.velocity_usd_per_hour == pytest.approx(16.0) and "velocity" in spike.event.reason
 
 
+def test_the_velocity_window_is_summed_per_second_so_it_stays_bounded_at_any_rate() -> None:
+    """10 API charges a second for two hours: at most one entry per second of the window, exact sums."""
+    ledger = Ledger(budgets(spike=SpikeCfg(daily_usd=1e9, velocity_usd_per_hour=1e9, window=3600)))
+    for i in range(2 * 3600 * 10):
+        ledger.apply(result(f"v{i}", 0.001, at=T0 + i / 10))
+        if i % 5000 == 0:
+            ledger.velocity(T0 + i / 10)
+    now = T0 + 2 * 3600 - 0.01
+    assert ledger.velocity(now) == pytest.approx(3600 * 10 * 0.001, rel=1e-3)
+    assert len(ledger._api_recent) <= 3601 and ledger.charges.count == 2 * 3600 * 10
+
+
 def test_scopes_of_a_cloud_and_a_local_charge() -> None:
     assert scopes_of("premium", "openai", "gpt-4o", "ci") == (
         "total",
@@ -289,7 +301,8 @@ def snapshot(ledger: Ledger) -> tuple[object, ...]:
         sorted(ledger.reservations.items()),
         sorted((k, v) for k, v in ledger.held.items() if v),
         sorted((k, v) for k, v in ledger.spent.items() if v),
-        sorted(ledger.charges.items()),
+        (ledger.charges.count, ledger.charges.nanos, sorted(ledger.charges.by_tier.items())),
+        sorted(ledger.charges.export_keys()),
         sorted(ledger.marks),
         ledger.digest(),
     )

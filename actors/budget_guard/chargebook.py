@@ -1,0 +1,126 @@
+"""The charges a ledger applied, in memory that does not grow with traffic (pure: no I/O, no clock).
+
+    book = ChargeBook(keep=KEEP_KEYS)
+    book.add(key, nanos, tier) -> bool     False: that key was charged already (idempotency)
+    key in book                            was it charged?
+    book.count, book.nanos, book.by_tier   running sums over every charge ever applied
+    book.digest()                          equal digests, equal charges (order does not matter)
+
+Idempotency needs a key only while its result can come again: a redelivery (within ``ack_wait`` x
+``max_deliver``), a re-delivery of unacknowledged results after a restart (at most the consumer's
+``max_ack_pending``), a second publish of the same Msg-Id. So the book remembers the last ``keep``
+keys (1,048,576 by default: hours of traffic at 100 req/s, ~12 minutes at 1,500 req/s, far more than
+a redelivery window) as 64-bit hashes in one sorted numpy array (chunks of 16,384 merged in as they
+fill, the oldest chunk dropped: ~10 ms each 16,384 charges on this machine): 12 bytes a key, ~13 MB
+in all, flat once full. Two keys share a hash with probability ~ keep^2 / 2^65 (3e-8 when full): a
+charge lost to that is under-counted, never charged twice.
+
+The sums (count, nano-dollars, per tier, the digest: a sum of per-charge sha256 values mod 2^256, so
+it is independent of order and can be kept as a running figure) cover every charge since the ledger
+began; a snapshot carries them, so a rebuilt ledger has the same ones as the live ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+CHUNK = 16_384  # a smaller open set (Python ints) is less memory; merging one costs ~10 ms
+KEEP_KEYS = 64 * CHUNK
+_MOD = 1 << 256
+
+
+def key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def charge_value(key: str, nanos: int) -> int:
+    """One charge's share of the digest."""
+    return int.from_bytes(hashlib.sha256(f"{key}={nanos}\n".encode()).digest(), "big")
+
+
+def digest_of(value: int) -> str:
+    return f"{value % _MOD:064x}"
+
+
+def charges_digest(items: Iterable[tuple[str, int]]) -> str:
+    """The digest of a set of charges ``(key, nanos)``, as :meth:`ChargeBook.digest` gives it."""
+    return digest_of(sum(charge_value(k, n) for k, n in items))
+
+
+class ChargeBook:
+    def __init__(self, keep: int = KEEP_KEYS, chunk: int = CHUNK) -> None:
+        self.chunk = chunk
+        self.keep_chunks = max(1, keep // chunk)
+        # the closed chunks merged into one sorted array (one probe per look-up), each hash tagged with
+        # its chunk's generation so the oldest chunk can be dropped in one pass
+        self.merged = np.empty(0, dtype=np.uint64)
+        self.gens = np.empty(0, dtype=np.uint32)
+        self.first_gen = 0
+        self.next_gen = 0
+        self.open: set[int] = set()  # the newest keys, not yet a chunk
+        self.count = 0
+        self.nanos = 0
+        self.by_tier: dict[str, int] = {}
+        self.acc = 0  # the digest's running sum, mod 2^256
+
+    def __contains__(self, key: str) -> bool:
+        return self._seen(key_hash(key))
+
+    def _seen(self, h: int) -> bool:
+        if h in self.open:
+            return True
+        probe = np.uint64(h)
+        i = int(np.searchsorted(self.merged, probe))
+        return i < len(self.merged) and bool(self.merged[i] == probe)
+
+    def _close(self, hashes: np.ndarray) -> None:
+        """Merge a chunk of sorted hashes in (a few ms per chunk); drop the oldest past ``keep``."""
+        at = np.searchsorted(self.merged, hashes)
+        self.merged = np.insert(self.merged, at, hashes)
+        self.gens = np.insert(self.gens, at, np.uint32(self.next_gen))
+        self.next_gen += 1
+        if self.next_gen - self.first_gen > self.keep_chunks:
+            kept = self.gens != self.first_gen
+            self.merged, self.gens = self.merged[kept], self.gens[kept]
+            self.first_gen += 1
+
+    def add(self, key: str, nanos: int, tier: str | None) -> bool:
+        h = key_hash(key)
+        if self._seen(h):
+            return False
+        self.open.add(h)
+        if len(self.open) >= self.chunk:
+            self._close(self._sorted_open())
+            self.open = set()
+        self.count += 1
+        self.nanos += nanos
+        name = tier or "-"
+        self.by_tier[name] = self.by_tier.get(name, 0) + nanos
+        self.acc = (self.acc + charge_value(key, nanos)) % _MOD
+        return True
+
+    def remembered(self) -> int:
+        """Keys held for idempotency (at most ``keep`` + ``chunk``)."""
+        return len(self.open) + len(self.merged)
+
+    def digest(self) -> str:
+        return digest_of(self.acc)
+
+    # --- a snapshot's view -----------------------------------------------------------------------
+    def _sorted_open(self) -> np.ndarray:
+        return np.sort(np.fromiter(self.open, dtype=np.uint64, count=len(self.open)))
+
+    def export_keys(self) -> list[bytes]:
+        """The remembered hashes, one sorted chunk each, oldest first (the open set last)."""
+        out = [self.merged[self.gens == g].tobytes() for g in range(self.first_gen, self.next_gen)]
+        out.append(self._sorted_open().tobytes())
+        return out
+
+    def restore_keys(self, chunks: list[bytes]) -> None:
+        *full, last = chunks or [b""]
+        for raw in full:
+            self._close(np.frombuffer(raw, dtype=np.uint64))
+        self.open = {int(h) for h in np.frombuffer(last, dtype=np.uint64)}

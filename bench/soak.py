@@ -1,0 +1,194 @@
+"""Memory over a long run: the whole embedded stack (every actor of the Procfile, authentication and
+permissions on, budgets on) in front of a fake OpenAI-compatible backend, driven with N requests, and
+the RSS of every actor process at the start, after warm-up, at checkpoints and at the end.
+
+    .venv/bin/python -m bench.soak [--requests 200000] [--concurrency 64] [--warmup 20000] [--cache]
+
+Every 10th request names one of 100 tasks (``orchestra.task``), so the monitor's per-task answer samples
+and embeddings are exercised too. The cache is off unless ``--cache`` (each request is then routed and
+paid: the budget path is on the hot path). Prints a table and writes bench/results/soak-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from bench.gateway import RESULTS, Proc, free_port, orchestra_profile, start, wait_http, wait_log
+from bus.server import EmbeddedNats
+from tests.support.profile import register_server
+
+ACTORS: tuple[tuple[str, list[str]], ...] = (
+    ("budget_guard", []),
+    ("cloud_proxy", []),
+    ("router", []),
+    ("gpu_host", ["--host", "cpu0"]),
+    ("cache", []),
+    ("diversity_monitor", []),
+    ("rotator", []),
+    ("gateway", []),
+)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def body(i: int) -> bytes:
+    doc: dict[str, Any] = {"model": "bench/fast", "messages": [{"role": "user", "content": f"Say something {i}."}]}
+    if i % 10 == 0:
+        doc["orchestra"] = {"task": f"task-{i % 1000 // 10}"}
+    return json.dumps(doc).encode()
+
+
+async def drive(url: str, headers: dict[str, str], first: int, n: int, concurrency: int) -> tuple[int, float]:
+    """Send requests ``first .. first + n`` with ``concurrency`` clients; (errors, seconds)."""
+    errors = 0
+    nxt = first
+    end = first + n
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+
+        async def client() -> None:
+            nonlocal errors, nxt
+            while nxt < end:
+                i, nxt = nxt, nxt + 1
+                try:
+                    async with http.post(url, data=body(i)) as r:
+                        await r.read()
+                        errors += r.status != 200
+                except aiohttp.ClientError:
+                    errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return errors, time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    procs: list[Proc] = []
+    nats = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=tmp / "auth")
+    try:
+        nats.start()
+        register_server(nats)
+        fast, slow, gw_port = free_port(), free_port(), free_port()
+        py = sys.executable
+        for name, port, delay in (("fake-fast", fast, 0), ("fake-slow", slow, 50)):
+            p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
+            procs.append(p)
+            wait_log(p, "listening on")
+        profile = orchestra_profile(tmp, nats.url, fast, slow, gw_port, cache=args.cache)
+        key = "orch-" + secrets.token_hex(16)
+        (tmp / "data").mkdir(exist_ok=True)
+        (tmp / "data" / "keys.txt").write_text(f"bench:{key}\n")
+        env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
+        actors: dict[str, Proc] = {}
+        for actor, extra in ACTORS:
+            p = start(actor, [py, "-m", f"actors.{actor}", "--config", str(profile), *extra], tmp, env)
+            procs.append(p)
+            wait_log(p, f"{actor} started", timeout=180)
+            actors[actor] = p
+        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {key}"}
+        await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
+
+        def sample(label: str, done: int, seconds: float = 0.0, errors: int = 0, n_new: int = 0) -> dict[str, Any]:
+            row: dict[str, Any] = {
+                "at": label,
+                "requests": done,
+                "rss_mb": {n: round(rss_mb(p.popen.pid), 1) for n, p in actors.items()},
+                "cpu_s": {n: round(cpu_s(p.popen.pid), 2) for n, p in actors.items()},
+                "seconds": round(seconds, 1),
+                "errors": errors,
+            }
+            rss = "  ".join(f"{n} {v:.0f}" for n, v in row["rss_mb"].items())
+            rate = f"  ({n_new / seconds:.0f} req/s, {errors} errors)" if seconds else ""
+            print(f"{label:>8} {done:>7} req  RSS MB: {rss}{rate}", file=sys.stderr, flush=True)
+            partial.append(row)
+            args.out.write_text(json.dumps({"partial": True, "rows": partial}, indent=2))  # kept if stopped early
+            return row
+
+        partial: list[dict[str, Any]] = []
+        rows = [sample("start", 0)]
+        done, errors_total = 0, 0
+        steps = [args.warmup] + [args.step] * ((args.requests - args.warmup) // args.step)
+        if sum(steps) < args.requests:
+            steps.append(args.requests - sum(steps))
+        for k, n in enumerate(steps):
+            errors, seconds = await drive(url, headers, done, n, args.concurrency)
+            done += n
+            errors_total += errors
+            label = "warm-up" if k == 0 else ("end" if done >= args.requests else "check")
+            rows.append(sample(label, done, seconds, errors, n))
+        await asyncio.sleep(args.settle)  # let the monitor and guard drain their consumers before the last look
+        rows.append(sample("settled", done))
+        return summarise(rows, args, errors_total)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        nats.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, errors: int) -> dict[str, Any]:
+    warm, last = rows[1]["rss_mb"], rows[-1]["rss_mb"]
+    assert isinstance(warm, dict) and isinstance(last, dict)
+    growth = {n: round((last[n] - warm[n]) / warm[n] * 100, 1) for n in warm}
+    seconds = sum(float(r["seconds"]) for r in rows)
+    print(f"\n{'actor':<18} {'start MB':>9} {'warm MB':>9} {'end MB':>9} {'after warm-up':>14}")
+    for n in warm:
+        start_mb = rows[0]["rss_mb"][n]
+        print(f"{n:<18} {start_mb:>9.1f} {warm[n]:>9.1f} {last[n]:>9.1f} {growth[n]:>13.1f}%")
+    print(f"{args.requests} requests in {seconds:.0f} s ({args.requests / seconds:.0f} req/s), {errors} errors")
+    return {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "cache": args.cache,
+        "errors": errors,
+        "seconds": seconds,
+        "rows": rows,
+        "growth_after_warmup_pct": growth,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=20_000)
+    parser.add_argument("--step", type=int, default=20_000, help="requests between RSS checkpoints")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after the last request")
+    parser.add_argument("--cache", action="store_true", help="the cache on (default: off, every request routed)")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    result = uvloop.run(run(args))
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The budget_guard's charge book: a bounded memory of charge keys with exact running sums."""
+
+from __future__ import annotations
+
+import random
+
+from actors.budget_guard.chargebook import ChargeBook, charges_digest
+
+
+def test_the_book_remembers_at_most_keep_plus_one_chunk_of_keys_whatever_the_traffic() -> None:
+    """300,000 charges into a book that keeps 40,000 keys: the sums are exact, the keys bounded."""
+    book = ChargeBook(keep=40_000, chunk=10_000)
+    peak = 0
+    for i in range(300_000):
+        assert book.add(f"req-{i}", i % 1000, "premium" if i % 2 else None)
+        peak = max(peak, book.remembered())
+    assert peak <= 50_000 and book.next_gen - book.first_gen == 4
+    assert book.count == 300_000 and book.nanos == sum(i % 1000 for i in range(300_000))
+    assert book.by_tier == {
+        "premium": sum(i % 1000 for i in range(1, 300_000, 2)),
+        "-": book.nanos - book.by_tier["premium"],
+    }
+
+
+def test_a_recent_key_is_charged_once_and_an_old_one_is_forgotten() -> None:
+    book = ChargeBook(keep=20, chunk=10)
+    for i in range(100):
+        book.add(f"k{i}", 1, "together")
+    assert all(f"k{i}" in book for i in range(80, 100))  # the last two chunks of 10 are remembered
+    assert not book.add("k99", 1, "together") and not book.add("k80", 1, "together")
+    assert "k79" not in book and book.count == 100 and book.nanos == 100
+
+
+def test_the_digest_does_not_depend_on_order_and_survives_a_snapshot_of_the_keys() -> None:
+    items = [(f"r{i}", random.Random(i).randrange(10**9)) for i in range(5000)]
+    a, b = ChargeBook(keep=4000, chunk=1000), ChargeBook(keep=4000, chunk=1000)
+    for key, nanos in items:
+        a.add(key, nanos, "premium")
+    for key, nanos in reversed(items):
+        b.add(key, nanos, "premium")
+    assert a.digest() == b.digest() == charges_digest(items)
+    assert charges_digest(items[:-1]) != a.digest()
+    restored = ChargeBook(keep=4000, chunk=1000)
+    restored.restore_keys(a.export_keys())
+    assert restored.remembered() == a.remembered() and all(k in restored for k, _ in items[-4000:])
+    assert not restored.add(items[-1][0], items[-1][1], "premium")
