@@ -9,10 +9,11 @@ answers, off the hot path (the diversity_monitor asks it after the answer was se
 The draw is deterministic by request id (a redelivered result is drawn the same way). Never graded: the
 monitor's own evaluation results (origin ``mon``: no loops), an answer of one of the phase's evaluators
 (no self-grading), cached answers, a fan-out's combined result (its children are graded one by one),
-errors and empty answers. At most ``MAX_IN_FLIGHT`` evaluations wait at a time; a drawn answer beyond
-that is dropped and counted (orchestra_evaluations_total{result="dropped"}). Verdicts are read from the
-RESULTS stream the monitor consumes anyway; the waiting list is in memory (a restart forgets it: late
-verdicts are then ignored, counted as ``unknown``).
+a premium validation's shadow (``<id>-pv``), errors and empty answers. At most ``MAX_IN_FLIGHT``
+evaluations wait at a time; a drawn answer beyond that is dropped and counted
+(orchestra_evaluations_total{result="dropped"}). Verdicts are read from the RESULTS stream the monitor
+consumes anyway; the waiting list is in memory (a restart forgets it: late verdicts are then ignored,
+counted as ``unknown``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actors.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
+from actors.router.validation import SHADOW_SUFFIX
 from bus import subjects
 from schemas.base import Priority
 from schemas.codec import REQUEST
@@ -58,6 +60,8 @@ def plan(outcome: Outcome, origin: str, cfg: OrchestraConfig, phase: str) -> str
     if origin == ORIGIN or not isinstance(outcome, GenerateResult):
         return None
     if outcome.cached or outcome.responses or not outcome.text.strip():
+        return None
+    if outcome.request_id.endswith(SHADOW_SUFFIX):  # a premium validation's shadow: a check, served to no one
         return None
     p = cfg.phases.get(phase)
     names = evaluators(cfg, phase)
@@ -116,7 +120,12 @@ class Grader:
             self.m.metrics.evaluations.labels("dropped").inc()
             log.info("evaluation of %s dropped: %d already waiting", result.request_id, len(self.waiting))
             return
-        request = await self.find_request(result.parent_id or result.request_id, origin)
+        slot = f"asking:{result.request_id}"  # holds the place while the request is looked up (concurrent results)
+        self.waiting[slot] = Waiting(result.request_id, result.model, evaluator, now + TIMEOUT_S)
+        try:
+            request = await self.find_request(result.parent_id or result.request_id, origin)
+        finally:
+            self.waiting.pop(slot, None)
         if request is None:
             self.m.metrics.evaluations.labels("no_request").inc()
             return

@@ -4,17 +4,22 @@ and the config check on a share without evaluators."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import msgspec
 
 from actors.diversity_monitor import quality
-from actors.diversity_monitor.grading import ORIGIN, agreed, drawn, plan, task_text
+from actors.diversity_monitor.grading import MAX_IN_FLIGHT, ORIGIN, Grader, agreed, drawn, plan, task_text
+from actors.diversity_monitor.metrics import Figures, Metrics
 from actors.evaluation import Verdict, evaluation_request
 from bus import subjects
+from schemas.codec import encode
 from schemas.config import load_config
 from schemas.config.check import problems
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
-from schemas.request import ChatMessage, make_request
+from schemas.events import EvaluationScored
+from schemas.request import ChatMessage, GenerateRequest, make_request
 from schemas.result import GenerateError, GenerateResult, Provenance, Response
 from schemas.review import ModelQuality
 
@@ -75,6 +80,8 @@ def test_cached_combined_empty_and_failed_results_are_not_graded() -> None:
     error = GenerateError(request_id="req-0001", error=ErrorInfo.of("timeout", "deadline passed"))
     for outcome in (result(cached=True), result(responses=[child]), result(text="  "), error):
         assert plan(outcome, subjects.ORIGIN_GATEWAY, cfg, PHASE) is None
+    shadow = result(request_id="req-0001-pv", model="gpt-4o", tier="premium", target="openai")  # premium validation
+    assert plan(shadow, subjects.ORIGIN_GATEWAY, cfg, PHASE) is None
     assert plan(result(parent_id="parent"), subjects.ORIGIN_GATEWAY, cfg, PHASE) == "smollm2-135m"  # a fan-out child
 
 
@@ -103,3 +110,60 @@ def test_a_share_to_grade_needs_evaluators() -> None:
     cfg = msgspec.structs.replace(LOCAL, phases={**LOCAL.phases, "phase_1_subject_expertise": phase})
     assert any(p.path == "phases.phase_1_subject_expertise.evaluate_share" for p in problems(cfg))
     assert not any(p.path.endswith("evaluate_share") for p in problems(LOCAL))
+
+
+class FakeMonitor:
+    """What the Grader uses of the monitor: config, phase view, metrics, JetStream get, publish, emit, reviews."""
+
+    def __init__(self, cfg: OrchestraConfig, stored: GenerateRequest) -> None:
+        self.cfg, self.stored = cfg, stored
+        self.phase = SimpleNamespace(data={})  # no phase in KV: rotator.initial_phase is overridden below
+        self.metrics = Metrics(Figures)
+        self.js = SimpleNamespace(get_last_msg=self.get_last_msg)
+        self.published: list[tuple[str, GenerateRequest]] = []
+        self.events: list[object] = []
+        self.checks: list[tuple[str, bool]] = []
+        self.reviews = SimpleNamespace(check=self.check)
+
+    async def get_last_msg(self, stream: str, subject: str) -> SimpleNamespace:
+        if subject != subjects.request(self.stored.priority, self.stored.id, subjects.ORIGIN_GATEWAY):
+            raise LookupError(subject)
+        return SimpleNamespace(data=encode(self.stored))
+
+    async def publish(self, subject: str, obj: GenerateRequest, **_: object) -> None:
+        self.published.append((subject, obj))
+
+    async def emit(self, event: object) -> None:
+        self.events.append(event)
+
+    async def check(self, model: str, passed: bool, **kw: object) -> None:
+        assert kw == {"compared": False, "evaluated": True}
+        self.checks.append((model, passed))
+
+
+def count(m: FakeMonitor, result: str) -> float:
+    return m.metrics.evaluations.labels(result)._value.get()
+
+
+async def test_in_flight_evaluations_are_capped_and_a_verdict_is_recorded() -> None:
+    cfg = with_share(1.0)
+    cfg = msgspec.structs.replace(cfg, rotator=msgspec.structs.replace(cfg.rotator, initial_phase=PHASE))
+    asked = make_request(messages=[ChatMessage(role="user", content="Reverse a string")])
+    m = FakeMonitor(cfg, asked)
+    grader = Grader(m)  # type: ignore[arg-type]
+    subject = subjects.result(asked.id, subjects.ORIGIN_GATEWAY)
+    for _ in range(MAX_IN_FLIGHT + 2):  # the same answer delivered again and again: each one drawn
+        await grader.on_outcome(subject, result(asked.id))
+    assert len(m.published) == MAX_IN_FLIGHT and count(m, "dropped") == 2
+    where, judge = m.published[0]
+    assert where == subjects.request("low", judge.id, ORIGIN) and judge.model == "smollm2-135m"
+    assert judge.messages is not None and "Reverse a string" in judge.messages[1].content
+
+    verdict = result(judge.id, model="smollm2-135m", text='{"score": 5, "reason": "slices"}')
+    await grader.on_outcome(subjects.result(judge.id, ORIGIN), verdict)  # its own result: read, never graded
+    (event,) = m.events
+    assert isinstance(event, EvaluationScored) and (event.request_id, event.score, event.agreed) == (asked.id, 5, True)
+    assert m.checks == [("gemma3-270m", True)] and len(m.published) == MAX_IN_FLIGHT
+    assert count(m, "scored") == 1 and len(grader.waiting) == MAX_IN_FLIGHT - 1
+    await grader.on_outcome(subjects.result(judge.id, ORIGIN), verdict)  # redelivered: not counted twice
+    assert count(m, "unknown") == 1 and len(m.events) == 1
