@@ -6,7 +6,8 @@ answers, off the hot path (the diversity_monitor asks it after the answer was se
     its result on orch.result.mon.<eval id>  -->  evaluation.scored event, orchestra_evaluator_score{model},
                                                   a check in orch_quality (score >= 4 passes)
 
-The draw is deterministic by request id (a redelivered result is drawn the same way). Never graded: the
+The draw is deterministic by request id; a redelivered result is not asked about twice (the last
+``REMEMBERED`` ids asked about are kept). Never graded: the
 monitor's own evaluation results (origin ``mon``: no loops), an answer of one of the phase's evaluators
 (no self-grading), cached answers, a fan-out's combined result (its children are graded one by one),
 a premium validation's shadow (``<id>-pv``), errors and empty answers. At most ``MAX_IN_FLIGHT``
@@ -44,6 +45,7 @@ ORIGIN = subjects.ORIGIN_MONITOR
 MAX_IN_FLIGHT = 4  # evaluations waiting for their verdict at a time
 AGREE_AT = 4  # a score of 4 or 5 counts as a passed check in the measured quality
 TIMEOUT_S = 120.0  # an evaluation's own deadline (a verdict later than that is not waited for)
+REMEMBERED = 1024  # answers asked about lately: a redelivered result is not graded twice
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low", "batch")
 
 
@@ -96,6 +98,7 @@ class Grader:
     def __init__(self, monitor: DiversityMonitor) -> None:
         self.m = monitor
         self.waiting: dict[str, Waiting] = {}  # evaluation request id -> what it grades
+        self.asked: dict[str, None] = {}  # graded answers' request ids, oldest first (at most REMEMBERED)
 
     def phase(self) -> str:
         state = self.m.phase.data.get("current")
@@ -114,12 +117,17 @@ class Grader:
             await self.ask(outcome, where.origin, evaluator)
 
     async def ask(self, result: GenerateResult, origin: str, evaluator: str) -> None:
+        if result.request_id in self.asked:
+            return  # a redelivery of an answer asked about already
         now = time.time()
         self.waiting = {k: w for k, w in self.waiting.items() if w.deadline > now}
         if len(self.waiting) >= MAX_IN_FLIGHT:
             self.m.metrics.evaluations.labels("dropped").inc()
             log.info("evaluation of %s dropped: %d already waiting", result.request_id, len(self.waiting))
             return
+        self.asked[result.request_id] = None
+        while len(self.asked) > REMEMBERED:
+            del self.asked[next(iter(self.asked))]
         slot = f"asking:{result.request_id}"  # holds the place while the request is looked up (concurrent results)
         self.waiting[slot] = Waiting(result.request_id, result.model, evaluator, now + TIMEOUT_S)
         try:

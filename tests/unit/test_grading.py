@@ -116,7 +116,7 @@ class FakeMonitor:
     """What the Grader uses of the monitor: config, phase view, metrics, JetStream get, publish, emit, reviews."""
 
     def __init__(self, cfg: OrchestraConfig, stored: GenerateRequest) -> None:
-        self.cfg, self.stored = cfg, stored
+        self.cfg, self.stored = cfg, stored  # every answer graded here answers this request (a fan-out's)
         self.phase = SimpleNamespace(data={})  # no phase in KV: rotator.initial_phase is overridden below
         self.metrics = Metrics(Figures)
         self.js = SimpleNamespace(get_last_msg=self.get_last_msg)
@@ -126,7 +126,7 @@ class FakeMonitor:
         self.reviews = SimpleNamespace(check=self.check)
 
     async def get_last_msg(self, stream: str, subject: str) -> SimpleNamespace:
-        if subject != subjects.request(self.stored.priority, self.stored.id, subjects.ORIGIN_GATEWAY):
+        if subject != subjects.request(self.stored.priority, self.stored.id, subjects.ORIGIN_GATEWAY):  # the parent
             raise LookupError(subject)
         return SimpleNamespace(data=encode(self.stored))
 
@@ -151,10 +151,12 @@ async def test_in_flight_evaluations_are_capped_and_a_verdict_is_recorded() -> N
     asked = make_request(messages=[ChatMessage(role="user", content="Reverse a string")])
     m = FakeMonitor(cfg, asked)
     grader = Grader(m)  # type: ignore[arg-type]
-    subject = subjects.result(asked.id, subjects.ORIGIN_GATEWAY)
-    for _ in range(MAX_IN_FLIGHT + 2):  # the same answer delivered again and again: each one drawn
-        await grader.on_outcome(subject, result(asked.id))
+    children = [result(f"{asked.id}-{i}", parent_id=asked.id) for i in range(MAX_IN_FLIGHT + 2)]  # a fan-out's
+    for child in children:
+        await grader.on_outcome(subjects.result(child.request_id, subjects.ORIGIN_GATEWAY), child)
     assert len(m.published) == MAX_IN_FLIGHT and count(m, "dropped") == 2
+    await grader.on_outcome(subjects.result(children[0].request_id, subjects.ORIGIN_GATEWAY), children[0])
+    assert len(m.published) == MAX_IN_FLIGHT and count(m, "dropped") == 2  # a redelivery is not asked again
     where, judge = m.published[0]
     assert where == subjects.request("low", judge.id, ORIGIN) and judge.model == "smollm2-135m"
     assert judge.messages is not None and "Reverse a string" in judge.messages[1].content
@@ -162,7 +164,8 @@ async def test_in_flight_evaluations_are_capped_and_a_verdict_is_recorded() -> N
     verdict = result(judge.id, model="smollm2-135m", text='{"score": 5, "reason": "slices"}')
     await grader.on_outcome(subjects.result(judge.id, ORIGIN), verdict)  # its own result: read, never graded
     (event,) = m.events
-    assert isinstance(event, EvaluationScored) and (event.request_id, event.score, event.agreed) == (asked.id, 5, True)
+    assert isinstance(event, EvaluationScored) and (event.score, event.agreed) == (5, True)
+    assert event.request_id == children[0].request_id and event.evaluation_id == judge.id
     assert m.checks == [("gemma3-270m", True)] and len(m.published) == MAX_IN_FLIGHT
     assert count(m, "scored") == 1 and len(grader.waiting) == MAX_IN_FLIGHT - 1
     await grader.on_outcome(subjects.result(judge.id, ORIGIN), verdict)  # redelivered: not counted twice
