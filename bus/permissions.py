@@ -17,7 +17,8 @@ subject, stream and bucket of the topology has an owner here.
                                   orch_locks, tier cmds
     rotator                       host + overflow commands, orch_phase      COMMANDS, EVENTS, KV
     diversity_monitor             host/tier/overflow commands, orch_reviews,  RESULTS, EVENTS, COMMANDS, KV
-                                  orch_quality
+                                  orch_quality, orch.request.*.mon.* (its     (its verdicts: RESULTS)
+                                  evaluation requests)
     operator (the CLI)            everything; the only one that purges, deletes or reconfigures streams,
                                   and the only one that decides reviews (orch.cmd.review.>)
     client-<name> (training job)  orch.request.*.<name>.*                   orch.result.<name>.*, orch.stream.<name>.*
@@ -135,7 +136,14 @@ DECLARATION: tuple[Role, ...] = (
     ),
     Role(
         "diversity_monitor",
-        publishes=(s.host_commands("*"), s.tier_commands(), s.ROUTER_COMMANDS, s.ALERT_COMMANDS, *ACTOR_COMMON),
+        publishes=(
+            s.host_commands("*"),
+            s.tier_commands(),
+            s.ROUTER_COMMANDS,
+            s.ALERT_COMMANDS,
+            s.requests_of(s.ORIGIN_MONITOR),  # evaluation requests (phase 3's grading); verdicts read from RESULTS
+            *ACTOR_COMMON,
+        ),
         reads=TOPOLOGY_STREAMS,  # the observer: metrics, and the dashboard's audit timeline of a request
         kv_writes=(s.KV_REVIEWS, s.KV_QUALITY),  # the review queue; measured quality per model
         kv_reads=TOPOLOGY_BUCKETS,

@@ -18,9 +18,10 @@
     orch.ledgersnap.part | .done              budget_guard's ledger snapshots      stream LEDGER_SNAPSHOTS (its own)
 
 ``<origin>`` says who asked: ``gw`` (the gateway, on behalf of an HTTP key it checked), ``op`` (the operator
-CLI) or the name of a client (a training job with its own NATS identity). NATS permissions let each
-publisher use only its own origin and let a client read only its own results and chunks, so the origin
-in a subject is authenticated: the router takes a client's identity from it, never from the body.
+CLI), ``mon`` (the diversity_monitor's evaluation requests) or the name of a client (a training job with
+its own NATS identity). NATS permissions let each publisher use only its own origin and let a client read
+only its own results and chunks, so the origin in a subject is authenticated: the router takes a client's
+identity from it, never from the body.
 
 Model names may hold characters that subjects and KV keys cannot ('.', ':', '+'): ``token`` and
 ``kv_key`` escape them reversibly.
@@ -110,7 +111,8 @@ LEDGER_SNAP_STREAM = "LEDGER_SNAPSHOTS"
 # --- origins -------------------------------------------------------------------------------------
 ORIGIN_GATEWAY = "gw"  # requests relayed by the gateway: client_key is the HTTP key the gateway checked
 ORIGIN_OPERATOR = "op"  # the operator CLI (and tests acting as the operator)
-RESERVED_ORIGINS = frozenset({ORIGIN_GATEWAY, ORIGIN_OPERATOR})
+ORIGIN_MONITOR = "mon"  # the diversity_monitor's own requests: evaluators grading sampled results
+RESERVED_ORIGINS = frozenset({ORIGIN_GATEWAY, ORIGIN_OPERATOR, ORIGIN_MONITOR})
 _CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -118,7 +120,7 @@ def check_client_name(name: str) -> str:
     """A client's name is its origin token and its NATS user (``client-<name>``): short, lower case, no dots."""
     if not _CLIENT_NAME.match(name) or name in RESERVED_ORIGINS:
         raise ValueError(
-            f"client name {name!r}: use 1-32 of a-z 0-9 _ - (starting with a letter or digit), not 'gw' or 'op'"
+            f"client name {name!r}: use 1-32 of a-z 0-9 _ - (starting with a letter or digit), not 'gw', 'op' or 'mon'"
         )
     return name
 

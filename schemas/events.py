@@ -190,6 +190,19 @@ class ValidationCompared(Event, frozen=True, kw_only=True, tag="validation.compa
     agreed: bool  # agreement >= router.validation.agree_at
 
 
+class EvaluationScored(Event, frozen=True, kw_only=True, tag="evaluation.scored"):
+    """Phase 3's automatic grading: the phase's evaluator scored one sampled generator answer (the
+    diversity_monitor asked it; actors/diversity_monitor/grading.py)."""
+
+    request_id: str  # the graded answer's request
+    evaluation_id: str  # the evaluator's own request (origin ``mon``)
+    model: str  # the generator whose answer was graded
+    evaluator: str
+    score: int  # 1..5 (actors/evaluation.py's rubric)
+    reason: str = ""
+    agreed: bool  # score >= 4: counted as a passed check in the model's measured quality
+
+
 class ValidationSkipped(Event, frozen=True, kw_only=True, tag="validation.skipped"):
     """A request drawn for validation got no comparison: the reason says why (budget_exceeded, ...)."""
 
@@ -317,6 +330,7 @@ AnyEvent = (
     | ReviewDecided
     | ValidationCompared
     | ValidationSkipped
+    | EvaluationScored
     | CostSpike
     | BudgetThreshold
     | TierDisabled

@@ -36,7 +36,8 @@ class ReviewItem(Message, frozen=True, kw_only=True):
 
 class ModelQuality(Message, frozen=True, kw_only=True):
     """How often a model's answers passed a check, over the last ``router.validation.window`` checks:
-    agreement with a premium answer (premium validation) or an operator's review decision.
+    agreement with a premium answer (premium validation), an operator's review decision or an evaluator's
+    verdict (score >= 4 passes).
 
     ``recent`` holds each check as 1.0 (passed) or 0.0; ``measured`` is their mean on the models'
     quality scale (0..10), None until ``router.validation.min_samples`` checks exist."""
@@ -48,6 +49,8 @@ class ModelQuality(Message, frozen=True, kw_only=True):
     agreed: int = 0  # of which the answers agreed
     accepted: int = 0  # review decisions that chose this model's answer
     rejected: int = 0  # review decisions that did not
+    evaluated: int = 0  # verdicts of the phase's evaluator (phase 3's automatic grading), all time
+    approved: int = 0  # of which scored 4 or 5
     skipped: dict[str, int] = {}  # validation skipped, by reason (budget_exceeded, ...)
     last_seq: int = 0  # the last EVENTS sequence folded in (a redelivered event is not counted twice)
     updated_at: float = 0.0

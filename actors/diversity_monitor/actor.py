@@ -1,5 +1,5 @@
 """The diversity_monitor: diversity metrics over the results, alert rules with auto-remediation,
-escalation and digests, and Prometheus metrics on one HTTP endpoint.
+escalation and digests, phase 3's automatic grading (grading.py), and Prometheus metrics on one HTTP endpoint.
 
 It reads results (``orch.result.>``), every event (``orch.event.>``) and the alert / overflow commands
 with durable consumers, and the live state (hosts, queues, tiers, providers) with KV watches. At start
@@ -24,6 +24,7 @@ from actors.diversity_monitor.diversity import Summary
 from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.figures import digest_figures, figures
+from actors.diversity_monitor.grading import Grader
 from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics, MetricsServer
 from actors.diversity_monitor.reviews import EVENT_SUBJECTS as REVIEW_EVENTS
 from actors.diversity_monitor.reviews import Reviews
@@ -76,6 +77,7 @@ class DiversityMonitor(Actor):
         self.evaluations = 0
         self.heartbeat_s = max([float(h.heartbeat) for h in cfg.hosts.values()] or [2.0])
         self.reviews: Reviews | None = None  # the review queue and measured quality (opened at start)
+        self.grader = Grader(self)  # phase 3: a sampled share of answers graded by the phase's evaluator
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = {**self.consumer_defaults(), "concurrency": 4}

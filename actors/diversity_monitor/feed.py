@@ -101,11 +101,17 @@ async def result(m: DiversityMonitor, subject: str, data: bytes, at: float, *, l
     m.obs.add_outcome(outcome, at)
     if live:
         m.metrics.observe(outcome)
+        await m.grader.on_outcome(subject, outcome)  # phase 3's grading: a verdict, or an answer drawn
     _tail(m, m.board.note_outcome(outcome, at), live)
-    if at < time.time() - m.horizon:
-        return  # replayed for the daily spend only: its answers are out of every window
+    if at < time.time() - m.horizon or _evaluation(subject):
+        return  # replayed for the daily spend only, or a verdict (counted and charged, not an answer to compare)
     fresh = [a for a in answers_of(outcome, at) if m.obs.claim(a.request_id)]
     m.obs.store(await embed(m, fresh))
+
+
+def _evaluation(subject: str) -> bool:
+    where = subjects.parse_answer(subject)
+    return where is not None and where.origin == subjects.ORIGIN_MONITOR
 
 
 async def embed(m: DiversityMonitor, answers: list[Answer]) -> list[Answer]:

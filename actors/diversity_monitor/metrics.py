@@ -17,6 +17,7 @@ time from the monitor's current figures (no stale label sets: a queue or card th
     orchestra_diversity_score, orchestra_diversity_<figure> (window), orchestra_task_diversity_score{task}
     orchestra_diversity_family_answers{family} (window: the model-family mix)
     orchestra_alerts_firing{rule,severity}
+    orchestra_evaluator_score{model} (histogram 1..5), orchestra_evaluations_total{result} (phase 3 grading)
 
 Label values come only from finite sets: tiers and error codes are closed literals of the schema, and a
 result's model and target are kept only when the config names them (:class:`LabelSets`), else they
@@ -39,6 +40,7 @@ from schemas.result import AttemptFailed, GenerateResult, Outcome
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+SCORE_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0)
 COST_BUCKETS = (0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)
 MAX_TASKS = 20  # tasks exported with their own diversity score (the most recent)
 OTHER = "other"
@@ -192,6 +194,19 @@ class Metrics:
             "orchestra_remediations", "Auto-remediation actions", ["rule", "action"], registry=r
         )
         self.notifications = Counter("orchestra_notifications", "Notifications sent", ["channel", "result"], registry=r)
+        self.evaluator_score = Histogram(
+            "orchestra_evaluator_score",
+            "Phase 3's automatic grading: the evaluator's score (1..5) of a generator's answer",
+            ["model"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.evaluations = Counter(
+            "orchestra_evaluations",
+            "Automatic gradings by result: scored / unreadable / error / dropped / no_request / unknown",
+            ["result"],
+            registry=r,
+        )
         r.register(FiguresCollector(figures, self.labels))
 
     def observe(self, outcome: Outcome) -> None:

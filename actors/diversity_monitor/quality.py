@@ -1,12 +1,15 @@
 """Measured quality and the review queue, pure: what a check or a decision does to the records of the
 ``orch_quality`` and ``orch_reviews`` buckets (the I/O is reviews.py).
 
-    checked(q, model, passed, window, now, event_seq=) -> ModelQuality   one premium comparison or decision
+    checked(q, model, passed, window, now, compared=, evaluated=, event_seq=) -> ModelQuality
+                                                                         one premium comparison, review
+                                                                         decision or evaluator verdict
     skipped(q, model, reason, now, event_seq) -> ModelQuality            a validation that did not happen
     queued(escalated, now) -> ReviewItem                                 an escalation enters the queue
     decide(item, cmd, now) -> (ReviewItem, ReviewDecided) | str          a decision, or why it is refused
 
-Each check is 1.0 (passed: agreed with premium, or the reviewer chose this model's answer) or 0.0; a
+Each check is 1.0 (passed: agreed with premium, the reviewer chose this model's answer, or the phase's
+evaluator scored it 4 or 5) or 0.0; a
 model's measured quality is the mean of its last ``window`` checks on the 0..10 scale of the configured
 ranks. The router uses it once ``min_samples`` checks exist (router.validation).
 """
@@ -34,19 +37,24 @@ def checked(
     now: float,
     *,
     compared: bool,
+    evaluated: bool = False,
     event_seq: int = 0,
 ) -> ModelQuality:
-    """One check of ``model``: a premium comparison (``compared``) or a review decision."""
+    """One check of ``model``: a premium comparison (``compared``), an evaluator's verdict (``evaluated``)
+    or a review decision (neither)."""
     q = q or ModelQuality(model=model)
     recent = [*q.recent, 1.0 if passed else 0.0][-window:]
+    reviewed = not compared and not evaluated
     return msgspec.structs.replace(
         q,
         recent=recent,
         measured=_measure(recent),
         compared=q.compared + int(compared),
         agreed=q.agreed + int(compared and passed),
-        accepted=q.accepted + int(not compared and passed),
-        rejected=q.rejected + int(not compared and not passed),
+        accepted=q.accepted + int(reviewed and passed),
+        rejected=q.rejected + int(reviewed and not passed),
+        evaluated=q.evaluated + int(evaluated),
+        approved=q.approved + int(evaluated and passed),
         last_seq=max(q.last_seq, event_seq),
         updated_at=now,
     )

@@ -6,7 +6,8 @@ orchestra review accept <request_id> [--answer N]  the answer is right (default:
 orchestra review reject <request_id> [--answer N|TEXT] [--text TEXT]
                                                     the vote's answer is wrong; N names the right one
                                                     among the others, TEXT writes it
-orchestra review quality [--json]                  measured quality per model (premium agreement, reviews)
+orchestra review quality [--json]                  measured quality per model (premium agreement, reviews,
+                                                   evaluator verdicts)
 
 A decision is a ``review.decide`` command (only the operator may publish it); the diversity_monitor
 records it, credits and debits the models, and confirms with a ``review.decided`` event, which the
@@ -167,7 +168,8 @@ def show_quality(records: dict[str, ModelQuality], as_json: bool) -> int:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(q.skipped.items())) or "none"
         print(
             f"{q.model}: measured {measured} over {q.samples} check(s); premium agreed {q.agreed}/{q.compared}; "
-            f"reviews accepted {q.accepted}, rejected {q.rejected}; validations skipped: {skipped}"
+            f"reviews accepted {q.accepted}, rejected {q.rejected}; evaluator approved {q.approved}/{q.evaluated}; "
+            f"validations skipped: {skipped}"
         )
     return 0
 

@@ -3,6 +3,7 @@ of both buckets.
 
     escalated (ensemble.escalated event)      -> a pending ReviewItem in orch_reviews (once per request)
     validation.compared / validation.skipped  -> the local model's ModelQuality in orch_quality
+    an evaluator's verdict (grading.py)       -> the generator's ModelQuality in orch_quality (score >= 4 passes)
     review.decide (the operator's command)    -> the item decided, each model credited or debited in
                                                  orch_quality, and a review.decided event
 
@@ -64,13 +65,15 @@ class Reviews:
         await self.items.put(ev.request_id, quality.queued(ev, time.time()))
         log.info("review queued: %s (consistency %.2f < %.2f)", ev.request_id, ev.consistency, ev.threshold)
 
-    async def check(self, model: str, passed: bool, *, compared: bool, seq: int = 0) -> None:
+    async def check(self, model: str, passed: bool, *, compared: bool, evaluated: bool = False, seq: int = 0) -> None:
         assert self.quality is not None
         async with self.lock:
             old = await self.quality.get(model)
             if seq and old is not None and seq <= old.last_seq:
                 return  # folded in already
-            new = quality.checked(old, model, passed, self.window, time.time(), compared=compared, event_seq=seq)
+            new = quality.checked(
+                old, model, passed, self.window, time.time(), compared=compared, evaluated=evaluated, event_seq=seq
+            )
             await self.quality.put(model, new)
 
     async def skip(self, model: str, reason: str, seq: int) -> None:

@@ -173,6 +173,8 @@ def _phases(cfg: OrchestraConfig) -> Iterator[Problem]:
             m = cfg.models.get(model)
             if isinstance(m, LocalModel) and m.engine != "llama_cpp":
                 yield Problem(f"phases.{name}.evaluators[{i}]", f"{model!r} runs on {m.engine}: no grammar, no verdict")
+        if phase.evaluate_share and not phase.evaluators:
+            yield Problem(f"phases.{name}.evaluate_share", "a share to grade needs evaluators (phases.<p>.evaluators)")
     if cfg.rotator.initial_phase not in cfg.phases:
         yield Problem("rotator.initial_phase", f"unknown phase {cfg.rotator.initial_phase!r}")
     yield from _refs(cfg, cfg.rotator.scale.scale_up_models, "rotator.scale.scale_up_models", local=True)

@@ -35,6 +35,8 @@ class PhaseCfg(Cfg, frozen=True, kw_only=True):
     validation_share: Annotated[float, Meta(ge=0, le=1)] = 0.0  # share served locally AND checked by premium
     keep_alive: dict[str, KeepAlive] = {}  # per-model override while this phase runs
     evaluators: list[str] = []  # models that score generator output (actors/evaluation.py)
+    # share of generator results the diversity_monitor has the first evaluator grade (by request id)
+    evaluate_share: Annotated[float, Meta(ge=0, le=1)] = 0.0
 
 
 # --- routes (Mirador's declarative config) -------------------------------------------------------
