@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from actors.router.families import diverse_targets
+from actors.router.families import diverse_targets, families_first
 from actors.router.policy import Snapshot, _eligible, allowed_tiers, rank, target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
@@ -34,29 +34,6 @@ class Child:
     request: GenerateRequest
     plan: list[Target]
     prompt_variant: str | None = None
-
-
-def _families_first(targets: list[Target]) -> list[Target]:
-    """One target per family in turn (the paper's §9.2.2: families over same-family variants)."""
-    by_family: dict[str, list[Target]] = {}
-    for t in targets:
-        by_family.setdefault(t.family or t.model, []).append(t)
-    out: list[Target] = []
-    while any(by_family.values()):
-        for fam in list(by_family):
-            if by_family[fam]:
-                out.append(by_family[fam].pop(0))
-    return out
-
-
-def _distinct_models(targets: list[Target]) -> list[Target]:
-    seen: set[str] = set()
-    out = []
-    for t in targets:
-        if t.model not in seen:
-            seen.add(t.model)
-            out.append(t)
-    return out
 
 
 def _vary(request: GenerateRequest, variant: str) -> tuple[list[ChatMessage] | None, str | None]:
@@ -90,7 +67,7 @@ def _targets(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> 
     if not items:
         return ErrorInfo.of("unavailable", f"no model can take part in a {request.mode} request now")
     ranked = rank(items, "quality" if request.mode == "ensemble" else "cost", request, cfg, snap, tiers, None)
-    return _families_first(_distinct_models(ranked))
+    return families_first(ranked)  # distinct models, one family in turn
 
 
 def diverse_children(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> list[Child] | ErrorInfo:
