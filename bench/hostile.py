@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 KEY = "sk-bench-hostile-4c1f9e0a2b"  # the innocent client's (and, by default, the attackers')
 TENANT_KEY = "sk-bench-tenant-9d2e7b51c3"  # --tenant-limits: the attackers' own key, with per-key limits
+ATTACKER_CPUS: set[int] = set()  # --split-cores: where the attackers' clients run (empty: anywhere)
 TENANT_LIMITS = {"rpm": 120, "tokens_per_min": 200_000, "concurrent": 2}  # a lab's limits for one tenant
 MAX_BODY = 4 * 2**20
 INNOCENT = {
@@ -124,9 +125,14 @@ def _attack_thread(
     found[f"codes{i}"], found[f"slowest{i}"] = dict(codes), slowest
 
 
-def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any) -> None:
+def attack_process(
+    url: str, key: str, family: str, n: int, stop: Any, out: Any, cpus: set[int] | None = None
+) -> None:
     """In a process of its own (its sending must not take this process's interpreter from the innocent
-    client): ``n`` threads send the family's shapes in a loop until ``stop``; counts go to ``out``."""
+    client): ``n`` threads send the family's shapes in a loop until ``stop``; counts go to ``out``.
+    ``cpus``: the cores the attackers may use (--split-cores: not the stack's)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     shapes = families()[family]
     found: dict[str, Any] = {}
     threads = [threading.Thread(target=_attack_thread, args=(url, key, shapes, i, stop, found)) for i in range(n)]
@@ -143,10 +149,12 @@ def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any)
 class Attack:
     """One hostile family sent by ``n`` threads of another process while the block runs."""
 
-    def __init__(self, url: str, key: str, family: str, n: int) -> None:
+    def __init__(self, url: str, key: str, family: str, n: int, cpus: set[int] | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.stop, self.out = ctx.Event(), ctx.Queue()
-        self.proc = ctx.Process(target=attack_process, args=(url, key, family, n, self.stop, self.out), daemon=True)
+        self.proc = ctx.Process(
+            target=attack_process, args=(url, key, family, n, self.stop, self.out, cpus), daemon=True
+        )
         self.codes: dict[int, int] = {}
         self.slowest = 0.0
 
@@ -289,7 +297,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         await task
                         codes, slowest, sent = dict(forger.codes), 0.0, forger.sent
                     else:
-                        attack = Attack(url, attacker_key, family, args.attackers)
+                        attack = Attack(url, attacker_key, family, args.attackers, ATTACKER_CPUS)
                         with attack:
                             await asyncio.sleep(1.0)  # the attack process starts (imports) before we measure
                             busy = await innocent(http, url, args.requests)
@@ -360,7 +368,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every family (medians)")
     parser.add_argument("--tenant-limits", action="store_true",
                         help=f"attackers send with a key of their own limited to {TENANT_LIMITS} (a lab's tenant)")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="the stack and the innocent client on the first half of the cores, the attackers' own "
+                             "HTTP clients on the rest (their client CPU is not the stack's)")
     args = parser.parse_args()
+    if args.split_cores:
+        cores = sorted(os.sched_getaffinity(0))
+        half = max(1, len(cores) // 2)
+        os.sched_setaffinity(0, set(cores[:half]))  # inherited by every actor process started from here
+        ATTACKER_CPUS.update(cores[half:] or cores)
     found = asyncio.run(main_async(args))
     table = summarise(found["rows"])
     print(f"\n{'family':14s} {'quiet p50':>9s} {'quiet p99':>9s} {'hostile p50':>11s} {'hostile p99':>11s} "
