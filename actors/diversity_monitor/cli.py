@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from actors.diversity_monitor.confirm import command_confirmed
 from actors.diversity_monitor.embedding import load_embedder, normalise
 from actors.diversity_monitor.errors import EmbedderUnavailable
 from actors.diversity_monitor.rules import Alert, Engine
@@ -29,7 +30,7 @@ from actors.diversity_monitor.window import Observations, answers_of
 from bus import subjects
 from bus.cli.audit import replay
 from bus.cli.common import config_of, connect_cli, parse_when
-from schemas.codec import EVENT, OUTCOME, encode
+from schemas.codec import EVENT, OUTCOME
 from schemas.commands import AckAlert
 from schemas.errors import SchemaError
 
@@ -207,19 +208,13 @@ async def _ack(nc: Any, engine: Engine, args: argparse.Namespace) -> int:
         print(f"alert {alert.alert_id} was acknowledged already by {alert.acked_by or 'someone'}")
         return 0
     by = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
-    sub = await nc.subscribe(f"{subjects.PREFIX}.event.alert.acknowledged")
     cmd = AckAlert(alert_id=alert.alert_id, by=by, at=time.time(), reason="orchestra alerts ack")
-    await nc.jetstream().publish(subjects.command(cmd), encode(cmd))
-    deadline = time.monotonic() + args.wait
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except TimeoutError:
-            break
-        ev = EVENT.decode(msg.data)
-        if getattr(ev, "alert_id", None) == alert.alert_id:
-            print(f"acknowledged {alert.alert_id} ({alert.description}) as {by}")
-            return 0
+    confirmed = await command_confirmed(
+        nc, cmd, "alert.acknowledged", lambda e: getattr(e, "alert_id", None) == alert.alert_id, wait=args.wait
+    )
+    if confirmed is not None:
+        print(f"acknowledged {alert.alert_id} ({alert.description}) as {by}")
+        return 0
     raise CliError(
         f"the acknowledgement of {alert.alert_id} is stored, but no diversity_monitor confirmed it "
         f"within {args.wait:g}s (is it running?)"

@@ -27,12 +27,12 @@ from typing import Any
 
 from nats.js.errors import BucketNotFoundError
 
+from actors.diversity_monitor.confirm import command_confirmed
 from bus import subjects
 from bus.cli.common import config_of, connect_cli
 from bus.kv import TypedKV
-from schemas.codec import EVENT, Codec, encode
+from schemas.codec import Codec
 from schemas.commands import DecideReview
-from schemas.errors import SchemaError
 from schemas.events import ReviewDecided
 from schemas.review import ModelQuality, ReviewItem
 
@@ -200,24 +200,16 @@ async def _decide(nc: Any, item: ReviewItem, args: argparse.Namespace) -> int:
         print(f"review {item.request_id} was {item.status} already by {item.decided_by or 'someone'}")
         return 0
     cmd = _command(item, args)
-    sub = await nc.subscribe(f"{subjects.PREFIX}.event.review.decided")
-    await nc.jetstream().publish(subjects.command(cmd), encode(cmd))
-    deadline = time.monotonic() + args.wait
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except TimeoutError:
-            break
-        try:
-            ev = EVENT.decode(msg.data)
-        except SchemaError:
-            continue
-        if isinstance(ev, ReviewDecided) and ev.request_id == item.request_id:
-            print(
-                f"{cmd.verdict}ed {item.request_id}: credited {', '.join(ev.credited) or 'no model'}; "
-                f"debited {', '.join(ev.debited) or 'no model'}"
-            )
-            return 0
+    ev = await command_confirmed(
+        nc, cmd, "review.decided", lambda e: isinstance(e, ReviewDecided) and e.request_id == item.request_id,
+        wait=args.wait,
+    )
+    if isinstance(ev, ReviewDecided):
+        print(
+            f"{cmd.verdict}ed {item.request_id}: credited {', '.join(ev.credited) or 'no model'}; "
+            f"debited {', '.join(ev.debited) or 'no model'}"
+        )
+        return 0
     raise _error(
         f"the decision on {item.request_id} is stored, but no diversity_monitor confirmed it within "
         f"{args.wait:g}s (is it running?)"
