@@ -112,6 +112,8 @@ async def try_connect(url: str, **options: object) -> str | None:
         await nc.connect(url, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0, **options)
     except nats.errors.Error as exc:
         return str(exc)
+    except (ConnectionResetError, BrokenPipeError) as exc:  # the server dropped it mid-reload (SIGHUP): not in
+        return f"connection lost: {exc}"
     finally:
         await nc.close()
     return None
