@@ -35,7 +35,6 @@ import numpy as np
 
 from actors.cache import guard
 from actors.cache.core import ResponseCache
-from actors.cache.embedder import Embedder
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex
 from actors.cache.keys import request_keys
@@ -49,6 +48,7 @@ from schemas.config.actors import CacheCfg, SemanticCacheCfg
 from schemas.config.bus import StreamsCfg
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import GenerateResult
+from weights.embedder import Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = REPO / "bench" / "data" / "cache_pairs.jsonl"

@@ -33,7 +33,6 @@ import msgspec
 import nats
 
 from actors.cache.core import ResponseCache
-from actors.cache.embedder import Embedder
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex
 from actors.cache.normalize import normalize
@@ -44,6 +43,7 @@ from bus.server import EmbeddedNats
 from schemas.config.actors import CacheCfg, SemanticCacheCfg
 from schemas.config.bus import StreamsCfg
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling, make_request
+from weights.embedder import Embedder
 
 DATA = REPO / "bench" / "data"
 EVAL, INDEPENDENT = DATA / "cache_eval.jsonl", DATA / "cache_independent.jsonl"

@@ -5,7 +5,7 @@
 Reads bench/data/consensus_pairs.jsonl (hand-written answer pairs: prose, numeric, code; each labelled
 agree / contradict and fixed to a dev, test or holdout split). Every pair is judged exactly as the router judges
 an ensemble: MiniLM vectors of the same (truncated) texts, the sandbox running code answers on the
-examples in the prompt, then actors.router.consensus.vote.judge. The thresholds (prose cosine, code
+examples in the prompt, then policy.consensus.vote.judge. The thresholds (prose cosine, code
 cosine) are chosen on the dev split only (best F1 of "agree"); test and holdout are scored with them.
 The holdout pairs were written after the checks were last changed and scored once, blind (docs/benchmarks.md).
 For comparison it also scores the router's former measure (word overlap >= 0.5) and embeddings alone.
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.router.consensus import code as codecheck
-from actors.router.consensus import prose
-from actors.router.consensus.vote import Candidate, Thresholds, candidate, cosine, embed_text, judge
 from actors.router.sandbox import run_candidates
+from policy.consensus import code as codecheck
+from policy.consensus import prose
+from policy.consensus.vote import Candidate, Thresholds, candidate, cosine, embed_text, judge
 
 DATA = Path(__file__).resolve().parent / "data" / "consensus_pairs.jsonl"
 SPLITS = ("dev", "test", "holdout")
@@ -131,8 +131,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from actors.cache.embedder import Embedder
-    from actors.cache.minilm import build_model
+    from weights.embedder import Embedder
+    from weights.minilm import build_model
 
     model_dir = args.model_dir or build_model(Path(tempfile.mkdtemp(prefix="orch-minilm-")) / "minilm")
     embedder = Embedder.load(model_dir)

@@ -40,8 +40,7 @@ def lab_state(now: float) -> tuple[LiveState, list[str]]:
     for i, (name, host) in enumerate(cfg.hosts.items()):
         cards = [CardState(card=c, total_bytes=24 * 10**9, used_bytes=18 * 10**9) for c in host.cards]
         models = [
-            LoadedModel(model=local[(3 * i + k) % len(local)], bytes=6 * 10**9, cards=[host.cards[0]])
-            for k in range(3)
+            LoadedModel(model=local[(3 * i + k) % len(local)], bytes=6 * 10**9, cards=[host.cards[0]]) for k in range(3)
         ]
         hosts[name] = HostState(host=name, cards=cards, models=models, heartbeat_at=now)
     queues = {f"local:h{i}:{local[i % len(local)]}": QueueState(target=f"local:h{i}:{local[i % len(local)]}",
@@ -89,8 +88,10 @@ def main() -> None:
     while len(board.points) < 1800:  # an hour of points whose figures vary (as real ones do: gzip)
         p = board.points[-1]
         board.points.append(
-            {k: {s: float(f"{v * rng.uniform(0.5, 1.5):.4g}") for s, v in x.items()} if isinstance(x, dict) else x
-             for k, x in p.items()}  # fmt: skip
+            {
+                k: {s: float(f"{v * rng.uniform(0.5, 1.5):.4g}") for s, v in x.items()} if isinstance(x, dict) else x
+                for k, x in p.items()
+            }  # fmt: skip
         )
     full = _dumps({**state, "points": list(board.points), "tail": list(board.tail)})
     out = {

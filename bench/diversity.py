@@ -88,7 +88,7 @@ def machine() -> str:
 
 
 def start_orchestra(tmp: Path, key: str) -> tuple[EmbeddedNats, list[ActorProcess], Path, int]:
-    from actors.cache.minilm import build_model
+    from weights.minilm import build_model
 
     server = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=tmp / "auth").start()
     register_server(server)
@@ -170,7 +170,7 @@ def monitor_figures(profile: Path, since: datetime) -> dict[str, Any]:
         [
             sys.executable,
             "-c",
-            "from bus.cli import main; main()",
+            "from cli import main; main()",
             "--config",
             str(profile),
             "diversity",

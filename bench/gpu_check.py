@@ -30,7 +30,6 @@ from actors.diversity_monitor.window import OomRec
 from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.engine import GenParams
 from actors.gpu_host.errors import OutOfMemory
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
 from actors.gpu_host.quantise import QuantSpec
 from actors.gpu_host.variants import make_variant
@@ -38,6 +37,7 @@ from schemas.commands import LoadModel
 from schemas.config import OrchestraConfig, load_config
 from schemas.events import Event, ModelLoaded, Oom
 from tests.support.profile import write_profile
+from weights.library import ModelLibrary
 
 MODELS = ["smollm2-135m", "gemma3-270m"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "The three primary colours are"]

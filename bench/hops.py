@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bus import subjects
-from bus.cli.audit import replay
-from bus.cli.common import connect_cli
+from bus.replay import replay
+from cli.common import connect_cli
 from schemas.codec import DISPATCH
 from schemas.config import load_config
 from schemas.errors import SchemaError

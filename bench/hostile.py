@@ -125,9 +125,7 @@ def _attack_thread(
     found[f"codes{i}"], found[f"slowest{i}"] = dict(codes), slowest
 
 
-def attack_process(
-    url: str, key: str, family: str, n: int, stop: Any, out: Any, cpus: set[int] | None = None
-) -> None:
+def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any, cpus: set[int] | None = None) -> None:
     """In a process of its own (its sending must not take this process's interpreter from the innocent
     client): ``n`` threads send the family's shapes in a loop until ``stop``; counts go to ``out``.
     ``cpus``: the cores the attackers may use (--split-cores: not the stack's)."""
@@ -366,11 +364,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="innocent requests per phase")
     parser.add_argument("--attackers", type=int, default=2, help="hostile client threads")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over every family (medians)")
-    parser.add_argument("--tenant-limits", action="store_true",
-                        help=f"attackers send with a key of their own limited to {TENANT_LIMITS} (a lab's tenant)")
-    parser.add_argument("--split-cores", action="store_true",
-                        help="the stack and the innocent client on the first half of the cores, the attackers' own "
-                             "HTTP clients on the rest (their client CPU is not the stack's)")
+    parser.add_argument(
+        "--tenant-limits",
+        action="store_true",
+        help=f"attackers send with a key of their own limited to {TENANT_LIMITS} (a lab's tenant)",
+    )
+    parser.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="the stack and the innocent client on the first half of the cores, the attackers' own "
+        "HTTP clients on the rest (their client CPU is not the stack's)",
+    )
     args = parser.parse_args()
     if args.split_cores:
         cores = sorted(os.sched_getaffinity(0))

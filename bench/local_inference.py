@@ -34,7 +34,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from actors.gpu_host.engine import GenParams, LoadSpec
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.llama_engine import LlamaCppEngine
 from bench.llama_batched import kernel_run
 from bus import subjects
@@ -47,6 +46,7 @@ from schemas.events import ModelLoaded, ModelSwap
 from schemas.request import Sampling, make_request
 from schemas.result import GenerateResult
 from tests.support.profile import write_profile
+from weights.library import ModelLibrary
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.gpu_host.library import ModelLibrary, read_gguf
 from actors.gpu_host.quality import measure
 from actors.gpu_host.quantise import QuantSpec
 from actors.gpu_host.variants import make_variant
 from bench.llama_batched import kernel_run
 from schemas.config import load_config
+from weights.library import ModelLibrary, read_gguf
 
 DEFAULT_VARIANTS = ["q8_0", "q5_k_m", "q4_k_m", "q4_0", "q4_0:attn_.*=q8_0", "q3_k_m", "q2_k"]
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "The three primary colours are"]

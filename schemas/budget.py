@@ -24,7 +24,7 @@ DenyReason = Literal["", "budget_exceeded", "tier_disabled", "ledger_unavailable
 # --- services ------------------------------------------------------------------------------------
 class ReserveRequest(Message, frozen=True, kw_only=True):
     """Hold ``amount_usd`` (the worst case: an upper bound on the input tokens x input price +
-    max_tokens x output price, ``actors.pricing``)
+    max_tokens x output price, ``policy.pricing``)
     for one attempt of one request. Idempotent: the same (request_id, attempt) while its reservation
     is open gets the same reservation back."""
 

@@ -76,9 +76,7 @@ class DecideReview(Command, frozen=True, kw_only=True, tag="review.decide"):
     text: str | None = None
 
 
-AnyCommand = (
-    LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert | DecideReview
-)
+AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert | DecideReview
 
 
 def command_kind(cmd: Command) -> str:

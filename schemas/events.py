@@ -198,7 +198,7 @@ class EvaluationScored(Event, frozen=True, kw_only=True, tag="evaluation.scored"
     evaluation_id: str  # the evaluator's own request (origin ``mon``)
     model: str  # the generator whose answer was graded
     evaluator: str
-    score: int  # 1..5 (actors/evaluation.py's rubric)
+    score: int  # 1..5 (policy/evaluation.py's rubric)
     reason: str = ""
     agreed: bool  # score >= 4: counted as a passed check in the model's measured quality
 

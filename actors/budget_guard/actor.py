@@ -28,8 +28,6 @@ import msgspec
 
 from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
-from actors.budget_guard.ledger import Due, Ledger
-from actors.budget_guard.money import NANOS, fmt_usd
 from actors.budget_guard.tierkeeper import TierKeeper
 from bus import subjects
 from bus.actor import Actor
@@ -38,6 +36,8 @@ from bus.errors import ServiceCallError, Transient
 from bus.lease import WriterLease
 from bus.service import ServiceSpec
 from bus.subjects import KVSpec, StreamSpec
+from policy.ledger import Due, Ledger
+from policy.money import NANOS, fmt_usd
 from schemas.budget import (
     RELEASE_REQUEST,
     RESERVE_REQUEST,

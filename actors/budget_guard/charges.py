@@ -19,9 +19,9 @@ import math
 
 import msgspec
 
-from actors.budget_guard.money import to_nanos
-from actors.pricing import cloud_cost
 from bus import subjects
+from policy.money import to_nanos
+from policy.pricing import cloud_cost
 from schemas.budget import Charged
 from schemas.codec import ATTEMPT_FAILED, OUTCOME
 from schemas.config.models import CloudModel, LocalModel

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 
 from actors.budget_guard import journal, snapshot, snapstore
-from actors.budget_guard.ledger import Ledger
+from policy.ledger import Ledger
 from schemas.config.ops import BudgetsCfg
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from actors.budget_guard.limits import Calendar
-from actors.budget_guard.money import fmt_usd
+from policy.limits import Calendar
+from policy.money import fmt_usd
 from schemas.budget import Charged
 
 By = Literal["tier", "model", "key", "provider", "day"]

@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 
 import msgspec
 
-from actors.budget_guard.ledger import Ledger, Reservation
+from policy.ledger import Ledger, Reservation
 from schemas.config.ops import BudgetsCfg
 
 FORMAT = 2  # 2: charges as remembered key hashes + running sums (1: every retained charge)

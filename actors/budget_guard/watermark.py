@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import nats.errors
 from nats.js.client import JetStreamContext
 
-from actors.budget_guard.ledger import Ledger
+from policy.ledger import Ledger
 
 EVERY = 1.0
 

@@ -17,11 +17,9 @@ import os
 from pathlib import Path
 
 from actors.cache.core import ResponseCache
-from actors.cache.embedder import MAX_FIT_CHARS, Embedder
 from actors.cache.errors import CacheError, StoreError
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
-from actors.cache.minilm import MAX_SEQ_LENGTH
 from actors.cache.verifier import Verifier
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -36,6 +34,9 @@ from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
 from schemas.events import CacheHit
 from schemas.result import GenerateError, GenerateResult
+from weights.embedder import MAX_FIT_CHARS, Embedder
+from weights.errors import WeightsError
+from weights.minilm import MAX_SEQ_LENGTH
 
 
 def read_secret(ref: SecretRef) -> str:
@@ -102,7 +103,7 @@ class CacheActor(Actor):
         actor = cls(cfg)
         try:
             actor.load_model()
-        except CacheError as exc:
+        except (CacheError, WeightsError) as exc:
             raise StartError(str(exc)) from exc
         return actor
 
@@ -122,7 +123,7 @@ class CacheActor(Actor):
             exact = await ExactStore.open(self.js)
             self.cache = ResponseCache(cfg, exact, self.index, self.embedder, verifier=self.verifier)
             await self.cache.load()
-        except CacheError as exc:
+        except (CacheError, WeightsError) as exc:
             raise StartError(str(exc)) from exc
         self.spawn("sweep", self._sweep)
 
@@ -161,7 +162,7 @@ class CacheActor(Actor):
         assert self.cache is not None
         try:
             reply = await self.cache.lookup(msg.request)
-        except CacheError as exc:
+        except (CacheError, WeightsError) as exc:
             self.log.warning("cache lookup for %s failed: %s", msg.request.id, exc)
             raise ServiceCallError(ErrorInfo.of("unavailable", f"cache: {exc}")) from exc
         if reply.hit:
@@ -189,7 +190,7 @@ class CacheActor(Actor):
                 raise ServiceCallError(ErrorInfo.of("bad_request", reason, field=f"input[{i}]"))
         try:
             vectors = await self.embedder.embed(list(msg.texts))
-        except CacheError as exc:
+        except (CacheError, WeightsError) as exc:
             raise ServiceCallError(ErrorInfo.of("unavailable", f"cache: {exc}")) from exc
         return EmbedReply(vectors=vectors.tolist(), tokens=sum(counts))
 

@@ -23,16 +23,16 @@ import msgspec
 import numpy as np
 
 from actors.cache import guard
-from actors.cache.embedder import Embedder
 from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
 from actors.cache.keys import RequestKeys, request_keys
-from actors.cache.policy import Lru, decide, storable
 from actors.cache.verifier import Verifier
+from policy.caching import Lru, decide, storable
 from schemas.cache import CacheEntry, CacheLayer, CacheReply, PendingStore
 from schemas.config.actors import CacheCfg
 from schemas.request import GenerateRequest
 from schemas.result import GenerateResult, Timings, Usage
+from weights.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.cache.errors import ModelMissing
+from weights.errors import ModelMissing
 
 USUAL = 5  # a word's first senses in WordNet's frequency order: what it usually means
 POS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}

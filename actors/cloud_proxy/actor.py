@@ -22,7 +22,6 @@ from actors.cloud_proxy import embed as embeddings
 from actors.cloud_proxy.clients import Call, Completion
 from actors.cloud_proxy.errors import ProviderError
 from actors.cloud_proxy.provider import Provider
-from actors.pricing import cloud_cost, estimate_tokens
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -31,6 +30,7 @@ from bus.kv import TypedKV
 from bus.log import redact
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
 from bus.service import ServiceSpec
+from policy.pricing import cloud_cost, estimate_tokens
 from schemas.budget import RELEASE_REPLY, RESERVE_REPLY, ReleaseRequest, ReserveReply, ReserveRequest
 from schemas.cache import EmbedReply
 from schemas.codec import ATTEMPT_FAILED, DISPATCH, Codec

@@ -20,11 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.budget_guard.money import to_nanos
 from actors.cloud_proxy.errors import ProviderError
 from actors.cloud_proxy.provider import Provider
 from bus.errors import ServiceCallError
 from bus.log import redact
+from policy.money import to_nanos
 from schemas.budget import ReleaseRequest, ReserveReply, ReserveRequest
 from schemas.cache import EmbedReply
 from schemas.config.models import EmbeddingModel

@@ -30,8 +30,8 @@ from actors.cloud_proxy.errors import AuthFailed, ProviderError, RateLimited, Ti
 from actors.cloud_proxy.limits import Limit, RateLimiter
 from actors.cloud_proxy.retry import RetryPolicy
 from actors.cloud_proxy.secrets import KeyRing, source_for
-from actors.pricing import estimate_tokens
 from bus.log import redact
+from policy.pricing import estimate_tokens
 from schemas.config.models import CloudModel
 from schemas.config.providers import ProviderCfg
 from schemas.events import ProviderCooldown

@@ -39,8 +39,8 @@ def model_dir(cfg: OrchestraConfig) -> Path:
 def load_embedder(cfg: OrchestraConfig, directory: Path | None = None) -> Embedder:
     """The cache's MiniLM (blocking: seconds on the first start, which builds the ONNX file)."""
     try:
-        from actors.cache.embedder import Embedder as MiniLM
-        from actors.cache.errors import ModelError
+        from weights.embedder import Embedder as MiniLM
+        from weights.errors import ModelError
     except ImportError as exc:
         raise EmbedderUnavailable(f"the cache actor's MiniLM embedder cannot be imported: {exc}") from exc
     where = directory or model_dir(cfg)

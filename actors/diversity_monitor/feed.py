@@ -22,7 +22,7 @@ from actors.diversity_monitor.diversity import Answer
 from actors.diversity_monitor.embedding import normalise
 from actors.diversity_monitor.window import answers_of
 from bus import subjects
-from bus.cli.audit import replay
+from bus.replay import replay
 from schemas.codec import ATTEMPT_FAILED, COMMAND, EVENT, OUTCOME
 from schemas.commands import AnyCommand, SetOverflow
 from schemas.errors import SchemaError

@@ -2,7 +2,7 @@
 answers, off the hot path (the diversity_monitor asks it after the answer was served).
 
     result on orch.result.<origin>.<id>  --(phase names evaluators, id drawn by evaluate_share)-->
-    evaluation request on orch.request.low.mon.<eval id>  (actors/evaluation.py: rubric + JSON grammar)
+    evaluation request on orch.request.low.mon.<eval id>  (policy/evaluation.py: rubric + JSON grammar)
     its result on orch.result.mon.<eval id>  -->  evaluation.scored event, orchestra_evaluator_score{model},
                                                   a check in orch_quality (score >= 4 passes)
 
@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from actors.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
-from actors.router.validation import SHADOW_SUFFIX
 from bus import subjects
+from policy.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
+from policy.validation import SHADOW_SUFFIX
 from schemas.base import Priority
 from schemas.codec import REQUEST
 from schemas.config.root import OrchestraConfig

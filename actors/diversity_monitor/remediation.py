@@ -22,8 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from actors.diversity_monitor.window import OomRec
-from actors.gpu_host.library import loadable_variants, planned_kv_bytes_per_token, planned_variants
-from actors.gpu_host.memory import Variant, allowed_variants, precision_order
+from policy.memory import (
+    Variant,
+    allowed_variants,
+    loadable_variants,
+    planned_kv_bytes_per_token,
+    planned_variants,
+    precision_order,
+)
 from schemas.base import Tier
 from schemas.commands import Command, LoadModel, SetOverflow, SetTier, UnloadModel
 from schemas.config.models import LocalModel

@@ -34,10 +34,9 @@ from aiohttp import web
 from nats.js import JetStreamContext
 from yarl import URL
 
-from bus import subjects
-from bus.cli import render
-from bus.cli.audit import replay
+from bus import render, subjects
 from bus.log import register_secret
+from bus.replay import replay
 from schemas.config.root import OrchestraConfig
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from actors import keypolicy
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
@@ -30,6 +29,7 @@ from bus import subjects
 from bus.errors import ServiceCallError
 from bus.outcomes import StreamFollower
 from bus.service import call
+from policy import keys as keypolicy
 from schemas.base import new_id
 from schemas.cache import EMBED_MODEL, EMBED_REPLY, MAX_EMBED_INPUTS, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode

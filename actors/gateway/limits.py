@@ -1,5 +1,5 @@
 """Per-key rate limits shared by every gateway instance: one ``orch_key_usage`` KV entry per client key,
-updated by compare-and-set (the fold is :mod:`actors.keypolicy`). A key without rate limits costs no
+updated by compare-and-set (the fold is :mod:`policy.keys`). A key without rate limits costs no
 I/O; a key with them costs a get and a conditional put when a request starts and when it ends.
 
 A key this gateway has just refused stays refused here, without reading its next bodies, until the
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from actors import keypolicy
 from bus.subjects import kv_key
+from policy import keys as keypolicy
 from schemas.codec import Codec, encode
 from schemas.config.actors import KeyLimits
 from schemas.errors import ErrorInfo

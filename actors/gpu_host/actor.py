@@ -26,18 +26,17 @@ from nats.js.errors import NotFoundError
 
 from actors.gpu_host.callstream import CallStream
 from actors.gpu_host.devmem import DeviceMemory
-from actors.gpu_host.errors import DeadlineExceeded, GpuHostError
-from actors.gpu_host.library import ModelLibrary
+from actors.gpu_host.errors import HOST_ERRORS, DeadlineExceeded
 from actors.gpu_host.manager import ModelManager
 from actors.gpu_host.outcome import choices_of, gen_params, make_result, vary_seed
 from actors.gpu_host.prompts import build_prompt
 from actors.gpu_host.tools import split_call, with_tools
-from actors.pricing import local_cost
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from policy.pricing import local_cost
 from schemas.base import ToolCall
 from schemas.codec import COMMAND, DISPATCH, Codec
 from schemas.commands import LoadModel, SwapModels, UnloadModel
@@ -46,6 +45,7 @@ from schemas.dispatch import Dispatch
 from schemas.events import HostDown, HostUp
 from schemas.result import Usage
 from schemas.state import HostState
+from weights.library import ModelLibrary
 
 HOST_STATE: Codec[HostState] = Codec(HostState)
 
@@ -141,14 +141,14 @@ class GpuHost(Actor):
                         reason=msg.reason or "command",
                         max_bits=max_bits,
                     )
-                except GpuHostError as exc:  # published as model.load_failed / oom already
+                except HOST_ERRORS as exc:  # published as model.load_failed / oom already
                     self.log.warning("%s: load %s failed: %s", self.host, model, exc)
             case UnloadModel(model=model):
                 await self.manager.unload(model, reason=msg.reason or "command")
             case SwapModels(unload=unload, load=load):
                 try:
                     await self.manager.swap(unload, load, reason=msg.reason or "swap")
-                except GpuHostError as exc:
+                except HOST_ERRORS as exc:
                     self.log.warning("%s: swap %s -> %s failed: %s", self.host, unload, load, exc)
             case _:
                 self.log.warning("%s: ignoring command %s", self.host, type(msg).__name__)
@@ -198,7 +198,7 @@ class GpuHost(Actor):
             finally:
                 for g in gens:
                     g.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
-        except GpuHostError as exc:
+        except HOST_ERRORS as exc:
             self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
             await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
             return
@@ -280,7 +280,7 @@ class GpuHost(Actor):
 
     async def _preload(self) -> None:
         for name in self.manager.hot_models():
-            with contextlib.suppress(GpuHostError):
+            with contextlib.suppress(*HOST_ERRORS):
                 await self.manager.ensure_loaded(name, reason="hot")
 
 

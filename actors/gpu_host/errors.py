@@ -1,7 +1,6 @@
 """Errors of the gpu_host, each with the bus error code it becomes at the boundary.
 
 GpuHostError                 internal
- ├── ModelNotFound           unavailable       not in the library, no source, or the file is missing (says where)
  ├── ModelLoadError          unavailable       llama.cpp / ctransformers refused the file
  ├── OutOfMemory             oom               a load past the card budget, or a real allocation failure
  ├── ContextTooLong          context_too_long  prompt + max_tokens exceed the model's context
@@ -13,6 +12,10 @@ GpuHostError                 internal
 from __future__ import annotations
 
 from schemas.errors import ErrorCode, ErrorInfo
+from weights.errors import ModelNotFound
+
+# The model library's ModelNotFound (weights.errors: not in the library, no source, or the file is missing)
+# is raised by the library and by the manager; catch sites catch HOST_ERRORS.
 
 
 class GpuHostError(Exception):
@@ -20,10 +23,6 @@ class GpuHostError(Exception):
 
     def to_info(self) -> ErrorInfo:
         return ErrorInfo.of(self.code, str(self))
-
-
-class ModelNotFound(GpuHostError):
-    code: ErrorCode = "unavailable"
 
 
 class ModelLoadError(GpuHostError):
@@ -66,3 +65,7 @@ class BadRequest(GpuHostError):
 
 class EngineError(GpuHostError):
     code: ErrorCode = "internal"
+
+
+HOST_ERRORS = (GpuHostError, ModelNotFound)
+"""Everything a load or a generation may raise on purpose; each has ``code`` and ``to_info()``."""

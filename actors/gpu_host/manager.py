@@ -22,19 +22,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from actors.gpu_host import devmem, memory, policy
+from actors.gpu_host import devmem
 from actors.gpu_host.ctrans_engine import CTransformersEngine
 from actors.gpu_host.devmem import DeviceMemory
 from actors.gpu_host.engine import Engine, LoadSpec
-from actors.gpu_host.errors import GpuHostError, ModelNotFound, OutOfMemory
-from actors.gpu_host.library import ModelLibrary, ResolvedModel, planned_kv_bytes_per_token, planned_variants
+from actors.gpu_host.errors import HOST_ERRORS, GpuHostError, OutOfMemory
 from actors.gpu_host.llama_engine import LlamaCppEngine
+from policy import eviction, memory
+from policy.memory import planned_kv_bytes_per_token, planned_variants
 from schemas.base import KeepAlive
 from schemas.config.hosts import CardCfg
 from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
 from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.state import CardState, HostState, LoadedModel
+from weights.errors import ModelNotFound
+from weights.library import ModelLibrary, ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class Resident:
     keep_alive: KeepAlive
     loaded_at: float
     load_ms: float
-    usage: policy.Usage = field(default_factory=policy.Usage)
+    usage: eviction.Usage = field(default_factory=eviction.Usage)
     draining: bool = False
     admitted: int = 0  # requests handed this model and not finished (an unload waits for them)
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while admitted == 0
@@ -96,8 +99,8 @@ class ModelManager:
         self.emit, self.changed = emit, changed
         self.residents: dict[str, Resident] = {}
         self.waiting: dict[str, int] = {}  # requests waiting for a model to load
-        self.usage: dict[str, policy.Usage] = {}  # kept across unloads: the eviction policy's memory
-        self._failed: dict[str, tuple[float, GpuHostError]] = {}
+        self.usage: dict[str, eviction.Usage] = {}  # kept across unloads: the eviction policy's memory
+        self._failed: dict[str, tuple[float, GpuHostError | ModelNotFound]] = {}
         self._lock = asyncio.Lock()
         cpu = os.cpu_count() or 1
         self.n_threads = self.hcfg.n_threads or max(1, cpu // 2)
@@ -136,7 +139,7 @@ class ModelManager:
 
     def touch(self, name: str) -> None:
         now = time.time()
-        self.usage[name] = self.usage.get(name, policy.Usage()).used(now)
+        self.usage[name] = self.usage.get(name, eviction.Usage()).used(now)
         if name in self.residents:
             self.residents[name].usage = self.usage[name]
 
@@ -246,7 +249,7 @@ class ModelManager:
                     raise failed[1]
                 try:
                     return await self._load(name, keep_alive, reason, max_bits), None
-                except GpuHostError as exc:
+                except HOST_ERRORS as exc:
                     self._failed[name] = (time.monotonic(), exc)
                     raise
         finally:
@@ -302,7 +305,7 @@ class ModelManager:
         # The best plan the cards allow once every evictable model is gone, then the fewest victims for it.
         now = time.time()
         residents = [self._policy_view(r) for r in self.residents.values()]
-        movable = frozenset(r.name for r in residents if policy.evictable(r))
+        movable = frozenset(r.name for r in residents if eviction.evictable(r))
         best = memory.plan(
             [f.variant for f in files],
             [c for c in self.cards(movable) if c.name in cards],
@@ -322,7 +325,7 @@ class ModelManager:
             usable = [c for c in self.cards(gone) if c.name in cards]
             return memory.place(best.footprint, usable, pinned=pinned) is not None
 
-        victims = policy.choose_victims(residents, fits, now)
+        victims = eviction.choose_victims(residents, fits, now)
         if victims is None:  # pragma: no cover - the plan above was made with every evictable model gone
             raise await self._oom(name, "no room after eviction", best.placement.cards[0], best.bytes, 0, 0)
         for victim in victims:
@@ -359,7 +362,7 @@ class ModelManager:
             keep_alive or model.keep_alive,
             time.time(),
             load_ms,
-            usage=self.usage.get(name, policy.Usage()),
+            usage=self.usage.get(name, eviction.Usage()),
         )
         self.residents[name] = r
         self._failed.pop(name, None)
@@ -441,7 +444,7 @@ class ModelManager:
         """Unload what keep-alive says is no longer wanted (warm past its TTL, cold when idle)."""
         now = time.time()
         views = [self._policy_view(r) for r in self.residents.values() if not r.draining]
-        gone = policy.expired(views, now, lambda n: float(self.library.model(n).keep_alive_ttl))
+        gone = eviction.expired(views, now, lambda n: float(self.library.model(n).keep_alive_ttl))
         for name in gone:
             async with self._lock:
                 r = self.residents.get(name)
@@ -468,8 +471,8 @@ class ModelManager:
             )
         return list(pinned)
 
-    def _policy_view(self, r: Resident) -> policy.Resident:
-        return policy.Resident(
+    def _policy_view(self, r: Resident) -> eviction.Resident:
+        return eviction.Resident(
             name=r.name,
             bytes_by_card=r.bytes_by_card,
             keep_alive=r.keep_alive,

@@ -24,7 +24,7 @@ _INSTRUCTIONS = (
     'To call one, answer with only a JSON object: {{"name": <function name>, "arguments": <arguments object>}}.'
 )
 _AUTO = " If no function is needed, answer in plain text instead."
-TEXT_RULE = 'text ::= [^{] [^\\x00]*'
+TEXT_RULE = "text ::= [^{] [^\\x00]*"
 
 
 def chosen(s: Sampling) -> list[Tool]:

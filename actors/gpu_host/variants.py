@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from actors.gpu_host.library import ModelLibrary, ResolvedModel, read_gguf
 from actors.gpu_host.quality import QUALITY_TEXT, Measured, measure
 from actors.gpu_host.quantise import QuantSpec, quantize
 from schemas.config.root import OrchestraConfig
 from schemas.config.variants import RegisteredVariant, read_registry, registry_path, write_registry
+from weights.library import ModelLibrary, ResolvedModel, read_gguf
 
 
 def variant_file(data_dir: Path, model: str, label: str) -> Path:

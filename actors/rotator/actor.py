@@ -26,7 +26,6 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from nats.js.api import DeliverPolicy
 
-from actors.rotator import phases
 from actors.rotator.conductor import Conductor
 from actors.rotator.executor import Executor
 from bus import subjects
@@ -34,6 +33,7 @@ from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import Permanent
 from bus.kv import LiveView, TypedKV
+from policy import phases
 from schemas.base import Tier
 from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import Rotate, SetOverflow, SetPhase

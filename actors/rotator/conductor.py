@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from actors.rotator import phases, planner, rotation, scaling
 from actors.rotator.executor import Failure
+from policy import phases, planner, rotation, scaling
 from schemas.commands import SetOverflow
 from schemas.events import RotationPlanned, Scale
 from schemas.state import PhaseState
@@ -149,8 +149,9 @@ class Conductor:
             state = self.r.state
             wanted = set(phases.wanted_names(self.cfg.phases[state.phase], state.rotation))
             for extra in scaling.forget(self.scale, hosts, wanted):
-                log.info("scaling: %s on %s is no longer scaling's (gone, or the phase wants it)", extra.model,
-                         extra.host)
+                log.info(
+                    "scaling: %s on %s is no longer scaling's (gone, or the phase wants it)", extra.model, extra.host
+                )
             depth = scaling.depths(hosts, self.r.queues.data, now)
             if any(depth.values()):
                 log.debug("scaling: queue depths %s", {m: d for m, d in depth.items() if d})
@@ -171,16 +172,24 @@ class Conductor:
             case "up" | "down":
                 assert d.host is not None
                 where = d.placement
-                step = planner.Step(d.host, "load" if d.action == "up" else "unload", d.model,
-                                    "warm" if d.action == "up" else None, sum(where.per_card) if where else 0,
-                                    where.cards if where else (), f"scale {d.action}", where.per_card if where else ())
+                step = planner.Step(
+                    d.host,
+                    "load" if d.action == "up" else "unload",
+                    d.model,
+                    "warm" if d.action == "up" else None,
+                    sum(where.per_card) if where else 0,
+                    where.cards if where else (),
+                    f"scale {d.action}",
+                    where.per_card if where else (),
+                )
                 failure = await self.r.executor.step(step, d.reason)
                 if failure is not None:
                     log.warning("scaling: %s", failure)
                 return failure is None
             case "overflow_on" | "overflow_off":
-                cmd = SetOverflow(model=d.model, enabled=d.action == "overflow_on", tier=d.tier or "together",
-                                  reason=d.reason)
+                cmd = SetOverflow(
+                    model=d.model, enabled=d.action == "overflow_on", tier=d.tier or "together", reason=d.reason
+                )
                 await self.r.send(cmd)
                 return True
         return False  # pragma: no cover

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from actors.rotator.planner import Step
+from policy.planner import Step
 from schemas.commands import Command, LoadModel, UnloadModel
 from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelUnloaded, Oom
 from schemas.state import HostState

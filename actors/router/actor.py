@@ -15,14 +15,10 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 
-from actors.budget_guard.client import BudgetClient
-from actors.cache.client import CacheClient
-from actors.keypolicy import may_use, policy_for, shape_error
-from actors.router import fanout, validation
+from actors.router import fanout
 from actors.router.ensemble import cache_embedder
 from actors.router.flow import FanOut, Flow, Pending
 from actors.router.identity import admit
-from actors.router.policy import Snapshot, consensus_route, host_up
 from actors.router.queues import QueueWatch
 from actors.router.returning import plan_or_wait, returning_hosts
 from actors.router.view import Link, View
@@ -30,6 +26,11 @@ from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.outcomes import publish_outcome
+from clients.budget import BudgetClient
+from clients.cache import CacheClient
+from policy import validation
+from policy.keys import may_use, policy_for, shape_error
+from policy.routing import Snapshot, consensus_route, host_up
 from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo, SchemaError

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from nats.aio.client import Client as NATS
 
-from actors.router.consensus import code as codecheck
-from actors.router.consensus import vote
-from actors.router.consensus.confidence import ConfidenceSource, confidence
 from actors.router.sandbox import DEFAULT_LIMITS, Limits, run_candidates
 from bus.errors import ServiceCallError
 from bus.service import call
 from bus.subjects import SVC_CACHE_EMBED
+from policy.consensus import code as codecheck
+from policy.consensus import vote
+from policy.consensus.confidence import ConfidenceSource, confidence
 from schemas.cache import EMBED_REPLY, EmbedRequest
 from schemas.config.root import OrchestraConfig
 from schemas.request import GenerateRequest

@@ -12,9 +12,9 @@ cost limit or context (``policy.passes``), or its tier disabled.
 
 from __future__ import annotations
 
-from actors.pricing import max_input_tokens, worst_case_cost
-from actors.router.classify import classify
-from actors.router.policy import Snapshot, _eligible, _load, allowed_tiers, backlogged_last
+from policy.classify import classify
+from policy.pricing import max_input_tokens, worst_case_cost
+from policy.routing import Snapshot, _eligible, _load, allowed_tiers, backlogged_last
 from schemas.base import Capability, Tier
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target

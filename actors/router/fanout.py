@@ -3,7 +3,7 @@
 diverse_children(request, cfg, snap) -> [Child]  each family in turn (families.py), then temperature x top_p x variant
 ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt; local
                                                   members are asked for token logprobs (their confidence)
-The ensemble's vote is actors/router/consensus/ (pure) and actors/router/ensemble.py (its I/O).
+The ensemble's vote is policy/consensus/ (pure) and actors/router/ensemble.py (its I/O).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.router.families import diverse_targets, families_first
-from actors.router.policy import Snapshot, _eligible, allowed_tiers, rank, target_key
+from policy.routing import Snapshot, _eligible, allowed_tiers, rank, target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from nats.js.errors import NotFoundError
 
 from actors.router import ensemble, fanout
-from actors.router.policy import target_key
 from actors.router.returning import keep_waiting
 from bus import subjects
 from bus.consumer import Delivery
 from bus.outcomes import publish_outcome
+from policy.routing import target_key
 from schemas.codec import OUTCOME
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError

@@ -9,9 +9,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from actors.router.policy import target_key
 from bus import subjects
 from bus.kv import TypedKV
+from policy.routing import target_key
 from schemas.codec import Codec
 from schemas.events import QueueBacklog
 from schemas.state import QueueState

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from actors.router.policy import Plan, Snapshot, host_up, plan_request
+from policy.routing import Plan, Snapshot, host_up, plan_request
 from schemas.config import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo

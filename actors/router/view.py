@@ -14,9 +14,9 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from actors.router.policy import Snapshot
 from bus import subjects
 from bus.kv import LiveView
+from policy.routing import Snapshot
 from schemas.base import Tier
 from schemas.codec import COMMAND, Codec
 from schemas.commands import SetOverflow

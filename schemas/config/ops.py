@@ -34,7 +34,7 @@ class PhaseCfg(Cfg, frozen=True, kw_only=True):
     tier_policy: TierPolicy = "local_then_together"
     validation_share: Annotated[float, Meta(ge=0, le=1)] = 0.0  # share served locally AND checked by premium
     keep_alive: dict[str, KeepAlive] = {}  # per-model override while this phase runs
-    evaluators: list[str] = []  # models that score generator output (actors/evaluation.py)
+    evaluators: list[str] = []  # models that score generator output (policy/evaluation.py)
     # share of generator results the diversity_monitor has the first evaluator grade (by request id)
     evaluate_share: Annotated[float, Meta(ge=0, le=1)] = 0.0
 
@@ -159,7 +159,7 @@ class LocalCostCfg(Cfg, frozen=True, kw_only=True):
 
 
 class LeaseCfg(Cfg, frozen=True, kw_only=True):
-    """Budget leases (actors/budget_guard/leases.py): the router holds one lease per (tier, provider,
+    """Budget leases (policy/leases.py): the router holds one lease per (tier, provider,
     model, client key) and draws each paid attempt's worst case from it locally, instead of a
     reservation round trip per attempt. Denied: it reserves per attempt, exactly as without leases."""
 

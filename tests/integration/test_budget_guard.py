@@ -19,11 +19,11 @@ from nats.aio.msg import Msg
 
 from actors.budget_guard import journal
 from actors.budget_guard.actor import BudgetGuard
-from actors.budget_guard.limits import Calendar
-from actors.budget_guard.money import to_nanos
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
+from policy.limits import Calendar
+from policy.money import to_nanos
 from schemas.budget import Charged
 from schemas.codec import COMMAND, EVENT, Codec
 from schemas.commands import SetTier

@@ -14,11 +14,11 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from actors.budget_guard.actor import BudgetGuard
-from actors.budget_guard.money import to_nanos
 from actors.cloud_proxy.actor import CloudProxy
 from actors.router.actor import Router
 from bench.fake_openai import make_app
 from bus.server import EmbeddedNats
+from policy.money import to_nanos
 from schemas.budget import LEDGER_ENTRY, Reserved
 from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Sampling, make_request

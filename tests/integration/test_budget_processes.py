@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from actors.budget_guard.client import BudgetClient
 from bus.actor import Actor
 from bus.errors import ServiceCallError
 from bus.server import EmbeddedNats
+from clients.budget import BudgetClient
 from schemas.budget import LEDGER_ENTRY, Reserved
 from schemas.config import load_config
 from schemas.config.root import OrchestraConfig

@@ -13,8 +13,8 @@ from nats.aio.client import Client as NATS
 
 from actors.budget_guard import journal, snapstore
 from actors.budget_guard.actor import BudgetGuard
-from actors.budget_guard.money import to_nanos
 from bus.server import EmbeddedNats
+from policy.money import to_nanos
 from schemas.config import load_config
 from tests.support.budget import failure, publish_failure, publish_result, release, reserve, result, settled, summary
 from tests.support.profile import write_profile

@@ -13,9 +13,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from actors.router.actor import Router
-from actors.router.policy import Snapshot, host_up
 from actors.router.view import Link
 from bus.server import EmbeddedNats
+from policy.routing import Snapshot, host_up
 from schemas.config import OrchestraConfig
 from schemas.request import ChatMessage, GenerateRequest, make_request
 from schemas.result import GenerateResult

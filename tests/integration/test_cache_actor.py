@@ -15,12 +15,12 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
 from actors.cache.actor import CacheActor
-from actors.cache.client import CacheClient, cache_lookup
 from actors.cache.exact import KV_CACHE_PENDING
 from bus import subjects
 from bus.errors import ServiceCallError
 from bus.server import EmbeddedNats
 from bus.service import call
+from clients.cache import CacheClient, cache_lookup
 from schemas.cache import CACHE_REPLY, CacheLookup, CacheReply
 from schemas.codec import EVENT, encode
 from schemas.config import OrchestraConfig, load_config

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from actors.cache.embedder import Embedder
-from actors.cache.errors import ModelCorrupt, ModelMissing
-from actors.cache.minilm import MANIFEST, build_model, ensure_model, source_dir
 from actors.cache.normalize import normalize
 from tests.support.minilm import copy_model, embedder, model_dir
 from tests.support.procs import REPO
+from weights.embedder import Embedder
+from weights.errors import ModelCorrupt, ModelMissing
+from weights.minilm import MANIFEST, build_model, ensure_model, source_dir
 
 
 def cosine(a: str, b: str) -> float:
@@ -156,7 +156,7 @@ def test_two_processes_building_at_once_both_get_a_working_model(tmp_path: Path)
     privately and renames; the one that comes second keeps the first build."""
     out = tmp_path / "shared"
     procs = [
-        subprocess.Popen([sys.executable, "-m", "actors.cache.minilm", str(out)], cwd=REPO, stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-m", "weights.minilm", str(out)], cwd=REPO, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120)[1] for p in procs]

@@ -20,7 +20,7 @@ from schemas.events import ModelLoaded, PhaseChanged
 from tests.support.procs import REPO
 from tests.support.profile import write_profile
 
-ORCHESTRA = [sys.executable, "-m", "bus.cli.__main__"]
+ORCHESTRA = [sys.executable, "-m", "cli.__main__"]
 
 
 def orchestra(*args: str, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -21,10 +21,10 @@ from nats.aio.msg import Msg
 
 from actors.cloud_proxy.actor import PROVIDER_STATE, CloudProxy
 from actors.cloud_proxy.secrets import KeyRing, source_for
-from actors.pricing import cloud_cost
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
+from policy.pricing import cloud_cost
 from schemas.base import ToolCall
 from schemas.codec import ATTEMPT_FAILED, EVENT, encode
 from schemas.config import load_config

@@ -17,11 +17,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from actors.budget_guard.actor import BudgetGuard
-from actors.budget_guard.money import NANOS, to_nanos
 from actors.cloud_proxy.actor import CloudProxy
-from actors.pricing import cloud_cost, estimate_tokens, max_input_tokens, worst_case_cost
-from bus.cli.status import collect
 from bus.server import EmbeddedNats
+from cli.status import collect
+from policy.money import NANOS, to_nanos
+from policy.pricing import cloud_cost, estimate_tokens, max_input_tokens, worst_case_cost
 from schemas.config import load_config
 from schemas.config.models import CloudModel
 from schemas.config.ops import LocalCostCfg

@@ -22,12 +22,12 @@ from nats.aio.client import Client as NATS
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.budget_guard.actor import BudgetGuard
-from actors.pricing import cloud_cost
 from actors.router.actor import Router
 from bus import subjects
 from bus.actor import Actor
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
+from policy.pricing import cloud_cost
 from schemas.codec import EVENT, Codec, encode
 from schemas.config import load_config
 from schemas.config.models import CloudModel

@@ -96,9 +96,7 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
                 proc.wait_log("started", timeout=120)
             sdk = openai.OpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{gw_port}/v1", max_retries=0, timeout=120)
             _wait_ready(sdk)
-            yield Orchestra(
-                sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile, server=server, monitor=monitor
-            )
+            yield Orchestra(sdk=sdk, nats_url=server.url, hosts=hosts, profile=profile, server=server, monitor=monitor)
             sdk.close()
     finally:
         for proc in reversed(procs):

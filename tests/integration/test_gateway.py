@@ -161,9 +161,7 @@ async def test_unknown_model_is_a_404_and_a_bad_field_a_400_naming_it(client: St
         await sdk.chat.completions.create(model="auto", messages=[])
     assert empty.value.body["param"] == "messages"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as role:
-        await sdk.chat.completions.create(
-            model="auto", messages=[{"role": "function", "content": "x", "name": "f"}]
-        )
+        await sdk.chat.completions.create(model="auto", messages=[{"role": "function", "content": "x", "name": "f"}])
     assert role.value.body["param"] == "messages[0].role"  # type: ignore[index]
 
 

@@ -90,7 +90,9 @@ async def test_a_gemma_only_key_never_gets_smollm2(start: Start) -> None:
         assert reply.model == "gemma3-270m"
         with pytest.raises(openai.PermissionDeniedError):
             await client.chat.completions.create(
-                model="auto", messages=HI, extra_body={"orchestra": {"family": "smollm"}}  # type: ignore[arg-type]
+                model="auto",
+                messages=HI,
+                extra_body={"orchestra": {"family": "smollm"}},  # type: ignore[arg-type]
             )
         diverse = await client.chat.completions.create(model="diverse", messages=HI, n=3)  # type: ignore[arg-type]
         models = {r["provenance"]["model"] for r in (diverse.model_extra or {})["orchestra"]["responses"]}
@@ -140,12 +142,16 @@ async def test_concurrency_fanout_and_deadline_limits(start: Start) -> None:
         assert wide.value.body["param"] == "n"  # type: ignore[index]
         with pytest.raises(openai.PermissionDeniedError) as long:
             await client.chat.completions.create(
-                model="auto", messages=HI, extra_body={"orchestra": {"timeout_s": 3600}}  # type: ignore[arg-type]
+                model="auto",
+                messages=HI,
+                extra_body={"orchestra": {"timeout_s": 3600}},  # type: ignore[arg-type]
             )
         assert long.value.body["param"] == "orchestra.timeout_s"  # type: ignore[index]
         first = asyncio.create_task(
             client.chat.completions.create(
-                model="auto", messages=HI, extra_body={"orchestra": {"timeout_s": 1}}  # type: ignore[arg-type]
+                model="auto",
+                messages=HI,
+                extra_body={"orchestra": {"timeout_s": 1}},  # type: ignore[arg-type]
             )
         )
         await eventually(lambda: gw.limiter is not None and first.done() is False and _inflight(gw))

@@ -12,12 +12,11 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from actors.evaluation import evaluation_request, evaluators, read_verdict
 from actors.gpu_host.engine import GenParams, LoadSpec
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.llama_engine import LlamaCppEngine
 from bus import subjects
 from bus.server import EmbeddedNats
+from policy.evaluation import evaluation_request, evaluators, read_verdict
 from schemas.codec import EVENT
 from schemas.config import load_config
 from schemas.events import Oom
@@ -26,6 +25,7 @@ from tests.support.gpu_host import HOST, count, dispatch, failure, host_profile,
 from tests.support.procs import ActorProcess
 from tests.support.tiny_models import write_tiny_llama_gguf
 from tests.support.wait import eventually
+from weights.library import ModelLibrary
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ import msgspec
 import pytest
 from gguf import GGUFReader
 
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
 from actors.gpu_host.quantise import QuantiseError, QuantSpec
 from actors.gpu_host.variants import make_variant
@@ -23,6 +22,7 @@ from schemas.config.models import PathSource
 from schemas.config.variants import RegisteredVariant, Registry, read_registry, registry_path, write_registry
 from schemas.events import Event, ModelLoaded, ModelUnloaded, Oom
 from tests.support.gpu_host import host_profile
+from weights.library import ModelLibrary
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m"

@@ -157,8 +157,7 @@ async def test_a_backlog_loads_another_instance_and_idleness_removes_it(rig: Sta
     scale event), and once the queue is gone and stays gone it unloads it again; ta on cpu0 stays."""
     models = {**tiny_models(tiny, {"ta": "fa"}, max_batch_size=1), **tiny_models(tiny, {"tfast": "ff"})}
     phases = {"p": {"groups": {"g": {"always_loaded": ["ta"]}}}}
-    r = await rig(models=models, phases=phases, initial="p", room=2, hosts=("cpu0", "cpu1"), rotator=SCALE,
-                  router=True)
+    r = await rig(models=models, phases=phases, initial="p", room=2, hosts=("cpu0", "cpu1"), rotator=SCALE, router=True)
     await eventually(lambda: "ta" in r.loaded("cpu0") or "ta" in r.loaded("cpu1"), timeout=20)
     home = "cpu0" if "ta" in r.loaded("cpu0") else "cpu1"
     other = "cpu1" if home == "cpu0" else "cpu0"

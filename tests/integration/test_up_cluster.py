@@ -16,9 +16,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from bus.cli.upcluster import environment, node_lines, with_nodes
 from bus.cluster import LocalCluster
 from bus.procman import ProcLine
+from cli.upcluster import environment, node_lines, with_nodes
 from tests.support.procs import REPO
 from tests.support.profile import write_profile
 from tests.support.wait import eventually

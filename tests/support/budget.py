@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 
-from actors.budget_guard.chargebook import charges_digest
 from actors.budget_guard.charges import charge_of
 from bus import subjects
-from bus.cli.audit import replay
+from bus.replay import replay
 from bus.service import call
+from policy.chargebook import charges_digest
 from schemas.budget import (
     LEDGER_SUMMARY,
     RELEASE_REPLY,

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from actors.cache.embedder import Embedder
-from actors.cache.minilm import build_model
+from weights.embedder import Embedder
+from weights.minilm import build_model
 
 
 @functools.cache

@@ -21,6 +21,7 @@ def register_server(server: EmbeddedNats) -> None:
     if server.auth is not None:
         _CREDENTIALS[server.url] = server.auth.path.resolve()
 
+
 FAST_BUS: dict[str, Any] = {
     "embedded": {"enabled": False},
     "tls": {"enabled": False},

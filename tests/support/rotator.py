@@ -13,7 +13,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from actors.gpu_host.actor import GpuHost
-from actors.gpu_host.library import read_gguf
 from actors.rotator.actor import PHASE_KEY, Rotator
 from actors.router.actor import Router
 from bus import subjects
@@ -25,6 +24,7 @@ from schemas.state import HostState, PhaseState
 from tests.support.gpu_host import Events, tiny_entry
 from tests.support.profile import write_profile
 from tests.support.tiny_models import write_tiny_llama_gguf
+from weights.library import read_gguf
 
 OVERHEAD = 20_000_000  # per loaded model: makes "room for N models" easy to state
 

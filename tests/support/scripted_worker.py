@@ -11,12 +11,12 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from actors.pricing import cloud_cost
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from policy.pricing import cloud_cost
 from schemas.codec import DISPATCH, Codec
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig

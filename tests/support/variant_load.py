@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 from actors.gpu_host.errors import GpuHostError
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
 from schemas.codec import encode
 from schemas.config import load_config
 from schemas.events import Event
+from weights.library import ModelLibrary
 
 
 async def main(profile: str, model: str) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actors.budget_guard.leases import Key, LeaseBook, LeasePolicy
-from actors.budget_guard.money import to_nanos
+from policy.leases import Key, LeaseBook, LeasePolicy
+from policy.money import to_nanos
 from schemas.config.ops import LeaseCfg
 
 T0 = 1_800_000_000.0

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from actors.budget_guard.ledger import Ledger
-from actors.budget_guard.limits import Calendar, scopes_of
-from actors.budget_guard.money import NANOS, fmt_usd, to_nanos
+from policy.ledger import Ledger
+from policy.limits import Calendar, scopes_of
+from policy.money import NANOS, fmt_usd, to_nanos
 from schemas.budget import Charged, LedgerEntry, Marked, Released, ReserveRequest
 from schemas.config.ops import BudgetLimitCfg, BudgetsCfg, SpikeCfg
 from schemas.events import BudgetThreshold, CostSpike

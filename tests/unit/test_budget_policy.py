@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from actors.budget_guard.charges import charge_of
-from actors.budget_guard.limits import Calendar
 from actors.budget_guard.report import aggregate, compare, render
 from actors.budget_guard.tiers import apply_command, event_for, overdue
+from policy.limits import Calendar
 from schemas.budget import Charged
 from schemas.codec import encode
 from schemas.commands import SetTier

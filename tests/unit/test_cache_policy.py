@@ -10,7 +10,7 @@ from actors.cache.actor import read_secret
 from actors.cache.errors import CacheError
 from actors.cache.keys import request_keys
 from actors.cache.normalize import clean, normalize
-from actors.cache.policy import Lru, decide, storable
+from policy.caching import Lru, decide, storable
 from schemas.config.providers import SecretRef, VaultRef
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Requirements, Sampling
 from schemas.result import GenerateResult, Response

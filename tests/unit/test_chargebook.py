@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from actors.budget_guard.chargebook import ChargeBook, charges_digest
+from policy.chargebook import ChargeBook, charges_digest
 
 
 def test_the_book_remembers_at_most_keep_plus_one_chunk_of_keys_whatever_the_traffic() -> None:

@@ -19,7 +19,7 @@ from actors.cloud_proxy.errors import (
     ServerError,
     Unavailable,
 )
-from actors.pricing import estimate_tokens
+from policy.pricing import estimate_tokens
 from schemas.request import ChatMessage, ResponseFormat, Sampling
 
 CHAT = [

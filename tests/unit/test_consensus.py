@@ -1,5 +1,5 @@
 """Ensemble consensus, pure: contradiction checks, plain agreement, normalised ASTs, behaviour, the vote
-and per-answer confidence (actors/router/consensus/)."""
+and per-answer confidence (policy/consensus/)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.router.consensus import code as codecheck
-from actors.router.consensus.confidence import confidence, mean_token_probability
-from actors.router.consensus.prose import contradiction, final_number, settled
-from actors.router.consensus.vote import Thresholds, candidate, consensus, embed_text, judge
+from policy.consensus import code as codecheck
+from policy.consensus.confidence import confidence, mean_token_probability
+from policy.consensus.prose import contradiction, final_number, settled
+from policy.consensus.vote import Thresholds, candidate, consensus, embed_text, judge
 from schemas.result import TokenLogprob
 
 TH = Thresholds()
@@ -176,7 +176,7 @@ def test_an_answer_that_echoes_the_prompt_gets_no_vote() -> None:
 
 
 def echoes_(answer: str, prompt: str) -> bool:
-    from actors.router.consensus.prose import echoes
+    from policy.consensus.prose import echoes
 
     return echoes(answer, prompt)
 

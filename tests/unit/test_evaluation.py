@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from actors.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
+from policy.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
 from schemas.config import load_config
 from schemas.config.check import problems
 from schemas.config.models import LocalModel

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.gpu_host.errors import ModelNotFound
-from actors.gpu_host.library import LoadTimes, ModelLibrary, read_gguf
 from schemas.config import load_config
 from tests.support.tiny_models import write_tiny_llama_gguf
+from weights.errors import ModelNotFound
+from weights.library import LoadTimes, ModelLibrary, read_gguf
 
 
 def test_gguf_header_gives_parameters_weights_and_kv_shape(tmp_path: Path) -> None:

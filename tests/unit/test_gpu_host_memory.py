@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.gpu_host.library import planned_kv_bytes_per_token, planned_variants
-from actors.gpu_host.memory import (
+from policy.memory import (
     GB,
     Card,
     Footprint,
@@ -17,6 +16,8 @@ from actors.gpu_host.memory import (
     kv_bytes_per_token_from_params,
     place,
     plan,
+    planned_kv_bytes_per_token,
+    planned_variants,
 )
 from schemas.config import load_config
 from schemas.config.models import LocalModel

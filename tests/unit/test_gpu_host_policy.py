@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.gpu_host.policy import Resident, Usage, choose_victims, eviction_order, expired
+from policy.eviction import Resident, Usage, choose_victims, eviction_order, expired
 
 GB = 1_000_000_000
 

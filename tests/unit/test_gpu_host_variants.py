@@ -14,18 +14,18 @@ from actors.diversity_monitor.remediation import plan_oom
 from actors.diversity_monitor.window import OomRec
 from actors.gpu_host import devmem
 from actors.gpu_host.devmem import DeviceMemory, Reading, reconcile
-from actors.gpu_host.library import ModelLibrary
 from actors.gpu_host.manager import ModelManager
-from actors.gpu_host.memory import Card, Plan, Variant, plan, precision_order
 from actors.gpu_host.quantise import QuantSpec
-from actors.rotator import planner
-from actors.rotator.phases import Want
+from policy import planner
+from policy.memory import Card, Plan, Variant, plan, precision_order
+from policy.phases import Want
 from schemas.commands import LoadModel
 from schemas.config import ConfigError, OrchestraConfig, load_config
 from schemas.config.models import LocalModel, PathSource
 from schemas.config.variants import RegisteredVariant, Registry, as_variant, registry_path, write_registry
 from schemas.events import Event
 from schemas.state import CardState, HostState, LoadedModel
+from weights.library import ModelLibrary
 
 GB = 1_000_000_000
 MB = 1_000_000
@@ -118,9 +118,7 @@ async def _no_event(event: Event) -> None:
 
 def _manager(cfg: OrchestraConfig, host: str, tmp_path: Path, nvml: FakeNvml | None) -> ModelManager:
     devices = DeviceMemory.open(nvml) if nvml is not None else None
-    return ModelManager(
-        host, cfg, ModelLibrary(cfg, tmp_path), emit=_no_event, changed=lambda: None, devices=devices
-    )
+    return ModelManager(host, cfg, ModelLibrary(cfg, tmp_path), emit=_no_event, changed=lambda: None, devices=devices)
 
 
 def test_a_gpu_hosts_cards_count_memory_another_process_holds(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import msgspec
 from actors.diversity_monitor import quality
 from actors.diversity_monitor.grading import MAX_IN_FLIGHT, ORIGIN, Grader, agreed, drawn, plan, task_text
 from actors.diversity_monitor.metrics import Figures, Metrics
-from actors.evaluation import Verdict, evaluation_request
 from bus import subjects
+from policy.evaluation import Verdict, evaluation_request
 from schemas.codec import encode
 from schemas.config import load_config
 from schemas.config.check import problems

@@ -36,14 +36,24 @@ def exposition() -> str:
     usage = Usage(input_tokens=10, output_tokens=20)
     m.observe(
         GenerateResult(
-            request_id="r1", text="hi", model="smollm2-135m", family="smollm", tier="local", target="cpu0",
-            usage=usage, timings=Timings(total_ms=120.0),
+            request_id="r1",
+            text="hi",
+            model="smollm2-135m",
+            family="smollm",
+            tier="local",
+            target="cpu0",
+            usage=usage,
+            timings=Timings(total_ms=120.0),
         )  # fmt: skip
     )
     m.observe(GenerateError(request_id="r2", error=ErrorInfo(code="timeout", message="late")))
     m.observe_failure(
         AttemptFailed(
-            request_id="r3", attempt=1, model="gpt-4o", tier="premium", target="openai",
+            request_id="r3",
+            attempt=1,
+            model="gpt-4o",
+            tier="premium",
+            target="openai",
             error=ErrorInfo(code="rate_limited", message="429"),
         )  # fmt: skip
     )

@@ -19,8 +19,8 @@ from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics
 from actors.gateway import openai_api as oa
 from actors.gpu_host.engine import Segments
 from actors.gpu_host.prompts import build_prompt
-from actors.router.classify import classify as classify_capability
 from bus.log import forget_secret, register_secret
+from policy.classify import classify as classify_capability
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import MAX_PROMPT_CHARS, ChatMessage, Sampling, make_request
 from schemas.result import GenerateResult, Timings, Usage
@@ -216,7 +216,7 @@ def test_a_completion_prompt_stays_raw() -> None:
 
 def test_huge_prompts_skip_the_cache_at_once() -> None:
     """A megabyte prompt is not normalised on the cache's event loop: the policy skips it first."""
-    from actors.cache.policy import decide
+    from policy.caching import decide
 
     huge = make_request(
         messages=[ChatMessage(role="user", content="é日本" * 300_000)], sampling=Sampling(temperature=0)

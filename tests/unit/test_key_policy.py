@@ -6,9 +6,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from actors import keypolicy as kp
 from actors.router.fanout import diverse_children, ensemble_children
-from actors.router.policy import Plan, plan_request
+from policy import keys as kp
+from policy.routing import Plan, plan_request
 from schemas.config import load_config
 from schemas.config.actors import ApiKeyCfg, KeyLimits
 from schemas.config.providers import SecretRef
@@ -20,7 +20,9 @@ from tests.unit.test_router_policy import NOW, host, snap
 BASE = load_config("local")
 GEMMA_ONLY = ApiKeyCfg(id="restricted", secret=SecretRef(env="X"), models=["gemma3-270m"])
 LIMITED = ApiKeyCfg(
-    id="limited", secret=SecretRef(env="Y"), limits=KeyLimits(max_fanout=2, max_timeout=30.0)  # type: ignore[arg-type]
+    id="limited",
+    secret=SecretRef(env="Y"),
+    limits=KeyLimits(max_fanout=2, max_timeout=30.0),  # type: ignore[arg-type]
 )
 CFG: OrchestraConfig = msgspec.structs.replace(
     BASE, gateway=msgspec.structs.replace(BASE.gateway, api_keys=[GEMMA_ONLY, LIMITED])
@@ -147,7 +149,7 @@ def test_tokens_per_minute_are_settled_on_what_was_used() -> None:
 
 def test_n_answers_are_held_n_times_in_the_budget() -> None:
     """The worst case of n answers is n times the output: a max_cost_usd that one answer fits, three do not."""
-    from actors.pricing import max_input_tokens, worst_case_cost
+    from policy.pricing import max_input_tokens, worst_case_cost
     from schemas.request import Sampling
 
     model = CFG.models["together/llama3.1-70b"]

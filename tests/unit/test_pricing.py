@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.budget_guard.client import BudgetClient
 from actors.cloud_proxy.clients import Call
 from actors.cloud_proxy.clients.anthropic import AnthropicWire
 from actors.cloud_proxy.clients.gemini import GeminiWire
 from actors.cloud_proxy.clients.openai import OpenAIWire
-from actors.pricing import cloud_cost, estimate_tokens, local_cost, max_input_tokens, worst_case_cost
+from clients.budget import BudgetClient
+from policy.pricing import cloud_cost, estimate_tokens, local_cost, max_input_tokens, worst_case_cost
 from schemas.config import load_config
 from schemas.config.models import CloudModel, LocalModel
 from schemas.config.ops import LocalCostCfg

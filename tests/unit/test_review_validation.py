@@ -9,10 +9,10 @@ import msgspec
 import pytest
 
 from actors.diversity_monitor import quality
-from actors.router import validation
-from actors.router.agreement import agreement
-from actors.router.policy import Plan, Snapshot, plan_request
 from bus import permissions, subjects
+from policy import validation
+from policy.agreement import agreement
+from policy.routing import Plan, Snapshot, plan_request
 from schemas.commands import DecideReview
 from schemas.config import load_config
 from schemas.errors import ErrorInfo
@@ -189,8 +189,8 @@ def test_only_the_operator_decides_reviews_and_the_monitor_alone_writes_the_queu
 
 
 def test_the_cli_reads_a_number_as_an_answers_index_and_anything_else_as_a_written_answer() -> None:
-    from actors.diversity_monitor.review_cli import _command
-    from bus.cli import CliError
+    from cli import CliError
+    from cli.review import _command
 
     item = quality.queued(escalation(), NOW)
 

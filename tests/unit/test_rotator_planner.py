@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from actors.rotator import phases, planner
-from actors.rotator.phases import Want
-from actors.rotator.planner import Plan, Refusal, Step
-from actors.rotator.rotation import choose
+from policy import phases, planner
+from policy.phases import Want
+from policy.planner import Plan, Refusal, Step
+from policy.rotation import choose
 from schemas.config import OrchestraConfig, load_config
 from schemas.state import CardState, HostState, LoadedModel
 

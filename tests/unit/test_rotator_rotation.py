@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.rotator import phases
-from actors.rotator.rotation import ages, choose
+from policy import phases
+from policy.rotation import ages, choose
 from schemas.commands import SetPhase
 from schemas.config import load_config
 from schemas.config.ops import PhaseCfg, PhaseGroupCfg

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.rotator import scaling
-from actors.rotator.scaling import Decision, ScaleState
+from policy import scaling
+from policy.scaling import Decision, ScaleState
 from schemas.config import load_config
 from schemas.state import CardState, HostState, LoadedModel, QueueState, TierState
 

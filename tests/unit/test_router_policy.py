@@ -7,11 +7,11 @@ import time
 import msgspec
 import pytest
 
-from actors.router.classify import classify
 from actors.router.families import diverse_targets
 from actors.router.fanout import diverse_children, ensemble_children
-from actors.router.policy import Plan, Snapshot, allowed_tiers, plan_request, target_key
-from actors.router.validation import drawn
+from policy.classify import classify
+from policy.routing import Plan, Snapshot, allowed_tiers, plan_request, target_key
+from policy.validation import drawn
 from schemas.config import load_config
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo

@@ -3,9 +3,9 @@ pure functions of plain data."""
 
 from __future__ import annotations
 
-from actors.router.policy import Plan
 from actors.router.returning import keep_waiting, plan_or_wait, returning_hosts
 from bus.outcomes import StreamFollower
+from policy.routing import Plan
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo
 from schemas.result import GenerateError, GenerateResult, StreamChunk

@@ -3,9 +3,8 @@ ephemeral consumers summed per stream instead of listed by their random names.""
 
 from __future__ import annotations
 
-from bus import subjects
-from bus.cli import render
-from bus.cli.status_view import render_status
+from bus import render, subjects
+from cli.status_view import render_status
 
 NOW = 1796523600.0
 
@@ -31,24 +30,52 @@ def report() -> dict:
         "state": {
             subjects.KV_HOSTS: {
                 "cpu0": {
-                    "host": "cpu0", "up": True, "heartbeat_at": NOW - 1,
+                    "host": "cpu0",
+                    "up": True,
+                    "heartbeat_at": NOW - 1,
                     "cards": [{"card": "cpu0", "total_bytes": 1_500_000_000, "used_bytes": 560_000_000}],
-                    "models": [{"model": "smollm2-135m", "instance": 0, "keep_alive": "hot", "bytes": 180_000_000,
-                                "in_flight": 2, "queue_depth": 7, "tokens_per_s": 41.52, "loaded_at": NOW - 720}],
+                    "models": [
+                        {
+                            "model": "smollm2-135m",
+                            "instance": 0,
+                            "keep_alive": "hot",
+                            "bytes": 180_000_000,
+                            "in_flight": 2,
+                            "queue_depth": 7,
+                            "tokens_per_s": 41.52,
+                            "loaded_at": NOW - 720,
+                        }
+                    ],
                 }
             },  # fmt: skip
             subjects.KV_PHASE: {
-                "current": {"phase": "phase_1_subject_expertise", "since": NOW - 900, "by": "rotator",
-                            "rotation": {"primary": ["smollm2-135m"]}, "rotations": 3, "rotated_at": NOW - 600}
+                "current": {
+                    "phase": "phase_1_subject_expertise",
+                    "since": NOW - 900,
+                    "by": "rotator",
+                    "rotation": {"primary": ["smollm2-135m"]},
+                    "rotations": 3,
+                    "rotated_at": NOW - 600,
+                }
             },  # fmt: skip
             subjects.KV_TIERS: {
-                "premium": {"tier": "premium", "enabled": False, "reason": "cost spike", "until": NOW + 5 * 3600,
-                            "changed_at": NOW - 120}
+                "premium": {
+                    "tier": "premium",
+                    "enabled": False,
+                    "reason": "cost spike",
+                    "until": NOW + 5 * 3600,
+                    "changed_at": NOW - 120,
+                }
             },  # fmt: skip
             subjects.KV_PROVIDERS: {
-                "together": {"provider": "together", "available": True, "p50_latency_ms": 812.4,
-                             "cooling": {"gpt-x": NOW + 120, "old": NOW - 5}, "cooldown_until": 0.0,
-                             "updated_at": NOW - 2}
+                "together": {
+                    "provider": "together",
+                    "available": True,
+                    "p50_latency_ms": 812.4,
+                    "cooling": {"gpt-x": NOW + 120, "old": NOW - 5},
+                    "cooldown_until": 0.0,
+                    "updated_at": NOW - 2,
+                }
             },  # fmt: skip
             subjects.KV_QUEUES: {},
         },

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus import subjects
-from bus.cli import render
+from bus import render, subjects
 from schemas.codec import encode
 from schemas.commands import LoadModel, SetPhase, SetTier, UnloadModel
 from schemas.events import ModelKeepAlive

@@ -23,7 +23,7 @@ import msgspec
 
 from actors.cloud_proxy.clients.sse import SseDecoder, SseEvent
 from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, classify
-from actors.pricing import estimate_tokens
+from policy.pricing import estimate_tokens
 from schemas.base import ToolCall
 from schemas.request import ChatMessage, Sampling
 from schemas.result import FinishReason, TokenLogprob, ToolCallDelta, Usage

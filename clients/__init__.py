@@ -1,0 +1,1 @@
+"""Typed callers of other actors' services over the bus (used by actors)."""

@@ -1,0 +1,1 @@
+"""Pure policy: decisions as functions of their inputs (no I/O). Imports schemas only."""

@@ -1,0 +1,115 @@
+"""Sentence embeddings with fastembed on the offline-built all-MiniLM-L6-v2 (I/O).
+
+    embedder = Embedder.load(model_dir, threads=1)   # builds the ONNX model on first use, checks it
+    vectors = await embedder.embed(["how do I ..."])  # float32 [n, 384], L2-normalised, in a worker thread
+
+Loading verifies the model against sentence-transformers' reference output for "hello world" (the values
+fastembed's own tests use), so a wrong or damaged model fails at start, not as silent bad hits.
+onnxruntime runs with ``threads`` intra-op threads in one worker thread: the event loop never blocks
+and the CPU stays shared with the rest of the orchestra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weights.errors import EmbedError, ModelCorrupt, ModelError
+from weights.minilm import MAX_SEQ_LENGTH, MODEL_NAME, ensure_model
+
+log = logging.getLogger(__name__)
+
+DIM = 384
+# A WordPiece token covers at most 100 characters (longer words are one [UNK]) plus a separator: a text
+# longer than this cannot be read whole unless it is mostly whitespace, and is treated as too long.
+MAX_FIT_CHARS = MAX_SEQ_LENGTH * 101
+# sentence-transformers' all-MiniLM-L6-v2 on "hello world", first five dimensions (fastembed's own test values)
+REFERENCE_TEXT = "hello world"
+REFERENCE_PREFIX = np.array([-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], dtype=np.float32)
+
+
+class Embedder:
+    def __init__(self, model: Any, model_dir: Path, threads: int) -> None:
+        self._model = model
+        self.model_dir = model_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.threads = threads
+
+    @classmethod
+    def load(cls, model_dir: Path, *, threads: int = 1, source: Path | None = None) -> Embedder:
+        """Build (first start) or check the model folder, load it and verify it. Blocking: seconds."""
+        ensure_model(model_dir, source)
+        try:
+            from fastembed import TextEmbedding
+
+            model = TextEmbedding(
+                model_name=MODEL_NAME,
+                specific_model_path=str(model_dir),
+                cache_dir=str(model_dir),  # unused with specific_model_path; an existing folder
+                threads=threads,
+                local_files_only=True,
+            )
+        except Exception as exc:  # onnxruntime / tokenizers / fastembed say it in their own ways
+            raise ModelCorrupt(f"cannot load the embedding model from {model_dir}: {exc}") from exc
+        embedder = cls(model, model_dir, threads)
+        try:
+            got = embedder.embed_sync([REFERENCE_TEXT])[0][:5]
+        except EmbedError as exc:
+            raise ModelCorrupt(f"the embedding model in {model_dir} cannot run: {exc}") from exc
+        if not np.allclose(got, REFERENCE_PREFIX, atol=1e-3):
+            raise ModelCorrupt(
+                f"the embedding model in {model_dir} computes wrong embeddings "
+                f"({np.round(got, 4).tolist()} instead of {REFERENCE_PREFIX.tolist()}): delete it to rebuild"
+            )
+        log.info("embedding model ready (%s, %d thread(s))", model_dir, threads)
+        return embedder
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        try:
+            vectors = np.stack(list(self._model.embed(texts, batch_size=max(1, len(texts)))))
+        except Exception as exc:
+            raise EmbedError(f"embedding {len(texts)} text(s) failed: {exc}") from exc
+        return vectors.astype(np.float32, copy=False)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed in the worker thread; the event loop keeps running."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, texts)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens MiniLM reads for ``text`` (special tokens included); 0 when the tokenizer is not loaded."""
+        tokenizer = getattr(self._model.model, "tokenizer", None)
+        return 0 if tokenizer is None else len(tokenizer.encode(text).ids)
+
+    async def count(self, texts: list[str]) -> list[int]:
+        """:meth:`count_tokens` of each text, in the worker thread (the event loop keeps running)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: [self.count_tokens(t) for t in texts]
+        )
+
+    def fits(self, text: str) -> bool:
+        """Whether the model sees all of ``text`` (MiniLM truncates after 256 tokens: two long prompts that
+        differ only after that point would embed the same, so they stay out of the semantic layer)."""
+        if len(text) > MAX_FIT_CHARS:  # no tokenisation of a huge prompt on the lookup path: it does not fit
+            return False
+        tokenizer = getattr(self._model.model, "tokenizer", None)
+        if tokenizer is None:  # not loaded yet: be conservative on length
+            return len(text) < 4 * MAX_SEQ_LENGTH
+        return len(tokenizer.encode(text).ids) < MAX_SEQ_LENGTH
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def load_embedder(model_dir: Path, *, threads: int = 1) -> Embedder:
+    """``Embedder.load`` for callers that want ModelError only."""
+    try:
+        return Embedder.load(model_dir, threads=threads)
+    except ModelError:
+        raise
+    except OSError as exc:
+        raise ModelError(f"cannot prepare the embedding model in {model_dir}: {exc}") from exc
