@@ -6,6 +6,12 @@
         async def on_start(self): ...
         async def handle(self, d: Delivery): match REQUEST.decode(d.data): ...
 
+Every actor has one entry point, ``handle(msg)``, one ``match`` over the actor's own message union (its
+``messages.py``). Consumers, services and timers only turn what arrived into one of those messages:
+``self.deliver(Wrap)`` is a consumer handler that calls ``handle(Wrap(delivery))``, and
+``self.every("name", seconds, make)`` a supervised timer that calls ``handle(make())``. Helpers get what
+they need (a callable, a view, a value), never the actor.
+
 ``start(nc)`` provisions the topology, runs ``on_start``, then opens services and consumers.
 ``stop()`` stops fetching, lets in-flight work finish for ``bus.shutdown_grace`` seconds, naks what
 is left (redelivered elsewhere at once), closes services and supervised tasks, then ``on_stop``.
@@ -20,6 +26,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
@@ -28,7 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from bus import subjects
-from bus.consumer import ConsumerSpec, PullConsumer
+from bus.consumer import ConsumerSpec, Delivery, Handler, PullConsumer
 from bus.errors import ProvisionError
 from bus.provision import provision
 from bus.publish import RETRYABLE, store
@@ -78,6 +85,10 @@ class Actor:
 
     async def on_start(self) -> None:
         pass
+
+    async def handle(self, msg: Any) -> None:
+        """The actor's one entry point: ``match msg:`` over its message union."""
+        raise NotImplementedError(f"{type(self).__name__}.handle")
 
     async def on_stop(self) -> None:
         pass
@@ -176,6 +187,27 @@ class Actor:
 
     def on_disconnect(self) -> None:
         """The connection to the bus dropped (it reconnects by itself); nothing to do by default."""
+
+    # --- turning arrivals into messages ---------------------------------------------------------------
+    def deliver(self, wrap: Callable[[Delivery], Any]) -> Handler:
+        """A consumer handler: each delivery becomes ``wrap(delivery)``, handled by ``handle``."""
+
+        async def handler(d: Delivery) -> None:
+            await self.handle(wrap(d))
+
+        return handler
+
+    def every(self, name: str, seconds: float, make: Callable[[], Any], *, first: float | None = None) -> None:
+        """A supervised timer: every ``seconds`` (the first after ``first``, default ``seconds``), ``handle(make())``.
+        An exception from one turn is logged and the timer goes on (the supervisor restarts the loop)."""
+
+        async def tick() -> None:
+            await asyncio.sleep(seconds if first is None else first)
+            while True:
+                await self.handle(make())
+                await asyncio.sleep(seconds)
+
+        self.spawn(name, tick)
 
     # --- helpers ---------------------------------------------------------------------------------
     def spawn(self, name: str, factory: Any, *, restart: bool = True) -> asyncio.Task[None]:
