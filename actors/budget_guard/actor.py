@@ -28,6 +28,19 @@ import msgspec
 
 from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
+from actors.budget_guard.messages import (
+    BudgetMsg,
+    LeaseLost,
+    ReenableDue,
+    Release,
+    Reserve,
+    ResultStored,
+    SnapshotTick,
+    Summary,
+    SweepTick,
+    TierCommand,
+    WatermarkTick,
+)
 from actors.budget_guard.tierkeeper import TierKeeper
 from bus import subjects
 from bus.actor import Actor
@@ -38,6 +51,7 @@ from bus.service import ServiceSpec
 from bus.subjects import KVSpec, StreamSpec
 from policy.ledger import Due, Ledger
 from policy.money import NANOS, fmt_usd
+from schemas.base import Tier
 from schemas.budget import (
     RELEASE_REQUEST,
     RESERVE_REQUEST,
@@ -75,7 +89,10 @@ class BudgetGuard(Actor):
         super().__init__(cfg, instance=instance)
         self.ledger = Ledger(cfg.budgets)
         self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
-        self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
+        self.tiers = TierKeeper(
+            self.name, self.ledger.calendar.tz, event_once=self._event, publish=self.publish, due=self._reenable_due
+        )
+        self.watermark = watermark.Watermark()
         self._background: set[asyncio.Task[None]] = set()
         self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
         self.replayed = 0
@@ -92,9 +109,9 @@ class BudgetGuard(Actor):
 
     def services(self) -> list[ServiceSpec]:
         return [
-            ServiceSpec(subjects.SVC_BUDGET_RESERVE, self.reserve, RESERVE_REQUEST),
-            ServiceSpec(subjects.SVC_BUDGET_RELEASE, self.release, RELEASE_REQUEST),
-            ServiceSpec(subjects.SVC_BUDGET_SUMMARY, self.summary, SUMMARY_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_RESERVE, lambda req: self.handle(Reserve(req)), RESERVE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_RELEASE, lambda req: self.handle(Release(req)), RELEASE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_SUMMARY, lambda req: self.handle(Summary(req)), SUMMARY_REQUEST),
         ]
 
     def consumers(self) -> list[ConsumerSpec]:
@@ -104,7 +121,7 @@ class BudgetGuard(Actor):
                 stream="RESULTS",
                 durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
-                handler=self.settle,
+                handler=self.deliver(ResultStored),
                 concurrency=32,
                 description="budget_guard: charge every stored result once",
                 **defaults,
@@ -113,7 +130,7 @@ class BudgetGuard(Actor):
                 stream="COMMANDS",
                 durable="budget_guard_tiers",
                 subjects=(subjects.tier_commands(),),
-                handler=self.tiers.handle,
+                handler=self.deliver(TierCommand),
                 concurrency=1,  # in order: the last command wins
                 description="budget_guard: tier enable / disable",
                 **defaults,
@@ -152,20 +169,43 @@ class BudgetGuard(Actor):
             fmt_usd(self.ledger.charged_total(), 6),
             len(self.ledger.reservations),
         )
-        soon = rebuilt.tail >= SNAPSHOT_TAIL  # a long tail: compact it soon, not in an hour
-        self.spawn("snapshots", lambda: self._snapshots(soon))
+        # Every ``budgets.snapshot_every``: the fold of the last snapshot and the entries after it, stored
+        # as the next snapshot (a restart then reads it plus a short tail); a long tail: soon, not in an hour.
+        every = float(self.cfg.budgets.snapshot_every)
+        self.every("snapshots", every, SnapshotTick, first=SNAPSHOT_SOON if rebuilt.tail >= SNAPSHOT_TAIL else every)
         await self.tiers.start(self.js)
-        self.spawn("watermark", lambda: watermark.follow(self.js, "RESULTS", SETTLE_DURABLE, self.ledger))
-        self.spawn("sweep", self._sweep)
+        self.every("watermark", watermark.EVERY, WatermarkTick, first=0.0)
+        self.every("sweep", SWEEP_EVERY, SweepTick, first=0.0)
 
-    async def _snapshots(self, soon: bool) -> None:
-        """Every ``budgets.snapshot_every``: the fold of the last snapshot and the entries after it,
-        stored as the next snapshot (a restart then reads it plus a short tail)."""
-        wait = SNAPSHOT_SOON if soon else float(self.cfg.budgets.snapshot_every)
-        while True:
-            await asyncio.sleep(wait)
-            wait = float(self.cfg.budgets.snapshot_every)
-            await self.snapshot_now()
+    # --- messages --------------------------------------------------------------------------------
+    async def handle(self, msg: BudgetMsg) -> Any:
+        """The one entry point; a service's message returns its reply."""
+        match msg:
+            case ResultStored(d=d):
+                await self.settle(d)
+            case TierCommand(d=d):
+                await self.tiers.command(d)
+            case Reserve(req=req):
+                return await self.reserve(req)
+            case Release(req=req):
+                return await self.release(req)
+            case Summary(req=req):
+                return await self.summary(req)
+            case ReenableDue(tier=tier, until=until):
+                await self.tiers.reenable(tier, until)
+            case SweepTick():
+                await self._sweep(time.time())
+            case WatermarkTick():
+                await self._follow_results()
+            case SnapshotTick():
+                await self.snapshot_now()
+            case LeaseLost(reason=reason):
+                self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
+                self.request_exit(f"lost the writer lease: {reason}")
+        return None
+
+    async def _reenable_due(self, tier: Tier, until: float) -> None:
+        await self.handle(ReenableDue(tier, until))
 
     async def snapshot_now(self) -> snapstore.Manifest | None:
         assert self.lease is not None
@@ -189,9 +229,7 @@ class BudgetGuard(Actor):
 
     async def _keep_lease(self) -> None:
         assert self.lease is not None
-        reason = await self.lease.keep()
-        self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
-        self.request_exit(f"lost the writer lease: {reason}")
+        await self.handle(LeaseLost(await self.lease.keep()))
 
     async def _dead_letter_entry(self, bad: journal.Rejected) -> None:
         """A LEDGER message that is not an entry: kept aside with the reason, announced, never applied."""
@@ -344,17 +382,21 @@ class BudgetGuard(Actor):
         await self.publish(subjects.event(event), event, msg_id=msg_id, timeout=5.0)
 
     # --- housekeeping ----------------------------------------------------------------------------
-    async def _sweep(self) -> None:
-        while True:
-            now = time.time()
-            for r in self.ledger.expire(now):
-                self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.hold, 6))
-            if now - self._pruned > PRUNE_EVERY:
-                self.ledger.prune(now)
-                self._pruned = now
-            await self._fire_due(now)
-            await self.tiers.sweep(now)
-            await asyncio.sleep(SWEEP_EVERY)
+    async def _sweep(self, now: float) -> None:
+        for r in self.ledger.expire(now):
+            self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.hold, 6))
+        if now - self._pruned > PRUNE_EVERY:
+            self.ledger.prune(now)
+            self._pruned = now
+        await self._fire_due(now)
+        await self.tiers.sweep(now)
+
+    async def _follow_results(self) -> None:
+        """Advance ``ledger.charged_through`` as the RESULTS consumer catches up (``watermark.py``)."""
+        state = await watermark.read(self.js, "RESULTS", SETTLE_DURABLE)
+        through = self.watermark.observe(state) if state is not None else None
+        if through is not None:
+            self.ledger.charged_through = max(self.ledger.charged_through, through)
 
     async def _append_ahead(self, entry: LedgerEntry) -> asyncio.Future[Any]:
         """Hand the entry to the connection now; the returned future resolves with the store's ack."""
