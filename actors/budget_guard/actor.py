@@ -42,6 +42,7 @@ from actors.budget_guard.messages import (
     WatermarkTick,
 )
 from actors.budget_guard.tierkeeper import TierKeeper
+from actors.budget_guard.writer import LedgerWriter
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -49,7 +50,8 @@ from bus.errors import ServiceCallError, Transient
 from bus.lease import WriterLease
 from bus.service import ServiceSpec
 from bus.subjects import KVSpec, StreamSpec
-from policy.ledger import Due, Ledger
+from policy.ledger import Ledger
+from policy.ledger_notices import Due
 from policy.money import NANOS, fmt_usd
 from schemas.base import Tier
 from schemas.budget import (
@@ -70,9 +72,8 @@ from schemas.budget import (
 from schemas.codec import encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
-from schemas.events import DeadLettered, Event
+from schemas.events import Event
 
-RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rather than keep it waiting
 SWEEP_EVERY = 5.0
 SETTLE_DURABLE = "budget_guard"
 PRUNE_EVERY = 300.0
@@ -94,7 +95,7 @@ class BudgetGuard(Actor):
         )
         self.watermark = watermark.Watermark()
         self._background: set[asyncio.Task[None]] = set()
-        self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
+        self.writer = LedgerWriter(self._store, self._send)
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
@@ -233,24 +234,13 @@ class BudgetGuard(Actor):
 
     async def _dead_letter_entry(self, bad: journal.Rejected) -> None:
         """A LEDGER message that is not an entry: kept aside with the reason, announced, never applied."""
-        reason = f"not a ledger entry: {bad.reason}"[:1000]
-        self.log.warning("ledger rebuild skipped %s (stream seq %d): %s", bad.subject, bad.seq, reason)
-        headers = {
-            "Orch-Reason": reason,
-            "Orch-Subject": bad.subject,
-            "Orch-Stream": journal.STREAM,
-            "Orch-Consumer": "budget_guard-rebuild",
-            "Orch-Stream-Seq": str(bad.seq),
-            "Nats-Msg-Id": f"dlq:{journal.STREAM}:{bad.seq}",
-        }
+        letter = rebuild.dead_letter(bad)
+        self.log.warning("ledger rebuild skipped %s (stream seq %d): %s", bad.subject, bad.seq, letter.event.reason)
         try:
-            await self.publish(subjects.dead_letter(journal.STREAM), bad.data, headers=headers, timeout=5.0)
+            await self.publish(subjects.dead_letter(journal.STREAM), bad.data, headers=letter.headers, timeout=5.0)
         except Exception as exc:
             self.log.warning("could not dead-letter ledger seq %d: %s", bad.seq, exc)
-        await self.emit(
-            DeadLettered(stream=journal.STREAM, subject=bad.subject, consumer="budget_guard-rebuild", deliveries=1,
-                         reason=reason)
-        )  # fmt: skip
+        await self.emit(letter.event)
 
     # --- services --------------------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveReply:
@@ -278,22 +268,15 @@ class BudgetGuard(Actor):
                     self._in_background(self._notify(due))
             return denied
         if decision.entry is not None:
-            try:
-                # Write-ahead on this connection: the entry reaches the server before the reply does
-                # (one connection keeps its order), so a guard that dies after answering has its hold
-                # on the bus. The store's ack is confirmed in the background, not on the request's path.
-                if self._ledger_ok:
-                    stored: asyncio.Future[Any] | None = await self._append_ahead(decision.entry)
-                else:  # an earlier entry was not confirmed: store first, answer after
-                    await self._append(decision.entry, RESERVE_WRITE_TIMEOUT)
-                    self._ledger_ok, stored = True, None
+            try:  # written ahead of the reply, confirmed in the background (writer.py)
+                stored = await self.writer.ahead(decision.entry)
             except Exception as exc:
                 self.ledger.rollback(rid)
                 self.log.warning("reservation %s rolled back: the ledger could not store it (%s)", rid, exc)
-                self._in_background(self._append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
+                self._in_background(self.writer.append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
                 return ReserveReply(granted=False, reason="ledger_unavailable")
             if stored is not None:
-                self._in_background(self._confirm(stored, decision.entry))
+                self._in_background(self.writer.confirm(stored, decision.entry))
         r = decision.reservation
         assert r is not None
         return ReserveReply(
@@ -313,7 +296,7 @@ class BudgetGuard(Actor):
         partial = req.amount_nanos if r.lease else None
         entry = Released(at=time.time(), reservation_id=r.id, reason=req.reason or "released", amount_nanos=partial)
         try:
-            await self._append(entry, 2.0)
+            await self.writer.append(entry, 2.0)
         except Exception as exc:
             info = ErrorInfo.of("unavailable", "the ledger cannot be written now; the hold expires at its deadline")
             raise ServiceCallError(info) from exc
@@ -337,7 +320,7 @@ class BudgetGuard(Actor):
         charge = self.ledger.settles(charge)  # the hold it settles (its lease draw, or its reservation), claimed
         charge = priced(charge, self.cfg.models.get(charge.model or ""), self._hold_of(charge))
         try:
-            await self._append(charge, 10.0)
+            await self.writer.append(charge, 10.0)
         except BaseException as exc:  # not stored (or cancelled): the hold is free to settle otherwise
             self.ledger.unclaim(charge)
             if not isinstance(exc, Exception):
@@ -366,7 +349,7 @@ class BudgetGuard(Actor):
             await self._event(due.event, f"budget:{due.key}")
             if due.spike:
                 await self._spike_command(due)
-            await self._append(Marked(at=time.time(), key=due.key), 10.0)
+            await self.writer.append(Marked(at=time.time(), key=due.key), 10.0)
         except Exception as exc:
             self.ledger.marks.discard(due.key)  # try again on the next charge or sweep
             self.log.warning("could not send %s: %s", due.key, exc)
@@ -398,26 +381,14 @@ class BudgetGuard(Actor):
         if through is not None:
             self.ledger.charged_through = max(self.ledger.charged_through, through)
 
-    async def _append_ahead(self, entry: LedgerEntry) -> asyncio.Future[Any]:
+    async def _send(self, subject: str, entry: LedgerEntry, msg_id: str) -> asyncio.Future[Any]:
         """Hand the entry to the connection now; the returned future resolves with the store's ack."""
         if not self.nc.is_connected:
             raise ConnectionError("not connected to NATS")
-        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
         return await self.js.publish_async(subject, encode(entry), headers={"Nats-Msg-Id": msg_id})
 
-    async def _confirm(self, stored: asyncio.Future[Any], entry: LedgerEntry) -> None:
-        """The entry was sent ahead of a granted reply: make sure it is stored (retries are deduplicated
-        by its Msg-Id). A hold that was granted is never taken back."""
-        try:
-            await asyncio.wait_for(stored, RESERVE_WRITE_TIMEOUT * 5)
-        except Exception as exc:
-            self._ledger_ok = False
-            self.log.warning("ledger entry not confirmed (%s); storing it again", exc)
-            await self._append(entry, 60.0)
-
-    async def _append(self, entry: LedgerEntry, timeout: float) -> None:
-        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
-        await asyncio.wait_for(self.publish(subject, entry, msg_id=msg_id, timeout=timeout), timeout)
+    async def _store(self, subject: str, entry: LedgerEntry, msg_id: str, timeout: float) -> None:
+        await self.publish(subject, entry, msg_id=msg_id, timeout=timeout)
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
