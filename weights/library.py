@@ -57,10 +57,6 @@ class GgufInfo:
         return int(value) if isinstance(value, int | float) else default
 
     @property
-    def has_chat_template(self) -> bool:
-        return "tokenizer.chat_template" in self.metadata
-
-    @property
     def chat_template(self) -> str | None:
         value = self.metadata.get("tokenizer.chat_template")
         return value if isinstance(value, str) else None

@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,61 +116,14 @@ def build_graph(w: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
     eps = float(config.get("layer_norm_eps", 1e-12))
     if config.get("hidden_act", "gelu") != "gelu":
         raise ModelCorrupt(f"unsupported activation {config.get('hidden_act')!r} (expected gelu)")
-    head_dim = hidden // heads
     g = _Graph()
-    f32 = np.float32
-
-    # embeddings: word + position + token type, then LayerNorm
-    words = g.op("Gather", g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids")
-    zero, one, two = (g.const(f"i64_{n}", np.array([n], np.int64)) for n in (0, 1, 2))
-    seq_len = g.op("Slice", g.op("Shape", "input_ids"), one, two)  # [seq], 1-D
-    pos = g.op("Slice", g.const("position_embeddings", w["embeddings.position_embeddings.weight"]), zero, seq_len, zero)
-    types = g.op(
-        "Gather", g.const("token_type_embeddings", w["embeddings.token_type_embeddings.weight"]), "token_type_ids"
-    )
-    x = g.layer_norm(g.op("Add", g.op("Add", words, pos), types), w, "embeddings.LayerNorm", eps)
-
-    # additive attention mask [batch, 1, 1, seq]: 0 where attended, -10000 on padding
-    mask_f = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
-    inverted = g.op("Sub", g.const("one_f", np.array(1.0, f32)), mask_f)
-    additive = g.op("Mul", inverted, g.const("neg_big", np.array(-10000.0, f32)))
-    additive = g.op("Unsqueeze", additive, g.const("axes_1_2", np.array([1, 2], np.int64)))
-
-    split_shape = g.const("split_heads", np.array([0, 0, heads, head_dim], np.int64))
-    merge_shape = g.const("merge_heads", np.array([0, 0, hidden], np.int64))
-    scale = g.const("attn_scale", np.array(1.0 / np.sqrt(head_dim), f32))
-    sqrt2 = g.const("sqrt2", np.array(np.sqrt(2.0), f32))
-    half = g.const("half", np.array(0.5, f32))
+    x = _embeddings(g, w, eps)
+    mask_f, additive = _attention_mask(g)
+    c = _LayerConsts.of(g, hidden, heads)
     for i in range(layers):
-        p = f"encoder.layer.{i}"
-
-        def proj(name: str, perm: list[int], p: str = p, x: str = x) -> str:
-            t = g.linear(x, w[f"{p}.attention.self.{name}.weight"], w[f"{p}.attention.self.{name}.bias"], f"{p}.{name}")
-            return g.op("Transpose", g.op("Reshape", t, split_shape), perm=perm)
-
-        q = proj("query", [0, 2, 1, 3])  # [b, h, s, d]
-        k = proj("key", [0, 2, 3, 1])  # [b, h, d, s]
-        v = proj("value", [0, 2, 1, 3])
-        scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), additive)
-        ctx = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
-        ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[0, 2, 1, 3]), merge_shape)
-        attn = g.linear(ctx, w[f"{p}.attention.output.dense.weight"], w[f"{p}.attention.output.dense.bias"], f"{p}.ao")
-        x = g.layer_norm(g.op("Add", attn, x), w, f"{p}.attention.output.LayerNorm", eps)
-        inter = g.linear(x, w[f"{p}.intermediate.dense.weight"], w[f"{p}.intermediate.dense.bias"], f"{p}.inter")
-        # exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
-        gelu = g.op("Mul", g.op("Mul", inter, half), g.op("Add", g.op("Erf", g.op("Div", inter, sqrt2)), "one_f"))
-        out = g.linear(gelu, w[f"{p}.output.dense.weight"], w[f"{p}.output.dense.bias"], f"{p}.out")
-        x = g.layer_norm(g.op("Add", out, x), w, f"{p}.output.LayerNorm", eps)
+        x = _encoder_layer(g, w, f"encoder.layer.{i}", x, additive, c, eps)
     g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
-
-    # mean pooling over real tokens, then L2 normalisation
-    mask_3d = g.op("Unsqueeze", mask_f, g.const("axis_last", np.array([-1], np.int64)))
-    axis_seq = g.const("axis_seq", np.array([1], np.int64))
-    summed = g.op("ReduceSum", g.op("Mul", x, mask_3d), axis_seq, keepdims=0)
-    counts = g.op("Clip", g.op("ReduceSum", mask_3d, axis_seq, keepdims=0), g.const("tiny", np.array(1e-9, f32)))
-    g.nodes.append(
-        helper.make_node("LpNormalization", [g.op("Div", summed, counts)], ["sentence_embedding"], p=2, axis=-1)
-    )
+    _pooling(g, x, mask_f)
 
     ints = [
         helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
@@ -183,6 +137,90 @@ def build_graph(w: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="llm-orchestra")
     model.ir_version = 8  # opset 17 era: loadable by every onnxruntime >= 1.14
     return model
+
+
+def _embeddings(g: _Graph, w: dict[str, np.ndarray], eps: float) -> str:
+    """Word + position + token type embeddings, then LayerNorm."""
+    words = g.op("Gather", g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), "input_ids")
+    zero, one, two = (g.const(f"i64_{n}", np.array([n], np.int64)) for n in (0, 1, 2))
+    seq_len = g.op("Slice", g.op("Shape", "input_ids"), one, two)  # [seq], 1-D
+    pos = g.op("Slice", g.const("position_embeddings", w["embeddings.position_embeddings.weight"]), zero, seq_len, zero)
+    types = g.op(
+        "Gather", g.const("token_type_embeddings", w["embeddings.token_type_embeddings.weight"]), "token_type_ids"
+    )
+    return g.layer_norm(g.op("Add", g.op("Add", words, pos), types), w, "embeddings.LayerNorm", eps)
+
+
+def _attention_mask(g: _Graph) -> tuple[str, str]:
+    """The mask as floats, and the additive attention mask [batch, 1, 1, seq]: 0 where attended, -10000 on
+    padding. Defines the constant ``one_f``."""
+    from onnx import TensorProto
+
+    f32 = np.float32
+    mask_f = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+    inverted = g.op("Sub", g.const("one_f", np.array(1.0, f32)), mask_f)
+    additive = g.op("Mul", inverted, g.const("neg_big", np.array(-10000.0, f32)))
+    return mask_f, g.op("Unsqueeze", additive, g.const("axes_1_2", np.array([1, 2], np.int64)))
+
+
+@dataclass(frozen=True)
+class _LayerConsts:
+    """The constants every encoder layer shares (names of initializers)."""
+
+    split_shape: str
+    merge_shape: str
+    scale: str
+    sqrt2: str
+    half: str
+
+    @classmethod
+    def of(cls, g: _Graph, hidden: int, heads: int) -> _LayerConsts:
+        head_dim, f32 = hidden // heads, np.float32
+        return cls(
+            split_shape=g.const("split_heads", np.array([0, 0, heads, head_dim], np.int64)),
+            merge_shape=g.const("merge_heads", np.array([0, 0, hidden], np.int64)),
+            scale=g.const("attn_scale", np.array(1.0 / np.sqrt(head_dim), f32)),
+            sqrt2=g.const("sqrt2", np.array(np.sqrt(2.0), f32)),
+            half=g.const("half", np.array(0.5, f32)),
+        )
+
+
+def _encoder_layer(
+    g: _Graph, w: dict[str, np.ndarray], p: str, x: str, additive: str, c: _LayerConsts, eps: float
+) -> str:
+    """One BERT layer (``p``: its weights' prefix): self-attention, then the feed-forward block."""
+
+    def proj(name: str, perm: list[int]) -> str:
+        t = g.linear(x, w[f"{p}.attention.self.{name}.weight"], w[f"{p}.attention.self.{name}.bias"], f"{p}.{name}")
+        return g.op("Transpose", g.op("Reshape", t, c.split_shape), perm=perm)
+
+    q = proj("query", [0, 2, 1, 3])  # [b, h, s, d]
+    k = proj("key", [0, 2, 3, 1])  # [b, h, d, s]
+    v = proj("value", [0, 2, 1, 3])
+    scores = g.op("Add", g.op("Mul", g.op("MatMul", q, k), c.scale), additive)
+    ctx = g.op("MatMul", g.op("Softmax", scores, axis=-1), v)
+    ctx = g.op("Reshape", g.op("Transpose", ctx, perm=[0, 2, 1, 3]), c.merge_shape)
+    attn = g.linear(ctx, w[f"{p}.attention.output.dense.weight"], w[f"{p}.attention.output.dense.bias"], f"{p}.ao")
+    x = g.layer_norm(g.op("Add", attn, x), w, f"{p}.attention.output.LayerNorm", eps)
+    inter = g.linear(x, w[f"{p}.intermediate.dense.weight"], w[f"{p}.intermediate.dense.bias"], f"{p}.inter")
+    # exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
+    gelu = g.op("Mul", g.op("Mul", inter, c.half), g.op("Add", g.op("Erf", g.op("Div", inter, c.sqrt2)), "one_f"))
+    out = g.linear(gelu, w[f"{p}.output.dense.weight"], w[f"{p}.output.dense.bias"], f"{p}.out")
+    return g.layer_norm(g.op("Add", out, x), w, f"{p}.output.LayerNorm", eps)
+
+
+def _pooling(g: _Graph, x: str, mask_f: str) -> None:
+    """``sentence_embedding``: mean pooling over real tokens, then L2 normalisation."""
+    from onnx import helper
+
+    f32 = np.float32
+    mask_3d = g.op("Unsqueeze", mask_f, g.const("axis_last", np.array([-1], np.int64)))
+    axis_seq = g.const("axis_seq", np.array([1], np.int64))
+    summed = g.op("ReduceSum", g.op("Mul", x, mask_3d), axis_seq, keepdims=0)
+    counts = g.op("Clip", g.op("ReduceSum", mask_3d, axis_seq, keepdims=0), g.const("tiny", np.array(1e-9, f32)))
+    g.nodes.append(
+        helper.make_node("LpNormalization", [g.op("Div", summed, counts)], ["sentence_embedding"], p=2, axis=-1)
+    )
 
 
 # --- building the folder -------------------------------------------------------------------------

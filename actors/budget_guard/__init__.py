@@ -1,10 +1,11 @@
 """The budget_guard: the spend ledger, reservations, hard budgets, cost-spike remediation.
 
-    actor.py     the actor: reserve / release / summary services, settlement from RESULTS, tier commands
-    ledger.py    the ledger state machine (pure): holds, charges, expiry, idempotency, notifications
-    leases.py    the router's lease book: local draws, lease sizing, renewal, retirement (pure)
-    client.py    the router's side: ``BudgetClient.reserve`` (draw from a lease, or reserve the attempt)
-    limits.py    budget scopes, daily / monthly windows in the configured time zone (pure)
+    actor.py     the actor: one handle() over messages.py (reserve / release / summary services,
+                 settlement from RESULTS, tier commands, sweep / watermark / snapshot timers)
+    writer.py    storing LEDGER entries (written ahead of a reservation's reply, confirmed after)
+    tierkeeper.py  the writer of orch_tiers: SetTier commands, scheduled re-enables
+    (the ledger fold: policy/ledger.py + policy/ledger_notices.py; leases and limits: policy/;
+    the router's side: clients/budget.py)
     charges.py   what one stored result costs (pure; shared by the ledger and ``orchestra cost report``)
     tiers.py     what a SetTier command does to a tier's state (pure)
     journal.py   the LEDGER stream: entry subjects, Msg-Ids, reading it back

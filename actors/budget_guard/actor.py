@@ -28,7 +28,21 @@ import msgspec
 
 from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
+from actors.budget_guard.messages import (
+    BudgetMsg,
+    LeaseLost,
+    ReenableDue,
+    Release,
+    Reserve,
+    ResultStored,
+    SnapshotTick,
+    Summary,
+    SweepTick,
+    TierCommand,
+    WatermarkTick,
+)
 from actors.budget_guard.tierkeeper import TierKeeper
+from actors.budget_guard.writer import LedgerWriter
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -36,8 +50,10 @@ from bus.errors import ServiceCallError, Transient
 from bus.lease import WriterLease
 from bus.service import ServiceSpec
 from bus.subjects import KVSpec, StreamSpec
-from policy.ledger import Due, Ledger
+from policy.ledger import Ledger
+from policy.ledger_notices import Due
 from policy.money import NANOS, fmt_usd
+from schemas.base import Tier
 from schemas.budget import (
     RELEASE_REQUEST,
     RESERVE_REQUEST,
@@ -56,9 +72,8 @@ from schemas.budget import (
 from schemas.codec import encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
-from schemas.events import DeadLettered, Event
+from schemas.events import Event
 
-RESERVE_WRITE_TIMEOUT = 1.0  # the router waits 2 s for a reservation: deny rather than keep it waiting
 SWEEP_EVERY = 5.0
 SETTLE_DURABLE = "budget_guard"
 PRUNE_EVERY = 300.0
@@ -75,9 +90,12 @@ class BudgetGuard(Actor):
         super().__init__(cfg, instance=instance)
         self.ledger = Ledger(cfg.budgets)
         self.ledger.charged_through = 0.0  # no hold expires before RESULTS is read up to a time after it
-        self.tiers = TierKeeper(self, self.ledger.calendar.tz, self._event)
+        self.tiers = TierKeeper(
+            self.name, self.ledger.calendar.tz, event_once=self._event, publish=self.publish, due=self._reenable_due
+        )
+        self.watermark = watermark.Watermark()
         self._background: set[asyncio.Task[None]] = set()
-        self._ledger_ok = True  # False after a written-ahead entry was not confirmed: store before answering
+        self.writer = LedgerWriter(self._store, self._send)
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
@@ -92,9 +110,9 @@ class BudgetGuard(Actor):
 
     def services(self) -> list[ServiceSpec]:
         return [
-            ServiceSpec(subjects.SVC_BUDGET_RESERVE, self.reserve, RESERVE_REQUEST),
-            ServiceSpec(subjects.SVC_BUDGET_RELEASE, self.release, RELEASE_REQUEST),
-            ServiceSpec(subjects.SVC_BUDGET_SUMMARY, self.summary, SUMMARY_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_RESERVE, lambda req: self.handle(Reserve(req)), RESERVE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_RELEASE, lambda req: self.handle(Release(req)), RELEASE_REQUEST),
+            ServiceSpec(subjects.SVC_BUDGET_SUMMARY, lambda req: self.handle(Summary(req)), SUMMARY_REQUEST),
         ]
 
     def consumers(self) -> list[ConsumerSpec]:
@@ -104,7 +122,7 @@ class BudgetGuard(Actor):
                 stream="RESULTS",
                 durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
-                handler=self.settle,
+                handler=self.deliver(ResultStored),
                 concurrency=32,
                 description="budget_guard: charge every stored result once",
                 **defaults,
@@ -113,7 +131,7 @@ class BudgetGuard(Actor):
                 stream="COMMANDS",
                 durable="budget_guard_tiers",
                 subjects=(subjects.tier_commands(),),
-                handler=self.tiers.handle,
+                handler=self.deliver(TierCommand),
                 concurrency=1,  # in order: the last command wins
                 description="budget_guard: tier enable / disable",
                 **defaults,
@@ -152,20 +170,43 @@ class BudgetGuard(Actor):
             fmt_usd(self.ledger.charged_total(), 6),
             len(self.ledger.reservations),
         )
-        soon = rebuilt.tail >= SNAPSHOT_TAIL  # a long tail: compact it soon, not in an hour
-        self.spawn("snapshots", lambda: self._snapshots(soon))
+        # Every ``budgets.snapshot_every``: the fold of the last snapshot and the entries after it, stored
+        # as the next snapshot (a restart then reads it plus a short tail); a long tail: soon, not in an hour.
+        every = float(self.cfg.budgets.snapshot_every)
+        self.every("snapshots", every, SnapshotTick, first=SNAPSHOT_SOON if rebuilt.tail >= SNAPSHOT_TAIL else every)
         await self.tiers.start(self.js)
-        self.spawn("watermark", lambda: watermark.follow(self.js, "RESULTS", SETTLE_DURABLE, self.ledger))
-        self.spawn("sweep", self._sweep)
+        self.every("watermark", watermark.EVERY, WatermarkTick, first=0.0)
+        self.every("sweep", SWEEP_EVERY, SweepTick, first=0.0)
 
-    async def _snapshots(self, soon: bool) -> None:
-        """Every ``budgets.snapshot_every``: the fold of the last snapshot and the entries after it,
-        stored as the next snapshot (a restart then reads it plus a short tail)."""
-        wait = SNAPSHOT_SOON if soon else float(self.cfg.budgets.snapshot_every)
-        while True:
-            await asyncio.sleep(wait)
-            wait = float(self.cfg.budgets.snapshot_every)
-            await self.snapshot_now()
+    # --- messages --------------------------------------------------------------------------------
+    async def handle(self, msg: BudgetMsg) -> Any:
+        """The one entry point; a service's message returns its reply."""
+        match msg:
+            case ResultStored(d=d):
+                await self.settle(d)
+            case TierCommand(d=d):
+                await self.tiers.command(d)
+            case Reserve(req=req):
+                return await self.reserve(req)
+            case Release(req=req):
+                return await self.release(req)
+            case Summary(req=req):
+                return await self.summary(req)
+            case ReenableDue(tier=tier, until=until):
+                await self.tiers.reenable(tier, until)
+            case SweepTick():
+                await self._sweep(time.time())
+            case WatermarkTick():
+                await self._follow_results()
+            case SnapshotTick():
+                await self.snapshot_now()
+            case LeaseLost(reason=reason):
+                self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
+                self.request_exit(f"lost the writer lease: {reason}")
+        return None
+
+    async def _reenable_due(self, tier: Tier, until: float) -> None:
+        await self.handle(ReenableDue(tier, until))
 
     async def snapshot_now(self) -> snapstore.Manifest | None:
         assert self.lease is not None
@@ -189,30 +230,17 @@ class BudgetGuard(Actor):
 
     async def _keep_lease(self) -> None:
         assert self.lease is not None
-        reason = await self.lease.keep()
-        self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
-        self.request_exit(f"lost the writer lease: {reason}")
+        await self.handle(LeaseLost(await self.lease.keep()))
 
     async def _dead_letter_entry(self, bad: journal.Rejected) -> None:
         """A LEDGER message that is not an entry: kept aside with the reason, announced, never applied."""
-        reason = f"not a ledger entry: {bad.reason}"[:1000]
-        self.log.warning("ledger rebuild skipped %s (stream seq %d): %s", bad.subject, bad.seq, reason)
-        headers = {
-            "Orch-Reason": reason,
-            "Orch-Subject": bad.subject,
-            "Orch-Stream": journal.STREAM,
-            "Orch-Consumer": "budget_guard-rebuild",
-            "Orch-Stream-Seq": str(bad.seq),
-            "Nats-Msg-Id": f"dlq:{journal.STREAM}:{bad.seq}",
-        }
+        letter = rebuild.dead_letter(bad)
+        self.log.warning("ledger rebuild skipped %s (stream seq %d): %s", bad.subject, bad.seq, letter.event.reason)
         try:
-            await self.publish(subjects.dead_letter(journal.STREAM), bad.data, headers=headers, timeout=5.0)
+            await self.publish(subjects.dead_letter(journal.STREAM), bad.data, headers=letter.headers, timeout=5.0)
         except Exception as exc:
             self.log.warning("could not dead-letter ledger seq %d: %s", bad.seq, exc)
-        await self.emit(
-            DeadLettered(stream=journal.STREAM, subject=bad.subject, consumer="budget_guard-rebuild", deliveries=1,
-                         reason=reason)
-        )  # fmt: skip
+        await self.emit(letter.event)
 
     # --- services --------------------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveReply:
@@ -240,22 +268,15 @@ class BudgetGuard(Actor):
                     self._in_background(self._notify(due))
             return denied
         if decision.entry is not None:
-            try:
-                # Write-ahead on this connection: the entry reaches the server before the reply does
-                # (one connection keeps its order), so a guard that dies after answering has its hold
-                # on the bus. The store's ack is confirmed in the background, not on the request's path.
-                if self._ledger_ok:
-                    stored: asyncio.Future[Any] | None = await self._append_ahead(decision.entry)
-                else:  # an earlier entry was not confirmed: store first, answer after
-                    await self._append(decision.entry, RESERVE_WRITE_TIMEOUT)
-                    self._ledger_ok, stored = True, None
+            try:  # written ahead of the reply, confirmed in the background (writer.py)
+                stored = await self.writer.ahead(decision.entry)
             except Exception as exc:
                 self.ledger.rollback(rid)
                 self.log.warning("reservation %s rolled back: the ledger could not store it (%s)", rid, exc)
-                self._in_background(self._append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
+                self._in_background(self.writer.append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
                 return ReserveReply(granted=False, reason="ledger_unavailable")
             if stored is not None:
-                self._in_background(self._confirm(stored, decision.entry))
+                self._in_background(self.writer.confirm(stored, decision.entry))
         r = decision.reservation
         assert r is not None
         return ReserveReply(
@@ -275,7 +296,7 @@ class BudgetGuard(Actor):
         partial = req.amount_nanos if r.lease else None
         entry = Released(at=time.time(), reservation_id=r.id, reason=req.reason or "released", amount_nanos=partial)
         try:
-            await self._append(entry, 2.0)
+            await self.writer.append(entry, 2.0)
         except Exception as exc:
             info = ErrorInfo.of("unavailable", "the ledger cannot be written now; the hold expires at its deadline")
             raise ServiceCallError(info) from exc
@@ -299,7 +320,7 @@ class BudgetGuard(Actor):
         charge = self.ledger.settles(charge)  # the hold it settles (its lease draw, or its reservation), claimed
         charge = priced(charge, self.cfg.models.get(charge.model or ""), self._hold_of(charge))
         try:
-            await self._append(charge, 10.0)
+            await self.writer.append(charge, 10.0)
         except BaseException as exc:  # not stored (or cancelled): the hold is free to settle otherwise
             self.ledger.unclaim(charge)
             if not isinstance(exc, Exception):
@@ -328,7 +349,7 @@ class BudgetGuard(Actor):
             await self._event(due.event, f"budget:{due.key}")
             if due.spike:
                 await self._spike_command(due)
-            await self._append(Marked(at=time.time(), key=due.key), 10.0)
+            await self.writer.append(Marked(at=time.time(), key=due.key), 10.0)
         except Exception as exc:
             self.ledger.marks.discard(due.key)  # try again on the next charge or sweep
             self.log.warning("could not send %s: %s", due.key, exc)
@@ -344,38 +365,30 @@ class BudgetGuard(Actor):
         await self.publish(subjects.event(event), event, msg_id=msg_id, timeout=5.0)
 
     # --- housekeeping ----------------------------------------------------------------------------
-    async def _sweep(self) -> None:
-        while True:
-            now = time.time()
-            for r in self.ledger.expire(now):
-                self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.hold, 6))
-            if now - self._pruned > PRUNE_EVERY:
-                self.ledger.prune(now)
-                self._pruned = now
-            await self._fire_due(now)
-            await self.tiers.sweep(now)
-            await asyncio.sleep(SWEEP_EVERY)
+    async def _sweep(self, now: float) -> None:
+        for r in self.ledger.expire(now):
+            self.log.info("reservation %s expired unsettled (%s)", r.id, fmt_usd(r.hold, 6))
+        if now - self._pruned > PRUNE_EVERY:
+            self.ledger.prune(now)
+            self._pruned = now
+        await self._fire_due(now)
+        await self.tiers.sweep(now)
 
-    async def _append_ahead(self, entry: LedgerEntry) -> asyncio.Future[Any]:
+    async def _follow_results(self) -> None:
+        """Advance ``ledger.charged_through`` as the RESULTS consumer catches up (``watermark.py``)."""
+        state = await watermark.read(self.js, "RESULTS", SETTLE_DURABLE)
+        through = self.watermark.observe(state) if state is not None else None
+        if through is not None:
+            self.ledger.charged_through = max(self.ledger.charged_through, through)
+
+    async def _send(self, subject: str, entry: LedgerEntry, msg_id: str) -> asyncio.Future[Any]:
         """Hand the entry to the connection now; the returned future resolves with the store's ack."""
         if not self.nc.is_connected:
             raise ConnectionError("not connected to NATS")
-        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
         return await self.js.publish_async(subject, encode(entry), headers={"Nats-Msg-Id": msg_id})
 
-    async def _confirm(self, stored: asyncio.Future[Any], entry: LedgerEntry) -> None:
-        """The entry was sent ahead of a granted reply: make sure it is stored (retries are deduplicated
-        by its Msg-Id). A hold that was granted is never taken back."""
-        try:
-            await asyncio.wait_for(stored, RESERVE_WRITE_TIMEOUT * 5)
-        except Exception as exc:
-            self._ledger_ok = False
-            self.log.warning("ledger entry not confirmed (%s); storing it again", exc)
-            await self._append(entry, 60.0)
-
-    async def _append(self, entry: LedgerEntry, timeout: float) -> None:
-        subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
-        await asyncio.wait_for(self.publish(subject, entry, msg_id=msg_id, timeout=timeout), timeout)
+    async def _store(self, subject: str, entry: LedgerEntry, msg_id: str, timeout: float) -> None:
+        await self.publish(subject, entry, msg_id=msg_id, timeout=timeout)
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

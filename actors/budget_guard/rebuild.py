@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from actors.budget_guard import journal, snapshot, snapstore
 from policy.ledger import Ledger
 from schemas.config.ops import BudgetsCfg
+from schemas.events import DeadLettered
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,26 @@ async def snapshot_now(nc: NATS, cfg: BudgetsCfg, *, now: float) -> snapstore.Ma
     rebuilt.ledger.prune(now)  # old period sums go, as live
     data = snapshot.export(rebuilt.ledger)
     return await snapstore.write(nc, data, covers_seq=rebuilt.last_seq, entries=rebuilt.ledger.entries_applied)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    headers: dict[str, str]  # of its copy in orch.dlq.LEDGER
+    event: DeadLettered
+
+
+def dead_letter(bad: journal.Rejected) -> DeadLetter:
+    """How a LEDGER message that is not an entry is kept aside (with the reason) and announced."""
+    reason = f"not a ledger entry: {bad.reason}"[:1000]
+    headers = {
+        "Orch-Reason": reason,
+        "Orch-Subject": bad.subject,
+        "Orch-Stream": journal.STREAM,
+        "Orch-Consumer": "budget_guard-rebuild",
+        "Orch-Stream-Seq": str(bad.seq),
+        "Nats-Msg-Id": f"dlq:{journal.STREAM}:{bad.seq}",
+    }
+    event = DeadLettered(
+        stream=journal.STREAM, subject=bad.subject, consumer="budget_guard-rebuild", deliveries=1, reason=reason
+    )
+    return DeadLetter(headers, event)

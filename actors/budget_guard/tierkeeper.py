@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -20,7 +21,6 @@ from nats.js import JetStreamContext
 
 from actors.budget_guard.tiers import apply_command, event_for, overdue
 from bus import subjects
-from bus.actor import Actor
 from bus.consumer import Delivery
 from bus.errors import Permanent
 from bus.kv import TypedKV
@@ -33,6 +33,13 @@ from schemas.state import TierState
 log = logging.getLogger(__name__)
 
 EventOnce = Callable[[Event, str], Awaitable[None]]
+Due = Callable[[Tier, float], Awaitable[None]]  # the scheduled re-enable of a tier disabled until then
+
+
+class Publish(Protocol):
+    """Store a message in JetStream (``Actor.publish``)."""
+
+    async def __call__(self, subject: str, obj: Any, *, msg_id: str | None = None, timeout: float = 30.0) -> Any: ...
 
 
 def when(t: float | None, tz: tzinfo) -> str:
@@ -40,8 +47,10 @@ def when(t: float | None, tz: tzinfo) -> str:
 
 
 class TierKeeper:
-    def __init__(self, actor: Actor, tz: tzinfo, event_once: EventOnce) -> None:
-        self.actor, self.tz, self.event_once = actor, tz, event_once
+    """``by``: who sends its commands (the actor's name); ``due``: what the scheduler calls at a disable's end."""
+
+    def __init__(self, by: str, tz: tzinfo, *, event_once: EventOnce, publish: Publish, due: Due) -> None:
+        self.by, self.tz, self.event_once, self.publish, self.due = by, tz, event_once, publish, due
         self.states: dict[str, TierState] = {}
         self.scheduler = AsyncIOScheduler(timezone=tz)
         self._kv: TypedKV[TierState] | None = None
@@ -65,8 +74,8 @@ class TierKeeper:
     def disabled(self) -> set[str]:
         return {t for t, s in self.states.items() if not s.enabled}
 
-    async def handle(self, d: Delivery) -> None:
-        """The consumer of ``orch.cmd.tier.*`` (concurrency 1: in order)."""
+    async def command(self, d: Delivery) -> None:
+        """A delivery of ``orch.cmd.tier.*`` (its consumer has concurrency 1: in order)."""
         cmd = COMMAND.decode(d.data)
         if not isinstance(cmd, SetTier):
             raise Permanent(f"not a tier command: {type(cmd).__name__}")
@@ -90,7 +99,7 @@ class TierKeeper:
                 self.scheduler.remove_job(job_id)
             return
         self.scheduler.add_job(
-            self.reenable,
+            self.due,
             DateTrigger(run_date=datetime.fromtimestamp(max(state.until, time.time()), self.tz)),
             args=[state.tier, state.until],
             id=job_id,
@@ -100,11 +109,11 @@ class TierKeeper:
 
     async def reenable(self, tier: Tier, until: float) -> None:
         """Ask for the end of the disable that runs until ``until`` (a newer one is left alone)."""
-        by = f"{self.actor.name}:schedule"
+        by = f"{self.by}:schedule"
         reason = f"scheduled re-enable (disabled until {when(until, self.tz)})"
         cmd = SetTier(tier=tier, enabled=True, until=until, reason=reason, at=time.time(), by=by)
         try:
-            await self.actor.publish(subjects.command(cmd), cmd, msg_id=f"reenable:{tier}:{until}", timeout=10.0)
+            await self.publish(subjects.command(cmd), cmd, msg_id=f"reenable:{tier}:{until}", timeout=10.0)
         except Exception as exc:
             log.warning("could not re-enable tier %s (the sweep tries again): %s", tier, exc)
 
@@ -116,5 +125,5 @@ class TierKeeper:
     async def disable(self, tier: Tier, until: float | None, reason: str, msg_id: str) -> None:
         """Send the command that disables a tier (the cost spike's remediation)."""
         log.warning("%s: disabling tier %s until %s", reason, tier, when(until, self.tz))
-        cmd = SetTier(tier=tier, enabled=False, until=until, reason=reason, at=time.time(), by=self.actor.name)
-        await self.actor.publish(subjects.command(cmd), cmd, msg_id=msg_id)
+        cmd = SetTier(tier=tier, enabled=False, until=until, reason=reason, at=time.time(), by=self.by)
+        await self.publish(subjects.command(cmd), cmd, msg_id=msg_id)

@@ -16,15 +16,12 @@ acknowledged sequence is a charged one. The tick time is taken before the server
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
 
 import nats.errors
 from nats.js.client import JetStreamContext
-
-from policy.ledger import Ledger
 
 EVERY = 1.0
 
@@ -65,14 +62,3 @@ async def read(js: JetStreamContext, stream: str, durable: str) -> ConsumerState
         return None
     floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
     return ConsumerState(at=at, undelivered=undelivered, unacked=unacked, ack_floor=floor or 0, last_seq=last)
-
-
-async def follow(js: JetStreamContext, stream: str, durable: str, ledger: Ledger, every: float = EVERY) -> None:
-    """Advance ``ledger.charged_through`` as the consumer catches up (a supervised task of the guard)."""
-    mark = Watermark()
-    while True:
-        state = await read(js, stream, durable)
-        through = mark.observe(state) if state is not None else None
-        if through is not None:
-            ledger.charged_through = max(ledger.charged_through, through)
-        await asyncio.sleep(every)

@@ -1,6 +1,6 @@
 """The cache actor: exact and semantic response caching with offline embeddings.
 
-actor.py      the Actor: the lookup service and the results consumer
+actor.py      the Actor: one handle() over messages.py (lookup and embed services, results, sweep)
 core.py       lookup and store over the stores below (no bus code)
 normalize.py  prompt normalisation (pure)
 keys.py       exact keys and semantic scopes (pure)

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 from actors.cache.core import ResponseCache
 from actors.cache.errors import CacheError, StoreError
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
+from actors.cache.messages import CacheMsg, Embed, Lookup, ResultStored, SweepTick
 from actors.cache.verifier import Verifier
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
@@ -75,8 +77,8 @@ class CacheActor(Actor):
 
     def services(self) -> list[ServiceSpec]:
         return [
-            ServiceSpec(SVC_CACHE_LOOKUP, self.lookup, CACHE_LOOKUP),
-            ServiceSpec(SVC_CACHE_EMBED, self.embed, EMBED_REQUEST, concurrency=8),
+            ServiceSpec(SVC_CACHE_LOOKUP, lambda msg: self.handle(Lookup(msg)), CACHE_LOOKUP),
+            ServiceSpec(SVC_CACHE_EMBED, lambda msg: self.handle(Embed(msg)), EMBED_REQUEST, concurrency=8),
         ]
 
     def consumers(self) -> list[ConsumerSpec]:
@@ -85,7 +87,7 @@ class CacheActor(Actor):
                 stream="RESULTS",
                 durable="cache",
                 subjects=(RESULT_FINAL,),
-                handler=self.handle,
+                handler=self.deliver(ResultStored),
                 concurrency=8,
                 deliver_new=True,
                 description="cache: store the answers of remembered misses",
@@ -125,7 +127,7 @@ class CacheActor(Actor):
             await self.cache.load()
         except (CacheError, WeightsError) as exc:
             raise StartError(str(exc)) from exc
-        self.spawn("sweep", self._sweep)
+        self.every("sweep", max(1.0, min(60.0, float(cfg.ttl) / 4)), SweepTick)
 
     async def _open_index(self) -> VectorIndex:
         semantic = self.cfg.cache.semantic
@@ -144,18 +146,29 @@ class CacheActor(Actor):
         if self.embedder is not None:
             self.embedder.close()
 
+    # --- messages --------------------------------------------------------------------------------
+    async def handle(self, msg: CacheMsg) -> Any:
+        """The one entry point; a service's message returns its reply."""
+        match msg:
+            case ResultStored(d=d):
+                await self.store(d)
+            case Lookup(msg=lookup):
+                return await self.lookup(lookup)
+            case Embed(msg=embed):
+                return await self.embed(embed)
+            case SweepTick():
+                await self._sweep()
+        return None
+
     async def _sweep(self) -> None:
-        period = max(1.0, min(60.0, float(self.cfg.cache.ttl) / 4))
-        while True:
-            await asyncio.sleep(period)
-            assert self.cache is not None
-            try:
-                removed = await self.cache.sweep()
-            except StoreError as exc:
-                self.log.warning("cache sweep failed: %s", exc)
-                continue
-            if removed:
-                self.log.debug("cache sweep removed %d expired entries", removed)
+        assert self.cache is not None
+        try:
+            removed = await self.cache.sweep()
+        except StoreError as exc:
+            self.log.warning("cache sweep failed: %s", exc)
+            return
+        if removed:
+            self.log.debug("cache sweep removed %d expired entries", removed)
 
     # --- the service -----------------------------------------------------------------------------
     async def lookup(self, msg: CacheLookup) -> CacheReply:
@@ -195,7 +208,7 @@ class CacheActor(Actor):
         return EmbedReply(vectors=vectors.tolist(), tokens=sum(counts))
 
     # --- results ---------------------------------------------------------------------------------
-    async def handle(self, d: Delivery) -> None:
+    async def store(self, d: Delivery) -> None:
         assert self.cache is not None
         outcome = OUTCOME.decode(d.data)
         try:

@@ -11,16 +11,18 @@ charged through the budget_guard: embed.py). Secrets stay here: error texts are 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
+from typing import Any
 
 from nats.js.errors import NotFoundError
 
 from actors.cloud_proxy import embed as embeddings
 from actors.cloud_proxy.clients import Call, Completion
 from actors.cloud_proxy.errors import ProviderError
+from actors.cloud_proxy.messages import CloudMsg, DispatchArrived, Embed, KeysTick, ProviderChanged, StateTick
 from actors.cloud_proxy.provider import Provider
 from bus import subjects
 from bus.actor import Actor
@@ -57,14 +59,15 @@ class CloudProxy(Actor):
         super().__init__(cfg, instance=instance)
         models = cfg.cloud_models()
         self.providers = {
-            name: Provider(name, pcfg, {m: c for m, c in models.items() if c.provider == name}, self._changed)
+            name: Provider(name, pcfg, {m: c for m, c in models.items() if c.provider == name}, self._on_change)
             for name, pcfg in cfg.providers.items()
         }
         self._kv: TypedKV[ProviderState] | None = None
         self._written: dict[str, ProviderState] = {}
 
     def services(self) -> list[ServiceSpec]:
-        return [ServiceSpec(subjects.SVC_CLOUD_EMBED, self.embed, CLOUD_EMBED_REQUEST, concurrency=32)]
+        ask = self.handle
+        return [ServiceSpec(subjects.SVC_CLOUD_EMBED, lambda req: ask(Embed(req)), CLOUD_EMBED_REQUEST, concurrency=32)]
 
     async def embed(self, req: CloudEmbedRequest) -> EmbedReply:
         """``orch.svc.cloud.embed``: held, called, charged (actors/cloud_proxy/embed.py)."""
@@ -89,7 +92,7 @@ class CloudProxy(Actor):
                 stream="DISPATCH",
                 durable="cloud-proxy",
                 subjects=(subjects.DISPATCH_CLOUD,),
-                handler=self.handle,
+                handler=self.deliver(DispatchArrived),
                 concurrency=self.cfg.cloud_proxy.concurrency,
                 description="cloud tiers: Together AI, OpenAI, Anthropic, Gemini",
                 **self.consumer_defaults(),
@@ -100,13 +103,32 @@ class CloudProxy(Actor):
         self._kv = await TypedKV.open(self.js, subjects.KV_PROVIDERS, PROVIDER_STATE)
         for name, provider in self.providers.items():
             await provider.start()
-            self.spawn(f"keys:{name}", provider.keys.watch)
+            self.every(f"keys:{name}", provider.keys.refresh, partial(KeysTick, name))
             await self._write(provider)
-        self.spawn("provider-state", self._state_loop)
+        self.every("provider-state", STATE_EVERY, StateTick)
 
     async def on_stop(self) -> None:
         for provider in self.providers.values():
             await provider.close()
+
+    # --- messages --------------------------------------------------------------------------------
+    async def handle(self, msg: CloudMsg) -> Any:
+        """The one entry point; a service's message returns its reply."""
+        match msg:
+            case DispatchArrived(d=d):
+                await self.dispatch(d)
+            case Embed(req=req):
+                return await self.embed(req)
+            case ProviderChanged(name=name, event=event):
+                await self._changed(self.providers[name], event)
+            case KeysTick(name=name):
+                await self.providers[name].keys.load()
+            case StateTick():
+                await self._refresh_states()
+        return None
+
+    async def _on_change(self, provider: Provider, event: ProviderCooldown | None) -> None:
+        await self.handle(ProviderChanged(provider.name, event))
 
     # --- provider state --------------------------------------------------------------------------
     async def _changed(self, provider: Provider, event: ProviderCooldown | None) -> None:
@@ -124,16 +146,14 @@ class CloudProxy(Actor):
         except Exception as exc:  # KV is a view for others: never fail a request over it
             log.warning("cannot write state of %s: %s", provider.name, exc)
 
-    async def _state_loop(self) -> None:
-        while True:
-            await asyncio.sleep(STATE_EVERY)
-            for provider in self.providers.values():
-                state, old = provider.state(), self._written.get(provider.name)
-                if old is None or _differs(state, old):
-                    await self._write(provider)
+    async def _refresh_states(self) -> None:
+        for provider in self.providers.values():
+            state, old = provider.state(), self._written.get(provider.name)
+            if old is None or _differs(state, old):
+                await self._write(provider)
 
     # --- dispatches ------------------------------------------------------------------------------
-    async def handle(self, d: Delivery) -> None:
+    async def dispatch(self, d: Delivery) -> None:
         dispatch = DISPATCH.decode(d.data)
         taken = time.time()
         request = dispatch.request

@@ -1,7 +1,7 @@
 """One configured provider at run time: its client, key, rate limits, circuit breakers and retries.
 
     provider = Provider("together", cfg, models, on_change=...)
-    await provider.start()                       # session, key; ``provider.keys.watch`` re-reads it
+    await provider.start()                       # session, key (the actor calls keys.load() every keys.refresh s)
     completion = await provider.run(call, "together/llama3.1-70b", deadline, on_text)
     provider.state()                             # the ProviderState record for KV
 

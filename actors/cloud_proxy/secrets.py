@@ -4,7 +4,7 @@
     ring = KeyRing(provider, ref, source)
     await ring.load()          read it now; False when no key is set (the provider is disabled)
     ring.key                   the current key, or None
-    run ring.watch() as a supervised task: re-read every ``ref.refresh`` seconds (rotation, no restart)
+    ring.refresh               the owner calls ring.load() this often (rotation, no restart)
 
 Vault is read through its HTTP API, KV version 2: ``GET {VAULT_ADDR}/v1/{mount}/data/{path}`` with
 ``X-Vault-Token``; the answer holds the key at ``data.data.<key>``.
@@ -149,8 +149,3 @@ class KeyRing:
         if self.on_change is not None:
             await self.on_change(value is not None)
         return True
-
-    async def watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh)
-            await self.load()

@@ -26,8 +26,10 @@ from nats.js.errors import NotFoundError
 
 from actors.gpu_host.callstream import CallStream
 from actors.gpu_host.devmem import DeviceMemory
-from actors.gpu_host.errors import HOST_ERRORS, DeadlineExceeded
-from actors.gpu_host.manager import ModelManager
+from actors.gpu_host.engine import Completion
+from actors.gpu_host.errors import HOST_ERRORS, DeadlineExceeded, GpuHostError
+from actors.gpu_host.manager import ModelManager, Resident
+from actors.gpu_host.messages import CommandArrived, DispatchArrived, HostMsg, Preload, StateTick
 from actors.gpu_host.outcome import choices_of, gen_params, make_result, vary_seed
 from actors.gpu_host.prompts import build_prompt
 from actors.gpu_host.tools import split_call, with_tools
@@ -39,12 +41,13 @@ from bus.outcomes import ChunkSender, publish_failure, publish_outcome
 from policy.pricing import local_cost
 from schemas.base import ToolCall
 from schemas.codec import COMMAND, DISPATCH, Codec
-from schemas.commands import LoadModel, SwapModels, UnloadModel
+from schemas.commands import Command, LoadModel, SwapModels, UnloadModel
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.events import HostDown, HostUp
 from schemas.result import Usage
 from schemas.state import HostState
+from weights.errors import ModelNotFound
 from weights.library import ModelLibrary
 
 HOST_STATE: Codec[HostState] = Codec(HostState)
@@ -89,7 +92,7 @@ class GpuHost(Actor):
                 stream="DISPATCH",
                 durable=f"host-{self.host}",
                 subjects=(subjects.dispatch_host_all(self.host),),
-                handler=self.handle,
+                handler=self.deliver(DispatchArrived),
                 concurrency=self.hcfg.concurrency,
                 description=f"gpu_host {self.host}: routed requests",
                 **defaults,
@@ -98,7 +101,7 @@ class GpuHost(Actor):
                 stream="COMMANDS",
                 durable=f"host-{self.host}-cmd",
                 subjects=(subjects.host_commands(self.host),),
-                handler=self.handle,
+                handler=self.deliver(CommandArrived),
                 concurrency=1,  # in order: a swap finishes before the next command
                 deliver_new=True,
                 description=f"gpu_host {self.host}: load / unload / swap",
@@ -111,7 +114,7 @@ class GpuHost(Actor):
         await self._publish_state()
         await self.emit(HostUp(host=self.host, cards=list(self.hcfg.cards)))
         self.spawn("heartbeat", self._heartbeat)
-        self.spawn("preload", self._preload, restart=False)
+        self.spawn("preload", lambda: self.handle(Preload()), restart=False)
 
     async def on_stop(self) -> None:
         connected = self.nc.is_connected
@@ -123,11 +126,23 @@ class GpuHost(Actor):
             await self.emit(HostDown(host=self.host, reason="stopped"))
 
     # --- messages ----------------------------------------------------------------------------------
-    async def handle(self, d: Delivery) -> None:
-        msg = DISPATCH.decode(d.data) if d.subject.startswith("orch.dispatch.") else COMMAND.decode(d.data)
+    async def handle(self, msg: HostMsg) -> None:
         match msg:
-            case Dispatch():
-                await self.generate(d, msg)
+            case DispatchArrived(d=d):
+                await self.generate(d, DISPATCH.decode(d.data))
+            case CommandArrived(d=d):
+                await self.command(COMMAND.decode(d.data))
+            case StateTick(sweep=sweep):
+                if sweep:
+                    await self.manager.sweep()
+                await self._publish_state()
+            case Preload():
+                for name in self.manager.hot_models():
+                    with contextlib.suppress(*HOST_ERRORS):
+                        await self.manager.ensure_loaded(name, reason="hot")
+
+    async def command(self, msg: Command) -> None:
+        match msg:
             case LoadModel(model=model, keep_alive=keep_alive, max_bits=max_bits):
                 if keep_alive not in (None, "hot", "warm", "cold"):
                     self.log.warning("%s: load %s: unknown keep_alive %r ignored", self.host, model, keep_alive)
@@ -159,52 +174,81 @@ class GpuHost(Actor):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
-        sampling = dispatch.effective_sampling
         # with tools, a call streams as tool-call deltas and text as text (callstream.py)
         streamed = ChunkSender(self, req.id, dispatch.attempt, req.origin) if req.stream else None
-        pieces = CallStream(sampling, f"call_{uuid.uuid4().hex[:24]}")
-        admitted = None
+        pieces = CallStream(dispatch.effective_sampling, f"call_{uuid.uuid4().hex[:24]}")
         try:
             if taken >= req.effective_deadline:
                 raise DeadlineExceeded(f"request {req.id} reached {self.host} after its deadline")
             resident = await self._loaded(model, req.effective_deadline)
-            admitted = resident
+        except HOST_ERRORS as exc:
+            await self._failed(dispatch, exc, streamed)
+            return
+        try:
             self.manager.touch(model)
             load_ms = (time.time() - taken) * 1000.0
-            cfg = resident.resolved.cfg
-            engine = resident.engine
-            prompt, stops = build_prompt(
-                with_tools(req, sampling),
-                model=model,
-                chat_format=cfg.chat_format,
-                template=getattr(engine, "chat_template", None),
-                bos=getattr(engine, "bos_text", ""),
-                eos=getattr(engine, "eos_text", ""),
-            )
-            params = gen_params(dispatch, stops)
-            gens = [  # n > 1: the other answers decode beside the first, in the same batch
-                engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
-                for i in range(sampling.n)
-            ]
-            gen = gens[0]
-            try:
-                if streamed is not None:
-                    async for piece in gen.pieces():
-                        await streamed.send_pieces(pieces.feed(piece))
-                done = await gen.result()
-                if streamed is not None:
-                    await streamed.send_pieces(pieces.close())
-                others = [await g.result() for g in gens[1:]]
-            finally:
-                for g in gens:
-                    g.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
+            done, others = await self._decode(dispatch, resident, streamed, pieces)
         except HOST_ERRORS as exc:
-            self.log.info("%s: request %s on %s failed: %s", self.host, req.id, model, exc)
-            await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
+            await self._failed(dispatch, exc, streamed)
             return
         finally:
-            if admitted is not None:
-                admitted.release()
+            resident.release()
+        await self._answer(d, dispatch, resident, done, others, streamed, pieces, load_ms=load_ms, taken=taken)
+
+    async def _decode(
+        self, dispatch: Dispatch, resident: Resident, streamed: ChunkSender | None, pieces: CallStream
+    ) -> tuple[Completion, list[Completion]]:
+        """Generate the answer (``n`` > 1: the other answers decode beside the first, in the same batch)."""
+        req, sampling = dispatch.request, dispatch.effective_sampling
+        engine = resident.engine
+        prompt, stops = build_prompt(
+            with_tools(req, sampling),
+            model=dispatch.target.model,
+            chat_format=resident.resolved.cfg.chat_format,
+            template=getattr(engine, "chat_template", None),
+            bos=getattr(engine, "bos_text", ""),
+            eos=getattr(engine, "eos_text", ""),
+        )
+        params = gen_params(dispatch, stops)
+        gens = [
+            engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
+            for i in range(sampling.n)
+        ]
+        gen = gens[0]
+        try:
+            if streamed is not None:
+                async for piece in gen.pieces():
+                    await streamed.send_pieces(pieces.feed(piece))
+            done = await gen.result()
+            if streamed is not None:
+                await streamed.send_pieces(pieces.close())
+            return done, [await g.result() for g in gens[1:]]
+        finally:
+            for g in gens:
+                g.cancel()  # no-op when finished; stops the sequence when this handler is cancelled
+
+    async def _failed(
+        self, dispatch: Dispatch, exc: GpuHostError | ModelNotFound, streamed: ChunkSender | None
+    ) -> None:
+        req = dispatch.request
+        self.log.info("%s: request %s on %s failed: %s", self.host, req.id, dispatch.target.model, exc)
+        await publish_failure(self, dispatch, exc.to_info(), streamed=bool(streamed and streamed.sent))
+
+    async def _answer(
+        self,
+        d: Delivery,
+        dispatch: Dispatch,
+        resident: Resident,
+        done: Completion,
+        others: list[Completion],
+        streamed: ChunkSender | None,
+        pieces: CallStream,
+        *,
+        load_ms: float,
+        taken: float,
+    ) -> None:
+        """Cost the answer and store it (a deadline that cut it short: a failed attempt, with its cost)."""
+        req, sampling, cfg = dispatch.request, dispatch.effective_sampling, resident.resolved.cfg
         out_tokens = done.output_tokens + sum(o.output_tokens for o in others)
         usage = Usage(input_tokens=done.input_tokens, output_tokens=out_tokens)
         cost = local_cost(
@@ -266,22 +310,18 @@ class GpuHost(Actor):
                 self.log.debug("%s: could not write host state: %s", self.host, exc)
 
     async def _heartbeat(self) -> None:
+        """A state write when the record changed (``_dirty``) or a heartbeat passed; a sweep each heartbeat."""
         period = float(self.hcfg.heartbeat)
         last_sweep = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), period)
             self._dirty.clear()
-            if time.monotonic() - last_sweep >= period:
+            sweep = time.monotonic() - last_sweep >= period
+            if sweep:
                 last_sweep = time.monotonic()
-                await self.manager.sweep()
-            await self._publish_state()
+            await self.handle(StateTick(sweep))
             await asyncio.sleep(0.1)  # at most ~10 state writes a second
-
-    async def _preload(self) -> None:
-        for name in self.manager.hot_models():
-            with contextlib.suppress(*HOST_ERRORS):
-                await self.manager.ensure_loaded(name, reason="hot")
 
 
 def _abandon(task: asyncio.Future[Any]) -> None:

@@ -9,7 +9,8 @@
 
 Loads and unloads run one at a time (a lock); requests to loaded models never wait for it. Every
 transition publishes an event (model.loaded / model.unloaded / model.swap / model.keep_alive /
-model.load_failed / oom).
+model.load_failed / oom). The records it keeps and builds (``Resident``, the engine, the host's KV
+record, the oom) are in ``residents.py``.
 """
 
 from __future__ import annotations
@@ -20,22 +21,28 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from actors.gpu_host import devmem
-from actors.gpu_host.ctrans_engine import CTransformersEngine
 from actors.gpu_host.devmem import DeviceMemory
-from actors.gpu_host.engine import Engine, LoadSpec
+from actors.gpu_host.engine import Engine
 from actors.gpu_host.errors import HOST_ERRORS, GpuHostError, OutOfMemory
-from actors.gpu_host.llama_engine import LlamaCppEngine
+from actors.gpu_host.residents import (
+    AllocationFailed,
+    Resident,
+    card_use,
+    host_state,
+    hot_models,
+    make_engine,
+    oom_of,
+    usable_cards,
+)
 from policy import eviction, memory
-from policy.memory import planned_kv_bytes_per_token, planned_variants
 from schemas.base import KeepAlive
 from schemas.config.hosts import CardCfg
 from schemas.config.models import LocalModel
 from schemas.config.root import OrchestraConfig
-from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
-from schemas.state import CardState, HostState, LoadedModel
+from schemas.events import Event, ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded
+from schemas.state import HostState
 from weights.errors import ModelNotFound
 from weights.library import ModelLibrary, ResolvedModel
 
@@ -43,42 +50,6 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0  # an unload waits this long for in-flight requests, then hands them back
 FAILED_LOAD_HOLD_S = 5.0  # a load that failed is not retried for this long (requests fail fast)
-
-
-@dataclass
-class Resident:
-    name: str
-    resolved: ResolvedModel
-    engine: Engine
-    plan: memory.Plan
-    keep_alive: KeepAlive
-    loaded_at: float
-    load_ms: float
-    usage: eviction.Usage = field(default_factory=eviction.Usage)
-    draining: bool = False
-    admitted: int = 0  # requests handed this model and not finished (an unload waits for them)
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while admitted == 0
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-    def admit(self) -> None:
-        self.admitted += 1
-        self.idle.clear()
-
-    def release(self) -> None:
-        self.admitted = max(0, self.admitted - 1)
-        if self.admitted == 0:
-            self.idle.set()
-
-    @property
-    def bytes_by_card(self) -> dict[str, int]:
-        return dict(zip(self.plan.placement.cards, self.plan.placement.per_card, strict=True))
-
-    @property
-    def busy(self) -> bool:
-        """Requests handed it (``admitted``: maybe not yet submitted to the engine) or in the engine."""
-        return self.admitted + self.engine.active + self.engine.queued > 0
 
 
 class ModelManager:
@@ -108,21 +79,8 @@ class ModelManager:
 
     # --- queries -----------------------------------------------------------------------------------
     def cards(self, without: frozenset[str] = frozenset()) -> list[memory.Card]:
-        """The cards as they are (``without``: as if those models were gone). On CUDA cards with NVML the
-        use the device reports counts when it is larger than the bookkeeping (another process's memory)."""
-        booked: dict[str, int] = {}
-        kept: dict[str, int] = {}
-        for r in self.residents.values():
-            for card, n in r.bytes_by_card.items():
-                booked[card] = booked.get(card, 0) + n
-                if r.name not in without:
-                    kept[card] = kept.get(card, 0) + n
-        out = []
-        for name, c in self.card_cfgs.items():
-            total, used = devmem.reconcile(booked=booked.get(name, 0), reading=self._reading(c), budget=int(c.memory))
-            foreign = used - booked.get(name, 0)  # memory this host did not book: not freed by its unloads
-            out.append(memory.Card(name, total, kept.get(name, 0) + foreign))
-        return out
+        """The cards as they are (``without``: as if those models were gone; ``residents.card_use``)."""
+        return card_use(self.card_cfgs, self.residents.values(), without, self._reading)
 
     def _reading(self, card: CardCfg) -> devmem.Reading | None:
         if self.devices is None or card.device != "cuda":
@@ -144,49 +102,16 @@ class ModelManager:
             self.residents[name].usage = self.usage[name]
 
     def state(self, *, up: bool = True, started_at: float = 0.0) -> HostState:
-        cards = [CardState(card=c.name, total_bytes=c.total, used_bytes=c.used) for c in self.cards()]
-        models = [
-            LoadedModel(
-                model=r.name,
-                bytes=r.plan.bytes,
-                cards=list(r.plan.placement.cards),
-                keep_alive=r.keep_alive,
-                loaded_at=r.loaded_at,
-                last_used=r.usage.last_used,
-                in_flight=r.engine.active,
-                queue_depth=r.engine.queued + self.waiting.get(r.name, 0),
-                tokens_per_s=round(r.engine.tokens_per_s, 2),
-                load_ms=round(r.load_ms, 1),
-                draining=r.draining,
-                card_bytes=list(r.plan.placement.per_card),
-                variant=r.plan.variant.quant,
-                bits=r.plan.variant.bits,
-            )
-            for r in self.residents.values()
-        ]
-        return HostState(
-            host=self.host, up=up, cards=cards, models=models, heartbeat_at=time.time(), started_at=started_at
-        )
+        residents = list(self.residents.values())
+        return host_state(self.host, residents, self.cards(), self.waiting, up=up, started_at=started_at)
 
     def configured_keep_alive(self, name: str) -> KeepAlive | None:
         model = self.cfg.models.get(name)
         return model.keep_alive if isinstance(model, LocalModel) else None
 
     def hot_models(self) -> list[str]:
-        """Hot models this host loads at start: those pinned to its cards, and unpinned ones when it is the
-        first host (in hosts.yaml order) whose cards can hold them."""
-        out = []
-        for name, m in self.cfg.local_models().items():
-            if m.keep_alive != "hot" or m.source is None:
-                continue
-            if m.cards:
-                if set(m.cards) <= set(self.card_cfgs):
-                    out.append(name)
-                continue
-            holder = next((h for h in self.cfg.hosts if _can_hold(self.cfg, h, name)), None)
-            if holder == self.host:
-                out.append(name)
-        return out
+        """Hot models this host loads at start (``residents.hot_models``)."""
+        return hot_models(self.cfg, self.host)
 
     # --- transitions -------------------------------------------------------------------------------
     async def ensure_loaded(
@@ -269,7 +194,7 @@ class ModelManager:
     ) -> Resident:
         try:
             model = self.library.model(name)
-            cards = self._usable_cards(name, model.cards)
+            cards = usable_cards(self.host, name, model.cards, list(self.card_cfgs))
             files = await asyncio.to_thread(self.library.resolve_all, name)
         except ModelNotFound as exc:
             await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
@@ -278,7 +203,7 @@ class ModelManager:
         while True:
             try:
                 return await self._load_variant(name, model, cards, files, keep_alive, reason, max_bits, fallbacks)
-            except _AllocationFailed as failed:
+            except AllocationFailed as failed:
                 # OOM remediation, first step: a lower-bit variant of the same model, before anything else
                 lower = [f for f in files if f.variant.weights < failed.variant.weights]
                 if not lower:
@@ -299,9 +224,6 @@ class ModelManager:
         fallbacks: list[str],
     ) -> Resident:
         pinned = bool(model.cards)
-        kv = files[0].kv_bytes_per_token
-        batch = 1 if model.engine == "ctransformers" else model.max_batch_size
-        overhead = int(self.hcfg.overhead)
         # The best plan the cards allow once every evictable model is gone, then the fewest victims for it.
         now = time.time()
         residents = [self._policy_view(r) for r in self.residents.values()]
@@ -309,10 +231,10 @@ class ModelManager:
         best = memory.plan(
             [f.variant for f in files],
             [c for c in self.cards(movable) if c.name in cards],
-            kv_bytes_per_token=kv,
+            kv_bytes_per_token=files[0].kv_bytes_per_token,
             context=model.context_length,
-            max_batch=batch,
-            overhead=overhead,
+            max_batch=1 if model.engine == "ctransformers" else model.max_batch_size,
+            overhead=int(self.hcfg.overhead),
             pinned=pinned,
             max_bits=max_bits,
         )
@@ -334,62 +256,54 @@ class ModelManager:
         placement = memory.place(best.footprint, usable, pinned=pinned)
         assert placement is not None
         plan = memory.Plan(best.variant, best.batch, best.context, best.footprint, placement, best.reason)
-        engine = self._engine(name, chosen, plan)
+        engine = await self._start(name, chosen, plan, usable)
+        return await self._loaded(name, chosen, engine, plan, keep_alive or model.keep_alive, reason, fallbacks)
+
+    async def _start(self, name: str, chosen: ResolvedModel, plan: memory.Plan, usable: list[memory.Card]) -> Engine:
+        """The engine, started on the cards of ``plan`` (``AllocationFailed``: llama.cpp could not allocate it)."""
+        engine = make_engine(
+            name, chosen, plan, self.card_cfgs, n_threads=self.n_threads, n_batch=self.n_threads_batch
+        )
         try:
             await engine.start()
         except OutOfMemory as exc:
             free = sum(c.free for c in usable)
-            oom = await self._oom(
-                name,
-                str(exc),
-                "+".join(placement.cards),
-                plan.bytes,
-                free,
-                sum(c.total for c in usable),
-                variant=plan.variant.quant,
-            )
-            raise _AllocationFailed(plan.variant, oom, str(exc)) from exc
+            cards, total = "+".join(plan.placement.cards), sum(c.total for c in usable)
+            oom = await self._oom(name, str(exc), cards, plan.bytes, free, total, variant=plan.variant.quant)
+            raise AllocationFailed(plan.variant, oom, str(exc)) from exc
         except GpuHostError as exc:
             await self.emit(ModelLoadFailed(host=self.host, model=name, error=exc.to_info()))
             raise
+        return engine
+
+    async def _loaded(
+        self,
+        name: str,
+        chosen: ResolvedModel,
+        engine: Engine,
+        plan: memory.Plan,
+        keep_alive: KeepAlive,
+        reason: str,
+        fallbacks: list[str],
+    ) -> Resident:
+        """Record the started engine as resident and announce it (model.loaded, with why this variant)."""
         load_ms = engine.load_s * 1000.0
         self.library.load_times.record(name, engine.load_s)
         r = Resident(
-            name,
-            chosen,
-            engine,
-            plan,
-            keep_alive or model.keep_alive,
-            time.time(),
-            load_ms,
-            usage=self.usage.get(name, eviction.Usage()),
+            name, chosen, engine, plan, keep_alive, time.time(), load_ms, usage=self.usage.get(name, eviction.Usage())
         )
         self.residents[name] = r
         self._failed.pop(name, None)
         why = "; ".join([*fallbacks, plan.reason]) + (" (device memory measured by NVML)" if self.measured else "")
+        placement = plan.placement
         log.info(
             "%s: loaded %s (%s, batch %d, %.0f MB on %s) in %.0f ms: %s",
-            self.host,
-            name,
-            plan.variant.quant,
-            plan.batch,
-            plan.bytes / 1e6,
-            "+".join(placement.cards),
-            load_ms,
-            why,
-        )
+            self.host, name, plan.variant.quant, plan.batch, plan.bytes / 1e6, "+".join(placement.cards), load_ms, why,
+        )  # fmt: skip
         await self.emit(
-            ModelLoaded(
-                host=self.host,
-                model=name,
-                cards=list(placement.cards),
-                bytes=plan.bytes,
-                load_ms=load_ms,
-                reason=reason,
-                variant=plan.variant.quant,
-                variant_reason=why[:1000],
-            )
-        )
+            ModelLoaded(host=self.host, model=name, cards=list(placement.cards), bytes=plan.bytes, load_ms=load_ms,
+                        reason=reason, variant=plan.variant.quant, variant_reason=why[:1000])
+        )  # fmt: skip
         self.changed()
         return r
 
@@ -461,16 +375,6 @@ class ModelManager:
                 await self._unload(name, reason="host stopping")
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _usable_cards(self, name: str, pinned: list[str]) -> list[str]:
-        if not pinned:
-            return list(self.card_cfgs)
-        missing = [c for c in pinned if c not in self.card_cfgs]
-        if missing:
-            raise ModelNotFound(
-                f"model {name!r} is pinned to cards {pinned}; host {self.host!r} does not own {missing}"
-            )
-        return list(pinned)
-
     def _policy_view(self, r: Resident) -> eviction.Resident:
         return eviction.Resident(
             name=r.name,
@@ -482,82 +386,14 @@ class ModelManager:
             loaded_at=r.loaded_at,
         )
 
-    def _engine(self, name: str, m: ResolvedModel, plan: memory.Plan) -> Engine:
-        card = self.card_cfgs[plan.placement.cards[0]]
-        split = None
-        if plan.placement.tensor_split:
-            by_index = {
-                self.card_cfgs[c].index: s
-                for c, s in zip(plan.placement.cards, plan.placement.tensor_split, strict=True)
-            }
-            split = tuple(by_index.get(i, 0.0) for i in range(max(by_index) + 1))
-        spec = LoadSpec(
-            name=name,
-            path=m.path,
-            context=m.cfg.context_length,
-            batch=plan.batch,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads_batch,
-            device=card.device,
-            n_gpu_layers=m.cfg.n_gpu_layers,
-            main_gpu=card.index,
-            tensor_split=split,
-            model_type=m.cfg.model_type,
-            chat_format=m.cfg.chat_format,
-        )
-        if m.cfg.engine == "ctransformers":
-            return CTransformersEngine(spec)
-        return LlamaCppEngine(spec)
-
     async def _oom(
         self, name: str, detail: str, card: str, requested: int, free: int, total: int, *, variant: str = ""
     ) -> OutOfMemory:
         log.warning("%s: out of memory loading %s %s: %s", self.host, name, variant, detail)
-        await self.emit(
-            Oom(
-                host=self.host,
-                card=card,
-                model=name,
-                requested_bytes=requested,
-                free_bytes=free,
-                total_bytes=total,
-                detail=detail[:1000],
-                variant=variant,
-            )
-        )
-        return OutOfMemory(
-            f"model {name!r} does not fit on {card}: {detail}",
-            model=name,
-            card=card,
-            requested_bytes=requested,
-            free_bytes=free,
-            total_bytes=total,
-        )
-
-
-class _AllocationFailed(Exception):
-    """llama.cpp could not allocate this variant (the oom event is out): try a smaller one."""
-
-    def __init__(self, variant: memory.Variant, oom: OutOfMemory, why: str) -> None:
-        super().__init__(str(oom))
-        self.variant, self.oom, self.why = variant, oom, why
+        event, error = oom_of(self.host, name, detail, card, requested, free, total, variant=variant)
+        await self.emit(event)
+        return error
 
 
 async def _no_event(event: Event) -> None:
     return None
-
-
-def _can_hold(cfg: OrchestraConfig, host: str, name: str) -> bool:
-    """Whether a host's cards could hold a model at all, from the library's description (no file needed)."""
-    model = cfg.local_models()[name]
-    hcfg = cfg.hosts[host]
-    cards = [memory.Card(c, int(cfg.cards[c].memory)) for c in hcfg.cards]
-    plan = memory.plan(
-        planned_variants(model),
-        cards,
-        kv_bytes_per_token=planned_kv_bytes_per_token(model),
-        context=model.context_length,
-        max_batch=1,
-        overhead=int(hcfg.overhead),
-    )
-    return isinstance(plan, memory.Plan)

