@@ -37,7 +37,7 @@ from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
 from bus.outcomes import ChunkSender, publish_failure, publish_outcome
 from policy.pricing import local_cost
-from schemas.base import ToolCall
+from schemas.base import ToolCall, priority_rank
 from schemas.codec import COMMAND, DISPATCH, Codec
 from schemas.commands import LoadModel, SwapModels, UnloadModel
 from schemas.config.root import OrchestraConfig
@@ -182,8 +182,11 @@ class GpuHost(Actor):
                 eos=getattr(engine, "eos_text", ""),
             )
             params = gen_params(dispatch, stops)
+            rank = priority_rank(req.priority)  # a busy model admits higher priorities first
             gens = [  # n > 1: the other answers decode beside the first, in the same batch
-                engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
+                engine.submit(
+                    prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream, rank=rank
+                )
                 for i in range(sampling.n)
             ]
             gen = gens[0]
