@@ -285,14 +285,17 @@ class KVSpec:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+REQUESTS_STREAM, DISPATCH_STREAM, RESULTS_STREAM = "REQUESTS", "DISPATCH", "RESULTS"
+EVENTS_STREAM, COMMANDS_STREAM, DEADLETTER_STREAM = "EVENTS", "COMMANDS", "DEADLETTER"
+
 # Shares of bus.streams.max_bytes (LEDGER and LEDGER_SNAPSHOTS take theirs from it too: 0.15 + 0.05).
 STREAMS: list[StreamSpec] = [
-    StreamSpec("REQUESTS", [REQUEST_ALL], "generation requests, Msg-Id = request id", share=0.15),
-    StreamSpec("DISPATCH", [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy", share=0.15),
-    StreamSpec("RESULTS", [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts", share=0.25),
-    StreamSpec("EVENTS", [EVENT_ALL], "everything that happened", share=0.15),
-    StreamSpec("COMMANDS", [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack", share=0.03),
-    StreamSpec("DEADLETTER", [DLQ_ALL], "messages that could not be handled, with the reason", share=0.07),
+    StreamSpec(REQUESTS_STREAM, [REQUEST_ALL], "generation requests, Msg-Id = request id", share=0.15),
+    StreamSpec(DISPATCH_STREAM, [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy", share=0.15),
+    StreamSpec(RESULTS_STREAM, [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts", share=0.25),
+    StreamSpec(EVENTS_STREAM, [EVENT_ALL], "everything that happened", share=0.15),
+    StreamSpec(COMMANDS_STREAM, [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack", share=0.03),
+    StreamSpec(DEADLETTER_STREAM, [DLQ_ALL], "messages that could not be handled, with the reason", share=0.07),
 ]
 LEDGER_SHARE = 0.15
 LEDGER_SNAP_SHARE = 0.05

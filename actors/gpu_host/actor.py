@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from nats.js.errors import NotFoundError
 
 from actors.gpu_host.callstream import CallStream
 from actors.gpu_host.devmem import DeviceMemory
@@ -35,7 +34,7 @@ from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
-from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from bus.outcomes import ChunkSender, has_outcome, publish_failure, publish_outcome
 from policy.pricing import local_cost
 from schemas.base import ToolCall, priority_rank
 from schemas.codec import COMMAND, DISPATCH, Codec
@@ -155,7 +154,7 @@ class GpuHost(Actor):
 
     async def generate(self, d: Delivery, dispatch: Dispatch) -> None:
         req, model = dispatch.request, dispatch.target.model
-        if await self._answered(req.id, req.origin):
+        if await has_outcome(self.js, req.id, req.origin):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
@@ -239,13 +238,6 @@ class GpuHost(Actor):
         await publish_outcome(self, result, req.origin)
 
     # --- helpers -----------------------------------------------------------------------------------
-    async def _answered(self, request_id: str, origin: str) -> bool:
-        try:
-            await self.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
-        except NotFoundError:
-            return False
-        return True
-
     async def _loaded(self, model: str, deadline: float):  # type: ignore[no-untyped-def]
         """The model, loading it if needed; a load is never cancelled half-way (others may wait on it)."""
         task = asyncio.ensure_future(self.manager.ensure_loaded(model, admit=True))
