@@ -123,7 +123,7 @@ class GpuHost(Actor):
 
     # --- messages ----------------------------------------------------------------------------------
     async def handle(self, d: Delivery) -> None:
-        msg = DISPATCH.decode(d.data) if d.subject.startswith("orch.dispatch.") else COMMAND.decode(d.data)
+        msg = DISPATCH.decode(d.data) if subjects.is_dispatch(d.subject) else COMMAND.decode(d.data)
         match msg:
             case Dispatch():
                 await self.generate(d, msg)
