@@ -101,7 +101,7 @@ class BudgetGuard(Actor):
         defaults = self.consumer_defaults()
         return [
             ConsumerSpec(
-                stream="RESULTS",
+                stream=subjects.RESULTS_STREAM,
                 durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.settle,
@@ -110,7 +110,7 @@ class BudgetGuard(Actor):
                 **defaults,
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable="budget_guard_tiers",
                 subjects=(subjects.tier_commands(),),
                 handler=self.tiers.handle,
@@ -155,7 +155,7 @@ class BudgetGuard(Actor):
         soon = rebuilt.tail >= SNAPSHOT_TAIL  # a long tail: compact it soon, not in an hour
         self.spawn("snapshots", lambda: self._snapshots(soon))
         await self.tiers.start(self.js)
-        self.spawn("watermark", lambda: watermark.follow(self.js, "RESULTS", SETTLE_DURABLE, self.ledger))
+        self.spawn("watermark", lambda: watermark.follow(self.js, subjects.RESULTS_STREAM, SETTLE_DURABLE, self.ledger))
         self.spawn("sweep", self._sweep)
 
     async def _snapshots(self, soon: bool) -> None:

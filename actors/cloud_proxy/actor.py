@@ -92,7 +92,7 @@ class CloudProxy(Actor):
     def consumers(self) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(
-                stream="DISPATCH",
+                stream=subjects.DISPATCH_STREAM,
                 durable="cloud-proxy",
                 subjects=(subjects.DISPATCH_CLOUD,),
                 handler=self.handle,

@@ -85,7 +85,7 @@ class GpuHost(Actor):
         defaults = self.consumer_defaults()
         return [
             ConsumerSpec(
-                stream="DISPATCH",
+                stream=subjects.DISPATCH_STREAM,
                 durable=f"host-{self.host}",
                 subjects=(subjects.dispatch_host_all(self.host),),
                 handler=self.handle,
@@ -94,7 +94,7 @@ class GpuHost(Actor):
                 **defaults,
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable=f"host-{self.host}-cmd",
                 subjects=(subjects.host_commands(self.host),),
                 handler=self.handle,
