@@ -133,7 +133,7 @@ class OrchestraClient:
                     if outcome is not None:
                         return
                     raise RequestFailed(ErrorInfo.of("timeout", "no answer before the deadline")) from None
-                if subject.startswith(f"{subjects.PREFIX}.stream."):
+                if subjects.is_chunks(subject):
                     chunk = CHUNK.decode(data)
                     if not follow.accept(chunk):
                         continue  # another generation's: never two answers glued

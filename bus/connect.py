@@ -146,6 +146,39 @@ async def _wait_for_credentials(bus: BusCfg, role: str, data_dir: str, wait: flo
         await asyncio.sleep(0.2)
 
 
+def _options(bus: BusCfg, name: str, role: str, data_dir: str) -> dict[str, object]:
+    """nats.connect's options: reconnect forever with backoff, keep-alive pings, this role's auth, TLS."""
+    options: dict[str, object] = dict(
+        servers=bus.servers,
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=float(bus.reconnect_wait),
+        reconnect_to_server_handler=backoff_handler(bus),
+        connect_timeout=float(bus.connect_timeout),
+        ping_interval=5,
+        max_outstanding_pings=3,
+        **auth_options(bus, role, data_dir),
+    )
+    tls = tls_context(bus.tls)
+    if tls is not None:
+        options["tls"] = tls
+    return options
+
+
+def _not_connected(bus: BusCfg, role: str, data_dir: str, wait: float | None, *, refused: bool) -> ConnectError:
+    """Why the first connect gave up: the server refused this role's credentials, or nobody answered."""
+    if refused:
+        folder = credentials_dir(bus, data_dir)
+        explicit = bus.auth.user or bus.auth.token_env or bus.auth.creds_file
+        where = f"{folder / (role + '.json')}" if folder is not None and not explicit else "bus.auth"
+        return ConnectError(
+            f"the NATS server at {', '.join(bus.servers)} refused the credentials of role {role} ({where}): "
+            "is this the profile and data directory the orchestra runs with?"
+        )
+    return ConnectError(f"no NATS server answered at {', '.join(bus.servers)} within {wait:g}s")
+
+
 async def connect(
     bus: BusCfg,
     *,
@@ -181,37 +214,13 @@ async def connect(
             await on_reconnect()
 
     await _wait_for_credentials(bus, role, data_dir, wait, errors.level)
-    options = dict(
-        servers=bus.servers,
-        name=name,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=float(bus.reconnect_wait),
-        reconnect_to_server_handler=backoff_handler(bus),
-        connect_timeout=float(bus.connect_timeout),
-        ping_interval=5,
-        max_outstanding_pings=3,
-        error_cb=error_cb,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        **auth_options(bus, role, data_dir),
-    )
-    tls = tls_context(bus.tls)
-    if tls is not None:
-        options["tls"] = tls
+    options = _options(bus, name, role, data_dir)
+    options.update(error_cb=error_cb, disconnected_cb=disconnected, reconnected_cb=reconnected)
     # With max_reconnect_attempts=-1 nats-py retries the first connect too (quietly, via error_cb).
     try:
         nc = await asyncio.wait_for(nats.connect(**options), wait)  # type: ignore[arg-type]
     except TimeoutError as exc:
-        if errors.refused:
-            folder = credentials_dir(bus, data_dir)
-            explicit = bus.auth.user or bus.auth.token_env or bus.auth.creds_file
-            where = f"{folder / (role + '.json')}" if folder is not None and not explicit else "bus.auth"
-            raise ConnectError(
-                f"the NATS server at {', '.join(bus.servers)} refused the credentials of role {role} ({where}): "
-                "is this the profile and data directory the orchestra runs with?"
-            ) from exc
-        raise ConnectError(f"no NATS server answered at {', '.join(bus.servers)} within {wait:g}s") from exc
+        raise _not_connected(bus, role, data_dir, wait, refused=errors.refused) from exc
     client.append(nc)
     if errors.count:
         log.info("%s: connected to nats", name)

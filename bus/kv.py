@@ -1,6 +1,6 @@
 """Typed JetStream KV buckets and live views.
 
-    TypedKV(kv, codec)    put / get / delete / items of one bucket, values are Structs
+    TypedKV(kv, codec)    put / get / delete / purge / items / stamps of one bucket, values are Structs
     LiveView              a dict kept current by a KV watch; readers never do I/O on the hot path
 
 Names are escaped into KV keys with :func:`bus.subjects.kv_key` and back.
@@ -26,13 +26,17 @@ T = TypeVar("T")
 
 
 class TypedKV(Generic[T]):
-    def __init__(self, kv: KeyValue, codec: Codec[T]) -> None:
+    """``lenient``: a value that does not decode reads as missing (a cache written by another version)
+    instead of raising SchemaError."""
+
+    def __init__(self, kv: KeyValue, codec: Codec[T], *, lenient: bool = False) -> None:
         self.kv = kv
         self.codec = codec
+        self.lenient = lenient
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str, codec: Codec[T]) -> TypedKV[T]:
-        return cls(await js.key_value(bucket), codec)
+    async def open(cls, js: JetStreamContext, bucket: str, codec: Codec[T], *, lenient: bool = False) -> TypedKV[T]:
+        return cls(await js.key_value(bucket), codec, lenient=lenient)
 
     async def put(self, name: str, value: T) -> int:
         return await self.kv.put(kv_key(name), encode(value))
@@ -44,10 +48,31 @@ class TypedKV(Generic[T]):
             return None
         if entry.value is None or entry.operation in (KV_DEL, KV_PURGE):
             return None
-        return self.codec.decode(entry.value)
+        try:
+            return self.codec.decode(entry.value)
+        except SchemaError:
+            if self.lenient:
+                return None
+            raise
 
     async def delete(self, name: str) -> None:
         await self.kv.delete(kv_key(name))
+
+    async def purge(self, name: str) -> None:
+        """Delete a key and its history."""
+        await self.kv.purge(kv_key(name))
+
+    async def stamps(self) -> AsyncIterator[tuple[str, float]]:
+        """(name, stored at, epoch seconds) of every live key, from the bucket's metadata only (no values)."""
+        watcher = await self.kv.watchall(ignore_deletes=True, meta_only=True)
+        try:
+            async for item in watcher:
+                if item is None:
+                    break
+                created = item.created
+                yield un_kv_key(item.key), created.timestamp() if hasattr(created, "timestamp") else float(created or 0)
+        finally:
+            await watcher.stop()
 
     async def items(self) -> dict[str, T]:
         try:

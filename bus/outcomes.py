@@ -1,5 +1,9 @@
 """Publishing outcomes the way the protocol requires (docs/protocol.md), for workers and the router.
 
+result = build_result(dispatch, provenance_of(dispatch, ...), text=..., ...)  # the one GenerateResult builder
+await stored_outcome(js, request_id, origin)            # the outcome stored for a request, or None
+await has_outcome(js, request_id, origin)               # whether one is stored (no decoding)
+await stored_failure(js, request_id, origin)            # the last AttemptFailed stored, or None
 await publish_outcome(actor, result_or_error, origin)  # orch.result.<origin>.<id>, Msg-Id <id>: stored once
 await publish_failure(actor, dispatch, error, ...)      # orch.result.<origin>.<id>.failed for the router
 chunks = ChunkSender(actor, request_id, attempt, origin)  # orch.stream.<origin>.<id>, core NATS
@@ -13,22 +17,119 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
 from bus import subjects
+from schemas.base import Tier, ToolCall
+from schemas.codec import ATTEMPT_FAILED, OUTCOME
 from schemas.dispatch import Dispatch
-from schemas.errors import ErrorInfo
+from schemas.errors import ErrorInfo, SchemaError
 from schemas.result import (
     AttemptFailed,
     FinishReason,
     GenerateError,
     GenerateResult,
     Outcome,
+    Provenance,
+    Response,
     StreamChunk,
+    Timings,
+    TokenLogprob,
     ToolCallDelta,
     Usage,
 )
 
 if TYPE_CHECKING:
     from bus.actor import Actor
+
+
+# --- the one result builder (pure): every tier's GenerateResult copies the dispatch the same way ----------
+def provenance_of(dispatch: Dispatch, *, family: str, tier: Tier, target: str) -> Provenance:
+    """Who answered, with the sampling and prompt variant the dispatch asked of it."""
+    s = dispatch.effective_sampling
+    return Provenance(
+        model=dispatch.target.model,
+        family=family,
+        tier=tier,
+        target=target,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        prompt_variant=dispatch.prompt_variant,
+    )
+
+
+def build_result(
+    dispatch: Dispatch,
+    provenance: Provenance,
+    *,
+    text: str,
+    finish_reason: FinishReason,
+    usage: Usage,
+    cost_usd: float,
+    timings: Timings,
+    now: float,
+    tool_calls: list[ToolCall] | None = None,
+    logprobs: list[TokenLogprob] | None = None,
+    choices: list[Response] | None = None,
+) -> GenerateResult:
+    """A worker's answer to ``dispatch``: the request's and the dispatch's fields (attempt, client key,
+    task, parent, budget hold) are copied here, once for every tier."""
+    req = dispatch.request
+    return GenerateResult(
+        request_id=req.id,
+        text=text,
+        finish_reason=finish_reason,
+        tool_calls=tool_calls or [],
+        logprobs=logprobs,
+        model=provenance.model,
+        family=provenance.family,
+        tier=provenance.tier,
+        target=provenance.target,
+        usage=usage,
+        cost_usd=cost_usd,
+        timings=timings,
+        attempt=dispatch.attempt,
+        provenance=provenance,
+        client_key=req.client_key,
+        task=req.task,
+        parent_id=dispatch.parent_id,
+        created_at=now,
+        reservation_id=dispatch.reservation_id,
+        reserved_nanos=dispatch.reserved_nanos,
+        choices=choices or [],
+    )
+
+
+# --- what is stored for a request (direct gets on RESULTS) --------------------------------------------
+async def stored_outcome(js: JetStreamContext, request_id: str, origin: str) -> Outcome | None:
+    """The final outcome stored for a request; None when there is none (or it does not decode)."""
+    try:
+        msg = await js.get_last_msg(subjects.RESULTS_STREAM, subjects.result(request_id, origin))
+    except NotFoundError:
+        return None
+    try:
+        return OUTCOME.decode(msg.data or b"")
+    except SchemaError:
+        return None
+
+
+async def has_outcome(js: JetStreamContext, request_id: str, origin: str) -> bool:
+    """Whether a final outcome is stored for a request (whatever it holds)."""
+    try:
+        await js.get_last_msg(subjects.RESULTS_STREAM, subjects.result(request_id, origin))
+    except NotFoundError:
+        return False
+    return True
+
+
+async def stored_failure(js: JetStreamContext, request_id: str, origin: str) -> AttemptFailed | None:
+    """The last failed attempt stored for a request, or None (raises SchemaError if it does not decode)."""
+    try:
+        msg = await js.get_last_msg(subjects.RESULTS_STREAM, subjects.attempt_failed(request_id, origin))
+    except NotFoundError:
+        return None
+    return ATTEMPT_FAILED.decode(msg.data or b"")
 
 
 async def publish_outcome(actor: Actor, outcome: Outcome, origin: str) -> bool:

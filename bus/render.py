@@ -8,15 +8,14 @@ from typing import Any
 
 import msgspec
 
-from bus.subjects import PREFIX
+from bus import subjects
 from schemas.codec import ATTEMPT_FAILED, COMMAND, DISPATCH, EVENT, OUTCOME, REQUEST
 from schemas.errors import SchemaError
 
 
 def decode(subject: str, data: bytes) -> tuple[str, dict[str, Any]]:
     """(kind, fields) of a bus message; undecodable payloads are shown raw."""
-    parts = subject.split(".")
-    area = parts[1] if len(parts) > 1 and parts[0] == PREFIX else ""
+    area = subjects.area(subject)
     try:
         if area == "event":
             ev = EVENT.decode(data)
@@ -32,7 +31,7 @@ def decode(subject: str, data: bytes) -> tuple[str, dict[str, Any]]:
             fields = {"request_id": d.request.id, "attempt": d.attempt, **msgspec.to_builtins(d.target)}
             fields.update(strategy=d.strategy, route=d.route)
             return "dispatch", fields
-        if area == "result" and subject.endswith(".failed"):
+        if subjects.is_attempt_failed(subject):
             return "attempt.failed", msgspec.to_builtins(ATTEMPT_FAILED.decode(data))
         if area == "result":
             out = OUTCOME.decode(data)

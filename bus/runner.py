@@ -17,6 +17,7 @@ import signal
 import sys
 
 import uvloop
+from nats.aio.client import Client as NATS
 
 from bus.actor import Actor
 from bus.connect import connect
@@ -69,22 +70,8 @@ def main(actor_cls: type[Actor], argv: list[str] | None = None) -> None:
 
 
 async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            log.warning("second signal: exiting now")
-            os._exit(1)
-        log.info("%s received, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-
+    _stop_on_signals(stop)
     try:
         actor = actor_cls.from_args(cfg, args)  # type: ignore[arg-type]
     except (ValueError, BusError) as exc:
@@ -132,6 +119,29 @@ async def serve(actor_cls: type[Actor], cfg: object, args: argparse.Namespace) -
         await nc.close()
         return 1
     tune_gc()
+    return await _run_until_stopped(actor, nc, stop)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM / SIGINT set ``stop``; a second signal exits at once."""
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting now")
+            os._exit(1)
+        log.info("%s received, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _run_until_stopped(actor: Actor, nc: NATS, stop: asyncio.Event) -> int:
+    """A started actor runs until a signal or its own exit request; then it stops and the connection drains."""
     stopper = asyncio.ensure_future(stop.wait())
     exiting = asyncio.ensure_future(actor.exit_requested.wait())
     await asyncio.wait([stopper, exiting], return_when=asyncio.FIRST_COMPLETED)

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bus.wildcards import subject_matches, subjects_overlap
 from schemas.base import Priority, Tier
 from schemas.commands import (
     AckAlert,
@@ -47,6 +48,8 @@ from schemas.commands import (
     UnloadModel,
 )
 from schemas.events import Event, event_kind
+
+__all__ = ["subject_matches", "subjects_overlap"]  # re-exported: callers match subjects through this module
 
 PREFIX = "orch"
 
@@ -97,7 +100,9 @@ SVC_BUDGET_RELEASE = f"{PREFIX}.svc.budget.release"
 SVC_BUDGET_SUMMARY = f"{PREFIX}.svc.budget.summary"
 ROTATOR_COMMANDS = (f"{PREFIX}.cmd.phase", f"{PREFIX}.cmd.rotate")  # SetPhase, Rotate: the rotator's
 ROUTER_COMMANDS = f"{PREFIX}.cmd.router.>"  # SetOverflow
+ROUTER_OVERFLOW = f"{PREFIX}.cmd.router.overflow"  # SetOverflow's own subject
 ALERT_COMMANDS = f"{PREFIX}.cmd.alert.>"  # AckAlert
+ALERT_ACK = f"{PREFIX}.cmd.alert.ack"  # AckAlert's own subject
 REVIEW_COMMANDS = f"{PREFIX}.cmd.review.>"  # DecideReview: the operator's only (no actor role publishes it)
 LEDGER_ALL = f"{PREFIX}.ledger.>"  # budget_guard's own stream (declared by the actor, not in STREAMS)
 LEDGER_STREAM = "LEDGER"
@@ -211,8 +216,51 @@ def parse_answer(subject: str) -> AnswerSubject | None:
     return None
 
 
+def area(subject: str) -> str:
+    """The kind of an orchestra subject: ``request``, ``dispatch``, ``result``, ``stream``, ``event``,
+    ``cmd``, ``dlq``, ``svc``, ``ledger``...; "" for a subject outside the orchestra."""
+    head, _, rest = subject.partition(".")
+    return rest.partition(".")[0] if head == PREFIX and rest else ""
+
+
+def is_dispatch(subject: str) -> bool:
+    return subject.startswith(_DISPATCH)
+
+
+def is_chunks(subject: str) -> bool:
+    """``orch.stream.<origin>.<id>``: a token chunk (everything else on an answers subscription is an outcome)."""
+    return subject.startswith(_CHUNKS)
+
+
+def is_attempt_failed(subject: str) -> bool:
+    return subject.startswith(_RESULT) and subject.endswith(".failed")
+
+
+def answer_id(subject: str) -> str:
+    """The request id of ``orch.result.<origin>.<id>`` or ``orch.stream.<origin>.<id>`` (its last token)."""
+    return subject[subject.rfind(".") + 1 :]
+
+
+_DISPATCH, _CHUNKS, _RESULT = f"{PREFIX}.dispatch.", f"{PREFIX}.stream.", f"{PREFIX}.result."
+
+
 def event(ev: Event) -> str:
-    return f"{PREFIX}.event.{event_kind(ev)}"
+    return event_of(event_kind(ev))
+
+
+def event_of(kind: str) -> str:
+    """``orch.event.<kind>`` for a kind (``phase.changed``) or a pattern of kinds (``alert.>``)."""
+    return f"{PREFIX}.event.{kind}"
+
+
+# what the alert feed shows (the monitor's board and ``orchestra monitor alerts``)
+ALERT_FEED = (event_of("alert.>"), event_of("remediation"), event_of("notified"))
+REVIEW_EVENTS = (event_of("ensemble.escalated"), event_of("validation.>"))  # what fills the review queue
+
+
+def ledger(kind: str) -> str:
+    """``orch.ledger.<kind>``: one subject per ledger entry kind (its tag)."""
+    return f"{PREFIX}.ledger.{kind}"
 
 
 def service_status(actor: str) -> str:
@@ -239,9 +287,9 @@ def command(cmd: Command) -> str:
         case Rotate():
             return f"{PREFIX}.cmd.rotate"
         case SetOverflow():
-            return f"{PREFIX}.cmd.router.overflow"
+            return ROUTER_OVERFLOW
         case AckAlert():
-            return f"{PREFIX}.cmd.alert.ack"
+            return ALERT_ACK
         case DecideReview():
             return f"{PREFIX}.cmd.review.decide"
     raise ValueError(f"no subject for command {type(cmd).__name__}")
@@ -285,14 +333,17 @@ class KVSpec:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+REQUESTS_STREAM, DISPATCH_STREAM, RESULTS_STREAM = "REQUESTS", "DISPATCH", "RESULTS"
+EVENTS_STREAM, COMMANDS_STREAM, DEADLETTER_STREAM = "EVENTS", "COMMANDS", "DEADLETTER"
+
 # Shares of bus.streams.max_bytes (LEDGER and LEDGER_SNAPSHOTS take theirs from it too: 0.15 + 0.05).
 STREAMS: list[StreamSpec] = [
-    StreamSpec("REQUESTS", [REQUEST_ALL], "generation requests, Msg-Id = request id", share=0.15),
-    StreamSpec("DISPATCH", [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy", share=0.15),
-    StreamSpec("RESULTS", [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts", share=0.25),
-    StreamSpec("EVENTS", [EVENT_ALL], "everything that happened", share=0.15),
-    StreamSpec("COMMANDS", [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack", share=0.03),
-    StreamSpec("DEADLETTER", [DLQ_ALL], "messages that could not be handled, with the reason", share=0.07),
+    StreamSpec(REQUESTS_STREAM, [REQUEST_ALL], "generation requests, Msg-Id = request id", share=0.15),
+    StreamSpec(DISPATCH_STREAM, [DISPATCH_ALL], "routed requests to gpu_hosts and the cloud_proxy", share=0.15),
+    StreamSpec(RESULTS_STREAM, [RESULT_ALL], "final outcomes (Msg-Id = request id) and failed attempts", share=0.25),
+    StreamSpec(EVENTS_STREAM, [EVENT_ALL], "everything that happened", share=0.15),
+    StreamSpec(COMMANDS_STREAM, [COMMAND_ALL], "load/unload/swap, tier, phase, overflow, alert ack", share=0.03),
+    StreamSpec(DEADLETTER_STREAM, [DLQ_ALL], "messages that could not be handled, with the reason", share=0.07),
 ]
 LEDGER_SHARE = 0.15
 LEDGER_SNAP_SHARE = 0.05
@@ -325,23 +376,6 @@ BUCKETS: list[KVSpec] = [
 ]
 
 
-def _tokens_overlap(a: list[str], b: list[str]) -> bool:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x == ">" or y == ">":
-            return True
-        if x != "*" and y != "*" and x != y:
-            return False
-        if i == min(len(a), len(b)) - 1 and len(a) != len(b):
-            rest = a[i + 1 :] or b[i + 1 :]
-            return rest == [">"]
-    return len(a) == len(b)
-
-
-def subjects_overlap(a: str, b: str) -> bool:
-    """True when some subject matches both filters (NATS wildcards ``*`` and ``>``)."""
-    return _tokens_overlap(a.split("."), b.split("."))
-
-
 def find_overlaps(specs: list[StreamSpec]) -> list[tuple[str, str, str, str]]:
     """Pairs of (stream, subject, stream, subject) whose subjects overlap; JetStream refuses those."""
     found = []
@@ -352,14 +386,3 @@ def find_overlaps(specs: list[StreamSpec]) -> list[tuple[str, str, str, str]]:
                     if subjects_overlap(a, b):
                         found.append((s1.name, a, s2.name, b))
     return found
-
-
-def subject_matches(subject: str, pattern: str) -> bool:
-    """Whether a concrete subject matches a filter."""
-    s, p = subject.split("."), pattern.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(s) == len(p)

@@ -21,7 +21,7 @@ from schemas.events import Event
 async def command_confirmed(
     nc: Any, cmd: Any, kind: str, matches: Callable[[Event], bool], *, wait: float
 ) -> Event | None:
-    sub = await nc.subscribe(f"{subjects.PREFIX}.event.{kind}")
+    sub = await nc.subscribe(subjects.event_of(kind))
     try:
         await nc.jetstream().publish(subjects.command(cmd), encode(cmd))
         deadline = time.monotonic() + wait

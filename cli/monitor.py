@@ -34,11 +34,7 @@ from schemas.codec import EVENT, OUTCOME
 from schemas.commands import AckAlert
 from schemas.errors import SchemaError
 
-ALERT_SUBJECTS = [
-    f"{subjects.PREFIX}.event.alert.>",
-    f"{subjects.PREFIX}.event.remediation",
-    f"{subjects.PREFIX}.event.notified",
-]
+ALERT_SUBJECTS = list(subjects.ALERT_FEED)
 COLUMNS = [
     ("answers", "answers", "{:.0f}"),
     ("unique_approaches", "approaches", "{:.0f}"),

@@ -140,7 +140,7 @@ async def _phase(args: argparse.Namespace) -> int:
             print(f"already in phase {args.name} (since {_iso(state.since)}, by {state.by or '?'})")
             return 0
         cmd = SetPhase(phase=args.name, by=_by(), reason=args.reason, at=time.time(), command_id=uuid.uuid4().hex)
-        event = await _send_and_wait(nc, cmd, f"{subjects.PREFIX}.event.phase.changed", args.wait,
+        event = await _send_and_wait(nc, cmd, subjects.event_of("phase.changed"), args.wait,
                                      lambda e: isinstance(e, PhaseChanged) and e.phase == args.name)  # fmt: skip
         if not isinstance(event, PhaseChanged):
             raise CliError(f"SetPhase {args.name} is stored, but no rotator applied it within {args.wait:g}s "
@@ -161,7 +161,7 @@ async def _rotate(args: argparse.Namespace) -> int:
         if state is None:
             raise CliError("no phase is set yet: is the rotator running? (`orchestra status`)")
         cmd = Rotate(phase=state.phase, by=_by(), at=time.time(), command_id=uuid.uuid4().hex)
-        event = await _send_and_wait(nc, cmd, f"{subjects.PREFIX}.event.rotation.planned", args.wait,
+        event = await _send_and_wait(nc, cmd, subjects.event_of("rotation.planned"), args.wait,
                                      lambda e: isinstance(e, RotationPlanned) and "rotate now" in e.reason)  # fmt: skip
         if not isinstance(event, RotationPlanned):
             raise CliError(f"Rotate is stored, but no rotator planned it within {args.wait:g}s (is it running?)")

@@ -18,6 +18,14 @@ Tier = Literal["local", "together", "premium"]
 TIERS: tuple[Tier, ...] = ("local", "together", "premium")
 Priority = Literal["high", "normal", "low", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low", "batch")
+
+
+def priority_rank(priority: str) -> int:
+    """Where a request of this priority stands in a queue of waiting work: 0 first (high), then normal,
+    low, batch; an unknown token after all of them."""
+    return PRIORITIES.index(priority) if priority in PRIORITIES else len(PRIORITIES)
+
+
 RouteMode = Literal["single", "diverse", "ensemble"]
 Strategy = Literal["auto", "cost", "speed", "quality", "specialisation", "least_loaded", "round_robin"]
 Capability = Literal[

@@ -119,7 +119,7 @@ class BudgetGuard(Actor):
         defaults = self.consumer_defaults()
         return [
             ConsumerSpec(
-                stream="RESULTS",
+                stream=subjects.RESULTS_STREAM,
                 durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.deliver(ResultStored),
@@ -128,7 +128,7 @@ class BudgetGuard(Actor):
                 **defaults,
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable="budget_guard_tiers",
                 subjects=(subjects.tier_commands(),),
                 handler=self.deliver(TierCommand),
@@ -376,7 +376,7 @@ class BudgetGuard(Actor):
 
     async def _follow_results(self) -> None:
         """Advance ``ledger.charged_through`` as the RESULTS consumer catches up (``watermark.py``)."""
-        state = await watermark.read(self.js, "RESULTS", SETTLE_DURABLE)
+        state = await watermark.read(self.js, subjects.RESULTS_STREAM, SETTLE_DURABLE)
         through = self.watermark.observe(state) if state is not None else None
         if through is not None:
             self.ledger.charged_through = max(self.ledger.charged_through, through)

@@ -9,26 +9,22 @@ than a month, for monthly budgets), longer than the other streams.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import subjects
+from bus.replay import read_batches
 from bus.subjects import StreamSpec
 from schemas.budget import LEDGER_ENTRY, Charged, LedgerEntry, Marked, Released, Reserved
 from schemas.config.ops import BudgetsCfg
 from schemas.errors import SchemaError
 
 STREAM = subjects.LEDGER_STREAM
-BATCH = 10_000
-PULL_EXPIRES = 10.0
 
 
 def ledger_stream(cfg: BudgetsCfg) -> StreamSpec:
@@ -46,7 +42,7 @@ def ledger_stream(cfg: BudgetsCfg) -> StreamSpec:
 
 
 def subject_of(entry: LedgerEntry) -> str:
-    return f"{subjects.PREFIX}.ledger.{type(entry).__struct_config__.tag}"
+    return subjects.ledger(str(type(entry).__struct_config__.tag))
 
 
 def msg_id_of(entry: LedgerEntry) -> str:
@@ -89,14 +85,11 @@ async def read_entries(
     progress: Progress | None = None,
 ) -> AsyncIterator[LedgerEntry]:
     """Every stored entry after stream sequence ``after_seq``, in order (nothing if the stream does not
-    exist yet). A message that does not decode as an entry (or has a negative amount) is skipped and
-    appended to ``rejected``: one bad entry never stops a rebuild.
-
-    An ephemeral consumer without acks, pulled in large batches straight into a callback: a
-    restart reads a month of ledger at the speed of decoding, not of one round trip per message."""
-    js = nc.jetstream()
+    exist yet), read by bus/replay.py's one stream reader. A message that does not decode as an entry
+    (or has a negative amount) is skipped and appended to ``rejected``: one bad entry never stops a
+    rebuild."""
     try:
-        info = await js.stream_info(STREAM)
+        info = await nc.jetstream().stream_info(STREAM)
     except NotFoundError:
         return
     if progress is not None:
@@ -105,55 +98,21 @@ async def read_entries(
             progress.missing = info.state.first_seq - after_seq - 1
     if not info.state.messages or info.state.last_seq <= after_seq:
         return
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
-        opt_start_seq=after_seq + 1 if after_seq else None,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-        mem_storage=True,
-        filter_subject=subjects.LEDGER_ALL,
-        max_waiting=1,
-    )
-    consumer = await js.add_consumer(STREAM, config)
-    received: list[Msg] = []
-    batch_done = asyncio.Event()
-    wanted = 0
-
-    async def on_msg(msg: Msg) -> None:
-        if msg.headers and "Status" in msg.headers and not msg.reply:
-            if msg.headers["Status"] != "100":  # 404 / 408: nothing more for this pull
-                batch_done.set()
-            return
-        received.append(msg)
-        if len(received) >= wanted:
-            batch_done.set()
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_msg)
-    subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer.name}"
-    remaining = consumer.num_pending or 0
-    try:
-        while remaining > 0:
-            wanted = min(remaining, BATCH)
-            received.clear()
-            batch_done.clear()
-            request = {"batch": wanted, "expires": int(PULL_EXPIRES * 1e9)}
-            await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
-            await asyncio.wait_for(batch_done.wait(), PULL_EXPIRES + 5)
-            chunk = list(received)
+    async with contextlib.aclosing(read_batches(nc, STREAM, subjects.LEDGER_ALL, after_seq=after_seq)) as batches:
+        async for chunk in batches:
             if progress is not None and chunk and chunk[-1].reply:
                 progress.last_seq = chunk[-1].metadata.sequence.stream
             for msg in chunk:
-                try:
-                    yield LEDGER_ENTRY.decode(msg.data)
-                except SchemaError as exc:
-                    if rejected is not None:
-                        seq = msg.metadata.sequence.stream if msg.reply else 0
-                        rejected.append(Rejected(msg.subject, seq, msg.data, str(exc)))
-            remaining -= len(chunk)
-            if len(chunk) < wanted:  # entries aged out meanwhile: ask the server what is left
-                remaining = (await js.consumer_info(STREAM, consumer.name)).num_pending or 0
-    finally:
-        await sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(STREAM, consumer.name)
+                entry = _decode(msg, rejected)
+                if entry is not None:
+                    yield entry
+
+
+def _decode(msg: Msg, rejected: list[Rejected] | None) -> LedgerEntry | None:
+    try:
+        return LEDGER_ENTRY.decode(msg.data)
+    except SchemaError as exc:
+        if rejected is not None:
+            seq = msg.metadata.sequence.stream if msg.reply else 0
+            rejected.append(Rejected(msg.subject, seq, msg.data, str(exc)))
+        return None

@@ -1,15 +1,15 @@
 """What the budget_guard handles: the one union its ``handle`` matches on.
 
-    ResultStored(d)          orch.result.> from its RESULTS consumer: settle (charge once, free the hold)
-    TierCommand(d)           SetTier from its COMMANDS consumer (in order): write orch_tiers
-    Reserve(req)             orch.svc.budget.reserve: check every hard limit and hold (the reply is returned)
-    Release(req)             orch.svc.budget.release: drop a hold (the reply is returned)
-    Summary(req)             orch.svc.budget.summary: the live ledger (the reply is returned)
-    ReenableDue(tier, until) apscheduler: a disable's ``until`` came
-    SweepTick()              every 5 s: expire holds, prune, send what is due, re-enable overdue tiers
-    WatermarkTick()          every second: how far RESULTS is charged (``watermark.py``)
-    SnapshotTick()           every ``budgets.snapshot_every``: store the next ledger snapshot
-    LeaseLost(reason)        the writer lease lapsed: stop writing, exit
+ResultStored(d)          orch.result.> from its RESULTS consumer: settle (charge once, free the hold)
+TierCommand(d)           SetTier from its COMMANDS consumer (in order): write orch_tiers
+Reserve(req)             orch.svc.budget.reserve: check every hard limit and hold (the reply is returned)
+Release(req)             orch.svc.budget.release: drop a hold (the reply is returned)
+Summary(req)             orch.svc.budget.summary: the live ledger (the reply is returned)
+ReenableDue(tier, until) apscheduler: a disable's ``until`` came
+SweepTick()              every 5 s: expire holds, prune, send what is due, re-enable overdue tiers
+WatermarkTick()          every second: how far RESULTS is charged (``watermark.py``)
+SnapshotTick()           every ``budgets.snapshot_every``: store the next ledger snapshot
+LeaseLost(reason)        the writer lease lapsed: stop writing, exit
 """
 
 from __future__ import annotations

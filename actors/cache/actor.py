@@ -28,7 +28,7 @@ from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
 from bus.log import register_secret
 from bus.service import ServiceSpec
-from bus.subjects import RESULT_FINAL, SVC_CACHE_EMBED, SVC_CACHE_LOOKUP, KVSpec
+from bus.subjects import RESULT_FINAL, RESULTS_STREAM, SVC_CACHE_EMBED, SVC_CACHE_LOOKUP, KVSpec
 from schemas.cache import CACHE_LOOKUP, EMBED_MODEL, EMBED_REQUEST, CacheLookup, CacheReply, EmbedReply, EmbedRequest
 from schemas.codec import OUTCOME
 from schemas.config.providers import SecretRef
@@ -84,7 +84,7 @@ class CacheActor(Actor):
     def consumers(self) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(
-                stream="RESULTS",
+                stream=RESULTS_STREAM,
                 durable="cache",
                 subjects=(RESULT_FINAL,),
                 handler=self.deliver(ResultStored),

@@ -1,9 +1,9 @@
 """What the cache actor handles: the one union its ``handle`` matches on.
 
-    ResultStored(d)   orch.result.<origin>.<id> from its RESULTS consumer: store the answer of a remembered miss
-    Lookup(msg)       orch.svc.cache.lookup: exact, then semantic (the reply is returned)
-    Embed(msg)        orch.svc.cache.embed: MiniLM vectors for /v1/embeddings (the reply is returned)
-    SweepTick()       every ttl/4 (1..60 s): drop expired entries
+ResultStored(d)   orch.result.<origin>.<id> from its RESULTS consumer: store the answer of a remembered miss
+Lookup(msg)       orch.svc.cache.lookup: exact, then semantic (the reply is returned)
+Embed(msg)        orch.svc.cache.embed: MiniLM vectors for /v1/embeddings (the reply is returned)
+SweepTick()       every ttl/4 (1..60 s): drop expired entries
 """
 
 from __future__ import annotations

@@ -17,8 +17,6 @@ import time
 from functools import partial
 from typing import Any
 
-from nats.js.errors import NotFoundError
-
 from actors.cloud_proxy import embed as embeddings
 from actors.cloud_proxy.clients import Call, Completion
 from actors.cloud_proxy.errors import ProviderError
@@ -30,12 +28,20 @@ from bus.consumer import ConsumerSpec, Delivery
 from bus.errors import ServiceCallError
 from bus.kv import TypedKV
 from bus.log import redact
-from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from bus.outcomes import (
+    ChunkSender,
+    build_result,
+    has_outcome,
+    provenance_of,
+    publish_failure,
+    publish_outcome,
+    stored_failure,
+)
 from bus.service import ServiceSpec
 from policy.pricing import cloud_cost, estimate_tokens
 from schemas.budget import RELEASE_REPLY, RESERVE_REPLY, ReleaseRequest, ReserveReply, ReserveRequest
 from schemas.cache import EmbedReply
-from schemas.codec import ATTEMPT_FAILED, DISPATCH, Codec
+from schemas.codec import DISPATCH, Codec
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
@@ -89,7 +95,7 @@ class CloudProxy(Actor):
     def consumers(self) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(
-                stream="DISPATCH",
+                stream=subjects.DISPATCH_STREAM,
                 durable="cloud-proxy",
                 subjects=(subjects.DISPATCH_CLOUD,),
                 handler=self.deliver(DispatchArrived),
@@ -198,16 +204,10 @@ class CloudProxy(Actor):
     async def _settled(self, dispatch: Dispatch) -> bool:
         """A stored outcome for the request, or a failure stored for this very attempt."""
         request_id, origin = dispatch.request.id, dispatch.request.origin
-        try:
-            await self.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
+        if await has_outcome(self.js, request_id, origin):
             return True
-        except NotFoundError:
-            pass
-        try:
-            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request_id, origin))
-        except NotFoundError:
-            return False
-        return ATTEMPT_FAILED.decode(msg.data or b"").attempt >= dispatch.attempt
+        failed = await stored_failure(self.js, request_id, origin)
+        return failed is not None and failed.attempt >= dispatch.attempt
 
     async def _fail(
         self, dispatch: Dispatch, call: Call, model: CloudModel, err: ProviderError, chunks: ChunkSender | None
@@ -230,31 +230,19 @@ class CloudProxy(Actor):
         d: Delivery,
         taken: float,
     ) -> GenerateResult:
-        request, target = dispatch.request, dispatch.target
+        request = dispatch.request
         now, mono = time.time(), time.monotonic()
         usage = completion.usage(call)
         sent = dispatch.dispatched_at or d.published_at
         first = now - (mono - completion.first_token_at) if completion.first_token_at else 0.0
-        sampling = dispatch.effective_sampling
-        provenance = Provenance(
-            model=target.model,
-            family=model.family,
-            tier=provider.cfg.tier,
-            target=provider.name,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            prompt_variant=dispatch.prompt_variant,
-        )
-        return GenerateResult(
-            request_id=request.id,
+        provenance = provenance_of(dispatch, family=model.family, tier=provider.cfg.tier, target=provider.name)
+        return build_result(
+            dispatch,
+            provenance,
             text=completion.text,
             finish_reason=completion.finish_reason,
             tool_calls=completion.tool_calls,
             logprobs=completion.logprobs,
-            model=target.model,
-            family=model.family,
-            tier=provider.cfg.tier,
-            target=provider.name,
             usage=usage,
             cost_usd=cloud_cost(model, usage),
             timings=Timings(
@@ -263,17 +251,10 @@ class CloudProxy(Actor):
                 generation_ms=(now - taken) * 1000.0,
                 total_ms=max(0.0, (now - (request.created_at or sent)) * 1000.0),
             ),
-            attempt=dispatch.attempt,
-            provenance=provenance,
-            client_key=request.client_key,
-            task=request.task,
-            parent_id=dispatch.parent_id,
-            created_at=now,
-            reservation_id=dispatch.reservation_id,
-            reserved_nanos=dispatch.reserved_nanos,
+            now=now,
             choices=_choices(request.id, [completion, *completion.alternatives], usage, provenance)
             if completion.alternatives
-            else [],
+            else None,
         )
 
 

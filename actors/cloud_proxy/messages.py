@@ -1,10 +1,10 @@
 """What the cloud proxy handles: the one union its ``handle`` matches on.
 
-    DispatchArrived(d)            orch.dispatch.cloud.<provider>.<model> from its DISPATCH consumer: call, answer
-    Embed(req)                    orch.svc.cloud.embed: held, called, charged (the reply is returned)
-    ProviderChanged(name, event)  a provider's state changed (a cooldown, a key): event, then KV at once
-    KeysTick(name)                every ``api_key.refresh`` seconds: re-read the provider's key (rotation)
-    StateTick()                   every 5 s: refresh the KV records whose figures (latency) moved
+DispatchArrived(d)            orch.dispatch.cloud.<provider>.<model> from its DISPATCH consumer: call, answer
+Embed(req)                    orch.svc.cloud.embed: held, called, charged (the reply is returned)
+ProviderChanged(name, event)  a provider's state changed (a cooldown, a key): event, then KV at once
+KeysTick(name)                every ``api_key.refresh`` seconds: re-read the provider's key (rotation)
+StateTick()                   every 5 s: refresh the KV records whose figures (latency) moved
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from nats.js.errors import NotFoundError
 
 from actors.gpu_host.callstream import CallStream
 from actors.gpu_host.devmem import DeviceMemory
@@ -37,9 +36,9 @@ from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
 from bus.kv import TypedKV
-from bus.outcomes import ChunkSender, publish_failure, publish_outcome
+from bus.outcomes import ChunkSender, has_outcome, publish_failure, publish_outcome
 from policy.pricing import local_cost
-from schemas.base import ToolCall
+from schemas.base import ToolCall, priority_rank
 from schemas.codec import COMMAND, DISPATCH, Codec
 from schemas.commands import Command, LoadModel, SwapModels, UnloadModel
 from schemas.config.root import OrchestraConfig
@@ -89,7 +88,7 @@ class GpuHost(Actor):
         defaults = self.consumer_defaults()
         return [
             ConsumerSpec(
-                stream="DISPATCH",
+                stream=subjects.DISPATCH_STREAM,
                 durable=f"host-{self.host}",
                 subjects=(subjects.dispatch_host_all(self.host),),
                 handler=self.deliver(DispatchArrived),
@@ -98,7 +97,7 @@ class GpuHost(Actor):
                 **defaults,
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable=f"host-{self.host}-cmd",
                 subjects=(subjects.host_commands(self.host),),
                 handler=self.deliver(CommandArrived),
@@ -170,7 +169,7 @@ class GpuHost(Actor):
 
     async def generate(self, d: Delivery, dispatch: Dispatch) -> None:
         req, model = dispatch.request, dispatch.target.model
-        if await self._answered(req.id, req.origin):
+        if await has_outcome(self.js, req.id, req.origin):
             self.log.info("%s: request %s already has a result; not generating again", self.host, req.id)
             return
         taken = time.time()
@@ -210,8 +209,9 @@ class GpuHost(Actor):
             eos=getattr(engine, "eos_text", ""),
         )
         params = gen_params(dispatch, stops)
+        rank = priority_rank(req.priority)  # a busy model admits higher priorities first
         gens = [
-            engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream)
+            engine.submit(prompt, vary_seed(params, i), deadline=req.effective_deadline, stream=req.stream, rank=rank)
             for i in range(sampling.n)
         ]
         gen = gens[0]
@@ -280,13 +280,6 @@ class GpuHost(Actor):
         await publish_outcome(self, result, req.origin)
 
     # --- helpers -----------------------------------------------------------------------------------
-    async def _answered(self, request_id: str, origin: str) -> bool:
-        try:
-            await self.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
-        except NotFoundError:
-            return False
-        return True
-
     async def _loaded(self, model: str, deadline: float):  # type: ignore[no-untyped-def]
         """The model, loading it if needed; a load is never cancelled half-way (others may wait on it)."""
         task = asyncio.ensure_future(self.manager.ensure_loaded(model, admit=True))

@@ -94,8 +94,9 @@ Prompt = str | Segments
 class Generation:
     """One request inside an engine. Created on the event loop; fed by the engine's thread."""
 
-    def __init__(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool) -> None:
+    def __init__(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool, rank: int = 1) -> None:
         self.prompt, self.params, self.deadline, self.stream = prompt, params, deadline, stream
+        self.rank = rank  # the request's priority_rank: lower ranks leave the waiting queue first
         self.loop = asyncio.get_running_loop()
         self.submitted = time.monotonic()
         self.cancelled = False  # set on the loop, read by the thread
@@ -161,7 +162,9 @@ class Engine(Protocol):
     async def start(self) -> None: ...
     async def drain(self, timeout: float) -> None: ...
     async def stop(self) -> None: ...
-    def submit(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False) -> Generation: ...
+    def submit(
+        self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False, rank: int = 1
+    ) -> Generation: ...
     @property
     def active(self) -> int: ...
     @property
@@ -205,8 +208,12 @@ class ThreadEngine:
         if self._finished is not None:
             await asyncio.shield(self._finished)
 
-    def submit(self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False) -> Generation:
-        gen = Generation(prompt, params, deadline=deadline, stream=stream)
+    def submit(
+        self, prompt: Prompt, params: GenParams, *, deadline: float, stream: bool = False, rank: int = 1
+    ) -> Generation:
+        """``rank``: the request's ``priority_rank``; while every slot is busy, the waiting generation of
+        the lowest rank is admitted first (oldest first within a rank)."""
+        gen = Generation(prompt, params, deadline=deadline, stream=stream, rank=rank)
         with self._cv:
             if self._stopping:
                 gen.fail(Unloading(f"model {self.spec.name!r} is being unloaded"))
@@ -268,12 +275,14 @@ class ThreadEngine:
             loop.call_soon_threadsafe(_set_result, finished)
 
     def _take(self, limit: int) -> list[Generation]:
-        """Up to ``limit`` waiting generations, oldest first (called by the thread)."""
-        out: list[Generation] = []
+        """Up to ``limit`` waiting generations, highest priority first, oldest first within a priority
+        (called by the thread)."""
         with self._cv:
-            while self._inbox and len(out) < limit:
-                out.append(self._inbox.popleft())
-        return out
+            if limit <= 0 or not self._inbox:
+                return []
+            ordered = sorted(self._inbox, key=_by_rank)  # stable: submission order within a rank
+            self._inbox = deque(ordered[limit:])
+            return ordered[:limit]
 
     def _abort_all(self, exc: GpuHostError) -> None:
         for gen in self._take(1_000_000):
@@ -292,6 +301,10 @@ class ThreadEngine:
 
     def _free(self) -> None:
         raise NotImplementedError
+
+
+def _by_rank(gen: Generation) -> int:
+    return gen.rank
 
 
 class Rate:

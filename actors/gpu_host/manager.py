@@ -261,9 +261,7 @@ class ModelManager:
 
     async def _start(self, name: str, chosen: ResolvedModel, plan: memory.Plan, usable: list[memory.Card]) -> Engine:
         """The engine, started on the cards of ``plan`` (``AllocationFailed``: llama.cpp could not allocate it)."""
-        engine = make_engine(
-            name, chosen, plan, self.card_cfgs, n_threads=self.n_threads, n_batch=self.n_threads_batch
-        )
+        engine = make_engine(name, chosen, plan, self.card_cfgs, n_threads=self.n_threads, n_batch=self.n_threads_batch)
         try:
             await engine.start()
         except OutOfMemory as exc:

@@ -1,10 +1,10 @@
 """What the gpu_host handles: the one union its ``handle`` matches on.
 
-    DispatchArrived(d)   orch.dispatch.host.<host>.<model> from its DISPATCH consumer: generate, answer once
-    CommandArrived(d)    LoadModel / UnloadModel / SwapModels from its COMMANDS consumer (in order)
-    StateTick(sweep)     the host's record changed, or a heartbeat passed: write it to KV (``sweep``: expire
-                         keep-alives first, once per heartbeat)
-    Preload()            once at start: load the hot models this host serves
+DispatchArrived(d)   orch.dispatch.host.<host>.<model> from its DISPATCH consumer: generate, answer once
+CommandArrived(d)    LoadModel / UnloadModel / SwapModels from its COMMANDS consumer (in order)
+StateTick(sweep)     the host's record changed, or a heartbeat passed: write it to KV (``sweep``: expire
+                     keep-alives first, once per heartbeat)
+Preload()            once at start: load the hot models this host serves
 """
 
 from __future__ import annotations

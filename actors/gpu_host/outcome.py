@@ -8,6 +8,7 @@ import time
 from actors.gpu_host.engine import Completion, GenParams
 from actors.gpu_host.grammar import grammar_for
 from actors.gpu_host.tools import split_call, tool_grammar
+from bus.outcomes import build_result, provenance_of
 from schemas.dispatch import Dispatch
 from schemas.request import Sampling
 from schemas.result import GenerateResult, Provenance, Response, Timings, Usage
@@ -44,17 +45,14 @@ def make_result(
     dispatched: float,
 ) -> GenerateResult:
     """``taken``: when this host took the dispatch; ``dispatched``: when it was stored (epoch seconds)."""
-    req, t, s = dispatch.request, dispatch.target, dispatch.effective_sampling
+    req = dispatch.request
     now = time.time()
-    return GenerateResult(
-        request_id=req.id,
+    return build_result(
+        dispatch,
+        provenance_of(dispatch, family=family, tier="local", target=host),
         text=done.text,
         finish_reason=done.finish_reason,
         logprobs=done.logprobs,
-        model=t.model,
-        family=family,
-        tier="local",
-        target=host,
         usage=usage,
         cost_usd=cost,
         timings=Timings(
@@ -64,22 +62,7 @@ def make_result(
             generation_ms=done.generation_s * 1000.0,
             total_ms=max(0.0, (now - (req.created_at or dispatched)) * 1000.0),
         ),
-        attempt=dispatch.attempt,
-        provenance=Provenance(
-            model=t.model,
-            family=family,
-            tier="local",
-            target=host,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            prompt_variant=dispatch.prompt_variant,
-        ),
-        client_key=req.client_key,
-        task=req.task,
-        parent_id=dispatch.parent_id,
-        created_at=now,
-        reservation_id=dispatch.reservation_id,
-        reserved_nanos=dispatch.reserved_nanos,
+        now=now,
     )
 
 

@@ -17,17 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nats.js.errors import NotFoundError
-
 from actors.router import ensemble, fanout
 from actors.router.returning import keep_waiting
 from bus import subjects
 from bus.consumer import Delivery
-from bus.outcomes import publish_outcome
+from bus.outcomes import publish_outcome, stored_outcome
 from policy.routing import target_key
-from schemas.codec import OUTCOME
 from schemas.dispatch import Dispatch, Target
-from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError
+from schemas.errors import FALLBACK_ON, ErrorInfo
 from schemas.events import Escalated, RequestFallback
 from schemas.request import GenerateRequest
 from schemas.result import (
@@ -232,14 +229,7 @@ class Flow:
 
     # --- finishing -----------------------------------------------------------------------------
     async def stored_outcome(self, request_id: str, origin: str) -> Outcome | None:
-        try:
-            msg = await self.router.js.get_last_msg("RESULTS", subjects.result(request_id, origin))
-        except NotFoundError:
-            return None
-        try:
-            return OUTCOME.decode(msg.data or b"")
-        except SchemaError:
-            return None
+        return await stored_outcome(self.router.js, request_id, origin)
 
     async def finished(self, request_id: str, outcome: Outcome | None) -> None:
         """An outcome for ``request_id`` is stored (seen on orch.result.<origin>.<id>)."""

@@ -92,3 +92,23 @@ def test_every_stream_has_byte_limits_and_the_ledger_is_never_trimmed_for_space(
     assert all(stream_config(spec, cfg).discard == "old" for spec in subjects.STREAMS)
     assert stream_config(subjects.STREAMS[0], cfg).max_bytes == int(10 * 2**30 * subjects.STREAMS[0].share)
     assert stream_config(ledger, StreamsCfg(max_bytes=None)).max_bytes == -1
+
+
+def test_subject_parsers_read_what_the_builders_write() -> None:
+    """area, is_dispatch, is_chunks, is_attempt_failed and answer_id agree with the subject builders."""
+    rid = "req-1"
+    assert subjects.area(subjects.request("high", rid)) == "request"
+    assert subjects.area(subjects.dispatch_host("cpu0", "llama3.1-8b")) == "dispatch"
+    assert subjects.area("other.result.x") == "" and subjects.area("orch") == ""
+    assert subjects.is_dispatch(subjects.dispatch_cloud("openai", "gpt-4o"))
+    assert not subjects.is_dispatch(subjects.host_commands("cpu0"))
+    assert subjects.is_chunks(subjects.chunks(rid, "gw")) and not subjects.is_chunks(subjects.result(rid, "gw"))
+    assert subjects.is_attempt_failed(subjects.attempt_failed(rid)) and not subjects.is_attempt_failed(
+        subjects.result(rid)
+    )
+    assert subjects.answer_id(subjects.result(rid, "gw")) == rid == subjects.answer_id(subjects.chunks(rid, "job7"))
+    assert subjects.event_of("phase.changed") == "orch.event.phase.changed"
+    assert all(subjects.subject_matches(s, subjects.EVENT_ALL) for s in subjects.ALERT_FEED)
+    assert subjects.subject_matches(subjects.ledger("charged"), subjects.LEDGER_ALL)
+    assert subjects.subject_matches(subjects.ROUTER_OVERFLOW, subjects.ROUTER_COMMANDS)
+    assert subjects.subject_matches(subjects.ALERT_ACK, subjects.ALERT_COMMANDS)
