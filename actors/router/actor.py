@@ -30,7 +30,8 @@ from clients.budget import BudgetClient
 from clients.cache import CacheClient
 from policy import validation
 from policy.keys import may_use, policy_for, shape_error
-from policy.routing import Snapshot, consensus_route, host_up
+from policy.routing import consensus_route
+from policy.targets import Snapshot, host_up
 from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo, SchemaError

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.router.families import diverse_targets, families_first
-from policy.routing import Snapshot, _eligible, allowed_tiers, rank, target_key
+from policy.targets import Snapshot, _eligible, allowed_tiers, rank, target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo

@@ -24,7 +24,7 @@ from actors.router.returning import keep_waiting
 from bus import subjects
 from bus.consumer import Delivery
 from bus.outcomes import publish_outcome
-from policy.routing import target_key
+from policy.targets import target_key
 from schemas.codec import OUTCOME
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import FALLBACK_ON, ErrorInfo, SchemaError

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bus import subjects
 from bus.kv import TypedKV
-from policy.routing import target_key
+from policy.targets import target_key
 from schemas.codec import Codec
 from schemas.events import QueueBacklog
 from schemas.state import QueueState

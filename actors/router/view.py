@@ -16,7 +16,7 @@ from nats.js.api import DeliverPolicy
 
 from bus import subjects
 from bus.kv import LiveView
-from policy.routing import Snapshot
+from policy.targets import Snapshot
 from schemas.base import Tier
 from schemas.codec import COMMAND, Codec
 from schemas.commands import SetOverflow
