@@ -158,7 +158,6 @@ KNOWN_CYCLES = [
     ],
     ["actors.gateway.actor", "actors.gateway.handlers"],
     ["actors.rotator.actor", "actors.rotator.conductor"],
-    ["actors.router.actor", "actors.router.flow", "actors.router.queues"],
 ]
 
 

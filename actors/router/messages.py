@@ -1,0 +1,89 @@
+"""Everything the router reacts to, as one union: ``Router.handle`` matches on it.
+
+RequestArrived(d)           a request from REQUESTS (held until its outcome is stored)
+RequestDeadLettered(d, why) a request the consumer gave up on: its client still gets a typed error
+OutcomeSeen(msg)            orch.result.<origin>.<id>: an outcome was stored (every instance hears it)
+AttemptFailedSeen(msg)      orch.result.<origin>.<id>.failed: a worker's attempt failed
+AttemptTimedOut(p, attempt) an attempt's timer went off
+DeadlinePassed(p)           a request's deadline timer went off
+OverflowSeen(cmd)           a router overflow command, from the stored history and then live
+HostsTick()                 every second: fail over attempts on gpu_hosts that stopped heartbeating
+QueuesTick()                every 2 s: queue depths, backlog marks, QueueState in KV
+LeasesTick()                retire budget leases out of their window
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+
+from actors.router.pending import Pending
+from bus.consumer import Delivery
+from schemas.commands import SetOverflow
+
+
+@dataclass(frozen=True)
+class RequestArrived:
+    d: Delivery
+
+
+@dataclass(frozen=True)
+class RequestDeadLettered:
+    d: Delivery
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutcomeSeen:
+    msg: Msg
+
+
+@dataclass(frozen=True)
+class AttemptFailedSeen:
+    msg: Msg
+
+
+@dataclass(frozen=True)
+class AttemptTimedOut:
+    p: Pending
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeadlinePassed:
+    p: Pending
+
+
+@dataclass(frozen=True)
+class OverflowSeen:
+    cmd: SetOverflow
+
+
+@dataclass(frozen=True)
+class HostsTick:
+    pass
+
+
+@dataclass(frozen=True)
+class QueuesTick:
+    pass
+
+
+@dataclass(frozen=True)
+class LeasesTick:
+    pass
+
+
+RouterMsg = (
+    RequestArrived
+    | RequestDeadLettered
+    | OutcomeSeen
+    | AttemptFailedSeen
+    | AttemptTimedOut
+    | DeadlinePassed
+    | OverflowSeen
+    | HostsTick
+    | QueuesTick
+    | LeasesTick
+)
