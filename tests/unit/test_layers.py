@@ -156,7 +156,6 @@ KNOWN_CYCLES = [
         "actors.diversity_monitor.feed",
         "actors.diversity_monitor.grading",
     ],
-    ["actors.gateway.actor", "actors.gateway.handlers"],
     ["actors.rotator.actor", "actors.rotator.conductor"],
 ]
 

@@ -1,0 +1,34 @@
+"""What the gateway hears from the bus, as one union: ``Gateway.handle`` matches on it.
+
+    ResultSeen(request_id, data)   orch.result.gw.<id>: the outcome of a request it published
+    ChunkSeen(request_id, data)    orch.stream.gw.<id>: a chunk of a streamed answer
+    KeysTick()                     every KEY_REFRESH_S: re-read the API keys file
+
+HTTP requests are not messages: each one is an aiohttp handler (handlers.py) that waits on its own queue
+of ``Answer``s, filled by ``handle``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSeen:
+    request_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSeen:
+    request_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeysTick:
+    pass
+
+
+Answer = ResultSeen | ChunkSeen
+GatewayMsg = ResultSeen | ChunkSeen | KeysTick
