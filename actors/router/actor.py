@@ -235,13 +235,12 @@ class Router(Actor):
         request = await self.accept(d)
         if request is None:
             return
-        rid, origin = request.id, request.origin
+        origin = request.origin
         d.hold()
         policy = policy_for(self.cfg, request.client_key)
         refused = shape_error(policy, request, self.cfg)
         if refused is not None:  # more fan-out or a longer deadline than the key may ask
-            await publish_outcome(self, GenerateError(request_id=rid, error=refused, created_at=time.time()), origin)
-            await d.ack()
+            await self.answer_now(request, refused, d)
             return
         route = consensus_route(request, self.cfg)
         if route is not None:  # primary + validators vote: the route's consensus, as an ensemble
@@ -291,9 +290,7 @@ class Router(Actor):
         snap = self.view.snapshot()
         decision = plan_or_wait(request, self.cfg, snap)
         if isinstance(decision, ErrorInfo):
-            error = GenerateError(request_id=request.id, error=decision, created_at=time.time())
-            await publish_outcome(self, error, request.origin)
-            await d.ack()
+            await self.answer_now(request, decision, d)
             return
         resume = await self.resume_point(request, d)
         pending = Pending(
@@ -328,23 +325,18 @@ class Router(Actor):
         return -1 if d.num_delivered == 1 else await last_failed_attempt(self.js, request)
 
     async def start_fanout(self, request: GenerateRequest, d: Delivery) -> None:
-        snap = self.view.snapshot()
-        route = self.cfg.routes.get(request.requirements.route or "")
-        threshold = self.cfg.router.ensemble.consensus_threshold
-        models = None
-        if request.mode == "ensemble" and route is not None:
-            models, threshold = [route.primary, *route.validators], route.consensus_threshold
-        children = (
-            fanout.diverse_children(request, self.cfg, snap)
-            if request.mode == "diverse"
-            else fanout.ensemble_children(request, self.cfg, snap, models)
-        )
-        if isinstance(children, ErrorInfo):
-            error = GenerateError(request_id=request.id, error=children, created_at=time.time())
-            await publish_outcome(self, error, request.origin)
-            await d.ack()
+        plan = fanout.plan_fanout(request, self.cfg, self.view.snapshot())
+        if isinstance(plan, ErrorInfo):
+            await self.answer_now(request, plan, d)
             return
-        await self.flow.start_fanout(FanOut(request=request, delivery=d, models=models, threshold=threshold), children)
+        fo = FanOut(request=request, delivery=d, models=plan.models, threshold=plan.threshold)
+        await self.flow.start_fanout(fo, plan.children)
+
+    async def answer_now(self, request: GenerateRequest, error: ErrorInfo, d: Delivery) -> None:
+        """A request answered with a typed error before any attempt: stored, then acknowledged."""
+        outcome = GenerateError(request_id=request.id, error=error, created_at=time.time())
+        await publish_outcome(self, outcome, request.origin)
+        await d.ack()
 
     async def refuse(self, d: Delivery, reason: str) -> None:
         """A request that cannot be decoded or admitted still gets a typed error, if its subject names
@@ -362,10 +354,14 @@ class Router(Actor):
             await publish_outcome(self, error, where.origin)
 
     # --- outcomes and failures (core subscriptions) --------------------------------------------
+    def held(self, subject: str) -> str | None:
+        """The request id of an answer's subject, when this instance holds that request (else None)."""
+        where = subjects.parse_answer(subject)
+        return where.request_id if where is not None and where.request_id in self.flow.pending else None
+
     async def outcome_seen(self, msg: Msg) -> None:
-        where = subjects.parse_answer(msg.subject)
-        rid = where.request_id if where else ""
-        if rid not in self.flow.pending:
+        rid = self.held(msg.subject)
+        if rid is None:
             return
         try:
             outcome = OUTCOME.decode(msg.data)
@@ -374,9 +370,7 @@ class Router(Actor):
         await self.flow.finished(rid, outcome)
 
     async def failure_seen(self, msg: Msg) -> None:
-        where = subjects.parse_answer(msg.subject)
-        rid = where.request_id if where else ""
-        if rid not in self.flow.pending:
+        if self.held(msg.subject) is None:
             return
         try:
             failure = ATTEMPT_FAILED.decode(msg.data)

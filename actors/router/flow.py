@@ -27,6 +27,7 @@ from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.errors import FALLBACK_ON, ErrorInfo
 from schemas.events import Escalated, Event, RequestFallback
+from schemas.request import GenerateRequest
 from schemas.result import (
     AttemptFailed,
     GenerateError,
@@ -286,30 +287,7 @@ class Flow:
                 request_id=req.id, error=first.error, attempts=len(fo.children), created_at=time.time()
             )
         cfg = self.cfg
-        measured = self.measured()
-        confidences = [ensemble.confidence_of(o, cfg, measured) for _, o in ok]
-        responses = [
-            Response(
-                request_id=o.request_id,
-                text=o.text,
-                finish_reason=o.finish_reason,
-                provenance=Provenance(
-                    model=o.model,
-                    family=o.family,
-                    tier=o.tier,
-                    target=o.target,
-                    temperature=p.request.sampling.temperature,
-                    top_p=p.request.sampling.top_p,
-                    prompt_variant=p.prompt_variant,
-                ),
-                usage=o.usage,
-                cost_usd=o.cost_usd,
-                confidence=conf,
-                confidence_source=source,
-                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
-            )
-            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
-        ]
+        responses = self.responses(req, ok)
         winner, consensus = 0, None
         if req.mode == "ensemble":
             winner, consensus = await ensemble.judge(
@@ -337,3 +315,30 @@ class Flow:
             task=req.task,
             created_at=time.time(),
         )
+
+    def responses(self, req: GenerateRequest, ok: list[tuple[Pending, GenerateResult]]) -> list[Response]:
+        """The children's answers with their provenance and confidence (logprobs, measured accuracy or rank)."""
+        measured = self.measured()
+        confidences = [ensemble.confidence_of(o, self.cfg, measured) for _, o in ok]
+        return [
+            Response(
+                request_id=o.request_id,
+                text=o.text,
+                finish_reason=o.finish_reason,
+                provenance=Provenance(
+                    model=o.model,
+                    family=o.family,
+                    tier=o.tier,
+                    target=o.target,
+                    temperature=p.request.sampling.temperature,
+                    top_p=p.request.sampling.top_p,
+                    prompt_variant=p.prompt_variant,
+                ),
+                usage=o.usage,
+                cost_usd=o.cost_usd,
+                confidence=conf,
+                confidence_source=source,
+                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
+            )
+            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
+        ]
