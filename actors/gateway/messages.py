@@ -10,23 +10,20 @@ of ``Answer``s, filled by ``handle``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class ResultSeen:
+class ResultSeen(msgspec.Struct, frozen=True):
     request_id: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkSeen:
+class ChunkSeen(msgspec.Struct, frozen=True):
     request_id: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class KeysTick:
+class KeysTick(msgspec.Struct, frozen=True):
     pass
 
 

@@ -14,8 +14,7 @@ LeasesTick()                retire budget leases out of their window
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 from nats.aio.msg import Msg
 
 from actors.router.pending import Pending
@@ -23,55 +22,45 @@ from bus.consumer import Delivery
 from schemas.commands import SetOverflow
 
 
-@dataclass(frozen=True)
-class RequestArrived:
+class RequestArrived(msgspec.Struct, frozen=True):
     d: Delivery
 
 
-@dataclass(frozen=True)
-class RequestDeadLettered:
+class RequestDeadLettered(msgspec.Struct, frozen=True):
     d: Delivery
     reason: str
 
 
-@dataclass(frozen=True)
-class OutcomeSeen:
+class OutcomeSeen(msgspec.Struct, frozen=True):
     msg: Msg
 
 
-@dataclass(frozen=True)
-class AttemptFailedSeen:
+class AttemptFailedSeen(msgspec.Struct, frozen=True):
     msg: Msg
 
 
-@dataclass(frozen=True)
-class AttemptTimedOut:
+class AttemptTimedOut(msgspec.Struct, frozen=True):
     p: Pending
     attempt: int
 
 
-@dataclass(frozen=True)
-class DeadlinePassed:
+class DeadlinePassed(msgspec.Struct, frozen=True):
     p: Pending
 
 
-@dataclass(frozen=True)
-class OverflowSeen:
+class OverflowSeen(msgspec.Struct, frozen=True):
     cmd: SetOverflow
 
 
-@dataclass(frozen=True)
-class HostsTick:
+class HostsTick(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True)
-class QueuesTick:
+class QueuesTick(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True)
-class LeasesTick:
+class LeasesTick(msgspec.Struct, frozen=True):
     pass
 
 
