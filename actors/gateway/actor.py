@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from typing import assert_never
 
 from aiohttp import web
 from nats.aio.msg import Msg
@@ -87,6 +88,8 @@ class Gateway(Actor):
                     self.inbox.put(msg)
             case KeysTick():
                 self.keys.refresh()
+            case _:
+                assert_never(msg)
 
     async def heard(self, msg: Msg) -> None:
         """The inbox subscription's callback: an answer to one of its requests becomes a message."""

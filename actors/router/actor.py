@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, assert_never
 
 import msgspec
 from nats.aio.msg import Msg
@@ -173,6 +173,8 @@ class Router(Actor):
                     await self.queues.tick(self.flow.in_flight())
             case LeasesTick():
                 self.budget.sweep()
+            case _:
+                assert_never(msg)
 
     def _heard(self, wrap: Callable[[Msg], RouterMsg]) -> Callable[[Msg], Awaitable[None]]:
         """A core subscription's callback: each message becomes ``wrap(msg)``, handled by ``handle``."""
