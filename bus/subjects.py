@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from bus.wildcards import subject_matches, subjects_overlap
 from schemas.base import Priority, Tier
 from schemas.commands import (
@@ -180,15 +182,13 @@ def chunks(request_id: str, origin: str = ORIGIN_OPERATOR) -> str:
 
 
 # --- parsers: the only place that reads tokens out of a subject ----------------------------------
-@dataclass(frozen=True)
-class RequestSubject:
+class RequestSubject(msgspec.Struct, frozen=True):  # a Struct: ~7x cheaper to build than a dataclass (hot path)
     priority: str
     origin: str
     request_id: str
 
 
-@dataclass(frozen=True)
-class AnswerSubject:
+class AnswerSubject(msgspec.Struct, frozen=True):  # built for every answer a gateway or router hears
     kind: str  # "result", "failed" or "stream"
     origin: str
     request_id: str

@@ -152,12 +152,10 @@ class BudgetClient:
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def sweep(self) -> None:
-        """Retire leases out of their draw window or idle (run as a supervised task of the router)."""
-        while True:
-            await asyncio.sleep(SWEEP_EVERY)
-            if self.book is not None:
-                self._retire(self.book.due(time.time()))
+    def sweep(self) -> None:
+        """Retire leases out of their draw window or idle (the router's timer: every SWEEP_EVERY seconds)."""
+        if self.book is not None:
+            self._retire(self.book.due(time.time()))
 
     async def close(self, timeout: float = 2.0) -> None:
         """The router stops: give back what its leases hold undrawn."""

@@ -22,7 +22,7 @@ import msgspec
 
 from policy.agreement import agreement
 from policy.pricing import estimate_tokens
-from policy.routing import Snapshot, _sampled, candidates, model_tier, passes, rank, tier_enabled
+from policy.targets import Snapshot, _sampled, candidates, model_tier, passes, rank, tier_enabled
 from schemas.base import Tier
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target

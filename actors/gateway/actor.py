@@ -2,21 +2,25 @@
 
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /healthz
 
-Several gateways may run side by side behind a load balancer; they share nothing but the bus.
+Several gateways may run side by side behind a load balancer; they share nothing but the bus. What it
+hears from the bus (answers, chunks) and its timer are messages of ``messages.GatewayMsg``, matched in
+``handle``; each HTTP request is an aiohttp handler (handlers.py) given what it needs, never the actor.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+from typing import assert_never
 
 from aiohttp import web
+from nats.aio.msg import Msg
 
 from actors.gateway.handlers import MAX_BODY, Api, openai_errors
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from actors.gateway.limits import KeyLimiter
+from actors.gateway.messages import ChunkSeen, GatewayMsg, KeysTick, ResultSeen
 from bus import subjects
 from bus.actor import Actor
 from schemas.config.models import CloudModel
@@ -38,6 +42,7 @@ class Gateway(Actor):
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
+        self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -51,10 +56,19 @@ class Gateway(Actor):
         self.keys.load()
         self.limiter = KeyLimiter(await self.js.key_value(subjects.KV_KEY_USAGE), self.instance)
         self.inbox = Inbox(self.nc)
-        await self.inbox.start()
+        await self.inbox.start(self.heard)
         app = web.Application(client_max_size=self.cfg.gateway.max_body, middlewares=[openai_errors])
         app[MAX_BODY] = self.cfg.gateway.max_body
-        app.add_routes(Api(self).routes())
+        api = Api(
+            self.cfg,
+            keys=self.keys,
+            owners=self.owners,
+            limiter=self.limiter,
+            inbox=self.inbox,
+            nc=self.nc,
+            publish=self.publish,
+        )
+        app.add_routes(api.routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.gateway.host, self.port, reuse_address=True)
@@ -62,19 +76,33 @@ class Gateway(Actor):
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
-        self.spawn("keys", self.refresh_keys)
+        self.every("keys", KEY_REFRESH_S, KeysTick)
         self.log.info(
             "gateway listening on http://%s:%s/v1 (%d API keys)", self.cfg.gateway.host, self.bound_port, len(self.keys)
         )
 
-    async def refresh_keys(self) -> None:
-        while True:
-            await asyncio.sleep(KEY_REFRESH_S)
-            self.keys.refresh()
+    async def handle(self, msg: GatewayMsg) -> None:
+        match msg:
+            case ResultSeen() | ChunkSeen():
+                if self.inbox is not None:
+                    self.inbox.put(msg)
+            case KeysTick():
+                self.keys.refresh()
+            case _:
+                assert_never(msg)
+
+    async def heard(self, msg: Msg) -> None:
+        """The inbox subscription's callback: an answer to one of its requests becomes a message."""
+        where = subjects.parse_answer(msg.subject)
+        if where is None or where.kind == "failed":
+            return
+        wrap = ResultSeen if where.kind == "result" else ChunkSeen
+        await self.handle(wrap(where.request_id, msg.data))
 
     async def on_stop(self) -> None:
         if self.runner is not None:
             with contextlib.suppress(Exception):
                 await self.runner.cleanup()
-        with contextlib.suppress(Exception):
-            await self.inbox.stop()
+        if self.inbox is not None:
+            with contextlib.suppress(Exception):
+                await self.inbox.stop()

@@ -15,15 +15,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
+from nats.aio.client import Client as NATS
 
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
-from actors.gateway.keys import ClientKey
-from actors.gateway.limits import Admission
+from actors.gateway.inbox import Inbox
+from actors.gateway.keys import ClientKey, KeyStore
+from actors.gateway.limits import Admission, KeyLimiter
+from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from bus.errors import ServiceCallError
@@ -33,19 +36,17 @@ from policy import keys as keypolicy
 from schemas.base import new_id
 from schemas.cache import EMBED_MODEL, EMBED_REPLY, MAX_EMBED_INPUTS, EmbedRequest
 from schemas.codec import CHUNK, OUTCOME, encode
+from schemas.config.root import OrchestraConfig
 from schemas.embeddings import CloudEmbedRequest
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.request import VIRTUAL_MODELS, GenerateRequest
 from schemas.result import GenerateError, GenerateResult, Outcome
 
-if TYPE_CHECKING:
-    from actors.gateway.actor import Gateway
-
 log = logging.getLogger(__name__)
 
-GRACE_S = 2.0
-_RESULT = f"{subjects.PREFIX}.result."
-_STREAM = f"{subjects.PREFIX}.stream."  # wait this long past the deadline for the router's own timeout outcome
+GRACE_S = 2.0  # wait this long past the deadline for the router's own timeout outcome
+# Store a message in JetStream: Actor.publish(subject, obj, *, msg_id, timeout)
+Publish = Callable[..., Awaitable[object]]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -100,9 +101,27 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 class Api:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        self.cfg = gateway.cfg
+    """The endpoints, given what they need: the keys, the per-key limiter, the inbox of answers, the
+    connection (health, embeddings) and a publish function (requests)."""
+
+    def __init__(
+        self,
+        cfg: OrchestraConfig,
+        *,
+        keys: KeyStore,
+        owners: dict[str, str],
+        limiter: KeyLimiter | None,
+        inbox: Inbox,
+        nc: NATS,
+        publish: Publish,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.owners = owners
+        self.limiter = limiter
+        self.inbox = inbox
+        self.nc = nc
+        self.publish = publish
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -116,7 +135,7 @@ class Api:
 
     # --- helpers -------------------------------------------------------------------------------
     def authenticate(self, request: web.Request) -> ClientKey | web.Response:
-        key = self.gw.keys.check(request.headers.get("Authorization"))
+        key = self.keys.check(request.headers.get("Authorization"))
         if key is None:
             return error_response(
                 ErrorInfo.of("unauthorized", "Incorrect or missing API key: send `Authorization: Bearer <key>`")
@@ -130,14 +149,14 @@ class Api:
 
     # --- endpoints -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        ok = self.gw.nc.is_connected
+        ok = self.nc.is_connected
         return json_response({"status": "ok" if ok else "degraded", "nats": ok}, 200 if ok else 503)
 
     async def models(self, request: web.Request) -> web.Response:
         key = self.authenticate(request)
         if isinstance(key, web.Response):
             return key
-        return json_response(oa.models_list(self.visible(key), self.gw.owners))
+        return json_response(oa.models_list(self.visible(key), self.owners))
 
     async def model(self, request: web.Request) -> web.Response:
         key = self.authenticate(request)
@@ -146,7 +165,7 @@ class Api:
         name = request.match_info["model"]
         if name not in self.visible(key):
             return error_response(ErrorInfo.of("not_found", f"The model `{name}` does not exist", field="model"))
-        return json_response(oa.models_list([name], self.gw.owners)["data"][0])
+        return json_response(oa.models_list([name], self.owners)["data"][0])
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, chat=True)
@@ -171,8 +190,8 @@ class Api:
         if refused is not None:
             return error_response(refused, gen.id)
         admission = None
-        if self.gw.limiter is not None:
-            admission = await self.gw.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
+        if self.limiter is not None:
+            admission = await self.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission, gen.id)
         used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
@@ -187,14 +206,14 @@ class Api:
                 return json_response(shaped, headers={"X-Request-Id": gen.id})
             return error_response(outcome.error, gen.id)
         finally:
-            if isinstance(admission, Admission) and self.gw.limiter is not None:
-                await asyncio.shield(self.gw.limiter.release(admission, used))
+            if isinstance(admission, Admission) and self.limiter is not None:
+                await asyncio.shield(self.limiter.release(admission, used))
 
     def _still_refused(self, key: ClientKey) -> web.Response | None:
         """A key refused for its rate moments ago is refused again before its body is read."""
-        if self.gw.limiter is None or not key.limits.counted:
+        if self.limiter is None or not key.limits.counted:
             return None
-        refusal = self.gw.limiter.still_refused(key.id)
+        refusal = self.limiter.still_refused(key.id)
         return error_response(refusal) if refusal is not None else None
 
     def _parse(self, raw: bytes, *, chat: bool, key: ClientKey) -> tuple[Any, GenerateRequest]:
@@ -224,8 +243,8 @@ class Api:
             missing = exc.field == "model" and not isinstance(exc, emb.NotEmbedding)
             return error_response(ErrorInfo.of("not_found" if missing else "bad_request", exc.reason, field=exc.field))
         admission = None
-        if self.gw.limiter is not None:
-            admission = await self.gw.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
+        if self.limiter is not None:
+            admission = await self.limiter.admit(key.id, key.limits, sum(len(t) // 3 + 1 for t in texts))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission)
         used: int | None = None
@@ -242,45 +261,45 @@ class Api:
                     origin=subjects.ORIGIN_GATEWAY, deadline=time.time() + timeout,
                 )  # fmt: skip
                 subject = subjects.SVC_CLOUD_EMBED
-            reply = await call(self.gw.nc, subject, ask, EMBED_REPLY, timeout=timeout + GRACE_S)
+            reply = await call(self.nc, subject, ask, EMBED_REPLY, timeout=timeout + GRACE_S)
             used = reply.tokens
             shaped = emb.response(reply, body.encoding_format, body.model)
             return json_response(shaped, headers={"X-Request-Id": request_id})
         except ServiceCallError as exc:
             return error_response(exc.info, request_id)
         finally:
-            if isinstance(admission, Admission) and self.gw.limiter is not None:
-                await asyncio.shield(self.gw.limiter.release(admission, used))
+            if isinstance(admission, Admission) and self.limiter is not None:
+                await asyncio.shield(self.limiter.release(admission, used))
 
     # --- the bus -------------------------------------------------------------------------------
     async def _publish(self, gen: GenerateRequest) -> None:
         subject = subjects.request(gen.priority, gen.id, subjects.ORIGIN_GATEWAY)
-        await self.gw.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
+        await self.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
 
     def _timeout(self, gen: GenerateRequest) -> GenerateError:
         return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))
 
     async def _roundtrip(self, gen: GenerateRequest) -> Outcome:
-        queue = self.gw.inbox.open(gen.id)
+        queue = self.inbox.open(gen.id)
         try:
             await self._publish(gen)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
-                msg = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
-                if msg.subject.startswith(_RESULT):
-                    return OUTCOME.decode(msg.data)
+                answer = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
+                if isinstance(answer, ResultSeen):
+                    return OUTCOME.decode(answer.data)
         except TimeoutError:
             return self._timeout(gen)
         except Exception as exc:  # the bus is down or the answer is garbage: say so, typed
             return GenerateError(request_id=gen.id, error=ErrorInfo.of("unavailable", f"orchestra unavailable: {exc}"))
         finally:
-            self.gw.inbox.close(gen.id)
+            self.inbox.close(gen.id)
 
     async def _stream(
         self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool
     ) -> web.StreamResponse:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
-        queue = self.gw.inbox.open(gen.id)  # chunks, then the outcome, in order
+        queue = self.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
         follow = StreamFollower()  # the one generation whose text the client has: only its chunks count
         try:
@@ -288,12 +307,12 @@ class Api:
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
+                    answer = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
                 except TimeoutError:
                     outcome: Outcome = self._timeout(gen)
                 else:
-                    if msg.subject.startswith(_STREAM):
-                        chunk = CHUNK.decode(msg.data)
+                    if isinstance(answer, ChunkSeen):
+                        chunk = CHUNK.decode(answer.data)
                         if not follow.accept(chunk):
                             continue  # another attempt's, or the same attempt begun again on a restarted host
                         if response is None:
@@ -301,7 +320,7 @@ class Api:
                         await response.write(shaper.chunk(chunk))
                         continue
                     # the answer whose beginning the client holds, or one typed error: never two glued
-                    outcome = follow.outcome(OUTCOME.decode(msg.data))
+                    outcome = follow.outcome(OUTCOME.decode(answer.data))
                 if isinstance(outcome, GenerateError) and response is None:
                     return error_response(outcome.error, gen.id)  # nothing sent yet: a normal HTTP error
                 if response is None:
@@ -321,7 +340,7 @@ class Api:
             await response.write(shaper.error(info))
             return response
         finally:
-            self.gw.inbox.close(gen.id)
+            self.inbox.close(gen.id)
 
     async def _open_sse(self, request: web.Request, gen: GenerateRequest) -> web.StreamResponse:
         response = web.StreamResponse(

@@ -5,31 +5,35 @@ each waiting request reads its own queue.
 
 Opening a waiter is a dict insert instead of a SUB/UNSUB per request. A duplicate outcome (one JetStream
 refused) finds no waiter once the first was taken.
+
+    inbox = Inbox(nc)
+    await inbox.start(heard)          # heard(msg): the gateway turns each message into one of its own
+    queue = inbox.open(request_id)    # ... and its handle puts the answer here: inbox.put(answer)
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from bus.subjects import ORIGIN_GATEWAY, PREFIX, answers_of
+from actors.gateway.messages import Answer
+from bus.subjects import ORIGIN_GATEWAY, answers_of
 
 ANSWERS = answers_of(ORIGIN_GATEWAY)
-_RESULT = f"{PREFIX}.result."
-_STREAM = f"{PREFIX}.stream."
 
 
 class Inbox:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
-        self.waiting: dict[str, asyncio.Queue[Msg]] = {}
+        self.waiting: dict[str, asyncio.Queue[Answer]] = {}
         self._sub: Any = None
 
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(ANSWERS, cb=self._on_msg, pending_msgs_limit=-1)
+    async def start(self, heard: Callable[[Msg], Awaitable[None]]) -> None:
+        self._sub = await self.nc.subscribe(ANSWERS, cb=heard, pending_msgs_limit=-1)
         await self.nc.flush()  # the server has it before the first request goes out
 
     async def stop(self) -> None:
@@ -37,15 +41,13 @@ class Inbox:
             await self._sub.unsubscribe()
             self._sub = None
 
-    async def _on_msg(self, msg: Msg) -> None:
-        subject = msg.subject
-        if subject.startswith(_RESULT) or subject.startswith(_STREAM):
-            queue = self.waiting.get(subject[subject.rfind(".") + 1 :])
-            if queue is not None:
-                queue.put_nowait(msg)
+    def put(self, answer: Answer) -> None:
+        queue = self.waiting.get(answer.request_id)
+        if queue is not None:
+            queue.put_nowait(answer)
 
-    def open(self, request_id: str) -> asyncio.Queue[Msg]:
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+    def open(self, request_id: str) -> asyncio.Queue[Answer]:
+        queue: asyncio.Queue[Answer] = asyncio.Queue()
         self.waiting[request_id] = queue
         return queue
 

@@ -111,6 +111,30 @@ def to_request(
     """Build and validate the GenerateRequest; SchemaError names the OpenAI parameter at fault."""
     refuse_unsupported(body)
     ext = body.orchestra or OrchestraExt()
+    mode, n, stream = _mode(body)
+    messages, prompt, max_tokens = _input(body)
+    try:
+        return make_request(
+            messages=messages,
+            prompt=prompt,
+            model=None if body.model == "auto" else body.model,
+            mode=mode,
+            stream=stream,
+            sampling=_sampling(body, mode=mode, n=n, stream=stream, max_tokens=max_tokens),
+            requirements=_requirements(ext, mode=mode, n=n),
+            cache=CachePolicy(no_cache=ext.no_cache, no_store=ext.no_store, allow_sampled=ext.allow_sampled),
+            priority=ext.priority,
+            client_key=client_key,
+            task=ext.task,
+            timeout_s=ext.timeout_s or default_timeout,
+            tags=_tags(body),
+        )
+    except SchemaError as exc:
+        raise SchemaError(exc.reason, param_of(exc.field)) from exc
+
+
+def _mode(body: ChatRequest | CompletionRequest) -> tuple[str, int, bool]:
+    """(mode, n, stream): the virtual models ``diverse`` and ``ensemble`` fan out, and are not streamed."""
     mode = body.model if body.model in ("diverse", "ensemble") else "single"
     n = 1 if body.n is None else body.n
     stream = bool(body.stream)
@@ -118,19 +142,24 @@ def to_request(
         raise SchemaError("several answers (n > 1) are not streamed", "n")
     if mode != "single" and stream:
         raise SchemaError(f"streaming is not available for the `{mode}` model", "stream")
+    return mode, n, stream
+
+
+def _input(body: ChatRequest | CompletionRequest) -> tuple[list[ChatMessage] | None, str | None, int]:
+    """(messages, prompt, max_tokens): a chat's messages, or a completion's one prompt."""
     if isinstance(body, ChatRequest):
-        messages, prompt = _messages(body), None
         given = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        max_tokens = DEFAULT_CHAT_MAX_TOKENS if given is None else given
+        return _messages(body), None, DEFAULT_CHAT_MAX_TOKENS if given is None else given
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            raise SchemaError("exactly one prompt per request is supported", "prompt")
+        prompt = body.prompt[0]
     else:
-        if isinstance(body.prompt, list):
-            if len(body.prompt) != 1:
-                raise SchemaError("exactly one prompt per request is supported", "prompt")
-            prompt = body.prompt[0]
-        else:
-            prompt = body.prompt
-        messages = None
-        max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+        prompt = body.prompt
+    return None, prompt, DEFAULT_COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+
+
+def _sampling(body: ChatRequest | CompletionRequest, *, mode: str, n: int, stream: bool, max_tokens: int) -> Sampling:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if isinstance(body, ChatRequest):
         top = body.top_logprobs or 0
@@ -140,7 +169,7 @@ def to_request(
         want_logprobs = body.logprobs is not None
     if want_logprobs and stream:
         raise SchemaError("log probabilities are not streamed: ask without stream", "logprobs")
-    sampling = Sampling(
+    return Sampling(
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         max_tokens=max_tokens,
@@ -154,33 +183,19 @@ def to_request(
         n=n if mode == "single" else 1,
         **(_tools(body) if isinstance(body, ChatRequest) else {}),
     )
-    try:
-        return make_request(
-            messages=messages,
-            prompt=prompt,
-            model=None if body.model == "auto" else body.model,
-            mode=mode,
-            stream=stream,
-            sampling=sampling,
-            requirements=Requirements(
-                capability=ext.capability,
-                strategy=ext.strategy,
-                tiers=ext.tiers,
-                family=ext.family,
-                route=ext.route,
-                fanout=ext.fanout if ext.fanout is not None else (n if mode != "single" and n > 1 else None),
-                max_cost_usd=ext.max_cost_usd,
-                min_quality=ext.min_quality,
-            ),
-            cache=CachePolicy(no_cache=ext.no_cache, no_store=ext.no_store, allow_sampled=ext.allow_sampled),
-            priority=ext.priority,
-            client_key=client_key,
-            task=ext.task,
-            timeout_s=ext.timeout_s or default_timeout,
-            tags=_tags(body),
-        )
-    except SchemaError as exc:
-        raise SchemaError(exc.reason, param_of(exc.field)) from exc
+
+
+def _requirements(ext: OrchestraExt, *, mode: str, n: int) -> Requirements:
+    return Requirements(
+        capability=ext.capability,
+        strategy=ext.strategy,
+        tiers=ext.tiers,
+        family=ext.family,
+        route=ext.route,
+        fanout=ext.fanout if ext.fanout is not None else (n if mode != "single" and n > 1 else None),
+        max_cost_usd=ext.max_cost_usd,
+        min_quality=ext.min_quality,
+    )
 
 
 def response_format(given: dict[str, Any] | None) -> ResponseFormat | None:

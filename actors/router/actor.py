@@ -1,8 +1,9 @@
-"""The router: where each request goes (policy.py), and owning it until one outcome exists (flow.py).
+"""The router: where each request goes (policy/routing.py), and owning it until one outcome exists (flow.py).
 
 It consumes ``orch.request.>``, holds each request message until its outcome is stored, dispatches to
 ``orch.dispatch.host.*`` / ``orch.dispatch.cloud.*``, falls back on typed failures and timeouts, fans out
 ``diverse`` and ``ensemble`` requests, and watches queue depths. Several instances may run side by side.
+Everything it reacts to is one message of ``messages.RouterMsg``, and ``handle`` matches on it.
 """
 
 from __future__ import annotations
@@ -10,35 +11,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, assert_never
 
 import msgspec
 from nats.aio.msg import Msg
 
 from actors.router import fanout
 from actors.router.ensemble import cache_embedder
-from actors.router.flow import FanOut, Flow, Pending
+from actors.router.flow import Flow, FlowIO
 from actors.router.identity import admit
+from actors.router.messages import (
+    AttemptFailedSeen,
+    AttemptTimedOut,
+    DeadlinePassed,
+    HostsTick,
+    LeasesTick,
+    OutcomeSeen,
+    OverflowSeen,
+    QueuesTick,
+    RequestArrived,
+    RequestDeadLettered,
+    RouterMsg,
+)
+from actors.router.pending import FanOut, Pending
+from actors.router.queues import PERIOD as QUEUES_EVERY
 from actors.router.queues import QueueWatch
 from actors.router.returning import plan_or_wait, returning_hosts
 from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
-from bus.outcomes import publish_outcome
-from clients.budget import BudgetClient
+from bus.outcomes import publish_outcome, stored_failure, stored_outcome
+from clients.budget import SWEEP_EVERY, BudgetClient
 from clients.cache import CacheClient
 from policy import validation
 from policy.keys import may_use, policy_for, shape_error
-from policy.routing import Snapshot, consensus_route, host_up
+from policy.routing import consensus_route
+from policy.targets import Snapshot, host_up
 from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
 from schemas.config.root import OrchestraConfig
+from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo, SchemaError
 from schemas.events import Event, ValidationSkipped
 from schemas.request import GenerateRequest
 from schemas.result import GenerateError, Outcome
 
 DEADLINE_SLACK_S = 5.0  # clock skew between a client and the router
+HOSTS_EVERY = 1.0
 
 
 class Router(Actor):
@@ -48,17 +68,44 @@ class Router(Actor):
 
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
-        self.view: View
+        self._view: View | None = None  # KV watches: needs the bus (on_start)
         self.link = Link()  # the router's own bus connection: liveness is judged only while it is up
-        self.flow = Flow(self)
         self.budget = BudgetClient(self)
-        self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
         self.cache = CacheClient(self)
         self.pairs = validation.Pairs(cfg.router.validation.agree_at)  # premium validation in flight
+        self.flow = Flow(cfg, self._flow_io())
+        self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
         self.flow.observe = self.observed
+        self.queues: QueueWatch | None = None  # on_start
         self.background: set[asyncio.Future[Any]] = set()
         self._subs: list[Any] = []
         self.waiting_for: set[str] = set()  # hosts whose attempts stay put: they are coming back
+
+    def _flow_io(self) -> FlowIO:
+        async def dispatch(subject: str, d: Dispatch, msg_id: str) -> object:
+            return await self.publish(subject, d, msg_id=msg_id)
+
+        async def answer(outcome: Outcome, origin: str) -> bool:
+            return await publish_outcome(self, outcome, origin)
+
+        return FlowIO(
+            publish=dispatch,
+            answer=answer,
+            stored=lambda request_id, origin: stored_outcome(self.js, request_id, origin),
+            emit=self.emit,
+            emit_nowait=self.emit_nowait,
+            later=self.later,
+            started=lambda key: self.view.started(key),
+            finished=lambda key, total_ms: self.view.finished(key, total_ms),
+            host_alive=self.host_alive,
+            hosts_returning=self.hosts_returning,
+        )
+
+    @property
+    def view(self) -> View:
+        if self._view is None:
+            raise RuntimeError("the router is not started")
+        return self._view
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = self.consumer_defaults()
@@ -67,9 +114,9 @@ class Router(Actor):
                 stream="REQUESTS",
                 durable="router",
                 subjects=(subjects.REQUEST_ALL,),
-                handler=self.handle,
+                handler=self.deliver(RequestArrived),
                 concurrency=self.cfg.router.concurrency,
-                on_dead_letter=self.refuse,
+                on_dead_letter=lambda d, reason: self.handle(RequestDeadLettered(d, reason)),
                 description="requests, held until their outcome is stored",
                 **defaults,
             )
@@ -77,20 +124,21 @@ class Router(Actor):
 
     async def on_start(self) -> None:
         self.flow.embed = cache_embedder(self.nc, timeout=float(self.cfg.router.ensemble.embed_timeout))
-        self.view = View(self.js, self.link, min_samples=self.cfg.router.validation.min_samples)
-        self.flow.measured = self.view.accuracy  # premium agreement and reviews, once enough checks exist
-        for name, live in self.view.views().items():
+        view = self._view = View(self.js, self.link, min_samples=self.cfg.router.validation.min_samples)
+        self.flow.measured = view.accuracy  # premium agreement and reviews, once enough checks exist
+        for name, live in view.views().items():
             self.spawn(f"view:{name}", live.run)
-        self.spawn("overflow", self.view.follow_overflow)
-        await self.view.wait_ready()
-        self.link.leader = await self.view.hosts_leader()
+        self.spawn("overflow", lambda: view.follow_overflow(lambda cmd: self.handle(OverflowSeen(cmd))))
+        await view.wait_ready()
+        self.link.leader = await view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.
-        self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self.on_outcome))
-        self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self.on_failure))
-        self.queues = QueueWatch(self)
-        self.spawn("queues", self.queues.run)
-        self.spawn("hosts", self.watch_hosts)
-        self.spawn("leases", self.budget.sweep)
+        self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self._heard(OutcomeSeen)))
+        self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self._heard(AttemptFailedSeen)))
+        self.queues = QueueWatch(self.js, self.cfg.router, emit=self.emit, mark_backlog=view.mark_backlog)
+        self.every("queues", QUEUES_EVERY, QueuesTick)
+        self.link.reconnects = self.nc.stats["reconnects"]
+        self.every("hosts", HOSTS_EVERY, HostsTick)
+        self.every("leases", SWEEP_EVERY, LeasesTick)
 
     async def on_stop(self) -> None:
         for sub in self._subs:
@@ -99,6 +147,50 @@ class Router(Actor):
         for task in list(self.background):
             task.cancel()
         await self.budget.close()  # the undrawn part of its budget leases goes back
+
+    # --- the one entry point -------------------------------------------------------------------
+    async def handle(self, msg: RouterMsg) -> None:
+        match msg:
+            case RequestArrived(d):
+                await self.route(d)
+            case RequestDeadLettered(d, reason):
+                await self.refuse(d, reason)
+            case OutcomeSeen(m):
+                await self.outcome_seen(m)
+            case AttemptFailedSeen(m):
+                await self.failure_seen(m)
+            case AttemptTimedOut(p, attempt):
+                await self.flow.attempt_timeout(p, attempt)
+            case DeadlinePassed(p):
+                await self.flow.deadline(p)
+            case OverflowSeen(cmd):
+                self.view.apply(cmd)
+            case HostsTick():
+                await self.check_hosts()
+            case QueuesTick():
+                if self.queues is not None:
+                    await self.queues.tick(self.flow.in_flight())
+            case LeasesTick():
+                self.budget.sweep()
+            case _:
+                assert_never(msg)
+
+    def _heard(self, wrap: Callable[[Msg], RouterMsg]) -> Callable[[Msg], Awaitable[None]]:
+        """A core subscription's callback: each message becomes ``wrap(msg)``, handled by ``handle``."""
+
+        async def cb(m: Msg) -> None:
+            await self.handle(wrap(m))
+
+        return cb
+
+    def later(self, delay: float, msg: RouterMsg) -> asyncio.TimerHandle:
+        """Handle ``msg`` in ``delay`` seconds (attempt and deadline timers), as a task the router tracks."""
+        return asyncio.get_running_loop().call_later(delay, self._post, msg)
+
+    def _post(self, msg: RouterMsg) -> None:
+        task = asyncio.ensure_future(self.handle(msg))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)
@@ -114,64 +206,42 @@ class Router(Actor):
         super().on_reconnect()
         self.link.back()
 
-    async def watch_hosts(self) -> None:
+    async def check_hosts(self) -> None:
         """Fail over attempts whose gpu_host stopped heartbeating (checked every second), judged only
         while the router itself is connected: its own bus outage is not a dead host."""
         link = self.link
-        link.reconnects = self.nc.stats["reconnects"]
-        while True:
-            await asyncio.sleep(1.0)
-            link.poll(self.nc.is_connected, self.nc.stats["reconnects"])
-            if not link.connected:
-                continue
-            link.bucket(await self.view.hosts_leader())
-            busy = {p.target.host for p in self.flow.pending.values() if p.target and p.target.host and not p.done}
-            down = {h for h in busy if not self.host_alive(h)}
-            if down:
-                down = await self.view.confirm_stale(down, self.host_alive)
-            if down:
-                waiting = await self.flow.hosts_down(down)
-                if waiting != self.waiting_for or waiting != down:
-                    self.log.warning(
-                        "gpu_host(s) %s stopped heartbeating: attempts failed over where a live target exists, "
-                        "else they wait for the host to return (%s)", sorted(down), sorted(waiting) or "none",
-                    )  # fmt: skip
-                self.waiting_for = waiting
-            else:
-                self.waiting_for = set()
+        link.poll(self.nc.is_connected, self.nc.stats["reconnects"])
+        if not link.connected:
+            return
+        link.bucket(await self.view.hosts_leader())
+        busy = {p.target.host for p in self.flow.in_flight() if p.target and p.target.host}
+        down = {h for h in busy if not self.host_alive(h)}
+        if down:
+            down = await self.view.confirm_stale(down, self.host_alive)
+        if down:
+            waiting = await self.flow.hosts_down(down)
+            if waiting != self.waiting_for or waiting != down:
+                self.log.warning(
+                    "gpu_host(s) %s stopped heartbeating: attempts failed over where a live target exists, "
+                    "else they wait for the host to return (%s)", sorted(down), sorted(waiting) or "none",
+                )  # fmt: skip
+            self.waiting_for = waiting
+        else:
+            self.waiting_for = set()
 
     # --- requests ------------------------------------------------------------------------------
-    async def handle(self, d: Delivery) -> None:
-        request = REQUEST.decode(d.data)  # SchemaError -> dead letter, and `refuse` answers the client
-        admitted = admit(request, d.subject)  # origin and client identity from the authenticated subject
-        if isinstance(admitted, ErrorInfo):
-            await self.refuse(d, admitted.message)
-            return
-        request = admitted
-        if not request.deadline:  # pinned: budget holds and workers must agree on one deadline
-            request = msgspec.structs.replace(request, deadline=request.effective_deadline)
-        rid = request.id
-        if rid in self.flow.pending or rid in self.flow.fanouts:
-            owner = self.flow.pending.get(rid) or self.flow.fanouts.get(rid)
-            if owner is not None:
-                owner.delivery = d.hold()  # redelivered to us while we hold it: keep the new handle
+    async def route(self, d: Delivery) -> None:
+        """A request from REQUESTS: answered at once (refused, expired, cached, no plan), or held and
+        started (single, with its premium shadow when drawn; or fanned out)."""
+        request = await self.accept(d)
+        if request is None:
             return
         origin = request.origin
-        if d.num_delivered > 1 and await self.flow.stored_outcome(rid, origin) is not None:
-            return  # finished before a restart: just acknowledge
-        if request.effective_deadline - time.time() > float(self.cfg.router.max_deadline) + DEADLINE_SLACK_S:
-            await self.refuse(d, f"deadline too far away: at most {float(self.cfg.router.max_deadline):g}s")
-            return
-        if request.effective_deadline <= time.time():
-            error = GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed"))
-            await publish_outcome(self, error, origin)
-            return
         d.hold()
         policy = policy_for(self.cfg, request.client_key)
         refused = shape_error(policy, request, self.cfg)
         if refused is not None:  # more fan-out or a longer deadline than the key may ask
-            await publish_outcome(self, GenerateError(request_id=rid, error=refused, created_at=time.time()), origin)
-            await d.ack()
+            await self.answer_now(request, refused, d)
             return
         route = consensus_route(request, self.cfg)
         if route is not None:  # primary + validators vote: the route's consensus, as an ensemble
@@ -187,11 +257,41 @@ class Router(Actor):
             await publish_outcome(self, cached, origin)
             await d.ack()
             return
+        await self.start_single(request, d)
+
+    async def accept(self, d: Delivery) -> GenerateRequest | None:
+        """The request to route, or None when it needs no routing: refused, already held (a redelivery:
+        keep its new handle), finished before a restart, or past its deadline."""
+        request = REQUEST.decode(d.data)  # SchemaError -> dead letter, and `refuse` answers the client
+        admitted = admit(request, d.subject)  # origin and client identity from the authenticated subject
+        if isinstance(admitted, ErrorInfo):
+            await self.refuse(d, admitted.message)
+            return None
+        request = admitted
+        if not request.deadline:  # pinned: budget holds and workers must agree on one deadline
+            request = msgspec.structs.replace(request, deadline=request.effective_deadline)
+        rid = request.id
+        owner = self.flow.owner(rid)
+        if owner is not None:
+            owner.delivery = d.hold()  # redelivered to us while we hold it: keep the new handle
+            return None
+        origin = request.origin
+        if d.num_delivered > 1 and await stored_outcome(self.js, rid, origin) is not None:
+            return None  # finished before a restart: just acknowledge
+        if request.effective_deadline - time.time() > float(self.cfg.router.max_deadline) + DEADLINE_SLACK_S:
+            await self.refuse(d, f"deadline too far away: at most {float(self.cfg.router.max_deadline):g}s")
+            return None
+        if request.effective_deadline <= time.time():
+            error = GenerateError(request_id=rid, error=ErrorInfo.of("timeout", "deadline passed"))
+            await publish_outcome(self, error, origin)
+            return None
+        return request
+
+    async def start_single(self, request: GenerateRequest, d: Delivery) -> None:
         snap = self.view.snapshot()
         decision = plan_or_wait(request, self.cfg, snap)
         if isinstance(decision, ErrorInfo):
-            await publish_outcome(self, GenerateError(request_id=rid, error=decision, created_at=time.time()), origin)
-            await d.ack()
+            await self.answer_now(request, decision, d)
             return
         resume = await self.resume_point(request, d)
         pending = Pending(
@@ -226,29 +326,24 @@ class Router(Actor):
         if d.num_delivered == 1:
             return -1
         try:
-            msg = await self.js.get_last_msg("RESULTS", subjects.attempt_failed(request.id, request.origin))
-            return ATTEMPT_FAILED.decode(msg.data or b"").attempt
-        except Exception:
+            failed = await stored_failure(self.js, request.id, request.origin)
+        except Exception:  # unreadable now (or undecodable): start from scratch
             return -1
+        return -1 if failed is None else failed.attempt
 
     async def start_fanout(self, request: GenerateRequest, d: Delivery) -> None:
-        snap = self.view.snapshot()
-        route = self.cfg.routes.get(request.requirements.route or "")
-        threshold = self.cfg.router.ensemble.consensus_threshold
-        models = None
-        if request.mode == "ensemble" and route is not None:
-            models, threshold = [route.primary, *route.validators], route.consensus_threshold
-        children = (
-            fanout.diverse_children(request, self.cfg, snap)
-            if request.mode == "diverse"
-            else fanout.ensemble_children(request, self.cfg, snap, models)
-        )
-        if isinstance(children, ErrorInfo):
-            error = GenerateError(request_id=request.id, error=children, created_at=time.time())
-            await publish_outcome(self, error, request.origin)
-            await d.ack()
+        plan = fanout.plan_fanout(request, self.cfg, self.view.snapshot())
+        if isinstance(plan, ErrorInfo):
+            await self.answer_now(request, plan, d)
             return
-        await self.flow.start_fanout(FanOut(request=request, delivery=d, models=models, threshold=threshold), children)
+        fo = FanOut(request=request, delivery=d, models=plan.models, threshold=plan.threshold)
+        await self.flow.start_fanout(fo, plan.children)
+
+    async def answer_now(self, request: GenerateRequest, error: ErrorInfo, d: Delivery) -> None:
+        """A request answered with a typed error before any attempt: stored, then acknowledged."""
+        outcome = GenerateError(request_id=request.id, error=error, created_at=time.time())
+        await publish_outcome(self, outcome, request.origin)
+        await d.ack()
 
     async def refuse(self, d: Delivery, reason: str) -> None:
         """A request that cannot be decoded or admitted still gets a typed error, if its subject names
@@ -266,10 +361,14 @@ class Router(Actor):
             await publish_outcome(self, error, where.origin)
 
     # --- outcomes and failures (core subscriptions) --------------------------------------------
-    async def on_outcome(self, msg: Msg) -> None:
-        where = subjects.parse_answer(msg.subject)
-        rid = where.request_id if where else ""
-        if rid not in self.flow.pending:
+    def held(self, subject: str) -> str | None:
+        """The request id of an answer's subject, when this instance holds that request (else None)."""
+        where = subjects.parse_answer(subject)
+        return where.request_id if where is not None and where.request_id in self.flow.pending else None
+
+    async def outcome_seen(self, msg: Msg) -> None:
+        rid = self.held(msg.subject)
+        if rid is None:
             return
         try:
             outcome = OUTCOME.decode(msg.data)
@@ -277,10 +376,8 @@ class Router(Actor):
             outcome = None
         await self.flow.finished(rid, outcome)
 
-    async def on_failure(self, msg: Msg) -> None:
-        where = subjects.parse_answer(msg.subject)
-        rid = where.request_id if where else ""
-        if rid not in self.flow.pending:
+    async def failure_seen(self, msg: Msg) -> None:
+        if self.held(msg.subject) is None:
             return
         try:
             failure = ATTEMPT_FAILED.decode(msg.data)
@@ -291,8 +388,6 @@ class Router(Actor):
 
     def emit_nowait(self, event: Event) -> None:
         """High-volume events (one per request) go out without waiting for the store's ack."""
-        import msgspec
-
         event = msgspec.structs.replace(event, at=event.at or time.time(), source=event.source or self.name)
         task = asyncio.ensure_future(self.nc.publish(subjects.event(event), encode(event)))
         self.background.add(task)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from policy.classify import classify
 from policy.pricing import max_input_tokens, worst_case_cost
-from policy.routing import Snapshot, _eligible, _load, allowed_tiers, backlogged_last
+from policy.targets import Snapshot, _eligible, _load, allowed_tiers, backlogged_last
 from schemas.base import Capability, Tier
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target

@@ -3,6 +3,7 @@
 diverse_children(request, cfg, snap) -> [Child]  each family in turn (families.py), then temperature x top_p x variant
 ensemble_children(request, cfg, snap) -> [Child] distinct models, families first, same prompt; local
                                                   members are asked for token logprobs (their confidence)
+plan_fanout(request, cfg, snap) -> FanOutPlan     either, with an ensemble route's members and threshold
 The ensemble's vote is policy/consensus/ (pure) and actors/router/ensemble.py (its I/O).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.router.families import diverse_targets, families_first
-from policy.routing import Snapshot, _eligible, allowed_tiers, rank, target_key
+from policy.targets import Snapshot, _eligible, allowed_tiers, rank, target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo
@@ -34,6 +35,31 @@ class Child:
     request: GenerateRequest
     plan: list[Target]
     prompt_variant: str | None = None
+
+
+@dataclass(frozen=True)
+class FanOutPlan:
+    children: list[Child]
+    models: list[str] | None  # ensemble members named by a route (primary + validators)
+    threshold: float
+
+
+def plan_fanout(request: GenerateRequest, cfg: OrchestraConfig, snap: Snapshot) -> FanOutPlan | ErrorInfo:
+    """A diverse or ensemble request's children; an ensemble on a route asks its primary and validators
+    and votes at the route's threshold."""
+    route = cfg.routes.get(request.requirements.route or "")
+    threshold = cfg.router.ensemble.consensus_threshold
+    models = None
+    if request.mode == "ensemble" and route is not None:
+        models, threshold = [route.primary, *route.validators], route.consensus_threshold
+    children = (
+        diverse_children(request, cfg, snap)
+        if request.mode == "diverse"
+        else ensemble_children(request, cfg, snap, models)
+    )
+    if isinstance(children, ErrorInfo):
+        return children
+    return FanOutPlan(children=children, models=models, threshold=threshold)
 
 
 def _vary(request: GenerateRequest, variant: str) -> tuple[list[ChatMessage] | None, str | None]:

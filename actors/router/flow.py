@@ -1,11 +1,13 @@
 """The life of each request the router owns, until exactly one outcome exists (docs/protocol.md).
 
-    Pending   one request (or one fan-out child): its plan, current attempt, timers
-    FanOut    a diverse / ensemble request: its children and what they answered
+    Flow(cfg, FlowIO(...))   the requests in flight (``Pending``, ``FanOut``: pending.py) and their moves
 
-Events in: a dispatch failed (``orch.result.<origin>.<id>.failed``), an outcome was stored
-(``orch.result.<origin>.<id>``), an attempt timed out, the deadline passed. Each moves the request to its
-next attempt or finishes it; stale events (an old attempt, a finished request) are ignored.
+Events in (messages the router's ``handle`` passes on): a dispatch failed
+(``orch.result.<origin>.<id>.failed``), an outcome was stored (``orch.result.<origin>.<id>``), an attempt
+timed out, the deadline passed. Each moves the request to its
+next attempt or finishes it; stale events (an old attempt, a finished request: ``settled``) are ignored.
+What it does to the world (publish, store an outcome, emit, schedule a timer message) goes through
+``FlowIO``, the callables the router gives it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from actors.router import ensemble, fanout
+from actors.router.messages import AttemptTimedOut, DeadlinePassed, RouterMsg
+from actors.router.pending import FanOut, Pending, Reserve, dispatch_subject, settled
 from actors.router.returning import keep_waiting
-from bus import subjects
-from bus.consumer import Delivery
-from bus.outcomes import publish_outcome, stored_outcome
-from policy.routing import target_key
-from schemas.dispatch import Dispatch, Target
+from policy.targets import target_key
+from schemas.config.root import OrchestraConfig
+from schemas.dispatch import Dispatch
 from schemas.errors import FALLBACK_ON, ErrorInfo
-from schemas.events import Escalated, RequestFallback
+from schemas.events import Escalated, Event, RequestFallback
 from schemas.request import GenerateRequest
 from schemas.result import (
     AttemptFailed,
@@ -38,52 +39,31 @@ from schemas.result import (
     Usage,
 )
 
-if TYPE_CHECKING:
-    from actors.router.actor import Router
-
 log = logging.getLogger(__name__)
 TIER_RANK = {"local": 0, "together": 1, "premium": 2}
 PROMPT_FOR_REVIEW = 4000  # characters of the prompt an escalation carries to the review queue
 
-# Before a paid attempt: returns (reservation id, nano-dollars held for it), an ErrorInfo when the budget
-# refuses, or None (no budget_guard, and attempts may go ahead unreserved).
-Reserve = Callable[[GenerateRequest, Target, int], Awaitable["tuple[str, int] | ErrorInfo | None"]]
 
+@dataclass(frozen=True)
+class FlowIO:
+    """What the flow does to the world and asks of it, given by the router (the flow never holds it)."""
 
-@dataclass(eq=False)
-class Pending:
-    request: GenerateRequest
-    plan: list[Target]
-    strategy: str = ""
-    route: str | None = None
-    delivery: Delivery | None = None  # the held REQUESTS message; None for fan-out children
-    parent: FanOut | None = None
-    prompt_variant: str | None = None
-    attempt: int = -1
-    target: Target | None = None
-    dispatched_at: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    timer: asyncio.TimerHandle | None = None
-    deadline_timer: asyncio.TimerHandle | None = None
-    done: bool = False
-    last_error: ErrorInfo | None = None
-
-
-@dataclass(eq=False)
-class FanOut:
-    request: GenerateRequest
-    delivery: Delivery
-    children: dict[str, Pending] = field(default_factory=dict)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    models: list[str] | None = None  # ensemble members named by a route (primary + validators)
-    threshold: float = 0.7
-    started: float = field(default_factory=time.monotonic)
-    done: bool = False
+    publish: Callable[[str, Dispatch, str], Awaitable[object]]  # store a dispatch: subject, dispatch, Msg-Id
+    answer: Callable[[Outcome, str], Awaitable[bool]]  # store a request's one outcome (origin): first wins
+    stored: Callable[[str, str], Awaitable[Outcome | None]]  # the outcome stored for (request id, origin)
+    emit: Callable[[Event], Awaitable[None]]
+    emit_nowait: Callable[[Event], None]
+    later: Callable[[float, RouterMsg], asyncio.TimerHandle]  # the router handles this message then
+    started: Callable[[str], None]  # an attempt went to this target key (the view's in-flight counts)
+    finished: Callable[[str, float | None], None]  # ... and ended (with its total time, when it answered)
+    host_alive: Callable[[str], bool]
+    hosts_returning: Callable[[], set[str]]
 
 
 class Flow:
-    def __init__(self, router: Router) -> None:
-        self.router = router
+    def __init__(self, cfg: OrchestraConfig, io: FlowIO) -> None:
+        self.cfg = cfg
+        self.io = io
         self.pending: dict[str, Pending] = {}
         self.fanouts: dict[str, FanOut] = {}
         self.reserve: Reserve | None = None
@@ -96,27 +76,28 @@ class Flow:
         self.measured: Callable[[], Mapping[str, float]] = dict
 
     # --- starting ------------------------------------------------------------------------------
+    def owner(self, request_id: str) -> Pending | FanOut | None:
+        """The request or fan-out this router holds under ``request_id`` (None: not ours, or answered)."""
+        return self.pending.get(request_id) or self.fanouts.get(request_id)
+
+    def in_flight(self) -> list[Pending]:
+        """Requests with an attempt out (dispatched, not settled)."""
+        return [p for p in self.pending.values() if p.target is not None and not settled(p)]
+
     def track(self, p: Pending) -> None:
         self.pending[p.request.id] = p
-        loop = asyncio.get_running_loop()
         delay = max(0.0, p.request.effective_deadline - time.time())
-        p.deadline_timer = loop.call_later(delay, self._fire, self._deadline, p)
+        p.deadline_timer = self.io.later(delay, DeadlinePassed(p))
 
     async def start(self, p: Pending, *, resume_after: int = -1) -> None:
         self.track(p)
         p.attempt = resume_after
         await self.next_attempt(p)
 
-    def _fire(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
-        """A timer went off: run ``fn(*args)`` as a task the router tracks."""
-        task = asyncio.ensure_future(fn(*args))
-        self.router.background.add(task)
-        task.add_done_callback(self.router.background.discard)
-
     # --- attempts ------------------------------------------------------------------------------
     async def next_attempt(self, p: Pending) -> None:
-        cfg = self.router.cfg
-        while not p.done:
+        cfg = self.cfg
+        while not settled(p):
             p.attempt += 1
             remaining = p.request.effective_deadline - time.time()
             if p.attempt >= len(p.plan) or remaining <= 0:
@@ -126,10 +107,10 @@ class Flow:
                 await self.finish_error(p, error)
                 return
             target = p.plan[p.attempt]
-            alive = self.router.host_alive
+            alive = self.io.host_alive
             if target.host and not alive(target.host):
                 rest = p.plan[p.attempt + 1 :]
-                if not keep_waiting(target, rest, self.router.hosts_returning(), alive):
+                if not keep_waiting(target, rest, self.io.hosts_returning(), alive):
                     p.last_error = ErrorInfo.of("unavailable", f"gpu_host {target.host} is down")
                     continue  # the plan was made when it was up: skip it rather than wait for a timeout
                 # else: queued for the host that is coming back (returning.py), within the deadline
@@ -154,25 +135,20 @@ class Flow:
                 route=p.route,
                 dispatched_at=time.time(),
             )
-            subject = (
-                subjects.dispatch_host(target.host, target.model)
-                if target.host
-                else subjects.dispatch_cloud(target.provider or "", target.model)
-            )
             p.target, p.dispatched_at = target, time.time()
-            self.router.view.started(target_key(target))
-            await self.router.publish(subject, dispatch, msg_id=f"{p.request.id}:{p.attempt}")
+            self.io.started(target_key(target))
+            await self.io.publish(dispatch_subject(target), dispatch, f"{p.request.id}:{p.attempt}")
             route = cfg.routes.get(p.route) if p.route else None  # a route's timeout_ms replaces the default
             per_attempt = float(cfg.router.attempt_timeout)
             if route is not None and route.timeout_ms is not None:
                 per_attempt = route.timeout_ms / 1000
             timeout = min(per_attempt, remaining)
-            p.timer = asyncio.get_running_loop().call_later(timeout, self._fire, self._attempt_timeout, p, p.attempt)
+            p.timer = self.io.later(timeout, AttemptTimedOut(p, p.attempt))
             return
 
     async def failed(self, f: AttemptFailed) -> None:
         p = self.pending.get(f.request_id)
-        if p is None or p.done or f.attempt != p.attempt:
+        if p is None or settled(p, f.attempt):
             return  # stale: an earlier attempt, or finished already
         self._stop_attempt(p)
         if f.streamed or f.error.code not in FALLBACK_ON:
@@ -180,17 +156,17 @@ class Flow:
             return
         p.last_error = f.error
         nxt = p.plan[p.attempt + 1].where if p.attempt + 1 < len(p.plan) else None
-        self.router.emit_nowait(
+        self.io.emit_nowait(
             RequestFallback(
                 request_id=p.request.id, failed_target=f.target, next_target=nxt, error=f.error, attempt=f.attempt
             )
         )
         await self.next_attempt(p)
 
-    async def _attempt_timeout(self, p: Pending, attempt: int) -> None:
-        if p.done or p.attempt != attempt:
+    async def attempt_timeout(self, p: Pending, attempt: int) -> None:
+        if settled(p, attempt):
             return
-        stored = await self.stored_outcome(p.request.id, p.request.origin)
+        stored = await self.io.stored(p.request.id, p.request.origin)
         if stored is not None:
             await self.finished(p.request.id, stored)
             return
@@ -204,9 +180,9 @@ class Flow:
         of at their timeout, when a live target can take them; if none can and the host is coming back
         (returning.py), they stay: its dispatches are redelivered to it. Returns the hosts waited for.
         If a host comes back and answers a failed-over attempt anyway, the first outcome wins."""
-        returning, alive, waited = self.router.hosts_returning(), self.router.host_alive, set()
-        for p in list(self.pending.values()):
-            if p.done or p.target is None or p.target.host not in down:
+        returning, alive, waited = self.io.hosts_returning(), self.io.host_alive, set()
+        for p in self.in_flight():
+            if p.target is None or p.target.host not in down:
                 continue
             if keep_waiting(p.target, p.plan[p.attempt + 1 :], returning, alive):
                 waited.add(p.target.host or "")
@@ -216,8 +192,8 @@ class Flow:
             await self.next_attempt(p)
         return waited
 
-    async def _deadline(self, p: Pending) -> None:
-        if not p.done:
+    async def deadline(self, p: Pending) -> None:
+        if not settled(p):
             await self.finish_error(p, ErrorInfo.of("timeout", "the request's deadline passed"))
 
     def _stop_attempt(self, p: Pending, total_ms: float | None = None) -> None:
@@ -225,12 +201,9 @@ class Flow:
             p.timer.cancel()
             p.timer = None
         if p.target is not None:
-            self.router.view.finished(target_key(p.target), total_ms)
+            self.io.finished(target_key(p.target), total_ms)
 
     # --- finishing -----------------------------------------------------------------------------
-    async def stored_outcome(self, request_id: str, origin: str) -> Outcome | None:
-        return await stored_outcome(self.router.js, request_id, origin)
-
     async def finished(self, request_id: str, outcome: Outcome | None) -> None:
         """An outcome for ``request_id`` is stored (seen on orch.result.<origin>.<id>)."""
         p = self.pending.pop(request_id, None)
@@ -239,28 +212,28 @@ class Flow:
         if self.observe is not None:
             self.observe(request_id, outcome)
         total = outcome.timings.total_ms if isinstance(outcome, GenerateResult) else None
-        if not p.done:
+        if not settled(p):
             p.done = True
             self._stop_attempt(p, total)
         if p.deadline_timer:
             p.deadline_timer.cancel()
         if p.parent is not None:
             if outcome is None:
-                outcome = await self.stored_outcome(request_id, p.request.origin)
+                outcome = await self.io.stored(request_id, p.request.origin)
             if outcome is not None:
                 await self.collect(p.parent, request_id, outcome)
         elif p.delivery is not None:
             await p.delivery.ack()
 
     async def finish_error(self, p: Pending, error: ErrorInfo) -> None:
-        if p.done:
+        if settled(p):
             return
         p.done = True
         self._stop_attempt(p)
         outcome = GenerateError(
             request_id=p.request.id, error=error, attempts=max(p.attempt, 0), created_at=time.time()
         )
-        await publish_outcome(self.router, outcome, p.request.origin)  # the first stored wins: exactly one
+        await self.io.answer(outcome, p.request.origin)  # the first stored wins: exactly one
         await self.finished(p.request.id, outcome)
 
     # --- fan-out -------------------------------------------------------------------------------
@@ -277,7 +250,7 @@ class Flow:
             fo.children[child.request.id] = p
         for p in list(fo.children.values()):
             redelivered = fo.delivery.num_delivered > 1
-            stored = await self.stored_outcome(p.request.id, p.request.origin) if redelivered else None
+            stored = await self.io.stored(p.request.id, p.request.origin) if redelivered else None
             if stored is not None:
                 await self.collect(fo, p.request.id, stored)
             else:
@@ -291,7 +264,7 @@ class Flow:
         self.fanouts.pop(fo.request.id, None)
         result = await self.combine(fo)
         if isinstance(result, GenerateResult) and result.consensus and result.consensus.escalated:
-            await self.router.emit(  # stored before the outcome: the review queue is built from it
+            await self.io.emit(  # stored before the outcome: the review queue is built from it
                 Escalated(
                     request_id=fo.request.id,
                     consistency=result.consensus.consistency,
@@ -302,7 +275,7 @@ class Flow:
                     winner=next((i for i, r in enumerate(result.responses) if r.text == result.text), None),
                 )
             )
-        await publish_outcome(self.router, result, fo.request.origin)
+        await self.io.answer(result, fo.request.origin)
         await fo.delivery.ack()
 
     async def combine(self, fo: FanOut) -> Outcome:
@@ -313,31 +286,8 @@ class Flow:
             return GenerateError(
                 request_id=req.id, error=first.error, attempts=len(fo.children), created_at=time.time()
             )
-        cfg = self.router.cfg
-        measured = self.measured()
-        confidences = [ensemble.confidence_of(o, cfg, measured) for _, o in ok]
-        responses = [
-            Response(
-                request_id=o.request_id,
-                text=o.text,
-                finish_reason=o.finish_reason,
-                provenance=Provenance(
-                    model=o.model,
-                    family=o.family,
-                    tier=o.tier,
-                    target=o.target,
-                    temperature=p.request.sampling.temperature,
-                    top_p=p.request.sampling.top_p,
-                    prompt_variant=p.prompt_variant,
-                ),
-                usage=o.usage,
-                cost_usd=o.cost_usd,
-                confidence=conf,
-                confidence_source=source,
-                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
-            )
-            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
-        ]
+        cfg = self.cfg
+        responses = self.responses(req, ok)
         winner, consensus = 0, None
         if req.mode == "ensemble":
             winner, consensus = await ensemble.judge(
@@ -365,3 +315,30 @@ class Flow:
             task=req.task,
             created_at=time.time(),
         )
+
+    def responses(self, req: GenerateRequest, ok: list[tuple[Pending, GenerateResult]]) -> list[Response]:
+        """The children's answers with their provenance and confidence (logprobs, measured accuracy or rank)."""
+        measured = self.measured()
+        confidences = [ensemble.confidence_of(o, self.cfg, measured) for _, o in ok]
+        return [
+            Response(
+                request_id=o.request_id,
+                text=o.text,
+                finish_reason=o.finish_reason,
+                provenance=Provenance(
+                    model=o.model,
+                    family=o.family,
+                    tier=o.tier,
+                    target=o.target,
+                    temperature=p.request.sampling.temperature,
+                    top_p=p.request.sampling.top_p,
+                    prompt_variant=p.prompt_variant,
+                ),
+                usage=o.usage,
+                cost_usd=o.cost_usd,
+                confidence=conf,
+                confidence_source=source,
+                logprobs=o.logprobs if req.sampling.logprobs else None,  # asked by the router, not the client
+            )
+            for (p, o), (conf, source) in zip(ok, confidences, strict=True)
+        ]

@@ -4,20 +4,20 @@ backlogged (new work prefers other targets), gets a ``queue.backlog`` event and 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
+from nats.js import JetStreamContext
+
+from actors.router.pending import Pending, dispatch_subject
 from bus import subjects
 from bus.kv import TypedKV
-from policy.routing import target_key
+from policy.targets import target_key
 from schemas.codec import Codec
-from schemas.events import QueueBacklog
+from schemas.config.actors import RouterCfg
+from schemas.events import Event, QueueBacklog
 from schemas.state import QueueState
-
-if TYPE_CHECKING:
-    from actors.router.actor import Router
 
 log = logging.getLogger(__name__)
 PERIOD = 2.0
@@ -40,67 +40,74 @@ def backlog_targets(
 
 
 class QueueWatch:
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.over_since: dict[str, float] = {}
+    """One turn every ``PERIOD`` (``tick``): given the router's in-flight requests, it marks backlogged
+    targets (``mark_backlog``, the view's set), announces new ones and writes every QueueState."""
 
-    async def depths(self) -> tuple[dict[str, int], dict[str, float]]:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        cfg: RouterCfg,
+        *,
+        emit: Callable[[Event], Awaitable[None]],
+        mark_backlog: Callable[[set[str]], None],
+    ) -> None:
+        self.js = js
+        self.cfg = cfg
+        self.emit = emit
+        self.mark_backlog = mark_backlog
+        self.over_since: dict[str, float] = {}
+        self.kv: TypedKV[QueueState] | None = None
+        self.written: set[str] = set()  # targets with a QueueState in KV
+        self.alarmed: set[str] = set()  # targets already announced as backlogged
+
+    async def depths(self, in_flight: list[Pending]) -> tuple[dict[str, int], dict[str, float]]:
         """Pending dispatches per target key, and the age of the oldest one the router knows."""
         depth: dict[str, int] = {}
         oldest: dict[str, float] = {}
+        subject: dict[str, str] = {}  # target key -> its dispatch subject
         now = time.time()
-        for p in self.router.flow.pending.values():
-            if p.target is not None and not p.done:
+        for p in in_flight:
+            if p.target is not None:
                 key = target_key(p.target)
                 depth[key] = depth.get(key, 0) + 1
                 oldest[key] = max(oldest.get(key, 0.0), now - p.dispatched_at)
+                subject[key] = dispatch_subject(p.target)
         try:  # shared across router instances: what waits in the workers' consumers
-            for info in await self.router.js.consumers_info("DISPATCH"):
+            for info in await self.js.consumers_info("DISPATCH"):
                 filt = info.config.filter_subject or ""
                 waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
-                prefix = filt.rstrip(">").rstrip(".")
                 for key in list(depth):
-                    tier, where, model = key.split(":", 2)
-                    subject = (
-                        subjects.dispatch_host(where, model)
-                        if tier == "local"
-                        else subjects.dispatch_cloud(where, model)
-                    )
-                    if prefix and subject.startswith(prefix):
+                    if subjects.subject_matches(subject[key], filt):
                         depth[key] = max(depth[key], waiting)
         except Exception as exc:  # the stream may not have consumers yet
             log.debug("consumer info: %s", exc)
         return depth, oldest
 
-    async def run(self) -> None:
-        cfg = self.router.cfg.router
-        kv: TypedKV[QueueState] = await TypedKV.open(self.router.js, subjects.KV_QUEUES, Codec(QueueState))
-        written: set[str] = set()  # targets with a QueueState in KV
-        alarmed: set[str] = set()  # targets already announced as backlogged
-        while True:
-            await asyncio.sleep(PERIOD)
-            depth, oldest = await self.depths()
-            now = time.time()
-            backlog = backlog_targets(depth, self.over_since, now, cfg.backlog_depth, float(cfg.backlog_wait))
-            self.router.view.backlog.clear()
-            self.router.view.backlog.update(backlog)
-            for key in backlog - alarmed:
-                await self.router.emit(
-                    QueueBacklog(
-                        target=key,
-                        depth=depth.get(key, 0),
-                        oldest_wait_s=oldest.get(key, 0.0),
-                        threshold=cfg.backlog_depth,
-                    )
-                )
-            alarmed = set(backlog)
-            for key in set(depth) | written:
-                state = QueueState(
+    async def tick(self, in_flight: list[Pending]) -> None:
+        cfg = self.cfg
+        if self.kv is None:
+            self.kv = await TypedKV.open(self.js, subjects.KV_QUEUES, Codec(QueueState))
+        depth, oldest = await self.depths(in_flight)
+        now = time.time()
+        backlog = backlog_targets(depth, self.over_since, now, cfg.backlog_depth, float(cfg.backlog_wait))
+        self.mark_backlog(backlog)
+        for key in backlog - self.alarmed:
+            await self.emit(
+                QueueBacklog(
                     target=key,
                     depth=depth.get(key, 0),
-                    oldest_wait_s=round(oldest.get(key, 0.0), 3),
-                    backlog=key in backlog,
-                    updated_at=now,
+                    oldest_wait_s=oldest.get(key, 0.0),
+                    threshold=cfg.backlog_depth,
                 )
-                await kv.put(key, state)
-            written = set(depth)
+            )
+        self.alarmed = set(backlog)
+        for key in set(depth) | self.written:
+            state = QueueState(
+                target=key,
+                depth=depth.get(key, 0),
+                oldest_wait_s=round(oldest.get(key, 0.0), 3),
+                backlog=key in backlog,
+                updated_at=now,
+            )
+            await self.kv.put(key, state)
+        self.written = set(depth)

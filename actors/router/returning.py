@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from policy.routing import Plan, Snapshot, host_up, plan_request
+from policy.routing import Plan, plan_request
+from policy.targets import Snapshot, host_up
 from schemas.config import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.errors import ErrorInfo

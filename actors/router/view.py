@@ -4,11 +4,10 @@ flags folded from router commands, and its own statistics. Reading it does no I/
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -16,7 +15,7 @@ from nats.js.api import DeliverPolicy
 
 from bus import subjects
 from bus.kv import LiveView
-from policy.routing import Snapshot
+from policy.targets import Snapshot
 from schemas.base import Tier
 from schemas.codec import COMMAND, Codec
 from schemas.commands import SetOverflow
@@ -178,24 +177,29 @@ class View:
             self.overflow[key] = cmd.tier
         else:
             self.overflow.pop(key, None)
+        log.info("overflow %s -> %s", cmd.model or "all local models", cmd.tier if cmd.enabled else "off")
 
-    async def follow_overflow(self) -> None:
-        """Fold every router overflow command in the stored history, then follow new ones (all
-        router instances compute the same flags from the same log)."""
+    def mark_backlog(self, targets: set[str]) -> None:
+        """The targets over their queue threshold now (queues.py): new work prefers the others."""
+        self.backlog.clear()
+        self.backlog.update(targets)
+
+    async def follow_overflow(self, seen: Callable[[SetOverflow], Awaitable[None]]) -> None:
+        """Every router overflow command in the stored history, then each new one, passed to ``seen`` (the
+        router's handle ``apply``s it: all router instances compute the same flags from the same log)."""
         sub = await self.js.subscribe(
-            f"{subjects.PREFIX}.cmd.router.>",
+            subjects.ROUTER_COMMANDS,
             stream="COMMANDS",
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )
         try:
             async for msg in sub.messages:
-                with contextlib.suppress(SchemaError):
+                try:
                     cmd = COMMAND.decode(msg.data)
-                    if isinstance(cmd, SetOverflow):
-                        self.apply(cmd)
-                        log.info(
-                            "overflow %s -> %s", cmd.model or "all local models", cmd.tier if cmd.enabled else "off"
-                        )
+                except SchemaError:
+                    continue
+                if isinstance(cmd, SetOverflow):
+                    await seen(cmd)
         finally:
             await sub.unsubscribe()

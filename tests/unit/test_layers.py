@@ -156,9 +156,7 @@ KNOWN_CYCLES = [
         "actors.diversity_monitor.feed",
         "actors.diversity_monitor.grading",
     ],
-    ["actors.gateway.actor", "actors.gateway.handlers"],
     ["actors.rotator.actor", "actors.rotator.conductor"],
-    ["actors.router.actor", "actors.router.flow", "actors.router.queues"],
 ]
 
 
