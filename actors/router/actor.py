@@ -81,7 +81,7 @@ class Router(Actor):
         self.flow.measured = self.view.accuracy  # premium agreement and reviews, once enough checks exist
         for name, live in self.view.views().items():
             self.spawn(f"view:{name}", live.run)
-        self.spawn("overflow", self.view.follow_overflow)
+        self.spawn("overflow", self.view.overflow.run)
         await self.view.wait_ready()
         self.link.leader = await self.view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.

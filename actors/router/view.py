@@ -1,10 +1,9 @@
-"""The router's live view of the orchestra: KV watches (hosts, tiers, providers, phase), the overflow
-flags folded from router commands, and its own statistics. Reading it does no I/O."""
+"""The router's live view of the orchestra: KV watches (hosts, tiers, providers, phase, the overflow
+switches of orch_overflow), and its own statistics. Reading it does no I/O."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -12,15 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from bus import subjects
 from bus.kv import LiveView
+from bus.overflow import Overflow
 from policy.routing import Snapshot
-from schemas.base import Tier
-from schemas.codec import COMMAND, Codec
-from schemas.commands import SetOverflow
-from schemas.errors import SchemaError
+from schemas.codec import Codec
 from schemas.review import ModelQuality
 from schemas.state import HostState, PhaseState, ProviderState, TierState
 
@@ -80,7 +76,7 @@ class View:
         self.inflight: dict[str, int] = defaultdict(int)
         self.latency_ms: dict[str, float] = {}
         self.backlog: set[str] = set()
-        self.overflow: dict[str, Tier] = {}
+        self.overflow = Overflow(js)  # {model or '*': tier}, written by the rotator
         self.turn = 0
         self.link = link or Link()
 
@@ -122,7 +118,7 @@ class View:
             inflight=self.inflight,
             latency_ms=self.latency_ms,
             backlog=self.backlog,
-            overflow=self.overflow,
+            overflow=self.overflow.tiers(),
             turn=self.turn,
             observed_since=self.link.since,
             measured=self.measured(),
@@ -171,31 +167,3 @@ class View:
         if total_ms is not None and total_ms > 0:
             old = self.latency_ms.get(key)
             self.latency_ms[key] = total_ms if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * total_ms
-
-    def apply(self, cmd: SetOverflow) -> None:
-        key = cmd.model or "*"
-        if cmd.enabled:
-            self.overflow[key] = cmd.tier
-        else:
-            self.overflow.pop(key, None)
-
-    async def follow_overflow(self) -> None:
-        """Fold every router overflow command in the stored history, then follow new ones (all
-        router instances compute the same flags from the same log)."""
-        sub = await self.js.subscribe(
-            f"{subjects.PREFIX}.cmd.router.>",
-            stream="COMMANDS",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
-        try:
-            async for msg in sub.messages:
-                with contextlib.suppress(SchemaError):
-                    cmd = COMMAND.decode(msg.data)
-                    if isinstance(cmd, SetOverflow):
-                        self.apply(cmd)
-                        log.info(
-                            "overflow %s -> %s", cmd.model or "all local models", cmd.tier if cmd.enabled else "off"
-                        )
-        finally:
-            await sub.unsubscribe()

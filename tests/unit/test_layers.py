@@ -150,14 +150,7 @@ def _without_packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
 
 # Back-pointer helpers still being taken apart (issue 21, item 2): this list may only shrink.
 KNOWN_CYCLES = [
-    [
-        "actors.diversity_monitor.actor",
-        "actors.diversity_monitor.desk",
-        "actors.diversity_monitor.feed",
-        "actors.diversity_monitor.grading",
-    ],
     ["actors.gateway.actor", "actors.gateway.handlers"],
-    ["actors.rotator.actor", "actors.rotator.conductor"],
     ["actors.router.actor", "actors.router.flow", "actors.router.queues"],
 ]
 
