@@ -33,6 +33,7 @@ from actors.diversity_monitor.messages import (
     AlertCommand,
     CheckSeen,
     DashboardTick,
+    DigestDue,
     EvaluateTick,
     EventSeen,
     MonitorMsg,
@@ -189,7 +190,7 @@ class DiversityMonitor(Actor):
         if self.dashboard is not None:
             self.dashboard.announce(self.cfg.monitor.metrics_host, port)
             self.every("dashboard", max(0.05, float(self.cfg.monitor.dashboard.refresh)), DashboardTick, first=0.0)
-        await self.desk.start()
+        await self.desk.start(self.digest_due)
         self.every("evaluate", max(0.05, float(self.cfg.alerts.evaluate_every)), EvaluateTick, first=0.0)
         self.every("report", max(0.05, float(self.cfg.monitor.report_every)), ReportTick)
 
@@ -228,6 +229,11 @@ class DiversityMonitor(Actor):
                 await self.report_turn()
             case DashboardTick():
                 await self.refresh_dashboard()
+            case DigestDue(kind):
+                await self.desk.digest(kind)
+
+    async def digest_due(self, kind: str) -> None:  # a coroutine: apscheduler runs plain functions in a thread
+        await self.handle(DigestDue(kind))
 
     async def acknowledge(self, cmd: AckAlert) -> None:
         alert = self.engine.by_id.get(cmd.alert_id)

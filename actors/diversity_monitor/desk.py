@@ -68,13 +68,14 @@ class Desk:
         self.weekly = escalation.weekly_trigger(self.alerts_cfg.digests.weekly_at)
 
     # --- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, due: Callable[[str], Awaitable[None]]) -> None:
+        """``due(kind)``: a digest's time came (the monitor turns it into a message and calls ``digest``)."""
         self.session = aiohttp.ClientSession()
         self.notifiers = build_notifiers(self.alerts_cfg.notifiers, self.session)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job at INFO
         self.scheduler = AsyncIOScheduler()
-        self.scheduler.add_job(self.digest, CronTrigger(**self.daily), args=["daily"], id="daily")
-        self.scheduler.add_job(self.digest, CronTrigger(**self.weekly), args=["weekly"], id="weekly")
+        self.scheduler.add_job(due, CronTrigger(**self.daily), args=["daily"], id="daily")
+        self.scheduler.add_job(due, CronTrigger(**self.weekly), args=["weekly"], id="weekly")
         self.scheduler.start()
 
     async def stop(self) -> None:

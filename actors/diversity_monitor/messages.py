@@ -8,6 +8,7 @@
     EvaluateTick()      the alert rules' turn (every ``alerts.evaluate_every``)
     ReportTick()        the diversity report's turn (every ``monitor.report_every``)
     DashboardTick()     the dashboard's refresh (every ``monitor.dashboard.refresh``)
+    DigestDue(kind)     the daily or weekly digest's time came (the desk's cron)
 
 Consumers, watches and timers only make these; ``handle`` matches on them.
 """
@@ -59,6 +60,19 @@ class DashboardTick:
     pass
 
 
+@dataclass(frozen=True)
+class DigestDue:
+    kind: str  # "daily" | "weekly"
+
+
 MonitorMsg = (
-    ResultSeen | EventSeen | AlertCommand | CheckSeen | ReviewCommand | EvaluateTick | ReportTick | DashboardTick
+    ResultSeen
+    | EventSeen
+    | AlertCommand
+    | CheckSeen
+    | ReviewCommand
+    | EvaluateTick
+    | ReportTick
+    | DashboardTick
+    | DigestDue
 )
