@@ -9,7 +9,7 @@ subject, stream and bucket of the topology has an owner here.
 
     roles                         writes (only it)                          reads
     gateway                       orch.request.*.gw.*                       its answers orch.*.gw.*
-    router                        orch.dispatch.>, outcomes, orch_queues    REQUESTS, RESULTS, COMMANDS, KV
+    router                        orch.dispatch.>, outcomes, orch_queues    REQUESTS, RESULTS, DISPATCH, KV
     gpu_host / cloud_proxy        outcomes, failures, chunks; orch_hosts /  DISPATCH, COMMANDS (hosts), RESULTS;
                                   orch_providers                            cloud_proxy serves cloud embeddings
     cache                         orch_cache, orch_cache_pending            RESULTS; serves cache lookups
@@ -86,7 +86,7 @@ DECLARATION: tuple[Role, ...] = (
         "router",
         publishes=(s.DISPATCH_ALL, s.RESULT_FINAL, *ACTOR_COMMON),
         subscribes=(s.RESULT_FINAL, s.RESULT_FAILED),
-        reads=("REQUESTS", "RESULTS", "COMMANDS", "DISPATCH"),  # DISPATCH: its consumers' backlog
+        reads=("REQUESTS", "RESULTS", "DISPATCH"),  # DISPATCH: its consumers' backlog; overflow: orch_overflow
         kv_writes=(s.KV_QUEUES,),
         kv_reads=TOPOLOGY_BUCKETS,
         # SVC_CACHE_EMBED: MiniLM vectors for the ensemble's consensus (actors/router/ensemble.py)
