@@ -9,13 +9,14 @@ subject, stream and bucket of the topology has an owner here.
 
     roles                         writes (only it)                          reads
     gateway                       orch.request.*.gw.*                       its answers orch.*.gw.*
-    router                        orch.dispatch.>, outcomes, orch_queues    REQUESTS, RESULTS, COMMANDS, KV
+    router                        orch.dispatch.>, outcomes, orch_queues    REQUESTS, RESULTS, DISPATCH, KV
     gpu_host / cloud_proxy        outcomes, failures, chunks; orch_hosts /  DISPATCH, COMMANDS (hosts), RESULTS;
                                   orch_providers                            cloud_proxy serves cloud embeddings
     cache                         orch_cache, orch_cache_pending            RESULTS; serves cache lookups
     budget_guard                  LEDGER, LEDGER_SNAPSHOTS, orch_tiers,     RESULTS, COMMANDS; serves budgets
                                   orch_locks, tier cmds
-    rotator                       host + overflow commands, orch_phase      COMMANDS, EVENTS, KV
+    rotator                       host + overflow commands, orch_phase,     COMMANDS, EVENTS, KV
+                                  orch_overflow
     diversity_monitor             host/tier/overflow commands, orch_reviews,  RESULTS, EVENTS, COMMANDS, KV
                                   orch_quality, orch.request.*.mon.* (its     (its verdicts: RESULTS)
                                   evaluation requests)
@@ -85,7 +86,7 @@ DECLARATION: tuple[Role, ...] = (
         "router",
         publishes=(s.DISPATCH_ALL, s.RESULT_FINAL, *ACTOR_COMMON),
         subscribes=(s.RESULT_FINAL, s.RESULT_FAILED),
-        reads=("REQUESTS", "RESULTS", "COMMANDS", "DISPATCH"),  # DISPATCH: its consumers' backlog
+        reads=("REQUESTS", "RESULTS", "DISPATCH"),  # DISPATCH: its consumers' backlog; overflow: orch_overflow
         kv_writes=(s.KV_QUEUES,),
         kv_reads=TOPOLOGY_BUCKETS,
         # SVC_CACHE_EMBED: MiniLM vectors for the ensemble's consensus (actors/router/ensemble.py)
@@ -130,7 +131,7 @@ DECLARATION: tuple[Role, ...] = (
         publishes=(s.host_commands("*"), s.ROUTER_COMMANDS, *s.ROTATOR_COMMANDS, *ACTOR_COMMON),
         subscribes=(s.EVENT_MODEL, s.EVENT_OOM),  # model and oom events as they happen (core NATS)
         reads=("COMMANDS", "EVENTS", "RESULTS"),
-        kv_writes=(s.KV_PHASE,),
+        kv_writes=(s.KV_PHASE, s.KV_OVERFLOW),  # orch_overflow: the one handler of SetOverflow
         kv_reads=TOPOLOGY_BUCKETS,
         calls=(s.SVC_BUDGET_SUMMARY,),
     ),

@@ -359,6 +359,7 @@ KV_CACHE_PENDING = "orch_cache_pending"  # declared by the cache actor: misses a
 KV_LOCKS = "orch_locks"  # declared by singleton actors: who holds the single-writer lease (budget_guard)
 KV_REVIEWS = "orch_reviews"  # the review queue: escalated requests and their decisions
 KV_QUALITY = "orch_quality"  # measured quality per model (premium agreement, review decisions)
+KV_OVERFLOW = "orch_overflow"  # local work sent to a cloud tier, per model ('*': all), from SetOverflow
 
 BUCKETS: list[KVSpec] = [
     KVSpec(KV_HOSTS, "gpu_host state: loaded models, memory, queue depth (writer: each gpu_host)"),
@@ -373,6 +374,7 @@ BUCKETS: list[KVSpec] = [
     ),
     KVSpec(KV_REVIEWS, "the review queue: escalated requests, pending or decided (writer: diversity_monitor)"),
     KVSpec(KV_QUALITY, "measured quality per model, read by the router (writer: diversity_monitor)"),
+    KVSpec(KV_OVERFLOW, "overflow switches per local model, read by the router and the monitor (writer: rotator)"),
 ]
 
 

@@ -30,7 +30,7 @@ What it decides:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -202,30 +202,8 @@ def plan(
     local = cfg.local_models()
     sims = {name: _sim(cfg, st) for name, st in hosts.items() if host_is_up(cfg, st, now)}
     wanted = {w.model: w for w in wants}
-    placed: dict[str, str] = {}
-    # 1. what is loaded now: wanted models stay (keep-alive corrected); the others unloaded, demoted or left
-    for host in sims.values():
-        for r in list(host.residents.values()):
-            want = wanted.get(r.model)
-            if (host.name, r.model) in protected:  # the scaler's (an extra instance of a wanted model too)
-                host.lingering.add(r.model)
-            elif want is not None:
-                placed.setdefault(r.model, host.name)
-                if r.keep_alive != want.keep_alive:
-                    host.steps.append(Step(host.name, "keep_alive", r.model, want.keep_alive, why="the phase wants it"))
-                    r.keep_alive = want.keep_alive
-            elif r.keep_alive != "hot":
-                host.lingering.add(r.model)  # the host's keep-alive decides
-            elif tiers.get(r.model, "warm") == "cold" and r.model in released:
-                host.steps.append(Step(host.name, "unload", r.model, why="out of the phase"))
-                host.remove(r.model)
-            else:
-                tier = tiers.get(r.model, "warm")
-                tier = "warm" if tier == "hot" else tier
-                host.steps.append(Step(host.name, "keep_alive", r.model, tier, why=f"out of the phase: {tier}"))
-                r.keep_alive = tier
-                host.lingering.add(r.model)
-    # 2. the wanted models not loaded anywhere, least flexible first
+    placed = _settle_residents(sims.values(), wanted, tiers, protected, released)
+    # then the wanted models not loaded anywhere, least flexible first
     todo = [w for w in wants if w.model not in placed]
     for w in todo:
         if w.model not in local:
@@ -254,42 +232,56 @@ def plan(
     return Plan(tuple(steps), placed, tuple(deferred))
 
 
+def _settle_residents(
+    sims: Iterable[_Host],
+    wanted: Mapping[str, Want],
+    tiers: Mapping[str, KeepAlive],
+    protected: Collection[tuple[str, str]],
+    released: Collection[str],
+) -> dict[str, str]:
+    """What is loaded now: wanted models stay (keep-alive corrected); the others unloaded, demoted or left.
+    The wanted models already loaded -> their host."""
+    placed: dict[str, str] = {}
+    for host in sims:
+        for r in list(host.residents.values()):
+            want = wanted.get(r.model)
+            if (host.name, r.model) in protected:  # the scaler's (an extra instance of a wanted model too)
+                host.lingering.add(r.model)
+            elif want is not None:
+                placed.setdefault(r.model, host.name)
+                if r.keep_alive != want.keep_alive:
+                    host.steps.append(Step(host.name, "keep_alive", r.model, want.keep_alive, why="the phase wants it"))
+                    r.keep_alive = want.keep_alive
+            elif r.keep_alive != "hot":
+                host.lingering.add(r.model)  # the host's keep-alive decides
+            elif tiers.get(r.model, "warm") == "cold" and r.model in released:
+                host.steps.append(Step(host.name, "unload", r.model, why="out of the phase"))
+                host.remove(r.model)
+            else:
+                tier = tiers.get(r.model, "warm")
+                tier = "warm" if tier == "hot" else tier
+                host.steps.append(Step(host.name, "keep_alive", r.model, tier, why=f"out of the phase: {tier}"))
+                r.keep_alive = tier
+                host.lingering.add(r.model)
+    return placed
+
+
+_Option = tuple[tuple[object, ...], _Host, memory.Plan, list[str]]  # (score: lower is better, host, plan, victims)
+
+
 def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere: set[str]) -> str | Refusal:
     """Choose the host for one wanted model and record its steps there; or refuse with every host's reason.
     ``pinned_elsewhere``: cards other models are pinned to (an unpinned model avoids them when it can, so a
     later phase finds them free)."""
     variants = loadable_variants(model)
-    pinned = bool(model.cards)
-    options: list[tuple[tuple[object, ...], _Host, memory.Plan, list[str]]] = []
+    options: list[_Option] = []
     misses: list[tuple[str, memory.NoFit]] = []
     for host in candidates:
-        names = list(model.cards) if pinned else list(host.totals)
-        movable = sorted(host.lingering)
-        best = memory.plan(
-            variants,
-            host.cards(names, movable),
-            kv_bytes_per_token=planned_kv_bytes_per_token(model),
-            context=model.context_length,
-            max_batch=1 if model.engine == "ctransformers" else model.max_batch_size,
-            overhead=host.overhead,
-            pinned=pinned,
-        )
-        if isinstance(best, memory.NoFit):
-            misses.append((host.name, best))
-            continue
-
-        def fits(
-            gone: frozenset[str], host: _Host = host, names: list[str] = names, need: memory.Footprint = best.footprint
-        ) -> bool:
-            return memory.place(need, host.cards(names, gone), pinned=pinned) is not None
-
-        victims = _victims(host, fits)
-        if victims is None:  # pragma: no cover - the plan above was made with every lingering model gone
-            continue
-        free_after = sum(c.free for c in host.cards(names, victims)) - best.bytes
-        claimed = len(set(best.placement.cards) & pinned_elsewhere) if not pinned else 0
-        score = (bool(victims), claimed, -best.variant.bits, -best.batch, free_after, host.name)
-        options.append((score, host, best, victims))
+        option = _option(host, model, variants, pinned_elsewhere)
+        if isinstance(option, memory.NoFit):
+            misses.append((host.name, option))
+        elif option is not None:
+            options.append(option)
     if not options:
         worst = max((m for _, m in misses), key=lambda m: m.free) if misses else None
         reasons = "; ".join(f"{host}: {m.reason}" for host, m in misses)
@@ -302,6 +294,43 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
             total=worst.total if worst else 0,
         )
     _, host, best, victims = min(options, key=lambda o: o[0])
+    _load(host, w, model, best, victims)
+    return host.name
+
+
+def _option(
+    host: _Host, model: LocalModel, variants: list[memory.Variant], pinned_elsewhere: set[str]
+) -> _Option | memory.NoFit | None:
+    """How the model would sit on this host (the lingering models it would unload, scored), or why it cannot."""
+    pinned = bool(model.cards)
+    names = list(model.cards) if pinned else list(host.totals)
+    movable = sorted(host.lingering)
+    best = memory.plan(
+        variants,
+        host.cards(names, movable),
+        kv_bytes_per_token=planned_kv_bytes_per_token(model),
+        context=model.context_length,
+        max_batch=1 if model.engine == "ctransformers" else model.max_batch_size,
+        overhead=host.overhead,
+        pinned=pinned,
+    )
+    if isinstance(best, memory.NoFit):
+        return best
+
+    def fits(gone: frozenset[str], need: memory.Footprint = best.footprint) -> bool:
+        return memory.place(need, host.cards(names, gone), pinned=pinned) is not None
+
+    victims = _victims(host, fits)
+    if victims is None:  # pragma: no cover - the plan above was made with every lingering model gone
+        return None
+    free_after = sum(c.free for c in host.cards(names, victims)) - best.bytes
+    claimed = len(set(best.placement.cards) & pinned_elsewhere) if not pinned else 0
+    return (bool(victims), claimed, -best.variant.bits, -best.batch, free_after, host.name), host, best, victims
+
+
+def _load(host: _Host, w: Want, model: LocalModel, best: memory.Plan, victims: list[str]) -> None:
+    """Record the chosen host's steps: unload the victims, then load the model where the plan put it."""
+    pinned = bool(model.cards)
     for v in victims:
         host.steps = [s for s in host.steps if s.model != v]  # a demote made moot by the unload
         host.steps.append(Step(host.name, "unload", v, why=f"room for {w.model}"))
@@ -318,7 +347,6 @@ def _place(w: Want, model: LocalModel, candidates: list[_Host], pinned_elsewhere
         Step(host.name, "load", w.model, w.keep_alive, sum(per_card.values()), tuple(placement.cards), why,
              tuple(placement.per_card), best.variant.quant)
     )  # fmt: skip
-    return host.name
 
 
 def _smallest(model: LocalModel) -> int:

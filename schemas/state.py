@@ -7,6 +7,7 @@ orch_phase    current        PhaseState     rotator
 orch_provider <provider>     ProviderState  cloud_proxy
 orch_queues   <target>       QueueState     router
 orch_key_usage <key id>      KeyUsage       gateway (every instance, by compare-and-set)
+orch_overflow <model>|*      OverflowState  rotator (from SetOverflow commands: its scaling's, the monitor's)
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ class PhaseState(Message, frozen=True, kw_only=True):
     history: list[list[str]] = []  # the pool models chosen by each of the last rotations, newest last
     rotations: int = 0  # rotations since the phase began
     rotated_at: float = 0.0  # when the current rotation models were chosen
+
+
+class OverflowState(Message, frozen=True, kw_only=True):
+    """A local model (``*``: every local model) whose work goes to a cloud tier now; no entry: no overflow."""
+
+    model: str | None = None  # None: all local models
+    tier: Tier = "together"
+    by: str = ""  # who switched it on last
+    enabled_by: list[str] = []  # everyone who switched it on since it was last off (scaling undoes only its own)
+    reason: str = ""
+    since: float = 0.0
 
 
 class ProviderState(Message, frozen=True, kw_only=True):

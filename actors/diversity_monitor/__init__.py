@@ -8,6 +8,7 @@ rules.py        pure: the alert rule engine (conditions, sustained, min_samples,
 remediation.py  pure: the AlertHandler's plans (OOM swap, backlog load-or-overflow, cost spike)
 escalation.py   pure: escalation steps, alert and digest messages, digest schedules
 figures.py      pure: the figures /metrics and the digests show
+reporting.py    pure: the diversity.report / diversity.low events of a window
 board.py        pure: the dashboard's chart points, page state and ring buffers (points, event tail)
 notify.py       webhook (Slack-compatible) and SMTP notifiers
 metrics.py      Prometheus instruments and the /metrics endpoint
@@ -16,6 +17,9 @@ static/         the page itself (plain HTML, JS, CSS); uPlot is vendored by `mak
 embedding.py    the Embedder protocol and the cache's offline MiniLM
 feed.py         reading results, events and commands (live, and the replay at start)
 desk.py         the I/O around alerts: events, remediation commands, notifications, digests
-actor.py        the actor
+grading.py      phase 3's automatic grading of a sampled share of answers
+reviews.py      the review queue and measured quality (orch_reviews, orch_quality)
+messages.py     the actor's message union (deliveries, timers, digests)
+actor.py        the actor: one handle() over messages.py; the helpers above get what they need from it
 cli.py          ``orchestra diversity`` and ``orchestra alerts``
 """

@@ -1,12 +1,15 @@
 """The diversity_monitor: diversity metrics over the results, alert rules with auto-remediation,
 escalation and digests, phase 3's automatic grading (grading.py), and Prometheus metrics on one HTTP endpoint.
 
-It reads results (``orch.result.>``), every event (``orch.event.>``) and the alert / overflow commands
-with durable consumers, and the live state (hosts, queues, tiers, providers) with KV watches. At start
+It reads results (``orch.result.>``), every event (``orch.event.>``) and the alert commands with durable
+consumers, and the live state (hosts, queues, tiers, providers, phase, the overflow switches) with KV watches. At start
 it replays the stored history it needs (the metric windows, today's spend, every alert event), so a
 restart loses no window and no alert; deliveries the replay already covered are acknowledged unread.
 Every ``alerts.evaluate_every`` the rules are evaluated; every ``monitor.report_every`` the diversity
 figures are published as ``diversity.report`` events (and ``diversity.low`` when they drop).
+
+Consumers and timers only make messages (``messages.py``); ``handle`` is the one place they are matched.
+Its helpers (the desk, the feed, the grader) get what they need, never the monitor.
 """
 
 from __future__ import annotations
@@ -14,18 +17,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from actors.diversity_monitor import feed, remediation
+from actors.diversity_monitor import remediation
 from actors.diversity_monitor.board import Board, snapshot
 from actors.diversity_monitor.desk import Desk
 from actors.diversity_monitor.diversity import Summary
 from actors.diversity_monitor.embedding import Embedder, load_embedder
 from actors.diversity_monitor.errors import EmbedderUnavailable
+from actors.diversity_monitor.feed import Feed, command, warm_up
 from actors.diversity_monitor.figures import digest_figures, figures
 from actors.diversity_monitor.grading import Grader
+from actors.diversity_monitor.messages import (
+    AlertCommand,
+    CheckSeen,
+    DashboardTick,
+    DigestDue,
+    EvaluateTick,
+    EventSeen,
+    MonitorMsg,
+    ReportTick,
+    ResultSeen,
+    ReviewCommand,
+)
 from actors.diversity_monitor.metrics import Figures, LabelSets, Metrics, MetricsServer
+from actors.diversity_monitor.reporting import report_events
 from actors.diversity_monitor.reviews import EVENT_SUBJECTS as REVIEW_EVENTS
 from actors.diversity_monitor.reviews import Reviews
 from actors.diversity_monitor.rules import Alert, Engine, Raised
@@ -33,17 +50,18 @@ from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import ConsumerSpec, Delivery
+from bus.consumer import ConsumerSpec
 from bus.kv import LiveView
+from bus.overflow import Overflow
 from schemas.budget import LEDGER_SUMMARY, LedgerSummary, SummaryRequest
 from schemas.codec import EVENT, Codec
-from schemas.commands import AckAlert, DecideReview, SetOverflow
+from schemas.commands import AckAlert, DecideReview
 from schemas.config.root import OrchestraConfig
-from schemas.events import DiversityLow, DiversityReport
+from schemas.events import DiversityLow
 from schemas.state import HostState, PhaseState, ProviderState, QueueState, TierState
 
-COMMAND_SUBJECTS = (f"{subjects.PREFIX}.cmd.alert.ack", f"{subjects.PREFIX}.cmd.router.>")
-MAX_TASK_REPORTS = 20
+COMMAND_SUBJECTS = (subjects.ALERT_ACK,)
+T = TypeVar("T")
 BUDGETS_UNWATCHED_S = 30.0  # with no page open, the budget_guard's summary is asked this often only
 
 
@@ -58,10 +76,17 @@ class DiversityMonitor(Actor):
         self.horizon = max([float(cfg.monitor.window), *windows])
         self.obs = Observations(self.horizon, ZoneInfo(cfg.budgets.timezone))
         self.engine = Engine(cfg.alerts.rules)
-        self.desk = Desk(self)  # checks the digest times: a ValueError stops the start
         families = {m.family for m in cfg.models.values()} | ({"embedding"} if cfg.embedding_models else set())
         models = [*cfg.models, *cfg.embedding_models]  # cloud embeddings are charged through a result too
         self.metrics = Metrics(self.current_figures, LabelSets.of(models, cfg.hosts, cfg.providers, families))
+        self.desk = Desk(cfg.alerts, self.engine, self.metrics, plan=self.plan, figures=self.digest_figures,
+                         publish=self.publish, name=self.name)  # fmt: skip  # bad digest times: a ValueError
+        self.hosts: LiveView[HostState] | None = None  # the KV watches: opened at start
+        self.queues: LiveView[QueueState] | None = None
+        self.tiers: LiveView[TierState] | None = None
+        self.providers: LiveView[ProviderState] | None = None
+        self.phase: LiveView[PhaseState] | None = None
+        self.overflow: Overflow | None = None  # the overflow switches (orch_overflow, the rotator's)
         self.server = MetricsServer(self.metrics, cfg.monitor.metrics_host, cfg.monitor.metrics_port)
         board = cfg.monitor.dashboard
         self.board = Board(int(float(board.history) / max(0.05, float(board.refresh))), board.tail)
@@ -69,68 +94,75 @@ class DiversityMonitor(Actor):
         self.dashboard: Dashboard | None = None  # made at start (its token file is I/O)
         self.embedder: Embedder | None = embedder  # None: load the cache's MiniLM at start
         self.own_embedder = embedder is None
-        self.embedding = asyncio.Lock()
         self.summary: Summary | None = None
         self.replayed: dict[str, int] = {}  # stream -> last sequence the start-up replay read
-        self.overflowing: set[str] = set()  # local models ('*' = all) overflowed to the cloud
+        self.reported_at: int | None = None  # answers seen when the last report turn looked
+        self.budgets_asked = 0.0  # monotonic time the budget_guard's summary was last asked
         self.low: set[str | None] = set()  # groups whose diversity is reported low
         self.evaluations = 0
         self.heartbeat_s = max([float(h.heartbeat) for h in cfg.hosts.values()] or [2.0])
         self.reviews: Reviews | None = None  # the review queue and measured quality (opened at start)
-        self.grader = Grader(self)  # phase 3: a sampled share of answers graded by the phase's evaluator
+        self.grader = Grader(  # phase 3: a sampled share of answers graded by the phase's evaluator
+            cfg, self.metrics, phase=self.current_phase, get_last_msg=self.last_msg, publish=self.publish,
+            emit=self.emit, check=self.quality_check,
+        )  # fmt: skip
+        self.feed = Feed(self.obs, self.metrics, self.board, self.horizon, grade=self.grader.on_outcome,
+                         tail=self.tail, embedder=lambda: self.embedder)  # fmt: skip
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = {**self.consumer_defaults(), "concurrency": 4}
         return [
             ConsumerSpec(
-                stream="RESULTS",
+                stream=subjects.RESULTS_STREAM,
                 durable=self.name,
                 subjects=(subjects.RESULT_ALL,),
-                handler=self.on_result,
+                handler=self.deliver(ResultSeen),
                 description="results and failed attempts",
                 **defaults,
             ),
             ConsumerSpec(
-                stream="EVENTS",
+                stream=subjects.EVENTS_STREAM,
                 durable=self.name,
                 subjects=(subjects.EVENT_ALL,),
-                handler=self.on_event,
+                handler=self.deliver(EventSeen),
                 description="every event",
                 **defaults,
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable=self.name,
-                subjects=COMMAND_SUBJECTS,  # in order: switches
-                handler=self.on_command,
-                description="alert acks and overflow switches",
+                subjects=COMMAND_SUBJECTS,  # in order
+                handler=self.deliver(AlertCommand),
+                description="alert acks",
                 **{**defaults, "concurrency": 1},
             ),
             ConsumerSpec(
-                stream="EVENTS",
+                stream=subjects.EVENTS_STREAM,
                 durable=f"{self.name}-quality",
                 subjects=REVIEW_EVENTS,
-                handler=self.on_check,
+                handler=self.deliver(CheckSeen),
                 description="escalations (the review queue) and premium validations (measured quality)",
                 **{**defaults, "concurrency": 1},
             ),
             ConsumerSpec(
-                stream="COMMANDS",
+                stream=subjects.COMMANDS_STREAM,
                 durable=f"{self.name}-reviews",
                 subjects=(subjects.REVIEW_COMMANDS,),
-                handler=self.on_review,
+                handler=self.deliver(ReviewCommand),
                 description="the operator's review decisions",
                 **{**defaults, "concurrency": 1},
             ),
         ]
 
     async def on_start(self) -> None:
-        self.hosts: LiveView[HostState] = LiveView(self.js, subjects.KV_HOSTS, Codec(HostState))
-        self.queues: LiveView[QueueState] = LiveView(self.js, subjects.KV_QUEUES, Codec(QueueState))
-        self.tiers: LiveView[TierState] = LiveView(self.js, subjects.KV_TIERS, Codec(TierState))
-        self.providers: LiveView[ProviderState] = LiveView(self.js, subjects.KV_PROVIDERS, Codec(ProviderState))
-        self.phase: LiveView[PhaseState] = LiveView(self.js, subjects.KV_PHASE, Codec(PhaseState))
+        self.hosts = LiveView(self.js, subjects.KV_HOSTS, Codec(HostState))
+        self.queues = LiveView(self.js, subjects.KV_QUEUES, Codec(QueueState))
+        self.tiers = LiveView(self.js, subjects.KV_TIERS, Codec(TierState))
+        self.providers = LiveView(self.js, subjects.KV_PROVIDERS, Codec(ProviderState))
+        self.phase = LiveView(self.js, subjects.KV_PHASE, Codec(PhaseState))
+        self.overflow = Overflow(self.js)
         views: list[LiveView[Any]] = [self.hosts, self.queues, self.tiers, self.providers, self.phase]
+        views.append(self.overflow.view)
         for view in views:
             self.spawn(f"view:{view.bucket}", view.run)
         await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), 10.0)
@@ -143,7 +175,7 @@ class DiversityMonitor(Actor):
         self.reviews = Reviews(self.js, self.emit, self.cfg.router.validation.window)
         await self.reviews.open()
         self.spawn("view:reviews", self.reviews.queue.run)
-        await feed.warm_up(self)
+        self.replayed = await warm_up(self.js, self.feed, self.engine, float(self.cfg.bus.streams.history))
         if self.cfg.monitor.dashboard.enabled:
             self.dashboard = Dashboard.of(
                 self.cfg,
@@ -157,10 +189,10 @@ class DiversityMonitor(Actor):
         self.log.info("metrics on http://%s:%d/metrics", self.cfg.monitor.metrics_host, port)
         if self.dashboard is not None:
             self.dashboard.announce(self.cfg.monitor.metrics_host, port)
-            self.spawn("dashboard", self.dashboard_loop)
-        await self.desk.start()
-        self.spawn("evaluate", self.evaluate_loop)
-        self.spawn("report", self.report_loop)
+            self.every("dashboard", max(0.05, float(self.cfg.monitor.dashboard.refresh)), DashboardTick, first=0.0)
+        await self.desk.start(self.digest_due)
+        self.every("evaluate", max(0.05, float(self.cfg.alerts.evaluate_every)), EvaluateTick, first=0.0)
+        self.every("report", max(0.05, float(self.cfg.monitor.report_every)), ReportTick)
 
     async def on_stop(self) -> None:
         await self.desk.stop()
@@ -171,49 +203,66 @@ class DiversityMonitor(Actor):
         if self.own_embedder and close is not None:
             close()
 
-    # --- input -----------------------------------------------------------------------------------
-    async def on_result(self, d: Delivery) -> None:
-        if d.stream_seq > self.replayed.get("RESULTS", 0):
-            await feed.result(self, d.subject, d.data, d.published_at, live=True)
+    # --- the one entry point --------------------------------------------------------------------
+    async def handle(self, msg: MonitorMsg) -> None:
+        match msg:
+            case ResultSeen(d):
+                if d.stream_seq > self.replayed.get(subjects.RESULTS_STREAM, 0):
+                    await self.feed.result(d.subject, d.data, d.published_at, live=True)
+            case EventSeen(d):
+                if d.stream_seq > self.replayed.get(subjects.EVENTS_STREAM, 0):
+                    self.feed.event(d.data, d.published_at, live=True)
+            case AlertCommand(d):
+                cmd = command(d.data)
+                if isinstance(cmd, AckAlert):
+                    await self.acknowledge(cmd)
+            case CheckSeen(d):  # an escalation or a premium validation (SchemaError: dead-lettered)
+                if self.reviews is not None:
+                    await self.reviews.on_event(EVENT.decode(d.data), d.stream_seq)
+            case ReviewCommand(d):
+                cmd = command(d.data)
+                if isinstance(cmd, DecideReview) and self.reviews is not None:
+                    await self.reviews.decide(cmd)
+            case EvaluateTick():
+                await self.evaluate(time.time())
+            case ReportTick():
+                await self.report_turn()
+            case DashboardTick():
+                await self.refresh_dashboard()
+            case DigestDue(kind):
+                await self.desk.digest(kind)
 
-    async def on_event(self, d: Delivery) -> None:
-        if d.stream_seq > self.replayed.get("EVENTS", 0):
-            feed.event(self, d.data, d.published_at, live=True)
+    async def digest_due(self, kind: str) -> None:  # a coroutine: apscheduler runs plain functions in a thread
+        await self.handle(DigestDue(kind))
 
-    async def on_command(self, d: Delivery) -> None:
-        cmd = feed.command(d.data)
-        match cmd:
-            case AckAlert():
-                alert = self.engine.by_id.get(cmd.alert_id)
-                if alert is None:
-                    self.log.warning("ack for unknown alert %s (by %s)", cmd.alert_id, cmd.by or "?")
-                elif alert.acked_at is None:
-                    self.engine.ack(cmd.alert_id, cmd.by, cmd.at or time.time())
-                    await self.desk.acknowledged(alert)
-            case SetOverflow():
-                self.apply_overflow(cmd)
+    async def acknowledge(self, cmd: AckAlert) -> None:
+        alert = self.engine.by_id.get(cmd.alert_id)
+        if alert is None:
+            self.log.warning("ack for unknown alert %s (by %s)", cmd.alert_id, cmd.by or "?")
+        elif alert.acked_at is None:
+            self.engine.ack(cmd.alert_id, cmd.by, cmd.at or time.time())
+            await self.desk.acknowledged(alert)
 
-    async def on_check(self, d: Delivery) -> None:
-        """An escalation or a premium validation (SchemaError: dead-lettered by the consumer)."""
+    async def quality_check(self, model: str, passed: bool, **kw: Any) -> None:
+        """A grader's verdict into the measured quality (the review queue's records)."""
         if self.reviews is not None:
-            await self.reviews.on_event(EVENT.decode(d.data), d.stream_seq)
+            await self.reviews.check(model, passed, **kw)
 
-    async def on_review(self, d: Delivery) -> None:
-        cmd = feed.command(d.data)
-        if isinstance(cmd, DecideReview) and self.reviews is not None:
-            await self.reviews.decide(cmd)
+    async def last_msg(self, stream: str, subject: str) -> Any:
+        return await self.js.get_last_msg(stream, subject)
 
-    def apply_overflow(self, cmd: SetOverflow) -> None:
-        key = cmd.model or "*"
-        if cmd.enabled:
-            self.overflowing.add(key)
-        else:
-            self.overflowing.discard(key)
+    def current_phase(self) -> str:
+        state = self.phase.data.get("current") if self.phase is not None else None
+        return state.phase if state is not None else self.cfg.rotator.initial_phase
+
+    def tail(self, line: dict[str, Any]) -> None:
+        if self.dashboard is not None:
+            self.dashboard.broadcast("tail", line)
 
     # --- the clock -------------------------------------------------------------------------------
     def live(self) -> LiveState:
         return LiveState(
-            hosts=self.hosts.data, queues=self.queues.data, tiers=self.tiers.data, heartbeat_s=self.heartbeat_s
+            hosts=_data(self.hosts), queues=_data(self.queues), tiers=_data(self.tiers), heartbeat_s=self.heartbeat_s
         )
 
     async def evaluate(self, now: float) -> None:
@@ -228,79 +277,39 @@ class DiversityMonitor(Actor):
         await self.desk.tick(now)
         self.evaluations += 1
 
-    async def evaluate_loop(self) -> None:
-        period = max(0.05, float(self.cfg.alerts.evaluate_every))
-        while True:
-            await self.evaluate(time.time())
-            await asyncio.sleep(period)
-
-    async def report_loop(self) -> None:
-        period = max(0.05, float(self.cfg.monitor.report_every))
-        last: int | None = None
-        while True:
-            await asyncio.sleep(period)
-            now = time.time()
-            since = now - float(self.cfg.monitor.window)
-            self.summary = self.obs.summary(since, now)
-            seen = self.obs.answers_seen
-            if self.obs.total(since, now).answers and seen != last:
-                await self.report(self.summary)
-            last = seen
+    async def report_turn(self) -> None:
+        """The figures of the window; reported when answers came in since the last turn."""
+        now = time.time()
+        since = now - float(self.cfg.monitor.window)
+        self.summary = self.obs.summary(since, now)
+        seen = self.obs.answers_seen
+        if self.obs.total(since, now).answers and seen != self.reported_at:
+            await self.report(self.summary)
+        self.reported_at = seen
 
     async def report(self, summary: Summary) -> None:
-        window = float(self.cfg.monitor.window)
-        await self.emit(DiversityReport(window_s=window, metrics=summary.overall))
-        threshold = self.cfg.monitor.min_unique_approaches
-        for task, m in list(summary.tasks.items())[:MAX_TASK_REPORTS]:
-            await self.emit(DiversityReport(window_s=window, task=task, metrics=m.as_dict()))
-            low = threshold > 0 and m.answers >= threshold and m.unique_approaches < threshold
-            if low and task not in self.low:
-                await self.emit(
-                    DiversityLow(
-                        metric="unique_approaches",
-                        value=float(m.unique_approaches),
-                        threshold=float(threshold),
-                        task=task,
-                    )
-                )
-                self.log.warning(
-                    "diversity low on task %s: %d unique approaches in %d answers", task, m.unique_approaches, m.answers
-                )
-            if low:
-                self.low.add(task)
-            else:
-                self.low.discard(task)
+        window, threshold = float(self.cfg.monitor.window), self.cfg.monitor.min_unique_approaches
+        events, self.low = report_events(summary, window, threshold, self.low)
+        for event in events:
+            await self.emit(event)
+            if isinstance(event, DiversityLow):
+                m = summary.tasks[event.task or ""]
+                self.log.warning("diversity low on task %s: %d unique approaches in %d answers",
+                                 event.task, m.unique_approaches, m.answers)  # fmt: skip
 
     # --- for the desk and the metrics endpoint ---------------------------------------------------
     def plan(self, action: str, alert: Alert, now: float, why: str = "") -> remediation.Plan:
-        live = self.live()
-        if action == "oom":
-            windows = (
-                [
-                    float(c.window)
-                    for c in self.cfg.alerts.rules[alert.rule].when
-                    if c.metric == "oom_errors" and c.window
-                ]
-                if alert.rule in self.cfg.alerts.rules
-                else []
-            )
-            ooms = self.obs.oom_records(now - (windows[0] if windows else self.horizon), now)
-            return remediation.plan_oom(ooms, live.hosts, self.cfg)
-        if action == "backlog":
-            queues = live.current_queues(now)
-            backlogged = [q for q in queues if q.backlog] or sorted(queues, key=lambda q: -q.depth)[:1]
-            return remediation.plan_backlog(
-                backlogged, {h.host: h for h in live.hosts_up(now)}, live.tiers, self.cfg, now, self.overflowing
-            )
-        if action == "cost_spike":
-            until = self.obs.next_day_start(now) if self.cfg.budgets.spike.reenable == "next_day" else None
-            return remediation.plan_cost_spike(live.tiers, self.cfg, self.obs.daily_spend(now), until, why)
-        return remediation.Plan("none", detail=f"no remediation for action {action!r}")
+        rule = self.cfg.alerts.rules.get(alert.rule)
+        overflowing = set(self.overflow.tiers()) if self.overflow is not None else set()
+        return remediation.plan_for(
+            action, rule, now, why, cfg=self.cfg, obs=self.obs, live=self.live(), horizon=self.horizon,
+            overflowing=overflowing,
+        )  # fmt: skip
 
     def current_figures(self) -> Figures:
         now = time.time()
         return figures(
-            self.cfg, self.obs, self.live(), self.providers.data, self.summary, self.engine.open_alerts(), now
+            self.cfg, self.obs, self.live(), _data(self.providers), self.summary, self.engine.open_alerts(), now
         )
 
     def digest_figures(self, now: float) -> dict[str, float]:
@@ -310,33 +319,30 @@ class DiversityMonitor(Actor):
     def page_state(self) -> dict[str, Any]:
         now = time.time()
         alerts = self.engine.open_alerts()
-        phase = self.phase.data.get("current")
+        phase = _data(self.phase).get("current")
         f = self.current_figures()
         state = snapshot(self.cfg, f, self.live(), phase, self.budgets, alerts, self.obs, self.board, now)
         state["reviews"] = self.reviews.board() if self.reviews is not None else {"pending": 0, "newest": []}
         return state
 
-    async def dashboard_loop(self) -> None:
+    async def refresh_dashboard(self) -> None:
         board = self.cfg.monitor.dashboard
         period = max(0.05, float(board.refresh))
-        asked = 0.0
-        while True:
-            watched = self.dashboard is not None and bool(self.dashboard.clients)
-            if watched or time.monotonic() - asked > BUDGETS_UNWATCHED_S:  # fresh enough for a page opening
-                asked = time.monotonic()
-                try:
-                    self.budgets = await self.call(
-                        subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=min(1.0, period)
-                    )
-                except Exception:  # no budget_guard answering: the page says so
-                    self.budgets = None
-            now = time.time()
-            window = float(self.cfg.monitor.window)
-            point = self.board.sample(now, self.obs, self.live(), self.summary, float(board.rate_window), window)
-            if watched and self.dashboard is not None:  # the state only for pages watching
-                self.dashboard.broadcast("point", point)
-                self.dashboard.broadcast("state", self.page_state())
-            await asyncio.sleep(period)
+        watched = self.dashboard is not None and bool(self.dashboard.clients)
+        if watched or time.monotonic() - self.budgets_asked > BUDGETS_UNWATCHED_S:  # fresh for a page opening
+            self.budgets_asked = time.monotonic()
+            try:
+                self.budgets = await self.call(
+                    subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=min(1.0, period)
+                )
+            except Exception:  # no budget_guard answering: the page says so
+                self.budgets = None
+        now = time.time()
+        window = float(self.cfg.monitor.window)
+        point = self.board.sample(now, self.obs, self.live(), self.summary, float(board.rate_window), window)
+        if watched and self.dashboard is not None:  # the state only for pages watching
+            self.dashboard.broadcast("point", point)
+            self.dashboard.broadcast("state", self.page_state())
 
     async def ack_from_page(self, alert_id: str, by: str) -> bool:
         """An operator acknowledged from the page: the same AckAlert command as ``orchestra alerts ack``."""
@@ -349,6 +355,10 @@ class DiversityMonitor(Actor):
     @property
     def metrics_port(self) -> int:
         return self.server.port
+
+
+def _data(view: LiveView[T] | None) -> dict[str, T]:
+    return view.data if view is not None else {}
 
 
 if __name__ == "__main__":  # pragma: no cover

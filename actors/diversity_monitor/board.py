@@ -163,6 +163,41 @@ def snapshot(
     now: float,
 ) -> dict[str, Any]:
     """Cards, models, phase, money and alerts now (the headline figures are /metrics' own)."""
+    cards, models = _hosts(live, now)
+    return {
+        "now": now,
+        "headline": {
+            "models_loaded": f.models_loaded,
+            "hosts_up": f.hosts_up,
+            "spend_today_usd": f.spend_today,
+            "spend_velocity_usd_per_hour": f.spend_velocity,
+            "cache_hit_ratio": f.window.get("cache_hit_ratio", 0.0),
+            "error_ratio": f.window.get("error_ratio", 0.0),
+            "request_rate_per_second": f.window.get("request_rate_per_second", 0.0),
+            "diversity_score": f.diversity.get("diversity_score"),
+            "alerts_open": len(f.alerts),
+        },
+        "phase": _phase(cfg, phase),
+        "cards": cards,
+        "models": models,
+        "money": _money(f, live, budgets, obs, now, float(cfg.monitor.window)),
+        "alerts": [
+            {
+                "alert_id": a.alert_id,
+                "rule": a.rule,
+                "severity": a.severity,
+                "raised_at": a.raised_at,
+                "acked_by": a.acked_by if a.acked_at is not None else None,
+                "context": {k: _short(v) for k, v in a.context.items()},
+            }
+            for a in sorted(alerts, key=lambda a: a.raised_at, reverse=True)
+        ],
+        "remediations": list(board.remediations)[::-1],
+    }
+
+
+def _hosts(live: LiveState, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The cards of the hosts that are up (each with the models on it) and the model instances."""
     cards: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
     for h in sorted(live.hosts_up(now), key=lambda h: h.host):
@@ -196,36 +231,7 @@ def snapshot(
                     "models": on_card[c.card],
                 }
             )
-    return {
-        "now": now,
-        "headline": {
-            "models_loaded": f.models_loaded,
-            "hosts_up": f.hosts_up,
-            "spend_today_usd": f.spend_today,
-            "spend_velocity_usd_per_hour": f.spend_velocity,
-            "cache_hit_ratio": f.window.get("cache_hit_ratio", 0.0),
-            "error_ratio": f.window.get("error_ratio", 0.0),
-            "request_rate_per_second": f.window.get("request_rate_per_second", 0.0),
-            "diversity_score": f.diversity.get("diversity_score"),
-            "alerts_open": len(f.alerts),
-        },
-        "phase": _phase(cfg, phase),
-        "cards": cards,
-        "models": models,
-        "money": _money(f, live, budgets, obs, now, float(cfg.monitor.window)),
-        "alerts": [
-            {
-                "alert_id": a.alert_id,
-                "rule": a.rule,
-                "severity": a.severity,
-                "raised_at": a.raised_at,
-                "acked_by": a.acked_by if a.acked_at is not None else None,
-                "context": {k: _short(v) for k, v in a.context.items()},
-            }
-            for a in sorted(alerts, key=lambda a: a.raised_at, reverse=True)
-        ],
-        "remediations": list(board.remediations)[::-1],
-    }
+    return cards, models
 
 
 def _phase(cfg: OrchestraConfig, state: PhaseState | None) -> dict[str, Any] | None:

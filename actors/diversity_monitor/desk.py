@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -26,22 +27,39 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from actors.diversity_monitor import escalation, remediation
+from actors.diversity_monitor.metrics import Metrics
 from actors.diversity_monitor.notify import Notifier, build_notifiers, deliver
-from actors.diversity_monitor.rules import Alert
+from actors.diversity_monitor.rules import Alert, Engine
 from bus import subjects
 from schemas.codec import encode
+from schemas.config.ops import AlertsCfg
 from schemas.events import AlertAcknowledged, AlertRaised, AlertResolved, Event, Notified, Remediation
-
-if TYPE_CHECKING:
-    from actors.diversity_monitor.actor import DiversityMonitor
 
 log = logging.getLogger(__name__)
 
+PlanFor = Callable[..., remediation.Plan]  # (action, alert, now[, why]) -> the remediation to carry out
+Publish = Callable[..., Awaitable[Any]]  # (subject, obj, *, msg_id=..., timeout=...): stored in JetStream
+
 
 class Desk:
-    def __init__(self, monitor: DiversityMonitor) -> None:
-        self.m = monitor
-        self.alerts_cfg = monitor.cfg.alerts
+    def __init__(
+        self,
+        alerts_cfg: AlertsCfg,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        plan: PlanFor,
+        figures: Callable[[float], dict[str, float]],
+        publish: Publish,
+        name: str,
+    ) -> None:
+        self.alerts_cfg = alerts_cfg
+        self.engine = engine
+        self.metrics = metrics
+        self.plan = plan
+        self.figures = figures  # the digest's figures at a time
+        self.publish = publish
+        self.name = name
         self.notifiers: dict[str, Notifier] = {}
         self.session: aiohttp.ClientSession | None = None
         self.scheduler: AsyncIOScheduler | None = None
@@ -50,13 +68,14 @@ class Desk:
         self.weekly = escalation.weekly_trigger(self.alerts_cfg.digests.weekly_at)
 
     # --- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, due: Callable[[str], Awaitable[None]]) -> None:
+        """``due(kind)``: a digest's time came (the monitor turns it into a message and calls ``digest``)."""
         self.session = aiohttp.ClientSession()
         self.notifiers = build_notifiers(self.alerts_cfg.notifiers, self.session)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job at INFO
         self.scheduler = AsyncIOScheduler()
-        self.scheduler.add_job(self.digest, CronTrigger(**self.daily), args=["daily"], id="daily")
-        self.scheduler.add_job(self.digest, CronTrigger(**self.weekly), args=["weekly"], id="weekly")
+        self.scheduler.add_job(due, CronTrigger(**self.daily), args=["daily"], id="daily")
+        self.scheduler.add_job(due, CronTrigger(**self.weekly), args=["weekly"], id="weekly")
         self.scheduler.start()
 
     async def stop(self) -> None:
@@ -104,9 +123,9 @@ class Desk:
 
     async def tick(self, now: float) -> None:
         """Remediation still owed, then the escalation steps that are due."""
-        for alert in self.m.engine.open_alerts():
+        for alert in self.engine.open_alerts():
             if alert.action != "none" and not alert.remediations:
-                await self.carry_out(alert, self.m.plan(alert.action, alert, now), step=None)
+                await self.carry_out(alert, self.plan(alert.action, alert, now), step=None)
             for index, step in escalation.due_steps(alert, self.steps(alert), now):
                 alert.steps_done.add(index)
                 for channel in step.notify:
@@ -114,7 +133,7 @@ class Desk:
                     self.spawn(self.notify(channel, subject, text, alert.alert_id, index))
                 if step.action == "disable_premium":
                     why = f"{alert.alert_id} unacknowledged for {float(step.after):g}s"
-                    await self.carry_out(alert, self.m.plan("cost_spike", alert, now, why), step=index)
+                    await self.carry_out(alert, self.plan("cost_spike", alert, now, why), step=index)
 
     # --- doing -----------------------------------------------------------------------------------
     async def carry_out(self, alert: Alert, plan: remediation.Plan, step: int | None, tag: str = "") -> None:
@@ -122,16 +141,16 @@ class Desk:
         key = f"{alert.alert_id}:{tag or ('fix' if step is None else f'step{step}')}"
         sent: list[str] = []
         for i, cmd in enumerate(plan.commands):
-            cmd = msgspec.structs.replace(cmd, command_id=f"{key}:{i}", at=time.time(), by=self.m.name)
+            cmd = msgspec.structs.replace(cmd, command_id=f"{key}:{i}", at=time.time(), by=self.name)
             try:
-                await self.m.publish(subjects.command(cmd), cmd, msg_id=cmd.command_id)
+                await self.publish(subjects.command(cmd), cmd, msg_id=cmd.command_id)
             except Exception as exc:  # the bus is down: the next tick tries again (nothing recorded yet)
                 log.warning("alert %s: could not send %s: %s", alert.alert_id, type(cmd).__name__, exc)
                 return
             sent.append(encode(cmd).decode())
             alert.commands.append(cmd)
         alert.remediations.append(plan.action)
-        self.m.metrics.remediations.labels(alert.rule, plan.action).inc()
+        self.metrics.remediations.labels(alert.rule, plan.action).inc()
         log.warning("alert %s: remediation %s: %s", alert.alert_id, plan.action, plan.detail)
         event = Remediation(
             alert_id=alert.alert_id, rule=alert.rule, action=plan.action, commands=sent, detail=plan.detail, step=step
@@ -141,7 +160,7 @@ class Desk:
     async def notify(self, channel: str, subject: str, text: str, alert_id: str | None, step: int | None) -> None:
         notifier = self.notifiers.get(channel)
         problem = "no such notifier" if notifier is None else await deliver(notifier, subject, text)
-        self.m.metrics.notifications.labels(channel, "ok" if problem is None else "failed").inc()
+        self.metrics.notifications.labels(channel, "ok" if problem is None else "failed").inc()
         if problem is not None:
             log.warning("notification to %s failed: %s", channel, problem)
         what = f"step {step + 1}" if step is not None else subject
@@ -151,8 +170,8 @@ class Desk:
     async def digest(self, kind: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         rules = {r for r in self.alerts_cfg.rules if escalation.digest_kind(self.steps_for_rule(r)) == kind}
-        alerts = list(self.m.engine.history) + self.m.engine.open_alerts()
-        subject, text = escalation.digest_message(kind, alerts, rules, now, self.m.digest_figures(now))
+        alerts = list(self.engine.history) + self.engine.open_alerts()
+        subject, text = escalation.digest_message(kind, alerts, rules, now, self.figures(now))
         log.info("%s digest: %s", kind, subject)
         channels = self.alerts_cfg.digests.notify
         await asyncio.gather(*(self.notify(ch, subject, text, None, None) for ch in channels))
@@ -172,9 +191,9 @@ class Desk:
 
     # --- plumbing --------------------------------------------------------------------------------
     async def record(self, event: Event, msg_id: str | None) -> None:
-        event = msgspec.structs.replace(event, at=event.at or time.time(), source=self.m.name)
+        event = msgspec.structs.replace(event, at=event.at or time.time(), source=self.name)
         try:
-            await self.m.publish(subjects.event(event), event, msg_id=msg_id, timeout=10.0)
+            await self.publish(subjects.event(event), event, msg_id=msg_id, timeout=10.0)
         except Exception as exc:
             log.warning("could not record %s: %s", type(event).__name__, exc)
 

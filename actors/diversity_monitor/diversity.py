@@ -241,6 +241,27 @@ def evenness(counts: Sequence[int]) -> float:
     return max(0.0, h / math.log(total))
 
 
+def _prose_approaches(group: list[Answer], prose: list[Answer]) -> tuple[int, np.ndarray | None]:
+    """Approaches among the prose answers: by embedding when every answer of the group has a vector (the
+    group's matrix comes back too, for the embedding diversity), lexically otherwise."""
+    vectors = [a.vector for a in group]
+    if not group or any(v is None for v in vectors):
+        texts = [a.text for a in prose]
+
+        def text_sim(i: int, j: int) -> float:
+            return lexical_similarity(texts[i], texts[j])
+
+        return len(cluster(len(texts), text_sim, LEXICAL_SAME_APPROACH)), None
+    matrix = np.asarray(np.vstack(vectors), dtype=np.float64)
+    index = {id(a): k for k, a in enumerate(group)}
+    prose_rows = matrix[[index[id(a)] for a in prose]] if prose else matrix[:0]
+
+    def prose_sim(i: int, j: int) -> float:
+        return float(prose_rows[i] @ prose_rows[j])
+
+    return len(cluster(len(prose), prose_sim, PROSE_SAME_APPROACH)), matrix
+
+
 def metrics(answers: Sequence[Answer]) -> Metrics:
     """Every figure for one group of answers (the most recent MAX_GROUP for pairwise figures)."""
     group = list(answers)[-MAX_GROUP:]
@@ -257,28 +278,11 @@ def metrics(answers: Sequence[Answer]) -> Metrics:
     def code_sim(i: int, j: int) -> float:
         return structural_similarity(code_shapes[i], code_shapes[j])
 
-    approaches = len(cluster(len(code_shapes), code_sim, CODE_SAME_APPROACH))
-    vectors = [a.vector for a in group]
-    have_vectors = n > 0 and all(v is not None for v in vectors)
-    if have_vectors:
-        matrix = np.asarray(np.vstack(vectors), dtype=np.float64)
-        index = {id(a): k for k, a in enumerate(group)}
-        prose_rows = matrix[[index[id(a)] for a in prose]] if prose else matrix[:0]
-
-        def prose_sim(i: int, j: int) -> float:
-            return float(prose_rows[i] @ prose_rows[j])
-
-        approaches += len(cluster(len(prose), prose_sim, PROSE_SAME_APPROACH))
-    else:
-        texts = [a.text for a in prose]
-
-        def text_sim(i: int, j: int) -> float:
-            return lexical_similarity(texts[i], texts[j])
-
-        approaches += len(cluster(len(texts), text_sim, LEXICAL_SAME_APPROACH))
+    prose_approaches, matrix = _prose_approaches(group, prose)
+    approaches = len(cluster(len(code_shapes), code_sim, CODE_SAME_APPROACH)) + prose_approaches
 
     ast_div = _mean_pairwise_distance(len(code_shapes), code_sim) if len(code_shapes) >= 2 else None
-    emb_div = embedding_diversity(matrix) if have_vectors and n >= 2 else None
+    emb_div = embedding_diversity(matrix) if matrix is not None and n >= 2 else None
     ratio = approaches / n if n else 0.0
     even = evenness(list(families.values()))
     parts = [ratio, even]

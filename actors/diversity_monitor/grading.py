@@ -22,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
+from actors.diversity_monitor.metrics import Metrics
 from bus import subjects
 from policy.evaluation import EvaluationError, Verdict, evaluation_request, evaluators, read_verdict
 from policy.validation import SHADOW_SUFFIX
@@ -32,12 +34,9 @@ from schemas.base import Priority
 from schemas.codec import REQUEST
 from schemas.config.root import OrchestraConfig
 from schemas.errors import SchemaError
-from schemas.events import EvaluationScored
+from schemas.events import EvaluationScored, Event
 from schemas.request import GenerateRequest
 from schemas.result import GenerateResult, Outcome
-
-if TYPE_CHECKING:
-    from actors.diversity_monitor.actor import DiversityMonitor
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +92,32 @@ class Waiting:
 
 
 class Grader:
-    """The monitor's side: draw, ask, wait (bounded), record."""
+    """The monitor's side: draw, ask, wait (bounded), record. It gets what it needs from the monitor:
 
-    def __init__(self, monitor: DiversityMonitor) -> None:
-        self.m = monitor
+    ``phase()`` the current phase's name; ``get_last_msg(stream, subject)`` JetStream's (the graded request);
+    ``publish(subject, obj, msg_id=...)``; ``emit(event)``; ``check(model, passed, compared=, evaluated=)``
+    the measured quality's record of a verdict."""
+
+    def __init__(
+        self,
+        cfg: OrchestraConfig,
+        metrics: Metrics,
+        *,
+        phase: Callable[[], str],
+        get_last_msg: Callable[[str, str], Awaitable[Any]],
+        publish: Callable[..., Awaitable[Any]],
+        emit: Callable[[Event], Awaitable[None]],
+        check: Callable[..., Awaitable[None]],
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.phase = phase
+        self.get_last_msg = get_last_msg
+        self.publish = publish
+        self.emit = emit
+        self.check = check
         self.waiting: dict[str, Waiting] = {}  # evaluation request id -> what it grades
         self.asked: dict[str, None] = {}  # graded answers' request ids, oldest first (at most REMEMBERED)
-
-    def phase(self) -> str:
-        state = self.m.phase.data.get("current")
-        return state.phase if state is not None else self.m.cfg.rotator.initial_phase
 
     async def on_outcome(self, subject: str, outcome: Outcome) -> None:
         """A live final outcome: a verdict the monitor waits for, or an answer that may be drawn."""
@@ -112,7 +127,7 @@ class Grader:
         if where.origin == ORIGIN:
             await self.verdict(where.request_id, outcome)
             return
-        evaluator = plan(outcome, where.origin, self.m.cfg, self.phase())
+        evaluator = plan(outcome, where.origin, self.cfg, self.phase())
         if evaluator is not None and isinstance(outcome, GenerateResult):
             await self.ask(outcome, where.origin, evaluator)
 
@@ -122,7 +137,7 @@ class Grader:
         now = time.time()
         self.waiting = {k: w for k, w in self.waiting.items() if w.deadline > now}
         if len(self.waiting) >= MAX_IN_FLIGHT:
-            self.m.metrics.evaluations.labels("dropped").inc()
+            self.metrics.evaluations.labels("dropped").inc()
             log.info("evaluation of %s dropped: %d already waiting", result.request_id, len(self.waiting))
             return
         self.asked[result.request_id] = None
@@ -135,23 +150,23 @@ class Grader:
         finally:
             self.waiting.pop(slot, None)
         if request is None:
-            self.m.metrics.evaluations.labels("no_request").inc()
+            self.metrics.evaluations.labels("no_request").inc()
             return
         req = evaluation_request(
             task_text(request), result.text, model=evaluator, timeout_s=TIMEOUT_S, priority="low", task=result.task
         )
         self.waiting[req.id] = Waiting(result.request_id, result.model, evaluator, req.deadline + 5.0)
         try:
-            await self.m.publish(subjects.request(req.priority, req.id, ORIGIN), req, msg_id=req.id)
+            await self.publish(subjects.request(req.priority, req.id, ORIGIN), req, msg_id=req.id)
         except Exception as exc:
             self.waiting.pop(req.id, None)
-            self.m.metrics.evaluations.labels("error").inc()
+            self.metrics.evaluations.labels("error").inc()
             log.warning("could not ask %s to grade %s: %s", evaluator, result.request_id, exc)
 
     async def find_request(self, request_id: str, origin: str) -> GenerateRequest | None:
         for priority in PRIORITIES:
             try:
-                msg = await self.m.js.get_last_msg("REQUESTS", subjects.request(priority, request_id, origin))
+                msg = await self.get_last_msg(subjects.REQUESTS_STREAM, subjects.request(priority, request_id, origin))
             except Exception:  # not found under this priority (or gone from the stream)
                 continue
             try:
@@ -163,23 +178,22 @@ class Grader:
     async def verdict(self, evaluation_id: str, outcome: Outcome) -> None:
         w = self.waiting.pop(evaluation_id, None)
         if w is None:
-            self.m.metrics.evaluations.labels("unknown").inc()  # asked before a restart, or a redelivery
+            self.metrics.evaluations.labels("unknown").inc()  # asked before a restart, or a redelivery
             return
         if not isinstance(outcome, GenerateResult):
-            self.m.metrics.evaluations.labels("error").inc()
+            self.metrics.evaluations.labels("error").inc()
             log.info("evaluation of %s by %s failed: %s", w.request_id, w.evaluator, outcome.error.message)
             return
         try:
             v = read_verdict(outcome.text)
         except EvaluationError as exc:
-            self.m.metrics.evaluations.labels("unreadable").inc()
+            self.metrics.evaluations.labels("unreadable").inc()
             log.info("evaluation of %s by %s is no verdict: %s", w.request_id, w.evaluator, exc)
             return
-        self.m.metrics.evaluations.labels("scored").inc()
-        self.m.metrics.evaluator_score.labels(self.m.metrics.labels.model(w.model)).observe(v.score)
-        if self.m.reviews is not None:
-            await self.m.reviews.check(w.model, agreed(v), compared=False, evaluated=True)
-        await self.m.emit(
+        self.metrics.evaluations.labels("scored").inc()
+        self.metrics.evaluator_score.labels(self.metrics.labels.model(w.model)).observe(v.score)
+        await self.check(w.model, agreed(v), compared=False, evaluated=True)
+        await self.emit(
             EvaluationScored(
                 request_id=w.request_id,
                 evaluation_id=evaluation_id,

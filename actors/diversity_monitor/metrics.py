@@ -101,6 +101,11 @@ class FiguresCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self.figures()
+        yield from self._capacity(f)
+        yield from self._traffic(f)
+
+    def _capacity(self, f: Figures) -> Iterator[Metric]:
+        """What can answer: models, hosts, cards, queues, tiers."""
         g = _gauge(
             "orchestra_model_available",
             "1 when the model can answer now (loaded, or its cloud tier and provider are up)",
@@ -131,6 +136,9 @@ class FiguresCollector(Collector):
         for tier, enabled in sorted(f.tiers.items()):
             tiers.add_metric([tier], 1.0 if enabled else 0.0)
         yield tiers
+
+    def _traffic(self, f: Figures) -> Iterator[Metric]:
+        """What happened over the window: rates, spend, diversity, open alerts."""
         docs = {
             "cache_hit_ratio": "Share of requests answered from the cache over the monitor window",
             "error_ratio": "Share of requests that ended in an error over the monitor window",

@@ -8,6 +8,7 @@ the commands to send. The actor sends them and records a ``Remediation`` event w
     plan_backlog(queues, hosts, tiers, cfg, now)  load a fast model where memory allows, otherwise
                                                   overflow local work to the Together tier
     plan_cost_spike(tiers, cfg, daily_usd, until) disable the premium tier unless it is already off
+    plan_for(action, rule, now, why, ...)         the plan of an alert's action, from the monitor's windows
 
 "Fits" is the paper's 16 GB rule generalised: a host's free memory (the sum over its cards, from its
 HostState) must hold the model's library size (the variant the library keeps by default) plus the
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from actors.diversity_monitor.window import OomRec
+from actors.diversity_monitor.window import LiveState, Observations, OomRec
 from policy.memory import (
     Variant,
     allowed_variants,
@@ -33,6 +34,7 @@ from policy.memory import (
 from schemas.base import Tier
 from schemas.commands import Command, LoadModel, SetOverflow, SetTier, UnloadModel
 from schemas.config.models import LocalModel
+from schemas.config.ops import AlertRuleCfg
 from schemas.config.root import OrchestraConfig
 from schemas.state import HostState, LoadedModel, QueueState, TierState
 
@@ -85,7 +87,43 @@ def _loaded_bytes(m: LoadedModel, cfg: OrchestraConfig) -> int:
     return footprint(model) if isinstance(model, LocalModel) else 0
 
 
+def plan_for(
+    action: str,
+    rule: AlertRuleCfg | None,
+    now: float,
+    why: str,
+    *,
+    cfg: OrchestraConfig,
+    obs: Observations,
+    live: LiveState,
+    horizon: float,
+    overflowing: set[str],
+) -> Plan:
+    """The remediation of an alert's ``action`` now: OOMs of the rule's window (else the monitor's horizon),
+    the backlogged queues (else the deepest), today's spend; ``overflowing``: models overflowed already."""
+    if action == "oom":
+        windows = [float(c.window) for c in rule.when if c.metric == "oom_errors" and c.window] if rule else []
+        ooms = obs.oom_records(now - (windows[0] if windows else horizon), now)
+        return plan_oom(ooms, live.hosts, cfg)
+    if action == "backlog":
+        queues = live.current_queues(now)
+        backlogged = [q for q in queues if q.backlog] or sorted(queues, key=lambda q: -q.depth)[:1]
+        up = {h.host: h for h in live.hosts_up(now)}
+        return plan_backlog(backlogged, up, live.tiers, cfg, now, overflowing)
+    if action == "cost_spike":
+        until = obs.next_day_start(now) if cfg.budgets.spike.reenable == "next_day" else None
+        return plan_cost_spike(live.tiers, cfg, obs.daily_spend(now), until, why)
+    return Plan("none", detail=f"no remediation for action {action!r}")
+
+
 # --- OOM -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Victim:
+    name: str
+    bytes: int
+    loaded: LoadedModel | None  # as its host reports it; None: named by the OOMs only (no live state)
+
+
 def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: OrchestraConfig) -> Plan:
     """The card with the most OOMs in the window (the latest on a tie): unload its largest model, and
     load a smaller model of the same family that fits the memory it frees: the same model line and
@@ -96,43 +134,71 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
     latest = {(o.host, o.card): o.at for o in ooms}
     host_name, card = max(counts, key=lambda k: (counts[k], latest[k]))
     state = hosts.get(host_name)
-    loaded = list(state.models) if state else []
-    on_card = [m for m in loaded if not card or not m.cards or card in m.cards] or loaded
-    if on_card:
-        victim = max(on_card, key=lambda m: (_loaded_bytes(m, cfg), m.model))
-        victim_name, victim_bytes = victim.model, _loaded_bytes(victim, cfg)
-    else:  # no live state for the host: the model the OOMs name
-        named = Counter(o.model for o in ooms if o.host == host_name and o.card == card and o.model)
-        if not named:
-            return Plan("none", detail=f"host {host_name} reports no loaded model to unload")
-        victim_name = named.most_common(1)[0][0]
-        lib = cfg.models.get(victim_name)
-        victim_bytes = footprint(lib) if isinstance(lib, LocalModel) else 0
+    victim = _victim(ooms, state, host_name, card, cfg)
+    if victim is None:
+        return Plan("none", detail=f"host {host_name} reports no loaded model to unload")
     where = f"{host_name}" + (f" card {card}" if card else "")
     why = f"{counts[(host_name, card)]} OOM(s) on {where}"
-    victim_cfg = cfg.models.get(victim_name)
-    lower = lower_variant(victim, victim_cfg) if on_card and isinstance(victim_cfg, LocalModel) else None
-    if lower is not None:  # the same model at fewer bits frees memory and keeps what it serves
+    victim_cfg = cfg.models.get(victim.name)
+    was = victim.loaded
+    lower = lower_variant(was, victim_cfg) if was is not None and isinstance(victim_cfg, LocalModel) else None
+    if lower is not None and was is not None:  # the same model at fewer bits frees memory and keeps what it serves
         reload = LoadModel(
-            host=host_name, model=victim_name, max_bits=lower.bits, reason=f"lower-bit variant after {why}"
+            host=host_name, model=victim.name, max_bits=lower.bits, reason=f"lower-bit variant after {why}"
         )
         return Plan(
             "lower_variant",
             [reload],
-            f"reloading {victim_name} at {lower.quant} ({lower.bits:g} bits, was {victim.variant} "
-            f"at {victim.bits:g}) on {where}",
+            f"reloading {victim.name} at {lower.quant} ({lower.bits:g} bits, was {was.variant} "
+            f"at {was.bits:g}) on {where}",
         )
-    commands: list[Command] = [UnloadModel(host=host_name, model=victim_name, reason=why)]
+    commands: list[Command] = [UnloadModel(host=host_name, model=victim.name, reason=why)]
     if not isinstance(victim_cfg, LocalModel):
-        return Plan("unload", commands, f"unloaded {victim_name} from {where}")
-    room = (free_bytes(state) if state else 0) + victim_bytes
-    loaded_names = {m.model for m in loaded}
+        return Plan("unload", commands, f"unloaded {victim.name} from {where}")
+    name = _smaller(victim, victim_cfg, state, host_name, ooms, cfg)
+    if name is None:
+        return Plan(
+            "unload", commands, f"unloaded {victim.name} from {where}; no smaller {victim_cfg.family} model fits"
+        )
+    commands.append(LoadModel(host=host_name, model=name, reason=f"smaller {victim_cfg.family} model after OOM"))
+    return Plan("swap", commands, f"replaced {victim.name} with {name} on {where}")
+
+
+def _victim(
+    ooms: Sequence[OomRec], state: HostState | None, host_name: str, card: str, cfg: OrchestraConfig
+) -> _Victim | None:
+    """The largest model on the card (or on the host), or, with no live state, the model the OOMs name."""
+    loaded = list(state.models) if state else []
+    on_card = [m for m in loaded if not card or not m.cards or card in m.cards] or loaded
+    if on_card:
+        victim = max(on_card, key=lambda m: (_loaded_bytes(m, cfg), m.model))
+        return _Victim(victim.model, _loaded_bytes(victim, cfg), victim)
+    named = Counter(o.model for o in ooms if o.host == host_name and o.card == card and o.model)
+    if not named:
+        return None
+    name = named.most_common(1)[0][0]
+    lib = cfg.models.get(name)
+    return _Victim(name, footprint(lib) if isinstance(lib, LocalModel) else 0, None)
+
+
+def _smaller(
+    victim: _Victim,
+    victim_cfg: LocalModel,
+    state: HostState | None,
+    host_name: str,
+    ooms: Sequence[OomRec],
+    cfg: OrchestraConfig,
+) -> str | None:
+    """A smaller model of the victim's family that fits the memory its unload frees: the same line and
+    variant first, then the largest."""
+    room = (free_bytes(state) if state else 0) + victim.bytes
+    loaded_names = {m.model for m in state.models} if state else set()
     failing = {o.model for o in ooms if o.host == host_name}  # never "fix" an OOM with the model that caused it
     candidates = [
         (name, m)
         for name, m in cfg.local_models().items()
         if m.family == victim_cfg.family
-        and name != victim_name
+        and name != victim.name
         and name not in loaded_names
         and name not in failing
         and footprint(m) < footprint(victim_cfg)
@@ -140,18 +206,14 @@ def plan_oom(ooms: Sequence[OomRec], hosts: dict[str, HostState], cfg: Orchestra
         and may_place(m, host_name, cfg)
     ]
     if not candidates:
-        return Plan(
-            "unload", commands, f"unloaded {victim_name} from {where}; no smaller {victim_cfg.family} model fits"
-        )
-    stem, variant = line_of(victim_name)
+        return None
+    stem, variant = line_of(victim.name)
 
     def preference(c: tuple[str, LocalModel]) -> tuple[bool, bool, int, int, int]:
         c_stem, c_variant = line_of(c[0])
         return c_stem == stem, c_variant == variant, footprint(c[1]), c[1].quality, -len(c[0])
 
-    name, _ = max(candidates, key=preference)
-    commands.append(LoadModel(host=host_name, model=name, reason=f"smaller {victim_cfg.family} model after OOM"))
-    return Plan("swap", commands, f"replaced {victim_name} with {name} on {where}")
+    return max(candidates, key=preference)[0]
 
 
 def lower_variant(loaded: LoadedModel, model: LocalModel) -> Variant | None:

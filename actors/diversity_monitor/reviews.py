@@ -32,7 +32,7 @@ from schemas.review import ModelQuality, ReviewItem
 log = logging.getLogger(__name__)
 NEWEST = 5  # items the dashboard's card lists
 
-EVENT_SUBJECTS = (f"{subjects.PREFIX}.event.ensemble.escalated", f"{subjects.PREFIX}.event.validation.>")
+EVENT_SUBJECTS = subjects.REVIEW_EVENTS
 
 Emit = Callable[[Event], Awaitable[None]]
 

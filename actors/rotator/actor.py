@@ -9,6 +9,12 @@ commands (``conductor``); it converges again when a host (re)starts or holds ``h
 not want (a host's preload, a load on demand). A few times per ``scale.sustained`` it looks at the queue
 depths (``orch_queues``, the hosts' state) and scales. The hosts own what they load: the rotator only
 asks, and follows their events and state.
+
+It is also the one writer of the overflow switches (KV ``orch_overflow``, key: the model or ``*``): it
+handles every ``SetOverflow`` (``orch.cmd.router.overflow``: its scaling's, the monitor's remediation's)
+with a durable consumer of its own; the router and the monitor watch the bucket.
+
+Everything arrives as a message of ``messages.py`` and goes through ``handle``.
 """
 
 from __future__ import annotations
@@ -19,33 +25,42 @@ import functools
 import logging
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-from nats.js.api import DeliverPolicy
 
-from actors.rotator.conductor import Conductor
+from actors.rotator import overflow
+from actors.rotator.conductor import Conductor, World
 from actors.rotator.executor import Executor
+from actors.rotator.messages import (
+    HostChanged,
+    ModelEvent,
+    OverflowCommand,
+    PhaseCommand,
+    RotationDue,
+    RotatorMsg,
+    ScaleTick,
+)
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import ConsumerSpec, Delivery
+from bus.consumer import ConsumerSpec
 from bus.errors import Permanent
 from bus.kv import LiveView, TypedKV
+from bus.overflow import key_of
 from policy import phases
-from schemas.base import Tier
 from schemas.codec import COMMAND, EVENT, Codec
-from schemas.commands import Rotate, SetOverflow, SetPhase
+from schemas.commands import AnyCommand, Rotate, SetOverflow, SetPhase
 from schemas.config.root import OrchestraConfig
 from schemas.errors import SchemaError
 from schemas.events import PhaseChanged
-from schemas.state import HostState, PhaseState, QueueState, TierState
+from schemas.state import HostState, OverflowState, PhaseState, QueueState, TierState
 
 PHASE_KEY = "current"
 FOLLOWED = (subjects.EVENT_MODEL, subjects.EVENT_OOM)
 RETRY_S = 5.0
 DUE_SLACK_S = 0.5  # a scheduled rotation that fires a hair early still counts
+T = TypeVar("T")
 
 
 class Rotator(Actor):
@@ -56,10 +71,21 @@ class Rotator(Actor):
     def __init__(self, cfg: OrchestraConfig, *, instance: str | None = None) -> None:
         super().__init__(cfg, instance=instance)
         self.state = phases.initial_state(cfg, time.time())
-        self.conductor = Conductor(self)
-        self.overflow: dict[str, Tier] = {}  # models ('*' = all) overflowing now, by anyone's command
+        self.hosts: LiveView[HostState] | None = None  # the KV watches: opened at start
+        self.queues: LiveView[QueueState] | None = None
+        self.tiers: LiveView[TierState] | None = None
+        self.kv: TypedKV[PhaseState] | None = None
+        self.switches: TypedKV[OverflowState] | None = None  # orch_overflow: this rotator writes it
+        self.overflow: dict[str, OverflowState] = {}  # models ('*' = all) overflowing now, as stored
+        self.executor = Executor(self.send, self.host, float(cfg.rotator.step_timeout), by=self.name)
+        self.conductor = Conductor(cfg, self.executor, World(
+            phase=lambda: self.state, save=self.save_in, hosts=lambda: _data(self.hosts),
+            queues=lambda: _data(self.queues), tiers=lambda: _data(self.tiers), overflowing=lambda: self.overflow,
+            emit=self.emit, send=self.send,
+        ))  # fmt: skip
         self.scheduler = AsyncIOScheduler()
         self.requests: asyncio.Queue[tuple[str, bool | None]] = asyncio.Queue()
+        self.inbox: asyncio.Queue[RotatorMsg] = asyncio.Queue()  # what a KV watch's callback saw, in order
         self.host_starts: dict[str, float] = {}
         self.drift_seen: set[tuple[str, str, float]] = set()  # (host, model, loaded_at) already looked at
         self.saving = asyncio.Lock()
@@ -70,26 +96,34 @@ class Rotator(Actor):
     def consumers(self) -> list[ConsumerSpec]:
         return [
             ConsumerSpec(
-                stream="COMMANDS", durable=self.name, subjects=subjects.ROTATOR_COMMANDS, handler=self.handle,
-                concurrency=1, deliver_new=True, description="phase changes and rotate-now, in order",
-                **self.consumer_defaults(),
-            )
+                stream=subjects.COMMANDS_STREAM, durable=self.name, subjects=subjects.ROTATOR_COMMANDS,
+                handler=self.deliver(PhaseCommand), concurrency=1, deliver_new=True,
+                description="phase changes and rotate-now, in order", **self.consumer_defaults(),
+            ),
+            ConsumerSpec(
+                stream=subjects.COMMANDS_STREAM, durable=f"{self.name}-overflow", subjects=(subjects.ROUTER_COMMANDS,),
+                handler=self.deliver(OverflowCommand), concurrency=1,
+                description="overflow switches, in order, into orch_overflow", **self.consumer_defaults(),
+            ),
         ]  # fmt: skip
 
     async def on_start(self) -> None:
-        self.hosts: LiveView[HostState] = LiveView(self.js, subjects.KV_HOSTS, Codec(HostState), self.on_host)
-        self.queues: LiveView[QueueState] = LiveView(self.js, subjects.KV_QUEUES, Codec(QueueState))
-        self.tiers: LiveView[TierState] = LiveView(self.js, subjects.KV_TIERS, Codec(TierState))
+        self.hosts = LiveView(self.js, subjects.KV_HOSTS, Codec(HostState), self.host_changed)
+        self.queues = LiveView(self.js, subjects.KV_QUEUES, Codec(QueueState))
+        self.tiers = LiveView(self.js, subjects.KV_TIERS, Codec(TierState))
         views: list[LiveView[Any]] = [self.hosts, self.queues, self.tiers]
         for view in views:
             self.spawn(f"view:{view.bucket}", view.run)
         await asyncio.wait_for(asyncio.gather(*(v.ready.wait() for v in views)), 10.0)
         self.host_starts = {name: s.started_at for name, s in self.hosts.data.items()}
-        self.executor = Executor(self.send, self.hosts.get, float(self.cfg.rotator.step_timeout), by=self.name)
+        self.spawn("inbox", self.drain)
         for subject in FOLLOWED:
-            self._subs.append(await self.nc.subscribe(subject, cb=self.on_event))
-        self.spawn("overflow", self.follow_overflow)
-        self.kv: TypedKV[PhaseState] = await TypedKV.open(self.js, subjects.KV_PHASE, Codec(PhaseState))
+            self._subs.append(await self.nc.subscribe(subject, cb=self.on_model_event))
+        self.switches = await TypedKV.open(self.js, subjects.KV_OVERFLOW, Codec(OverflowState))
+        self.overflow = await self.switches.items()
+        for key, switch in self.overflow.items():
+            self.conductor.overflow_switched(key, switch.tier, mine=self.name in switch.enabled_by)
+        self.kv = await TypedKV.open(self.js, subjects.KV_PHASE, Codec(PhaseState))
         stored = await self.kv.get(PHASE_KEY)
         if stored is not None and stored.phase in self.cfg.phases:
             self.state = stored
@@ -101,8 +135,7 @@ class Rotator(Actor):
                                          by=self.state.by))  # fmt: skip
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job at INFO
         self.scheduler.start()
-        self.scheduler.add_job(self.conductor.scale_tick, IntervalTrigger(seconds=self.scale_every), id="scale",
-                               max_instances=1, coalesce=True)  # fmt: skip
+        self.every("scale", self.scale_every, ScaleTick)
         self.trigger(f"start in {self.state.phase}", rotate=None)
         self.spawn("conduct", self.conduct)
         self.log.info("phase %s (since %s, by %s)", self.state.phase, _when(self.state.since), self.state.by)
@@ -114,9 +147,24 @@ class Rotator(Actor):
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    # --- commands --------------------------------------------------------------------------------
-    async def handle(self, d: Delivery) -> None:
-        cmd = COMMAND.decode(d.data)
+    # --- the one entry point ---------------------------------------------------------------------
+    async def handle(self, msg: RotatorMsg) -> None:
+        match msg:
+            case PhaseCommand(d):
+                await self.command(COMMAND.decode(d.data))
+            case OverflowCommand(d):
+                await self.switch_overflow(COMMAND.decode(d.data))
+            case ModelEvent(data):
+                with contextlib.suppress(SchemaError):  # a kind this version cannot read
+                    self.executor.on_event(EVENT.decode(data))
+            case HostChanged(name, state):
+                self.on_host(name, state)
+            case ScaleTick():
+                await self.conductor.scale_tick()
+            case RotationDue():
+                self.trigger("scheduled rotation", rotate=None)  # a rotation since it was armed makes it moot
+
+    async def command(self, cmd: AnyCommand) -> None:
         match cmd:
             case SetPhase():
                 try:
@@ -139,6 +187,23 @@ class Rotator(Actor):
                 self.trigger(f"rotate now (by {cmd.by or '?'})", rotate=True)
             case _:
                 raise Permanent(f"not a rotator command: {type(cmd).__name__}")
+
+    async def switch_overflow(self, cmd: AnyCommand) -> None:
+        """Store an overflow switch (its one writer); scaling learns which ones are its own."""
+        if not isinstance(cmd, SetOverflow):
+            raise Permanent(f"not an overflow command: {type(cmd).__name__}")
+        assert self.switches is not None
+        key = key_of(cmd.model)
+        new = overflow.switch(self.overflow.get(key), cmd, time.time())
+        if new is None:
+            await self.switches.delete(key)
+            self.overflow.pop(key, None)
+        else:
+            await self.switches.put(key, new)
+            self.overflow[key] = new
+        self.conductor.overflow_switched(key, new.tier if new else None, mine=cmd.by == self.name)
+        self.log.info("overflow %s -> %s (by %s)", cmd.model or "all local models",
+                      cmd.tier if cmd.enabled else "off", cmd.by or "?")  # fmt: skip
 
     # --- converging ------------------------------------------------------------------------------
     def trigger(self, reason: str, *, rotate: bool | None) -> None:
@@ -175,10 +240,11 @@ class Rotator(Actor):
                                id="rotation", replace_existing=True, misfire_grace_time=None)  # fmt: skip
 
     async def scheduled(self) -> None:  # a coroutine: apscheduler runs plain functions in a thread
-        self.trigger("scheduled rotation", rotate=None)  # a rotation since it was armed makes it moot
+        await self.handle(RotationDue())
 
     async def save(self, state: PhaseState, *, only_in: str | None = None) -> bool:
         """Write the phase record (one write at a time); ``only_in``: only while that phase is current."""
+        assert self.kv is not None
         async with self.saving:
             if only_in is not None and self.state.phase != only_in:
                 return False
@@ -186,17 +252,26 @@ class Rotator(Actor):
             self.state = state
             return True
 
+    async def save_in(self, state: PhaseState, phase: str) -> bool:
+        return await self.save(state, only_in=phase)
+
     # --- what the hosts do -----------------------------------------------------------------------
-    async def on_event(self, msg: Any) -> None:
-        try:
-            event = EVENT.decode(msg.data)
-        except SchemaError:
-            return
-        self.executor.on_event(event)
+    async def on_model_event(self, msg: Any) -> None:
+        await self.handle(ModelEvent(msg.data))
+
+    def host_changed(self, name: str, state: HostState | None) -> None:
+        """The orch_hosts watch's callback (not a coroutine): into the inbox, handled in order."""
+        self.inbox.put_nowait(HostChanged(name, state))
+
+    async def drain(self) -> None:
+        while True:
+            await self.handle(await self.inbox.get())
+
+    def host(self, name: str) -> HostState | None:
+        return self.hosts.get(name) if self.hosts is not None else None
 
     def on_host(self, name: str, state: HostState | None) -> None:
-        if hasattr(self, "executor"):
-            self.executor.on_host(name, state)
+        self.executor.on_host(name, state)
         if state is None or not state.up:
             return
         if self.host_starts.get(name) != state.started_at:
@@ -209,27 +284,9 @@ class Rotator(Actor):
                 self.drift_seen.add(key)
                 self.trigger(f"{name} holds {m.model} hot", rotate=False)
 
-    async def follow_overflow(self) -> None:
-        """Fold every router overflow command (the router does the same): which models overflow now, and
-        which of those this rotator switched on (scaling switches off only its own)."""
-        sub = await self.js.subscribe(f"{subjects.PREFIX}.cmd.router.>", stream="COMMANDS",
-                                      ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)  # fmt: skip
-        try:
-            async for msg in sub.messages:
-                with contextlib.suppress(SchemaError):
-                    cmd = COMMAND.decode(msg.data)
-                    if isinstance(cmd, SetOverflow):
-                        key = cmd.model or "*"
-                        mine = self.conductor.scale.overflowing
-                        if cmd.enabled:
-                            self.overflow[key] = cmd.tier
-                            if cmd.by == self.name:
-                                mine[key] = cmd.tier
-                        else:
-                            self.overflow.pop(key, None)
-                            mine.pop(key, None)
-        finally:
-            await sub.unsubscribe()
+
+def _data(view: LiveView[T] | None) -> dict[str, T]:
+    return view.data if view is not None else {}
 
 
 def _when(ts: float) -> str:

@@ -1,8 +1,9 @@
 """The rotator's work: converge the hosts on what the phase wants, and scale on queue depth.
 
-    c = Conductor(rotator)
+    c = Conductor(cfg, executor, world)   # world: what it reads and does, given by the rotator
     await c.converge("scheduled rotation", rotate=True)   # choose -> plan -> carry out -> re-plan on failure
     await c.scale_tick()                                  # one look at the queues (skipped while converging)
+    c.overflow_switched("ta", "together", mine=True)      # an overflow switch stored (scaling's own or not)
 
 ``converge`` optionally chooses the next rotation picks (``rotation.choose``, stored in ``orch_phase``),
 plans the swaps (``planner.plan``), emits ``rotation.planned`` with the steps, and carries them out
@@ -18,18 +19,19 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from actors.rotator.executor import Failure
+from actors.rotator.executor import Executor, Failure
 from policy import phases, planner, rotation, scaling
-from schemas.commands import SetOverflow
-from schemas.events import RotationPlanned, Scale
-from schemas.state import PhaseState
-
-if TYPE_CHECKING:
-    from actors.rotator.actor import Rotator
+from schemas.base import Tier
+from schemas.commands import Command, SetOverflow
+from schemas.config.root import OrchestraConfig
+from schemas.events import Event, RotationPlanned, Scale
+from schemas.state import HostState, PhaseState, QueueState, TierState
 
 log = logging.getLogger(__name__)
 MAX_REPLANS = 4
@@ -40,10 +42,25 @@ def flat(picks: dict[str, list[str]]) -> list[str]:
     return [m for group in picks.values() for m in group]
 
 
+@dataclass(frozen=True)
+class World:
+    """What the conductor reads and does, as callables the rotator gives it."""
+
+    phase: Callable[[], PhaseState]  # the phase record now
+    save: Callable[[PhaseState, str], Awaitable[bool]]  # store a record, only while that phase is current
+    hosts: Callable[[], Mapping[str, HostState]]
+    queues: Callable[[], Mapping[str, QueueState]]
+    tiers: Callable[[], Mapping[str, TierState]]
+    overflowing: Callable[[], Collection[str]]  # models ('*': all) overflowing now, by anyone's command
+    emit: Callable[[Event], Awaitable[None]]
+    send: Callable[[Command], Awaitable[Any]]
+
+
 class Conductor:
-    def __init__(self, rotator: Rotator) -> None:
-        self.r = rotator
-        self.cfg = rotator.cfg
+    def __init__(self, cfg: OrchestraConfig, executor: Executor, world: World) -> None:
+        self.cfg = cfg
+        self.executor = executor
+        self.w = world
         self.lock = asyncio.Lock()
         self.scale = scaling.ScaleState()
         self.applied: set[str] = set()  # the phase's set as of the last plan (to tell what a change released)
@@ -52,7 +69,7 @@ class Conductor:
     # --- rotation ----------------------------------------------------------------------------------
     async def converge(self, reason: str, *, rotate: bool) -> None:
         async with self.lock:
-            state = self.r.state
+            state = self.w.phase()
             base = list(state.history)
             if state.history and state.rotations and state.history[-1] == flat(state.rotation):
                 base = base[:-1]  # the current picks' own entry: a re-choice replaces it
@@ -63,14 +80,14 @@ class Conductor:
             ooms: Counter[str] = Counter()
             why = reason
             for attempt in range(MAX_REPLANS + 1):
-                if self.r.state.phase != state.phase:
+                if self.w.phase().phase != state.phase:
                     log.info("phase %s left while converging (%s): the new phase plans next", state.phase, why)
                     return
                 phase = self.cfg.phases[state.phase]
                 names = phases.wanted_names(phase, state.rotation)
                 wants = [w for w in phases.wants(self.cfg, phase, state.rotation) if w.model not in exclude]
                 result = planner.plan(
-                    self.cfg, self.r.hosts.data, wants, phases.tiers(self.cfg, phase, state.rotation),
+                    self.cfg, self.w.hosts(), wants, phases.tiers(self.cfg, phase, state.rotation),
                     now=time.time(), protected=set(self.scale.extras), released=self.applied - set(names),
                 )  # fmt: skip
                 if isinstance(result, planner.Refusal):
@@ -84,7 +101,7 @@ class Conductor:
                     continue
                 if result.steps or result.deferred or rotate or attempt:
                     await self._planned(state, result.describe(), why)
-                failures = await self.r.executor.run(result.by_host(), reason=f"{reason} ({state.phase})")
+                failures = await self.executor.run(result.by_host(), reason=f"{reason} ({state.phase})")
                 self.applied = set(names)
                 if not failures:
                     if result.steps:
@@ -115,9 +132,9 @@ class Conductor:
         self, state: PhaseState, base: list[list[str]], exclude: set[str], *, keep: dict[str, list[str]] | None,
         rotated: bool,
     ) -> PhaseState:  # fmt: skip
-        if self.r.state.phase != state.phase:
+        if self.w.phase().phase != state.phase:
             return state  # a phase change came in meanwhile: never write the old phase back
-        state = self.r.state
+        state = self.w.phase()
         phase = self.cfg.phases[state.phase]
         picks = rotation.choose(phase, self.families, base, self.cfg.rotator.recent_window, exclude, keep)
         if not picks and not state.rotation:
@@ -131,13 +148,13 @@ class Conductor:
             rotated_at=now if rotated else state.rotated_at,
         )
         if new != state:
-            if not await self.r.save(new, only_in=state.phase):
+            if not await self.w.save(new, state.phase):
                 return state
             log.info("phase %s: rotation picks %s", state.phase, picks)
         return new
 
     async def _planned(self, state: PhaseState, steps: list[str], reason: str) -> None:
-        await self.r.emit(RotationPlanned(phase=state.phase, steps=steps, reason=reason[:1000]))
+        await self.w.emit(RotationPlanned(phase=state.phase, steps=steps, reason=reason[:1000]))
 
     # --- scaling -----------------------------------------------------------------------------------
     async def scale_tick(self) -> None:
@@ -145,27 +162,34 @@ class Conductor:
             return  # a plan is running: the next tick looks again
         async with self.lock:
             now = time.time()
-            hosts = self.r.hosts.data
-            state = self.r.state
+            hosts = self.w.hosts()
+            state = self.w.phase()
             wanted = set(phases.wanted_names(self.cfg.phases[state.phase], state.rotation))
             for extra in scaling.forget(self.scale, hosts, wanted):
                 log.info(
                     "scaling: %s on %s is no longer scaling's (gone, or the phase wants it)", extra.model, extra.host
                 )
-            depth = scaling.depths(hosts, self.r.queues.data, now)
+            depth = scaling.depths(hosts, self.w.queues(), now)
             if any(depth.values()):
                 log.debug("scaling: queue depths %s", {m: d for m, d in depth.items() if d})
             scaling.observe(self.scale, depth, now, self.cfg)
             decisions = scaling.decide(
-                self.scale, self.cfg, now, depth, hosts, self.r.tiers.data, set(self.r.overflow), wanted
+                self.scale, self.cfg, now, depth, hosts, self.w.tiers(), set(self.w.overflowing()), wanted
             )
             for d in decisions:
                 if await self._carry_out(d):
                     scaling.record(self.scale, d, time.time())
-                    await self.r.emit(Scale(model=d.model, action=d.action, host=d.host, reason=d.reason))
+                    await self.w.emit(Scale(model=d.model, action=d.action, host=d.host, reason=d.reason))
                     log.warning("scaling: %s %s%s: %s", d.action, d.model, f" on {d.host}" if d.host else "", d.reason)
                 else:
                     self.scale.over_since[d.for_model] = time.time()  # try again after another sustained backlog
+
+    def overflow_switched(self, key: str, tier: Tier | None, *, mine: bool) -> None:
+        """An overflow switch was stored: scaling later switches off only what it switched on itself."""
+        if tier is None:
+            self.scale.overflowing.pop(key, None)
+        elif mine:
+            self.scale.overflowing[key] = tier
 
     async def _carry_out(self, d: scaling.Decision) -> bool:
         match d.action:
@@ -182,7 +206,7 @@ class Conductor:
                     f"scale {d.action}",
                     where.per_card if where else (),
                 )
-                failure = await self.r.executor.step(step, d.reason)
+                failure = await self.executor.step(step, d.reason)
                 if failure is not None:
                     log.warning("scaling: %s", failure)
                 return failure is None
@@ -190,6 +214,6 @@ class Conductor:
                 cmd = SetOverflow(
                     model=d.model, enabled=d.action == "overflow_on", tier=d.tier or "together", reason=d.reason
                 )
-                await self.r.send(cmd)
+                await self.w.send(cmd)
                 return True
         return False  # pragma: no cover

@@ -28,7 +28,6 @@ from actors.router.messages import (
     HostsTick,
     LeasesTick,
     OutcomeSeen,
-    OverflowSeen,
     QueuesTick,
     RequestArrived,
     RequestDeadLettered,
@@ -111,7 +110,7 @@ class Router(Actor):
         defaults = self.consumer_defaults()
         return [
             ConsumerSpec(
-                stream="REQUESTS",
+                stream=subjects.REQUESTS_STREAM,
                 durable="router",
                 subjects=(subjects.REQUEST_ALL,),
                 handler=self.deliver(RequestArrived),
@@ -128,7 +127,7 @@ class Router(Actor):
         self.flow.measured = view.accuracy  # premium agreement and reviews, once enough checks exist
         for name, live in view.views().items():
             self.spawn(f"view:{name}", live.run)
-        self.spawn("overflow", lambda: view.follow_overflow(lambda cmd: self.handle(OverflowSeen(cmd))))
+        self.spawn("overflow", view.overflow.run)
         await view.wait_ready()
         self.link.leader = await view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.
@@ -163,8 +162,6 @@ class Router(Actor):
                 await self.flow.attempt_timeout(p, attempt)
             case DeadlinePassed(p):
                 await self.flow.deadline(p)
-            case OverflowSeen(cmd):
-                self.view.apply(cmd)
             case HostsTick():
                 await self.check_hosts()
             case QueuesTick():

@@ -6,7 +6,6 @@ OutcomeSeen(msg)            orch.result.<origin>.<id>: an outcome was stored (ev
 AttemptFailedSeen(msg)      orch.result.<origin>.<id>.failed: a worker's attempt failed
 AttemptTimedOut(p, attempt) an attempt's timer went off
 DeadlinePassed(p)           a request's deadline timer went off
-OverflowSeen(cmd)           a router overflow command, from the stored history and then live
 HostsTick()                 every second: fail over attempts on gpu_hosts that stopped heartbeating
 QueuesTick()                every 2 s: queue depths, backlog marks, QueueState in KV
 LeasesTick()                retire budget leases out of their window
@@ -19,7 +18,6 @@ from nats.aio.msg import Msg
 
 from actors.router.pending import Pending
 from bus.consumer import Delivery
-from schemas.commands import SetOverflow
 
 
 class RequestArrived(msgspec.Struct, frozen=True):
@@ -48,10 +46,6 @@ class DeadlinePassed(msgspec.Struct, frozen=True):
     p: Pending
 
 
-class OverflowSeen(msgspec.Struct, frozen=True):
-    cmd: SetOverflow
-
-
 class HostsTick(msgspec.Struct, frozen=True):
     pass
 
@@ -71,7 +65,6 @@ RouterMsg = (
     | AttemptFailedSeen
     | AttemptTimedOut
     | DeadlinePassed
-    | OverflowSeen
     | HostsTick
     | QueuesTick
     | LeasesTick

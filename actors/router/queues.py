@@ -73,7 +73,7 @@ class QueueWatch:
                 oldest[key] = max(oldest.get(key, 0.0), now - p.dispatched_at)
                 subject[key] = dispatch_subject(p.target)
         try:  # shared across router instances: what waits in the workers' consumers
-            for info in await self.js.consumers_info("DISPATCH"):
+            for info in await self.js.consumers_info(subjects.DISPATCH_STREAM):
                 filt = info.config.filter_subject or ""
                 waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
                 for key in list(depth):

@@ -1,5 +1,5 @@
-"""The router's live view of the orchestra: KV watches (hosts, tiers, providers, phase), the overflow
-flags folded from router commands, and its own statistics. Reading it does no I/O."""
+"""The router's live view of the orchestra: KV watches (hosts, tiers, providers, phase, the overflow
+switches of orch_overflow), and its own statistics. Reading it does no I/O."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from bus import subjects
 from bus.kv import LiveView
+from bus.overflow import Overflow
 from policy.targets import Snapshot
-from schemas.base import Tier
-from schemas.codec import COMMAND, Codec
-from schemas.commands import SetOverflow
-from schemas.errors import SchemaError
+from schemas.codec import Codec
 from schemas.review import ModelQuality
 from schemas.state import HostState, PhaseState, ProviderState, TierState
 
@@ -79,7 +76,7 @@ class View:
         self.inflight: dict[str, int] = defaultdict(int)
         self.latency_ms: dict[str, float] = {}
         self.backlog: set[str] = set()
-        self.overflow: dict[str, Tier] = {}
+        self.overflow = Overflow(js)  # {model or '*': tier}, written by the rotator
         self.turn = 0
         self.link = link or Link()
 
@@ -121,7 +118,7 @@ class View:
             inflight=self.inflight,
             latency_ms=self.latency_ms,
             backlog=self.backlog,
-            overflow=self.overflow,
+            overflow=self.overflow.tiers(),
             turn=self.turn,
             observed_since=self.link.since,
             measured=self.measured(),
@@ -171,35 +168,7 @@ class View:
             old = self.latency_ms.get(key)
             self.latency_ms[key] = total_ms if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * total_ms
 
-    def apply(self, cmd: SetOverflow) -> None:
-        key = cmd.model or "*"
-        if cmd.enabled:
-            self.overflow[key] = cmd.tier
-        else:
-            self.overflow.pop(key, None)
-        log.info("overflow %s -> %s", cmd.model or "all local models", cmd.tier if cmd.enabled else "off")
-
     def mark_backlog(self, targets: set[str]) -> None:
         """The targets over their queue threshold now (queues.py): new work prefers the others."""
         self.backlog.clear()
         self.backlog.update(targets)
-
-    async def follow_overflow(self, seen: Callable[[SetOverflow], Awaitable[None]]) -> None:
-        """Every router overflow command in the stored history, then each new one, passed to ``seen`` (the
-        router's handle ``apply``s it: all router instances compute the same flags from the same log)."""
-        sub = await self.js.subscribe(
-            subjects.ROUTER_COMMANDS,
-            stream="COMMANDS",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
-        try:
-            async for msg in sub.messages:
-                try:
-                    cmd = COMMAND.decode(msg.data)
-                except SchemaError:
-                    continue
-                if isinstance(cmd, SetOverflow):
-                    await seen(cmd)
-        finally:
-            await sub.unsubscribe()

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 
 from actors.budget_guard.actor import BudgetGuard
 from actors.diversity_monitor.actor import DiversityMonitor
+from actors.rotator.actor import Rotator
 from actors.router.actor import Router
 from bus import subjects
 from bus.actor import Actor
@@ -46,7 +47,7 @@ from schemas.events import (
 )
 from schemas.request import ChatMessage, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult, Provenance, Usage
-from schemas.state import CardState, HostState, LoadedModel, ProviderState, QueueState, TierState
+from schemas.state import CardState, HostState, LoadedModel, OverflowState, ProviderState, QueueState, TierState
 from tests.support.answers import FIB_DIVERSE, FIB_SAME, SKY_DIVERSE
 from tests.support.client import ask, outcomes_stored
 from tests.support.minilm import embedder as shared_embedder
@@ -655,8 +656,9 @@ async def test_the_monitor_process_serves_metrics_and_diversity_while_requests_f
 async def test_after_the_overflow_remediation_the_router_sends_local_work_to_together(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
 ) -> None:
-    """Local profile, the one CPU card full: the backlog alert's SetOverflow reaches the router, and the
-    next request for the backlogged model's work is answered by the Together tier."""
+    """Local profile, the one CPU card full: the backlog alert's SetOverflow reaches the router (the rotator,
+    the one writer of orch_overflow, stores it; the router watches it), and the next request for the
+    backlogged model's work is answered by the Together tier."""
     bus = await Bus().listen(nc)
     cfg = load_config(profile_for(tmp_path, nats_server))
     full = HostState(
@@ -666,6 +668,7 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
     )
     worker = await actors(CardsWorker(cfg, states={"cpu0": full}, providers=["together"]))
     router = await actors(Router(cfg, instance="test-router"))
+    await actors(Rotator(cfg, instance="test-rotator"))
     await actors(monitor(cfg))
     before = await ask(nc, chat())
     assert isinstance(before, GenerateResult) and before.tier == "local"
@@ -676,7 +679,10 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
     )
     overflow = (await eventually(lambda: bus.of(SetOverflow)))[0]
     assert (overflow.model, overflow.tier) == (before.model, "together")
-    await eventually(lambda: router.view.overflow)
+    await eventually(lambda: router.view.overflow.tiers() == {before.model: "together"})
+    stored = await TypedKV.open(nc.jetstream(), subjects.KV_OVERFLOW, Codec(OverflowState))
+    switch = await stored.get(before.model)
+    assert switch is not None and switch.enabled_by == ["diversity_monitor"]
 
     async def routed_to_together() -> GenerateResult | None:
         outcome = await ask(nc, chat())

@@ -204,10 +204,13 @@ async def test_a_backlog_without_room_overflows_to_the_cloud_and_switches_it_off
     on = (await eventually(lambda: r.of(SetOverflow, enabled=True), timeout=30))[0]
     assert (on.model, on.tier, on.by) == ("ta", "together", "rotator")
     await eventually(lambda: r.events.of(Scale, action="overflow_on", model="ta"))
+    assert r.router is not None  # the rotator stored the switch in orch_overflow; the router watches it
+    await eventually(lambda: r.router.view.overflow.tiers() == {"ta": "together"})
     await asyncio.gather(*burst)
     off = (await eventually(lambda: r.of(SetOverflow, enabled=False), timeout=30))[0]
     assert off.model == "ta"
     await eventually(lambda: r.events.of(Scale, action="overflow_off", model="ta"))
+    await eventually(lambda: r.router.view.overflow.tiers() == {})
     assert not r.events.of(Scale, action="up")  # no card had room for tfast
 
 

@@ -113,17 +113,20 @@ def test_a_share_to_grade_needs_evaluators() -> None:
 
 
 class FakeMonitor:
-    """What the Grader uses of the monitor: config, phase view, metrics, JetStream get, publish, emit, reviews."""
+    """What the Grader is given by the monitor: config, the phase, metrics, JetStream get, publish, emit, checks."""
 
     def __init__(self, cfg: OrchestraConfig, stored: GenerateRequest) -> None:
         self.cfg, self.stored = cfg, stored  # every answer graded here answers this request (a fan-out's)
-        self.phase = SimpleNamespace(data={})  # no phase in KV: rotator.initial_phase is overridden below
         self.metrics = Metrics(Figures)
-        self.js = SimpleNamespace(get_last_msg=self.get_last_msg)
         self.published: list[tuple[str, GenerateRequest]] = []
         self.events: list[object] = []
         self.checks: list[tuple[str, bool]] = []
-        self.reviews = SimpleNamespace(check=self.check)
+
+    def grader(self) -> Grader:
+        return Grader(  # no phase in KV: rotator.initial_phase (the test overrides it)
+            self.cfg, self.metrics, phase=lambda: self.cfg.rotator.initial_phase, get_last_msg=self.get_last_msg,
+            publish=self.publish, emit=self.emit, check=self.check,
+        )  # fmt: skip
 
     async def get_last_msg(self, stream: str, subject: str) -> SimpleNamespace:
         if subject != subjects.request(self.stored.priority, self.stored.id, subjects.ORIGIN_GATEWAY):  # the parent
@@ -150,7 +153,7 @@ async def test_in_flight_evaluations_are_capped_and_a_verdict_is_recorded() -> N
     cfg = msgspec.structs.replace(cfg, rotator=msgspec.structs.replace(cfg.rotator, initial_phase=PHASE))
     asked = make_request(messages=[ChatMessage(role="user", content="Reverse a string")])
     m = FakeMonitor(cfg, asked)
-    grader = Grader(m)  # type: ignore[arg-type]
+    grader = m.grader()
     children = [result(f"{asked.id}-{i}", parent_id=asked.id) for i in range(MAX_IN_FLIGHT + 2)]  # a fan-out's
     for child in children:
         await grader.on_outcome(subjects.result(child.request_id, subjects.ORIGIN_GATEWAY), child)

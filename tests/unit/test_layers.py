@@ -148,21 +148,9 @@ def _without_packages(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     return {src: {dst for dst in dsts if not src.startswith(dst + ".")} for src, dsts in edges.items()}
 
 
-# Back-pointer helpers still being taken apart (issue 21, item 2): this list may only shrink.
-KNOWN_CYCLES = [
-    [
-        "actors.diversity_monitor.actor",
-        "actors.diversity_monitor.desk",
-        "actors.diversity_monitor.feed",
-        "actors.diversity_monitor.grading",
-    ],
-    ["actors.rotator.actor", "actors.rotator.conductor"],
-]
-
-
 def test_no_import_cycle() -> None:
     edges, _ = _graph()
-    cycles = [c for c in _cycles(_without_packages(edges)) if c not in KNOWN_CYCLES]
+    cycles = _cycles(_without_packages(edges))
     assert cycles == [], "import cycles (helpers that import their actor back):\n" + "\n".join(map(str, cycles))
 
 
