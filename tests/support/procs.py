@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.leaks import LOG_FILES
 
@@ -19,6 +20,7 @@ class ActorProcess:
         self.module, self.profile, self.args = module, profile, list(args)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: BinaryIO | None = None
         self.log_path = profile.parent / f"{module.replace('.', '_')}-{time.monotonic_ns()}.log"
         LOG_FILES.append(self.log_path)
 
@@ -69,5 +71,11 @@ class ActorProcess:
                 self.terminate(10)
             except AssertionError:
                 pass
-        if hasattr(self, "log"):
+        if self.log is not None:
             self.log.close()
+
+
+def stop_processes(started: list[ActorProcess]) -> None:
+    """Stop them by their own PID, the last started first (SIGTERM, then SIGKILL after 10 s)."""
+    for proc in reversed(started):
+        proc.stop()
