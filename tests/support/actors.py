@@ -1,6 +1,6 @@
 """The one way tests start actors: ``actors`` (tests/conftest.py) writes a profile that points at the test's
 nats-server and starts actors in this process (``await actors.start(Router(cfg))``) or as processes
-(``actors.process("actors.router", profile, ready="router started")``); when the test ends they are all
+(``await actors.process("actors.router", profile, ready="router started")``); when the test ends they are all
 stopped, the last started first.
 
 Nothing here may hang a run: a start that does not finish within START_S fails the test with the actor's
@@ -64,12 +64,13 @@ class Actors:
         """Start ``actor`` in this process on the operator's connection (or ``nc``)."""
         self.started.append(actor)  # first: a start that fails half-way is still cleaned up
         try:
-            await asyncio.wait_for(actor.start(nc or self.nc), START_S)
+            async with asyncio.timeout(START_S):  # in this task, as the test would start it itself
+                await actor.start(nc or self.nc)
         except TimeoutError:
             raise AssertionError(f"{actor.name} did not start within {START_S}s") from None
         return actor
 
-    def process(
+    async def process(
         self,
         module: str,
         profile: Path,
@@ -79,12 +80,12 @@ class Actors:
         timeout: float = 60.0,
     ) -> ActorProcess:
         """Start ``python -m module --config profile`` (stopped by its PID); with ``ready``, wait until it logs
-        that line (failing at once, with its log, if it exits first)."""
+        that line (failing at once, with its log, if it exits first) while the event loop runs on."""
         proc = ActorProcess(module, profile, *args, env=env)
         self.started.append(proc)
         proc.start()
         if ready is not None:
-            proc.wait_log(ready, timeout)
+            await proc.until_logged(ready, timeout)
         return proc
 
     async def stop(self, actor: Actor | ActorProcess, grace: float = 1.0) -> None:

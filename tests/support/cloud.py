@@ -18,7 +18,6 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from schemas.codec import ATTEMPT_FAILED, CHUNK, OUTCOME, encode
 from schemas.dispatch import Dispatch, Target
 from schemas.request import ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import AttemptFailed, GenerateResult, StreamChunk
+from tests.support.procs import end
 from tests.support.profile import write_profile
 
 
@@ -66,13 +66,7 @@ class LlamaServer:
     log_path: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end(self.proc)
 
 
 @contextlib.contextmanager

@@ -15,17 +15,14 @@ from schemas.commands import AnyCommand
 from schemas.events import AnyEvent
 
 
-def _matching(items: list[Any], kind: type[Any], match: dict[str, Any]) -> list[Any]:
-    return [i for i in items if isinstance(i, kind) and all(getattr(i, k) == v for k, v in match.items())]
-
-
 class Recorder:
     """``await Recorder.listen(nc)``: events on ``orch.event.>`` (or only ``kinds``, e.g. ``"cost.>"``), and with
-    ``commands=True`` every command on ``orch.cmd.>``; ``of`` / ``commands_of`` filter them by type and fields."""
+    ``commands=True`` every command on ``orch.cmd.>``; ``of`` picks those of one type (and field values)."""
 
     def __init__(self) -> None:
         self.events: list[AnyEvent] = []
         self.commands: list[AnyCommand] = []
+        self.heard: list[AnyEvent | AnyCommand] = []  # both, in the order they arrived
         self.raw: list[bytes] = []  # every payload heard, in order (the leak tests read them)
         self.subscriptions: list[Subscription] = []
 
@@ -35,11 +32,13 @@ class Recorder:
 
         async def on_event(msg: Msg) -> None:
             rec.raw.append(msg.data)
-            rec.events.append(EVENT.decode(msg.data))
+            rec.events.append(event := EVENT.decode(msg.data))
+            rec.heard.append(event)
 
         async def on_command(msg: Msg) -> None:
             rec.raw.append(msg.data)
-            rec.commands.append(COMMAND.decode(msg.data))
+            rec.commands.append(command := COMMAND.decode(msg.data))
+            rec.heard.append(command)
 
         for pattern in [f"{subjects.PREFIX}.event.{k}" for k in kinds] or [subjects.EVENT_ALL]:
             rec.subscriptions.append(await nc.subscribe(pattern, cb=on_event))
@@ -47,16 +46,9 @@ class Recorder:
             rec.subscriptions.append(await nc.subscribe(subjects.COMMAND_ALL, cb=on_command))
         return rec
 
-    @property
-    def seen(self) -> list[AnyEvent]:
-        return self.events
-
     def of(self, kind: type[Any], **match: Any) -> list[Any]:
-        """The events of this type whose fields equal ``match``, in the order they were published."""
-        return _matching(self.events, kind, match)
-
-    def commands_of(self, kind: type[Any], **match: Any) -> list[Any]:
-        return _matching(self.commands, kind, match)
+        """The events or commands of this type whose fields equal ``match``, in the order they arrived."""
+        return [i for i in self.heard if isinstance(i, kind) and all(getattr(i, k) == v for k, v in match.items())]
 
     async def close(self) -> None:
         for sub in self.subscriptions:

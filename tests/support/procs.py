@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -45,6 +46,17 @@ class ActorProcess:
             time.sleep(0.05)
         raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
 
+    async def until_logged(self, text: str, timeout: float = 20.0) -> None:
+        """``wait_log`` without blocking the event loop: actors running in the test go on meanwhile
+        (their heartbeats, watches and timers)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"{self.module} exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
+            await asyncio.sleep(0.05)
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -79,3 +91,36 @@ def stop_processes(started: list[ActorProcess]) -> None:
     """Stop them by their own PID, the last started first (SIGTERM, then SIGKILL after 10 s)."""
     for proc in reversed(started):
         proc.stop()
+
+
+async def orchestra(profile: Path, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """Run the ``orchestra`` command without blocking the event loop (in-process actors keep running):
+    (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "orchestra"),
+        "--config",
+        str(profile),
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"orchestra {' '.join(args)} did not finish within {timeout}s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def end(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``: a process a test started is gone."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
