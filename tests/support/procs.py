@@ -38,24 +38,27 @@ class ActorProcess:
 
     def wait_log(self, text: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"{self.module} exited {self.proc.returncode}:\n{self.output()}")
+        while not self._logged(text, deadline, timeout):
             time.sleep(0.05)
-        raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
 
     async def until_logged(self, text: str, timeout: float = 20.0) -> None:
         """``wait_log`` without blocking the event loop: actors running in the test go on meanwhile
         (their heartbeats, watches and timers)."""
         deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"{self.module} exited {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
+        while True:
+            if self._logged(text, deadline, timeout):
+                return
             await asyncio.sleep(0.05)
+
+    def _logged(self, text: str, deadline: float, timeout: float) -> bool:
+        """Whether ``text`` is in the log; AssertionError (with the log) if the process exited or time is up."""
+        if text in self.output():
+            return True
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"{self.module} exited {self.proc.returncode}:\n{self.output()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{self.module}: {text!r} not logged within {timeout}s:\n{self.output()}")
+        return False
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -113,14 +116,3 @@ async def orchestra(profile: Path, *args: str, timeout: float = 60.0) -> tuple[i
         raise AssertionError(f"orchestra {' '.join(args)} did not finish within {timeout}s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-def end(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout``: a process a test started is gone."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

@@ -1,15 +1,20 @@
 """The suite's watchdog (tests/support/watchdog.py) in a pytest run of its own, on a temporary test file:
 a hanging test fails with pytest-timeout's message and the run goes on; a teardown that will not stop
-ends the whole run, naming the test, with the tracebacks, instead of hanging it."""
+ends the whole run, naming the test, with the tracebacks, instead of hanging it. And the actor fixture's
+stop leaves nothing of a half-started actor running."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bus.actor import Actor
+from tests.support.actors import stop_actor
 from tests.support.procs import REPO
+from tests.support.profile import test_config
 
 HANGS = '''
 import time
@@ -75,3 +80,14 @@ def test_a_teardown_that_never_ends_stops_the_run_with_a_clear_message(tmp_path:
     assert "WATCHDOG: test_hangs.py::test_teardown_never_ends still running after 4s" in run.stderr
     assert "in stubborn" in run.stderr  # the traceback shows where it hangs
     assert "test_never_reached" not in run.stdout
+
+
+async def test_a_half_started_actor_leaves_no_task_running(tmp_path: Path) -> None:
+    """An actor whose start failed after it spawned a supervised task (its stop() does nothing then): the
+    fixture's stop cancels the task instead of leaving it to hang the loop's teardown."""
+    actor = Actor(test_config(tmp_path / "p", "nats://127.0.0.1:1"))
+    forever = asyncio.Event()
+    task = actor.spawn("forever", forever.wait)
+    assert not actor.started
+    await stop_actor(actor)
+    assert task.cancelled() and not actor.supervisor.tasks
