@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.procs import end
+from bus.server import end_process
 from tests.support.wait import eventually
 
 FLAGS = (
@@ -147,5 +147,5 @@ class Chromium:
         if self.ws is not None:
             await self.ws.close()
         await self.session.close()
-        end(self.proc)
+        end_process(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -35,11 +35,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from bus import subjects
+from bus.server import end_process
 from schemas.codec import ATTEMPT_FAILED, CHUNK, OUTCOME, encode
 from schemas.dispatch import Dispatch, Target
 from schemas.request import ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import AttemptFailed, GenerateResult, StreamChunk
-from tests.support.procs import end
 from tests.support.profile import write_profile
 
 
@@ -66,7 +66,7 @@ class LlamaServer:
     log_path: Path
 
     def stop(self) -> None:
-        end(self.proc)
+        end_process(self.proc)
 
 
 @contextlib.contextmanager
