@@ -58,6 +58,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on 127.0.0.1 on a port the OS picks: (its runner, to clean up; its base URL)."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class LlamaServer:
     proc: subprocess.Popen[bytes]
@@ -152,12 +162,7 @@ class FakeProvider:
         app.router.add_post("/v1beta/models/{model_action}", self._gemini)
         app.router.add_post("/v1/embeddings", self._openai_embeddings)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app)
         return self
 
     async def stop(self) -> None:
@@ -452,12 +457,7 @@ class FakeVault:
     async def start(self) -> FakeVault:
         app = web.Application()
         app.router.add_get("/v1/{mount}/data/{path:.+}", self._read)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.addr = f"http://127.0.0.1:{port}"
+        self._runner, self.addr = await serve(app)
         return self
 
     async def stop(self) -> None:
