@@ -69,6 +69,17 @@ def nats_server_binary() -> Path:
     )
 
 
+def end_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class EmbeddedNats:
     def __init__(
         self,
@@ -239,13 +250,7 @@ class EmbeddedNats:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end_process(proc, timeout)
         if self._reader is not None:
             self._reader.join(2)
         if proc.stderr:

@@ -13,7 +13,7 @@ upper bound: when the KV cache of the full batch does not fit, the largest batch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.config.models import LocalModel, parse_params
@@ -213,11 +213,6 @@ def _why(variant: Variant, skipped: list[str], n_variants: int, free_text: str) 
         among = f" of {n_variants} variants" if n_variants > 1 else " (only) variant"
         return f"{variant.quant}: the most precise{among}{measured}"
     return f"{variant.quant}{measured}: {'; '.join(skipped)}; {free_text}"
-
-
-def with_used(cards: Sequence[Card], used: Mapping[str, int]) -> list[Card]:
-    """The cards with ``used`` bytes (by card name) as their current use."""
-    return [Card(c.name, c.total, used.get(c.name, 0)) for c in cards]
 
 
 def planned_variants(model: LocalModel) -> list[Variant]:

@@ -18,10 +18,6 @@ def to_nanos(usd: float) -> int:
     return round(usd * NANOS)
 
 
-def to_usd(nanos: int) -> float:
-    return nanos / NANOS
-
-
 def fmt_usd(nanos: int, places: int = 2) -> str:
     """'$1,234.57'; small amounts keep enough places to stay visible ('$0.000003')."""
     usd = nanos / NANOS

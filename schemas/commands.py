@@ -77,7 +77,3 @@ class DecideReview(Command, frozen=True, kw_only=True, tag="review.decide"):
 
 
 AnyCommand = LoadModel | UnloadModel | SwapModels | SetTier | SetPhase | Rotate | SetOverflow | AckAlert | DecideReview
-
-
-def command_kind(cmd: Command) -> str:
-    return str(type(cmd).__struct_config__.tag)

@@ -9,7 +9,6 @@ Actors started from a profile (``profile``, ``cfg``, ``write_profile``) find the
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,23 +19,13 @@ from nats.aio.client import Client as NATS
 
 from bus.server import EmbeddedNats
 from schemas.config import OrchestraConfig
+from tests.support.actors import Actors
 from tests.support.leaks import LeakWatch
-from tests.support.procs import ActorProcess
+from tests.support.procs import ActorProcess, stop_processes
 from tests.support.profile import register_server, test_config, write_profile
 
-# A test whose teardown hangs (a task that never finishes cancelling) is not stopped by pytest-timeout,
-# which watches the test's call: this watchdog ends the whole run with every thread's traceback when one
-# test, setup and teardown included, takes this long, so a failure can never hang `make test`.
-WATCHDOG_S = 420
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+# The suite-level watchdog (tests/support/watchdog.py): no failure can hang `make test`.
+pytest_plugins = ["tests.support.watchdog"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,9 +73,18 @@ def cfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
 
 
 @pytest.fixture
+async def actors(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Actors]:
+    """The one actor fixture (tests/support/actors.py): profiles for this test's nats-server, actors started
+    in this process or as processes, all stopped when the test ends."""
+    running = Actors(nc, nats_server, tmp_path)
+    yield running
+    await running.stop_all()
+
+
+@pytest.fixture
 def processes() -> Iterator[list[ActorProcess]]:
-    """Actor processes started by a test; stopped (by PID) when it ends."""
+    """Processes a test starts itself without the test's nats-server (``actors.process`` otherwise); stopped
+    by PID when it ends."""
     started: list[ActorProcess] = []
     yield started
-    for proc in started:
-        proc.stop()
+    stop_processes(started)

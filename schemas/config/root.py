@@ -41,9 +41,3 @@ class OrchestraConfig(Cfg, frozen=True, kw_only=True):
 
     def cloud_models(self) -> dict[str, CloudModel]:
         return {n: m for n, m in self.models.items() if isinstance(m, CloudModel)}
-
-    def host_of_card(self, card: str) -> str | None:
-        for name, host in self.hosts.items():
-            if card in host.cards:
-                return name
-        return None

@@ -81,10 +81,6 @@ class ByteSize(int):
             raise ValueError(f"invalid size {value!r}: use a number with B, KB, MB, GB, TB (or KiB, MiB, GiB)")
         return cls(int(float(m.group("num")) * _SIZE_UNITS[unit]))
 
-    @property
-    def gb(self) -> float:
-        return self / 1e9
-
     def __repr__(self) -> str:
         return f"ByteSize({self / 1e9:g}GB)"
 

@@ -8,28 +8,26 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from actors.budget_guard import journal
 from actors.budget_guard.actor import BudgetGuard
 from bus import subjects
 from bus.kv import TypedKV
-from bus.server import EmbeddedNats
 from policy.limits import Calendar
 from policy.money import to_nanos
 from schemas.budget import Charged
-from schemas.codec import COMMAND, EVENT, Codec
+from schemas.codec import COMMAND, Codec
 from schemas.commands import SetTier
-from schemas.config import load_config
-from schemas.events import BudgetThreshold, CostSpike, Event, TierDisabled, TierEnabled
+from schemas.events import BudgetThreshold, CostSpike, TierDisabled, TierEnabled
 from schemas.state import TierState
+from tests.support.actors import Actors
 from tests.support.budget import (
     failure,
     publish_failure,
@@ -41,46 +39,21 @@ from tests.support.budget import (
     settled,
     summary,
 )
+from tests.support.events import Recorder
 from tests.support.procs import REPO
-from tests.support.profile import write_profile
 from tests.support.wait import eventually
 
 StartGuard = Callable[..., Awaitable[BudgetGuard]]
 
 
 @pytest.fixture
-async def start_guard(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[StartGuard]:
-    """Start an in-process budget_guard with ``budgets`` overrides; stopped at the end."""
-    running: list[BudgetGuard] = []
+def start_guard(actors: Actors) -> StartGuard:
+    """Start an in-process budget_guard with ``budgets`` overrides (stopped by ``actors``)."""
 
     async def start(budgets: dict[str, Any] | None = None) -> BudgetGuard:
-        profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets or {}})
-        guard = BudgetGuard(load_config(profile))
-        await guard.start(nc)
-        running.append(guard)
-        return guard
+        return await actors.start(BudgetGuard(actors.config(overrides={"budgets": budgets or {}})))
 
-    yield start
-    for guard in running:
-        await guard.stop(grace=1)
-
-
-class Events:
-    """Events of some kinds as they are published (core subscription, started before the action)."""
-
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-
-    async def subscribe(self, nc: NATS, *kinds: str) -> Events:
-        async def on_msg(msg: Msg) -> None:
-            self.seen.append(EVENT.decode(msg.data))
-
-        for kind in kinds:
-            await nc.subscribe(f"orch.event.{kind}", cb=on_msg)
-        return self
-
-    def of(self, cls: type[Any]) -> list[Any]:
-        return [e for e in self.seen if isinstance(e, cls)]
+    return start
 
 
 async def ledger_count(nc: NATS, kind: str) -> int:
@@ -220,7 +193,7 @@ async def test_a_guard_back_after_the_expiry_charges_the_backlog_against_the_hol
 
 async def test_soft_thresholds_and_the_cap_raise_budget_threshold_events(start_guard: StartGuard, nc: NATS) -> None:
     """Spend past 50% and 80% of a $1 cap raises one event each; a denial at the cap raises a hard one."""
-    events = await Events().subscribe(nc, "budget.threshold")
+    events = await Recorder.listen(nc, "budget.threshold")
     await start_guard(premium_cap(1.00, soft=[0.5, 0.8]))
     await publish_result(nc, result("t1", 0.55))
     await eventually(lambda: len(events.of(BudgetThreshold)) == 1)
@@ -305,7 +278,7 @@ async def test_a_lease_is_drawn_settled_and_retired_over_the_services(start_guar
     """A $0.60 lease under a $1 cap: results of attempts that drew from it settle their draws; the
     router retires it releasing only the undrawn part (once); what was drawn and is not settled yet
     stays held until its result comes. A denied lease raises no cap notification."""
-    events = await Events().subscribe(nc, "budget.threshold")
+    events = await Recorder.listen(nc, "budget.threshold")
     await start_guard(premium_cap(1.00))
     lease = await reserve(nc, "lease-r-1", 0.60, lease=True)
     assert lease.granted and lease.reservation_id == "lease-r-1" and lease.amount_nanos == to_nanos(0.60)
@@ -373,7 +346,7 @@ async def test_a_cost_spike_disables_premium_until_tomorrow_and_an_operator_enab
     """Daily API spend over the limit: cost.spike, a SetTier(premium, off, until next midnight) command,
     orch_tiers says disabled, tier.disabled; premium reservations are denied. `orchestra tier enable
     premium` brings it back (tier.enabled) and the spike does not fire again that day."""
-    events = await Events().subscribe(nc, "cost.spike", "tier.disabled", "tier.enabled")
+    events = await Recorder.listen(nc, "cost.spike", "tier.disabled", "tier.enabled")
     guard = await start_guard({"spike": {"daily_usd": 0.50, "velocity_usd_per_hour": None}})
     await publish_result(nc, result("sp1", 0.30))
     await publish_result(nc, result("sp2", 0.10, tier="together"))
@@ -411,7 +384,7 @@ async def test_a_cost_spike_disables_premium_until_tomorrow_and_an_operator_enab
 async def test_the_schedule_re_enables_a_tier_at_its_until(start_guard: StartGuard, nc: NATS, tmp_path: Path) -> None:
     """`orchestra tier disable together --until 3s`: disabled now, re-enabled by apscheduler then,
     through a command of its own; every step is an event."""
-    events = await Events().subscribe(nc, "tier.disabled", "tier.enabled")
+    events = await Recorder.listen(nc, "tier.disabled", "tier.enabled")
     await start_guard()
     out = await asyncio.to_thread(orchestra, tmp_path / "profile", "tier", "disable", "together", "--until", "3s")
     assert out.returncode == 0, out.stderr

@@ -4,8 +4,6 @@ and a cost spike takes the premium tier away from it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +12,12 @@ from nats.aio.client import Client as NATS
 from actors.budget_guard import journal
 from actors.budget_guard.actor import BudgetGuard
 from actors.router.actor import Router
-from bus.server import EmbeddedNats
 from schemas.budget import Charged
-from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
+from tests.support.actors import Actors
 from tests.support.budget import publish_result, result, settled, summary
 from tests.support.client import ask
-from tests.support.profile import write_profile
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -29,36 +25,28 @@ LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
 
 
 class Orchestra:
-    """A budget_guard (or none), a scripted worker and a router, in-process, on one profile."""
+    """A budget_guard (or none), a scripted worker and a router, in-process, on one profile (stopped by
+    ``actors``)."""
 
-    def __init__(self, tmp_path: Path, url: str, nc: NATS) -> None:
-        self.tmp_path, self.url, self.nc = tmp_path, url, nc
-        self.actors: list[Any] = []
+    def __init__(self, actors: Actors) -> None:
+        self.actors = actors
         self.router: Router
         self.worker: ScriptedWorker
 
     async def start(self, budgets: dict[str, Any], *, guard: bool = True, **sections: Any) -> ScriptedWorker:
         overrides = {"router": {"attempt_timeout": "2s", "max_attempts": 3}, "budgets": budgets, **sections}
-        cfg = load_config(write_profile(self.tmp_path / "profile", self.url, overrides=overrides))
-        self.worker = ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"])
-        self.router = Router(cfg, instance="test-router")
-        self.actors = [BudgetGuard(cfg)] if guard else []
-        self.actors += [self.worker, self.router]
-        for actor in self.actors:
-            await actor.start(self.nc)
+        cfg = self.actors.config(overrides=overrides)
+        if guard:
+            await self.actors.start(BudgetGuard(cfg))
+        self.worker = await self.actors.start(ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"]))
+        self.router = await self.actors.start(Router(cfg, instance="test-router"))
         await eventually(lambda: self.router.view.hosts.data and self.router.view.providers.data)
         return self.worker
 
-    async def stop(self) -> None:
-        for actor in reversed(self.actors):
-            await actor.stop(grace=0.5)
-
 
 @pytest.fixture
-async def orchestra(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Orchestra]:
-    o = Orchestra(tmp_path, nats_server.url, nc)
-    yield o
-    await o.stop()
+def orchestra(actors: Actors) -> Orchestra:
+    return Orchestra(actors)
 
 
 def chat(text: str = "hello", **kw: object) -> GenerateRequest:

@@ -4,8 +4,7 @@ same ledger, even once the entries the snapshot covers are gone from LEDGER (age
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,11 +12,9 @@ from nats.aio.client import Client as NATS
 
 from actors.budget_guard import journal, snapstore
 from actors.budget_guard.actor import BudgetGuard
-from bus.server import EmbeddedNats
 from policy.money import to_nanos
-from schemas.config import load_config
+from tests.support.actors import Actors
 from tests.support.budget import failure, publish_failure, publish_result, release, reserve, result, settled, summary
-from tests.support.profile import write_profile
 from tests.support.wait import eventually
 
 StartGuard = Callable[[], Awaitable[BudgetGuard]]
@@ -28,19 +25,11 @@ COMPARED = ("charges", "spent_nanos", "digest", "open_reservations", "held_nanos
 
 
 @pytest.fixture
-async def start_guard(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[StartGuard]:
-    running: list[BudgetGuard] = []
-
+def start_guard(actors: Actors) -> StartGuard:
     async def start() -> BudgetGuard:
-        profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": BUDGETS})
-        guard = BudgetGuard(load_config(profile))
-        await guard.start(nc)
-        running.append(guard)
-        return guard
+        return await actors.start(BudgetGuard(actors.config(overrides={"budgets": BUDGETS})))
 
-    yield start
-    for guard in running:
-        await guard.stop(grace=1)
+    return start
 
 
 async def spend(nc: NATS, tag: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from schemas.config import OrchestraConfig
 from schemas.request import ChatMessage, GenerateRequest, make_request
 from schemas.result import GenerateResult
 from schemas.state import HostState
+from tests.support.actors import Actors
 from tests.support.client import ask, outcomes_stored
 from tests.support.faultload import percentile, record
 from tests.support.profile import test_config
@@ -59,16 +59,12 @@ def ocfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
 
 
 @pytest.fixture
-async def running(ocfg: OrchestraConfig, nc: NATS) -> AsyncIterator[tuple[Router, ScriptedWorker]]:
+async def running(ocfg: OrchestraConfig, actors: Actors) -> tuple[Router, ScriptedWorker]:
     # each answer takes 10 s: still being worked on when the bus comes back
-    worker = ScriptedWorker(ocfg, hosts=LOCAL, script={"*": ["slow:10"]})
-    await worker.start(nc)
-    router = Router(ocfg, instance="outage-router")
-    await router.start(nc)
+    worker = await actors.start(ScriptedWorker(ocfg, hosts=LOCAL, script={"*": ["slow:10"]}))
+    router = await actors.start(Router(ocfg, instance="outage-router"))
     await eventually(lambda: router.view.hosts.data)
-    yield router, worker
-    await router.stop(grace=0.5)
-    await worker.stop(grace=0.5)
+    return router, worker
 
 
 @pytest.mark.slow

@@ -5,8 +5,7 @@ policy, TTL, the size cap, restarts."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,27 +17,25 @@ from actors.cache.actor import CacheActor
 from actors.cache.exact import KV_CACHE_PENDING
 from bus import subjects
 from bus.errors import ServiceCallError
-from bus.server import EmbeddedNats
 from bus.service import call
 from clients.cache import CacheClient, cache_lookup
 from schemas.cache import CACHE_REPLY, CacheLookup, CacheReply
 from schemas.codec import EVENT, encode
-from schemas.config import OrchestraConfig, load_config
 from schemas.errors import ErrorInfo
 from schemas.events import CacheHit
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import GenerateError, GenerateResult, Provenance, Usage
+from tests.support.actors import Actors
 from tests.support.minilm import model_dir
-from tests.support.profile import write_profile
 from tests.support.wait import eventually
 
 Start = Callable[..., Awaitable[CacheActor]]
 
 
 @pytest.fixture
-async def start_cache(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Start]:
+def start_cache(actors: Actors) -> Start:
     """Start cache actors in this process on the test's nats-server (one data dir for all of them)."""
-    running: list[CacheActor] = []
+    count = iter(range(1000))
 
     async def start(**cache: Any) -> CacheActor:
         section: dict[str, Any] = {"semantic": {"model_dir": str(model_dir())}}
@@ -47,16 +44,10 @@ async def start_cache(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> As
                 section["semantic"].update(value)
             else:
                 section[key] = value
-        profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"cache": section})
-        cfg: OrchestraConfig = load_config(profile)
-        actor = CacheActor(cfg, instance=f"test-{len(running)}")
-        await actor.start(nc)
-        running.append(actor)
-        return actor
+        cfg = actors.config(overrides={"cache": section})
+        return await actors.start(CacheActor(cfg, instance=f"test-{next(count)}"))
 
-    yield start
-    for actor in running:
-        await actor.stop(grace=1)
+    return start
 
 
 def ask(text: str, **fields: Any) -> GenerateRequest:

@@ -7,12 +7,9 @@ library is missing. A screenshot goes to bench/results/dashboard.png for a perso
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.budget_guard.actor import BudgetGuard
 from actors.router.actor import Router
 from bus import subjects
-from bus.actor import Actor
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
 from policy.pricing import cloud_cost
-from schemas.codec import EVENT, Codec, encode
+from schemas.codec import Codec, encode
 from schemas.config import load_config
 from schemas.config.models import CloudModel
 from schemas.events import AlertAcknowledged, Escalated
@@ -36,10 +32,12 @@ from schemas.request import ChatMessage, make_request
 from schemas.result import GenerateError, GenerateResult, Usage
 from schemas.state import CardState, HostState, LoadedModel, PhaseState
 from tests.integration.test_monitor import CardsWorker, profile_for
+from tests.support.actors import Actors
 from tests.support.browser import Chromium
 from tests.support.client import ask
+from tests.support.events import Recorder
 from tests.support.grafana import exposed, metrics_of, queries
-from tests.support.procs import REPO, ActorProcess
+from tests.support.procs import REPO, orchestra
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
@@ -47,24 +45,6 @@ MB = 10**6
 PAID_MODEL = "together/llama3.1-70b"
 PHASE = "phase_1_subject_expertise"
 SCREENSHOT = REPO / "bench" / "results" / "dashboard.png"
-
-
-Start = Callable[[Actor], Awaitable[Any]]
-
-
-@pytest.fixture
-async def actors(nc: NATS) -> AsyncIterator[Start]:
-    """Actors started in this process; stopped afterwards."""
-    started: list[Actor] = []
-
-    async def start(actor: Actor) -> Any:
-        await actor.start(nc)
-        started.append(actor)
-        return actor
-
-    yield start
-    for actor in reversed(started):
-        await actor.stop(grace=0.5)
 
 
 def card_state() -> HostState:
@@ -80,17 +60,8 @@ def card_state() -> HostState:
 
 async def cli(profile: Path, *args: str, lines: bool = False) -> Any:
     """The command's JSON output: one document, or (``lines``) a list of JSON lines."""
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "orchestra"),
-        "--config",
-        str(profile),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    text = out.decode()
+    rc, text, err = await orchestra(profile, *args)
+    assert rc == 0, err
     return [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
 
 
@@ -110,7 +81,7 @@ async def scrape(port: int) -> dict[str, float]:
 
 
 async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, processes: list[ActorProcess]
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Cards, loaded models, spend against budgets, the open alert, the review queue, live charts and the
     event tail in a real browser, the same figures as /metrics and the CLI; acknowledging from the page
@@ -119,23 +90,14 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
     overrides = {"monitor": {"dashboard": {"refresh": "300ms", "rate_window": "30s"}, "min_unique_approaches": 0}}
     profile = profile_for(tmp_path, nats_server, **overrides)
     cfg = load_config(profile)
-    await actors(CardsWorker(cfg, states={"cpu0": card_state()}))
-    await actors(Router(cfg, instance="test-router"))
-    await actors(BudgetGuard(cfg, instance="test-guard"))
-    monitor = ActorProcess("actors.diversity_monitor", profile).start()
-    processes.append(monitor)
-    monitor.wait_log("diversity_monitor started", timeout=60)
+    await actors.start(CardsWorker(cfg, states={"cpu0": card_state()}))
+    await actors.start(Router(cfg, instance="test-router"))
+    await actors.start(BudgetGuard(cfg, instance="test-guard"))
+    monitor = await actors.process("actors.diversity_monitor", profile, ready="diversity_monitor started")
     found = re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)/dashboard", monitor.output())
     assert found, monitor.output()
     port = int(found[0])
-    acks: list[AlertAcknowledged] = []
-
-    async def on_event(msg: Any) -> None:
-        ev = EVENT.decode(msg.data)
-        if isinstance(ev, AlertAcknowledged):
-            acks.append(ev)
-
-    await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
+    heard = await Recorder.listen(nc)
 
     # the rotator's record of the phase; traffic: local answers through the router, a request for a
     # model nobody has, and one large paid result that crosses a soft budget
@@ -206,7 +168,7 @@ async def test_the_dashboard_shows_in_chromium_what_metrics_and_the_cli_show(
 
         # acknowledge from the page: an AckAlert command, confirmed by the monitor's event and shown
         await page.evaluate(f"document.querySelector('[data-alert=\"{alert_id}\"] button').click()")
-        ack = (await eventually(lambda: acks, timeout=15))[0]
+        ack = (await eventually(lambda: heard.of(AlertAcknowledged), timeout=15))[0]
         assert ack.alert_id == alert_id and ack.by == "dashboard@127.0.0.1"
         await page.wait_for(f"document.querySelector('[data-alert=\"{alert_id}\"]').innerText.includes('acked by')")
 

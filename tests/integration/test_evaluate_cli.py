@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client as NATS
 
 from actors.router.actor import Router
-from bus.server import EmbeddedNats
 from schemas.config import load_config
+from tests.support.actors import Actors
 from tests.support.procs import REPO
-from tests.support.profile import write_profile
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -26,23 +23,18 @@ ANSWER = "def reverse(s):\n    return s[::-1]"
 
 
 @pytest.fixture
-async def profile(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Path]:
-    path = write_profile(
-        tmp_path / "profile",
-        nats_server.url,
+async def profile(actors: Actors) -> Path:
+    path = actors.profile(
         overrides={"rotator": {"initial_phase": "phase_3_interactive_feedback"}, "cache": {"enabled": False}},
     )
     cfg = load_config(path)
     worker = ScriptedWorker(
         cfg, hosts={"cpu0": ["smollm2-135m", "gemma3-270m"]}, answers={"gemma3-270m": ANSWER, "smollm2-135m": VERDICT}
     )
-    router = Router(cfg, instance="eval-test-router")
-    for actor in (worker, router):
-        await actor.start(nc)
+    await actors.start(worker)
+    router = await actors.start(Router(cfg, instance="eval-test-router"))
     await eventually(lambda: router.view.hosts.data)
-    yield path
-    for actor in (router, worker):
-        await actor.stop(grace=0.5)
+    return path
 
 
 def orchestra(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -21,9 +20,10 @@ from schemas.commands import LoadModel, SwapModels, UnloadModel
 from schemas.config import load_config
 from schemas.events import ModelKeepAlive, ModelLoaded, ModelLoadFailed, ModelSwap, ModelUnloaded, Oom
 from schemas.result import GenerateResult, StreamChunk
+from tests.support.actors import Actors
+from tests.support.events import Recorder
 from tests.support.gpu_host import (
     HOST,
-    Events,
     count,
     dispatch,
     failure,
@@ -47,19 +47,17 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-async def start_host(profile: Path, nc: NATS) -> GpuHost:
-    host = GpuHost(load_config(profile), host=HOST)
-    await host.start(nc)
-    return host
+async def start_host(profile: Path, actors: Actors) -> GpuHost:
+    return await actors.start(GpuHost(load_config(profile), host=HOST))
 
 
 @pytest.fixture
-async def events(nc: NATS) -> Events:
-    return await Events().start(nc)
+async def events(nc: NATS) -> Recorder:
+    return await Recorder.listen(nc)
 
 
 @pytest.fixture
-async def host(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: Path) -> AsyncIterator[GpuHost]:
+async def host(tmp_path: Path, nats_server: EmbeddedNats, actors: Actors, tiny_gguf: Path) -> GpuHost:
     models = {
         "tiny": tiny_entry(tiny_gguf),
         "tiny-b": tiny_entry(tiny_gguf, family="tiny-b"),
@@ -67,9 +65,7 @@ async def host(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: P
         "huge-context": tiny_entry(tiny_gguf, context_length=2**24, max_batch_size=1),
         "missing": tiny_entry(tmp_path / "no-such.gguf", source={"kind": "path", "path": "no-such.gguf"}),
     }
-    actor = await start_host(host_profile(tmp_path / "profile", nats_server.url, models), nc)
-    yield actor
-    await actor.stop(grace=1)
+    return await start_host(host_profile(tmp_path / "profile", nats_server.url, models), actors)
 
 
 async def test_completion_is_answered_once_with_usage_cost_and_provenance(host: GpuHost, nc: NATS) -> None:
@@ -158,7 +154,7 @@ async def test_expired_request_is_a_timeout_failure(host: GpuHost, nc: NATS) -> 
     assert (await failure(nc, req.id)).error.code == "timeout"
 
 
-async def test_unknown_model_and_missing_file_are_unavailable(host: GpuHost, nc: NATS, events: Events) -> None:
+async def test_unknown_model_and_missing_file_are_unavailable(host: GpuHost, nc: NATS, events: Recorder) -> None:
     """A model the library lacks, or whose file is missing, fails as unavailable and names where it looked."""
     unknown, missing = request("x"), request("x")
     await dispatch(nc, "nope", unknown)
@@ -183,7 +179,7 @@ async def test_redelivered_dispatch_with_a_stored_result_is_not_generated_again(
 
 
 async def test_load_past_the_budget_is_refused_before_trying_with_an_oom_event(
-    host: GpuHost, nc: NATS, events: Events
+    host: GpuHost, nc: NATS, events: Recorder
 ) -> None:
     """A KV cache of 2^24 tokens cannot fit 1.5 GB: refused by accounting (no load), oom event with sizes."""
     req = request("x", max_tokens=4)
@@ -232,7 +228,7 @@ async def _later(kv: TypedKV, t: float) -> bool:
     return bool(state and state.heartbeat_at > t)
 
 
-async def test_load_and_unload_commands_publish_events(host: GpuHost, nc: NATS, events: Events) -> None:
+async def test_load_and_unload_commands_publish_events(host: GpuHost, nc: NATS, events: Recorder) -> None:
     """orch.cmd.host.cpu0.load / .unload: the model is loaded / unloaded, with events."""
     await host.send(LoadModel(host=HOST, model="tiny-b", keep_alive="hot", reason="test"))
     loaded = (await eventually(lambda: events.of(ModelLoaded, model="tiny-b")))[0]
@@ -245,7 +241,7 @@ async def test_load_and_unload_commands_publish_events(host: GpuHost, nc: NATS, 
 
 
 async def test_a_keep_alive_change_on_a_loaded_model_is_an_event_and_in_the_state(
-    host: GpuHost, nc: NATS, events: Events
+    host: GpuHost, nc: NATS, events: Recorder
 ) -> None:
     """A load command for a model already loaded, kept otherwise (hot -> warm, as a rotation asks): no reload,
     a model.keep_alive event with both tiers, and the host's state in KV shows the new tier; asking again for
@@ -269,7 +265,7 @@ async def test_a_keep_alive_change_on_a_loaded_model_is_an_event_and_in_the_stat
 
 
 async def test_a_model_handed_a_request_is_neither_swept_nor_evicted_before_the_request_runs(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: Path
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors, tiny_gguf: Path
 ) -> None:
     """A cold model loaded for a request is busy from the moment it is handed over, before the request
     reaches its engine: the keep-alive sweep keeps it, and a load that needs room evicts the warm model
@@ -280,24 +276,21 @@ async def test_a_model_handed_a_request_is_neither_swept_nor_evicted_before_the_
         "c": tiny_entry(tiny_gguf, family="c"),
     }
     each = _size(tiny_gguf) + 256 * 256 * 4  # weights (about the file) + KV for 256 x 4
-    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), nc)
+    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), actors)
     mgr = actor.manager
-    try:
-        a = await mgr.ensure_loaded("a", admit=True)  # what a dispatch does, before it submits to the engine
-        assert a.engine.active + a.engine.queued == 0 and a.busy
-        await mgr.sweep()
-        assert "a" in mgr.residents
-        await mgr.ensure_loaded("b")
-        await mgr.ensure_loaded("c")  # room for two: one goes, and it is not the busy one
-        assert set(mgr.residents) == {"a", "c"}
-        a.release()
-        await mgr.sweep()
-        assert "a" not in mgr.residents
-    finally:
-        await actor.stop(grace=1)
+    a = await mgr.ensure_loaded("a", admit=True)  # what a dispatch does, before it submits to the engine
+    assert a.engine.active + a.engine.queued == 0 and a.busy
+    await mgr.sweep()
+    assert "a" in mgr.residents
+    await mgr.ensure_loaded("b")
+    await mgr.ensure_loaded("c")  # room for two: one goes, and it is not the busy one
+    assert set(mgr.residents) == {"a", "c"}
+    a.release()
+    await mgr.sweep()
+    assert "a" not in mgr.residents
 
 
-async def test_swap_under_load_loses_no_request(host: GpuHost, nc: NATS, events: Events) -> None:
+async def test_swap_under_load_loses_no_request(host: GpuHost, nc: NATS, events: Recorder) -> None:
     """Swapping tiny -> tiny-b while requests for both stream in: every request ends in one outcome."""
     reqs = [request(f"the cat {i}", max_tokens=48, temperature=0.0) for i in range(12)]
     for r in reqs[:6]:
@@ -313,58 +306,49 @@ async def test_swap_under_load_loses_no_request(host: GpuHost, nc: NATS, events:
 
 
 async def test_ctransformers_engine_serves_a_ggml_era_model(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """A GPT-2 in the old GGML format, through the ctransformers engine: one result, deterministic at t=0."""
     path = write_tiny_gpt2_ggml(tmp_path / "tiny-gpt2.bin")
     entry = tiny_entry(path, engine="ctransformers", model_type="gpt2", family="gpt2", max_batch_size=4)
-    actor = await start_host(host_profile(tmp_path / "profile", nats_server.url, {"gpt2-tiny": entry}), nc)
-    try:
-        reqs = [request(" the cat", max_tokens=8, temperature=0.0) for _ in range(2)]
-        for r in reqs:
-            await dispatch(nc, "gpt2-tiny", r)
-        a, b = [await result(nc, r.id) for r in reqs]
-        assert a.text == b.text and a.usage.output_tokens == 8 and a.family == "gpt2"
-    finally:
-        await actor.stop(grace=1)
+    await start_host(host_profile(tmp_path / "profile", nats_server.url, {"gpt2-tiny": entry}), actors)
+    reqs = [request(" the cat", max_tokens=8, temperature=0.0) for _ in range(2)]
+    for r in reqs:
+        await dispatch(nc, "gpt2-tiny", r)
+    a, b = [await result(nc, r.id) for r in reqs]
+    assert a.text == b.text and a.usage.output_tokens == 8 and a.family == "gpt2"
 
 
 async def test_eviction_keeps_the_model_used_most(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: Path
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors, tiny_gguf: Path
 ) -> None:
     """Room for two: A B A A C evicts B (used once), not A; A is then served without reloading."""
     models = {n: tiny_entry(tiny_gguf, family=n) for n in ("a", "b", "c")}
     each = _size(tiny_gguf) + 256 * 256 * 4  # weights (about the file) + KV for 256 x 4
-    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), nc)
-    ev = await Events().start(nc)
-    try:
-        for name in ["a", "b", "a", "a", "c", "a"]:
-            r = request("the", max_tokens=2)
-            await dispatch(nc, name, r)
-            await result(nc, r.id)
-        assert [e.model for e in ev.of(ModelUnloaded)] == ["b"]
-        assert [e.model for e in ev.of(ModelLoaded)] == ["a", "b", "c"]
-    finally:
-        await actor.stop(grace=1)
+    await start_host(host_profile(tmp_path / "p", nats_server.url, models, memory=str(int(each * 2.5))), actors)
+    ev = await Recorder.listen(nc)
+    for name in ["a", "b", "a", "a", "c", "a"]:
+        r = request("the", max_tokens=2)
+        await dispatch(nc, name, r)
+        await result(nc, r.id)
+    assert [e.model for e in ev.of(ModelUnloaded)] == ["b"]
+    assert [e.model for e in ev.of(ModelLoaded)] == ["a", "b", "c"]
 
 
 async def test_warm_model_is_unloaded_after_its_keep_alive(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny_gguf: Path
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors, tiny_gguf: Path
 ) -> None:
     """A warm model idle past keep_alive_ttl is unloaded; a hot one stays."""
     models = {
         "warm-one": tiny_entry(tiny_gguf, keep_alive="warm", keep_alive_ttl="1s"),
         "hot-one": tiny_entry(tiny_gguf, keep_alive="hot", keep_alive_ttl="1s"),
     }
-    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models), nc)
-    ev = await Events().start(nc)
-    try:
-        await eventually(lambda: "hot-one" in actor.manager.residents)  # hot: loaded at start
-        r = request("the", max_tokens=2)
-        await dispatch(nc, "warm-one", r)
-        await result(nc, r.id)
-        unloaded = (await eventually(lambda: ev.of(ModelUnloaded, model="warm-one"), timeout=15))[0]
-        assert "keep-alive" in unloaded.reason
-        assert "hot-one" in actor.manager.residents
-    finally:
-        await actor.stop(grace=1)
+    actor = await start_host(host_profile(tmp_path / "p", nats_server.url, models), actors)
+    ev = await Recorder.listen(nc)
+    await eventually(lambda: "hot-one" in actor.manager.residents)  # hot: loaded at start
+    r = request("the", max_tokens=2)
+    await dispatch(nc, "warm-one", r)
+    await result(nc, r.id)
+    unloaded = (await eventually(lambda: ev.of(ModelUnloaded, model="warm-one"), timeout=15))[0]
+    assert "keep-alive" in unloaded.reason
+    assert "hot-one" in actor.manager.residents

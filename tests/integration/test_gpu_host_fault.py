@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from bus import subjects
 from schemas.codec import OUTCOME
 from schemas.config import OrchestraConfig, load_config
 from schemas.result import GenerateResult
+from tests.support.actors import Actors
 from tests.support.client import outcomes_stored
 from tests.support.faultload import FrontDoorLoad, record, tally
 from tests.support.gpu_host import HOST, host_profile, stored
@@ -54,14 +54,11 @@ def start_host(profile: Path, procs: list[ActorProcess]) -> ActorProcess:
 
 
 @pytest.fixture
-async def front(fcfg: tuple[Path, OrchestraConfig], nc: NATS) -> AsyncIterator[tuple[Router, Gateway]]:
+async def front(fcfg: tuple[Path, OrchestraConfig], actors: Actors) -> tuple[Router, Gateway]:
     _, cfg = fcfg
-    router, gateway = Router(cfg, instance="fault-router"), Gateway(cfg, port=0, instance="fault-gw")
-    await router.start(nc)
-    await gateway.start(nc)
-    yield router, gateway
-    await gateway.stop(grace=0.5)
-    await router.stop(grace=0.5)
+    router = await actors.start(Router(cfg, instance="fault-router"))
+    gateway = await actors.start(Gateway(cfg, port=0, instance="fault-gw"))
+    return router, gateway
 
 
 def generating(router: Router) -> bool:

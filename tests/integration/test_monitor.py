@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,15 @@ from actors.diversity_monitor.actor import DiversityMonitor
 from actors.rotator.actor import Rotator
 from actors.router.actor import Router
 from bus import subjects
-from bus.actor import Actor
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
-from schemas.codec import COMMAND, EVENT, Codec, encode
-from schemas.commands import AnyCommand, LoadModel, SetOverflow, SetTier, UnloadModel
+from schemas.codec import COMMAND, Codec, encode
+from schemas.commands import LoadModel, SetOverflow, SetTier, UnloadModel
 from schemas.config import OrchestraConfig, load_config
 from schemas.events import (
     AlertAcknowledged,
     AlertRaised,
     AlertResolved,
-    AnyEvent,
     BudgetThreshold,
     DiversityLow,
     DiversityReport,
@@ -48,11 +45,13 @@ from schemas.events import (
 from schemas.request import ChatMessage, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult, Provenance, Usage
 from schemas.state import CardState, HostState, LoadedModel, OverflowState, ProviderState, QueueState, TierState
+from tests.support.actors import Actors
 from tests.support.answers import FIB_DIVERSE, FIB_SAME, SKY_DIVERSE
 from tests.support.client import ask, outcomes_stored
+from tests.support.events import Recorder
 from tests.support.minilm import embedder as shared_embedder
 from tests.support.minilm import model_dir
-from tests.support.procs import REPO, ActorProcess
+from tests.support.procs import orchestra
 from tests.support.profile import write_profile
 from tests.support.receivers import Mailbox, Webhook, smtp_receiver, webhook_receiver
 from tests.support.scripted_worker import ScriptedWorker
@@ -96,51 +95,8 @@ class CardsWorker(ScriptedWorker):
             await providers.put(p, ProviderState(provider=p, available=True, updated_at=time.time()))
 
 
-Start = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def actors(nc: NATS) -> AsyncIterator[Start]:
-    """Start actors in-process (the monitor with the shared MiniLM); stop them all afterwards."""
-    started: list[Actor] = []
-
-    async def start(actor: Actor) -> Any:
-        await actor.start(nc)
-        started.append(actor)
-        return actor
-
-    yield start
-    for actor in reversed(started):
-        await actor.stop(grace=0.5)
-
-
 def monitor(cfg: OrchestraConfig) -> DiversityMonitor:
     return DiversityMonitor(cfg, instance="test-monitor", embedder=shared_embedder())
-
-
-class Bus:
-    """Everything published on events and commands, decoded."""
-
-    def __init__(self) -> None:
-        self.events: list[AnyEvent] = []
-        self.commands: list[AnyCommand] = []
-        self.raw: list[bytes] = []
-
-    async def listen(self, nc: NATS) -> Bus:
-        async def on_event(msg: Any) -> None:
-            self.raw.append(msg.data)
-            self.events.append(EVENT.decode(msg.data))
-
-        async def on_command(msg: Any) -> None:
-            self.raw.append(msg.data)
-            self.commands.append(COMMAND.decode(msg.data))
-
-        await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
-        await nc.subscribe(subjects.COMMAND_ALL, cb=on_command)
-        return self
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in [*self.events, *self.commands] if isinstance(e, kind)]
 
 
 async def scrape(port: int) -> str:
@@ -196,34 +152,18 @@ async def publish_result(nc: NATS, r: GenerateResult) -> None:
     await nc.jetstream().publish(subjects.result(r.request_id), encode(r), headers={"Nats-Msg-Id": r.request_id})
 
 
-async def orchestra(profile: Path, *args: str) -> tuple[int, str, str]:
-    """Run the ``orchestra`` command without blocking the event loop (in-process actors keep running)."""
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "orchestra"),
-        "--config",
-        str(profile),
-        *args,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 def chat(text: str = "hello", **kw: Any) -> Any:
     return make_request(messages=[ChatMessage(role="user", content=text)], timeout_s=30, **kw)
 
 
 # --- metrics -------------------------------------------------------------------------------------
 async def test_metrics_show_live_figures_while_requests_flow_and_pass_promtool(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     cfg = load_config(profile_for(tmp_path, nats_server))
-    await actors(ScriptedWorker(cfg, hosts=LOCAL))
-    await actors(Router(cfg, instance="test-router"))
-    m = await actors(monitor(cfg))
+    await actors.start(ScriptedWorker(cfg, hosts=LOCAL))
+    await actors.start(Router(cfg, instance="test-router"))
+    m = await actors.start(monitor(cfg))
     answered = 'orchestra_requests_total{model="smollm2-135m",outcome="answered",tier="local"}'
     sent = 0
     for total in (3, 5):  # the counters follow the requests as they come
@@ -257,13 +197,13 @@ async def test_metrics_show_live_figures_while_requests_flow_and_pass_promtool(
 
 # --- diversity -----------------------------------------------------------------------------------
 async def test_diversity_reports_rank_a_two_family_batch_above_a_single_model_batch(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Real code and prose answers published as results: per-task reports with MiniLM embedding
     diversity; the one-approach task gets a diversity.low event."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server))
-    m = await actors(monitor(cfg))
+    m = await actors.start(monitor(cfg))
     families = [("smollm2-135m", "smollm"), ("gemma3-270m", "gemma")]
     for i, text in enumerate(FIB_DIVERSE + SKY_DIVERSE):
         model, family = families[i % 2]
@@ -304,18 +244,18 @@ def p40_host(name: str, cards: tuple[str, str], used: tuple[int, int], *models: 
 
 
 async def test_an_injected_oom_unloads_the_largest_model_loads_a_smaller_one_and_the_request_completes(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Lab profile: six OOMs on P40_0 within the hour (gpu_oom_failures) while a request for the 70B
     model is in flight: UnloadModel(llama3.1-70b) + LoadModel(llama3.1-8b) on that host, recorded
     with the alert; the request still ends with exactly one result."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server, base="lab"))
     seventy = LoadedModel(model="llama3.1-70b", bytes=48 * GB, cards=["P40_0", "P40_1"])
     host = p40_host("m5-p40-a", ("P40_0", "P40_1"), (24 * GB, 24 * GB), seventy)
-    await actors(CardsWorker(cfg, states={"m5-p40-a": host}, script={"m5-p40-a/llama3.1-70b": ["slow:2"]}))
-    await actors(Router(cfg, instance="test-router"))
-    await actors(monitor(cfg))
+    await actors.start(CardsWorker(cfg, states={"m5-p40-a": host}, script={"m5-p40-a/llama3.1-70b": ["slow:2"]}))
+    await actors.start(Router(cfg, instance="test-router"))
+    await actors.start(monitor(cfg))
     request = chat("explain attention", model="llama3.1-70b")
     answer = asyncio.ensure_future(ask(nc, request, timeout=30))
     for _ in range(6):
@@ -350,15 +290,15 @@ async def test_an_injected_oom_unloads_the_largest_model_loads_a_smaller_one_and
 # --- backlog -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("free_gb", [25.5, 0.0], ids=["memory-free", "memory-full"])
 async def test_a_backlog_loads_a_fast_model_where_memory_allows_otherwise_overflows_to_together(
-    free_gb: float, tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    free_gb: float, tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server, base="lab"))
     used = 48 * GB - int(free_gb * GB)
     mistral = LoadedModel(model="mistral-large", bytes=used, cards=["P40_2"])
     host = p40_host("m5-p40-b", ("P40_2", "P40_3"), (min(used, 24 * GB), max(0, used - 24 * GB)), mistral)
-    await actors(CardsWorker(cfg, states={"m5-p40-b": host}))
-    await actors(monitor(cfg))
+    await actors.start(CardsWorker(cfg, states={"m5-p40-b": host}))
+    await actors.start(monitor(cfg))
     queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
     target = "local:m5-p40-b:mistral-large"
     await queues.put(
@@ -385,16 +325,16 @@ async def test_a_backlog_loads_a_fast_model_where_memory_allows_otherwise_overfl
 # --- cost spike --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("already_off", [False, True], ids=["premium-on", "premium-off"])
 async def test_a_cost_spike_disables_the_premium_tier_unless_it_is_off_already(
-    already_off: bool, tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    already_off: bool, tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server, base="lab"))
     seventy = LoadedModel(model="llama3.1-70b", bytes=48 * GB)
-    await actors(CardsWorker(cfg, states={"m5-p40-a": p40_host("m5-p40-a", ("P40_0", "P40_1"), (0, 0), seventy)}))
+    await actors.start(CardsWorker(cfg, states={"m5-p40-a": p40_host("m5-p40-a", ("P40_0", "P40_1"), (0, 0), seventy)}))
     if already_off:
         tiers = await TypedKV.open(nc.jetstream(), subjects.KV_TIERS, Codec(TierState))
         await tiers.put("premium", TierState(tier="premium", enabled=False, reason="budget_guard: cost spike"))
-    await actors(monitor(cfg))
+    await actors.start(monitor(cfg))
     for i in range(3):
         await publish_result(
             nc, result(f"paid{i}", "an answer", "gpt-4o", "gpt", tier="premium", cost=17.5, target="openai")
@@ -427,7 +367,7 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
     tmp_path: Path,
     nats_server: EmbeddedNats,
     nc: NATS,
-    actors: Start,
+    actors: Actors,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -435,7 +375,7 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
     after 1 s, then mail to everyone and premium disabled, as the paper's escalation policy says. The
     webhook URL (a secret) appears in no event and no log line."""
     caplog.set_level(logging.DEBUG)
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
         escalation = {
@@ -456,7 +396,7 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
                 },
             )
         )
-        await actors(monitor(cfg))
+        await actors.start(monitor(cfg))
         raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
         assert raised.rule == "all_models_offline" and raised.severity == "critical"
         await eventually(lambda: hook.posts)
@@ -483,9 +423,9 @@ async def test_a_critical_alert_notifies_at_once_and_escalates_while_unacknowled
 
 
 async def test_acknowledging_from_the_cli_stops_the_escalation(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
         escalation = {"critical": [{"after": "0s", "notify": ["hook"]}, {"after": "1m", "notify": ["mail_admin"]}]}
@@ -498,7 +438,7 @@ async def test_acknowledging_from_the_cli_stops_the_escalation(
                 "notifiers": notifiers(hook, box),
             },
         )
-        m = await actors(monitor(load_config(profile)))
+        m = await actors.start(monitor(load_config(profile)))
         raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
         await eventually(lambda: hook.posts)
         rc, out, err = await orchestra(profile, "alerts", "ack", raised.alert_id, "--by", "ada")
@@ -521,11 +461,11 @@ async def test_acknowledging_from_the_cli_stops_the_escalation(
 
 
 async def test_medium_and_low_alerts_wait_for_the_daily_and_weekly_digests(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Model diversity low (medium) goes into the daily digest, single model dominating (low) into the
     weekly one; nobody is pinged before. The digests run from the apscheduler jobs."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     async with webhook_receiver() as hook, smtp_receiver() as box:
         monkeypatch.setenv(HOOK_ENV, hook.url)
         alerts = {
@@ -538,10 +478,10 @@ async def test_medium_and_low_alerts_wait_for_the_daily_and_weekly_digests(
             "digests": {"daily_at": "09:00", "weekly_at": "mon 09:00", "notify": ["hook", "mail_admin"]},
         }
         cfg = load_config(profile_for(tmp_path, nats_server, alerts=alerts))
-        await actors(
+        await actors.start(
             CardsWorker(cfg, states={"cpu0": HostState(host="cpu0", models=[LoadedModel(model="smollm2-135m")])})
         )
-        m = await actors(monitor(cfg))
+        m = await actors.start(monitor(cfg))
         for i in range(4):
             await publish_result(nc, result(f"one{i}", f"answer {i}", "smollm2-135m", "smollm"))
         rules = {e.rule for e in await eventually(lambda: len(bus.of(AlertRaised)) == 2 and bus.of(AlertRaised))}
@@ -567,19 +507,20 @@ async def test_medium_and_low_alerts_wait_for_the_daily_and_weekly_digests(
 
 # --- restart -------------------------------------------------------------------------------------------
 async def test_a_restarted_monitor_keeps_its_alerts_and_does_not_remediate_twice(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server))
-    await actors(CardsWorker(cfg, states={"cpu0": HostState(host="cpu0", models=[LoadedModel(model="gemma3-270m")])}))
-    first = monitor(cfg)
-    await first.start(nc)
+    await actors.start(
+        CardsWorker(cfg, states={"cpu0": HostState(host="cpu0", models=[LoadedModel(model="gemma3-270m")])})
+    )
+    first = await actors.start(monitor(cfg))
     for i in range(3):
         await publish_result(nc, result(f"paid{i}", "an answer", "gpt-4o", "gpt", tier="premium", cost=20.0))
     raised = (await eventually(lambda: bus.of(AlertRaised)))[0]
     await eventually(lambda: bus.of(SetTier))
-    await first.stop(grace=0.5)
-    second = await actors(monitor(cfg))
+    await actors.stop(first, grace=0.5)
+    second = await actors.start(monitor(cfg))
     assert raised.alert_id in second.engine.by_id and second.engine.by_id[raised.alert_id].open
     assert second.engine.by_id[raised.alert_id].remediations == ["disable_tier"]
     assert second.obs.daily_spend(time.time()) == pytest.approx(60.0)
@@ -615,18 +556,16 @@ async def test_orchestra_diversity_replays_stored_results(tmp_path: Path, nats_s
 
 @pytest.mark.slow
 async def test_the_monitor_process_serves_metrics_and_diversity_while_requests_flow(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start, processes: list[ActorProcess]
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """``python -m actors.diversity_monitor`` with the MiniLM it loads itself: /metrics (promtool) and
     ``orchestra diversity`` follow diverse requests answered through the router; SIGTERM exits 0."""
     profile = profile_for(tmp_path, nats_server)
     cfg = load_config(profile)
     answers = {"smollm2-135m": FIB_DIVERSE[0], "gemma3-270m": FIB_DIVERSE[1]}
-    await actors(ScriptedWorker(cfg, hosts=LOCAL, answers=answers))
-    await actors(Router(cfg, instance="test-router"))
-    proc = ActorProcess("actors.diversity_monitor", profile).start()
-    processes.append(proc)
-    proc.wait_log("diversity_monitor started", timeout=60)
+    await actors.start(ScriptedWorker(cfg, hosts=LOCAL, answers=answers))
+    await actors.start(Router(cfg, instance="test-router"))
+    proc = await actors.process("actors.diversity_monitor", profile, ready="diversity_monitor started")
     port = int(re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", proc.output())[0])
     assert "embeddings: the cache's MiniLM" in proc.output()
     for _ in range(2):
@@ -654,22 +593,22 @@ async def test_the_monitor_process_serves_metrics_and_diversity_while_requests_f
 
 
 async def test_after_the_overflow_remediation_the_router_sends_local_work_to_together(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Local profile, the one CPU card full: the backlog alert's SetOverflow reaches the router (the rotator,
     the one writer of orch_overflow, stores it; the router watches it), and the next request for the
     backlogged model's work is answered by the Together tier."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     cfg = load_config(profile_for(tmp_path, nats_server))
     full = HostState(
         host="cpu0",
         cards=[CardState(card="cpu0", total_bytes=int(1.5 * GB), used_bytes=int(1.5 * GB))],
         models=[LoadedModel(model="smollm2-135m"), LoadedModel(model="gemma3-270m")],
     )
-    worker = await actors(CardsWorker(cfg, states={"cpu0": full}, providers=["together"]))
-    router = await actors(Router(cfg, instance="test-router"))
-    await actors(Rotator(cfg, instance="test-rotator"))
-    await actors(monitor(cfg))
+    worker = await actors.start(CardsWorker(cfg, states={"cpu0": full}, providers=["together"]))
+    router = await actors.start(Router(cfg, instance="test-router"))
+    await actors.start(Rotator(cfg, instance="test-rotator"))
+    await actors.start(monitor(cfg))
     before = await ask(nc, chat())
     assert isinstance(before, GenerateResult) and before.tier == "local"
     queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
@@ -694,20 +633,20 @@ async def test_after_the_overflow_remediation_the_router_sends_local_work_to_tog
 
 
 async def test_the_monitors_cost_spike_remediation_takes_premium_away_from_the_router_and_nothing_is_lost(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """End to end on the bus: API spend past the lab rule's $50 -> the monitor's cost_spike alert -> its
     SetTier command -> the budget_guard (the one writer of orch_tiers) disables premium -> the router, from
     its KV watch, sends nothing more to premium. The guard's own spike limit is set out of reach, so the
     monitor's path is the one under test. Requests asked while it happens each end in exactly one outcome."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     budgets = {"limits": [], "spike": {"daily_usd": 1e6, "velocity_usd_per_hour": None}}
     cfg = load_config(profile_for(tmp_path, nats_server, budgets=budgets))
-    await actors(BudgetGuard(cfg))
-    worker = await actors(ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"]))
-    router = await actors(Router(cfg, instance="test-router"))
+    await actors.start(BudgetGuard(cfg))
+    worker = await actors.start(ScriptedWorker(cfg, hosts=LOCAL, providers=["openai", "together"]))
+    router = await actors.start(Router(cfg, instance="test-router"))
     await eventually(lambda: router.view.hosts.data and router.view.providers.data)
-    await actors(monitor(cfg))
+    await actors.start(monitor(cfg))
     either = Requirements(tiers=["premium", "together"], strategy="quality")
     first = await ask(nc, chat(model="gpt-4o"))
     assert isinstance(first, GenerateResult) and first.tier == "premium"
@@ -746,15 +685,15 @@ async def test_the_monitors_cost_spike_remediation_takes_premium_away_from_the_r
 
 
 async def test_a_soft_budget_threshold_crossed_at_the_budget_guard_raises_an_alert(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Start
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Soft thresholds raise alerts: $6 of a $10 daily budget with a soft threshold at 50% -> the guard's
     budget.threshold event -> the monitor's budget_threshold alert, naming the budget; no hard-cap alert."""
-    bus = await Bus().listen(nc)
+    bus = await Recorder.listen(nc, commands=True)
     budgets = {"limits": [{"scope": "total", "period": "daily", "hard_usd": 10.0, "soft": [0.5]}]}
     cfg = load_config(profile_for(tmp_path, nats_server, budgets=budgets))
-    await actors(BudgetGuard(cfg))
-    await actors(monitor(cfg))
+    await actors.start(BudgetGuard(cfg))
+    await actors.start(monitor(cfg))
     await publish_result(nc, result("spent", "an answer", "gpt-4o", "gpt", tier="premium", cost=6.0, target="openai"))
     (threshold,) = await eventually(lambda: bus.of(BudgetThreshold))
     assert threshold.fraction == 0.5 and threshold.spent_usd == pytest.approx(6.0) and not threshold.hard

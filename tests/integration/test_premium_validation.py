@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +20,15 @@ from actors.cloud_proxy.actor import CloudProxy
 from actors.diversity_monitor.actor import DiversityMonitor
 from actors.router.actor import Router
 from bus import subjects
-from bus.actor import Actor
 from bus.consumer import ConsumerSpec
-from bus.server import EmbeddedNats
-from schemas.codec import EVENT
-from schemas.config import load_config
 from schemas.events import AnyEvent, ValidationCompared, ValidationSkipped
 from schemas.request import GenerateRequest, Requirements, make_request
 from schemas.result import GenerateResult
+from tests.support.actors import Actors
 from tests.support.budget import settled, summary
 from tests.support.client import ask
+from tests.support.events import Recorder
 from tests.support.minilm import embedder as shared_embedder
-from tests.support.profile import write_profile
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -101,11 +97,14 @@ class LocalCard(ScriptedWorker):
 
 
 class Orchestra:
-    def __init__(self, tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, premium: OpenAIStandIn) -> None:
-        self.tmp_path, self.server, self.nc, self.premium = tmp_path, nats_server, nc, premium
-        self.actors: list[Actor] = []
-        self.events: list[AnyEvent] = []
+    def __init__(self, actors: Actors, premium: OpenAIStandIn) -> None:
+        self.actors, self.nc, self.premium = actors, actors.nc, premium
+        self.heard = Recorder()
         self.router: Router
+
+    @property
+    def events(self) -> list[AnyEvent]:
+        return self.heard.events
 
     async def start(self, budgets: dict[str, Any] | None = None) -> None:
         overrides = {
@@ -114,23 +113,14 @@ class Orchestra:
             "providers": {"openai": {"base_url": self.premium.base_url, "api_key": {"env": KEY_ENV}}},
             "budgets": budgets or {},
         }
-        cfg = load_config(write_profile(self.tmp_path / "profile", self.server.url, overrides=overrides))
+        cfg = self.actors.config(overrides=overrides)
         self.router = Router(cfg, instance="test-router")
         monitor = DiversityMonitor(cfg, instance="test-monitor", embedder=shared_embedder())
         worker = LocalCard(cfg, hosts={"cpu0": list(LOCAL_ANSWERS)}, answers=LOCAL_ANSWERS)
-        self.actors = [BudgetGuard(cfg), CloudProxy(cfg), worker, monitor, self.router]
-
-        async def on_event(msg: Any) -> None:
-            self.events.append(EVENT.decode(msg.data))
-
-        await self.nc.subscribe(f"{subjects.PREFIX}.event.validation.>", cb=on_event)
-        for actor in self.actors:
-            await actor.start(self.nc)
+        self.heard = await Recorder.listen(self.nc, "validation.>")
+        for actor in [BudgetGuard(cfg), CloudProxy(cfg), worker, monitor, self.router]:
+            await self.actors.start(actor)
         await eventually(lambda: self.router.view.hosts.data and "openai" in self.router.view.providers.data)
-
-    async def stop(self) -> None:
-        for actor in reversed(self.actors):
-            await actor.stop(grace=0.5)
 
     def verdict(self, request_id: str) -> AnyEvent | None:
         return next((e for e in self.events if getattr(e, "request_id", None) == request_id), None)
@@ -143,14 +133,11 @@ class Orchestra:
 
 
 @pytest.fixture
-async def orchestra(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Orchestra]:
+async def orchestra(actors: Actors, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Orchestra]:
     monkeypatch.setenv(KEY_ENV, KEY)
     premium = await OpenAIStandIn().start()
-    o = Orchestra(tmp_path, nats_server, nc, premium)
-    yield o
-    await o.stop()
+    yield Orchestra(actors, premium)
+    await actors.stop_all()  # before the stand-in the cloud_proxy calls
     await premium.stop()
 
 

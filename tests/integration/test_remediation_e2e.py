@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,18 @@ from actors.diversity_monitor.actor import DiversityMonitor
 from actors.gpu_host.actor import GpuHost
 from actors.router.actor import Router
 from bus import subjects
-from bus.actor import Actor
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
-from schemas.codec import COMMAND, EVENT, Codec
+from schemas.codec import Codec
 from schemas.commands import LoadModel, UnloadModel
 from schemas.config import OrchestraConfig, load_config
 from schemas.events import AlertRaised, ModelLoaded, ModelUnloaded, Oom, Remediation
 from schemas.request import GenerateRequest, Requirements, Sampling, make_request
 from schemas.result import GenerateResult, Outcome
 from schemas.state import HostState, QueueState
+from tests.support.actors import Actors
 from tests.support.client import ask, outcomes_stored
+from tests.support.events import Recorder
 from tests.support.gpu_host import HOST, host_profile, tiny_entry
 from tests.support.minilm import embedder, model_dir
 from tests.support.tiny_models import write_tiny_llama_gguf
@@ -37,35 +38,8 @@ from tests.support.wait import eventually
 pytestmark = pytest.mark.slow
 
 
-class Heard:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    async def listen(self, nc: NATS) -> Heard:
-        async def on_event(msg: Any) -> None:
-            self.items.append(EVENT.decode(msg.data))
-
-        async def on_command(msg: Any) -> None:
-            self.items.append(COMMAND.decode(msg.data))
-
-        await nc.subscribe("orch.event.>", cb=on_event)
-        await nc.subscribe("orch.cmd.>", cb=on_command)
-        return self
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [i for i in self.items if isinstance(i, kind)]
-
-
-@pytest.fixture
-async def started(nc: NATS) -> AsyncIterator[list[Actor]]:
-    actors: list[Actor] = []
-    yield actors
-    for actor in reversed(actors):
-        await actor.stop(grace=1)
-
-
 async def test_real_ooms_make_the_gpu_host_swap_to_a_smaller_model_and_nothing_is_lost(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, started: list[Actor]
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     big = write_tiny_llama_gguf(tmp_path / "big.gguf", n_embd=128, n_layer=4)
     small = write_tiny_llama_gguf(tmp_path / "small.gguf")
@@ -95,8 +69,8 @@ async def test_real_ooms_make_the_gpu_host_swap_to_a_smaller_model_and_nothing_i
         },
     )
     cfg = load_config(profile)  # the local rules, with gpu_oom_failures firing on the first OOM
-    heard = await Heard().listen(nc)
-    host, loaded = await start_host_router_monitor(cfg, nc, started)
+    heard = await Recorder.listen(nc, commands=True)
+    host, loaded = await start_host_router_monitor(cfg, nc, actors)
     await eventually(lambda: _has(loaded, "tiny-big"), timeout=30)
 
     # a request in flight on the big model while the OOMs come in and the remediation runs
@@ -139,13 +113,12 @@ async def test_real_ooms_make_the_gpu_host_swap_to_a_smaller_model_and_nothing_i
 
 
 async def start_host_router_monitor(
-    cfg: OrchestraConfig, nc: NATS, started: list[Actor]
+    cfg: OrchestraConfig, nc: NATS, actors: Actors
 ) -> tuple[GpuHost, Callable[[], Awaitable[set[str]]]]:
     """A real gpu_host, the router and the monitor in-process; ``loaded()`` reads the host's models from KV."""
     host = GpuHost(cfg, host=HOST)
     for actor in (host, Router(cfg, instance="r"), DiversityMonitor(cfg, instance="m", embedder=embedder())):
-        await actor.start(nc)
-        started.append(actor)
+        await actors.start(actor)
     hosts = await TypedKV.open(nc.jetstream(), subjects.KV_HOSTS, Codec(HostState))
 
     async def loaded() -> set[str]:
@@ -172,7 +145,7 @@ async def _is(loaded: Any, names: set[str]) -> bool:
 
 
 async def test_a_backlog_makes_the_real_gpu_host_load_a_fast_model_and_nothing_is_lost(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, started: list[Actor]
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """The lab's backlog rule end to end: a backlogged queue in orch_queues -> the monitor's
     queue_backlog_critical alert -> LoadModel of the rotator's scale-up model on the host with room ->
@@ -195,8 +168,8 @@ async def test_a_backlog_makes_the_real_gpu_host_load_a_fast_model_and_nothing_i
         },
     )
     cfg = load_config(profile)  # the local rules: queue_backlog_critical at > 500 pending, > 600 s waiting
-    heard = await Heard().listen(nc)
-    host, loaded = await start_host_router_monitor(cfg, nc, started)
+    heard = await Recorder.listen(nc, commands=True)
+    host, loaded = await start_host_router_monitor(cfg, nc, actors)
     await eventually(lambda: _has(loaded, "tiny-slow"), timeout=30)
     long, in_flight = ask_long(nc, "tiny-slow")
 

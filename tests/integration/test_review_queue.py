@@ -5,11 +5,7 @@ Only the operator may decide: a worker's or the gateway's forged decision is ref
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -19,7 +15,7 @@ from bus import subjects
 from bus.kv import TypedKV
 from bus.provision import provision
 from bus.server import EmbeddedNats
-from schemas.codec import EVENT, Codec, encode
+from schemas.codec import Codec, encode
 from schemas.commands import DecideReview
 from schemas.config import load_config
 from schemas.config.bus import StreamsCfg
@@ -27,29 +23,14 @@ from schemas.events import ReviewDecided
 from schemas.request import make_request
 from schemas.result import GenerateResult
 from schemas.review import ModelQuality, ReviewItem
+from tests.support.actors import Actors
 from tests.support.client import ask
-from tests.support.procs import REPO, ActorProcess
-from tests.support.profile import write_profile
+from tests.support.events import Recorder
+from tests.support.procs import orchestra
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
 ANSWERS = {"smollm2-135m": "Paris", "gemma3-270m": "London"}
-
-
-async def orchestra(profile: Path, *args: str) -> tuple[int, str, str]:
-    """The ``orchestra`` command, run without blocking the event loop."""
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "orchestra"),
-        "--config",
-        str(profile),
-        *args,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def queued(nc: NATS, request_id: str) -> ReviewItem | None:
@@ -58,65 +39,53 @@ async def queued(nc: NATS, request_id: str) -> ReviewItem | None:
 
 @pytest.mark.slow
 async def test_an_escalation_is_listed_shown_accepted_from_the_cli_and_leaves_the_queue(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
+    nc: NATS, actors: Actors
 ) -> None:
-    profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"router": {"attempt_timeout": "10s"}})
-    monitor = ActorProcess("actors.diversity_monitor", profile).start()
-    router = ActorProcess("actors.router", profile).start()
-    processes += [router, monitor]
-    worker = ScriptedWorker(load_config(profile), hosts={"cpu0": list(ANSWERS)}, answers=ANSWERS)
-    await worker.start(nc)
-    try:
-        monitor.wait_log("diversity_monitor started", 60)
-        router.wait_log("router started", 60)
-        decided: list[ReviewDecided] = []
+    profile = actors.profile(overrides={"router": {"attempt_timeout": "10s"}})
+    monitor = await actors.process("actors.diversity_monitor", profile)
+    await actors.process("actors.router", profile, ready="router started")
+    await monitor.until_logged("diversity_monitor started", 60)
+    await actors.start(ScriptedWorker(load_config(profile), hosts={"cpu0": list(ANSWERS)}, answers=ANSWERS))
+    heard = await Recorder.listen(nc, "review.decided")
+    rc, out, err = await orchestra(profile, "review", "list")
+    assert rc == 0 and out.strip() == "no reviews pending", err
 
-        async def on_decided(msg: Any) -> None:
-            ev = EVENT.decode(msg.data)
-            assert isinstance(ev, ReviewDecided)
-            decided.append(ev)
+    request = make_request(prompt="The capital of France is", mode="ensemble", timeout_s=30)
+    result = await ask(nc, request)
+    assert isinstance(result, GenerateResult) and result.consensus is not None and result.consensus.escalated
+    item = await eventually(lambda: queued(nc, request.id), timeout=20)
+    assert item.status == "pending" and {r.text for r in item.responses} == {"Paris", "London"}
 
-        await nc.subscribe(f"{subjects.PREFIX}.event.review.decided", cb=on_decided)
-        rc, out, err = await orchestra(profile, "review", "list")
-        assert rc == 0 and out.strip() == "no reviews pending", err
+    rc, out, err = await orchestra(profile, "review", "list", "--json")
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["request_id"], r["status"]) for r in rows] == [(request.id, "pending")]
+    assert sorted(rows[0]["models"]) == sorted(ANSWERS)
+    rc, out, err = await orchestra(profile, "review", "show", request.id)
+    assert rc == 0 and "The capital of France is" in out and "Paris" in out and "London" in out, err
 
-        request = make_request(prompt="The capital of France is", mode="ensemble", timeout_s=30)
-        result = await ask(nc, request)
-        assert isinstance(result, GenerateResult) and result.consensus is not None and result.consensus.escalated
-        item = await eventually(lambda: queued(nc, request.id), timeout=20)
-        assert item.status == "pending" and {r.text for r in item.responses} == {"Paris", "London"}
+    paris = next(n for n, r in enumerate(item.responses) if r.text == "Paris")
+    rc, out, err = await orchestra(profile, "review", "accept", request.id, "--answer", str(paris), "--by", "ada")
+    assert rc == 0, err
+    assert f"accepted {request.id}: credited smollm2-135m; debited gemma3-270m" in out
+    (event,) = await eventually(lambda: heard.events)
+    assert isinstance(event, ReviewDecided)
+    assert (event.request_id, event.verdict, event.answer, event.by) == (request.id, "accept", paris, "ada")
+    assert event.credited == ["smollm2-135m"] and event.debited == ["gemma3-270m"]
 
-        rc, out, err = await orchestra(profile, "review", "list", "--json")
-        assert rc == 0, err
-        rows = [json.loads(line) for line in out.splitlines()]
-        assert [(r["request_id"], r["status"]) for r in rows] == [(request.id, "pending")]
-        assert sorted(rows[0]["models"]) == sorted(ANSWERS)
-        rc, out, err = await orchestra(profile, "review", "show", request.id)
-        assert rc == 0 and "The capital of France is" in out and "Paris" in out and "London" in out, err
+    rc, out, err = await orchestra(profile, "review", "list")
+    assert rc == 0 and out.strip() == "no reviews pending", err
+    rc, out, err = await orchestra(profile, "review", "accept", request.id)
+    assert rc == 0 and "was accepted already by ada" in out
+    rc, out, err = await orchestra(profile, "review", "show", "no-such-request")
+    assert rc == 1 and "orchestra: error: no review 'no-such-request'" in err and "Traceback" not in err
 
-        paris = next(n for n, r in enumerate(item.responses) if r.text == "Paris")
-        rc, out, err = await orchestra(profile, "review", "accept", request.id, "--answer", str(paris), "--by", "ada")
-        assert rc == 0, err
-        assert f"accepted {request.id}: credited smollm2-135m; debited gemma3-270m" in out
-        (event,) = await eventually(lambda: decided)
-        assert (event.request_id, event.verdict, event.answer, event.by) == (request.id, "accept", paris, "ada")
-        assert event.credited == ["smollm2-135m"] and event.debited == ["gemma3-270m"]
-
-        rc, out, err = await orchestra(profile, "review", "list")
-        assert rc == 0 and out.strip() == "no reviews pending", err
-        rc, out, err = await orchestra(profile, "review", "accept", request.id)
-        assert rc == 0 and "was accepted already by ada" in out
-        rc, out, err = await orchestra(profile, "review", "show", "no-such-request")
-        assert rc == 1 and "orchestra: error: no review 'no-such-request'" in err and "Traceback" not in err
-
-        quality = await TypedKV.open(nc.jetstream(), subjects.KV_QUALITY, Codec(ModelQuality))
-        smol, gemma = await quality.get("smollm2-135m"), await quality.get("gemma3-270m")
-        assert smol is not None and (smol.accepted, smol.recent) == (1, [1.0])
-        assert gemma is not None and (gemma.rejected, gemma.recent) == (1, [0.0])
-        rc, out, err = await orchestra(profile, "review", "quality")
-        assert rc == 0 and "smollm2-135m: measured 10.0 over 1 check(s)" in out, err
-    finally:
-        await worker.stop(grace=0.5)
+    quality = await TypedKV.open(nc.jetstream(), subjects.KV_QUALITY, Codec(ModelQuality))
+    smol, gemma = await quality.get("smollm2-135m"), await quality.get("gemma3-270m")
+    assert smol is not None and (smol.accepted, smol.recent) == (1, [1.0])
+    assert gemma is not None and (gemma.rejected, gemma.recent) == (1, [0.0])
+    rc, out, err = await orchestra(profile, "review", "quality")
+    assert rc == 0 and "smollm2-135m: measured 10.0 over 1 check(s)" in out, err
 
 
 @pytest.mark.expect_violations

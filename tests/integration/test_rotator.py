@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from schemas.commands import Rotate, SetOverflow, SetPhase
 from schemas.events import ModelLoaded, ModelLoadFailed, ModelUnloaded, PhaseChanged, RotationPlanned, Scale
 from schemas.request import Sampling, make_request
 from schemas.result import GenerateResult
+from tests.support.actors import Actors
 from tests.support.client import ask, outcomes_stored
 from tests.support.rotator import Rig, footprint, rig_profile, tiny_models, write_slow_llama_gguf
 from tests.support.wait import eventually
@@ -33,20 +34,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, tiny: Path) -> AsyncIterator[Start]:
+def rig(tmp_path: Path, nats_server: EmbeddedNats, actors: Actors, tiny: Path) -> Start:
     """Start a rig on a profile: rig(models={...}, phases={...}, initial=..., room=2, ...)."""
-    started: list[Rig] = []
 
     async def start(*, room: int, router: bool = False, **kw: Any) -> Rig:
         memory = int(footprint(tiny) * (room + 0.5))  # room for ``room`` tiny models per card, not one more
         profile = rig_profile(tmp_path / "profile", nats_server.url, memory=memory, **kw)
-        r = await Rig.start(nc, profile, router=router)
-        started.append(r)
-        return r
+        return await Rig.start(actors, profile, router=router)
 
-    yield start
-    for r in started:
-        await r.stop()
+    return start
 
 
 def request(model: str | None, max_tokens: int = 8, **kw: Any) -> Any:
@@ -86,7 +82,7 @@ async def test_rotation_walks_the_pool_keeping_families_diverse(rig: Start, tiny
     assert state.history[:5] == [["tb"], ["tc"], ["tb"], ["tc"], ["tb"]]
     loads = [e.model for e in r.events.of(ModelLoaded)]
     assert "td" not in loads and loads[:2] == ["ta", "tb"]
-    swaps = [(type(e).__name__, e.model) for e in r.events.seen if isinstance(e, ModelLoaded | ModelUnloaded)]
+    swaps = [(type(e).__name__, e.model) for e in r.events.events if isinstance(e, ModelLoaded | ModelUnloaded)]
     for i, (kind, model) in enumerate(swaps[2:], start=2):  # every load after the first two follows an unload
         if kind == "ModelLoaded":
             assert swaps[i - 1][0] == "ModelUnloaded" and swaps[i - 1][1] != model

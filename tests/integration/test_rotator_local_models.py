@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from bus.server import EmbeddedNats
 from schemas.events import ModelLoaded, ModelUnloaded, RotationPlanned
 from schemas.request import Sampling, make_request
 from schemas.result import GenerateResult, Outcome
+from tests.support.actors import Actors
 from tests.support.client import ask, outcomes_stored
 from tests.support.gpu_host import host_profile
 from tests.support.rotator import Rig
@@ -37,18 +37,17 @@ def model_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def rig(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, model_data: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Rig]:
+    tmp_path: Path, nats_server: EmbeddedNats, actors: Actors, model_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> Rig:
     """The local profile as shipped (both models hot in the library), in phase 2, rotating every 3 s."""
     monkeypatch.setenv("ORCHESTRA_ROTATION_EVERY", "3s")
     profile = host_profile(
         tmp_path / "profile", nats_server.url, {}, real_models="hot",
         overrides={"data_dir": str(model_data), "rotator": {"initial_phase": PHASE, "step_timeout": "20s"}},
     )  # fmt: skip
-    r = await Rig.start(nc, profile, router=True)
+    r = await Rig.start(actors, profile, router=True)
     assert r.cfg.phases[PHASE].rotation_frequency == 3
-    yield r
-    await r.stop()
+    return r
 
 
 def _request(model: str | None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -22,6 +22,7 @@ from schemas.events import Escalated, RequestFallback
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
 from schemas.state import QueueState, TierState
+from tests.support.actors import Actors
 from tests.support.client import ask, ask_streaming, gather_events, outcomes_stored
 from tests.support.procs import ActorProcess
 from tests.support.profile import test_config, write_profile
@@ -38,22 +39,16 @@ def rcfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
 
 
 @pytest.fixture
-async def orchestra(rcfg: OrchestraConfig, nc: NATS) -> AsyncIterator[Start]:
-    """Start a scripted worker and a router in-process; stop both afterwards."""
-    actors: list[object] = []
+def orchestra(rcfg: OrchestraConfig, actors: Actors) -> Start:
+    """Start a scripted worker and a router in-process (stopped by ``actors``)."""
 
     async def start(**worker: object) -> ScriptedWorker:
-        w = ScriptedWorker(rcfg, **worker)  # type: ignore[arg-type]
-        await w.start(nc)
-        router = Router(rcfg, instance="test-router")
-        await router.start(nc)
-        actors.extend([router, w])
+        w = await actors.start(ScriptedWorker(rcfg, **worker))  # type: ignore[arg-type]
+        router = await actors.start(Router(rcfg, instance="test-router"))
         await eventually(lambda: router.view.hosts.data or not worker.get("hosts"))
         return w
 
-    yield start
-    for actor in actors:
-        await actor.stop(grace=0.5)  # type: ignore[attr-defined]
+    return start
 
 
 def chat(text: str = "hello", timeout_s: float = 20, **kw: object) -> GenerateRequest:

@@ -3,7 +3,7 @@ vectors, the real sandbox running code answers; the escalation event still goes 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from schemas.codec import EVENT
 from schemas.events import Escalated
 from schemas.request import ChatMessage, GenerateRequest, make_request
 from schemas.result import GenerateResult
+from tests.support.actors import Actors
 from tests.support.client import ask, gather_events
 from tests.support.minilm import model_dir
 from tests.support.profile import test_config
@@ -28,30 +29,23 @@ Start = Callable[..., Awaitable[ScriptedWorker]]
 
 
 @pytest.fixture
-async def orchestra(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Start]:
-    """A scripted worker and a router in-process, with a cache actor (MiniLM) when asked."""
+def orchestra(tmp_path: Path, nats_server: EmbeddedNats, actors: Actors) -> Start:
+    """A scripted worker and a router in-process, with a cache actor (MiniLM) when asked (stopped by ``actors``)."""
     cfg = test_config(
         tmp_path / "profile",
         nats_server.url,
         overrides={"router": {"attempt_timeout": "10s"}, "cache": {"semantic": {"model_dir": str(model_dir())}}},
     )
-    actors: list[Any] = []
 
     async def start(*, cache: bool = False, **worker: Any) -> ScriptedWorker:
         if cache:
-            actors.append(CacheActor(cfg, instance="consensus-cache"))
-            await actors[-1].start(nc)
-        w = ScriptedWorker(cfg, **worker)
-        await w.start(nc)
-        router = Router(cfg, instance="consensus-router")
-        await router.start(nc)
-        actors.extend([router, w])
+            await actors.start(CacheActor(cfg, instance="consensus-cache"))
+        w = await actors.start(ScriptedWorker(cfg, **worker))
+        router = await actors.start(Router(cfg, instance="consensus-router"))
         await eventually(lambda: router.view.hosts.data)
         return w
 
-    yield start
-    for actor in reversed(actors):
-        await actor.stop(grace=0.5)
+    return start
 
 
 def chat(text: str) -> GenerateRequest:

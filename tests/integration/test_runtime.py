@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -17,16 +16,14 @@ from bus.supervise import Supervisor
 from schemas.codec import EVENT, encode
 from schemas.config import OrchestraConfig
 from schemas.events import DeadLettered
+from tests.support.actors import Actors
 from tests.support.echo_actor import ECHO_STREAM, UPPER, EchoActor, Job, Upper
 from tests.support.wait import eventually
 
 
 @pytest.fixture
-async def echo(cfg: OrchestraConfig, nc: NATS) -> AsyncIterator[EchoActor]:
-    actor = EchoActor(cfg)
-    await actor.start(nc)
-    yield actor
-    await actor.stop(grace=1)
+async def echo(cfg: OrchestraConfig, actors: Actors) -> EchoActor:
+    return await actors.start(EchoActor(cfg))
 
 
 async def done_count(nc: NATS, job_id: str) -> int:
@@ -168,21 +165,17 @@ async def test_supervised_task_restarts_after_a_crash(caplog: pytest.LogCaptureF
     assert len([r for r in caplog.records if r.exc_info]) == 1
 
 
-async def test_stop_naks_in_flight_work_so_another_instance_takes_it(cfg: OrchestraConfig, nc: NATS) -> None:
+async def test_stop_naks_in_flight_work_so_another_instance_takes_it(
+    cfg: OrchestraConfig, nc: NATS, actors: Actors
+) -> None:
     """An instance stopped mid-job hands the job back at once; a second instance finishes it."""
-    first = EchoActor(cfg, instance="first")
-    await first.start(nc)
+    first = await actors.start(EchoActor(cfg, instance="first"))
     await publish_job(nc, Job(id="handover", sleep_s=30))
     await eventually(lambda: first.consumers_running[0].busy)
-    await first.stop(grace=0.2)
-    second = EchoActor(cfg, instance="second")
-    # The job would sleep 30 s again: make the second delivery quick by replacing the sleep.
-    await second.start(nc)
-    try:
-        info = await eventually(lambda: _redelivered(nc))
-        assert info.num_redelivered >= 1
-    finally:
-        await second.stop(grace=0.2)
+    await actors.stop(first, grace=0.2)
+    await actors.start(EchoActor(cfg, instance="second"))
+    info = await eventually(lambda: _redelivered(nc))
+    assert info.num_redelivered >= 1
 
 
 async def _redelivered(nc: NATS) -> object:

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from bus.server import end_process
 from tests.support.wait import eventually
 
 FLAGS = (
@@ -147,11 +147,5 @@ class Chromium:
         if self.ws is not None:
             await self.ws.close()
         await self.session.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -18,7 +18,6 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from bus import subjects
+from bus.server import end_process
 from schemas.codec import ATTEMPT_FAILED, CHUNK, OUTCOME, encode
 from schemas.dispatch import Dispatch, Target
 from schemas.request import ChatMessage, GenerateRequest, Sampling, make_request
@@ -58,6 +58,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on 127.0.0.1 on a port the OS picks: (its runner, to clean up; its base URL)."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class LlamaServer:
     proc: subprocess.Popen[bytes]
@@ -66,13 +76,7 @@ class LlamaServer:
     log_path: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
 
 
 @contextlib.contextmanager
@@ -158,12 +162,7 @@ class FakeProvider:
         app.router.add_post("/v1beta/models/{model_action}", self._gemini)
         app.router.add_post("/v1/embeddings", self._openai_embeddings)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app)
         return self
 
     async def stop(self) -> None:
@@ -458,12 +457,7 @@ class FakeVault:
     async def start(self) -> FakeVault:
         app = web.Application()
         app.router.add_get("/v1/{mount}/data/{path:.+}", self._read)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.addr = f"http://127.0.0.1:{port}"
+        self._runner, self.addr = await serve(app)
         return self
 
     async def stop(self) -> None:

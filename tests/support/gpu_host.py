@@ -11,9 +11,8 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from bus import subjects
-from schemas.codec import ATTEMPT_FAILED, EVENT, OUTCOME, encode
+from schemas.codec import ATTEMPT_FAILED, OUTCOME, encode
 from schemas.dispatch import Dispatch, Target
-from schemas.events import Event
 from schemas.request import GenerateRequest, Sampling, make_request
 from schemas.result import AttemptFailed, GenerateResult, Outcome
 from tests.support.profile import write_profile
@@ -118,20 +117,3 @@ async def failure(nc: NATS, request_id: str, timeout: float = 30.0) -> AttemptFa
 async def count(nc: NATS, subject: str) -> int:
     info = await nc.jetstream().stream_info("RESULTS", subjects_filter=subject)
     return (info.state.subjects or {}).get(subject, 0)
-
-
-class Events:
-    """Every event published while the test runs (subscribe before acting)."""
-
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-
-    async def start(self, nc: NATS) -> Events:
-        async def on(msg: Msg) -> None:
-            self.seen.append(EVENT.decode(msg.data))
-
-        await nc.subscribe(subjects.EVENT_ALL, cb=on)
-        return self
-
-    def of(self, kind: type[Event], **match: Any) -> list[Any]:
-        return [e for e in self.seen if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())]

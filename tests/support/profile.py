@@ -55,9 +55,9 @@ def write_profile(
 
     Paid attempts need no budget reservation here unless a test says so
     (``budgets.require_reservation``): most tests run no budget_guard."""
-    # An ephemeral port for the monitor's HTTP server unless a test names one: the suite must pass while
-    # `make run` holds the default port (9464) on the same machine.
-    defaults = {"budgets": {"require_reservation": False}, "monitor": {"metrics_port": 0}}
+    # Ephemeral ports for the monitor's and the gateway's HTTP servers unless a test names them: the suite
+    # must pass while `make run` holds the default ones (9464, 8080) on the same machine.
+    defaults = {"budgets": {"require_reservation": False}, "monitor": {"metrics_port": 0}, "gateway": {"port": 0}}
     overrides = _merge(defaults, overrides or {})
     if dest.exists():
         shutil.rmtree(dest)

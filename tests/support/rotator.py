@@ -3,25 +3,24 @@ of them, and a rig that runs gpu_hosts, the rotator and (optionally) the router 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from actors.gpu_host.actor import GpuHost
 from actors.rotator.actor import PHASE_KEY, Rotator
 from actors.router.actor import Router
 from bus import subjects
 from bus.kv import TypedKV
-from schemas.codec import COMMAND, Codec
+from schemas.codec import Codec
 from schemas.commands import Command
 from schemas.config import OrchestraConfig, load_config
 from schemas.state import HostState, PhaseState
-from tests.support.gpu_host import Events, tiny_entry
+from tests.support.actors import Actors
+from tests.support.events import Recorder
+from tests.support.gpu_host import tiny_entry
 from tests.support.profile import write_profile
 from tests.support.tiny_models import write_tiny_llama_gguf
 from weights.library import read_gguf
@@ -80,37 +79,23 @@ def rig_profile(
 class Rig:
     nc: NATS
     cfg: OrchestraConfig
-    events: Events
+    events: Recorder  # events and commands
     hosts: dict[str, GpuHost] = field(default_factory=dict)
     rotator: Rotator | None = None
     router: Router | None = None
-    commands: list[Command] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, nc: NATS, profile: Path, *, router: bool = False, rotator: bool = True) -> Rig:
+    async def start(cls, actors: Actors, profile: Path, *, router: bool = False, rotator: bool = True) -> Rig:
+        """Its actors are started (and, when the test ends, stopped) by ``actors``."""
         cfg = load_config(profile)
-        rig = cls(nc, cfg, await Events().start(nc))
-
-        async def on_command(msg: Msg) -> None:
-            rig.commands.append(COMMAND.decode(msg.data))
-
-        await nc.subscribe(subjects.COMMAND_ALL, cb=on_command)
+        rig = cls(actors.nc, cfg, await Recorder.listen(actors.nc, commands=True))
         for name in cfg.hosts:
-            rig.hosts[name] = GpuHost(cfg, host=name)
-            await rig.hosts[name].start(nc)
+            rig.hosts[name] = await actors.start(GpuHost(cfg, host=name))
         if router:
-            rig.router = Router(cfg)
-            await rig.router.start(nc)
+            rig.router = await actors.start(Router(cfg))
         if rotator:
-            rig.rotator = Rotator(cfg)
-            await rig.rotator.start(nc)
+            rig.rotator = await actors.start(Rotator(cfg))
         return rig
-
-    async def stop(self) -> None:
-        for actor in [self.rotator, self.router, *self.hosts.values()]:
-            if actor is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(actor.stop(grace=1), 20)
 
     def loaded(self, host: str = "cpu0") -> dict[str, str]:
         """model -> keep-alive, as the host holds them now (its own state, not the KV copy)."""
@@ -125,4 +110,4 @@ class Rig:
         return await kv.get(host)
 
     def of(self, kind: type[Command], **match: Any) -> list[Any]:
-        return [c for c in self.commands if isinstance(c, kind) and all(getattr(c, k) == v for k, v in match.items())]
+        return self.events.of(kind, **match)
