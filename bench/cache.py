@@ -2,6 +2,7 @@
 
     python -m bench.cache                       # all of it (a few minutes on 2 vCPUs)
     python -m bench.cache --sizes 1000 10000    # latency at fewer sizes
+    python -m bench.cache --sizes 50000 --skip-quality --concurrency 1 4   # the full lookup at 50k only
 
 Quality: every "a" prompt of ``bench/data/cache_pairs.jsonl`` is stored (through a real miss + result),
 then every "b" prompt is looked up. A hit pair is caught when it returns its own "a"'s answer; a miss pair
@@ -12,6 +13,14 @@ Latency: the cache is filled to 1k, 10k and 50k entries in ONE scope (the worst 
 index), with clustered vectors around the real prompts' embeddings, then looked up with precomputed
 vectors (embedding excluded): half near-duplicates of stored entries (hits, which also read KV), half
 the benchmark's own "b" prompts. Everything runs against a real nats-server and the real model.
+
+The full lookup, embedding included ("lookup" in the report): the "a" prompts of bench/data/cache_eval.jsonl
+are stored in the same scope before the synthetic entries, then at each size ``--queries`` "b" prompts never
+looked up before (each text once: the embedder keeps recent vectors) go through ``ResponseCache.lookup`` as
+the actor calls it (exact get, embedding, index search, verifier, KV read of a hit, remembering a miss),
+one at a time or ``--concurrency`` at once. Each part is timed where it is called (wall clock; the exact
+get and the embedding may overlap), and the process's CPU clock is read around each lookup (the embedding
+thread included). The process's collector is set up as the actors' runner does (``bus.runner.tune_gc``).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from actors.cache.keys import request_keys
 from actors.cache.normalize import normalize
 from actors.cache.verifier import Verifier
 from bus.provision import provision
+from bus.runner import tune_gc
 from bus.server import EmbeddedNats
 from bus.service import ServiceRunner, ServiceSpec, call
 from schemas.cache import CACHE_LOOKUP, CACHE_REPLY, CacheEntry, CacheLookup
@@ -52,6 +62,7 @@ from schemas.result import GenerateResult
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = REPO / "bench" / "data" / "cache_pairs.jsonl"
+EVAL = REPO / "bench" / "data" / "cache_eval.jsonl"
 MODEL = "smollm2-135m"
 
 
@@ -223,7 +234,9 @@ async def latency(
     sizes: list[int],
     queries: int,
     nc: Any,
+    full: tuple[Parts, list[str], list[int]] | None = None,
 ) -> list[dict[str, Any]]:
+    """``full``: the part timers, the texts for full lookups (each used once) and the concurrencies."""
     b_texts = [p["b"] for p in pairs]
     a_texts = sorted({p["a"] for p in pairs})
 
@@ -242,7 +255,7 @@ async def latency(
     result = answer_for("latency probe")
     b_vectors = cache.embedder.embed_sync([normalize(t) for t in b_texts]) if cache.embedder else base
     vectors = np.empty((0, base.shape[1]), np.float32)
-    out = []
+    out: list[dict[str, Any]] = []
     filled = 0
     for size in sizes:
         new = synthetic(base, size - filled, rng)
@@ -286,8 +299,9 @@ async def latency(
             t = time.perf_counter()
             found = index.search_sync(scope, v, threshold=0.0, limit=1, now=time.time())
             search.append((time.perf_counter() - t) * 1000)
-            true_best = int(np.argmax(vectors @ v))
-            agree += bool(found) and found[0].id == f"syn{true_best:06d}"
+            part = index._parts[scope]  # every point of the scope (the full lookups' prompts too)
+            true_best = part.ids[int(np.argmax(part.vectors[: len(part)] @ v))]
+            agree += bool(found) and found[0].id == true_best
             t = time.perf_counter()
             await cache.exact.get(f"syn{int(rng.integers(0, size)):06d}")
             exact.append((time.perf_counter() - t) * 1000)
@@ -305,8 +319,120 @@ async def latency(
             "top1_recall": agree / queries,
         })  # fmt: skip
         print(f"  {size:>6} entries: semantic lookup p50 / p99 {ms(out[-1], 'semantic')} ms")
+        if full is not None:
+            parts, texts, concurrencies = full
+            out[-1]["full"] = []
+            rows: list[dict[str, Any]] = []
+            out[-1]["full"] = rows
+            for at_once in concurrencies:
+                unseen, texts[:] = texts[:queries], texts[queries:]
+                if len(unseen) < queries:
+                    raise SystemExit(f"not enough unseen prompts for {queries} more full lookups")
+                row = await full_lookups(cache, parts, unseen, at_once)
+                rows.append({"load_average": os.getloadavg(), **row})
+                print(f"  {size:>6} entries, {at_once} at once: full lookup p50 / p99 {ms(row, 'lookup')} ms, "
+                      f"CPU {ms(row, 'cpu')} ms")  # fmt: skip
     await service.stop()
     return out
+
+
+class Parts:
+    """Wall-clock timers around the cache's parts, installed on the instances (no change to the cache)."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.current: dict[str, float] = {}
+        exact, index = cache.exact, cache.index
+        assert index is not None and cache.embedder is not None
+        self._wrap(exact, "get", "kv_get")
+        self._wrap(exact, "remember", "kv_remember")
+        self._wrap(index, "search", "index_search")
+        self._wrap(cache.embedder, "embed", "embedding")
+        if cache.verifier is not None:
+            check = cache.verifier.check
+
+            def timed_check(*args: Any, **kw: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return check(*args, **kw)
+                finally:
+                    self._add("verifier", t)
+
+            cache.verifier.check = timed_check  # type: ignore[method-assign]
+
+    def _add(self, name: str, t: float) -> None:
+        self.current[name] = self.current.get(name, 0.0) + (time.perf_counter() - t) * 1000
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        fn = getattr(obj, attr)
+
+        async def timed(*args: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await fn(*args, **kw)
+            finally:
+                self._add(name, t)
+
+        setattr(obj, attr, timed)
+
+    def flush(self) -> None:
+        """End of one lookup: each part's time in it (summed when called more than once)."""
+        for name, ms in self.current.items():
+            self.times.setdefault(name, []).append(ms)
+        self.current = {}
+
+
+async def full_lookups(cache: ResponseCache, parts: Parts, texts: list[str], concurrency: int) -> dict[str, Any]:
+    """``ResponseCache.lookup`` of each text in the probe scope: wall and CPU time per lookup, per part."""
+    parts.times, parts.current = {}, {}
+    wall: list[float] = []
+    cpu: list[float] = []
+    layers: Counter[str] = Counter()
+    for start in range(0, len(texts), concurrency):
+        group = [probe_request(t) for t in texts[start : start + concurrency]]
+
+        async def one(req: GenerateRequest) -> None:
+            t = time.perf_counter()
+            reply = await cache.lookup(req)
+            wall.append((time.perf_counter() - t) * 1000)
+            layers[reply.layer or "miss"] += 1
+
+        c = time.process_time()
+        await asyncio.gather(*(one(r) for r in group))
+        cpu.extend([(time.process_time() - c) * 1000 / len(group)] * len(group))
+        if concurrency == 1:
+            parts.flush()
+    out = {"concurrency": concurrency, "lookups": len(texts), "layers": dict(layers),
+           "lookup_p50_ms": pct(wall, 50), "lookup_p99_ms": pct(wall, 99),
+           "cpu_p50_ms": pct(cpu, 50), "cpu_p99_ms": pct(cpu, 99)}  # fmt: skip
+    for name, values in parts.times.items():
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = pct(values, 50), pct(values, 99)
+        out[f"{name}_calls"] = len(values)
+    parts.times, parts.current = {}, {}
+    return out
+
+
+def probe_request(text: str, **fields: Any) -> GenerateRequest:
+    """A request in the latency probe's scope (the scope follows the model and the sampling)."""
+    return make_request(
+        messages=[ChatMessage(role="user", content=text)],
+        model="latency-probe",
+        sampling=Sampling(temperature=0),
+        **fields,
+    )
+
+
+def eval_texts() -> tuple[list[str], list[str]]:
+    """The eval set's "a" prompts (stored) and its "b" prompts that are not also an "a" (looked up)."""
+    rows = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+    stored = sorted({r["a"] for r in rows})
+    seen = {normalize(t) for t in stored}
+    asked = []
+    for r in rows:
+        if normalize(r["b"]) not in seen:
+            seen.add(normalize(r["b"]))
+            asked.append(r["b"])
+    return stored, asked
 
 
 def _entry(id_: str, scope: str, vector: np.ndarray, text: str, expires_at: float) -> Any:
@@ -346,19 +472,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         index = EmbeddedIndex.open(work / "index")
         verifier = Verifier.load() if args.verifier else None
         cache = ResponseCache(cfg, await ExactStore.open(js), index, embedder, verifier=verifier)
-        print(f"quality on {len(pairs)} labelled pairs (threshold {args.threshold}) ...")
-        q = await quality(cache, embedder, pairs)
+        q: dict[str, Any] = {"rows": [], "sweep": []}
+        if args.quality:
+            print(f"quality on {len(pairs)} labelled pairs (threshold {args.threshold}) ...")
+            q = await quality(cache, embedder, pairs)
+        else:  # the exact hits through the service below ask for these
+            await fill_answers(cache, sorted({p["a"] for p in pairs}))
         summary = summarize_quality(q["rows"])
         texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
         print(f"embedding time over {len(texts)} prompts ...")
         emb = embedding_times(embedder, [normalize(t) for t in texts])
         base = embedder.embed_sync([normalize(t) for t in texts])
+        full = None
+        if args.concurrency:
+            stored, asked = eval_texts()
+            print(f"storing {len(stored)} prompts for the full lookups ...")
+            for text in stored:
+                req = probe_request(text, cache=CachePolicy(no_cache=True))
+                if (await cache.lookup(req)).remembered:
+                    await cache.store(
+                        msgspec.structs.replace(answer_for(text), request_id=req.id), published_at=time.time()
+                    )
+            full = (Parts(cache), asked, args.concurrency)
+        tune_gc()  # as the actors' runner does once an actor has started
         print(f"lookup latency at {args.sizes} entries, {args.queries} lookups each ...")
-        lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc)
+        lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc, full)
         await index.close()
         return {
             "machine": machine(),
+            "code": str(REPO),
             "load_average": load,
+            "load_average_end": os.getloadavg(),
             "threshold": args.threshold,
             "model_load_s": load_s,
             "quality": summary,
@@ -413,6 +557,16 @@ def print_report(r: dict[str, Any]) -> None:
     for row in r["latency"]:
         cells = [row["entries"], ms(row, "semantic"), ms(row, "index"), ms(row, "exact"), ms(row, "service_exact")]
         print("| " + " | ".join(str(c) for c in cells) + f" | {row['top1_recall']:.3f} |")
+    full = [(row["entries"], f) for row in r["latency"] for f in row.get("full", [])]
+    if full:
+        names = ("lookup", "cpu", "kv_get", "embedding", "index_search", "verifier", "kv_remember")
+        print("\nfull lookups, embedding included (p50 / p99 ms; parts per lookup, wall clock):")
+        print("| entries | at once | load | " + " | ".join(names) + " | layers |")
+        print("| ---: | ---: | ---: |" + " ---: |" * len(names) + " --- |")
+        for entries, f in full:
+            cells = [ms(f, n) if f"{n}_p50_ms" in f else "" for n in names]
+            load = f"{f['load_average'][0]:.1f}"
+            print(f"| {entries} | {f['concurrency']} | {load} | " + " | ".join(cells) + f" | {f['layers']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verifier", dest="verifier", action="store_false", help="hard refusals only")
     parser.add_argument("--model-dir", type=Path, default=REPO / ".data" / "minilm", help="built on first use")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--skip-quality", dest="quality", action="store_false", help="latency only")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[1], help="full lookups (embedding included) this many at once"
+    )
     args = parser.parse_args(argv)
     args.sizes = sorted(args.sizes)
     report = asyncio.run(run(args))

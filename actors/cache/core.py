@@ -4,16 +4,18 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
 
     1. policy       decide() -> skip diverse/ensemble, sampled without opt-in, no_cache / no_store
     2. exact        one KV get by the exact key                              -> hit, similarity 1.0
-    3. semantic     embed the normalised last user turn, search its scope for points at or above the
-                    verifier's cosine floor (the configured threshold when the verifier is off), best
-                    first; the verifier (or, off, the hard refusals alone) must accept the candidate,
-                    and its answer must still be in KV                       -> hit, similarity = cosine
+    3. semantic     embed the normalised last user turn (while the exact get waits for its reply, unless
+                    this instance stored the exact key: then it most likely hits), search its scope for
+                    points at or above the verifier's cosine floor (the configured threshold when the
+                    verifier is off), best first; the verifier (or, off, the hard refusals alone) must
+                    accept the candidate, and its answer must still be in KV -> hit, similarity = cosine
     4. miss         remember the request (key, scope, vector) until its deadline; the final result
                     that appears on orch.result.<origin>.<id> is stored by ``store``
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -37,6 +39,11 @@ from schemas.result import GenerateResult, Timings, Usage
 log = logging.getLogger(__name__)
 
 CANDIDATES = 4  # semantic candidates the verifier looks at, best first
+
+
+def _retrieved(task: asyncio.Task[np.ndarray]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ResponseCache:
@@ -81,17 +88,27 @@ class ResponseCache:
             self.stats["skipped"] += 1
             return CacheReply(hit=False, reason=decision.reason)
         keys = request_keys(req, per_tenant=self.cfg.per_tenant)
-        if decision.lookup:
-            entry = await self._fresh(keys.key)
-            if entry is not None:
-                return self._hit(req, entry, "exact", 1.0, started)
+        embedder = self.embedder if self.semantic and keys.text and keys.guard_text else None
+        embeds = embedder is not None and embedder.fits(keys.text or "")
+        # The exact get and the embedding run side by side, unless this instance stored the exact key (then
+        # the get most likely hits and the model run would be wasted): a semantic lookup waits for one of
+        # the two, not for both one after the other.
+        early = self._embedding(keys.text) if embeds and not (decision.lookup and keys.key in self.lru) else None
         vector = None
-        if self.semantic and keys.text and keys.guard_text and self.embedder and self.embedder.fits(keys.text):
-            vector = (await self.embedder.embed([keys.text]))[0]
+        try:
             if decision.lookup:
-                reply = await self.semantic_lookup(req, keys, vector, started)
-                if reply is not None:
-                    return reply
+                entry = await self._fresh(keys.key)
+                if entry is not None:
+                    return self._hit(req, entry, "exact", 1.0, started)
+            if embeds:
+                vector = (await (early or self._embedding(keys.text)))[0]
+                if decision.lookup:
+                    reply = await self.semantic_lookup(req, keys, vector, started)
+                    if reply is not None:
+                        return reply
+        finally:
+            if early is not None:
+                early.cancel()  # an exact hit (stored by another instance) or a failed get: not needed
         self.stats["misses"] += 1
         reason = decision.reason or "miss"
         if not decision.store:
@@ -107,6 +124,12 @@ class ResponseCache:
         )
         await self.exact.remember(pending)
         return CacheReply(hit=False, remembered=True, reason=reason)
+
+    def _embedding(self, text: str | None) -> asyncio.Task[np.ndarray]:
+        assert self.embedder is not None and text is not None
+        task = asyncio.ensure_future(self.embedder.embed([text]))
+        task.add_done_callback(_retrieved)  # a model error nobody waits for (after an exact hit) is no warning
+        return task
 
     async def semantic_lookup(
         self, req: GenerateRequest, keys: RequestKeys, vector: np.ndarray, started: float
