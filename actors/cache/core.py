@@ -10,7 +10,11 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
                     verifier is off), best first; the verifier (or, off, the hard refusals alone) must
                     accept the candidate, and its answer must still be in KV -> hit, similarity = cosine
     4. miss         remember the request (key, scope, vector) until its deadline; the final result
-                    that appears on orch.result.<origin>.<id> is stored by ``store``
+                    that appears on orch.result.<origin>.<id> is stored by ``store``. The reply does not
+                    wait for that KV put: ``store`` and ``forget`` of the same request in this instance
+                    wait for it instead, and ``drain`` at shutdown. (Another instance that consumes the
+                    result before the put lands finds nothing to store: the answer is not cached, as
+                    when the put fails, which is logged.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from actors.cache import guard
 from actors.cache.embedder import Embedder
+from actors.cache.errors import StoreError
 from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
 from actors.cache.keys import RequestKeys, request_keys
@@ -64,6 +69,7 @@ class ResponseCache:
         self.ttl = float(cfg.ttl)
         self.lru = Lru(cfg.max_entries)
         self.stats: Counter[str] = Counter()
+        self._remembering: dict[str, asyncio.Task[None]] = {}  # request id -> its pending put in flight
 
     # --- start-up --------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -122,8 +128,27 @@ class ResponseCache:
             deadline=req.effective_deadline,
             at=self.clock(),
         )
-        await self.exact.remember(pending)
+        task = self._remembering[req.id] = asyncio.ensure_future(self._remember(pending))
+        task.add_done_callback(lambda _, rid=req.id: self._remembering.pop(rid, None))  # type: ignore[misc]
         return CacheReply(hit=False, remembered=True, reason=reason)
+
+    async def _remember(self, pending: PendingStore) -> None:
+        try:
+            await self.exact.remember(pending)
+        except StoreError as exc:
+            self.stats["remember_failed"] += 1
+            log.warning("cannot remember the miss %s (its answer will not be cached): %s", pending.request_id, exc)
+
+    async def _settled(self, request_id: str) -> None:
+        """Wait for this instance's put of the request's pending entry, if one is in flight."""
+        task = self._remembering.get(request_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for every pending put in flight (at shutdown)."""
+        if self._remembering:
+            await asyncio.gather(*list(self._remembering.values()), return_exceptions=True)
 
     def _embedding(self, text: str | None) -> asyncio.Task[np.ndarray]:
         assert self.embedder is not None and text is not None
@@ -197,6 +222,7 @@ class ResponseCache:
         why_not = storable(result)
         if why_not is not None:
             return f"not stored: {why_not}"
+        await self._settled(result.request_id)
         pending = await self.exact.pending_for(result.request_id)
         if pending is None:
             return "not stored: not remembered"
@@ -227,6 +253,7 @@ class ResponseCache:
 
     async def forget(self, request_id: str) -> None:
         """The request ended without an answer to keep."""
+        await self._settled(request_id)
         await self.exact.forget(request_id)
 
     async def _evict(self, key: str) -> None:

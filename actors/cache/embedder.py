@@ -52,7 +52,7 @@ class Embedder:
         self.model_dir = model_dir
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.threads = threads
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.recent: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> vector, the last RECENT texts
         self._waiting: dict[str, asyncio.Future[np.ndarray]] = {}  # text -> its vector, once embedded
         self._runner: asyncio.Task[None] | None = None
         self.runs = 0  # model runs made by ``embed`` (for tests and benchmarks)
@@ -98,7 +98,7 @@ class Embedder:
         again; texts that other callers are waiting for are embedded in the same run."""
         if not texts:
             return np.empty((0, DIM), np.float32)
-        vectors = [self._recent.get(t) for t in texts]
+        vectors = [self.recent.get(t) for t in texts]
         missing = [t for t, v in zip(texts, vectors, strict=True) if v is None]
         if missing:
             loop = asyncio.get_running_loop()
@@ -143,10 +143,10 @@ class Embedder:
     def _keep(self, text: str, vector: np.ndarray) -> None:
         if len(text) > RECENT_MAX_CHARS:
             return
-        self._recent[text] = vector
-        self._recent.move_to_end(text)
-        if len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
+        self.recent[text] = vector
+        self.recent.move_to_end(text)
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
 
     def count_tokens(self, text: str) -> int:
         """Tokens MiniLM reads for ``text`` (special tokens included); 0 when the tokenizer is not loaded."""
