@@ -234,9 +234,10 @@ async def latency(
     sizes: list[int],
     queries: int,
     nc: Any,
-    full: tuple[Parts, list[str], list[int]] | None = None,
+    full: tuple[dict[str, ResponseCache], Parts, list[str], list[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``full``: the part timers, the texts for full lookups (each used once) and the concurrencies."""
+    """``full``: the caches to compare, the part timers, the texts for full lookups (each used once) and
+    the concurrencies."""
     b_texts = [p["b"] for p in pairs]
     a_texts = sorted({p["a"] for p in pairs})
 
@@ -320,18 +321,21 @@ async def latency(
         })  # fmt: skip
         print(f"  {size:>6} entries: semantic lookup p50 / p99 {ms(out[-1], 'semantic')} ms")
         if full is not None:
-            parts, texts, concurrencies = full
+            caches, parts, texts, concurrencies = full
             out[-1]["full"] = []
             rows: list[dict[str, Any]] = []
             out[-1]["full"] = rows
             for at_once in concurrencies:
-                unseen, texts[:] = texts[:queries], texts[queries:]
-                if len(unseen) < queries:
-                    raise SystemExit(f"not enough unseen prompts for {queries} more full lookups")
-                row = await full_lookups(cache, parts, unseen, at_once)
-                rows.append({"load_average": os.getloadavg(), **row})
-                print(f"  {size:>6} entries, {at_once} at once: full lookup p50 / p99 {ms(row, 'lookup')} ms, "
-                      f"CPU {ms(row, 'cpu')} ms")  # fmt: skip
+                want = queries * len(caches)
+                unseen, texts[:] = texts[:want], texts[want:]
+                if len(unseen) < want:
+                    raise SystemExit(f"not enough unseen prompts for {want} more full lookups")
+                load_before_run = os.getloadavg()
+                by_side = await full_lookups(caches, parts, unseen, at_once)
+                for side, row in by_side.items():
+                    rows.append({"side": side, "load_average": load_before_run, "load_after": os.getloadavg(), **row})
+                    print(f"  {size:>6} entries, {side}, {at_once} at once: full lookup p50 / p99 "
+                          f"{ms(row, 'lookup')} ms, CPU {ms(row, 'cpu')} ms")  # fmt: skip
     await service.stop()
     return out
 
@@ -339,15 +343,16 @@ async def latency(
 class Parts:
     """Wall-clock timers around the cache's parts, installed on the instances (no change to the cache)."""
 
-    def __init__(self, cache: ResponseCache) -> None:
-        self.times: dict[str, list[float]] = {}
+    def __init__(self, caches: list[ResponseCache]) -> None:
+        self.times: dict[str, dict[str, list[float]]] = {}  # side -> part -> ms per lookup
         self.current: dict[str, float] = {}
-        exact, index = cache.exact, cache.index
-        assert index is not None and cache.embedder is not None
-        self._wrap(exact, "get", "kv_get")
-        self._wrap(exact, "remember", "kv_remember")
-        self._wrap(index, "search", "index_search")
-        self._wrap(cache.embedder, "embed", "embedding")
+        cache = caches[0]
+        assert cache.index is not None
+        self._wrap(cache.exact, "get", "kv_get")
+        self._wrap(cache.exact, "remember", "kv_remember")
+        self._wrap(cache.index, "search", "index_search")
+        for embedder in {id(c.embedder): c.embedder for c in caches}.values():
+            self._wrap(embedder, "embed", "embedding")
         if cache.verifier is not None:
             check = cache.verifier.check
 
@@ -375,41 +380,63 @@ class Parts:
 
         setattr(obj, attr, timed)
 
-    def flush(self) -> None:
+    def flush(self, side: str) -> None:
         """End of one lookup: each part's time in it (summed when called more than once)."""
         for name, ms in self.current.items():
-            self.times.setdefault(name, []).append(ms)
+            self.times.setdefault(side, {}).setdefault(name, []).append(ms)
         self.current = {}
 
 
-async def full_lookups(cache: ResponseCache, parts: Parts, texts: list[str], concurrency: int) -> dict[str, Any]:
-    """``ResponseCache.lookup`` of each text in the probe scope: wall and CPU time per lookup, per part."""
+async def full_lookups(
+    caches: dict[str, ResponseCache], parts: Parts, texts: list[str], concurrency: int
+) -> dict[str, dict[str, Any]]:
+    """``ResponseCache.lookup`` of each text in the probe scope: wall and CPU time per lookup, per part.
+    With two caches (``--before``), groups of ``concurrency`` lookups alternate between them."""
     parts.times, parts.current = {}, {}
-    wall: list[float] = []
-    cpu: list[float] = []
-    layers: Counter[str] = Counter()
-    for start in range(0, len(texts), concurrency):
+    sides = list(caches)
+    wall: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    layers: dict[str, Counter[str]] = {side: Counter() for side in sides}
+    for n, start in enumerate(range(0, len(texts), concurrency)):
+        side = sides[n % len(sides)]
         group = [probe_request(t) for t in texts[start : start + concurrency]]
 
-        async def one(req: GenerateRequest) -> None:
+        async def one(req: GenerateRequest, side: str = side) -> None:
             t = time.perf_counter()
-            reply = await cache.lookup(req)
-            wall.append((time.perf_counter() - t) * 1000)
-            layers[reply.layer or "miss"] += 1
+            reply = await caches[side].lookup(req)
+            wall[side].append((time.perf_counter() - t) * 1000)
+            layers[side][reply.layer or "miss"] += 1
 
         c = time.process_time()
         await asyncio.gather(*(one(r) for r in group))
-        cpu.extend([(time.process_time() - c) * 1000 / len(group)] * len(group))
+        cpu[side].extend([(time.process_time() - c) * 1000 / len(group)] * len(group))
         if concurrency == 1:
-            parts.flush()
-    out = {"concurrency": concurrency, "lookups": len(texts), "layers": dict(layers),
-           "lookup_p50_ms": pct(wall, 50), "lookup_p99_ms": pct(wall, 99),
-           "cpu_p50_ms": pct(cpu, 50), "cpu_p99_ms": pct(cpu, 99)}  # fmt: skip
-    for name, values in parts.times.items():
-        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = pct(values, 50), pct(values, 99)
-        out[f"{name}_calls"] = len(values)
+            parts.flush(side)
+    out = {}
+    for side in sides:
+        row = {"concurrency": concurrency, "lookups": len(wall[side]), "layers": dict(layers[side]),
+               "lookup_p50_ms": pct(wall[side], 50), "lookup_p99_ms": pct(wall[side], 99),
+               "cpu_p50_ms": pct(cpu[side], 50), "cpu_p99_ms": pct(cpu[side], 99)}  # fmt: skip
+        for name, values in parts.times.get(side, {}).items():
+            row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = pct(values, 50), pct(values, 99)
+            row[f"{name}_calls"] = len(values)
+        out[side] = row
     parts.times, parts.current = {}, {}
     return out
+
+
+def load_before(root: Path) -> tuple[Any, Any]:
+    """``ResponseCache`` and ``Embedder`` of another checkout of this repository (the code before a change),
+    loaded beside this one's; everything else they import is this checkout's."""
+    import importlib.util
+
+    mods = {}
+    for name in ("embedder", "core"):
+        spec = importlib.util.spec_from_file_location(f"before_{name}", root / "actors" / "cache" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    return mods["core"].ResponseCache, mods["embedder"].Embedder
 
 
 def probe_request(text: str, **fields: Any) -> GenerateRequest:
@@ -493,7 +520,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await cache.store(
                         msgspec.structs.replace(answer_for(text), request_id=req.id), published_at=time.time()
                     )
-            full = (Parts(cache), asked, args.concurrency)
+            caches = {"this": cache}
+            if args.before is not None:
+                before_cache, before_embedder = load_before(args.before)
+                old = before_embedder.load(args.model_dir)
+                caches = {"before": before_cache(cfg, cache.exact, index, old, verifier=verifier), "this": cache}
+            full = (caches, Parts(list(caches.values())), asked, args.concurrency)
         tune_gc()  # as the actors' runner does once an actor has started
         print(f"lookup latency at {args.sizes} entries, {args.queries} lookups each ...")
         lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc, full)
@@ -561,12 +593,13 @@ def print_report(r: dict[str, Any]) -> None:
     if full:
         names = ("lookup", "cpu", "kv_get", "embedding", "index_search", "verifier", "kv_remember")
         print("\nfull lookups, embedding included (p50 / p99 ms; parts per lookup, wall clock):")
-        print("| entries | at once | load | " + " | ".join(names) + " | layers |")
-        print("| ---: | ---: | ---: |" + " ---: |" * len(names) + " --- |")
+        print("| entries | code | at once | load | " + " | ".join(names) + " | layers |")
+        print("| ---: | --- | ---: | ---: |" + " ---: |" * len(names) + " --- |")
         for entries, f in full:
             cells = [ms(f, n) if f"{n}_p50_ms" in f else "" for n in names]
             load = f"{f['load_average'][0]:.1f}"
-            print(f"| {entries} | {f['concurrency']} | {load} | " + " | ".join(cells) + f" | {f['layers']} |")
+            head = f"| {entries} | {f.get('side', 'this')} | {f['concurrency']} | {load} | "
+            print(head + " | ".join(cells) + f" | {f['layers']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -577,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verifier", dest="verifier", action="store_false", help="hard refusals only")
     parser.add_argument("--model-dir", type=Path, default=REPO / ".data" / "minilm", help="built on first use")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (the code before a change): full lookups alternate with it"
+    )
     parser.add_argument("--skip-quality", dest="quality", action="store_false", help="latency only")
     parser.add_argument(
         "--concurrency", type=int, nargs="*", default=[1], help="full lookups (embedding included) this many at once"
