@@ -345,7 +345,8 @@ class Parts:
 
     def __init__(self, caches: list[ResponseCache]) -> None:
         self.times: dict[str, dict[str, list[float]]] = {}  # side -> part -> ms per lookup
-        self.current: dict[str, float] = {}
+        self.current: dict[str, dict[str, float]] = {}  # side -> part -> ms in its lookup under way
+        self.side = ""  # whose lookup is under way: a part is counted for the side that called it
         cache = caches[0]
         assert cache.index is not None
         self._wrap(cache.exact, "get", "kv_get")
@@ -357,34 +358,35 @@ class Parts:
             check = cache.verifier.check
 
             def timed_check(*args: Any, **kw: Any) -> Any:
-                t = time.perf_counter()
+                t, side = time.perf_counter(), self.side
                 try:
                     return check(*args, **kw)
                 finally:
-                    self._add("verifier", t)
+                    self._add(side, "verifier", t)
 
             cache.verifier.check = timed_check  # type: ignore[method-assign]
 
-    def _add(self, name: str, t: float) -> None:
-        self.current[name] = self.current.get(name, 0.0) + (time.perf_counter() - t) * 1000
+    def _add(self, side: str, name: str, t: float) -> None:
+        mine = self.current.setdefault(side, {})
+        mine[name] = mine.get(name, 0.0) + (time.perf_counter() - t) * 1000
 
     def _wrap(self, obj: Any, attr: str, name: str) -> None:
         fn = getattr(obj, attr)
 
         async def timed(*args: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
+            t, side = time.perf_counter(), self.side
             try:
                 return await fn(*args, **kw)
             finally:
-                self._add(name, t)
+                self._add(side, name, t)
 
         setattr(obj, attr, timed)
 
     def flush(self, side: str) -> None:
-        """End of one lookup: each part's time in it (summed when called more than once)."""
-        for name, ms in self.current.items():
+        """End of one lookup: each part's time in it (summed when called more than once; a part that ends
+        after its lookup returned, such as a pending put off the lookup's path, counts with the next one)."""
+        for name, ms in self.current.pop(side, {}).items():
             self.times.setdefault(side, {}).setdefault(name, []).append(ms)
-        self.current = {}
 
 
 async def full_lookups(
@@ -398,7 +400,7 @@ async def full_lookups(
     cpu: dict[str, list[float]] = {side: [] for side in sides}
     layers: dict[str, Counter[str]] = {side: Counter() for side in sides}
     for n, start in enumerate(range(0, len(texts), concurrency)):
-        side = sides[n % len(sides)]
+        side = parts.side = sides[n % len(sides)]
         group = [probe_request(t) for t in texts[start : start + concurrency]]
 
         async def one(req: GenerateRequest, side: str = side) -> None:
@@ -529,6 +531,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tune_gc()  # as the actors' runner does once an actor has started
         print(f"lookup latency at {args.sizes} entries, {args.queries} lookups each ...")
         lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc, full)
+        await cache.drain()  # the last misses' pending puts
         await index.close()
         return {
             "machine": machine(),
