@@ -328,7 +328,9 @@ async def test_an_exact_hit_stored_by_another_instance_is_answered(start_cache: 
     assert first.cache is not None and second.cache is not None and second.embedder is not None
     req = ask("How many moons does Mars have?")
     assert (await first.cache.lookup(req)).remembered
-    result = GenerateResult(request_id=req.id, text="Two.", model="smollm2-135m", family="smollm", tier="local")
+    result = GenerateResult(
+        request_id=req.id, text="Two.", model="smollm2-135m", family="smollm", tier="local", target="cpu0"
+    )
     assert await first.cache.store(result, published_at=time.time()) == "stored"
     again = ask("how many moons does mars have")
     reply = await second.cache.lookup(again)
