@@ -2,6 +2,7 @@
 
     python -m bench.cache                       # all of it (a few minutes on 2 vCPUs)
     python -m bench.cache --sizes 1000 10000    # latency at fewer sizes
+    python -m bench.cache --sizes 50000 --skip-quality --concurrency 1 4   # the full lookup at 50k only
 
 Quality: every "a" prompt of ``bench/data/cache_pairs.jsonl`` is stored (through a real miss + result),
 then every "b" prompt is looked up. A hit pair is caught when it returns its own "a"'s answer; a miss pair
@@ -12,6 +13,14 @@ Latency: the cache is filled to 1k, 10k and 50k entries in ONE scope (the worst 
 index), with clustered vectors around the real prompts' embeddings, then looked up with precomputed
 vectors (embedding excluded): half near-duplicates of stored entries (hits, which also read KV), half
 the benchmark's own "b" prompts. Everything runs against a real nats-server and the real model.
+
+The full lookup, embedding included ("lookup" in the report): the "a" prompts of bench/data/cache_eval.jsonl
+are stored in the same scope before the synthetic entries, then at each size ``--queries`` "b" prompts never
+looked up before (each text once: the embedder keeps recent vectors) go through ``ResponseCache.lookup`` as
+the actor calls it (exact get, embedding, index search, verifier, KV read of a hit, remembering a miss),
+one at a time or ``--concurrency`` at once. Each part is timed where it is called (wall clock; the exact
+get and the embedding may overlap), and the process's CPU clock is read around each lookup (the embedding
+thread included). The process's collector is set up as the actors' runner does (``bus.runner.tune_gc``).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from actors.cache.keys import request_keys
 from actors.cache.normalize import normalize
 from actors.cache.verifier import Verifier
 from bus.provision import provision
+from bus.runner import tune_gc
 from bus.server import EmbeddedNats
 from bus.service import ServiceRunner, ServiceSpec, call
 from schemas.cache import CACHE_LOOKUP, CACHE_REPLY, CacheEntry, CacheLookup
@@ -52,6 +62,7 @@ from weights.embedder import Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = REPO / "bench" / "data" / "cache_pairs.jsonl"
+EVAL = REPO / "bench" / "data" / "cache_eval.jsonl"
 MODEL = "smollm2-135m"
 
 
@@ -223,7 +234,10 @@ async def latency(
     sizes: list[int],
     queries: int,
     nc: Any,
+    full: tuple[dict[str, ResponseCache], Parts, list[str], list[int]] | None = None,
 ) -> list[dict[str, Any]]:
+    """``full``: the caches to compare, the part timers, the texts for full lookups (each used once) and
+    the concurrencies."""
     b_texts = [p["b"] for p in pairs]
     a_texts = sorted({p["a"] for p in pairs})
 
@@ -242,7 +256,7 @@ async def latency(
     result = answer_for("latency probe")
     b_vectors = cache.embedder.embed_sync([normalize(t) for t in b_texts]) if cache.embedder else base
     vectors = np.empty((0, base.shape[1]), np.float32)
-    out = []
+    out: list[dict[str, Any]] = []
     filled = 0
     for size in sizes:
         new = synthetic(base, size - filled, rng)
@@ -286,8 +300,9 @@ async def latency(
             t = time.perf_counter()
             found = index.search_sync(scope, v, threshold=0.0, limit=1, now=time.time())
             search.append((time.perf_counter() - t) * 1000)
-            true_best = int(np.argmax(vectors @ v))
-            agree += bool(found) and found[0].id == f"syn{true_best:06d}"
+            part = index._parts[scope]  # every point of the scope (the full lookups' prompts too)
+            true_best = part.ids[int(np.argmax(part.vectors[: len(part)] @ v))]
+            agree += bool(found) and found[0].id == true_best
             t = time.perf_counter()
             await cache.exact.get(f"syn{int(rng.integers(0, size)):06d}")
             exact.append((time.perf_counter() - t) * 1000)
@@ -305,8 +320,148 @@ async def latency(
             "top1_recall": agree / queries,
         })  # fmt: skip
         print(f"  {size:>6} entries: semantic lookup p50 / p99 {ms(out[-1], 'semantic')} ms")
+        if full is not None:
+            caches, parts, texts, concurrencies = full
+            out[-1]["full"] = []
+            rows: list[dict[str, Any]] = []
+            out[-1]["full"] = rows
+            for at_once in concurrencies:
+                want = queries * len(caches)
+                unseen, texts[:] = texts[:want], texts[want:]
+                if len(unseen) < want:
+                    raise SystemExit(f"not enough unseen prompts for {want} more full lookups")
+                load_before_run = os.getloadavg()
+                by_side = await full_lookups(caches, parts, unseen, at_once)
+                for side, row in by_side.items():
+                    rows.append({"side": side, "load_average": load_before_run, "load_after": os.getloadavg(), **row})
+                    print(f"  {size:>6} entries, {side}, {at_once} at once: full lookup p50 / p99 "
+                          f"{ms(row, 'lookup')} ms, CPU {ms(row, 'cpu')} ms")  # fmt: skip
     await service.stop()
     return out
+
+
+class Parts:
+    """Wall-clock timers around the cache's parts, installed on the instances (no change to the cache)."""
+
+    def __init__(self, caches: list[ResponseCache]) -> None:
+        self.times: dict[str, dict[str, list[float]]] = {}  # side -> part -> ms per lookup
+        self.current: dict[str, dict[str, float]] = {}  # side -> part -> ms in its lookup under way
+        self.side = ""  # whose lookup is under way: a part is counted for the side that called it
+        cache = caches[0]
+        assert cache.index is not None
+        self._wrap(cache.exact, "get", "kv_get")
+        self._wrap(cache.exact, "remember", "kv_remember")
+        self._wrap(cache.index, "search", "index_search")
+        for embedder in {id(c.embedder): c.embedder for c in caches}.values():
+            self._wrap(embedder, "embed", "embedding")
+        if cache.verifier is not None:
+            check = cache.verifier.check
+
+            def timed_check(*args: Any, **kw: Any) -> Any:
+                t, side = time.perf_counter(), self.side
+                try:
+                    return check(*args, **kw)
+                finally:
+                    self._add(side, "verifier", t)
+
+            cache.verifier.check = timed_check  # type: ignore[method-assign]
+
+    def _add(self, side: str, name: str, t: float) -> None:
+        mine = self.current.setdefault(side, {})
+        mine[name] = mine.get(name, 0.0) + (time.perf_counter() - t) * 1000
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        fn = getattr(obj, attr)
+
+        async def timed(*args: Any, **kw: Any) -> Any:
+            t, side = time.perf_counter(), self.side
+            try:
+                return await fn(*args, **kw)
+            finally:
+                self._add(side, name, t)
+
+        setattr(obj, attr, timed)
+
+    def flush(self, side: str) -> None:
+        """End of one lookup: each part's time in it (summed when called more than once; a part that ends
+        after its lookup returned, such as a pending put off the lookup's path, counts with the next one)."""
+        for name, ms in self.current.pop(side, {}).items():
+            self.times.setdefault(side, {}).setdefault(name, []).append(ms)
+
+
+async def full_lookups(
+    caches: dict[str, ResponseCache], parts: Parts, texts: list[str], concurrency: int
+) -> dict[str, dict[str, Any]]:
+    """``ResponseCache.lookup`` of each text in the probe scope: wall and CPU time per lookup, per part.
+    With two caches (``--before``), groups of ``concurrency`` lookups alternate between them."""
+    parts.times, parts.current = {}, {}
+    sides = list(caches)
+    wall: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    layers: dict[str, Counter[str]] = {side: Counter() for side in sides}
+    for n, start in enumerate(range(0, len(texts), concurrency)):
+        side = parts.side = sides[n % len(sides)]
+        group = [probe_request(t) for t in texts[start : start + concurrency]]
+
+        async def one(req: GenerateRequest, side: str = side) -> None:
+            t = time.perf_counter()
+            reply = await caches[side].lookup(req)
+            wall[side].append((time.perf_counter() - t) * 1000)
+            layers[side][reply.layer or "miss"] += 1
+
+        c = time.process_time()
+        await asyncio.gather(*(one(r) for r in group))
+        cpu[side].extend([(time.process_time() - c) * 1000 / len(group)] * len(group))
+        if concurrency == 1:
+            parts.flush(side)
+    out = {}
+    for side in sides:
+        row = {"concurrency": concurrency, "lookups": len(wall[side]), "layers": dict(layers[side]),
+               "lookup_p50_ms": pct(wall[side], 50), "lookup_p99_ms": pct(wall[side], 99),
+               "cpu_p50_ms": pct(cpu[side], 50), "cpu_p99_ms": pct(cpu[side], 99)}  # fmt: skip
+        for name, values in parts.times.get(side, {}).items():
+            row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = pct(values, 50), pct(values, 99)
+            row[f"{name}_calls"] = len(values)
+        out[side] = row
+    parts.times, parts.current = {}, {}
+    return out
+
+
+def load_before(root: Path) -> tuple[Any, Any]:
+    """``ResponseCache`` and ``Embedder`` of another checkout of this repository (the code before a change),
+    loaded beside this one's; everything else they import is this checkout's."""
+    import importlib.util
+
+    mods = {}
+    for name in ("embedder", "core"):
+        spec = importlib.util.spec_from_file_location(f"before_{name}", root / "actors" / "cache" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    return mods["core"].ResponseCache, mods["embedder"].Embedder
+
+
+def probe_request(text: str, **fields: Any) -> GenerateRequest:
+    """A request in the latency probe's scope (the scope follows the model and the sampling)."""
+    return make_request(
+        messages=[ChatMessage(role="user", content=text)],
+        model="latency-probe",
+        sampling=Sampling(temperature=0),
+        **fields,
+    )
+
+
+def eval_texts() -> tuple[list[str], list[str]]:
+    """The eval set's "a" prompts (stored) and its "b" prompts that are not also an "a" (looked up)."""
+    rows = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+    stored = sorted({r["a"] for r in rows})
+    seen = {normalize(t) for t in stored}
+    asked = []
+    for r in rows:
+        if normalize(r["b"]) not in seen:
+            seen.add(normalize(r["b"]))
+            asked.append(r["b"])
+    return stored, asked
 
 
 def _entry(id_: str, scope: str, vector: np.ndarray, text: str, expires_at: float) -> Any:
@@ -346,19 +501,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         index = EmbeddedIndex.open(work / "index")
         verifier = Verifier.load() if args.verifier else None
         cache = ResponseCache(cfg, await ExactStore.open(js), index, embedder, verifier=verifier)
-        print(f"quality on {len(pairs)} labelled pairs (threshold {args.threshold}) ...")
-        q = await quality(cache, embedder, pairs)
+        q: dict[str, Any] = {"rows": [], "sweep": []}
+        if args.quality:
+            print(f"quality on {len(pairs)} labelled pairs (threshold {args.threshold}) ...")
+            q = await quality(cache, embedder, pairs)
+        else:  # the exact hits through the service below ask for these
+            await fill_answers(cache, sorted({p["a"] for p in pairs}))
         summary = summarize_quality(q["rows"])
         texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
         print(f"embedding time over {len(texts)} prompts ...")
         emb = embedding_times(embedder, [normalize(t) for t in texts])
         base = embedder.embed_sync([normalize(t) for t in texts])
+        full = None
+        if args.concurrency:
+            stored, asked = eval_texts()
+            print(f"storing {len(stored)} prompts for the full lookups ...")
+            for text in stored:
+                req = probe_request(text, cache=CachePolicy(no_cache=True))
+                if (await cache.lookup(req)).remembered:
+                    await cache.store(
+                        msgspec.structs.replace(answer_for(text), request_id=req.id), published_at=time.time()
+                    )
+            caches = {"this": cache}
+            if args.before is not None:
+                before_cache, before_embedder = load_before(args.before)
+                old = before_embedder.load(args.model_dir)
+                caches = {"before": before_cache(cfg, cache.exact, index, old, verifier=verifier), "this": cache}
+            full = (caches, Parts(list(caches.values())), asked, args.concurrency)
+        tune_gc()  # as the actors' runner does once an actor has started
         print(f"lookup latency at {args.sizes} entries, {args.queries} lookups each ...")
-        lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc)
+        lat = await latency(cache, index, base, pairs, args.sizes, args.queries, nc, full)
+        await cache.drain()  # the last misses' pending puts
         await index.close()
         return {
             "machine": machine(),
+            "code": str(REPO),
             "load_average": load,
+            "load_average_end": os.getloadavg(),
             "threshold": args.threshold,
             "model_load_s": load_s,
             "quality": summary,
@@ -413,6 +592,17 @@ def print_report(r: dict[str, Any]) -> None:
     for row in r["latency"]:
         cells = [row["entries"], ms(row, "semantic"), ms(row, "index"), ms(row, "exact"), ms(row, "service_exact")]
         print("| " + " | ".join(str(c) for c in cells) + f" | {row['top1_recall']:.3f} |")
+    full = [(row["entries"], f) for row in r["latency"] for f in row.get("full", [])]
+    if full:
+        names = ("lookup", "cpu", "kv_get", "embedding", "index_search", "verifier", "kv_remember")
+        print("\nfull lookups, embedding included (p50 / p99 ms; parts per lookup, wall clock):")
+        print("| entries | code | at once | load | " + " | ".join(names) + " | layers |")
+        print("| ---: | --- | ---: | ---: |" + " ---: |" * len(names) + " --- |")
+        for entries, f in full:
+            cells = [ms(f, n) if f"{n}_p50_ms" in f else "" for n in names]
+            load = f"{f['load_average'][0]:.1f}"
+            head = f"| {entries} | {f.get('side', 'this')} | {f['concurrency']} | {load} | "
+            print(head + " | ".join(cells) + f" | {f['layers']} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,6 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verifier", dest="verifier", action="store_false", help="hard refusals only")
     parser.add_argument("--model-dir", type=Path, default=REPO / ".data" / "minilm", help="built on first use")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (the code before a change): full lookups alternate with it"
+    )
+    parser.add_argument("--skip-quality", dest="quality", action="store_false", help="latency only")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[1], help="full lookups (embedding included) this many at once"
+    )
     args = parser.parse_args(argv)
     args.sizes = sorted(args.sizes)
     report = asyncio.run(run(args))

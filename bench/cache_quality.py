@@ -154,6 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if r["hit"] and not r["correct"]
                     ],  # fmt: skip
                 }
+        await cache.drain()  # the last misses' pending puts
         await index.close()
         return out
     finally:

@@ -7,12 +7,22 @@ Loading verifies the model against sentence-transformers' reference output for "
 fastembed's own tests use), so a wrong or damaged model fails at start, not as silent bad hits.
 onnxruntime runs with ``threads`` intra-op threads in one worker thread: the event loop never blocks
 and the CPU stays shared with the rest of the orchestra.
+
+``embed`` is what lookups call, and it saves model runs (each one reads all 43 MB of MiniLM's weights,
+so on this machine it costs 4 ms alone and several times that when neighbours load the memory bus):
+
+    recent texts    the vectors of the last ``RECENT`` short texts are kept: the same prompt asked again
+                    (another model, another sampling, a retry) is not embedded twice
+    one run for all texts that wait: what callers ask while the worker runs is embedded together in the
+                    next run (padded; the attention mask keeps each text's vector its own), so concurrent
+                    lookups queue behind one model run instead of one run each
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,9 @@ MAX_FIT_CHARS = MAX_SEQ_LENGTH * 101
 # sentence-transformers' all-MiniLM-L6-v2 on "hello world", first five dimensions (fastembed's own test values)
 REFERENCE_TEXT = "hello world"
 REFERENCE_PREFIX = np.array([-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], dtype=np.float32)
+RECENT = 4096  # vectors of recently embedded texts kept (1.5 KB each)
+RECENT_MAX_CHARS = 2000  # longer texts are not kept (the keys would outweigh the vectors)
+MAX_BATCH = 32  # texts embedded in one model run at most
 
 
 class Embedder:
@@ -39,6 +52,10 @@ class Embedder:
         self.model_dir = model_dir
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.threads = threads
+        self.recent: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> vector, the last RECENT texts
+        self._waiting: dict[str, asyncio.Future[np.ndarray]] = {}  # text -> its vector, once embedded
+        self._runner: asyncio.Task[None] | None = None
+        self.runs = 0  # model runs made by ``embed`` (for tests and benchmarks)
 
     @classmethod
     def load(cls, model_dir: Path, *, threads: int = 1, source: Path | None = None) -> Embedder:
@@ -77,8 +94,59 @@ class Embedder:
         return vectors.astype(np.float32, copy=False)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed in the worker thread; the event loop keeps running."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, texts)
+        """Embed in the worker thread; the event loop keeps running. Texts seen lately are not embedded
+        again; texts that other callers are waiting for are embedded in the same run."""
+        if not texts:
+            return np.empty((0, DIM), np.float32)
+        vectors = [self.recent.get(t) for t in texts]
+        missing = [t for t, v in zip(texts, vectors, strict=True) if v is None]
+        if missing:
+            loop = asyncio.get_running_loop()
+            if self._runner is not None and self._runner.get_loop() is not loop:  # an earlier loop's leftovers
+                self._waiting.clear()
+                self._runner = None
+            futures = {t: self._waiting.get(t) or self._wait_for(t, loop) for t in dict.fromkeys(missing)}
+            if self._runner is None or self._runner.done():
+                self._runner = loop.create_task(self._run())
+            # shielded: a caller that gives up does not take the vector away from the others waiting for it
+            done = {t: await asyncio.shield(f) for t, f in futures.items()}
+            vectors = [done[t] if v is None else v for t, v in zip(texts, vectors, strict=True)]
+        for t, v in zip(texts, vectors, strict=True):
+            self._keep(t, v)  # type: ignore[arg-type]
+        return np.stack(vectors).astype(np.float32, copy=False)  # type: ignore[arg-type]
+
+    def _wait_for(self, text: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future[np.ndarray]:
+        future = self._waiting[text] = loop.create_future()
+        return future
+
+    async def _run(self) -> None:
+        """Embed what is waiting, up to MAX_BATCH texts a model run, until nothing is."""
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch = list(self._waiting.items())[:MAX_BATCH]
+            failure: BaseException | None = None
+            try:
+                vectors = await loop.run_in_executor(self._pool, self.embed_sync, [t for t, _ in batch])
+            except Exception as exc:  # EmbedError, or the pool shut down: every waiter hears it
+                failure, vectors = exc, np.empty((0, DIM), np.float32)
+            self.runs += 1
+            for i, (text, future) in enumerate(batch):
+                self._waiting.pop(text, None)
+                if future.done():
+                    continue
+                if failure is not None:
+                    future.set_exception(failure)
+                    future.exception()  # retrieved: a waiter that gave up leaves no "never retrieved" warning
+                else:
+                    future.set_result(vectors[i].copy())
+
+    def _keep(self, text: str, vector: np.ndarray) -> None:
+        if len(text) > RECENT_MAX_CHARS:
+            return
+        self.recent[text] = vector
+        self.recent.move_to_end(text)
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
 
     def count_tokens(self, text: str) -> int:
         """Tokens MiniLM reads for ``text`` (special tokens included); 0 when the tokenizer is not loaded."""

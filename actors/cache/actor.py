@@ -141,6 +141,9 @@ class CacheActor(Actor):
         for task in list(self._events):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 1.0)
+        if self.cache is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.cache.drain(), 2.0)  # the misses' pending puts still in flight
         if self.index is not None:
             await self.index.close()
         if self.embedder is not None:

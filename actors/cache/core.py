@@ -4,16 +4,22 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
 
     1. policy       decide() -> skip diverse/ensemble, sampled without opt-in, no_cache / no_store
     2. exact        one KV get by the exact key                              -> hit, similarity 1.0
-    3. semantic     embed the normalised last user turn, search its scope for points at or above the
-                    verifier's cosine floor (the configured threshold when the verifier is off), best
-                    first; the verifier (or, off, the hard refusals alone) must accept the candidate,
-                    and its answer must still be in KV                       -> hit, similarity = cosine
+    3. semantic     embed the normalised last user turn (while the exact get waits for its reply, unless
+                    this instance stored the exact key: then it most likely hits), search its scope for
+                    points at or above the verifier's cosine floor (the configured threshold when the
+                    verifier is off), best first; the verifier (or, off, the hard refusals alone) must
+                    accept the candidate, and its answer must still be in KV -> hit, similarity = cosine
     4. miss         remember the request (key, scope, vector) until its deadline; the final result
-                    that appears on orch.result.<origin>.<id> is stored by ``store``
+                    that appears on orch.result.<origin>.<id> is stored by ``store``. The reply does not
+                    wait for that KV put: ``store`` and ``forget`` of the same request in this instance
+                    wait for it instead, and ``drain`` at shutdown. (Another instance that consumes the
+                    result before the put lands finds nothing to store: the answer is not cached, as
+                    when the put fails, which is logged.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -23,6 +29,7 @@ import msgspec
 import numpy as np
 
 from actors.cache import guard
+from actors.cache.errors import StoreError
 from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
 from actors.cache.keys import RequestKeys, request_keys
@@ -37,6 +44,11 @@ from weights.embedder import Embedder
 log = logging.getLogger(__name__)
 
 CANDIDATES = 4  # semantic candidates the verifier looks at, best first
+
+
+def _retrieved(task: asyncio.Task[np.ndarray]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class ResponseCache:
@@ -57,6 +69,7 @@ class ResponseCache:
         self.ttl = float(cfg.ttl)
         self.lru = Lru(cfg.max_entries)
         self.stats: Counter[str] = Counter()
+        self._remembering: dict[str, asyncio.Task[None]] = {}  # request id -> its pending put in flight
 
     # --- start-up --------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -81,17 +94,27 @@ class ResponseCache:
             self.stats["skipped"] += 1
             return CacheReply(hit=False, reason=decision.reason)
         keys = request_keys(req, per_tenant=self.cfg.per_tenant)
-        if decision.lookup:
-            entry = await self._fresh(keys.key)
-            if entry is not None:
-                return self._hit(req, entry, "exact", 1.0, started)
+        embedder = self.embedder if self.semantic and keys.text and keys.guard_text else None
+        embeds = embedder is not None and embedder.fits(keys.text or "")
+        # The exact get and the embedding run side by side, unless this instance stored the exact key (then
+        # the get most likely hits and the model run would be wasted): a semantic lookup waits for one of
+        # the two, not for both one after the other.
+        early = self._embedding(keys.text) if embeds and not (decision.lookup and keys.key in self.lru) else None
         vector = None
-        if self.semantic and keys.text and keys.guard_text and self.embedder and self.embedder.fits(keys.text):
-            vector = (await self.embedder.embed([keys.text]))[0]
+        try:
             if decision.lookup:
-                reply = await self.semantic_lookup(req, keys, vector, started)
-                if reply is not None:
-                    return reply
+                entry = await self._fresh(keys.key)
+                if entry is not None:
+                    return self._hit(req, entry, "exact", 1.0, started)
+            if embeds:
+                vector = (await (early or self._embedding(keys.text)))[0]
+                if decision.lookup:
+                    reply = await self.semantic_lookup(req, keys, vector, started)
+                    if reply is not None:
+                        return reply
+        finally:
+            if early is not None:
+                early.cancel()  # an exact hit (stored by another instance) or a failed get: not needed
         self.stats["misses"] += 1
         reason = decision.reason or "miss"
         if not decision.store:
@@ -105,8 +128,33 @@ class ResponseCache:
             deadline=req.effective_deadline,
             at=self.clock(),
         )
-        await self.exact.remember(pending)
+        task = self._remembering[req.id] = asyncio.ensure_future(self._remember(pending))
+        task.add_done_callback(lambda _, rid=req.id: self._remembering.pop(rid, None))  # type: ignore[misc]
         return CacheReply(hit=False, remembered=True, reason=reason)
+
+    async def _remember(self, pending: PendingStore) -> None:
+        try:
+            await self.exact.remember(pending)
+        except StoreError as exc:
+            self.stats["remember_failed"] += 1
+            log.warning("cannot remember the miss %s (its answer will not be cached): %s", pending.request_id, exc)
+
+    async def _settled(self, request_id: str) -> None:
+        """Wait for this instance's put of the request's pending entry, if one is in flight."""
+        task = self._remembering.get(request_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for every pending put in flight (at shutdown)."""
+        if self._remembering:
+            await asyncio.gather(*list(self._remembering.values()), return_exceptions=True)
+
+    def _embedding(self, text: str | None) -> asyncio.Task[np.ndarray]:
+        assert self.embedder is not None and text is not None
+        task = asyncio.ensure_future(self.embedder.embed([text]))
+        task.add_done_callback(_retrieved)  # a model error nobody waits for (after an exact hit) is no warning
+        return task
 
     async def semantic_lookup(
         self, req: GenerateRequest, keys: RequestKeys, vector: np.ndarray, started: float
@@ -174,6 +222,7 @@ class ResponseCache:
         why_not = storable(result)
         if why_not is not None:
             return f"not stored: {why_not}"
+        await self._settled(result.request_id)
         pending = await self.exact.pending_for(result.request_id)
         if pending is None:
             return "not stored: not remembered"
@@ -204,6 +253,7 @@ class ResponseCache:
 
     async def forget(self, request_id: str) -> None:
         """The request ended without an answer to keep."""
+        await self._settled(request_id)
         await self.exact.forget(request_id)
 
     async def _evict(self, key: str) -> None:

@@ -302,6 +302,33 @@ async def test_the_size_cap_evicts_the_least_recently_used(start_cache: Start, n
     assert actor.index is not None and await actor.index.count() == 3
 
 
+async def test_an_exact_hit_stored_here_runs_no_model(start_cache: Start, nc: NATS) -> None:
+    """A prompt this instance stored is answered by the exact get alone: no embedding is started beside it."""
+    actor = await start_cache()
+    await miss_then_store(nc, actor, "What is the speed of light?", "299,792 km/s")
+    assert actor.embedder is not None
+    actor.embedder.recent.clear()  # no vector to reuse: a model run would show
+    runs = actor.embedder.runs
+    reply = await lookup(nc, ask("what is the speed of light"))
+    assert reply.layer == "exact" and actor.embedder.runs == runs
+
+
+async def test_an_exact_hit_stored_by_another_instance_is_answered(start_cache: Start, nc: NATS) -> None:
+    """An instance that did not store the key embeds while it asks KV, and still answers from the exact layer."""
+    first, second = await start_cache(), await start_cache()
+    assert first.cache is not None and second.cache is not None and second.embedder is not None
+    req = ask("How many moons does Mars have?")
+    assert (await first.cache.lookup(req)).remembered
+    result = GenerateResult(
+        request_id=req.id, text="Two.", model="smollm2-135m", family="smollm", tier="local", target="cpu0"
+    )
+    assert await first.cache.store(result, published_at=time.time()) == "stored"
+    again = ask("how many moons does mars have")
+    reply = await second.cache.lookup(again)
+    assert reply.layer == "exact" and reply.result is not None and reply.result.text == "Two."
+    assert len(second.cache.lru) == 0  # it answered from KV, not from what it stored itself
+
+
 async def test_a_restart_keeps_the_cache(start_cache: Start, nc: NATS) -> None:
     """A new actor on the same data dir and bus answers both layers (KV + the file-backed index)."""
     first = await start_cache()

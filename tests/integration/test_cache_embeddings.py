@@ -84,6 +84,39 @@ async def test_embedding_runs_off_the_event_loop() -> None:
     assert ticks >= max(3, int(elapsed / 0.01))
 
 
+async def test_a_text_seen_lately_is_not_embedded_again() -> None:
+    """The same text asked again (another model, a retry) gets the same vector without a model run."""
+    e = embedder()
+    first = await e.embed(["how tall is the eiffel tower, recently asked"])
+    runs = e.runs
+    again = await e.embed(["how tall is the eiffel tower, recently asked"])
+    assert e.runs == runs and np.array_equal(first, again)
+
+
+async def test_texts_asked_at_once_share_one_model_run() -> None:
+    """Concurrent callers' texts are embedded in one (padded) run, each vector the one it gets alone."""
+    e = embedder()
+    texts = ["share one run: what is a monad", "share one run: how do I reverse a linked list in C", "share one run"]
+    runs = e.runs
+    got = await asyncio.gather(*(e.embed([t]) for t in texts), e.embed([texts[0]]))
+    assert e.runs == runs + 1
+    alone = e.embed_sync(texts)
+    for i, vectors in enumerate(got[:3]):
+        assert vectors.shape == (1, 384) and np.allclose(vectors[0], alone[i], atol=1e-5)
+    assert np.array_equal(got[3], got[0])
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_vector() -> None:
+    """Cancelling one of two callers waiting for the same text does not cancel the other."""
+    e = embedder()
+    quitter = asyncio.ensure_future(e.embed(["one of two callers gives up"]))
+    stayer = asyncio.ensure_future(e.embed(["one of two callers gives up"]))
+    await asyncio.sleep(0)  # both are waiting now
+    quitter.cancel()
+    vectors = await stayer
+    assert quitter.cancelled() and vectors.shape == (1, 384)
+
+
 def test_ensure_builds_once_then_reuses(tmp_path: Path) -> None:
     """The first call builds the folder (model, tokenizer, manifest); the next one only checks it."""
     out = copy_model(tmp_path / "m")
