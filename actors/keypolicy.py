@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from actors.pricing import estimate_tokens
 from schemas.config.actors import KeyLimits
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
@@ -68,6 +69,26 @@ def shape_error(policy: KeyPolicy, request: GenerateRequest, cfg: OrchestraConfi
                 field="orchestra.timeout_s",
             )
     return None
+
+
+def largest_context(policy: KeyPolicy, cfg: OrchestraConfig) -> int:
+    """The longest context of any model this key may use (0: none)."""
+    return max((m.context_length for name, m in cfg.models.items() if may_use(policy, name)), default=0)
+
+
+def context_error(request: GenerateRequest, largest: int) -> ErrorInfo | None:
+    """A prompt that no model of the key could take (:func:`largest_context`), by the router's own estimate
+    and rule: refused where it arrives, before it costs the bus, the router and the cache anything. The
+    text is measured, never scanned."""
+    prompt_tokens = estimate_tokens(request.prompt_text())
+    if largest <= 0 or prompt_tokens + request.sampling.max_tokens <= largest:
+        return None
+    return ErrorInfo.of(
+        "context_too_long",
+        f"about {prompt_tokens} prompt tokens + max_tokens {request.sampling.max_tokens} exceed the largest "
+        f"context ({largest} tokens) of the models this request may use",
+        field="messages" if request.messages is not None else "prompt",
+    )
 
 
 def _current(usage: KeyUsage, now: float) -> KeyUsage:

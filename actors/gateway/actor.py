@@ -13,6 +13,7 @@ import contextlib
 
 from aiohttp import web
 
+from actors.fair import FairGate
 from actors.gateway.handlers import MAX_BODY, Api, openai_errors
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
@@ -38,6 +39,7 @@ class Gateway(Actor):
         self.runner: web.AppRunner | None = None
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
+        self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -15,12 +15,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
 from actors import keypolicy
+from actors.fair import GateFull
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
@@ -63,6 +65,19 @@ def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Respon
     return json_response(body, status, headers)
 
 
+def _busy(waiting: int) -> ErrorInfo:
+    return ErrorInfo.of(
+        "rate_limited", f"this key has {waiting} requests waiting for the gateway, its limit", retry_after_s=1.0
+    )
+
+
+@dataclass(frozen=True)
+class KeyView:
+    policy: keypolicy.KeyPolicy
+    visible: frozenset[str]  # model names the key may ask for
+    context: int  # the longest context of the models it may use
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -103,6 +118,7 @@ class Api:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.cfg = gateway.cfg
+        self._views: dict[ClientKey, KeyView] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -161,13 +177,22 @@ class Api:
         held = self._still_refused(key)
         if held is not None:
             return held
+        raw = await request.read()
         try:
-            body, gen = self._parse(await request.read(), chat=chat, key=key)
+            async with self.gw.fair.slot(key.id):  # a flooding key's backlog waits its turn, not ours
+                return await self._serve(request, raw, key, chat=chat)
+        except GateFull:
+            return error_response(_busy(self.gw.fair.max_waiting))
+
+    async def _serve(self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool) -> web.StreamResponse:
+        try:
+            body, gen = self._parse(raw, chat=chat, key=key)
         except SchemaError as exc:
             if exc.field == "model" and "does not exist" in exc.reason:
                 return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
             return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
-        refused = keypolicy.shape_error(keypolicy.KeyPolicy(frozenset(key.models), key.limits), gen, self.cfg)
+        policy = self._policy(key)
+        refused = keypolicy.shape_error(policy.policy, gen, self.cfg) or keypolicy.context_error(gen, policy.context)
         if refused is not None:
             return error_response(refused, gen.id)
         admission = None
@@ -191,18 +216,33 @@ class Api:
                 await asyncio.shield(self.gw.limiter.release(admission, used))
 
     def _still_refused(self, key: ClientKey) -> web.Response | None:
-        """A key refused for its rate moments ago is refused again before its body is read."""
+        """A key refused for its rate moments ago, or with its share of the gateway's queue full, is
+        refused before its body is read."""
+        if self.gw.fair.full(key.id):
+            return error_response(_busy(self.gw.fair.max_waiting))
         if self.gw.limiter is None or not key.limits.counted:
             return None
         refusal = self.gw.limiter.still_refused(key.id)
         return error_response(refusal) if refusal is not None else None
+
+    def _policy(self, key: ClientKey) -> KeyView:
+        """What a key may see and ask, computed once per key (not on every request)."""
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= 1024:  # keys reloaded many times: start over
+                self._views.clear()
+            policy = keypolicy.KeyPolicy(frozenset(key.models), key.limits)
+            names = self.visible(key)
+            view = KeyView(policy, frozenset(names), keypolicy.largest_context(policy, self.cfg))
+            self._views[key] = view
+        return view
 
     def _parse(self, raw: bytes, *, chat: bool, key: ClientKey) -> tuple[Any, GenerateRequest]:
         """Decode and check a body. Linear in its size (msgspec: ~8 ms per MB of escaped unicode here, on the
         event loop: msgspec holds the interpreter, so a worker thread would not let other clients in
         meanwhile); ``gateway.max_body`` bounds it."""
         body = decode_body(raw, chat=chat)
-        if body.model not in self.visible(key):
+        if body.model not in self._policy(key).visible:
             raise SchemaError(f"The model `{body.model}` does not exist", "model")
         timeout = float(self.cfg.gateway.request_timeout)
         return body, oa.to_request(body, client_key=key.id, default_timeout=timeout)
@@ -214,9 +254,17 @@ class Api:
         held = self._still_refused(key)
         if held is not None:
             return held
+        raw = await request.read()
         try:
-            body = emb.EMBEDDINGS.decode(await request.read())
-            if body.model not in self.visible(key):
+            async with self.gw.fair.slot(key.id):
+                return await self._embed(raw, key)
+        except GateFull:
+            return error_response(_busy(self.gw.fair.max_waiting))
+
+    async def _embed(self, raw: bytes, key: ClientKey) -> web.Response:
+        try:
+            body = emb.EMBEDDINGS.decode(raw)
+            if body.model not in self._policy(key).visible:
                 raise SchemaError(f"The model `{body.model}` does not exist", "model")
             cloud = emb.model_of(body, self.cfg)
             texts = emb.texts_of(body, cloud.max_inputs if cloud is not None else MAX_EMBED_INPUTS)

@@ -44,6 +44,11 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     request_timeout: Duration = Duration(120)
     max_body: Annotated[int, Meta(ge=1024)] = 4 * 2**20
     key_limits: KeyLimits = KeyLimits()  # for keys without their own (every key of api_keys_file)
+    # Requests one gateway serves at once; when all are busy the next free one goes to the waiting client
+    # keys in turn (a flooding key's backlog does not delay another key's request), and a key with
+    # `max_waiting` requests already waiting is refused with a 429 before its body is read.
+    slots: Annotated[int, Meta(ge=1)] = 256
+    max_waiting: Annotated[int, Meta(ge=1)] = 64
 
 
 PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")
