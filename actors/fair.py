@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -107,10 +105,20 @@ class FairGate:
                 self.busy += 1
                 granted.set_result(None)
 
-    @asynccontextmanager
-    async def slot(self, key: str) -> AsyncIterator[None]:
-        await self.acquire(key)
-        try:
-            yield
-        finally:
-            self.release()
+    def slot(self, key: str) -> Slot:
+        return Slot(self, key)
+
+
+class Slot:
+    """``async with gate.slot(key)``: a slot for the block (a plain class: this is on every request's path)."""
+
+    __slots__ = ("gate", "key")
+
+    def __init__(self, gate: FairGate, key: str) -> None:
+        self.gate, self.key = gate, key
+
+    async def __aenter__(self) -> None:
+        await self.gate.acquire(self.key)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.gate.release()

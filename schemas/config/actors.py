@@ -111,6 +111,9 @@ class CacheCfg(Cfg, frozen=True, kw_only=True):
     max_entries: Annotated[int, Meta(ge=1)] = 50_000
     semantic: SemanticCacheCfg = SemanticCacheCfg()
     lookup_timeout: Duration = Duration(0.5)  # the router answers without the cache after this
+    # Lookups one router has in flight at once; beyond, the waiting client keys take turns (a flooding
+    # key's backlog of lookups does not delay another key's), each waiting at most lookup_timeout.
+    lookup_slots: Annotated[int, Meta(ge=1)] = 32
     per_tenant: bool = False  # each client key's answers are its own (its client_key joins key and scope)
 
 
