@@ -110,15 +110,30 @@ class FairGate:
 
 
 class Slot:
-    """``async with gate.slot(key)``: a slot for the block (a plain class: this is on every request's path)."""
+    """``async with gate.slot(key) as slot``: a slot for the block, or until ``slot.release()`` (a plain
+    class: this is on every request's path)."""
 
-    __slots__ = ("gate", "key")
+    __slots__ = ("gate", "key", "held")
 
-    def __init__(self, gate: FairGate, key: str) -> None:
-        self.gate, self.key = gate, key
+    def __init__(self, gate: FairGate | None, key: str) -> None:
+        self.gate, self.key, self.held = gate, key, False
 
-    async def __aenter__(self) -> None:
-        await self.gate.acquire(self.key)
+    async def __aenter__(self) -> Slot:
+        if self.gate is not None:
+            await self.gate.acquire(self.key)
+            self.held = True
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.gate.release()
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back before the block ends (once; later calls do nothing)."""
+        if self.held and self.gate is not None:
+            self.held = False
+            self.gate.release()
+
+
+def no_slot() -> Slot:
+    """A Slot of no gate: nothing to wait for, nothing to release."""
+    return Slot(None, "")

@@ -40,6 +40,7 @@ class Gateway(Actor):
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
+        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode + publish
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from actors import keypolicy
-from actors.fair import GateFull
+from actors.fair import GateFull, Slot, no_slot
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.keys import ClientKey
@@ -178,13 +178,18 @@ class Api:
         if held is not None:
             return held
         raw = await request.read()
-        try:
-            async with self.gw.fair.slot(key.id):  # a flooding key's backlog waits its turn, not ours
-                return await self._serve(request, raw, key, chat=chat)
+        try:  # a flooding key's backlog waits its turn, not ours; a big body until it is published
+            async with self.gw.fair.slot(key.id), self._lane(raw, key) as lane:
+                return await self._serve(request, raw, key, chat=chat, lane=lane)
         except GateFull:
             return error_response(_busy(self.gw.fair.max_waiting))
 
-    async def _serve(self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool) -> web.StreamResponse:
+    def _lane(self, raw: bytes, key: ClientKey) -> Slot:
+        return self.gw.heavy.slot(key.id) if len(raw) >= self.cfg.gateway.heavy_body else no_slot()
+
+    async def _serve(
+        self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool, lane: Slot
+    ) -> web.StreamResponse:
         try:
             body, gen = self._parse(raw, chat=chat, key=key)
         except SchemaError as exc:
@@ -204,8 +209,8 @@ class Api:
         try:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             if gen.stream:
-                return await self._stream(request, gen, chat=chat, include_usage=include_usage)
-            outcome = await self._roundtrip(gen)
+                return await self._stream(request, gen, chat=chat, include_usage=include_usage, lane=lane)
+            outcome = await self._roundtrip(gen, lane)
             if isinstance(outcome, GenerateResult):
                 used = outcome.usage.total_tokens
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
@@ -301,17 +306,20 @@ class Api:
                 await asyncio.shield(self.gw.limiter.release(admission, used))
 
     # --- the bus -------------------------------------------------------------------------------
-    async def _publish(self, gen: GenerateRequest) -> None:
+    async def _publish(self, gen: GenerateRequest, lane: Slot) -> None:
         subject = subjects.request(gen.priority, gen.id, subjects.ORIGIN_GATEWAY)
-        await self.gw.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
+        try:
+            await self.gw.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
+        finally:
+            lane.release()  # the next big body may be decoded
 
     def _timeout(self, gen: GenerateRequest) -> GenerateError:
         return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))
 
-    async def _roundtrip(self, gen: GenerateRequest) -> Outcome:
+    async def _roundtrip(self, gen: GenerateRequest, lane: Slot) -> Outcome:
         queue = self.gw.inbox.open(gen.id)
         try:
-            await self._publish(gen)
+            await self._publish(gen, lane)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 msg = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
@@ -325,14 +333,14 @@ class Api:
             self.gw.inbox.close(gen.id)
 
     async def _stream(
-        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool
+        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool, lane: Slot
     ) -> web.StreamResponse:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
         queue = self.gw.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
         follow = StreamFollower()  # the one generation whose text the client has: only its chunks count
         try:
-            await self._publish(gen)
+            await self._publish(gen, lane)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 try:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from actors import keypolicy as kp
-from actors.fair import FairGate, FairQueue, GateFull
+from actors.fair import FairGate, FairQueue, GateFull, no_slot
 from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Sampling
 
@@ -111,3 +111,19 @@ def test_prompt_no_model_of_the_key_could_take_is_refused_up_front() -> None:
     assert refused is not None and refused.code == "context_too_long" and refused.field == "messages"
     tight = msgspec.structs.replace(short, sampling=Sampling(max_tokens=largest))
     assert kp.context_error(tight, largest) is not None
+
+
+async def test_a_slot_given_back_early_is_given_back_once() -> None:
+    """The gateway's heavy lane is released when the body is published, before the block ends: the gate
+    counts it once; a Slot of no gate waits for nothing."""
+    gate = FairGate(slots=1, max_waiting=10)
+    async with gate.slot("a") as slot:
+        assert gate.busy == 1
+        slot.release()
+        assert gate.busy == 0
+        async with gate.slot("b"):  # the next one gets in while the first block still runs
+            assert gate.busy == 1
+    assert gate.busy == 0
+    async with no_slot() as nothing:
+        nothing.release()
+    assert gate.busy == 0
