@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import msgspec
 
-from actors.pricing import estimate_tokens
 from schemas.config.actors import KeyLimits
 from schemas.config.root import OrchestraConfig
 from schemas.errors import ErrorInfo
@@ -80,7 +79,7 @@ def context_error(request: GenerateRequest, largest: int) -> ErrorInfo | None:
     """A prompt that no model of the key could take (:func:`largest_context`), by the router's own estimate
     and rule: refused where it arrives, before it costs the bus, the router and the cache anything. The
     text is measured, never scanned."""
-    prompt_tokens = estimate_tokens(request.prompt_text())
+    prompt_tokens = max(1, math.ceil(prompt_chars(request) / 3))  # actors.pricing.estimate_tokens' rule
     if largest <= 0 or prompt_tokens + request.sampling.max_tokens <= largest:
         return None
     return ErrorInfo.of(
@@ -89,6 +88,14 @@ def context_error(request: GenerateRequest, largest: int) -> ErrorInfo | None:
         f"context ({largest} tokens) of the models this request may use",
         field="messages" if request.messages is not None else "prompt",
     )
+
+
+def prompt_chars(request: GenerateRequest) -> int:
+    """``len(request.prompt_text())`` without building the text (on every request's path)."""
+    if request.prompt is not None:
+        return len(request.prompt)
+    messages = request.messages or ()
+    return sum(len(m.role) + 2 + len(m.content) for m in messages) + max(0, len(messages) - 1)
 
 
 def _current(usage: KeyUsage, now: float) -> KeyUsage:

@@ -201,7 +201,7 @@ class Api:
         if refused is not None:
             return error_response(refused, gen.id)
         admission = None
-        if self.gw.limiter is not None:
+        if self.gw.limiter is not None and key.limits.counted:  # no estimate, no I/O for a key without rates
             admission = await self.gw.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission, gen.id)

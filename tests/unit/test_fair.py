@@ -113,6 +113,17 @@ def test_prompt_no_model_of_the_key_could_take_is_refused_up_front() -> None:
     assert kp.context_error(tight, largest) is not None
 
 
+def test_prompt_length_is_the_routers_without_building_the_text() -> None:
+    """The gateway's count of prompt characters equals len(prompt_text()), the router's basis."""
+    chat = GenerateRequest(
+        id="r",
+        messages=[ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="日本 hi")],
+    )
+    prompt = GenerateRequest(id="p", prompt="x" * 1000)
+    for request in (chat, prompt):
+        assert kp.prompt_chars(request) == len(request.prompt_text())
+
+
 async def test_a_slot_given_back_early_is_given_back_once() -> None:
     """The gateway's heavy lane is released when the body is published, before the block ends: the gate
     counts it once; a Slot of no gate waits for nothing."""
