@@ -4,12 +4,15 @@ and a waiter that gives up; plus the gateway's early refusal of a prompt no mode
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import msgspec
 import pytest
 
 from actors import keypolicy as kp
+from actors.cache import client as cache_client
 from actors.fair import FairGate, FairQueue, GateFull, no_slot
+from schemas.cache import CacheReply
 from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Sampling
 
@@ -138,3 +141,50 @@ async def test_a_slot_given_back_early_is_given_back_once() -> None:
     async with no_slot() as nothing:
         nothing.release()
     assert gate.busy == 0
+
+
+async def test_router_cache_lookups_take_turns_by_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router's cache client with one lookup slot: a flooding key's four queued lookups do not go to
+    the cache ahead of another key's (the cache's replies are held by the test, so the order is the
+    client's, not a race)."""
+    base = load_config("local")
+    cfg = msgspec.structs.replace(base, cache=msgspec.structs.replace(base.cache, lookup_slots=1, lookup_timeout=30.0))
+    asked: list[str] = []
+    answer: dict[str, asyncio.Event] = {}
+
+    async def cache_lookup(nc: object, request: GenerateRequest, *, timeout: float) -> CacheReply:
+        asked.append(request.id)
+        answer[request.id] = asyncio.Event()
+        await answer[request.id].wait()
+        return CacheReply(hit=False)
+
+    monkeypatch.setattr(cache_client, "cache_lookup", cache_lookup)
+    client = cache_client.CacheClient(SimpleNamespace(cfg=cfg, nc=None))  # type: ignore[arg-type]
+
+    def ask(rid: str, key: str) -> GenerateRequest:
+        return GenerateRequest(
+            id=rid, client_key=key, messages=[ChatMessage(role="user", content=rid)], sampling=Sampling(temperature=0)
+        )
+
+    async def asked_count(n: int) -> None:
+        for _ in range(1000):
+            if len(asked) >= n:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{n} lookups expected, {asked} asked")
+
+    tasks = [asyncio.create_task(client.lookup(ask(f"f{i}", "flood"))) for i in range(5)]
+    await asked_count(1)
+    tasks.append(asyncio.create_task(client.lookup(ask("a0", "alice"))))
+    await asyncio.sleep(0)
+    answer["f0"].set()  # the slot frees: the flood's turn (it waited first) ...
+    await asked_count(2)
+    answer[asked[1]].set()  # ... then the other key's, ahead of the flood's three still waiting
+    await asked_count(3)
+    assert asked == ["f0", "f1", "a0"]
+    while len(asked) < 6:  # the rest, in their turns
+        answer[asked[-1]].set()
+        await asked_count(len(asked) + 1)
+    answer[asked[-1]].set()
+    assert await asyncio.gather(*tasks) == [None] * 6
+    assert asked[3:] == ["f2", "f3", "f4"]
