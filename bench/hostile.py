@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 KEY = "sk-bench-hostile-4c1f9e0a2b"  # the innocent client's (and, by default, the attackers')
 TENANT_KEY = "sk-bench-tenant-9d2e7b51c3"  # --tenant-limits: the attackers' own key, with per-key limits
+OWN_KEY = "sk-bench-attacker-5e8a17c6d0"  # --own-key: the attackers' own key, without limits
 ATTACKER_CPUS: set[int] = set()  # --split-cores: where the attackers' clients run (empty: anywhere)
 TENANT_LIMITS = {"rpm": 120, "tokens_per_min": 200_000, "concurrent": 2}  # a lab's limits for one tenant
 MAX_BODY = 4 * 2**20
@@ -238,7 +239,7 @@ async def start_stack(
     register_server(server)
     data = tmp / "data"
     data.mkdir()
-    (data / "keys.txt").write_text(f"bench:{KEY}\n")
+    (data / "keys.txt").write_text(f"bench:{KEY}\nattacker:{OWN_KEY}\n")
     (data / "tenant.key").write_text(TENANT_KEY)
     tenant = [{"id": "tenant", "secret": {"file": str(data / "tenant.key")}, "limits": TENANT_LIMITS}]
     profile = write_profile(
@@ -272,7 +273,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     shapes = families()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     server, worker, procs, url, metrics_url = await start_stack(tmp, args.tenant_limits)
-    attacker_key = TENANT_KEY if args.tenant_limits else KEY
+    attacker_key = TENANT_KEY if args.tenant_limits else OWN_KEY if args.own_key else KEY
     rows: list[dict[str, Any]] = []
     pids = {p.module.removeprefix("actors."): p.proc.pid for p in procs if p.proc is not None}
     if server.proc is not None:
@@ -368,6 +369,12 @@ def main() -> None:
         "--tenant-limits",
         action="store_true",
         help=f"attackers send with a key of their own limited to {TENANT_LIMITS} (a lab's tenant)",
+    )
+    parser.add_argument(
+        "--own-key",
+        action="store_true",
+        help="attackers send with a key of their own without limits (what per-key fair queueing "
+        "tells apart from the innocent client's; by default they share its key)",
     )
     parser.add_argument(
         "--split-cores",

@@ -6,13 +6,16 @@
         await publish_outcome(self, result)        # nothing else to emit (the cache emitted CacheHit)
 
 ``lookup`` returns None on a miss, on a request the cache may not answer (the cache then says why in
-its reply), when no cache runs, when it is slower than the timeout, or when it answers with an error:
-the router goes on without it. A miss is remembered by the cache itself; the router does nothing more.
-Light: it imports no embedding or vector code.
+its reply), when no cache runs, when it is slower than the timeout (waiting for a turn included), or when
+it answers with an error: the router goes on without it. At most ``cache.lookup_slots`` lookups of one
+router are in flight; beyond, the client keys take turns (:mod:`bus.fair`), so one key's flood of
+lookups does not queue ahead of another key's in the cache. A miss is remembered by the cache itself;
+the router does nothing more. Light: it imports no embedding or vector code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -20,6 +23,7 @@ from nats.aio.client import Client as NATS
 
 from bus.actor import Actor
 from bus.errors import ServiceCallError
+from bus.fair import FairGate, GateFull
 from bus.service import call
 from bus.subjects import SVC_CACHE_LOOKUP
 from policy.caching import decide
@@ -40,14 +44,19 @@ class CacheClient:
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
         self._warned = 0.0
+        self.gate = FairGate(actor.cfg.cache.lookup_slots, max_waiting=actor.cfg.router.concurrency)
 
     async def lookup(self, request: GenerateRequest) -> GenerateResult | None:
         cfg = self.actor.cfg.cache
         decision = decide(request, enabled=cfg.enabled)
         if not (decision.lookup or decision.store):
             return None  # nothing to look up and nothing to remember: no round trip
+        timeout = float(cfg.lookup_timeout)
         try:
-            reply = await cache_lookup(self.actor.nc, request, timeout=float(cfg.lookup_timeout))
+            async with asyncio.timeout(timeout), self.gate.slot(request.client_key or ""):
+                reply = await cache_lookup(self.actor.nc, request, timeout=timeout)
+        except (GateFull, TimeoutError):
+            return None  # no turn in time: a miss, as when the cache is slow
         except ServiceCallError as exc:
             now = time.monotonic()
             if now - self._warned > WARN_EVERY:

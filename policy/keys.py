@@ -70,6 +70,34 @@ def shape_error(policy: KeyPolicy, request: GenerateRequest, cfg: OrchestraConfi
     return None
 
 
+def largest_context(policy: KeyPolicy, cfg: OrchestraConfig) -> int:
+    """The longest context of any model this key may use (0: none)."""
+    return max((m.context_length for name, m in cfg.models.items() if may_use(policy, name)), default=0)
+
+
+def context_error(request: GenerateRequest, largest: int) -> ErrorInfo | None:
+    """A prompt that no model of the key could take (:func:`largest_context`), by the router's own estimate
+    and rule: refused where it arrives, before it costs the bus, the router and the cache anything. The
+    text is measured, never scanned."""
+    prompt_tokens = max(1, math.ceil(prompt_chars(request) / 3))  # actors.pricing.estimate_tokens' rule
+    if largest <= 0 or prompt_tokens + request.sampling.max_tokens <= largest:
+        return None
+    return ErrorInfo.of(
+        "context_too_long",
+        f"about {prompt_tokens} prompt tokens + max_tokens {request.sampling.max_tokens} exceed the largest "
+        f"context ({largest} tokens) of the models this request may use",
+        field="messages" if request.messages is not None else "prompt",
+    )
+
+
+def prompt_chars(request: GenerateRequest) -> int:
+    """``len(request.prompt_text())`` without building the text (on every request's path)."""
+    if request.prompt is not None:
+        return len(request.prompt)
+    messages = request.messages or ()
+    return sum(len(m.role) + 2 + len(m.content) for m in messages) + max(0, len(messages) - 1)
+
+
 def _current(usage: KeyUsage, now: float) -> KeyUsage:
     """The counters of this minute (a new minute starts at zero) without gateway instances gone silent."""
     minute = int(now // 60)

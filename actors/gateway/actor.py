@@ -16,13 +16,15 @@ from typing import assert_never
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from actors.gateway.handlers import MAX_BODY, Api, openai_errors
+from actors.gateway.handlers import Api
+from actors.gateway.http import MAX_BODY, openai_errors
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from actors.gateway.limits import KeyLimiter
 from actors.gateway.messages import ChunkSeen, GatewayMsg, KeysTick, ResultSeen
 from bus import subjects
 from bus.actor import Actor
+from bus.fair import FairGate
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 
@@ -43,6 +45,8 @@ class Gateway(Actor):
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
+        self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
+        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode + publish
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -67,6 +71,8 @@ class Gateway(Actor):
             inbox=self.inbox,
             nc=self.nc,
             publish=self.publish,
+            fair=self.fair,
+            heavy=self.heavy,
         )
         app.add_routes(api.routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -15,14 +15,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
+from actors.gateway.http import error_response, json_response
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import ClientKey, KeyStore
 from actors.gateway.limits import Admission, KeyLimiter
@@ -30,6 +31,7 @@ from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.requests import decode as decode_body
 from bus import subjects
 from bus.errors import ServiceCallError
+from bus.fair import FairGate, GateFull, Slot, no_slot
 from bus.outcomes import StreamFollower
 from bus.service import call
 from policy import keys as keypolicy
@@ -49,60 +51,22 @@ GRACE_S = 2.0  # wait this long past the deadline for the router's own timeout o
 Publish = Callable[..., Awaitable[object]]
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json", headers=headers)
+def _busy(waiting: int) -> ErrorInfo:
+    return ErrorInfo.of(
+        "rate_limited", f"this key has {waiting} requests waiting for the gateway, its limit", retry_after_s=1.0
+    )
 
 
-def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Response:
-    public = oa.public_error(info)
-    if public is not info:
-        log.info("request %s failed: %s: %s", request_id, info.code, info.message)
-    status, body = oa.error_body(public)
-    headers = {"X-Request-Id": request_id} if request_id else {}
-    if info.retry_after_s:
-        headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
-    return json_response(body, status, headers)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_BODY = web.AppKey("max_body", int)
-
-
-@web.middleware
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client).
-    A body that announces more than ``gateway.max_body`` is refused before it is read (and the connection
-    closed): reading megabytes only to refuse them took the event loop from every other client."""
-    limit = request.app[MAX_BODY]
-    if request.content_length is not None and request.content_length > limit:
-        message = f"the request body exceeds the gateway's limit of {limit} bytes"
-        refused = json_response({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                           "code": None}}, 413)  # fmt: skip
-        refused.force_close()
-        return refused
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.status == 413:
-            message = f"the request body exceeds the gateway's limit of {request.app[MAX_BODY]} bytes"
-        else:
-            message = exc.reason
-        kind = "invalid_request_error" if exc.status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-        return json_response(body, exc.status)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception:
-        log.exception("gateway: unexpected error on %s %s", request.method, request.path)
-        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
-        return json_response(body, 500)
+@dataclass(frozen=True)
+class KeyView:
+    policy: keypolicy.KeyPolicy
+    visible: frozenset[str]  # model names the key may ask for
+    context: int  # the longest context of the models it may use
 
 
 class Api:
     """The endpoints, given what they need: the keys, the per-key limiter, the inbox of answers, the
-    connection (health, embeddings) and a publish function (requests)."""
+    connection (health, embeddings), a publish function (requests) and the fair gates."""
 
     def __init__(
         self,
@@ -114,6 +78,8 @@ class Api:
         inbox: Inbox,
         nc: NATS,
         publish: Publish,
+        fair: FairGate,
+        heavy: FairGate,
     ) -> None:
         self.cfg = cfg
         self.keys = keys
@@ -122,6 +88,9 @@ class Api:
         self.inbox = inbox
         self.nc = nc
         self.publish = publish
+        self.fair = fair  # per-key turns when all the gateway's slots are busy
+        self.heavy = heavy  # big bodies' decode + publish, keys in turn
+        self._views: dict[ClientKey, KeyView] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -180,17 +149,31 @@ class Api:
         held = self._still_refused(key)
         if held is not None:
             return held
+        raw = await request.read()
+        try:  # a flooding key's backlog waits its turn, not ours; a big body until it is published
+            async with self.fair.slot(key.id), self._lane(raw, key) as lane:
+                return await self._serve(request, raw, key, chat=chat, lane=lane)
+        except GateFull:
+            return error_response(_busy(self.fair.max_waiting))
+
+    def _lane(self, raw: bytes, key: ClientKey) -> Slot:
+        return self.heavy.slot(key.id) if len(raw) >= self.cfg.gateway.heavy_body else no_slot()
+
+    async def _serve(
+        self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool, lane: Slot
+    ) -> web.StreamResponse:
         try:
-            body, gen = self._parse(await request.read(), chat=chat, key=key)
+            body, gen = self._parse(raw, chat=chat, key=key)
         except SchemaError as exc:
             if exc.field == "model" and "does not exist" in exc.reason:
                 return error_response(ErrorInfo.of("not_found", exc.reason, field=exc.field))
             return error_response(ErrorInfo.of("bad_request", exc.reason, field=exc.field))
-        refused = keypolicy.shape_error(keypolicy.KeyPolicy(frozenset(key.models), key.limits), gen, self.cfg)
+        policy = self._policy(key)
+        refused = keypolicy.shape_error(policy.policy, gen, self.cfg) or keypolicy.context_error(gen, policy.context)
         if refused is not None:
             return error_response(refused, gen.id)
         admission = None
-        if self.limiter is not None:
+        if self.limiter is not None and key.limits.counted:  # no estimate, no I/O for a key without rates
             admission = await self.limiter.admit(key.id, key.limits, keypolicy.estimate(gen, self.cfg))
             if isinstance(admission, ErrorInfo):
                 return error_response(admission, gen.id)
@@ -198,8 +181,8 @@ class Api:
         try:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             if gen.stream:
-                return await self._stream(request, gen, chat=chat, include_usage=include_usage)
-            outcome = await self._roundtrip(gen)
+                return await self._stream(request, gen, chat=chat, include_usage=include_usage, lane=lane)
+            outcome = await self._roundtrip(gen, lane)
             if isinstance(outcome, GenerateResult):
                 used = outcome.usage.total_tokens
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
@@ -210,18 +193,33 @@ class Api:
                 await asyncio.shield(self.limiter.release(admission, used))
 
     def _still_refused(self, key: ClientKey) -> web.Response | None:
-        """A key refused for its rate moments ago is refused again before its body is read."""
+        """A key refused for its rate moments ago, or with its share of the gateway's queue full, is
+        refused before its body is read."""
+        if self.fair.full(key.id):
+            return error_response(_busy(self.fair.max_waiting))
         if self.limiter is None or not key.limits.counted:
             return None
         refusal = self.limiter.still_refused(key.id)
         return error_response(refusal) if refusal is not None else None
+
+    def _policy(self, key: ClientKey) -> KeyView:
+        """What a key may see and ask, computed once per key (not on every request)."""
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= 1024:  # keys reloaded many times: start over
+                self._views.clear()
+            policy = keypolicy.KeyPolicy(frozenset(key.models), key.limits)
+            names = self.visible(key)
+            view = KeyView(policy, frozenset(names), keypolicy.largest_context(policy, self.cfg))
+            self._views[key] = view
+        return view
 
     def _parse(self, raw: bytes, *, chat: bool, key: ClientKey) -> tuple[Any, GenerateRequest]:
         """Decode and check a body. Linear in its size (msgspec: ~8 ms per MB of escaped unicode here, on the
         event loop: msgspec holds the interpreter, so a worker thread would not let other clients in
         meanwhile); ``gateway.max_body`` bounds it."""
         body = decode_body(raw, chat=chat)
-        if body.model not in self.visible(key):
+        if body.model not in self._policy(key).visible:
             raise SchemaError(f"The model `{body.model}` does not exist", "model")
         timeout = float(self.cfg.gateway.request_timeout)
         return body, oa.to_request(body, client_key=key.id, default_timeout=timeout)
@@ -233,9 +231,17 @@ class Api:
         held = self._still_refused(key)
         if held is not None:
             return held
+        raw = await request.read()
         try:
-            body = emb.EMBEDDINGS.decode(await request.read())
-            if body.model not in self.visible(key):
+            async with self.fair.slot(key.id):
+                return await self._embed(raw, key)
+        except GateFull:
+            return error_response(_busy(self.fair.max_waiting))
+
+    async def _embed(self, raw: bytes, key: ClientKey) -> web.Response:
+        try:
+            body = emb.EMBEDDINGS.decode(raw)
+            if body.model not in self._policy(key).visible:
                 raise SchemaError(f"The model `{body.model}` does not exist", "model")
             cloud = emb.model_of(body, self.cfg)
             texts = emb.texts_of(body, cloud.max_inputs if cloud is not None else MAX_EMBED_INPUTS)
@@ -272,17 +278,20 @@ class Api:
                 await asyncio.shield(self.limiter.release(admission, used))
 
     # --- the bus -------------------------------------------------------------------------------
-    async def _publish(self, gen: GenerateRequest) -> None:
+    async def _publish(self, gen: GenerateRequest, lane: Slot) -> None:
         subject = subjects.request(gen.priority, gen.id, subjects.ORIGIN_GATEWAY)
-        await self.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
+        try:
+            await self.publish(subject, encode(gen), msg_id=gen.id, timeout=10.0)
+        finally:
+            lane.release()  # the next big body may be decoded
 
     def _timeout(self, gen: GenerateRequest) -> GenerateError:
         return GenerateError(request_id=gen.id, error=ErrorInfo.of("timeout", "no answer before the deadline"))
 
-    async def _roundtrip(self, gen: GenerateRequest) -> Outcome:
+    async def _roundtrip(self, gen: GenerateRequest, lane: Slot) -> Outcome:
         queue = self.inbox.open(gen.id)
         try:
-            await self._publish(gen)
+            await self._publish(gen, lane)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 answer = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
@@ -296,14 +305,14 @@ class Api:
             self.inbox.close(gen.id)
 
     async def _stream(
-        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool
+        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool, lane: Slot
     ) -> web.StreamResponse:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
         queue = self.inbox.open(gen.id)  # chunks, then the outcome, in order
         response: web.StreamResponse | None = None
         follow = StreamFollower()  # the one generation whose text the client has: only its chunks count
         try:
-            await self._publish(gen)
+            await self._publish(gen, lane)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 try:

@@ -44,6 +44,15 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     request_timeout: Duration = Duration(120)
     max_body: Annotated[int, Meta(ge=1024)] = 4 * 2**20
     key_limits: KeyLimits = KeyLimits()  # for keys without their own (every key of api_keys_file)
+    # Requests one gateway serves at once; when all are busy the next free one goes to the waiting client
+    # keys in turn (a flooding key's backlog does not delay another key's request), and a key with
+    # `max_waiting` requests already waiting is refused with a 429 before its body is read.
+    slots: Annotated[int, Meta(ge=1)] = 256
+    max_waiting: Annotated[int, Meta(ge=1)] = 64
+    # A body of at least `heavy_body` bytes is decoded and published `heavy_slots` at a time, keys in turn:
+    # two clients' megabyte bodies are not decoded back to back while a small request waits for the loop.
+    heavy_body: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    heavy_slots: Annotated[int, Meta(ge=1)] = 1
 
 
 PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")
@@ -106,6 +115,9 @@ class CacheCfg(Cfg, frozen=True, kw_only=True):
     max_entries: Annotated[int, Meta(ge=1)] = 50_000
     semantic: SemanticCacheCfg = SemanticCacheCfg()
     lookup_timeout: Duration = Duration(0.5)  # the router answers without the cache after this
+    # Lookups one router has in flight at once; beyond, the waiting client keys take turns (a flooding
+    # key's backlog of lookups does not delay another key's), each waiting at most lookup_timeout.
+    lookup_slots: Annotated[int, Meta(ge=1)] = 32
     per_tenant: bool = False  # each client key's answers are its own (its client_key joins key and scope)
 
 

@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import openai
 import pytest
 from nats.aio.client import Client as NATS
 
 from actors.gateway.actor import Gateway
 from actors.router.actor import Router
+from bus.consumer import Delivery
 from bus.server import EmbeddedNats
+from schemas.codec import DISPATCH
 from schemas.config import OrchestraConfig
 from tests.support.profile import test_config
 from tests.support.scripted_worker import ScriptedWorker
@@ -24,6 +27,7 @@ from tests.support.wait import eventually
 
 GEMMA_KEY = "sk-gemma-only-0123456789"
 RATED_KEY = "sk-rated-0123456789abcd"
+FLOOD_KEY = "sk-flood-0123456789abcd"
 LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
 Start = Callable[..., Awaitable[list[Gateway]]]
 HI = [{"role": "user", "content": "hi"}]
@@ -33,6 +37,7 @@ HI = [{"role": "user", "content": "hi"}]
 def kcfg(tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> OrchestraConfig:
     monkeypatch.setenv("TEST_GEMMA_KEY", GEMMA_KEY)
     monkeypatch.setenv("TEST_RATED_KEY", RATED_KEY)
+    monkeypatch.setenv("TEST_FLOOD_KEY", FLOOD_KEY)
     (tmp_path / "data").mkdir()
     return test_config(
         tmp_path / "profile",
@@ -50,6 +55,7 @@ def kcfg(tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPa
                         "secret": {"env": "TEST_RATED_KEY"},
                         "limits": {"rpm": 3, "concurrent": 1, "max_fanout": 2, "max_timeout": "60s"},
                     },
+                    {"id": "flood", "secret": {"env": "TEST_FLOOD_KEY"}},
                 ],
             },
             "router": {"attempt_timeout": "5s"},
@@ -61,10 +67,11 @@ def kcfg(tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPa
 async def start(kcfg: OrchestraConfig, nc: NATS) -> AsyncIterator[Start]:
     actors: list[Any] = []
 
-    async def go(gateways: int = 1, **worker: Any) -> list[Gateway]:
-        w = ScriptedWorker(kcfg, **({"hosts": LOCAL} | worker))
+    async def go(gateways: int = 1, worker: ScriptedWorker | None = None, **gateway: Any) -> list[Gateway]:
+        cfg = msgspec.structs.replace(kcfg, gateway=msgspec.structs.replace(kcfg.gateway, **gateway))
+        w = worker or ScriptedWorker(kcfg, hosts=LOCAL)
         router = Router(kcfg, instance="keys-router")
-        gws = [Gateway(kcfg, port=0, instance=f"keys-gw{i}") for i in range(gateways)]
+        gws = [Gateway(cfg, port=0, instance=f"keys-gw{i}") for i in range(gateways)]
         for actor in (w, router, *gws):
             await actor.start(nc)
             actors.append(actor)
@@ -132,9 +139,9 @@ async def test_rpm_is_shared_by_two_gateway_instances(start: Start) -> None:
         await b.close()
 
 
-async def test_concurrency_fanout_and_deadline_limits(start: Start) -> None:
+async def test_concurrency_fanout_and_deadline_limits(start: Start, kcfg: OrchestraConfig) -> None:
     """One request in flight at a time; at most 2 answers; deadlines up to 60 s."""
-    (gw,) = await start(script={"*": ["hang", "ok"]})
+    (gw,) = await start(worker=ScriptedWorker(kcfg, hosts=LOCAL, script={"*": ["hang", "ok"]}))
     client = sdk(gw, RATED_KEY)
     try:
         with pytest.raises(openai.PermissionDeniedError) as wide:
@@ -164,6 +171,66 @@ async def test_concurrency_fanout_and_deadline_limits(start: Start) -> None:
         assert reply.choices[0].message.content
     finally:
         await client.close()
+
+
+class HoldingWorker(ScriptedWorker):
+    """Holds every dispatch to ``model`` until the test releases it (oldest first), so the test decides
+    when a gateway slot frees instead of sleeping."""
+
+    def __init__(self, cfg: OrchestraConfig, model: str) -> None:
+        super().__init__(cfg, hosts=LOCAL)
+        self.model = model
+        self.held: list[asyncio.Event] = []
+        self.open = False  # set at the end: nothing is held any more
+
+    async def handle(self, delivery: Delivery) -> None:
+        if DISPATCH.decode(delivery.data).target.model == self.model and not self.open:
+            gate = asyncio.Event()
+            self.held.append(gate)
+            await gate.wait()
+        await super().handle(delivery)
+
+    def release_all(self) -> None:
+        self.open = True
+        for gate in self.held:
+            gate.set()
+
+
+async def test_a_flooding_key_does_not_starve_another_keys_request(start: Start, kcfg: OrchestraConfig) -> None:
+    """Two gateway slots, both held by a flooding key, four more of its requests waiting: another key's
+    request gets the second slot that frees (the keys take turns), not the fifth; a flood request beyond
+    the key's waiting bound is refused with a 429 before its body is read."""
+    worker = HoldingWorker(kcfg, "smollm2-135m")
+    (gw,) = await start(worker=worker, slots=2, max_waiting=4)
+    flood, innocent = sdk(gw, FLOOD_KEY), sdk(gw, GEMMA_KEY)
+    ask = [{"role": "user", "content": "flood"}]
+    floods: list[asyncio.Task[Any]] = []
+    try:
+        for _ in range(6):
+            call = flood.chat.completions.create(model="smollm2-135m", messages=ask)  # type: ignore[arg-type]
+            floods.append(asyncio.create_task(call))
+        await eventually(lambda: len(worker.held) == 2 and gw.fair.queue.waiting("flood") == 4)
+        async with aiohttp.ClientSession() as http:  # the key's share of the queue is full: refused unread
+            async with http.post(
+                f"http://127.0.0.1:{gw.bound_port}/v1/chat/completions", data=b"{not json" * 1000,
+                headers={"Authorization": f"Bearer {FLOOD_KEY}", "Content-Type": "application/json"},
+            ) as refused:  # fmt: skip
+                assert refused.status == 429 and "waiting" in (await refused.json())["error"]["message"]
+        mine = asyncio.create_task(innocent.chat.completions.create(model="auto", messages=HI))  # type: ignore[arg-type]
+        await eventually(lambda: gw.fair.queue.waiting("gemma-only") == 1)
+        worker.held[0].set()  # the first slot frees: the flood's turn (it was waiting first)
+        await eventually(lambda: len(worker.held) == 3)
+        assert gw.fair.queue.waiting("gemma-only") == 1 and gw.fair.queue.waiting("flood") == 3
+        worker.held[1].set()  # the second: the other key's turn, ahead of the flood's three still waiting
+        reply = await mine
+        assert reply.model == "gemma3-270m" and reply.choices[0].message.content
+        assert gw.fair.queue.waiting("flood") >= 2 and sum(not f.done() for f in floods) >= 3
+    finally:
+        worker.release_all()
+        results = await asyncio.gather(*floods, return_exceptions=True)
+        await flood.close()
+        await innocent.close()
+    assert all(not isinstance(r, BaseException) for r in results)  # the flood is served too, in its turns
 
 
 async def _inflight(gw: Gateway) -> bool:

@@ -1,0 +1,139 @@
+"""Per-key fair queueing: who gets the next free slot when several client keys wait for one.
+
+    FairQueue   pure ordering: one FIFO per key, the keys served in turn (round-robin). A key with 1,000
+                requests waiting and a key with one take turns: the second waits for one slot, not for
+                the 1,000 ahead of it.
+    FairGate    ``slots`` holders at once; ``async with gate.slot(key)`` waits its turn in a FairQueue.
+                A key may have at most ``max_waiting`` requests waiting (:class:`GateFull` beyond), so a
+                flood cannot grow the queue (nor the bodies it holds) without bound.
+
+Used where a client key's work is admitted: the gateway (a request's parse, publish and answer) and the
+router (its cache lookups). While slots are free nothing waits and the gate is a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class GateFull(Exception):
+    """This key already has ``max_waiting`` requests waiting for a slot."""
+
+
+class FairQueue(Generic[T]):
+    """Items waiting per key; :meth:`pop` takes the oldest item of the next key in turn."""
+
+    def __init__(self) -> None:
+        self._ring: dict[str, deque[T]] = {}  # insertion order is the turn order
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def waiting(self, key: str) -> int:
+        queue = self._ring.get(key)
+        return len(queue) if queue is not None else 0
+
+    def push(self, key: str, item: T) -> None:
+        queue = self._ring.get(key)
+        if queue is None:
+            self._ring[key] = queue = deque()
+        queue.append(item)
+        self._count += 1
+
+    def pop(self) -> tuple[str, T] | None:
+        """The oldest item of the key whose turn it is; that key then goes to the back of the turn."""
+        if not self._ring:
+            return None
+        key = next(iter(self._ring))
+        queue = self._ring.pop(key)
+        item = queue.popleft()
+        self._count -= 1
+        if queue:
+            self._ring[key] = queue  # re-inserted: last in turn
+        return key, item
+
+    def remove(self, key: str, item: T) -> bool:
+        """Take a waiting item out (its waiter gave up); False if it was not waiting."""
+        queue = self._ring.get(key)
+        if queue is None or item not in queue:
+            return False
+        queue.remove(item)
+        self._count -= 1
+        if not queue:
+            del self._ring[key]
+        return True
+
+
+class FairGate:
+    def __init__(self, slots: int, max_waiting: int) -> None:
+        self.slots, self.max_waiting = slots, max_waiting
+        self.busy = 0  # slots held
+        self.queue: FairQueue[asyncio.Future[None]] = FairQueue()
+
+    def full(self, key: str) -> bool:
+        """Whether a request of ``key`` would be refused now (check it before reading a body)."""
+        return self.busy >= self.slots and self.queue.waiting(key) >= self.max_waiting
+
+    async def acquire(self, key: str) -> None:
+        if self.busy < self.slots and not len(self.queue):
+            self.busy += 1
+            return
+        if self.queue.waiting(key) >= self.max_waiting:
+            raise GateFull(key)
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.push(key, granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if not self.queue.remove(key, granted) and granted.done() and not granted.cancelled():
+                self.release()  # granted as we were cancelled: pass the slot on
+            raise
+
+    def release(self) -> None:
+        self.busy -= 1
+        while self.busy < self.slots:
+            turn = self.queue.pop()
+            if turn is None:
+                return
+            granted = turn[1]
+            if not granted.done():
+                self.busy += 1
+                granted.set_result(None)
+
+    def slot(self, key: str) -> Slot:
+        return Slot(self, key)
+
+
+class Slot:
+    """``async with gate.slot(key) as slot``: a slot for the block, or until ``slot.release()`` (a plain
+    class: this is on every request's path)."""
+
+    __slots__ = ("gate", "key", "held")
+
+    def __init__(self, gate: FairGate | None, key: str) -> None:
+        self.gate, self.key, self.held = gate, key, False
+
+    async def __aenter__(self) -> Slot:
+        if self.gate is not None:
+            await self.gate.acquire(self.key)
+            self.held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back before the block ends (once; later calls do nothing)."""
+        if self.held and self.gate is not None:
+            self.held = False
+            self.gate.release()
+
+
+def no_slot() -> Slot:
+    """A Slot of no gate: nothing to wait for, nothing to release."""
+    return Slot(None, "")
