@@ -9,6 +9,7 @@ handed to its handler the moment it is stored (no batch waits). For each message
     raises anything else             -> logged once with its traceback, then as Transient
     runs longer than ack_wait / 3    -> ``in_progress`` heartbeats keep it ours
     is cancelled by shutdown         -> nak(0): another instance takes it at once
+    arrives with ``linger`` > 0      -> handled with the others of that many seconds (bus/linger.py)
     arrives after max_deliver tries  -> dead letter (a handler that crashed its process every time)
 
 A dead letter is the original message copied to ``orch.dlq.<stream>`` with headers that say why.
@@ -32,6 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus import subjects
 from bus.errors import Permanent, Transient
+from bus.linger import Linger
 from schemas.errors import SchemaError
 from schemas.events import DeadLettered, Event
 
@@ -42,6 +44,7 @@ DeadLetterHook = Callable[["Delivery", str], Awaitable[None]]
 
 PULL_EXPIRES = 10.0  # seconds a pull request waits on the server
 PULL_HEARTBEAT = 2.0  # the server says "still here" this often while a pull waits
+OFF_PATH_LINGER = 0.02  # seconds a consumer that folds results may wait to take them in one batch
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ConsumerSpec:
     max_ack_pending: int | None = None  # shared by all instances; default max(4 x concurrency, 1000)
     deliver_new: bool = False  # start at new messages instead of the whole stream
     on_dead_letter: DeadLetterHook | None = None  # e.g. answer the request with a typed error
+    linger: float = 0.0  # > 0: off the request path, hand messages out in batches at most this late
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -163,6 +167,7 @@ class PullConsumer:
         self._last_activity = time.monotonic()
         self._active: set[Delivery] = set()  # handed out and not settled (held included)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._linger = Linger(spec.linger, self._spawn_all)  # linger 0: each message at once
         self._fetching = False
         self._ensure_needed = False
         self._logged: set[int] = set()  # stream seqs whose traceback was logged already
@@ -199,6 +204,7 @@ class PullConsumer:
         self._tick_task = asyncio.create_task(self._progress_loop(), name=f"progress:{self.spec.durable}")
 
     def stop_fetching(self) -> None:
+        self._linger.flush()  # what was received is handled now (or nak'ed by close), not left waiting
         self._fetching = False
         self._wake.set()
 
@@ -265,11 +271,7 @@ class PullConsumer:
                 await asyncio.wait_for(self._wake.wait(), PULL_HEARTBEAT)
 
     async def _request(self, batch: int) -> None:
-        body = {
-            "batch": batch,
-            "expires": int(PULL_EXPIRES * 1e9),
-            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
-        }
+        body = {"batch": batch, "expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         self._outstanding += batch
         self._last_activity = time.monotonic()
@@ -289,9 +291,14 @@ class PullConsumer:
             return
         delivery = Delivery(msg, self)
         self._active.add(delivery)
-        task = asyncio.create_task(self._handle(delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._linger.add(delivery)
+
+    def _spawn_all(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            if self._fetching and not d.settled:  # else close() naks it
+                task = asyncio.create_task(self._handle(d))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def _on_status(self, status: str, headers: dict[str, str]) -> None:
         if status == "100":  # idle heartbeat

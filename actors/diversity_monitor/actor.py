@@ -33,7 +33,7 @@ from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import ConsumerSpec, Delivery
+from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.kv import LiveView
 from schemas.budget import LEDGER_SUMMARY, LedgerSummary, SummaryRequest
 from schemas.codec import EVENT, Codec
@@ -88,7 +88,7 @@ class DiversityMonitor(Actor):
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.on_result,
                 description="results and failed attempts",
-                **defaults,
+                **{**defaults, "concurrency": 32, "linger": OFF_PATH_LINGER},  # in batches, after the answer
             ),
             ConsumerSpec(
                 stream="EVENTS",
