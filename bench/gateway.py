@@ -121,37 +121,29 @@ async def wait_http(url: str, headers: dict[str, str], timeout: float = 90) -> N
     raise RuntimeError(f"{url} did not come up")
 
 
-def pyspy(out: str | None, label: str, pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+def attach_spies(args: argparse.Namespace, label: str, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     """``--pyspy DIR``: py-spy samples every Python actor during the measured seconds of the first round
-    (collapsed stacks, one file per actor and cell; it costs CPU, so such a run's rates are not quoted)."""
+    (collapsed stacks, one file per actor and cell); ``--strace DIR``: the system calls each process
+    makes then (``strace -c``). Both cost CPU: such a run's rates are not quoted."""
+    out = args.pyspy or args.strace
     if out is None:
         return []
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     Path(out).mkdir(parents=True, exist_ok=True)
     stem = label.replace(" ", "_").replace("=", "")
-    return [
-        subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(pid),
-                "--duration",
-                str(max(1, int(seconds))),
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--output",
-                f"{out}/{stem}-{name}.txt",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, pid in pids.items()
-        if name != "nats-server"
-    ]
+    seconds = str(max(1, int(args.seconds)))
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = []
+    for name, pid in pids.items():
+        file = f"{out}/{stem}-{name}.txt"
+        if args.pyspy and name != "nats-server":
+            argv = [pyspy, "record", "--pid", str(pid), "--duration", seconds, "--rate", "200"]
+            argv += ["--format", "raw", "--nonblocking", "--output", file]
+        elif args.strace:
+            argv = ["timeout", "-s", "INT", seconds, "strace", "-c", "-f", "-p", str(pid), "-o", file]
+        else:
+            continue
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
 
 
 def cpu_s(pid: int) -> float:
@@ -341,7 +333,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         label = f"{delay}ms c={conc} {name}"
                         trace = traces.setdefault(label, Trace()) if ours and not args.no_trace else None
                         before = {n: cpu_s(pid) for n, pid in pids.items()} if ours else {}
-                        spies = pyspy(args.pyspy, label, pids, args.seconds) if ours and rnd == 0 else []
+                        spies = attach_spies(args, label, pids) if ours and rnd == 0 else []
                         rps, p50, p99, errors, total = await load(
                             url.format(port=port), headers, body, conc, args.seconds, trace
                         )
@@ -457,6 +449,7 @@ def main() -> None:
     parser.add_argument("--cells", type=cells_arg, default=None, help="only these cells: 0:64,50:1 (delay:c)")
     parser.add_argument("--no-trace", action="store_true", help="no per-hop sampling (and no hop table)")
     parser.add_argument("--pyspy", metavar="DIR", help="py-spy every actor in the first round's orchestra cells")
+    parser.add_argument("--strace", metavar="DIR", help="count every process's system calls in those cells")
     args = parser.parse_args()
     result = uvloop.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
