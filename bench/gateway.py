@@ -121,6 +121,31 @@ async def wait_http(url: str, headers: dict[str, str], timeout: float = 90) -> N
     raise RuntimeError(f"{url} did not come up")
 
 
+def attach_spies(args: argparse.Namespace, label: str, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """``--pyspy DIR``: py-spy samples every Python actor during the measured seconds of the first round
+    (collapsed stacks, one file per actor and cell); ``--strace DIR``: the system calls each process
+    makes then (``strace -c``). Both cost CPU: such a run's rates are not quoted."""
+    out = args.pyspy or args.strace
+    if out is None:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    stem = label.replace(" ", "_").replace("=", "")
+    seconds = str(max(1, int(args.seconds)))
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = []
+    for name, pid in pids.items():
+        file = f"{out}/{stem}-{name}.txt"
+        if args.pyspy and name != "nats-server":
+            argv = [pyspy, "record", "--pid", str(pid), "--duration", seconds, "--rate", "200"]
+            argv += ["--format", "raw", "--nonblocking", "--output", file]
+        elif args.strace:
+            argv = ["timeout", "-s", "INT", seconds, "strace", "-c", "-f", "-p", str(pid), "-o", file]
+        else:
+            continue
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -300,14 +325,20 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for rnd in range(args.rounds):
             for delay, port, model in ((0, fast_port, "bench/fast"), (50, slow_port, "bench/slow")):
                 for conc in (1, 16, 64):
+                    if args.cells and (delay, conc) not in args.cells:
+                        continue
                     for name, (url, headers, ext) in contenders.items():
                         body = json.dumps({**BODY, "model": model, **ext}).encode()
                         ours = name.startswith("orch")
-                        trace = traces.setdefault(f"{delay}ms c={conc} {name}", Trace()) if ours else None
+                        label = f"{delay}ms c={conc} {name}"
+                        trace = traces.setdefault(label, Trace()) if ours and not args.no_trace else None
                         before = {n: cpu_s(pid) for n, pid in pids.items()} if ours else {}
+                        spies = attach_spies(args, label, pids) if ours and rnd == 0 else []
                         rps, p50, p99, errors, total = await load(
                             url.format(port=port), headers, body, conc, args.seconds, trace
                         )
+                        for spy in spies:
+                            spy.wait()
                         cell = cells.setdefault((delay, conc, name), Cell())
                         cell.rps.append(rps)
                         cell.p50.append(p50)
@@ -344,6 +375,8 @@ def report(
     )
     for delay in (0, 50):
         for conc in (1, 16, 64):
+            if (delay, conc, "direct") not in cells:
+                continue
             direct = cells[(delay, conc, "direct")]
             for name in names:
                 c = cells[(delay, conc, name)]
@@ -380,12 +413,14 @@ def report(
         print(f"{'cell':<24} " + " ".join(f"{h:>11}" for h in HOPS) + f" {'n':>5}")
         for cell, h in hops.items():
             print(f"{cell:<24} " + " ".join(f"{h[k]:>11.2f}" for k in HOPS) + f" {int(h['n']):>5}")
-    summary = {}
-    if "litellm" in names:
-        for delay in (0, 50):
+    summary: dict[str, float | None] = {}
+    for delay in (0, 50):
+        if "litellm" in names and (delay, 64, "litellm") in cells:
             o, ll = cells[(delay, 64, "orchestra")], cells[(delay, 64, "litellm")]
             summary[f"rps_ratio_c64_delay{delay}"] = med(o.rps) / med(ll.rps) if med(ll.rps) else None
-    summary["orchestra_added_p50_ms_c1_delay0"] = med(cells[(0, 1, "orchestra")].p50) - med(cells[(0, 1, "direct")].p50)
+        if (delay, 1, "orchestra") in cells:
+            o, d = cells[(delay, 1, "orchestra")], cells[(delay, 1, "direct")]
+            summary[f"orchestra_added_p50_ms_c1_delay{delay}"] = med(o.p50) - med(d.p50)
     print("\n" + "  ".join(f"{k}={v:.2f}" for k, v in summary.items() if v is not None))
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -398,6 +433,10 @@ def report(
     }
 
 
+def cells_arg(text: str) -> set[tuple[int, int]]:
+    return {(int(d), int(c)) for d, c in (part.split(":") for part in text.split(","))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per cell")
@@ -407,6 +446,10 @@ def main() -> None:
     parser.add_argument(
         "--stack", choices=("full", "minimal"), default="full", help="every actor, or the four on the path"
     )
+    parser.add_argument("--cells", type=cells_arg, default=None, help="only these cells: 0:64,50:1 (delay:c)")
+    parser.add_argument("--no-trace", action="store_true", help="no per-hop sampling (and no hop table)")
+    parser.add_argument("--pyspy", metavar="DIR", help="py-spy every actor in the first round's orchestra cells")
+    parser.add_argument("--strace", metavar="DIR", help="count every process's system calls in those cells")
     args = parser.parse_args()
     result = uvloop.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

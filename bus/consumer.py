@@ -9,6 +9,7 @@ handed to its handler the moment it is stored (no batch waits). For each message
     raises anything else             -> logged once with its traceback, then as Transient
     runs longer than ack_wait / 3    -> ``in_progress`` heartbeats keep it ours
     is cancelled by shutdown         -> nak(0): another instance takes it at once
+    arrives with ``linger`` > 0      -> handled with the others of that many seconds (bus/linger.py)
     arrives after max_deliver tries  -> dead letter (a handler that crashed its process every time)
 
 A dead letter is the original message copied to ``orch.dlq.<stream>`` with headers that say why.
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -32,6 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus import subjects
 from bus.errors import Permanent, Transient
+from bus.linger import Linger
 from schemas.errors import SchemaError
 from schemas.events import DeadLettered, Event
 
@@ -42,6 +45,7 @@ DeadLetterHook = Callable[["Delivery", str], Awaitable[None]]
 
 PULL_EXPIRES = 10.0  # seconds a pull request waits on the server
 PULL_HEARTBEAT = 2.0  # the server says "still here" this often while a pull waits
+OFF_PATH_LINGER = 0.02  # seconds a consumer that folds results may wait to take them in one batch
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class ConsumerSpec:
     max_ack_pending: int | None = None  # shared by all instances; default max(4 x concurrency, 1000)
     deliver_new: bool = False  # start at new messages instead of the whole stream
     on_dead_letter: DeadLetterHook | None = None  # e.g. answer the request with a typed error
+    linger: float = 0.0  # > 0: off the request path, hand messages out in batches at most this late
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -73,7 +78,7 @@ class Delivery:
         self.last_progress = self.received
         self.held = False
         self.settled = False
-        self._meta: Any = None
+        self._meta: tuple[int, int, float] | None = None
 
     @property
     def subject(self) -> str:
@@ -87,24 +92,27 @@ class Delivery:
     def headers(self) -> dict[str, str]:
         return self.msg.headers or {}
 
-    @property
-    def metadata(self) -> Any:
+    def _fields(self) -> tuple[int, int, float]:  # (deliveries, stream seq, stored at); nats-py's parse: 12 µs
         if self._meta is None:
-            self._meta = self.msg.metadata
+            t = (self.msg.reply or "").split(".")  # $JS.ACK.<stream>.<consumer>.<n>.<sseq>.<cseq>.<ns>.<pending>
+            if len(t) == 9 and t[1] == "ACK":
+                self._meta = (int(t[4]), int(t[5]), datetime.fromtimestamp(int(t[7]) / 1e9, UTC).timestamp())
+            else:  # with a domain (or anything else): as nats-py reads it
+                m = self.msg.metadata
+                self._meta = (m.num_delivered, m.sequence.stream, m.timestamp.timestamp() if m.timestamp else 0.0)
         return self._meta
 
     @property
     def num_delivered(self) -> int:
-        return int(self.metadata.num_delivered)
+        return int(self._fields()[0])
 
     @property
     def stream_seq(self) -> int:
-        return int(self.metadata.sequence.stream)
+        return int(self._fields()[1])
 
     @property
     def published_at(self) -> float:
-        ts = self.metadata.timestamp
-        return ts.timestamp() if ts else time.time()
+        return self._fields()[2] or time.time()
 
     def hold(self) -> Delivery:
         """Keep the message unacknowledged after the handler returns; the caller settles it later.
@@ -163,6 +171,7 @@ class PullConsumer:
         self._last_activity = time.monotonic()
         self._active: set[Delivery] = set()  # handed out and not settled (held included)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._linger = Linger(spec.linger, self._spawn_all)  # linger 0: each message at once
         self._fetching = False
         self._ensure_needed = False
         self._logged: set[int] = set()  # stream seqs whose traceback was logged already
@@ -199,6 +208,7 @@ class PullConsumer:
         self._tick_task = asyncio.create_task(self._progress_loop(), name=f"progress:{self.spec.durable}")
 
     def stop_fetching(self) -> None:
+        self._linger.flush()  # what was received is handled now (or nak'ed by close), not left waiting
         self._fetching = False
         self._wake.set()
 
@@ -209,10 +219,7 @@ class PullConsumer:
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no handler runs (held deliveries do not count). True if idle in time."""
         tasks = [t for t in self._tasks if not t.done()]
-        if not tasks:
-            return True
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        return not pending
+        return not tasks or not (await asyncio.wait(tasks, timeout=timeout))[1]
 
     async def close(self) -> None:
         """Cancel what still runs (its messages are nak'ed), nak held ones, stop the pull loop."""
@@ -265,11 +272,7 @@ class PullConsumer:
                 await asyncio.wait_for(self._wake.wait(), PULL_HEARTBEAT)
 
     async def _request(self, batch: int) -> None:
-        body = {
-            "batch": batch,
-            "expires": int(PULL_EXPIRES * 1e9),
-            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
-        }
+        body = {"batch": batch, "expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         self._outstanding += batch
         self._last_activity = time.monotonic()
@@ -289,18 +292,20 @@ class PullConsumer:
             return
         delivery = Delivery(msg, self)
         self._active.add(delivery)
-        task = asyncio.create_task(self._handle(delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._linger.add(delivery)
+
+    def _spawn_all(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            if self._fetching and not d.settled:  # else close() naks it
+                task = asyncio.create_task(self._handle(d))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def _on_status(self, status: str, headers: dict[str, str]) -> None:
         if status == "100":  # idle heartbeat
             return
         pending = headers.get("Nats-Pending-Messages")
-        if pending is not None and pending.isdigit():
-            self._outstanding = max(0, self._outstanding - int(pending))
-        else:
-            self._outstanding = 0
+        self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
         description = str(headers.get("Description", ""))
         if status == "409" and "Deleted" in description:
             self._ensure_needed = True

@@ -24,7 +24,7 @@ from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
 from actors.cache.messages import CacheMsg, Embed, Lookup, ResultStored, SweepTick
 from actors.cache.verifier import Verifier
 from bus.actor import Actor
-from bus.consumer import ConsumerSpec, Delivery
+from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
 from bus.log import register_secret
 from bus.service import ServiceSpec
@@ -88,7 +88,8 @@ class CacheActor(Actor):
                 durable="cache",
                 subjects=(RESULT_FINAL,),
                 handler=self.deliver(ResultStored),
-                concurrency=8,
+                concurrency=32,
+                linger=OFF_PATH_LINGER,  # in batches, after the gateway has answered
                 deliver_new=True,
                 description="cache: store the answers of remembered misses",
                 **self.consumer_defaults(),

@@ -4,12 +4,14 @@ services, supervision. The test actor runs in-process here; see test_processes f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from bus.consumer import ConsumerSpec
 from bus.errors import ServiceCallError
 from bus.service import call
 from bus.supervise import Supervisor
@@ -181,6 +183,29 @@ async def test_stop_naks_in_flight_work_so_another_instance_takes_it(
 async def _redelivered(nc: NATS) -> object:
     info = await nc.jetstream().consumer_info("ECHO", "echo")
     return info if info.num_redelivered else None
+
+
+class LingeringEcho(EchoActor):
+    """The echo actor with its consumer handing messages out in batches (``linger``)."""
+
+    def consumers(self) -> list[ConsumerSpec]:
+        return [dataclasses.replace(spec, linger=0.05, concurrency=16) for spec in super().consumers()]
+
+
+async def test_lingering_consumer_handles_every_message_once_and_acks_it(cfg: OrchestraConfig, nc: NATS) -> None:
+    """With linger, a burst of jobs is handled in batches: each result stored once, nothing left unacked."""
+    actor = LingeringEcho(cfg)
+    await actor.start(nc)
+    try:
+        for i in range(40):
+            await publish_job(nc, Job(id=f"lg{i}", text="x"))
+        for i in range(40):
+            await eventually(lambda i=i: done_count(nc, f"lg{i}"))  # type: ignore[misc]
+        info = await eventually(lambda: _settled(nc))
+        assert info.num_ack_pending == 0 and info.num_redelivered == 0
+        assert [await done_count(nc, f"lg{i}") for i in range(40)] == [1] * 40
+    finally:
+        await actor.stop(grace=1)
 
 
 def test_echo_stream_is_declared() -> None:
