@@ -38,8 +38,9 @@ from typing import Any
 
 import openai
 
-from actors.diversity_monitor.diversity import Answer, code_of, metrics, structure
+from actors.diversity_monitor.diversity import Answer, metrics, structure
 from bus.server import EmbeddedNats
+from policy.consensus.code import code_of
 from tests.support.cloud import free_port
 from tests.support.procs import ActorProcess
 from tests.support.profile import register_server, write_profile

@@ -31,36 +31,7 @@ LEXICAL_SAME_APPROACH = 0.5  # word-set Jaccard, when there is no embedder
 MAX_GROUP = 200  # pairwise figures use at most this many answers of a group (the most recent)
 MAX_TEXT = 4000  # characters of an answer kept for analysis
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
-_NOT_PYTHON = {
-    "c",
-    "cpp",
-    "c++",
-    "java",
-    "js",
-    "javascript",
-    "ts",
-    "typescript",
-    "go",
-    "rust",
-    "rs",
-    "sql",
-    "sh",
-    "bash",
-    "ruby",
-    "rb",
-    "kotlin",
-    "swift",
-    "scala",
-    "php",
-    "r",
-    "json",
-    "yaml",
-    "html",
-    "css",
-    "text",
-}
 
 
 # --- one answer ----------------------------------------------------------------------------------
@@ -80,30 +51,6 @@ class Answer:
     text: str = ""
     shape: Counter[str] | None = None  # the code's structure; None for prose
     vector: Any = None  # unit embedding (numpy array) or None
-
-
-def code_of(text: str) -> str | None:
-    """The Python code in an answer: its fenced blocks (```python / ``` / ```py), else the whole text
-    when it parses as Python and is not a single bare expression (plain prose can parse as a name)."""
-    blocks = [body for lang, body in _FENCE.findall(text) if lang.lower() not in _NOT_PYTHON]
-    if blocks:
-        code = "\n\n".join(b.strip("\n") for b in blocks)
-        return code if _parses(code) else None
-    stripped = text.strip()
-    if not stripped or not _parses(stripped):
-        return None
-    tree = ast.parse(stripped)
-    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
-        return None  # "Paris" or "4": an expression, not a program
-    return stripped
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
 
 
 def _strip_docstrings(tree: ast.AST) -> None:

@@ -31,12 +31,12 @@ from actors.diversity_monitor.diversity import (
     MAX_TEXT,
     Answer,
     Summary,
-    code_of,
     evenness,
     structure,
     summarise,
 )
 from actors.diversity_monitor.tally import Bucket, RecentIds, Samples, Series
+from policy.consensus.code import code_of
 from schemas.events import BudgetThreshold, CostSpike, DiversityLow, Event, Oom
 from schemas.result import AttemptFailed, GenerateResult, Outcome, Provenance
 from schemas.state import HostState, QueueState, TierState

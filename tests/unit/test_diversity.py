@@ -10,7 +10,6 @@ import pytest
 
 from actors.diversity_monitor.diversity import (
     Answer,
-    code_of,
     embedding_diversity,
     metrics,
     structural_similarity,
@@ -18,6 +17,7 @@ from actors.diversity_monitor.diversity import (
     summarise,
 )
 from actors.diversity_monitor.window import answers_of
+from policy.consensus.code import code_of
 from schemas.result import GenerateResult, Provenance, Response
 from tests.support.answers import FIB_DIVERSE, FIB_SAME, SKY_DIVERSE, SKY_SAME
 
