@@ -21,9 +21,10 @@ from typing import Any
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import CallDeltas, anthropic_calls, anthropic_messages, anthropic_tools
+from actors.cloud_proxy.clients.streamstate import StreamState
+from actors.cloud_proxy.clients.tools import anthropic_calls, anthropic_messages, anthropic_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
-from schemas.result import FinishReason, ToolCallDelta
+from schemas.result import FinishReason
 
 API_VERSION = "2023-06-01"
 _STATUS = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500, "invalid_request_error": 400}
@@ -91,19 +92,7 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
     )
 
 
-class AnthropicStream:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish: FinishReason = "stop"
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.pieces = 0
-        self.done = False
-        self.deltas = CallDeltas()
-
-    def take_calls(self) -> list[ToolCallDelta]:
-        return self.deltas.take()
-
+class AnthropicStream(StreamState):
     def feed(self, event: SseEvent) -> str | None:
         if event.event == "ping" or not event.data.strip():
             return None
@@ -144,12 +133,4 @@ class AnthropicStream:
     def result(self) -> Completion:
         if not self.done:
             raise ServerError("the stream ended before message_stop")
-        calls = self.deltas.calls()
-        return Completion(
-            text="".join(self.parts),
-            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            pieces=self.pieces,
-            tool_calls=calls,
-        )
+        return self.completion()

@@ -163,14 +163,8 @@ class HttpClient:
                 if not call.stream:
                     return self.wire.parse(decode_json(await resp.read()))
                 return await self._stream(resp, on_text)
-        except ProviderError:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise Timeout(f"{self.name}: no answer in time ({type(exc).__name__})") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ServerError(f"{self.name}: cannot connect: {exc.os_error.strerror or exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(self.name, exc) from exc
 
     async def post_json(self, url: str, body: dict[str, Any], key: str, *, timeout: aiohttp.ClientTimeout) -> Any:
         """One JSON request, one JSON answer (embeddings), errors converted as ``complete`` does."""
@@ -183,14 +177,8 @@ class HttpClient:
                 if resp.status >= 400:
                     raise classify(resp.status, raw, resp.headers, time.time())
                 return decode_json(raw)
-        except ProviderError:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise Timeout(f"{self.name}: no answer in time ({type(exc).__name__})") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ServerError(f"{self.name}: cannot connect: {exc.os_error.strerror or exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise ServerError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(self.name, exc) from exc
 
     async def _stream(self, resp: aiohttp.ClientResponse, on_text: OnText | None) -> Completion:
         decoder = SseDecoder()
@@ -221,3 +209,12 @@ async def _forward(pieces: list[str | ToolCallDelta], on_text: OnText | None) ->
     if on_text is not None:
         for piece in pieces:
             await on_text(piece)
+
+
+def transport_error(name: str, exc: TimeoutError | aiohttp.ClientError) -> ProviderError:
+    """A transport failure (timeout, connection, protocol) as the provider error it is."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return Timeout(f"{name}: no answer in time ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ServerError(f"{name}: cannot connect: {exc.os_error.strerror or exc}")
+    return ServerError(f"{name}: {type(exc).__name__}: {exc}")

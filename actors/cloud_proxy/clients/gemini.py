@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import CallDeltas, gemini_calls, gemini_contents, gemini_tools
+from actors.cloud_proxy.clients.streamstate import StreamState
+from actors.cloud_proxy.clients.tools import gemini_calls, gemini_contents, gemini_tools
 from actors.cloud_proxy.errors import ContentPolicy, ServerError, classify
-from schemas.result import FinishReason, TokenLogprob, ToolCallDelta, TopLogprob
+from schemas.result import FinishReason, TokenLogprob, TopLogprob
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
@@ -138,20 +139,7 @@ class GeminiWire:
         return GeminiStream()
 
 
-class GeminiStream:
-    done = False  # the stream ends with the connection
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish: FinishReason | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.pieces = 0
-        self.deltas = CallDeltas()
-
-    def take_calls(self) -> list[ToolCallDelta]:
-        return self.deltas.take()
-
+class GeminiStream(StreamState):
     def feed(self, event: SseEvent) -> str | None:
         if not event.data.strip():
             return None
@@ -179,12 +167,4 @@ class GeminiStream:
     def result(self) -> Completion:
         if self.finish is None:
             raise ServerError("the stream ended without a finishReason")
-        calls = self.deltas.calls()
-        return Completion(
-            text="".join(self.parts),
-            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            pieces=self.pieces,
-            tool_calls=calls,
-        )
+        return self.completion()

@@ -16,10 +16,11 @@ import msgspec
 
 from actors.cloud_proxy.clients.base import Call, Completion, decode_json
 from actors.cloud_proxy.clients.sse import SseEvent
-from actors.cloud_proxy.clients.tools import CallDeltas, openai_calls, openai_message, openai_tools
+from actors.cloud_proxy.clients.streamstate import StreamState
+from actors.cloud_proxy.clients.tools import openai_calls, openai_message, openai_tools
 from actors.cloud_proxy.errors import ContentPolicy, ProviderError, ServerError, classify
 from schemas.request import ResponseFormat
-from schemas.result import FinishReason, TokenLogprob, ToolCallDelta
+from schemas.result import FinishReason, TokenLogprob
 
 
 def finish(reason: Any) -> FinishReason:
@@ -151,19 +152,7 @@ class OpenAIWire:
         return OpenAIStream()
 
 
-class OpenAIStream:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish: FinishReason | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.pieces = 0
-        self.done = False
-        self.deltas = CallDeltas()
-
-    def take_calls(self) -> list[ToolCallDelta]:
-        return self.deltas.take()
-
+class OpenAIStream(StreamState):
     def _calls(self, delta: Any) -> None:
         """``delta.tool_calls``: the first entry of a call has its id and name, later ones arguments."""
         for c in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
@@ -210,12 +199,4 @@ class OpenAIStream:
     def result(self) -> Completion:
         if not self.done and self.finish is None:
             raise ServerError("the stream ended before the answer was complete")
-        calls = self.deltas.calls()
-        return Completion(
-            text="".join(self.parts),
-            finish_reason="tool_calls" if calls and self.finish != "length" else self.finish or "stop",
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            pieces=self.pieces,
-            tool_calls=calls,
-        )
+        return self.completion()
