@@ -142,14 +142,22 @@ class Api:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, chat=False)
 
-    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+    async def _admitted(self, request: web.Request) -> tuple[ClientKey, bytes] | web.Response:
+        """The caller's key and the body, or the refusal (unknown key; refused for its rate moments ago, or
+        its share of the gateway's queue full: before the body is read)."""
         key = self.authenticate(request)
         if isinstance(key, web.Response):
             return key
         held = self._still_refused(key)
         if held is not None:
             return held
-        raw = await request.read()
+        return key, await request.read()
+
+    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        admitted = await self._admitted(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        key, raw = admitted
         try:  # a flooding key's backlog waits its turn, not ours; a big body until it is published
             async with self.fair.slot(key.id), self._lane(raw, key) as lane:
                 return await self._serve(request, raw, key, chat=chat, lane=lane)
@@ -225,13 +233,10 @@ class Api:
         return body, oa.to_request(body, client_key=key.id, default_timeout=timeout)
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        key = self.authenticate(request)
-        if isinstance(key, web.Response):
-            return key
-        held = self._still_refused(key)
-        if held is not None:
-            return held
-        raw = await request.read()
+        admitted = await self._admitted(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        key, raw = admitted
         try:
             async with self.fair.slot(key.id):
                 return await self._embed(raw, key)
