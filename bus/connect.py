@@ -25,8 +25,13 @@ from schemas.config.bus import BusCfg, NatsTlsCfg
 log = logging.getLogger(__name__)
 
 
+STARTUP_GRACE_S = 15.0  # a server that refuses connections this soon after we start is still starting
+
+
 class _QuietErrors:
-    """error_cb that logs a repeated error once, then a summary at most every 30 s."""
+    """error_cb that logs a repeated error once, then a summary at most every 30 s. Before the first
+    connect, a refused connection within STARTUP_GRACE_S is the server still starting (``orchestra up``
+    starts every process at once): said at INFO, and a warning only if it goes on."""
 
     def __init__(self, name: str, level: int = logging.WARNING) -> None:
         self.name = name
@@ -35,6 +40,8 @@ class _QuietErrors:
         self.count = 0
         self.last_log = 0.0
         self.refused = False  # the server said the credentials are wrong (or there were none)
+        self.born = time.monotonic()
+        self.connected = False  # set once the first connect succeeded
 
     async def __call__(self, exc: Exception) -> None:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -42,7 +49,11 @@ class _QuietErrors:
         now = time.monotonic()
         if text != self.last:
             self.last, self.count, self.last_log = text, 1, now
-            log.log(self.level, "%s: nats connection problem: %s", self.name, text)
+            starting = not self.connected and now - self.born < STARTUP_GRACE_S
+            if starting and isinstance(exc, ConnectionRefusedError):
+                log.log(min(self.level, logging.INFO), "%s: waiting for the nats server to start (%s)", self.name, text)
+            else:
+                log.log(self.level, "%s: nats connection problem: %s", self.name, text)
         else:
             self.count += 1
             if now - self.last_log > 30:
@@ -222,6 +233,7 @@ async def connect(
     except TimeoutError as exc:
         raise _not_connected(bus, role, data_dir, wait, refused=errors.refused) from exc
     client.append(nc)
+    errors.connected = True
     if errors.count:
         log.info("%s: connected to nats", name)
         errors.reset()

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 from nats.aio.client import Server
 
+from bus import connect as connect_mod
 from bus import server as server_mod
 from bus.connect import backoff_handler, connect, reconnect_delay
 from bus.errors import ConnectError
@@ -78,7 +79,8 @@ async def test_credentials_named_but_not_set_are_a_clear_error(monkeypatch: pyte
 async def test_a_down_server_is_logged_once_without_tracebacks(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """First connect retried quietly: one warning for the repeated error, no traceback per retry."""
+    """First connect retried quietly: one line for the repeated error, no traceback per retry; a refused
+    connection this soon after starting is a server still starting (INFO, not a warning)."""
     server = EmbeddedNats(store_dir=tmp_path / "nats-down", port=0)
     server.start()
     url = server.url
@@ -87,8 +89,21 @@ async def test_a_down_server_is_logged_once_without_tracebacks(
     with pytest.raises(ConnectError):
         await connect(bus_cfg(url), name="down", wait=2)
     problems = [r for r in caplog.records if "nats connection problem" in r.getMessage()]
-    assert len(problems) == 1
+    waiting = [r for r in caplog.records if "waiting for the nats server to start" in r.getMessage()]
+    assert problems == [] and len(waiting) == 1 and waiting[0].levelno == logging.INFO
     assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_a_server_still_refusing_after_the_grace_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="bus.connect")
+    late = connect_mod._QuietErrors("late")
+    late.born -= connect_mod.STARTUP_GRACE_S + 1
+    await late(ConnectionRefusedError(111, "Connection refused"))
+    was_up = connect_mod._QuietErrors("was-up")
+    was_up.connected = True  # a drop after the first connect is never "still starting"
+    await was_up(ConnectionRefusedError(111, "Connection refused"))
+    levels = [r.levelno for r in caplog.records if "nats connection problem" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.WARNING]
 
 
 def test_a_missing_binary_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
