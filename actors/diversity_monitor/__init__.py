@@ -14,12 +14,12 @@ notify.py       webhook (Slack-compatible) and SMTP notifiers
 metrics.py      Prometheus instruments and the /metrics endpoint
 web.py          the dashboard on the same server: page, state, server-sent events, ack, audit, token
 static/         the page itself (plain HTML, JS, CSS); uPlot is vendored by `make vendor`
-embedding.py    the Embedder protocol and the cache's offline MiniLM
+embedding.py    the Embedder protocol and the offline MiniLM (weights/embedder.py)
 feed.py         reading results, events and commands (live, and the replay at start)
 desk.py         the I/O around alerts: events, remediation commands, notifications, digests
 grading.py      phase 3's automatic grading of a sampled share of answers
 reviews.py      the review queue and measured quality (orch_reviews, orch_quality)
 messages.py     the actor's message union (deliveries, timers, digests)
 actor.py        the actor: one handle() over messages.py; the helpers above get what they need from it
-cli.py          ``orchestra diversity`` and ``orchestra alerts``
+(cli/monitor.py: ``orchestra diversity`` and ``orchestra alerts``; cli/review.py: ``orchestra review``)
 """

@@ -1,2 +1,3 @@
-"""The router actor: policy.py (pure choice), fanout.py (pure fan-out + consensus), flow.py (request
-lifecycle), view.py (live state), queues.py (backlog), actor.py (the actor)."""
+"""The router actor: actor.py (one handle() over messages.py), flow.py (request lifecycle), pending.py
+(what is in flight, settled()), fanout.py (pure fan-out plan + consensus), view.py (live state), queues.py
+(backlog); the pure choice is policy/routing.py and policy/targets.py."""
