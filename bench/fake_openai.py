@@ -1,5 +1,7 @@
 """A fast fake OpenAI-compatible backend for benchmarks: answers /v1/chat/completions (and
-/v1/completions) with a fixed short reply and usage, after an optional delay. Not a test double:
+/v1/completions) with a fixed short reply and usage, after an optional delay; a chat request with
+``"stream": true`` gets the same reply as server-sent chunks (role, four content pieces, the finish with
+usage, ``[DONE]``), the delay before the first. Not a test double:
 it is the "backend" every contender (direct, the orchestra, LiteLLM) talks to in bench/gateway.py.
 
     python bench/fake_openai.py --port 0 --delay-ms 50   # prints "listening on <port>"
@@ -49,12 +51,39 @@ def reply_for(body: bytes, chat: bool) -> bytes:
     return msgspec.json.encode(obj)
 
 
+PIECES = ("This is ", "a fast ", "fake ", "answer.")
+
+
+def chunks_for(body: bytes) -> list[bytes]:
+    """The streamed reply as SSE events (OpenAI's chat.completion.chunk shape)."""
+    model = msgspec.json.decode(body).get("model", "fake")
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def event(delta: dict[str, object], finish: str | None = None, **extra: object) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + msgspec.json.encode({**base, "choices": [choice], **extra}) + b"\n\n"
+
+    usage = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
+    out = [event({"role": "assistant", "content": ""})]
+    out += [event({"content": piece}) for piece in PIECES]
+    out.append(event({}, "stop", usage=usage))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
 def make_app(delay_s: float) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if delay_s:
             await asyncio.sleep(delay_s)
-        return web.Response(body=reply_for(body, True), content_type="application/json")
+        if b'"stream":true' not in body.replace(b" ", b""):
+            return web.Response(body=reply_for(body, True), content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for chunk in chunks_for(body):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.read()

@@ -52,6 +52,7 @@ MINIMAL = ("budget_guard", "cloud_proxy", "router", "gateway")
 FULL = ("budget_guard", "cloud_proxy", "router", "gpu_host", "cache", "diversity_monitor", "rotator", "gateway")
 ACTOR_ARGS = {"gpu_host": ["--host", "cpu0"]}
 NO_CACHE: dict[str, object] = {"orchestra": {"no_cache": True, "no_store": True}}
+STREAM_CONC = 16  # the streamed row: every contender again with "stream": true, the whole stream read
 
 
 @dataclass
@@ -327,11 +328,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 for conc in (1, 16, 64):
                     if args.cells and (delay, conc) not in args.cells:
                         continue
-                    for name, (url, headers, ext) in contenders.items():
-                        body = json.dumps({**BODY, "model": model, **ext}).encode()
+                    streamed = {f"{n}-stream": c for n, c in contenders.items() if n != "orch-cached"}
+                    runs = {**contenders, **(streamed if conc == STREAM_CONC else {})}
+                    for name, (url, headers, ext) in runs.items():
+                        stream = {"stream": True} if name.endswith("-stream") else {}
+                        body = json.dumps({**BODY, "model": model, **ext, **stream}).encode()
                         ours = name.startswith("orch")
                         label = f"{delay}ms c={conc} {name}"
-                        trace = traces.setdefault(label, Trace()) if ours and not args.no_trace else None
+                        traced = ours and not stream and not args.no_trace  # a stream has no JSON id to trace
+                        trace = traces.setdefault(label, Trace()) if traced else None
                         before = {n: cpu_s(pid) for n, pid in pids.items()} if ours else {}
                         spies = attach_spies(args, label, pids) if ours and rnd == 0 else []
                         rps, p50, p99, errors, total = await load(
@@ -347,13 +352,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         for n, pid in pids.items() if ours and total else ():
                             cell.cpu_ms.setdefault(n, []).append((cpu_s(pid) - before[n]) * 1000 / total)
                         print(
-                            f"round {rnd + 1} delay={delay}ms c={conc:<3} {name:<11} {rps:8.1f} req/s  "
+                            f"round {rnd + 1} delay={delay}ms c={conc:<3} {name:<16} {rps:8.1f} req/s  "
                             f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
                             file=sys.stderr,
                             flush=True,
                         )
         hops = await hop_table(str(profile), traces)
-        return report(cells, list(contenders), args, hops)
+        names = list(contenders) + [f"{n}-stream" for n in contenders if n != "orch-cached"]
+        return report(cells, names, args, hops)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -370,7 +376,7 @@ def report(
     med = statistics.median
     rows = []
     print(
-        f"\n{'delay':>6} {'conc':>5}  {'contender':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"\n{'delay':>6} {'conc':>5}  {'contender':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'added p50 ms':>13} {'errors':>7}"
     )
     for delay in (0, 50):
@@ -379,8 +385,11 @@ def report(
                 continue
             direct = cells[(delay, conc, "direct")]
             for name in names:
+                if (delay, conc, name) not in cells:
+                    continue  # the streamed contenders run at STREAM_CONC only
                 c = cells[(delay, conc, name)]
-                added = med(c.p50) - med(direct.p50) if name != "direct" else 0.0
+                base = cells.get((delay, conc, "direct-stream" if name.endswith("-stream") else "direct"), direct)
+                added = med(c.p50) - med(base.p50) if not name.startswith("direct") else 0.0
                 row = {
                     "delay_ms": delay,
                     "concurrency": conc,
@@ -395,7 +404,7 @@ def report(
                 }
                 rows.append(row)
                 print(
-                    f"{delay:>5}ms {conc:>5}  {name:<10} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
+                    f"{delay:>5}ms {conc:>5}  {name:<16} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
                     f"{row['p99_ms']:>8.2f} {added:>13.2f} {c.errors:>7}"
                 )
     cpu_rows = [r for r in rows if r["cpu_ms_per_request"]]
@@ -418,6 +427,9 @@ def report(
         if "litellm" in names and (delay, 64, "litellm") in cells:
             o, ll = cells[(delay, 64, "orchestra")], cells[(delay, 64, "litellm")]
             summary[f"rps_ratio_c64_delay{delay}"] = med(o.rps) / med(ll.rps) if med(ll.rps) else None
+        if "litellm" in names and (delay, STREAM_CONC, "litellm-stream") in cells:
+            o, ll = cells[(delay, STREAM_CONC, "orchestra-stream")], cells[(delay, STREAM_CONC, "litellm-stream")]
+            summary[f"rps_ratio_stream_c{STREAM_CONC}_delay{delay}"] = med(o.rps) / med(ll.rps) if med(ll.rps) else None
         if (delay, 1, "orchestra") in cells:
             o, d = cells[(delay, 1, "orchestra")], cells[(delay, 1, "direct")]
             summary[f"orchestra_added_p50_ms_c1_delay{delay}"] = med(o.p50) - med(d.p50)
