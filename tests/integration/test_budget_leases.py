@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,16 +16,14 @@ from actors.budget_guard.actor import BudgetGuard
 from actors.cloud_proxy.actor import CloudProxy
 from actors.router.actor import Router
 from bench.fake_openai import make_app
-from bus.server import EmbeddedNats
 from policy.money import to_nanos
 from schemas.budget import LEDGER_ENTRY, Reserved
-from schemas.config import load_config
 from schemas.request import ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import GenerateError, GenerateResult
+from tests.support.actors import Actors
 from tests.support.budget import settled, summary
 from tests.support.client import ask, outcomes_stored
 from tests.support.cloud import free_port
-from tests.support.profile import write_profile
 from tests.support.wait import eventually
 
 MODEL = "paid/fast"
@@ -35,11 +32,11 @@ COST = to_nanos(0.02)
 
 
 class Paid:
-    """A budget_guard, a cloud_proxy in front of the fake backend (a premium provider) and a router."""
+    """A budget_guard, a cloud_proxy in front of the fake backend (a premium provider) and a router
+    (started and stopped by ``actors``)."""
 
-    def __init__(self, tmp_path: Path, url: str, nc: NATS) -> None:
-        self.tmp_path, self.url, self.nc = tmp_path, url, nc
-        self.actors: list[Any] = []
+    def __init__(self, actors: Actors) -> None:
+        self.actors = actors
         self.runner: web.AppRunner | None = None
         self.router: Router
 
@@ -64,27 +61,22 @@ class Paid:
             "cache": {"enabled": False},
             "router": {"attempt_timeout": "10s"},
         }
-        cfg = load_config(write_profile(self.tmp_path / "profile", self.url, overrides=overrides))
-        self.router = Router(cfg, instance="lease-router")
-        self.actors = [BudgetGuard(cfg), CloudProxy(cfg), self.router]
-        for actor in self.actors:
-            await actor.start(self.nc)
+        cfg = self.actors.config(overrides=overrides)
+        await self.actors.start(BudgetGuard(cfg))
+        await self.actors.start(CloudProxy(cfg))
+        self.router = await self.actors.start(Router(cfg, instance="lease-router"))
         await eventually(lambda: self.router.view.providers.data.get("paid"))
 
     async def stop(self) -> None:
-        for actor in reversed(self.actors):
-            await actor.stop(grace=0.5)
-        self.actors = []
+        await self.actors.stop_all()  # before the backend they call goes away
         if self.runner is not None:
             await self.runner.cleanup()
 
 
 @pytest.fixture
-async def paid(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Paid]:
+async def paid(actors: Actors, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Paid]:
     monkeypatch.setenv("LEASE_TEST_BACKEND_KEY", "sk-fake")
-    p = Paid(tmp_path, nats_server.url, nc)
+    p = Paid(actors)
     yield p
     await p.stop()
 
@@ -135,8 +127,7 @@ async def test_paid_requests_draw_from_a_few_leases_instead_of_reserving_each(pa
     assert book is not None
     undrawn = sum(x.left for x in book.leases())
     assert state.held_nanos == undrawn > 0
-    await paid.router.stop(grace=0.5)  # it retires its leases: their undrawn part goes back
-    paid.actors.remove(paid.router)
+    await paid.actors.stop(paid.router, grace=0.5)  # it retires its leases: their undrawn part goes back
     after = await summary(nc)
     assert after.held_nanos == 0 and after.open_reservations == 0 and after.open_leases == 0
 

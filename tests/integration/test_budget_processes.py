@@ -16,13 +16,13 @@ from nats.aio.client import Client as NATS
 
 from bus.actor import Actor
 from bus.errors import ServiceCallError
-from bus.server import EmbeddedNats
 from clients.budget import BudgetClient
 from schemas.budget import LEDGER_ENTRY, Reserved
 from schemas.config import load_config
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Target
 from schemas.request import ChatMessage, Sampling, make_request
+from tests.support.actors import Actors
 from tests.support.budget import (
     MODEL,
     PROVIDER,
@@ -37,7 +37,6 @@ from tests.support.budget import (
     summary,
 )
 from tests.support.procs import REPO, ActorProcess
-from tests.support.profile import write_profile
 from tests.support.wait import eventually
 
 ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
@@ -45,13 +44,6 @@ ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
 
 def orchestra(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ORCHESTRA, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
-
-
-def guard_process(profile: Path, processes: list[ActorProcess]) -> ActorProcess:
-    proc = ActorProcess("actors.budget_guard", profile).start()
-    processes.append(proc)
-    proc.wait_log("budget_guard started", timeout=30)
-    return proc
 
 
 class LeaseHolder(Actor):
@@ -134,9 +126,7 @@ class Traffic:
 
 
 @pytest.mark.slow
-async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
-) -> None:
+async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results(nc: NATS, actors: Actors) -> None:
     """Eight clients send requests before, during and after a SIGKILL of the guard and its restart,
     half of them drawing from budget leases: afterwards its ledger (rebuilt from LEDGER, leases
     included, then caught up on RESULTS) holds exactly the charges that replaying RESULTS gives, key
@@ -147,22 +137,21 @@ async def test_kill_9_mid_traffic_the_rebuilt_ledger_equals_the_replayed_results
         "reservation_grace": 0,
         "leases": {"window": "2s", "idle": "1s", "backoff": "1s"},
     }
-    profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets})
-    first = await asyncio.to_thread(guard_process, profile, processes)
-    holder = LeaseHolder(load_config(profile))
-    await holder.start(nc)
+    profile = actors.profile(overrides={"budgets": budgets})
+    first = await actors.process("actors.budget_guard", profile, ready="budget_guard started", timeout=30)
+    holder = await actors.start(LeaseHolder(load_config(profile)))
     traffic = Traffic(nc, seed=9, holder=holder)
     clients = [asyncio.create_task(traffic.client(leases=n % 2 == 1)) for n in range(8)]
     await eventually(lambda: traffic.done >= 100, timeout=60)
     await asyncio.to_thread(first.kill)
     down_at = traffic.done
     await eventually(lambda: traffic.unreserved >= 10, timeout=30)  # traffic while the guard is dead
-    second = await asyncio.to_thread(guard_process, profile, processes)
+    second = await actors.process("actors.budget_guard", profile, ready="budget_guard started", timeout=30)
     up_at = traffic.done
     await eventually(lambda: traffic.done >= up_at + 100, timeout=60)
     traffic.running = False
     await asyncio.gather(*clients)
-    await holder.stop()  # its leases are retired: what was not drawn goes back
+    await actors.stop(holder)  # its leases are retired: what was not drawn goes back
     await eventually(lambda: settled(nc), timeout=60)
     assert up_at > down_at > 0 and traffic.tiers.get("premium", 0) > 10
     assert traffic.drawn > 50 and await ledger_leases(nc) < traffic.drawn / 4
@@ -239,16 +228,15 @@ def test_cost_simulate_runs_on_the_local_profile_with_its_own_models() -> None:
 
 @pytest.mark.slow
 async def test_two_guards_started_together_never_both_serve_and_the_standby_takes_over(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
+    nc: NATS, actors: Actors
 ) -> None:
     """Two budget_guard processes at once: one holds the writer lease and serves, the other stands by.
     kill -9 of the leader: the standby takes over after the lease lapses, rebuilds the leader's hold
     from LEDGER and counts it once; the cap still holds."""
     budgets = {"writer_lease": "3s", "limits": [{"scope": "tier", "name": "premium", "period": "daily",
                                                  "hard_usd": 1.0}]}  # fmt: skip
-    profile = write_profile(tmp_path / "profile", nats_server.url, overrides={"budgets": budgets})
-    pair = [ActorProcess("actors.budget_guard", profile).start() for _ in range(2)]
-    processes.extend(pair)
+    profile = actors.profile(overrides={"budgets": budgets})
+    pair = [await actors.process("actors.budget_guard", profile) for _ in range(2)]
 
     def started() -> list[ActorProcess]:
         return [p for p in pair if "budget_guard started" in p.output()]

@@ -30,6 +30,7 @@ from schemas.config import load_config
 from schemas.config.bus import StreamsCfg
 from schemas.request import make_request
 from schemas.result import GenerateResult, Usage
+from tests.support.actors import Actors
 from tests.support.budget import reserve, settled, summary
 from tests.support.profile import write_profile
 from tests.support.scripted_worker import ScriptedWorker
@@ -151,13 +152,11 @@ async def test_commands_from_other_roles_are_refused(
 
 
 async def test_a_client_can_ask_but_cannot_command_read_prompts_or_forge_answers(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+    nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """A training job's identity: its requests go through and come back to it; a command, a
     subscription to every prompt, a forged result or a KV write is refused."""
-    profile = write_profile(tmp_path / "profile", nats_server.url)
-    worker = ScriptedWorker(load_config(profile), answers={"smollm2-135m": "the answer"})
-    await worker.start(nc)
+    await actors.start(ScriptedWorker(actors.config(), answers={"smollm2-135m": "the answer"}))
     job = await client_of(nats_server, "job7")
     errors: list[str] = []
     job.nc._error_cb = _collect(errors)  # the client's own connection: hear its refusals
@@ -178,7 +177,6 @@ async def test_a_client_can_ask_but_cannot_command_read_prompts_or_forge_answers
         assert await stored(nc, "DISPATCH", subjects.DISPATCH_ALL) == 0
     finally:
         await job.close()
-        await worker.stop(grace=1)
 
 
 def _collect(errors: list[str]) -> Callable[[Exception], Awaitable[None]]:
@@ -189,22 +187,19 @@ def _collect(errors: list[str]) -> Callable[[Exception], Awaitable[None]]:
 
 
 async def test_a_client_gets_its_answer_under_its_own_identity_whatever_it_writes(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, processes: list
+    nats_server: EmbeddedNats, actors: Actors
 ) -> None:
     """A client's request through a real router: answered on its own subjects, and the identity the
     router (and so the budget_guard) uses is the authenticated one, not the client_key it wrote."""
-    from tests.support.procs import ActorProcess
-
-    profile = write_profile(tmp_path / "profile", nats_server.url)
+    profile = actors.profile()
     worker = ScriptedWorker(
         load_config(profile),
         hosts={"cpu0": ["smollm2-135m"]},
         script={"cpu0/smollm2-135m": ["ok", "stream"]},
         answers={"smollm2-135m": "hello job"},
     )
-    await worker.start(nc)
-    processes.append(ActorProcess("actors.router", profile).start())
-    processes[-1].wait_log("router started")
+    await actors.start(worker)
+    await actors.process("actors.router", profile, ready="router started")
     job = await client_of(nats_server, "job7")
     try:
         request = make_request(prompt="hi", model="smollm2-135m", client_key="someone-else", origin="gw")
@@ -215,7 +210,6 @@ async def test_a_client_gets_its_answer_under_its_own_identity_whatever_it_write
         assert "".join(streamed).strip() == "hello job"
     finally:
         await job.close()
-        await worker.stop(grace=1)
 
 
 # --- the budget: only the guard writes LEDGER; charges and holds are bounded ---------------------------
@@ -240,7 +234,7 @@ async def test_ledger_writes_and_purges_by_anyone_but_the_guard_are_refused(
 
 
 async def test_an_undecodable_or_negative_ledger_entry_is_dead_lettered_not_fatal(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path, actors: Actors
 ) -> None:
     """Junk and a negative charge in LEDGER (as a compromised writer could leave): the guard starts,
     skips both, dead-letters them with an event, and its ledger is not below zero."""
@@ -254,15 +248,12 @@ async def test_an_undecodable_or_negative_ledger_entry_is_dead_lettered_not_fata
     await js.publish("orch.ledger.junk", b"\x00not json")
     negative = encode(Charged(at=time.time(), key="neg", outcome="result", request_id="neg", cost_nanos=1))
     await js.publish("orch.ledger.charged", negative.replace(b'"cost_nanos":1', b'"cost_nanos":-1000000000000000'))
-    guard = BudgetGuard(cfg)
-    await guard.start(nc)
-    try:
-        assert guard.replayed == 1
-        state = await summary(nc)
-        assert state.spent_nanos == 5_000
-        assert await stored(nc, "DEADLETTER", subjects.dead_letter(journal.STREAM)) == 2
-    finally:
-        await guard.stop(grace=1)
+    guard = await actors.start(BudgetGuard(cfg))
+    assert guard.replayed == 1
+    state = await summary(nc)
+    assert state.spent_nanos == 5_000
+    assert await stored(nc, "DEADLETTER", subjects.dead_letter(journal.STREAM)) == 2
+    await actors.stop(guard)
     with pytest.raises(Exception, match=">= 0"):
         LEDGER_ENTRY.decode(negative.replace(b'"cost_nanos":1', b'"cost_nanos":-1'))
 

@@ -16,16 +16,16 @@ from actors.router.actor import Router
 from bus import subjects
 from bus.kv import TypedKV
 from bus.server import EmbeddedNats
-from schemas.codec import DISPATCH, EVENT, Codec, encode
-from schemas.config import OrchestraConfig
-from schemas.events import Escalated, RequestFallback
+from schemas.codec import DISPATCH, Codec, encode
+from schemas.config import OrchestraConfig, load_config
+from schemas.events import Escalated, QueueBacklog, RequestFallback
 from schemas.request import ChatMessage, GenerateRequest, Requirements, make_request
 from schemas.result import GenerateError, GenerateResult
 from schemas.state import QueueState, TierState
 from tests.support.actors import Actors
-from tests.support.client import ask, ask_streaming, gather_events, outcomes_stored
-from tests.support.procs import ActorProcess
-from tests.support.profile import test_config, write_profile
+from tests.support.client import ask, ask_streaming, outcomes_stored
+from tests.support.events import Recorder
+from tests.support.profile import test_config
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -75,14 +75,13 @@ async def test_a_request_is_routed_and_answered_once(orchestra: Start, nc: NATS)
 
 async def test_a_failed_attempt_falls_back_to_the_next_candidate(orchestra: Start, nc: NATS) -> None:
     """An OOM on the first model moves the request to the next one; the client sees one answer."""
-    events: list[bytes] = []
-    await gather_events(nc, "orch.event.request.fallback", events)
+    bus = await Recorder.listen(nc, "request.fallback")
     worker = await orchestra(hosts=LOCAL, script={"cpu0/smollm2-135m": ["fail:oom"]})
     request = chat()
     outcome = await ask(nc, request)
     assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
     assert [(s.model, s.attempt) for s in worker.seen] == [("smollm2-135m", 0), ("gemma3-270m", 1)]
-    fallback = (await eventually(lambda: [EVENT.decode(e) for e in events]))[0]
+    fallback = (await eventually(lambda: bus.of(RequestFallback)))[0]
     assert isinstance(fallback, RequestFallback) and fallback.error.code == "oom"
     await asyncio.sleep(0.3)
     assert await outcomes_stored(nc, request.id) == 1
@@ -151,13 +150,12 @@ async def test_diverse_returns_answers_from_both_families_with_provenance(orches
 
 
 async def test_ensemble_votes_and_escalates_when_models_disagree(orchestra: Start, nc: NATS) -> None:
-    events: list[bytes] = []
-    await gather_events(nc, "orch.event.ensemble.escalated", events)
+    bus = await Recorder.listen(nc, "ensemble.escalated")
     await orchestra(hosts=LOCAL, answers={"smollm2-135m": "Paris", "gemma3-270m": "London"})
     outcome = await ask(nc, chat("capital of France?", mode="ensemble", model="ensemble"))
     assert isinstance(outcome, GenerateResult) and outcome.consensus is not None
     assert outcome.consensus.escalated and outcome.consensus.consistency < 0.7
-    escalated = await eventually(lambda: [EVENT.decode(e) for e in events])
+    escalated = await eventually(lambda: bus.of(Escalated))
     assert isinstance(escalated[0], Escalated) and escalated[0].request_id == outcome.request_id
 
 
@@ -182,7 +180,7 @@ async def test_a_route_with_validators_runs_its_primary_and_validators_as_a_cons
 
 
 async def test_a_routes_timeout_ms_bounds_each_of_its_attempts(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """The `chat` route's timeout_ms (300 ms) replaces router.attempt_timeout (30 s): a hanging
     primary is given up on in time for the fallback to answer well within the request's 20 s."""
@@ -191,19 +189,13 @@ async def test_a_routes_timeout_ms_bounds_each_of_its_attempts(
         nats_server.url,
         overrides={"router": {"attempt_timeout": "30s"}, "routes": {"chat": {"timeout_ms": 300}}},
     )
-    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]})
-    router = Router(cfg, instance="route-timeout-router")
-    await worker.start(nc)
-    await router.start(nc)
-    try:
-        await eventually(lambda: router.view.hosts.data)
-        outcome = await ask(nc, chat(), timeout=15)
-        assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
-        assert [s.model for s in worker.seen] == ["smollm2-135m", "gemma3-270m"]
-        assert worker.seen[1].at - worker.seen[0].at < 5  # the route's 0.3 s, not the 30 s default
-    finally:
-        await router.stop(grace=0.5)
-        await worker.stop(grace=0.5)
+    worker = await actors.start(ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]}))
+    router = await actors.start(Router(cfg, instance="route-timeout-router"))
+    await eventually(lambda: router.view.hosts.data)
+    outcome = await ask(nc, chat(), timeout=15)
+    assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
+    assert [s.model for s in worker.seen] == ["smollm2-135m", "gemma3-270m"]
+    assert worker.seen[1].at - worker.seen[0].at < 5  # the route's 0.3 s, not the 30 s default
 
 
 async def test_a_disabled_tier_is_not_used(orchestra: Start, nc: NATS) -> None:
@@ -223,7 +215,7 @@ async def test_a_disabled_tier_is_not_used(orchestra: Start, nc: NATS) -> None:
 
 
 async def test_an_attempt_on_a_host_that_stops_heartbeating_fails_over_quickly(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """A gpu_host that dies mid-request is noticed by its stale heartbeat: the router moves the
     request to another host well before the (60 s) attempt timeout."""
@@ -236,67 +228,52 @@ async def test_an_attempt_on_a_host_that_stops_heartbeating_fails_over_quickly(
             "hosts": {"cpu1": {"cards": ["cpu1"], "heartbeat": "1s"}, "cpu0": {"cards": ["cpu0"], "heartbeat": "1s"}},
         },
     )
-    worker = ScriptedWorker(
-        cfg, hosts={"cpu0": ["smollm2-135m"], "cpu1": ["smollm2-135m"]}, script={"cpu0/smollm2-135m": ["hang"]}
+    worker = await actors.start(
+        ScriptedWorker(
+            cfg, hosts={"cpu0": ["smollm2-135m"], "cpu1": ["smollm2-135m"]}, script={"cpu0/smollm2-135m": ["hang"]}
+        )
     )
-    await worker.start(nc)
-    router = Router(cfg, instance="failover")
-    await router.start(nc)
-    try:
-        await eventually(lambda: len(router.view.hosts.data) == 2)
-        request = chat(model="smollm2-135m", timeout_s=60)
-        answer = asyncio.ensure_future(ask(nc, request, timeout=60))
-        await eventually(lambda: worker.seen)
-        assert worker.seen[0].where == "cpu0"
-        started = time.monotonic()
-        worker.silence("cpu0")
-        outcome = await answer
-        assert isinstance(outcome, GenerateResult) and outcome.target == "cpu1"
-        assert time.monotonic() - started < 20
-        assert await outcomes_stored(nc, request.id) == 1
-    finally:
-        await router.stop(grace=0.5)
-        await worker.stop(grace=0.5)
+    router = await actors.start(Router(cfg, instance="failover"))
+    await eventually(lambda: len(router.view.hosts.data) == 2)
+    request = chat(model="smollm2-135m", timeout_s=60)
+    answer = asyncio.ensure_future(ask(nc, request, timeout=60))
+    await eventually(lambda: worker.seen)
+    assert worker.seen[0].where == "cpu0"
+    started = time.monotonic()
+    worker.silence("cpu0")
+    outcome = await answer
+    assert isinstance(outcome, GenerateResult) and outcome.target == "cpu1"
+    assert time.monotonic() - started < 20
+    assert await outcomes_stored(nc, request.id) == 1
 
 
 @pytest.mark.slow
-async def test_a_router_killed_mid_request_is_replaced_and_the_request_ends_once(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
-) -> None:
+async def test_a_router_killed_mid_request_is_replaced_and_the_request_ends_once(nc: NATS, actors: Actors) -> None:
     """kill -9 of the router while it owns a request: the request message was never acknowledged,
     so a new router takes it over and exactly one outcome is stored. (Attempts do not time out here: the
     test is about the takeover, and a loaded machine must not turn the slow answer into a second attempt.)"""
-    profile = write_profile(tmp_path / "p", nats_server.url, overrides={"router": {"attempt_timeout": "60s"}})
-    from schemas.config import load_config
-
+    profile = actors.profile("p", overrides={"router": {"attempt_timeout": "60s"}})
     cfg = load_config(profile)
-    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["slow:4"]})
-    await worker.start(nc)
-    try:
-        first = ActorProcess("actors.router", profile).start()
-        processes.append(first)
-        first.wait_log("router started")
-        request = chat(timeout_s=60)
-        sub = await nc.subscribe(subjects.result(request.id))
-        await nc.jetstream().publish(
-            subjects.request("normal", request.id), encode(request), headers={"Nats-Msg-Id": request.id}
-        )
-        await eventually(lambda: worker.seen)
-        first.kill()
-        second = ActorProcess("actors.router", profile).start()
-        processes.append(second)
-        msg = await sub.next_msg(timeout=40)
-        outcome = msgspec.json.decode(msg.data)
-        assert outcome["kind"] == "result" and outcome["model"] == "smollm2-135m"
-        await asyncio.sleep(1.0)
-        assert await outcomes_stored(nc, request.id) == 1
-        assert {(s.request_id, s.attempt) for s in worker.seen} == {(request.id, 0)}
-    finally:
-        await worker.stop(grace=0.5)
+    worker = await actors.start(ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["slow:4"]}))
+    first = await actors.process("actors.router", profile, ready="router started")
+    request = chat(timeout_s=60)
+    sub = await nc.subscribe(subjects.result(request.id))
+    await nc.jetstream().publish(
+        subjects.request("normal", request.id), encode(request), headers={"Nats-Msg-Id": request.id}
+    )
+    await eventually(lambda: worker.seen)
+    first.kill()
+    await actors.process("actors.router", profile)
+    msg = await sub.next_msg(timeout=40)
+    outcome = msgspec.json.decode(msg.data)
+    assert outcome["kind"] == "result" and outcome["model"] == "smollm2-135m"
+    await asyncio.sleep(1.0)
+    assert await outcomes_stored(nc, request.id) == 1
+    assert {(s.request_id, s.attempt) for s in worker.seen} == {(request.id, 0)}
 
 
 async def test_a_backlogged_target_gets_an_event_and_new_work_goes_elsewhere(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, actors: Actors
 ) -> None:
     """Requests pile up on SmolLM2 (its worker is stuck); over `backlog_depth` for `backlog_wait`
     it is marked backlogged: a queue.backlog event, a QueueState in KV, and new auto requests go to
@@ -304,27 +281,20 @@ async def test_a_backlogged_target_gets_an_event_and_new_work_goes_elsewhere(
     cfg = test_config(
         tmp_path / "bl", nats_server.url, overrides={"router": {"backlog_depth": 2, "backlog_wait": "1s"}}
     )
-    events: list[bytes] = []
-    await gather_events(nc, "orch.event.queue.backlog", events)
-    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]})
-    await worker.start(nc)
-    router = Router(cfg, instance="bl")
-    await router.start(nc)
-    try:
-        await eventually(lambda: router.view.hosts.data)
-        stuck = [chat(f"q{i}", model="smollm2-135m", timeout_s=60) for i in range(4)]
-        for r in stuck:
-            await nc.jetstream().publish(subjects.request("normal", r.id), encode(r), headers={"Nats-Msg-Id": r.id})
-        backlog = await eventually(lambda: [EVENT.decode(e) for e in events], timeout=15)
-        assert backlog[0].target == "local:cpu0:smollm2-135m" and backlog[0].depth >= 3  # type: ignore[attr-defined]
-        queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
-        state = await queues.get("local:cpu0:smollm2-135m")
-        assert state is not None and state.backlog
-        outcome = await ask(nc, chat("a chat that would have gone to SmolLM2"))
-        assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
-    finally:
-        await router.stop(grace=0.5)
-        await worker.stop(grace=0.5)
+    bus = await Recorder.listen(nc, "queue.backlog")
+    await actors.start(ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hang"]}))
+    router = await actors.start(Router(cfg, instance="bl"))
+    await eventually(lambda: router.view.hosts.data)
+    stuck = [chat(f"q{i}", model="smollm2-135m", timeout_s=60) for i in range(4)]
+    for r in stuck:
+        await nc.jetstream().publish(subjects.request("normal", r.id), encode(r), headers={"Nats-Msg-Id": r.id})
+    backlog = await eventually(lambda: bus.of(QueueBacklog), timeout=15)
+    assert backlog[0].target == "local:cpu0:smollm2-135m" and backlog[0].depth >= 3
+    queues = await TypedKV.open(nc.jetstream(), subjects.KV_QUEUES, Codec(QueueState))
+    state = await queues.get("local:cpu0:smollm2-135m")
+    assert state is not None and state.backlog
+    outcome = await ask(nc, chat("a chat that would have gone to SmolLM2"))
+    assert isinstance(outcome, GenerateResult) and outcome.model == "gemma3-270m"
 
 
 async def test_a_deadline_beyond_the_maximum_is_refused(orchestra: Start, nc: NATS) -> None:
