@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 
 from actors.cache.actor import CacheActor
@@ -20,12 +19,13 @@ from bus.errors import ServiceCallError
 from bus.service import call
 from clients.cache import CacheClient, cache_lookup
 from schemas.cache import CACHE_REPLY, CacheLookup, CacheReply
-from schemas.codec import EVENT, encode
+from schemas.codec import encode
 from schemas.errors import ErrorInfo
 from schemas.events import CacheHit
 from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling, make_request
 from schemas.result import GenerateError, GenerateResult, Provenance, Usage
 from tests.support.actors import Actors
+from tests.support.events import Recorder
 from tests.support.minilm import model_dir
 from tests.support.wait import eventually
 
@@ -91,12 +91,7 @@ async def miss_then_store(nc: NATS, actor: CacheActor, text: str, answer_text: s
 async def test_a_repeated_request_is_answered_from_the_exact_layer(start_cache: Start, nc: NATS) -> None:
     """Miss -> result on orch.result.<id> -> the same prompt (case and punctuation aside) hits, for its own id."""
     actor = await start_cache()
-    events: list[object] = []
-
-    async def on_event(msg: Msg) -> None:
-        events.append(EVENT.decode(msg.data))
-
-    await nc.subscribe("orch.event.cache.hit", cb=on_event)
+    rec = await Recorder.listen(nc, "cache.hit")
     first = ask("What is the capital of France?")
     reply = await lookup(nc, first)
     assert (reply.hit, reply.remembered, reply.reason) == (False, True, "miss")
@@ -116,7 +111,8 @@ async def test_a_repeated_request_is_answered_from_the_exact_layer(start_cache: 
         original.provenance,
     )
     assert result.client_key == "team-b" and result.task == "geo"
-    await eventually(lambda: events)
+    await eventually(lambda: rec.events)
+    events = rec.events
     assert isinstance(events[0], CacheHit) and events[0].request_id == again.id and events[0].layer == "exact"
 
 
@@ -329,11 +325,11 @@ async def test_an_exact_hit_stored_by_another_instance_is_answered(start_cache: 
     assert len(second.cache.lru) == 0  # it answered from KV, not from what it stored itself
 
 
-async def test_a_restart_keeps_the_cache(start_cache: Start, nc: NATS) -> None:
+async def test_a_restart_keeps_the_cache(start_cache: Start, nc: NATS, actors: Actors) -> None:
     """A new actor on the same data dir and bus answers both layers (KV + the file-backed index)."""
     first = await start_cache()
     await miss_then_store(nc, first, "How do I undo the last git commit?", "git reset --soft HEAD~1")
-    await first.stop(grace=1)
+    await actors.stop(first, grace=1)
     second = await start_cache()
     assert second.cache is not None and len(second.cache.lru) == 1
     exact = await lookup(nc, ask("how do I undo the last git commit"))
@@ -381,7 +377,9 @@ async def test_bad_lookup_input_gets_a_typed_error(start_cache: Start, nc: NATS)
     assert time.monotonic() - started < 5
 
 
-async def test_the_router_client_returns_the_cached_result_or_none(start_cache: Start, nc: NATS) -> None:
+async def test_the_router_client_returns_the_cached_result_or_none(
+    start_cache: Start, nc: NATS, actors: Actors
+) -> None:
     """CacheClient.lookup: the cached result on a hit, None on a miss or when no cache answers."""
     actor = await start_cache()
     client = CacheClient(actor)
@@ -389,7 +387,7 @@ async def test_the_router_client_returns_the_cached_result_or_none(start_cache: 
     await miss_then_store(nc, actor, "What is the capital of Spain?", "Madrid")
     hit = await client.lookup(ask("what is the capital of spain"))
     assert hit is not None and hit.cached and hit.text == "Madrid"
-    await actor.stop(grace=1)
+    await actors.stop(actor, grace=1)
     started = time.monotonic()
     assert await client.lookup(ask("What is the capital of Spain?")) is None
     assert time.monotonic() - started < 2

@@ -9,22 +9,21 @@ from __future__ import annotations
 import re
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from bus import subjects
 from bus.kv import TypedKV
-from bus.server import EmbeddedNats
-from schemas.codec import EVENT, REQUEST, Codec
+from schemas.codec import REQUEST, Codec
 from schemas.events import EvaluationScored
 from schemas.request import ChatMessage, Requirements, Sampling, make_request
 from schemas.result import GenerateResult
 from schemas.review import ModelQuality
+from tests.support.actors import Actors
 from tests.support.client import ask
+from tests.support.events import Recorder
 from tests.support.gpu_host import HOST, host_profile
-from tests.support.procs import ActorProcess
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.slow
@@ -37,11 +36,11 @@ def metrics(port: int) -> str:
 
 
 async def test_the_monitor_has_the_phase_evaluator_grade_a_generator_answer(
-    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS, processes: list[ActorProcess]
+    tmp_path: Path, nc: NATS, actors: Actors
 ) -> None:
     profile = host_profile(
         tmp_path / "profile",
-        nats_server.url,
+        actors.server.url,
         {},
         real_models="hot",
         overrides={
@@ -52,21 +51,11 @@ async def test_the_monitor_has_the_phase_evaluator_grade_a_generator_answer(
             "router": {"attempt_timeout": "150s"},
         },
     )
-    host = ActorProcess("actors.gpu_host", profile, "--host", HOST).start()
-    router = ActorProcess("actors.router", profile).start()
-    monitor = ActorProcess("actors.diversity_monitor", profile).start()
-    processes += [host, router, monitor]
-    for proc in processes:
-        proc.wait_log(f"{proc.module.split('.')[-1]} started", timeout=120)
+    await actors.process("actors.gpu_host", profile, "--host", HOST, ready="gpu_host started", timeout=120)
+    await actors.process("actors.router", profile, ready="router started", timeout=120)
+    monitor = await actors.process("actors.diversity_monitor", profile, ready="diversity_monitor started", timeout=120)
     port = int(re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", monitor.output())[0])
-    scored: list[EvaluationScored] = []
-
-    async def on_scored(msg: Any) -> None:
-        ev = EVENT.decode(msg.data)
-        assert isinstance(ev, EvaluationScored)
-        scored.append(ev)
-
-    await nc.subscribe(f"{subjects.PREFIX}.event.evaluation.scored", cb=on_scored)
+    rec = await Recorder.listen(nc, "evaluation.scored")
     task = "Write a Python function that reverses a string."
     request = make_request(
         messages=[ChatMessage(role="user", content=task)],
@@ -78,7 +67,7 @@ async def test_the_monitor_has_the_phase_evaluator_grade_a_generator_answer(
     result = await ask(nc, request, timeout=180)
     assert isinstance(result, GenerateResult) and result.model == "gemma3-270m" and result.text.strip(), result
 
-    (event,) = await eventually(lambda: scored, timeout=240)
+    (event,) = await eventually(lambda: rec.of(EvaluationScored), timeout=240)
     assert (event.request_id, event.model, event.evaluator) == (request.id, "gemma3-270m", "smollm2-135m")
     assert event.score in (1, 2, 3, 4, 5) and event.agreed is (event.score >= 4)
     print(f"SmolLM2 scored Gemma's answer {event.score}/5: {event.reason!r}")

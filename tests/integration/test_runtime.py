@@ -9,17 +9,17 @@ import logging
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from bus.consumer import ConsumerSpec
 from bus.errors import ServiceCallError
 from bus.service import call
 from bus.supervise import Supervisor
-from schemas.codec import EVENT, encode
+from schemas.codec import encode
 from schemas.config import OrchestraConfig
 from schemas.events import DeadLettered
 from tests.support.actors import Actors
 from tests.support.echo_actor import ECHO_STREAM, UPPER, EchoActor, Job, Upper
+from tests.support.events import Recorder
 from tests.support.wait import eventually
 
 
@@ -83,20 +83,15 @@ async def _dead_letters(nc: NATS) -> list[object]:
 
 async def test_poison_message_is_dead_lettered_and_actor_keeps_serving(echo: EchoActor, nc: NATS) -> None:
     """A Permanent failure goes to orch.dlq.ECHO with its reason; the next job is still handled."""
-    events: list[object] = []
-
-    async def on_event(msg: Msg) -> None:
-        events.append(EVENT.decode(msg.data))
-
-    await nc.subscribe("orch.event.deadletter", cb=on_event)
+    rec = await Recorder.listen(nc, "deadletter")
     await publish_job(nc, Job(id="p1", poison=True))
     letters = await eventually(lambda: _dead_letters(nc))
     headers = letters[0].headers
     assert letters[0].subject == "orch.dlq.ECHO"
     assert "poison" in headers["Orch-Reason"]
     assert headers["Orch-Subject"] == "echo.job.p1"
-    await eventually(lambda: events)
-    assert isinstance(events[0], DeadLettered) and events[0].consumer == "echo"
+    await eventually(lambda: rec.events)
+    assert isinstance(rec.events[0], DeadLettered) and rec.events[0].consumer == "echo"
     await publish_job(nc, Job(id="after-poison"))
     await eventually(lambda: done_count(nc, "after-poison"))
     assert await done_count(nc, "p1") == 0
@@ -192,20 +187,18 @@ class LingeringEcho(EchoActor):
         return [dataclasses.replace(spec, linger=0.05, concurrency=16) for spec in super().consumers()]
 
 
-async def test_lingering_consumer_handles_every_message_once_and_acks_it(cfg: OrchestraConfig, nc: NATS) -> None:
+async def test_lingering_consumer_handles_every_message_once_and_acks_it(
+    cfg: OrchestraConfig, nc: NATS, actors: Actors
+) -> None:
     """With linger, a burst of jobs is handled in batches: each result stored once, nothing left unacked."""
-    actor = LingeringEcho(cfg)
-    await actor.start(nc)
-    try:
-        for i in range(40):
-            await publish_job(nc, Job(id=f"lg{i}", text="x"))
-        for i in range(40):
-            await eventually(lambda i=i: done_count(nc, f"lg{i}"))  # type: ignore[misc]
-        info = await eventually(lambda: _settled(nc))
-        assert info.num_ack_pending == 0 and info.num_redelivered == 0
-        assert [await done_count(nc, f"lg{i}") for i in range(40)] == [1] * 40
-    finally:
-        await actor.stop(grace=1)
+    await actors.start(LingeringEcho(cfg))
+    for i in range(40):
+        await publish_job(nc, Job(id=f"lg{i}", text="x"))
+    for i in range(40):
+        await eventually(lambda i=i: done_count(nc, f"lg{i}"))  # type: ignore[misc]
+    info = await eventually(lambda: _settled(nc))
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
+    assert [await done_count(nc, f"lg{i}") for i in range(40)] == [1] * 40
 
 
 def test_echo_stream_is_declared() -> None:

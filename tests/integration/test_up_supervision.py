@@ -17,8 +17,8 @@ from nats.aio.client import Client as NATS
 
 from bus.procman import restart_delay
 from bus.server import EmbeddedNats
-from schemas.codec import EVENT
 from schemas.events import ActorRestarted
+from tests.support.events import Recorder
 from tests.support.procs import REPO
 from tests.support.profile import write_profile
 from tests.support.wait import eventually
@@ -52,14 +52,7 @@ async def test_an_exiting_process_is_restarted_with_backoff_and_only_sigterm_sto
     profile = write_profile(tmp_path / "p", nats_server.url, data_dir=tmp_path / "data")
     procfile = tmp_path / "Procfile"
     procfile.write_text(PROCFILE)
-    events: list[ActorRestarted] = []
-
-    async def on_event(msg: object) -> None:
-        ev = EVENT.decode(msg.data)  # type: ignore[attr-defined]
-        assert isinstance(ev, ActorRestarted)
-        events.append(ev)
-
-    await nc.subscribe("orch.event.actor.restarted", cb=on_event)
+    rec = await Recorder.listen(nc, "actor.restarted")
     lines: list[str] = []
     up = await asyncio.create_subprocess_exec(
         ORCHESTRA, "--config", str(profile), "up", "--procfile", str(procfile), "--backoff", "0.3", "--grace", "1",
@@ -73,8 +66,8 @@ async def test_an_exiting_process_is_restarted_with_backoff_and_only_sigterm_sto
 
     reader = asyncio.create_task(read())
     try:
-        await eventually(lambda: len([e for e in events if e.actor == "flaky"]) >= 3, timeout=30)
-        flaky = [e for e in events if e.actor == "flaky"]
+        await eventually(lambda: len([e for e in rec.of(ActorRestarted) if e.actor == "flaky"]) >= 3, timeout=30)
+        flaky = [e for e in rec.of(ActorRestarted) if e.actor == "flaky"]
         assert [e.restarts for e in flaky[:3]] == [1, 2, 3]
         assert [e.exit_code for e in flaky[:3]] == [3, 3, 3]
         assert [e.delay_s for e in flaky[:3]] == pytest.approx([0.3, 0.6, 1.2])  # the backoff doubles
