@@ -158,6 +158,8 @@ async def run_candidate(code: str, examples: list[str], limits: Limits = DEFAULT
             return Run(results=["timeout"] * len(examples), failure="timeout")
         except BaseException:  # cancelled (the router is stopping): no candidate outlives its judge
             _kill(proc.pid)
+            with contextlib.suppress(BaseException):  # reap it, so that no transport outlives the loop
+                await asyncio.wait_for(proc.wait(), 5)
             raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

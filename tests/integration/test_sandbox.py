@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import sys
 import socket
 from collections.abc import Iterator
 
@@ -84,6 +86,29 @@ async def test_a_cancelled_run_leaves_no_process_behind() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await eventually(lambda: not (_sandbox_pids() & started))
+
+
+def test_a_cancelled_run_is_reaped_before_the_cancellation_surfaces() -> None:
+    """The killed candidate is waited for: closing the loop right after leaves no running subprocess or open pipe
+    for the garbage collector to warn about (it once did, and failed whichever test ran next)."""
+    code = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(3600)"
+
+    async def cancel_mid_run() -> None:
+        before = _sandbox_pids()
+        task = asyncio.ensure_future(run_candidate(code, ["len('')"], ROOMY))
+        await eventually(lambda: {p for p in _sandbox_pids() - before if _ignores_sigalrm(p)})
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    unraisable: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(f"{u.exc_type.__name__}: {u.object!r}")
+    try:
+        asyncio.run(cancel_mid_run())  # its own loop, closed the moment the cancellation surfaces
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
 
 
 def _ignores_sigalrm(pid: int) -> bool:
