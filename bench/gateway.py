@@ -17,6 +17,11 @@ Besides requests/s and p50/p99 per (delay, concurrency, contender), the median o
 records the CPU each orchestra process spent per request (/proc, ms) and, for a sample of requests,
 the time spent in each hop (bench/hops.py: gateway in, router, worker, gateway out), and writes
 bench/results/gateway-<time>.json.
+
+``--before DIR`` runs a second orchestra, the same stack from another checkout (its own nats-server and
+actors, idle while the other is measured), as the contender ``orch-before``, in every cell right beside
+``orchestra`` (first in every other round): a before/after comparison on a shared machine whose load
+moves between runs. ``git worktree add --detach /tmp/base main`` makes such a checkout.
 """
 
 from __future__ import annotations
@@ -80,10 +85,10 @@ class Cell:
     cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # process -> CPU ms per request, per round
 
 
-def start(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
+def start(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None, cwd: Path = REPO) -> Proc:
     log = logdir / f"{name}.log"
     popen = subprocess.Popen(
-        argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        argv, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
     )
     return Proc(name, popen, log)
 
@@ -258,40 +263,71 @@ def ensure_litellm() -> Path:
     return exe
 
 
+@dataclass
+class Stack:
+    profile: Path
+    pids: dict[str, int]  # process -> pid, its nats-server included
+    url: str
+    auth: dict[str, str]
+
+
+async def start_stack(
+    args: argparse.Namespace, tmp: Path, nats: EmbeddedNats, procs: list[Proc], fast: int, slow: int, code: Path
+) -> Stack:
+    """The orchestra's actors on ``nats``, run from the checkout ``code`` (its own code on PYTHONPATH)."""
+    full = args.stack == "full"
+    port = free_port()
+    profile = orchestra_profile(tmp, nats.url, fast, slow, port, cache=full)
+    key = "orch-" + secrets.token_hex(16)
+    (tmp / "data").mkdir(parents=True, exist_ok=True)
+    (tmp / "data" / "keys.txt").write_text(f"bench:{key}\n")
+    env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile), "PYTHONPATH": str(code)}
+    pids: dict[str, int] = {"nats-server": nats.pid or 0}
+    for actor in FULL if full else MINIMAL:
+        argv = [sys.executable, "-m", f"actors.{actor}", "--config", str(profile), *ACTOR_ARGS.get(actor, [])]
+        p = start(actor, argv, tmp, env, cwd=code)
+        procs.append(p)
+        wait_log(p, f"{actor} started", timeout=180)
+        pids[actor] = p.popen.pid
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return Stack(profile, pids, url, {"Authorization": f"Bearer {key}"})
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     procs: list[Proc] = []
     # As the embedded default runs: authentication and the generated permissions on (--no-auth: off, to
     # measure what they cost side by side).
     nats = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=None if args.no_auth else tmp / "auth")
+    stopping = [nats]
     try:
         nats.start()
         register_server(nats)
-        fast_port, slow_port, gw_port, ll_port = free_port(), free_port(), free_port(), free_port()
+        fast_port, slow_port, ll_port = free_port(), free_port(), free_port()
         py = sys.executable
         for name, port, delay in (("fake-fast", fast_port, 0), ("fake-slow", slow_port, 50)):
             p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
             procs.append(p)
             wait_log(p, "listening on")
         full = args.stack == "full"
-        profile = orchestra_profile(tmp, nats.url, fast_port, slow_port, gw_port, cache=full)
-        gw_key = "orch-" + secrets.token_hex(16)
-        (tmp / "data").mkdir(exist_ok=True)
-        (tmp / "data" / "keys.txt").write_text(f"bench:{gw_key}\n")
-        env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
-        pids: dict[str, int] = {"nats-server": nats.pid or 0}
-        for actor in FULL if full else MINIMAL:
-            argv = [py, "-m", f"actors.{actor}", "--config", str(profile), *ACTOR_ARGS.get(actor, [])]
-            p = start(actor, argv, tmp, env)
-            procs.append(p)
-            wait_log(p, f"{actor} started", timeout=180)
-            pids[actor] = p.popen.pid
-        gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        gw_auth = {"Authorization": f"Bearer {gw_key}"}
+        stack = await start_stack(args, tmp, nats, procs, fast_port, slow_port, REPO)
+        profile, pids = stack.profile, stack.pids
+        gw_url, gw_auth = stack.url, stack.auth
         contenders: dict[str, tuple[str, dict[str, str], dict[str, object]]] = {
             "direct": ("http://127.0.0.1:{port}/v1/chat/completions", {}, {}),
             "orchestra": (gw_url, gw_auth, NO_CACHE if full else {}),
         }
+        stacks = {"orchestra": stack}
+        if args.before:  # the same stack from another checkout, its own nats-server, alternated cell by cell
+            nats_before = EmbeddedNats(
+                store_dir=tmp / "before" / "nats", port=0, auth_dir=None if args.no_auth else tmp / "before" / "auth"
+            )
+            nats_before.start()
+            stopping.append(nats_before)
+            register_server(nats_before)
+            old = await start_stack(args, tmp / "before", nats_before, procs, fast_port, slow_port, args.before)
+            contenders["orch-before"] = (old.url, old.auth, NO_CACHE if full else {})
+            stacks["orch-before"] = old
         if full:
             contenders["orch-cached"] = (gw_url, gw_auth, {"temperature": 0})  # greedy: cacheable
         if not args.no_litellm:
@@ -320,7 +356,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 {"Authorization": f"Bearer {master}"},
                 {},
             )
-        await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
+        for st in stacks.values():
+            await wait_http(st.url.replace("/v1/chat/completions", "/healthz"), {})
         cells: dict[tuple[int, int, str], Cell] = {}
         traces: dict[str, Trace] = {}
         for rnd in range(args.rounds):
@@ -330,12 +367,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         continue
                     streamed = {f"{n}-stream": c for n, c in contenders.items() if n != "orch-cached"}
                     runs = {**contenders, **(streamed if conc == STREAM_CONC else {})}
-                    for name, (url, headers, ext) in runs.items():
+                    order = sorted(runs.items(), key=lambda kv: rnd % 2 == 0 or "before" not in kv[0])
+                    for name, (url, headers, ext) in order:  # orch-before first in every other round
                         stream = {"stream": True} if name.endswith("-stream") else {}
                         body = json.dumps({**BODY, "model": model, **ext, **stream}).encode()
                         ours = name.startswith("orch")
+                        pids = stacks["orch-before" if name.startswith("orch-before") else "orchestra"].pids
                         label = f"{delay}ms c={conc} {name}"
-                        traced = ours and not stream and not args.no_trace  # a stream has no JSON id to trace
+                        # a stream has no JSON id to trace; the hop table reads this checkout's stack only
+                        traced = ours and not stream and not args.no_trace and "before" not in name
                         trace = traces.setdefault(label, Trace()) if traced else None
                         before = {n: cpu_s(pid) for n, pid in pids.items()} if ours else {}
                         spies = attach_spies(args, label, pids) if ours and rnd == 0 else []
@@ -363,7 +403,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     finally:
         for p in reversed(procs):
             p.stop()
-        nats.stop()
+        for server in stopping:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -430,9 +471,13 @@ def report(
         if "litellm" in names and (delay, STREAM_CONC, "litellm-stream") in cells:
             o, ll = cells[(delay, STREAM_CONC, "orchestra-stream")], cells[(delay, STREAM_CONC, "litellm-stream")]
             summary[f"rps_ratio_stream_c{STREAM_CONC}_delay{delay}"] = med(o.rps) / med(ll.rps) if med(ll.rps) else None
-        if (delay, 1, "orchestra") in cells:
-            o, d = cells[(delay, 1, "orchestra")], cells[(delay, 1, "direct")]
-            summary[f"orchestra_added_p50_ms_c1_delay{delay}"] = med(o.p50) - med(d.p50)
+        for name in ("orchestra", "orch-before"):
+            if (delay, 1, name) in cells:
+                o, d = cells[(delay, 1, name)], cells[(delay, 1, "direct")]
+                summary[f"{name.replace('-', '_')}_added_p50_ms_c1_delay{delay}"] = med(o.p50) - med(d.p50)
+        if (delay, 64, "orch-before") in cells:
+            o, b = cells[(delay, 64, "orchestra")], cells[(delay, 64, "orch-before")]
+            summary[f"after_over_before_rps_c64_delay{delay}"] = med(o.rps) / med(b.rps) if med(b.rps) else None
     print("\n" + "  ".join(f"{k}={v:.2f}" for k, v in summary.items() if v is not None))
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -462,6 +507,13 @@ def main() -> None:
     parser.add_argument("--no-trace", action="store_true", help="no per-hop sampling (and no hop table)")
     parser.add_argument("--pyspy", metavar="DIR", help="py-spy every actor in the first round's orchestra cells")
     parser.add_argument("--strace", metavar="DIR", help="count every process's system calls in those cells")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        type=lambda d: Path(d).resolve(),
+        help="also run the stack from this checkout (e.g. `git worktree add /tmp/base main`), its own nats-server, "
+        "as the contender orch-before, alternated with this checkout's in every cell",
+    )
     args = parser.parse_args()
     result = uvloop.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
