@@ -41,8 +41,12 @@ MANIFEST = "orchestra-build.json"
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model (sentence_bert_config.json)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 REQUIRED_FILES = (MODEL_FILE, "tokenizer.json", "tokenizer_config.json")
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: int8 weights (quantize_weights); 1: float32
 OPSET = 17
+# The feed-forward output projections (their input is GELU's, with outliers that one int8 scale per
+# tensor cannot carry) stay float32; every other weight MatMul gets int8 weights, one scale per column.
+FLOAT_MATMULS = (".out.wT",)
+WEIGHTS = "int8 per-channel (MatMulInteger), feed-forward output MatMuls float32"
 
 
 def source_dir() -> Path:
@@ -84,7 +88,7 @@ class _Graph:
 
         self._n += 1
         out = f"{op_type.lower()}_{self._n}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str) -> str:
@@ -223,6 +227,34 @@ def _pooling(g: _Graph, x: str, mask_f: str) -> None:
     )
 
 
+def quantize_weights(model: Any) -> bytes:
+    """``model`` with int8 weights (onnxruntime's dynamic quantisation: MatMulInteger, per-channel
+    weight scales, the activations quantised per run), serialised. One MiniLM run reads all its weights
+    and is memory-bound on a shared machine: int8 reads a quarter of the bytes. The vectors move by
+    cosine 0.996 at worst from float32's (bench results in docs/benchmarks.md, "Response cache")."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1].endswith(FLOAT_MATMULS)]
+    with tempfile.TemporaryDirectory(prefix="minilm-quant-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        root = logging.getLogger()  # quantize_dynamic warns on the root logger ("consider pre-processing")
+        was, root.disabled = root.disabled, True
+        try:
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=keep,
+            )
+        finally:
+            root.disabled = was
+        return dst.read_bytes()
+
+
 # --- building the folder -------------------------------------------------------------------------
 def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = True) -> Path:
     """Write model.onnx, the tokenizer files and the manifest into ``out_dir`` (one rename: atomic).
@@ -242,6 +274,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
         config = json.loads((src / "config.json").read_text())
         model = build_graph(weights, config)
         onnx.checker.check_model(model)
+        model_bytes = quantize_weights(model)
     except (KeyError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise ModelCorrupt(f"cannot build {MODEL_FILE} from {weights_path}: {type(exc).__name__}: {exc}") from exc
 
@@ -250,7 +283,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-build-"))
     try:
-        (tmp_dir / MODEL_FILE).write_bytes(model.SerializeToString())
+        (tmp_dir / MODEL_FILE).write_bytes(model_bytes)
         for name in TOKENIZER_FILES:
             if not (src / name).is_file():
                 continue
@@ -267,6 +300,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
             "source_sha256": _sha256(weights_path),
             "model_sha256": _sha256(tmp_dir / MODEL_FILE),
             "opset": OPSET,
+            "weights": WEIGHTS,
             "built_at": time.time(),
         }
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -319,7 +353,18 @@ def ensure_model(out_dir: Path, source: Path | None = None) -> Path:
     if not (out_dir / MODEL_FILE).exists() and not (out_dir / MANIFEST).exists():
         return build_model(out_dir, source, replace=False)
     check_model(out_dir)
+    if _built_version(out_dir) not in (None, BUILD_VERSION):  # an older build: the vectors differ, rebuild
+        log.info("%s was built by an older version: rebuilding it", out_dir)
+        return build_model(out_dir, source)
     return out_dir
+
+
+def _built_version(out_dir: Path) -> int | None:
+    """The manifest's build_version (None: a folder put there by hand, without a manifest)."""
+    try:
+        return int(json.loads((out_dir / MANIFEST).read_text()).get("build_version", 0))
+    except FileNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import sys
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
