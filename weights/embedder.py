@@ -162,15 +162,17 @@ class Embedder:
             self._pool, lambda: [self.count_tokens(t) for t in texts]
         )
 
-    def fits(self, text: str) -> bool:
-        """Whether the model sees all of ``text`` (MiniLM truncates after 256 tokens: two long prompts that
-        differ only after that point would embed the same, so they stay out of the semantic layer)."""
-        if len(text) > MAX_FIT_CHARS:  # no tokenisation of a huge prompt on the lookup path: it does not fit
+    def fits(self, text: str, max_tokens: int = MAX_SEQ_LENGTH - 1) -> bool:
+        """Whether ``text`` is at most ``max_tokens`` tokens (special tokens included). MiniLM truncates after
+        256: two long prompts that differ only after that point would embed the same, so they stay out of
+        the semantic layer; a caller may bound it lower (a model run costs more with every token)."""
+        max_tokens = min(max_tokens, MAX_SEQ_LENGTH - 1)
+        if len(text) > (max_tokens + 1) * 101:  # no tokenisation of a huge prompt on the lookup path
             return False
         tokenizer = getattr(self._model.model, "tokenizer", None)
         if tokenizer is None:  # not loaded yet: be conservative on length
-            return len(text) < 4 * MAX_SEQ_LENGTH
-        return len(tokenizer.encode(text).ids) < MAX_SEQ_LENGTH
+            return len(text) < 4 * (max_tokens + 1)
+        return len(tokenizer.encode(text).ids) <= max_tokens
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
