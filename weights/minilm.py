@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from weights.errors import ModelCorrupt, ModelMissing
+from weights.quantize import WEIGHTS, quantize_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,8 @@ MANIFEST = "orchestra-build.json"
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model (sentence_bert_config.json)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 REQUIRED_FILES = (MODEL_FILE, "tokenizer.json", "tokenizer_config.json")
-BUILD_VERSION = 2  # 2: int8 weights (quantize_weights); 1: float32
+BUILD_VERSION = 2  # 2: int8 weights (weights/quantize.py); 1: float32
 OPSET = 17
-# The feed-forward output projections (their input is GELU's, with outliers that one int8 scale per
-# tensor cannot carry) stay float32; every other weight MatMul gets int8 weights, one scale per column.
-FLOAT_MATMULS = (".out.wT",)
-WEIGHTS = "int8 per-channel (MatMulInteger), feed-forward output MatMuls float32"
 
 
 def source_dir() -> Path:
@@ -225,34 +222,6 @@ def _pooling(g: _Graph, x: str, mask_f: str) -> None:
     g.nodes.append(
         helper.make_node("LpNormalization", [g.op("Div", summed, counts)], ["sentence_embedding"], p=2, axis=-1)
     )
-
-
-def quantize_weights(model: Any) -> bytes:
-    """``model`` with int8 weights (onnxruntime's dynamic quantisation: MatMulInteger, per-channel
-    weight scales, the activations quantised per run), serialised. One MiniLM run reads all its weights
-    and is memory-bound on a shared machine: int8 reads a quarter of the bytes. The vectors move by
-    cosine 0.996 at worst from float32's (bench results in docs/benchmarks.md, "Response cache")."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    keep = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1].endswith(FLOAT_MATMULS)]
-    with tempfile.TemporaryDirectory(prefix="minilm-quant-") as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        root = logging.getLogger()  # quantize_dynamic warns on the root logger ("consider pre-processing")
-        was, root.disabled = root.disabled, True
-        try:
-            quantize_dynamic(
-                str(src),
-                str(dst),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=keep,
-            )
-        finally:
-            root.disabled = was
-        return dst.read_bytes()
 
 
 # --- building the folder -------------------------------------------------------------------------

@@ -70,17 +70,17 @@ def test_float_graph_reproduces_the_sentence_transformers_reference() -> None:
 
 def test_int8_model_stays_close_to_the_float_one() -> None:
     """The built model (int8 weights) against the float32 graph over 300 prompts of the eval set:
-    measured, the worst cosine between the two vectors of a prompt is 0.9916 over all 2,735 eval prompts
-    (median 0.997); the README similarities move by 0.014 at most; "hello world" by 5e-3 a value."""
+    measured, the worst cosine between the two vectors of a prompt is 0.9927 over all 2,735 eval prompts
+    (median 0.997); the README similarities move by 0.006 at most; "hello world" by 8.4e-3 a value."""
     rows = [json.loads(line) for line in (REPO / "bench" / "data" / "cache_eval.jsonl").read_text().splitlines()]
     texts = sorted({normalize(r["a"]) for r in rows})[:300]
     got, want = embedder().embed_sync(texts), float_vectors(texts)
     assert float(np.min(np.sum(got * want, axis=1))) > 0.985
     v = embedder().embed_sync(["hello world"])[0]
     assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
-    assert np.allclose(v[:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=1e-2)
+    assert np.allclose(v[:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=0.015)
     sims = (e := embedder().embed_sync(README)) @ e.T
-    assert sims[0, 1] == pytest.approx(0.6660, abs=0.025) and sims[1, 2] == pytest.approx(0.1411, abs=0.025)
+    assert sims[0, 1] == pytest.approx(0.6660, abs=0.02) and sims[1, 2] == pytest.approx(0.1411, abs=0.02)
     manifest = json.loads((model_dir() / MANIFEST).read_text())
     assert manifest["build_version"] == BUILD_VERSION and "int8" in manifest["weights"]
 
