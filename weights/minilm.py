@@ -10,8 +10,10 @@ normalisation as a second output — and puts it, with the tokenizer files, into
     build_model(dir)    (re)build unconditionally
     python -m weights.minilm DIR [--force]   the same as an install step
 
-A manifest (``orchestra-build.json``) records the SHA-256 of ``model.onnx``: a truncated or altered file
-is reported as corrupt at start, with what to do, instead of failing on the first request.
+The graph is built in float32, then its weights become int8 (:mod:`weights.quantize`: a run reads a
+quarter of the bytes). A manifest (``orchestra-build.json``) records the SHA-256 of ``model.onnx``, the
+build version and the weights' format: a truncated or altered file is reported as corrupt at start, with
+what to do, instead of failing on the first request; a folder built by an older version is rebuilt.
 """
 
 from __future__ import annotations
