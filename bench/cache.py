@@ -3,6 +3,8 @@
     python -m bench.cache                       # all of it (a few minutes on 2 vCPUs)
     python -m bench.cache --sizes 1000 10000    # latency at fewer sizes
     python -m bench.cache --sizes 50000 --skip-quality --concurrency 1 4   # the full lookup at 50k only
+    python -m bench.cache --sizes 50000 --queries 400 --skip-quality --concurrency 1 \
+        --before CHECKOUT [--before-model-dir DIR]   # side by side with another checkout, its own model build
 
 Quality: every "a" prompt of ``bench/data/cache_pairs.jsonl`` is stored (through a real miss + result),
 then every "b" prompt is looked up. A hit pair is caught when it returns its own "a"'s answer; a miss pair
