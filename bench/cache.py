@@ -3,6 +3,8 @@
     python -m bench.cache                       # all of it (a few minutes on 2 vCPUs)
     python -m bench.cache --sizes 1000 10000    # latency at fewer sizes
     python -m bench.cache --sizes 50000 --skip-quality --concurrency 1 4   # the full lookup at 50k only
+    python -m bench.cache --sizes 50000 --queries 400 --skip-quality --concurrency 1 \
+        --before CHECKOUT [--before-model-dir DIR]   # side by side with another checkout, its own model build
 
 Quality: every "a" prompt of ``bench/data/cache_pairs.jsonl`` is stored (through a real miss + result),
 then every "b" prompt is looked up. A hit pair is caught when it returns its own "a"'s answer; a miss pair
@@ -218,6 +220,17 @@ def embedding_times(embedder: Embedder, texts: list[str]) -> dict[str, float]:
     return {"single_p50_ms": pct(single, 50), "single_p99_ms": pct(single, 99), "batch32_per_prompt_ms": batched}
 
 
+def embedding_sides(embedders: dict[str, Any], texts: list[str]) -> dict[str, dict[str, float]]:
+    """One model run per text on each side, alternating text by text (``embed_sync``: no recent vectors)."""
+    times: dict[str, list[float]] = {side: [] for side in embedders}
+    for text in texts:
+        for side, embedder in embedders.items():
+            t = time.perf_counter()
+            embedder.embed_sync([text])
+            times[side].append((time.perf_counter() - t) * 1000)
+    return {side: {"single_p50_ms": pct(v, 50), "single_p99_ms": pct(v, 99)} for side, v in times.items()}
+
+
 def synthetic(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """Vectors clustered around real embeddings (cosine ~0.6-0.95 to their parent): many near neighbours."""
     parents = base[rng.integers(0, len(base), n)]
@@ -429,16 +442,26 @@ async def full_lookups(
 
 def load_before(root: Path) -> tuple[Any, Any]:
     """``ResponseCache`` and ``Embedder`` of another checkout of this repository (the code before a change),
-    loaded beside this one's; everything else they import is this checkout's."""
+    loaded beside this one's: its weights/minilm.py (the model it builds) and its embedder come with it;
+    everything else they import is this checkout's."""
     import importlib.util
 
-    mods = {}
-    for name in ("embedder", "core"):
-        spec = importlib.util.spec_from_file_location(f"before_{name}", root / "actors" / "cache" / f"{name}.py")
+    def load(name: str, path: Path) -> Any:
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
-        mods[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mods[name])
-    return mods["core"].ResponseCache, mods["embedder"].Embedder
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+        spec.loader.exec_module(module)
+        return module
+
+    mine = sys.modules["weights.minilm"]
+    sys.modules["weights.minilm"] = load("before_minilm", root / "weights" / "minilm.py")
+    try:  # the embedder moved from actors/cache/ to weights/
+        embedder = root / "weights" / "embedder.py"
+        embedder = embedder if embedder.is_file() else root / "actors" / "cache" / "embedder.py"
+        before_embedder = load("before_embedder", embedder)
+    finally:
+        sys.modules["weights.minilm"] = mine
+    return load("before_core", root / "actors" / "cache" / "core.py").ResponseCache, before_embedder.Embedder
 
 
 def probe_request(text: str, **fields: Any) -> GenerateRequest:
@@ -525,7 +548,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             caches = {"this": cache}
             if args.before is not None:
                 before_cache, before_embedder = load_before(args.before)
-                old = before_embedder.load(args.model_dir)
+                old = before_embedder.load(args.before_model_dir or work / "minilm-before")
+                print(f"embedding alone, before and this alternating, over {len(texts)} prompts ...")
+                emb["sides"] = embedding_sides({"before": old, "this": embedder}, [normalize(t) for t in texts])
                 caches = {"before": before_cache(cfg, cache.exact, index, old, verifier=verifier), "this": cache}
             full = (caches, Parts(list(caches.values())), asked, args.concurrency)
         tune_gc()  # as the actors' runner does once an actor has started
@@ -584,6 +609,8 @@ def print_report(r: dict[str, Any]) -> None:
         f"\nembedding: {e['single_p50_ms']:.1f} ms p50, {e['single_p99_ms']:.1f} ms p99 per prompt alone; "
         f"{e['batch32_per_prompt_ms']:.2f} ms per prompt in batches of 32; model load {r['model_load_s']:.1f} s"
     )
+    for side, t in e.get("sides", {}).items():
+        print(f"embedding alone, {side} (alternating): {t['single_p50_ms']:.2f} ms p50, {t['single_p99_ms']:.2f} p99")
     print(
         "\n| entries | semantic lookup p50 / p99 (ms) | index search p50 / p99 (ms) | KV get p50 / p99 (ms) "
         "| exact hit via the service p50 / p99 (ms) | top-1 recall |"
@@ -615,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
         "--before", type=Path, help="another checkout (the code before a change): full lookups alternate with it"
+    )
+    parser.add_argument(
+        "--before-model-dir", type=Path, help="the model folder the --before checkout builds (default: a temp one)"
     )
     parser.add_argument("--skip-quality", dest="quality", action="store_false", help="latency only")
     parser.add_argument(

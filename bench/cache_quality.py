@@ -3,6 +3,7 @@
     python -m bench.cache_quality                      # dev, test and the independent mini-set (minutes)
     python -m bench.cache_quality --no-verifier        # cosine >= --threshold + hard refusals only
     python -m bench.cache_quality --parts independent  # one part
+    python -m bench.cache_quality --parts dev --steps 0.90 0.95 0.97 --model-dir DIR   # tuning: dev only
 
 Every prompt goes through a real ``ResponseCache`` (nats-server, JetStream KV, the embedded index, MiniLM):
 each "a" is stored through a real miss and its result, then each "b" is looked up. Two protocols:
@@ -35,8 +36,9 @@ import nats
 from actors.cache.core import ResponseCache
 from actors.cache.exact import ExactStore, bucket_specs
 from actors.cache.index import EmbeddedIndex
+from actors.cache.lexicon import Lexicon
 from actors.cache.normalize import normalize
-from actors.cache.verifier import Verifier
+from actors.cache.verifier import STEPS, Verifier
 from bench.cache import REPO, answer_for, machine
 from bus.provision import provision
 from bus.server import EmbeddedNats
@@ -136,11 +138,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         js = nc.jetstream(timeout=10)
         await provision(js, StreamsCfg(history=3600, storage="file"), streams=[], buckets=bucket_specs(3600, 600))
         embedder = Embedder.load(args.model_dir)
-        verifier = Verifier.load() if args.verifier else None
+        verifier = Verifier(Lexicon.load(), tuple(args.steps)) if args.verifier else None
         cfg = CacheCfg(semantic=SemanticCacheCfg(threshold=args.threshold, verifier=args.verifier))
         index = EmbeddedIndex.open(work / "index")
         cache = ResponseCache(cfg, await ExactStore.open(js), index, embedder, verifier=verifier)
-        out: dict[str, Any] = {"machine": machine(), "verifier": args.verifier, "threshold": args.threshold}
+        out: dict[str, Any] = {
+            "machine": machine(),
+            "verifier": args.verifier,
+            "threshold": args.threshold,
+            "steps": args.steps,
+        }
         for part in args.parts:
             pairs = load_part(part)
             for protocol in args.protocols:
@@ -195,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="+", default=["shared", "pairwise"], choices=["shared", "pairwise"])
     parser.add_argument("--no-verifier", dest="verifier", action="store_false")
     parser.add_argument("--threshold", type=float, default=0.95, help="cosine needed without the verifier")
+    parser.add_argument(
+        "--steps", type=float, nargs="+", default=list(STEPS), help="the verifier's steps (tune on dev only)"
+    )
     parser.add_argument("--model-dir", type=Path, default=REPO / ".data" / "minilm", help="built on first use")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)

@@ -10,8 +10,10 @@ normalisation as a second output — and puts it, with the tokenizer files, into
     build_model(dir)    (re)build unconditionally
     python -m weights.minilm DIR [--force]   the same as an install step
 
-A manifest (``orchestra-build.json``) records the SHA-256 of ``model.onnx``: a truncated or altered file
-is reported as corrupt at start, with what to do, instead of failing on the first request.
+The graph is built in float32, then its weights become int8 (:mod:`weights.quantize`: a run reads a
+quarter of the bytes). A manifest (``orchestra-build.json``) records the SHA-256 of ``model.onnx``, the
+build version and the weights' format: a truncated or altered file is reported as corrupt at start, with
+what to do, instead of failing on the first request; a folder built by an older version is rebuilt.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from weights.errors import ModelCorrupt, ModelMissing
+from weights.quantize import WEIGHTS, quantize_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ MANIFEST = "orchestra-build.json"
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model (sentence_bert_config.json)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 REQUIRED_FILES = (MODEL_FILE, "tokenizer.json", "tokenizer_config.json")
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: int8 weights (weights/quantize.py); 1: float32
 OPSET = 17
 
 
@@ -84,7 +87,7 @@ class _Graph:
 
         self._n += 1
         out = f"{op_type.lower()}_{self._n}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, name: str) -> str:
@@ -242,6 +245,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
         config = json.loads((src / "config.json").read_text())
         model = build_graph(weights, config)
         onnx.checker.check_model(model)
+        model_bytes = quantize_weights(model)
     except (KeyError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise ModelCorrupt(f"cannot build {MODEL_FILE} from {weights_path}: {type(exc).__name__}: {exc}") from exc
 
@@ -250,7 +254,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-build-"))
     try:
-        (tmp_dir / MODEL_FILE).write_bytes(model.SerializeToString())
+        (tmp_dir / MODEL_FILE).write_bytes(model_bytes)
         for name in TOKENIZER_FILES:
             if not (src / name).is_file():
                 continue
@@ -267,6 +271,7 @@ def build_model(out_dir: Path, source: Path | None = None, *, replace: bool = Tr
             "source_sha256": _sha256(weights_path),
             "model_sha256": _sha256(tmp_dir / MODEL_FILE),
             "opset": OPSET,
+            "weights": WEIGHTS,
             "built_at": time.time(),
         }
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -319,7 +324,18 @@ def ensure_model(out_dir: Path, source: Path | None = None) -> Path:
     if not (out_dir / MODEL_FILE).exists() and not (out_dir / MANIFEST).exists():
         return build_model(out_dir, source, replace=False)
     check_model(out_dir)
+    if _built_version(out_dir) not in (None, BUILD_VERSION):  # an older build: the vectors differ, rebuild
+        log.info("%s was built by an older version: rebuilding it", out_dir)
+        return build_model(out_dir, source)
     return out_dir
+
+
+def _built_version(out_dir: Path) -> int | None:
+    """The manifest's build_version (None: a folder put there by hand, without a manifest)."""
+    try:
+        return int(json.loads((out_dir / MANIFEST).read_text()).get("build_version", 0))
+    except FileNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

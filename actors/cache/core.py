@@ -95,7 +95,7 @@ class ResponseCache:
             return CacheReply(hit=False, reason=decision.reason)
         keys = request_keys(req, per_tenant=self.cfg.per_tenant)
         embedder = self.embedder if self.semantic and keys.text and keys.guard_text else None
-        embeds = embedder is not None and embedder.fits(keys.text or "")
+        embeds = embedder is not None and embedder.fits(keys.text or "", self.cfg.semantic.max_tokens)
         # The exact get and the embedding run side by side, unless this instance stored the exact key (then
         # the get most likely hits and the model run would be wasted): a semantic lookup waits for one of
         # the two, not for both one after the other.

@@ -15,7 +15,8 @@ A candidate comes from the vector search at cosine >= ``FLOOR`` (0.90) in the re
 
 A false hit (another question's answer) is far worse than a miss, so the steps were chosen on the
 development part of ``bench/data/cache_eval.jsonl`` for no false hit there, a step above the largest
-cosine any near-miss reached (docs/benchmarks.md, "Response cache"). No weights: each refusal names its
+cosine any near-miss reached (re-checked for the int8 MiniLM that weights/minilm.py builds: the same
+rule gives the same steps; docs/benchmarks.md, "Response cache"). No weights: each refusal names its
 reason, and the steps are the only tuned numbers.
 """
 

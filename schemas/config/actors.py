@@ -107,6 +107,9 @@ class SemanticCacheCfg(Cfg, frozen=True, kw_only=True):
     qdrant_path: str = "qdrant"  # under data_dir: the embedded vector index (used when qdrant_url is None)
     collection: str = "orch_cache"
     embed_threads: Annotated[int, Meta(ge=1, le=64)] = 1  # onnxruntime threads for embeddings
+    # A last turn longer than this many MiniLM tokens is looked up and stored by its exact key only (a
+    # model run grows with the tokens; 255 is all MiniLM reads)
+    max_tokens: Annotated[int, Meta(ge=1, le=255)] = 64
 
 
 class CacheCfg(Cfg, frozen=True, kw_only=True):

@@ -309,6 +309,23 @@ async def test_an_exact_hit_stored_here_runs_no_model(start_cache: Start, nc: NA
     assert reply.layer == "exact" and actor.embedder.runs == runs
 
 
+async def test_a_prompt_over_the_token_bound_uses_the_exact_layer_only(start_cache: Start, nc: NATS) -> None:
+    """semantic.max_tokens: a longer last turn is neither embedded nor a semantic hit; its exact repeat hits."""
+    actor = await start_cache(semantic={"max_tokens": 12})
+    long = "How do I reverse a linked list in place in Python without using any extra memory at all?"
+    assert actor.embedder is not None
+    runs = actor.embedder.runs
+    await miss_then_store(nc, actor, long, "Walk it once, flipping each next pointer.")
+    reworded = await lookup(
+        nc, ask("In Python, how do I reverse a linked list in place without using any extra memory?")
+    )
+    assert not reworded.hit and actor.embedder.runs == runs
+    again = await lookup(nc, ask(long.upper()))
+    assert again.layer == "exact" and actor.embedder.runs == runs
+    await miss_then_store(nc, actor, "How do I reverse a list in Python?", "reversed()")  # short: still semantic
+    assert (await lookup(nc, ask("How can I reverse a list in Python"))).layer == "semantic"
+
+
 async def test_an_exact_hit_stored_by_another_instance_is_answered(start_cache: Start, nc: NATS) -> None:
     """An instance that did not store the key embeds while it asks KV, and still answers from the exact layer."""
     first, second = await start_cache(), await start_cache()

