@@ -45,6 +45,8 @@ MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for this model (se
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 REQUIRED_FILES = (MODEL_FILE, "tokenizer.json", "tokenizer_config.json")
 BUILD_VERSION = 2  # 2: int8 weights (weights/quantize.py); 1: float32
+# The vector space of this build: vectors of another build are not comparable (an index keeps one space)
+VECTOR_SPACE = f"minilm_l6_v{BUILD_VERSION}"
 OPSET = 17
 
 

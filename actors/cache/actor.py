@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from schemas.events import CacheHit
 from schemas.result import GenerateError, GenerateResult
 from weights.embedder import MAX_FIT_CHARS, Embedder
 from weights.errors import WeightsError
-from weights.minilm import MAX_SEQ_LENGTH
+from weights.minilm import MAX_SEQ_LENGTH, VECTOR_SPACE
 
 
 def read_secret(ref: SecretRef) -> str:
@@ -135,8 +136,13 @@ class CacheActor(Actor):
         if semantic.qdrant_url:
             key = read_secret(semantic.qdrant_api_key) if semantic.qdrant_api_key else None
             self.log.info("semantic cache on Qdrant %s, collection %s", semantic.qdrant_url, semantic.collection)
-            return await QdrantIndex.connect(url=semantic.qdrant_url, api_key=key, collection=semantic.collection)
-        return await asyncio.to_thread(EmbeddedIndex.open, self.path(semantic.qdrant_path))
+            collection = f"{semantic.collection}_{VECTOR_SPACE}"  # one collection per vector space
+            return await QdrantIndex.connect(url=semantic.qdrant_url, api_key=key, collection=collection)
+        folder = self.path(semantic.qdrant_path)
+        dropped = await asyncio.to_thread(drop_other_spaces, folder, VECTOR_SPACE)
+        if dropped:
+            self.log.info("the embedding model changed: dropped the vector index of %s", ", ".join(dropped))
+        return await asyncio.to_thread(EmbeddedIndex.open, folder / VECTOR_SPACE)
 
     async def on_stop(self) -> None:
         for task in list(self._events):
@@ -224,3 +230,19 @@ class CacheActor(Actor):
                     await self.cache.forget(outcome.request_id)
         except StoreError as exc:
             raise Transient(f"cache store unavailable: {exc}") from exc
+
+
+def drop_other_spaces(folder: Path, space: str) -> list[str]:
+    """Delete the embedded indexes of other model builds under ``folder`` (their vectors cannot be compared
+    with this build's); the exact layer keeps their answers. Returns what was dropped. Blocking."""
+    dropped = []
+    legacy = sorted(folder.glob("index.sqlite3*"))  # build 1 kept its index directly in the folder
+    if legacy:
+        dropped.append("minilm_l6_v1")
+    for path in legacy:
+        path.unlink(missing_ok=True)
+    for other in sorted(folder.glob("minilm_*")):
+        if other.is_dir() and other.name != space:
+            shutil.rmtree(other, ignore_errors=True)
+            dropped.append(other.name)
+    return dropped

@@ -19,6 +19,7 @@ from tests.support.minilm import copy_model
 from tests.support.procs import ActorProcess
 from tests.support.profile import write_profile
 from tests.support.wait import eventually
+from weights.minilm import VECTOR_SPACE
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ async def test_cache_process_answers_a_paraphrase_after_a_stored_result(
     proc = ActorProcess("actors.cache", profile)
     processes.append(proc.start())
     proc.wait_log("cache started", timeout=60)
-    assert (data / "minilm" / "model.onnx").is_file() and (data / "qdrant" / "index.sqlite3").is_file()
+    assert (data / "minilm" / "model.onnx").is_file() and (data / "qdrant" / VECTOR_SPACE / "index.sqlite3").is_file()
 
     first = ask("How do I merge two dictionaries in Python?")
     assert (await lookup(nc, first)).remembered
