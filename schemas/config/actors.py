@@ -53,6 +53,9 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     # two clients' megabyte bodies are not decoded back to back while a small request waits for the loop.
     heavy_body: Annotated[int, Meta(ge=1024)] = 64 * 1024
     heavy_slots: Annotated[int, Meta(ge=1)] = 1
+    # Heavy bodies are decoded in this many worker processes of lower CPU priority (os.nice 10), off the
+    # event loop: other clients' requests go first when they share a core. 0: on the event loop.
+    offload_workers: Annotated[int, Meta(ge=0, le=16)] = 1
 
 
 PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")
