@@ -160,8 +160,9 @@ class Api:
         if isinstance(admitted, web.Response):
             return admitted
         key, raw = admitted
-        try:  # a flooding key's backlog waits its turn, not ours; a big body until it is published
-            async with self.fair.slot(key.id), self._lane(raw, key) as lane:
+        heavy = len(raw) >= self.cfg.gateway.heavy_body
+        try:  # a flooding key's backlog waits its turn, not ours, a big body after small ones; then its lane
+            async with self.fair.slot(key.id, heavy), self._lane(raw, key) as lane:
                 return await self._serve(request, raw, key, chat=chat, lane=lane)
         except GateFull:
             return error_response(_busy(self.fair.max_waiting))
