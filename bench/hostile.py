@@ -111,6 +111,7 @@ def _attack_thread(
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     codes: Counter[int] = Counter()
     slowest = 0.0
+    by_code: dict[int, float] = {}  # the slowest answer of each status
     with httpx.Client(timeout=120) as http:
         k = i
         while not stop.is_set():
@@ -121,9 +122,11 @@ def _attack_thread(
                 code = http.post(f"{url}/{path}", content=body, headers=headers).status_code
             except httpx.HTTPError:
                 code = 0
-            slowest = max(slowest, time.monotonic() - started)
+            took = time.monotonic() - started
+            slowest = max(slowest, took)
+            by_code[code] = max(by_code.get(code, 0.0), took)
             codes[code] += 1
-    found[f"codes{i}"], found[f"slowest{i}"] = dict(codes), slowest
+    found[f"codes{i}"], found[f"slowest{i}"], found[f"by_code{i}"] = dict(codes), slowest, by_code
 
 
 def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any, cpus: set[int] | None = None) -> None:
@@ -140,9 +143,12 @@ def attack_process(url: str, key: str, family: str, n: int, stop: Any, out: Any,
     for t in threads:
         t.join()
     codes: Counter[int] = Counter()
+    by_code: dict[int, float] = {}
     for i in range(n):
         codes.update(found.get(f"codes{i}", {}))
-    out.put((dict(codes), max(found.get(f"slowest{i}", 0.0) for i in range(n))))
+        for code, took in found.get(f"by_code{i}", {}).items():
+            by_code[code] = max(by_code.get(code, 0.0), took)
+    out.put((dict(codes), max(found.get(f"slowest{i}", 0.0) for i in range(n)), by_code))
 
 
 class Attack:
@@ -156,6 +162,7 @@ class Attack:
         )
         self.codes: dict[int, int] = {}
         self.slowest = 0.0
+        self.by_code: dict[int, float] = {}
 
     def __enter__(self) -> Attack:
         self.proc.start()
@@ -163,7 +170,7 @@ class Attack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.codes, self.slowest = self.out.get(timeout=300)
+        self.codes, self.slowest, self.by_code = self.out.get(timeout=300)
         self.proc.join(30)
 
 
@@ -282,7 +289,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             await innocent(http, url, 30)  # warm: the first answer is cached, the rest are lookups
             for rnd in range(1, args.rounds + 1):
-                for family in [*shapes, "forged labels"]:
+                for family in [f for f in [*shapes, "forged labels"] if not args.families or f in args.families]:
                     cpu_quiet = cpu_of(pids)
                     quiet = await innocent(http, url, args.requests)
                     before = await series(http, metrics_url)
@@ -294,13 +301,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         busy = await innocent(http, url, args.requests)
                         forger.stop.set()
                         await task
-                        codes, slowest, sent = dict(forger.codes), 0.0, forger.sent
+                        codes, slowest, sent, by_code = dict(forger.codes), 0.0, forger.sent, {}
                     else:
                         attack = Attack(url, attacker_key, family, args.attackers, ATTACKER_CPUS)
                         with attack:
                             await asyncio.sleep(1.0)  # the attack process starts (imports) before we measure
                             busy = await innocent(http, url, args.requests)
                         codes, slowest, sent = attack.codes, attack.slowest, sum(attack.codes.values())
+                        by_code = {c: round(t, 3) for c, t in attack.by_code.items()}
                     after = await series(http, metrics_url)
                     cpu_after = cpu_of(pids)
                     # CPU per hostile request: the phase's CPU less the innocent's (the same number of innocent
@@ -316,6 +324,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         "quiet_p50_ms": statistics.median(quiet), "quiet_p99_ms": pct(quiet, 0.99),
                         "busy_p50_ms": statistics.median(busy), "busy_p99_ms": pct(busy, 0.99),
                         "hostile_sent": sent, "hostile_codes": codes, "hostile_slowest_s": round(slowest, 3),
+                        "hostile_slowest_by_code_s": by_code,
                         "series_before": before, "series_after": after, "innocent_errors": innocent_errors,
                         "cpu_ms_per_hostile_request": {k: round(v, 2) for k, v in per_request.items()},
                     }  # fmt: skip
@@ -353,6 +362,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "busy_p99_ms": statistics.median(r["busy_p99_ms"] for r in mine),
             "p99_ratio": statistics.median(r["p99_ratio"] for r in mine),
             "codes": dict(codes), "slowest_s": max(r["hostile_slowest_s"] for r in mine),
+            "slowest_4xx_s": max([t for r in mine for c, t in r["hostile_slowest_by_code_s"].items()
+                                  if 400 <= int(c) < 500] or [0.0]),
+            "hostile_sent": statistics.median(r["hostile_sent"] for r in mine),
             "series_growth": max(r["series_after"] - r["series_before"] for r in mine),
             "cpu_ms_per_request": {k: statistics.median(r["cpu_ms_per_hostile_request"][k] for r in mine)
                                    for k in mine[0]["cpu_ms_per_hostile_request"]},
@@ -382,7 +394,9 @@ def main() -> None:
         help="the stack and the innocent client on the first half of the cores, the attackers' own "
         "HTTP clients on the rest (their client CPU is not the stack's)",
     )
+    parser.add_argument("--families", nargs="*", default=[], help="only these families (default: all)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     if args.split_cores:
         cores = sorted(os.sched_getaffinity(0))
         half = max(1, len(cores) // 2)
@@ -394,11 +408,14 @@ def main() -> None:
           f"{'p99 x':>6s} {'slowest s':>9s}  hostile codes / series growth")  # fmt: skip
     for t in table:
         print(f"{t['family']:14s} {t['quiet_p50_ms']:9.1f} {t['quiet_p99_ms']:9.1f} {t['busy_p50_ms']:11.1f} "
-              f"{t['busy_p99_ms']:11.1f} {t['p99_ratio']:6.2f} {t['slowest_s']:9.2f}  {t['codes']} / "
+              f"{t['busy_p99_ms']:11.1f} {t['p99_ratio']:6.2f} {t['slowest_s']:9.2f}  {t['codes']} "
+              f"(slowest 4xx {t['slowest_4xx_s']:.2f} s, {t['hostile_sent']:.0f} sent per phase) / "
               f"+{t['series_growth']}; CPU ms/request {t['cpu_ms_per_request']}")  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"hostile-{time.strftime('%Y%m%d-%H%M%S')}.json"
     machine = {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    machine["load_average"] = [load_before, os.getloadavg()]  # (1, 5, 15 min) at the start and the end
+    print(f"load average (1, 5, 15 min): start {load_before}, end {os.getloadavg()}")
     out.write_text(json.dumps({"args": vars(args), "machine": machine, "table": table, **found}, indent=1))
     print(f"\nwrote {out}")
 

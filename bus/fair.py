@@ -5,7 +5,10 @@
                 the 1,000 ahead of it.
     FairGate    ``slots`` holders at once; ``async with gate.slot(key)`` waits its turn in a FairQueue.
                 A key may have at most ``max_waiting`` requests waiting (:class:`GateFull` beyond), so a
-                flood cannot grow the queue (nor the bodies it holds) without bound.
+                flood cannot grow the queue (nor the bodies it holds) without bound. Light before heavy:
+                ``gate.slot(key, heavy=True)`` (a megabyte body, a long prompt) waits in a queue of its
+                own, granted only when no light request waits, or after ``HEAVY_EVERY`` light grants
+                passed it (so a steady stream of small requests cannot starve it).
 
 Used where a client key's work is admitted: the gateway (a request's parse, publish and answer) and the
 router (its cache lookups). While slots are free nothing waits and the gate is a counter.
@@ -18,6 +21,7 @@ from collections import deque
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+HEAVY_EVERY = 8  # a waiting heavy request is granted at the latest after this many light ones passed it
 
 
 class GateFull(Exception):
@@ -73,31 +77,46 @@ class FairGate:
     def __init__(self, slots: int, max_waiting: int) -> None:
         self.slots, self.max_waiting = slots, max_waiting
         self.busy = 0  # slots held
-        self.queue: FairQueue[asyncio.Future[None]] = FairQueue()
+        self.queue: FairQueue[asyncio.Future[None]] = FairQueue()  # light requests waiting
+        self.heavy: FairQueue[asyncio.Future[None]] = FairQueue()  # heavy ones: after the light, keys in turn
+        self._passed = 0  # light grants since a heavy request last got one, while one waited
+
+    def waiting(self, key: str) -> int:
+        return self.queue.waiting(key) + self.heavy.waiting(key)
 
     def full(self, key: str) -> bool:
         """Whether a request of ``key`` would be refused now (check it before reading a body)."""
-        return self.busy >= self.slots and self.queue.waiting(key) >= self.max_waiting
+        return self.busy >= self.slots and self.waiting(key) >= self.max_waiting
 
-    async def acquire(self, key: str) -> None:
-        if self.busy < self.slots and not len(self.queue):
+    async def acquire(self, key: str, heavy: bool = False) -> None:
+        if self.busy < self.slots and not len(self.queue) and not len(self.heavy):
             self.busy += 1
             return
-        if self.queue.waiting(key) >= self.max_waiting:
+        if self.waiting(key) >= self.max_waiting:
             raise GateFull(key)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue.push(key, granted)
+        queue = self.heavy if heavy else self.queue
+        queue.push(key, granted)
         try:
             await granted
         except asyncio.CancelledError:
-            if not self.queue.remove(key, granted) and granted.done() and not granted.cancelled():
+            if not queue.remove(key, granted) and granted.done() and not granted.cancelled():
                 self.release()  # granted as we were cancelled: pass the slot on
             raise
+
+    def _next(self) -> tuple[str, asyncio.Future[None]] | None:
+        """Light first; a waiting heavy request once no light one waits or HEAVY_EVERY light ones passed it."""
+        if len(self.heavy) and (not len(self.queue) or self._passed >= HEAVY_EVERY):
+            self._passed = 0
+            return self.heavy.pop()
+        if len(self.heavy):
+            self._passed += 1
+        return self.queue.pop()
 
     def release(self) -> None:
         self.busy -= 1
         while self.busy < self.slots:
-            turn = self.queue.pop()
+            turn = self._next()
             if turn is None:
                 return
             granted = turn[1]
@@ -105,22 +124,22 @@ class FairGate:
                 self.busy += 1
                 granted.set_result(None)
 
-    def slot(self, key: str) -> Slot:
-        return Slot(self, key)
+    def slot(self, key: str, heavy: bool = False) -> Slot:
+        return Slot(self, key, heavy)
 
 
 class Slot:
     """``async with gate.slot(key) as slot``: a slot for the block, or until ``slot.release()`` (a plain
     class: this is on every request's path)."""
 
-    __slots__ = ("gate", "key", "held")
+    __slots__ = ("gate", "key", "heavy", "held")
 
-    def __init__(self, gate: FairGate | None, key: str) -> None:
-        self.gate, self.key, self.held = gate, key, False
+    def __init__(self, gate: FairGate | None, key: str, heavy: bool = False) -> None:
+        self.gate, self.key, self.heavy, self.held = gate, key, heavy, False
 
     async def __aenter__(self) -> Slot:
         if self.gate is not None:
-            await self.gate.acquire(self.key)
+            await self.gate.acquire(self.key, self.heavy)
             self.held = True
         return self
 

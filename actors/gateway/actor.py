@@ -22,6 +22,7 @@ from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from actors.gateway.limits import KeyLimiter
 from actors.gateway.messages import ChunkSeen, GatewayMsg, KeysTick, ResultSeen
+from actors.gateway.offload import Offload
 from bus import subjects
 from bus.actor import Actor
 from bus.fair import FairGate
@@ -47,6 +48,7 @@ class Gateway(Actor):
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
         self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
         self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode + publish
+        self.offload = Offload(cfg.gateway.offload_workers)  # big bodies' decode, in low-priority processes
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -73,6 +75,7 @@ class Gateway(Actor):
             publish=self.publish,
             fair=self.fair,
             heavy=self.heavy,
+            offload=self.offload,
         )
         app.add_routes(api.routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -112,3 +115,4 @@ class Gateway(Actor):
         if self.inbox is not None:
             with contextlib.suppress(Exception):
                 await self.inbox.stop()
+        await self.offload.close()

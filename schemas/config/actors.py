@@ -49,10 +49,14 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     # `max_waiting` requests already waiting is refused with a 429 before its body is read.
     slots: Annotated[int, Meta(ge=1)] = 256
     max_waiting: Annotated[int, Meta(ge=1)] = 64
-    # A body of at least `heavy_body` bytes is decoded and published `heavy_slots` at a time, keys in turn:
-    # two clients' megabyte bodies are not decoded back to back while a small request waits for the loop.
+    # A body of at least `heavy_body` bytes waits behind small requests for a slot (bus/fair.py: granted when
+    # none waits, or after HEAVY_EVERY passed it) and is decoded and published `heavy_slots` at a time, keys
+    # in turn: two clients' megabyte bodies are not decoded back to back while a small request waits.
     heavy_body: Annotated[int, Meta(ge=1024)] = 64 * 1024
     heavy_slots: Annotated[int, Meta(ge=1)] = 1
+    # Heavy bodies are decoded in this many worker processes of lower CPU priority (os.nice 10), off the
+    # event loop: other clients' requests go first when they share a core. 0: on the event loop.
+    offload_workers: Annotated[int, Meta(ge=0, le=16)] = 1
 
 
 PROMPT_VARIANTS = ("direct", "plan-first", "test-first", "example-driven", "constraint-based")

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
+from actors.gateway.offload import NICE
 from bus.server import EmbeddedNats
 from schemas.config import load_config
 from tests.support import minilm
@@ -46,6 +47,7 @@ UNITS = ["7", ".", "`", "```", " ", "\n", "é", "日本", "\u200b", "\u202e", "(
 class Stack:
     url: str
     headers: dict[str, str]
+    gateway_pid: int
 
 
 @pytest.fixture
@@ -82,7 +84,8 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
         await asyncio.to_thread(gateway.wait_log, "gateway listening on", 30.0)
         port = re.search(r"gateway listening on http://[^:]+:(\d+)/v1", gateway.output())
         assert port is not None
-        s = Stack(f"http://127.0.0.1:{port.group(1)}/v1", {"Authorization": f"Bearer {KEY}"})
+        assert gateway.proc is not None
+        s = Stack(f"http://127.0.0.1:{port.group(1)}/v1", {"Authorization": f"Bearer {KEY}"}, gateway.proc.pid)
         async with aiohttp.ClientSession() as http:
 
             async def answered() -> bool:
@@ -116,6 +119,24 @@ async def _latencies(http: aiohttp.ClientSession, s: Stack, stop: asyncio.Event 
         out.append(time.monotonic() - t)
         await asyncio.sleep(0.01)
     return out
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [0] state, [1] ppid, ..., [16] nice."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _children_niceness(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(int(entry.name))
+            except OSError:
+                continue  # ended meanwhile
+            if int(fields[1]) == pid:
+                found.append(int(fields[16]))
+    return found
 
 
 def _p99(values: list[float]) -> float:
@@ -215,3 +236,6 @@ async def test_hostile_requests_get_a_typed_4xx_and_every_innocent_request_is_an
         f"under attack p99 {busy_p99 * 1000:.1f} ms over {len(busy)} requests"
     )
     assert busy  # every innocent request was answered (``_latencies`` asserts each 200)
+    # the heavy bodies were parsed off the gateway's loop, in its worker process of lower CPU priority
+    gateway_nice = int(_stat(stack.gateway_pid)[16])
+    assert min(19, gateway_nice + NICE) in _children_niceness(stack.gateway_pid)

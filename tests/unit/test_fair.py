@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 
-from bus.fair import FairGate, FairQueue, GateFull, no_slot
+from bus.fair import HEAVY_EVERY, FairGate, FairQueue, GateFull, no_slot
 from clients import cache as cache_client
 from policy import keys as kp
 from schemas.cache import CacheReply
@@ -83,6 +83,63 @@ async def test_gate_refuses_a_key_beyond_its_waiting_bound() -> None:
         task.cancel()
     await asyncio.gather(*waiters, other, return_exceptions=True)
     assert len(gate.queue) == 0
+
+
+async def test_a_light_request_is_granted_before_a_waiting_heavy_one() -> None:
+    """One slot held; a heavy request (a megabyte body) waits, then a light one of another key arrives:
+    the light one is served first, the heavy one next; both count against their key's waiting bound."""
+    gate = FairGate(slots=1, max_waiting=1)
+    await gate.acquire("x")
+    served: list[str] = []
+
+    async def one(key: str, name: str, heavy: bool) -> None:
+        async with gate.slot(key, heavy):
+            served.append(name)
+            await asyncio.sleep(0)
+
+    heavy = asyncio.create_task(one("flood", "heavy", True))
+    await asyncio.sleep(0)
+    light = asyncio.create_task(one("alice", "light", False))
+    await asyncio.sleep(0)
+    assert gate.heavy.waiting("flood") == 1 and gate.queue.waiting("alice") == 1
+    assert gate.full("flood") and gate.full("alice") and not gate.full("bob")
+    gate.release()
+    await asyncio.gather(heavy, light)
+    assert served == ["light", "heavy"]
+    assert gate.busy == 0 and len(gate.heavy) == 0
+
+
+async def test_a_heavy_request_is_not_starved_by_a_stream_of_light_ones() -> None:
+    """Light requests keep arriving: the waiting heavy one is granted after HEAVY_EVERY of them."""
+    gate = FairGate(slots=1, max_waiting=100)
+    await gate.acquire("x")
+    served: list[str] = []
+
+    async def one(key: str, name: str, heavy: bool) -> None:
+        async with gate.slot(key, heavy):
+            served.append(name)
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(one("flood", "heavy", True))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(one(f"k{i}", f"l{i}", False)) for i in range(HEAVY_EVERY + 3)]
+    await asyncio.sleep(0)
+    gate.release()
+    await asyncio.gather(*tasks)
+    assert served.index("heavy") == HEAVY_EVERY and len(served) == HEAVY_EVERY + 4
+
+
+async def test_a_cancelled_heavy_waiter_leaves_its_queue() -> None:
+    gate = FairGate(slots=1, max_waiting=10)
+    await gate.acquire("a")
+    waiter = asyncio.create_task(gate.acquire("b", heavy=True))
+    await asyncio.sleep(0)
+    assert gate.heavy.waiting("b") == 1
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert len(gate.heavy) == 0
+    gate.release()
+    assert gate.busy == 0
 
 
 async def test_cancelled_waiter_passes_its_slot_on() -> None:
