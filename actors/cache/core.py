@@ -15,11 +15,15 @@ No bus code here (the actor wires it to NATS, the benchmark drives it directly).
                     wait for it instead, and ``drain`` at shutdown. (Another instance that consumes the
                     result before the put lands finds nothing to store: the answer is not cached, as
                     when the put fails, which is logged.)
+    5. on its way   before a miss is answered: if a request of this instance with the same key, or one the
+                    verifier accepts, is still waiting for its answer (inflight.py), wait up to
+                    ``cache.coalesce_wait`` for it to be stored and answer from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -32,6 +36,7 @@ from actors.cache import guard
 from actors.cache.errors import StoreError
 from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
+from actors.cache.inflight import Awaited, InFlight
 from actors.cache.keys import RequestKeys, request_keys
 from actors.cache.verifier import Verifier
 from policy.caching import Lru, decide, storable
@@ -70,6 +75,8 @@ class ResponseCache:
         self.lru = Lru(cfg.max_entries)
         self.stats: Counter[str] = Counter()
         self._remembering: dict[str, asyncio.Task[None]] = {}  # request id -> its pending put in flight
+        self.inflight = InFlight()  # this instance's misses whose answers are on their way
+        self.coalesce_wait = float(cfg.coalesce_wait)
 
     # --- start-up --------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -115,6 +122,10 @@ class ResponseCache:
         finally:
             if early is not None:
                 early.cancel()  # an exact hit (stored by another instance) or a failed get: not needed
+        if decision.lookup and self.coalesce_wait > 0:
+            reply = await self._on_its_way(req, keys, vector, started)
+            if reply is not None:
+                return reply
         self.stats["misses"] += 1
         reason = decision.reason or "miss"
         if not decision.store:
@@ -128,9 +139,40 @@ class ResponseCache:
             deadline=req.effective_deadline,
             at=self.clock(),
         )
+        vec = vector.astype(np.float32) if vector is not None else None
+        self.inflight.add(Awaited(req.id, keys.key, keys.scope, vec, pending.guard_text, pending.deadline))
         task = self._remembering[req.id] = asyncio.ensure_future(self._remember(pending))
         task.add_done_callback(lambda _, rid=req.id: self._remembering.pop(rid, None))  # type: ignore[misc]
         return CacheReply(hit=False, remembered=True, reason=reason)
+
+    async def _on_its_way(
+        self, req: GenerateRequest, keys: RequestKeys, vector: np.ndarray | None, started: float
+    ) -> CacheReply | None:
+        """A miss that matches an answer on its way (inflight.py): wait for it a little, then look again."""
+
+        def accepts(cached: str, cosine: float) -> bool:
+            return keys.guard_text is not None and self._verdict(keys.guard_text, cached, cosine).ok
+
+        found = self.inflight.match(req.id, keys.key, keys.scope, vector, accepts, self.threshold)
+        if found is None:
+            return None
+        found.awaited.waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(found.awaited.done.wait(), self.coalesce_wait)
+        finally:
+            found.awaited.waiting -= 1
+        entry = await self._fresh(found.awaited.key)
+        if entry is None:
+            return None
+        self.stats["coalesced"] += 1
+        layer: CacheLayer = "exact" if found.awaited.key == keys.key else "semantic"
+        return self._hit(req, entry, layer, found.similarity, started)
+
+    def _verdict(self, query: str, cached: str, cosine: float) -> guard.Verdict:
+        if self.verifier is not None:
+            return self.verifier.check(query, cached, cosine)
+        return guard.check(query, cached)
 
     async def _remember(self, pending: PendingStore) -> None:
         try:
@@ -167,10 +209,7 @@ class ResponseCache:
         for candidate in found:
             if candidate.text is None:
                 continue
-            if self.verifier is not None:
-                verdict = self.verifier.check(keys.guard_text, candidate.text, candidate.score)
-            else:
-                verdict = guard.check(keys.guard_text, candidate.text)
+            verdict = self._verdict(keys.guard_text, candidate.text, candidate.score)
             if not verdict.ok:
                 self.stats["guard_refused"] += 1
                 log.debug(
@@ -219,6 +258,12 @@ class ResponseCache:
     # --- store -----------------------------------------------------------------------------------
     async def store(self, result: GenerateResult, *, published_at: float) -> str:
         """Store a final result whose request missed before. Returns what happened (for logs and tests)."""
+        try:
+            return await self._store(result, published_at)
+        finally:
+            self.inflight.settle(result.request_id)  # stored or not: lookups waiting for it look again
+
+    async def _store(self, result: GenerateResult, published_at: float) -> str:
         why_not = storable(result)
         if why_not is not None:
             return f"not stored: {why_not}"
@@ -253,6 +298,7 @@ class ResponseCache:
 
     async def forget(self, request_id: str) -> None:
         """The request ended without an answer to keep."""
+        self.inflight.settle(request_id)
         await self._settled(request_id)
         await self.exact.forget(request_id)
 
@@ -266,6 +312,7 @@ class ResponseCache:
     async def sweep(self) -> int:
         """Forget entries past their TTL (KV drops them by itself; the index and the LRU order do not)."""
         now = self.clock()
+        self.inflight.expire(now)
         expired = self.lru.expired(now, self.ttl)
         for key in expired:
             self.lru.discard(key)

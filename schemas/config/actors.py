@@ -122,6 +122,10 @@ class CacheCfg(Cfg, frozen=True, kw_only=True):
     max_entries: Annotated[int, Meta(ge=1)] = 50_000
     semantic: SemanticCacheCfg = SemanticCacheCfg()
     lookup_timeout: Duration = Duration(0.5)  # the router answers without the cache after this
+    # A miss that matches an answer of this instance still on its way (the same key, or a rewording the
+    # verifier accepts, in the same scope) waits up to this long for it to be stored (0: never waits); keep
+    # it below lookup_timeout. Covers a rewording asked the moment its original's answer reached the client.
+    coalesce_wait: Duration = Duration(0.25)
     # Lookups one router has in flight at once; beyond, the waiting client keys take turns (a flooding
     # key's backlog of lookups does not delay another key's), each waiting at most lookup_timeout.
     lookup_slots: Annotated[int, Meta(ge=1)] = 32
