@@ -4,6 +4,7 @@ and a waiter that gives up; plus the gateway's early refusal of a prompt no mode
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import msgspec
@@ -85,17 +86,24 @@ async def test_gate_refuses_a_key_beyond_its_waiting_bound() -> None:
     assert len(gate.queue) == 0
 
 
+def taking_turns(gate: FairGate, served: list[str]) -> Callable[[str, str, bool], Awaitable[None]]:
+    """A request of ``key`` (heavy or light) that records its ``name`` in ``served`` once it holds a slot."""
+
+    async def one(key: str, name: str, heavy: bool) -> None:
+        async with gate.slot(key, heavy):
+            served.append(name)
+            await asyncio.sleep(0)
+
+    return one
+
+
 async def test_a_light_request_is_granted_before_a_waiting_heavy_one() -> None:
     """One slot held; a heavy request (a megabyte body) waits, then a light one of another key arrives:
     the light one is served first, the heavy one next; both count against their key's waiting bound."""
     gate = FairGate(slots=1, max_waiting=1)
     await gate.acquire("x")
     served: list[str] = []
-
-    async def one(key: str, name: str, heavy: bool) -> None:
-        async with gate.slot(key, heavy):
-            served.append(name)
-            await asyncio.sleep(0)
+    one = taking_turns(gate, served)
 
     heavy = asyncio.create_task(one("flood", "heavy", True))
     await asyncio.sleep(0)
@@ -114,11 +122,7 @@ async def test_a_heavy_request_is_not_starved_by_a_stream_of_light_ones() -> Non
     gate = FairGate(slots=1, max_waiting=100)
     await gate.acquire("x")
     served: list[str] = []
-
-    async def one(key: str, name: str, heavy: bool) -> None:
-        async with gate.slot(key, heavy):
-            served.append(name)
-            await asyncio.sleep(0)
+    one = taking_turns(gate, served)
 
     tasks = [asyncio.create_task(one("flood", "heavy", True))]
     await asyncio.sleep(0)
