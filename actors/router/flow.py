@@ -135,7 +135,7 @@ class Flow:
                 route=p.route,
                 dispatched_at=time.time(),
             )
-            p.target, p.dispatched_at = target, time.time()
+            p.target, p.dispatched_at, p.counted = target, time.time(), True
             self.io.started(target_key(target))
             await self.io.publish(dispatch_subject(target), dispatch, f"{p.request.id}:{p.attempt}")
             route = cfg.routes.get(p.route) if p.route else None  # a route's timeout_ms replaces the default
@@ -200,7 +200,8 @@ class Flow:
         if p.timer:
             p.timer.cancel()
             p.timer = None
-        if p.target is not None:
+        if p.target is not None and p.counted:  # once per attempt: a failure that ends the request stops it twice
+            p.counted = False
             self.io.finished(target_key(p.target), total_ms)
 
     # --- finishing -----------------------------------------------------------------------------

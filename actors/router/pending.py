@@ -41,6 +41,7 @@ class Pending:
     deadline_timer: asyncio.TimerHandle | None = None
     done: bool = False
     last_error: ErrorInfo | None = None
+    counted: bool = False  # its attempt is counted in the view's in-flight figure (ended exactly once)
 
 
 @dataclass(eq=False)

@@ -123,7 +123,24 @@ async def test_timers_are_router_messages_and_the_last_failure_answers_the_clien
     outcome, origin = world.answers[0]
     assert isinstance(outcome, GenerateError) and outcome.error.code == "bad_request" and origin == p.request.origin
     assert settled(p) and flow.owner("r1") is None and flow.in_flight() == []
-    # the view's in-flight count went back down (this path reports the end twice; View.finished stops at 0)
-    assert world.counts[f"local:cpu0:{FIRST.model}"] <= 0
+    assert world.counts[f"local:cpu0:{FIRST.model}"] == 0  # the view's in-flight count went back down, once
     await flow.attempt_timeout(p, 0)  # a timer that fires after the end: nothing more happens
     assert len(world.answers) == 1 and len(world.dispatched) == 1
+
+
+async def test_a_request_that_fails_for_good_ends_its_attempt_once_not_another_requests() -> None:
+    """Two requests in flight on one target; one fails with an error no other target could fix: the
+    target's in-flight count drops by one (it once dropped by two, taking the other request's with it)."""
+    world = World()
+    flow = Flow(LOCAL, world.io())
+    now = time.time()
+    hi = [ChatMessage(role="user", content="hi")]
+    other = GenerateRequest(id="r2", messages=hi, created_at=now, deadline=now + 60)
+    await flow.start(Pending(request=request(), plan=[FIRST, SECOND]))
+    await flow.start(Pending(request=other, plan=[FIRST]))
+    key = f"local:cpu0:{FIRST.model}"
+    assert world.counts[key] == 2
+    await flow.failed(failure(0, code="bad_request"))
+    assert world.counts[key] == 1 and len(world.answers) == 1
+    await flow.deadline(flow.owner("r2"))  # type: ignore[arg-type]
+    assert world.counts[key] == 0
