@@ -36,7 +36,7 @@ from actors.cache import guard
 from actors.cache.errors import StoreError
 from actors.cache.exact import ExactStore
 from actors.cache.index import IndexEntry, VectorIndex
-from actors.cache.inflight import Awaited, InFlight
+from actors.cache.inflight import InFlight
 from actors.cache.keys import RequestKeys, request_keys
 from actors.cache.verifier import Verifier
 from policy.caching import Lru, decide, storable
@@ -139,8 +139,7 @@ class ResponseCache:
             deadline=req.effective_deadline,
             at=self.clock(),
         )
-        vec = vector.astype(np.float32) if vector is not None else None
-        self.inflight.add(Awaited(req.id, keys.key, keys.scope, vec, pending.guard_text, pending.deadline))
+        self.inflight.add(pending)
         task = self._remembering[req.id] = asyncio.ensure_future(self._remember(pending))
         task.add_done_callback(lambda _, rid=req.id: self._remembering.pop(rid, None))  # type: ignore[misc]
         return CacheReply(hit=False, remembered=True, reason=reason)
@@ -162,11 +161,11 @@ class ResponseCache:
                 await asyncio.wait_for(found.awaited.done.wait(), self.coalesce_wait)
         finally:
             found.awaited.waiting -= 1
-        entry = await self._fresh(found.awaited.key)
+        entry = await self._fresh(found.awaited.pending.key)
         if entry is None:
             return None
         self.stats["coalesced"] += 1
-        layer: CacheLayer = "exact" if found.awaited.key == keys.key else "semantic"
+        layer: CacheLayer = "exact" if found.awaited.pending.key == keys.key else "semantic"
         return self._hit(req, entry, layer, found.similarity, started)
 
     def _verdict(self, query: str, cached: str, cosine: float) -> guard.Verdict:

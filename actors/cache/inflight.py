@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas.cache import PendingStore
+
 
 @dataclass
 class Awaited:
-    request_id: str
-    key: str
-    scope: str
-    vector: np.ndarray | None
-    guard_text: str | None
-    deadline: float
+    pending: PendingStore  # what the cache remembers of the miss (its key, scope, vector, deadline)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0  # lookups waiting for it now
+    vector: np.ndarray | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        raw = self.pending.vector
+        self.vector = np.frombuffer(raw, np.float32) if raw is not None else None
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,12 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, awaited: Awaited) -> None:
-        self.settle(awaited.request_id)
+    def add(self, pending: PendingStore) -> Awaited:
+        self.settle(pending.request_id)
         while len(self._by_id) >= self.cap:
             self.settle(next(iter(self._by_id)))
-        self._by_id[awaited.request_id] = awaited
+        awaited = self._by_id[pending.request_id] = Awaited(pending)
+        return awaited
 
     def settle(self, request_id: str) -> None:
         """The request's answer was stored, or will not be: whoever waits for it looks again now."""
@@ -57,7 +60,7 @@ class InFlight:
             awaited.done.set()
 
     def expire(self, now: float) -> int:
-        late = [rid for rid, a in self._by_id.items() if a.deadline <= now]
+        late = [rid for rid, a in self._by_id.items() if a.pending.deadline <= now]
         for rid in late:
             self.settle(rid)
         return len(late)
@@ -74,13 +77,14 @@ class InFlight:
         """The best answer on its way for this lookup: the same key first, else the verified closest."""
         best: Match | None = None
         for awaited in self._by_id.values():
-            if awaited.request_id == request_id or awaited.scope != scope:
+            p = awaited.pending
+            if p.request_id == request_id or p.scope != scope:
                 continue
-            if awaited.key == key:
+            if p.key == key:
                 return Match(awaited, 1.0)
-            if vector is None or awaited.vector is None or awaited.guard_text is None:
+            if vector is None or awaited.vector is None or p.guard_text is None:
                 continue
             cosine = float(awaited.vector @ vector)
-            if cosine >= floor and (best is None or cosine > best.similarity) and accepts(awaited.guard_text, cosine):
+            if cosine >= floor and (best is None or cosine > best.similarity) and accepts(p.guard_text, cosine):
                 best = Match(awaited, cosine)
         return best

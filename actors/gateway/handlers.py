@@ -160,15 +160,18 @@ class Api:
         if isinstance(admitted, web.Response):
             return admitted
         key, raw = admitted
-        heavy = len(raw) >= self.cfg.gateway.heavy_body
         try:  # a flooding key's backlog waits its turn, not ours, a big body after small ones; then its lane
-            async with self.fair.slot(key.id, heavy), self._lane(raw, key) as lane:
+            async with self.fair.slot(key.id, self._heavy(raw)), self._lane(raw, key) as lane:
                 return await self._serve(request, raw, key, chat=chat, lane=lane)
         except GateFull:
             return error_response(_busy(self.fair.max_waiting))
 
+    def _heavy(self, raw: bytes) -> bool:
+        """A body of ``gateway.heavy_body`` bytes or more: after small ones, in its lane, parsed off the loop."""
+        return len(raw) >= self.cfg.gateway.heavy_body
+
     def _lane(self, raw: bytes, key: ClientKey) -> Slot:
-        return self.heavy.slot(key.id) if len(raw) >= self.cfg.gateway.heavy_body else no_slot()
+        return self.heavy.slot(key.id) if self._heavy(raw) else no_slot()
 
     async def _serve(
         self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool, lane: Slot
@@ -229,7 +232,7 @@ class Api:
         low-priority worker process (msgspec holds the interpreter: ~8-12 ms for 2.4 MB of escaped unicode
         would take the loop from every other client), a small one here."""
         args = (raw, chat, key.id, self._policy(key).visible, float(self.cfg.gateway.request_timeout))
-        if len(raw) >= self.cfg.gateway.heavy_body:
+        if self._heavy(raw):
             return await self.offload.run(parse_body, *args)
         return parse_body(*args)
 
