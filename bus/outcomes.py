@@ -98,6 +98,7 @@ def build_result(
         reservation_id=dispatch.reservation_id,
         reserved_nanos=dispatch.reserved_nanos,
         choices=choices or [],
+        cache_store=dispatch.cache_store,
     )
 
 

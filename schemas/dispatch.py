@@ -33,6 +33,7 @@ class Dispatch(Message, frozen=True, kw_only=True):
     strategy: str = ""  # why this target: the routing decision, stored with the dispatch (audit)
     route: str | None = None  # the declarative route that chose it, if any
     dispatched_at: float = 0.0
+    cache_store: bool = True  # the cache remembered this request's miss (policy.caching.decide): store its answer
 
     @property
     def effective_sampling(self) -> Sampling:

@@ -118,6 +118,7 @@ class GenerateResult(Tagged, frozen=True, kw_only=True, tag="result"):
     tool_calls: list[ToolCall] = []  # the model called functions (finish_reason "tool_calls")
     logprobs: list[TokenLogprob] | None = None  # asked for with sampling.logprobs
     choices: list[Response] = []  # n > 1 on one model: every answer, the first is the result's own
+    cache_store: bool = True  # copied from the Dispatch: False when the cache remembered no miss to store
 
 
 class GenerateError(Tagged, frozen=True, kw_only=True, tag="error"):

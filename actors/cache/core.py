@@ -266,6 +266,9 @@ class ResponseCache:
         why_not = storable(result)
         if why_not is not None:
             return f"not stored: {why_not}"
+        if not result.cache_store:  # its miss was not remembered (no_store, sampled, ...): no pending entry
+            self.stats["not_remembered"] += 1  # known from the result: no KV round trip
+            return "not stored: not remembered"
         await self._settled(result.request_id)
         pending = await self.exact.pending_for(result.request_id)
         if pending is None:

@@ -22,6 +22,7 @@ from actors.router import ensemble, fanout
 from actors.router.messages import AttemptTimedOut, DeadlinePassed, RouterMsg
 from actors.router.pending import FanOut, Pending, Reserve, dispatch_subject, settled
 from actors.router.returning import keep_waiting
+from policy.caching import decide
 from policy.targets import target_key
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
@@ -134,6 +135,7 @@ class Flow:
                 strategy=p.strategy,
                 route=p.route,
                 dispatched_at=time.time(),
+                cache_store=decide(p.request, enabled=cfg.cache.enabled).store,
             )
             p.target, p.dispatched_at, p.counted = target, time.time(), True
             self.io.started(target_key(target))

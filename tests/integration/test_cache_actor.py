@@ -254,6 +254,19 @@ async def test_uncacheable_requests_never_hit_or_store(start_cache: Start, nc: N
     assert (await lookup(nc, ask("Tell me a joke"))).hit
 
 
+async def test_a_result_without_a_remembered_miss_is_not_looked_up(start_cache: Start, nc: NATS) -> None:
+    """A result whose Dispatch said the cache keeps nothing (cache_store False: no_store, sampled) is passed
+    over without a KV round trip for a pending entry; a remembered one is stored as before."""
+    actor = await start_cache()
+    assert actor.cache is not None
+    sampled = ask("Tell me a riddle", sampling=Sampling(temperature=0.8))
+    assert not (await lookup(nc, sampled)).remembered
+    await answer(nc, sampled, "What has keys but no locks?", cache_store=False)
+    await eventually(lambda: actor.cache is not None and actor.cache.stats["not_remembered"] == 1)
+    await miss_then_store(nc, actor, "Tell me a fact", "Honey never spoils.")
+    assert actor.cache.stats["stored"] == 1 and actor.cache.stats["not_remembered"] == 1
+
+
 async def test_sampled_requests_are_cached_with_the_opt_in(start_cache: Start, nc: NATS) -> None:
     """allow_sampled stores and answers a temperature > 0 request (within its own sampling scope)."""
     actor = await start_cache()

@@ -7,15 +7,18 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
+
 from actors.router.flow import Flow, FlowIO
 from actors.router.messages import AttemptTimedOut, DeadlinePassed, RouterMsg
 from actors.router.pending import Pending, dispatch_subject, settled
 from bus import subjects
+from policy.caching import decide
 from schemas.config import load_config
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import ErrorCode, ErrorInfo
 from schemas.events import Event, RequestFallback
-from schemas.request import ChatMessage, GenerateRequest
+from schemas.request import CachePolicy, ChatMessage, GenerateRequest, Sampling
 from schemas.result import AttemptFailed, GenerateError, Outcome
 
 LOCAL = load_config("local")
@@ -144,3 +147,18 @@ async def test_a_request_that_fails_for_good_ends_its_attempt_once_not_another_r
     assert world.counts[key] == 1 and len(world.answers) == 1
     await flow.deadline(flow.owner("r2"))  # type: ignore[arg-type]
     assert world.counts[key] == 0
+
+
+async def test_a_dispatch_says_whether_the_cache_keeps_its_answer() -> None:
+    """cache_store on the Dispatch (copied into the result) is the cache's own decision for the request: a
+    greedy request's miss is remembered, a no_store or a sampled one is not, so the cache need not look."""
+    world = World()
+    flow = Flow(LOCAL, world.io())
+    greedy = msgspec.structs.replace(request(), sampling=Sampling(temperature=0))
+    no_store = msgspec.structs.replace(greedy, id="r2", cache=CachePolicy(no_store=True))
+    sampled = msgspec.structs.replace(greedy, id="r3", sampling=Sampling(temperature=0.8))
+    for req in (greedy, no_store, sampled):
+        await flow.start(Pending(request=req, plan=[FIRST]))
+    assert LOCAL.cache.enabled
+    assert [d.cache_store for _, d, _ in world.dispatched] == [True, False, False]
+    assert [decide(d.request).store for _, d, _ in world.dispatched] == [True, False, False]
