@@ -31,7 +31,7 @@ from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.offload import Offload, Parsed, Refused, parse_body
 from bus import subjects
 from bus.errors import ServiceCallError
-from bus.fair import FairGate, GateFull, Slot, no_slot
+from bus.fair import FairGate, GateFull, HeavyTurn, LightTurn, Pacer, Slot, no_slot
 from bus.outcomes import StreamFollower
 from bus.service import call
 from policy import keys as keypolicy
@@ -80,6 +80,7 @@ class Api:
         publish: Publish,
         fair: FairGate,
         heavy: FairGate,
+        pacer: Pacer,
         offload: Offload,
     ) -> None:
         self.cfg = cfg
@@ -91,6 +92,7 @@ class Api:
         self.publish = publish
         self.fair = fair  # per-key turns when all the gateway's slots are busy
         self.heavy = heavy  # big bodies' decode + publish, keys in turn
+        self.pacer = pacer  # heavy requests' round trips while light ones are around
         self.offload = offload  # big bodies' decode, in a low-priority process
         self._views: dict[ClientKey, KeyView] = {}
 
@@ -170,6 +172,13 @@ class Api:
         """A body of ``gateway.heavy_body`` bytes or more: after small ones, in its lane, parsed off the loop."""
         return len(raw) >= self.cfg.gateway.heavy_body
 
+    def _paced(self, raw: bytes, gen: GenerateRequest, key: ClientKey) -> HeavyTurn | LightTurn:
+        """A heavy request (big body, or a prompt of ``gateway.heavy_prompt`` characters: measured, not
+        scanned) takes a paced turn for its round trip; a light one is counted as around while it runs."""
+        if self._heavy(raw) or keypolicy.prompt_chars(gen) >= self.cfg.gateway.heavy_prompt:
+            return self.pacer.turn(key.id)
+        return self.pacer.light()
+
     def _lane(self, raw: bytes, key: ClientKey) -> Slot:
         return self.heavy.slot(key.id) if self._heavy(raw) else no_slot()
 
@@ -193,9 +202,10 @@ class Api:
                 return error_response(admission, gen.id)
         used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
         try:
-            if gen.stream:
-                return await self._stream(request, gen, chat=chat, include_usage=parsed.include_usage, lane=lane)
-            outcome = await self._roundtrip(gen, lane)
+            async with self._paced(raw, gen, key):
+                if gen.stream:
+                    return await self._stream(request, gen, chat=chat, include_usage=parsed.include_usage, lane=lane)
+                outcome = await self._roundtrip(gen, lane)
             if isinstance(outcome, GenerateResult):
                 used = outcome.usage.total_tokens
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)
