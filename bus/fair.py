@@ -178,6 +178,7 @@ class Pacer:
       ``share`` of the time and light requests the rest.
 
     A waiting heavy request goes as soon as either holds (the light traffic ended, or its paced time came).
+    ``share`` 1.0 turns pacing off (heavy requests always run at once).
     ``clock`` is injectable for tests, which then call :meth:`wake` where a timer would have.
     """
 
@@ -196,7 +197,9 @@ class Pacer:
         return self.light_inflight > 0 or now < self.light_ended + self.quiet_s
 
     def _may_go(self, now: float) -> bool:
-        return not self.light_around(now) or (self.running == 0 and now >= self.next_at)
+        if self.share >= 1.0 or not self.light_around(now):
+            return True  # pacing off, or the stack is free of light requests: work-conserving
+        return self.running == 0 and now >= self.next_at
 
     def light(self) -> LightTurn:
         """``async with pacer.light():`` around a light request's round trip (nothing to wait for)."""

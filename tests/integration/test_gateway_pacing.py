@@ -50,7 +50,7 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
                 "api_keys_file": "keys.txt",
                 "request_timeout": "120s",
                 "heavy_prompt": 1024,
-                "heavy_share": 0.000001,  # after a heavy request, the next waits ~10^6 x its time while light is around
+                "heavy_share": 0.000001,  # after a heavy request the next waits ~10^6 x its time while light is around
             },
             "router": {"attempt_timeout": "120s"},
             "cache": {"enabled": False},

@@ -93,7 +93,7 @@ async def test_while_light_requests_are_around_heavy_ones_are_spaced_by_their_sh
 async def test_while_light_requests_are_around_heavy_ones_go_one_at_a_time_keys_in_turn() -> None:
     """Three heavy requests of a flood and then one of another key, light traffic around: one runs at a
     time, and the other key's is granted before the flood's third (keys in turn), not after it."""
-    pacer, clock = _pacer(share=1.0)  # one at a time, no spacing
+    pacer, clock = _pacer(share=0.5)  # one at a time; no spacing: no time passes
     light = pacer.light()
     await light.__aenter__()
     order: list[str] = []
@@ -120,7 +120,7 @@ async def test_while_light_requests_are_around_heavy_ones_go_one_at_a_time_keys_
 
 async def test_a_cancelled_heavy_waiter_leaves_and_a_granted_one_passes_its_turn_on() -> None:
     """A waiting heavy request whose client went away is not granted; the one after it is."""
-    pacer, clock = _pacer(share=1.0)
+    pacer, clock = _pacer(share=0.5)
     light = pacer.light()
     await light.__aenter__()
     first = pacer.turn("a")
@@ -157,3 +157,16 @@ def test_the_pacing_config_has_defaults_and_refuses_a_share_outside_0_to_1() -> 
     for bad in ({"heavy_share": 0}, {"heavy_share": 1.5}, {"heavy_prompt": 10}):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert(bad, GatewayCfg)
+
+
+async def test_share_1_turns_pacing_off() -> None:
+    """heavy_share 1.0: heavy requests run at once, side by side, light traffic or not."""
+    pacer, clock = _pacer(share=1.0)
+    light = pacer.light()
+    await light.__aenter__()
+    turns = [pacer.turn("flood") for _ in range(3)]
+    await asyncio.wait_for(asyncio.gather(*(t.__aenter__() for t in turns)), timeout=5)
+    assert pacer.running == 3
+    for t in turns:
+        await t.__aexit__()
+    await light.__aexit__()
