@@ -27,6 +27,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 HEAVY_EVERY = 8  # a waiting heavy request is granted at the latest after this many light ones passed it
+LIGHT_QUIET_S = 0.1  # light traffic is "around" until this long after the last light request ended
+HEAVY_HELD_S = 0.1  # a heavy request's time counts up to this: the stack's part of it (decode, classify, cache
+# lookup, dispatch: tens of milliseconds even for a megabyte prompt); past it, it is a generation on a model
 
 
 class GateFull(Exception):
@@ -173,7 +176,7 @@ class Pacer:
     - no light request around: it runs at once, with any number of other heavy ones (the stack is free);
     - light requests around: heavy ones run one at a time, keys in turn, and each starts no earlier than
       ``held * (1 - share) / share`` after the previous one ended, ``held`` the previous one's own time
-      (at most ``max_held_s``: past that a request is a generation on a model, not the stack's work). So
+      (at most ``max_held_s``, 0.1 s: past that a request is a generation on a model, not the stack's work). So
       the heavy requests' downstream work (the router, the cache, the bus carrying their text) takes about
       ``share`` of the time and light requests the rest.
 
@@ -183,9 +186,16 @@ class Pacer:
     """
 
     def __init__(
-        self, share: float, *, quiet_s: float = 0.1, max_held_s: float = 1.0, clock: Callable[[], float] = monotonic
+        self,
+        share: float,
+        *,
+        max_waiting: int = 64,
+        quiet_s: float = LIGHT_QUIET_S,
+        max_held_s: float = HEAVY_HELD_S,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
-        self.share, self.quiet_s, self.max_held_s, self.clock = share, quiet_s, max_held_s, clock
+        self.share, self.max_waiting, self.clock = share, max_waiting, clock
+        self.quiet_s, self.max_held_s = quiet_s, max_held_s
         self.light_inflight = 0
         self.light_ended = -math.inf  # when the last light request ended
         self.running = 0  # heavy requests holding a turn
@@ -212,6 +222,8 @@ class Pacer:
         if not len(self.queue) and self._may_go(self.clock()):
             self.running += 1
             return
+        if self.queue.waiting(key) >= self.max_waiting:
+            raise GateFull(key)
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue.push(key, granted)
         self._arm()

@@ -47,8 +47,9 @@ class Gateway(Actor):
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
         self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
-        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode + publish
-        self.pacer = Pacer(cfg.gateway.heavy_share)  # heavy round trips while light requests are around
+        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode
+        # heavy requests' round trips, paced while light requests are around
+        self.pacer = Pacer(cfg.gateway.heavy_share, max_waiting=cfg.gateway.max_waiting)
         self.offload = Offload(cfg.gateway.offload_workers)  # big bodies' decode, in low-priority processes
 
     @classmethod

@@ -201,6 +201,7 @@ class Api:
             if isinstance(admission, ErrorInfo):
                 return error_response(admission, gen.id)
         used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
+        lane.release()  # decoded: the next big body may be, while this one waits for its paced turn
         try:
             async with self._paced(raw, gen, key):
                 if gen.stream:

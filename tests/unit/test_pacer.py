@@ -8,7 +8,7 @@ import asyncio
 import msgspec
 import pytest
 
-from bus.fair import Pacer
+from bus.fair import GateFull, Pacer
 from schemas.config.actors import GatewayCfg
 
 
@@ -170,3 +170,26 @@ async def test_share_1_turns_pacing_off() -> None:
     for t in turns:
         await t.__aexit__()
     await light.__aexit__()
+
+
+async def test_a_key_with_max_waiting_heavy_requests_waiting_is_refused() -> None:
+    """The pacer's queue is bounded per key like the gateway's slots (GateFull: a 429), other keys still wait."""
+    clock = Clock()
+    pacer = Pacer(0.5, max_waiting=2, quiet_s=0.1, clock=clock)
+    light = pacer.light()
+    await light.__aenter__()
+    first = pacer.turn("flood")
+    await first.__aenter__()
+    waiting = [asyncio.create_task(pacer.turn("flood").__aenter__()) for _ in range(2)]
+    await _settle()
+    with pytest.raises(GateFull):
+        await pacer.turn("flood").__aenter__()
+    other = asyncio.create_task(pacer.turn("alice").__aenter__())
+    await _settle()
+    assert pacer.queue.waiting("alice") == 1 and not other.done()
+    for task in [*waiting, other]:
+        task.cancel()
+    await asyncio.gather(*waiting, other, return_exceptions=True)
+    await first.__aexit__()
+    await light.__aexit__()
+    assert len(pacer.queue) == 0 and pacer.running == 0
