@@ -7,6 +7,8 @@ over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 
 client; the log has it). Errors that come back from the orchestra reach the client without its topology:
 for the codes of :data:`~actors.gateway.openai_api.INTERNAL_CODES` the client reads a fixed sentence and
 the request id, the operator finds the detail (host, provider, route) in the gateway's log.
+A heavy request (a big body or a long prompt) takes a paced turn for its round trip (bus/fair.py Pacer): one at a
+time and spaced while light requests are around, at once when none is.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Api:
         self.nc = nc
         self.publish = publish
         self.fair = fair  # per-key turns when all the gateway's slots are busy
-        self.heavy = heavy  # big bodies' decode + publish, keys in turn
+        self.heavy = heavy  # big bodies' decode, keys in turn
         self.pacer = pacer  # heavy requests' round trips while light ones are around
         self.offload = offload  # big bodies' decode, in a low-priority process
         self._views: dict[ClientKey, KeyView] = {}
