@@ -4,7 +4,10 @@ Keyword and shape rules, ordered from the most specific; long prompts are ``long
 
 Every pattern here runs on client text, so each is linear in it: no quantifier that can backtrack over
 a run it already consumed (``(?<!\d)\d++`` starts only at a run's first digit and never gives a digit
-back), and the text is cut to :data:`SCAN_CHARS` anyway (past that the prompt is long-context).
+back), and the text is cut to :data:`SCAN_CHARS` anyway (past that the prompt is long-context). A word
+boundary shared by alternatives is tested once, before them (``\b(?:def |class ...)``, the same matches as
+``\bdef |\bclass ...``): inside a run of digits or letters the position then fails at once instead of
+trying every alternative (code-generation on 23,900 digits: 4.2 -> 0.6 ms).
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ _RULES: list[tuple[Capability, re.Pattern[str]]] = [
     (
         "code-generation",
         re.compile(
-            r"(```|\bdef |\bclass \w+|\bfunction\b|\bimplement\b|\bwrite (a|an|the)? ?(python|rust|go|java|c\+\+|"
-            r"javascript|typescript|sql|bash|shell)?\s*(function|program|script|class|method|code)|\brefactor\b|"
-            r"\bcompile\b|\bregex\b|\balgorithm\b|\bcode\b)",
+            r"(```|\b(?:def |class \w+|function\b|implement\b|write (a|an|the)? ?(python|rust|go|java|c\+\+|"
+            r"javascript|typescript|sql|bash|shell)?\s*(function|program|script|class|method|code)|refactor\b|"
+            r"compile\b|regex\b|algorithm\b|code\b))",
             re.I,
         ),
     ),

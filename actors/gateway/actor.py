@@ -25,7 +25,7 @@ from actors.gateway.messages import ChunkSeen, GatewayMsg, KeysTick, ResultSeen
 from actors.gateway.offload import Offload
 from bus import subjects
 from bus.actor import Actor
-from bus.fair import FairGate
+from bus.fair import FairGate, Pacer
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 
@@ -47,7 +47,9 @@ class Gateway(Actor):
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
         self.fair = FairGate(cfg.gateway.slots, cfg.gateway.max_waiting)  # per-key turns when all slots are busy
-        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode + publish
+        self.heavy = FairGate(cfg.gateway.heavy_slots, cfg.gateway.max_waiting)  # big bodies' decode
+        # heavy requests' round trips, paced while light requests are around
+        self.pacer = Pacer(cfg.gateway.heavy_share, max_waiting=cfg.gateway.max_waiting)
         self.offload = Offload(cfg.gateway.offload_workers)  # big bodies' decode, in low-priority processes
 
     @classmethod
@@ -75,6 +77,7 @@ class Gateway(Actor):
             publish=self.publish,
             fair=self.fair,
             heavy=self.heavy,
+            pacer=self.pacer,
             offload=self.offload,
         )
         app.add_routes(api.routes())

@@ -7,6 +7,8 @@ over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 
 client; the log has it). Errors that come back from the orchestra reach the client without its topology:
 for the codes of :data:`~actors.gateway.openai_api.INTERNAL_CODES` the client reads a fixed sentence and
 the request id, the operator finds the detail (host, provider, route) in the gateway's log.
+A heavy request (a big body or a long prompt) takes a paced turn for its round trip (bus/fair.py Pacer): one at a
+time and spaced while light requests are around, at once when none is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.offload import Offload, Parsed, Refused, parse_body
 from bus import subjects
 from bus.errors import ServiceCallError
-from bus.fair import FairGate, GateFull, Slot, no_slot
+from bus.fair import FairGate, GateFull, HeavyTurn, LightTurn, Pacer, Slot, no_slot
 from bus.outcomes import StreamFollower
 from bus.service import call
 from policy import keys as keypolicy
@@ -80,6 +82,7 @@ class Api:
         publish: Publish,
         fair: FairGate,
         heavy: FairGate,
+        pacer: Pacer,
         offload: Offload,
     ) -> None:
         self.cfg = cfg
@@ -90,7 +93,8 @@ class Api:
         self.nc = nc
         self.publish = publish
         self.fair = fair  # per-key turns when all the gateway's slots are busy
-        self.heavy = heavy  # big bodies' decode + publish, keys in turn
+        self.heavy = heavy  # big bodies' decode, keys in turn
+        self.pacer = pacer  # heavy requests' round trips while light ones are around
         self.offload = offload  # big bodies' decode, in a low-priority process
         self._views: dict[ClientKey, KeyView] = {}
 
@@ -170,6 +174,13 @@ class Api:
         """A body of ``gateway.heavy_body`` bytes or more: after small ones, in its lane, parsed off the loop."""
         return len(raw) >= self.cfg.gateway.heavy_body
 
+    def _paced(self, raw: bytes, gen: GenerateRequest, key: ClientKey) -> HeavyTurn | LightTurn:
+        """A heavy request (big body, or a prompt of ``gateway.heavy_prompt`` characters: measured, not
+        scanned) takes a paced turn for its round trip; a light one is counted as around while it runs."""
+        if self._heavy(raw) or keypolicy.prompt_chars(gen) >= self.cfg.gateway.heavy_prompt:
+            return self.pacer.turn(key.id)
+        return self.pacer.light()
+
     def _lane(self, raw: bytes, key: ClientKey) -> Slot:
         return self.heavy.slot(key.id) if self._heavy(raw) else no_slot()
 
@@ -192,10 +203,12 @@ class Api:
             if isinstance(admission, ErrorInfo):
                 return error_response(admission, gen.id)
         used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
+        lane.release()  # decoded: the next big body may be, while this one waits for its paced turn
         try:
-            if gen.stream:
-                return await self._stream(request, gen, chat=chat, include_usage=parsed.include_usage, lane=lane)
-            outcome = await self._roundtrip(gen, lane)
+            async with self._paced(raw, gen, key):
+                if gen.stream:
+                    return await self._stream(request, gen, chat=chat, include_usage=parsed.include_usage, lane=lane)
+                outcome = await self._roundtrip(gen, lane)
             if isinstance(outcome, GenerateResult):
                 used = outcome.usage.total_tokens
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)

@@ -50,10 +50,17 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     slots: Annotated[int, Meta(ge=1)] = 256
     max_waiting: Annotated[int, Meta(ge=1)] = 64
     # A body of at least `heavy_body` bytes waits behind small requests for a slot (bus/fair.py: granted when
-    # none waits, or after HEAVY_EVERY passed it) and is decoded and published `heavy_slots` at a time, keys
+    # none waits, or after HEAVY_EVERY passed it) and is decoded `heavy_slots` at a time, keys
     # in turn: two clients' megabyte bodies are not decoded back to back while a small request waits.
     heavy_body: Annotated[int, Meta(ge=1024)] = 64 * 1024
     heavy_slots: Annotated[int, Meta(ge=1)] = 1
+    # A request is also heavy when its prompt has `heavy_prompt` characters or more (measured after the parse,
+    # never scanned). While light requests are around (one in flight, or one ended < 0.1 s ago) heavy ones
+    # run one at a time (each for its round trip) and are spaced so that they hold about `heavy_share` of
+    # the time (bus/fair.py Pacer: the wait after one is its own time x (1 - share) / share, its time counted
+    # up to 0.1 s, the stack's part of it); with no light request around they run at once. 1.0: no pacing.
+    heavy_prompt: Annotated[int, Meta(ge=1024)] = 16 * 1024
+    heavy_share: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.05
     # Heavy bodies are decoded in this many worker processes of lower CPU priority (os.nice 10), off the
     # event loop: other clients' requests go first when they share a core. 0: on the event loop.
     offload_workers: Annotated[int, Meta(ge=0, le=16)] = 1

@@ -1,5 +1,6 @@
 """A worker for router tests: it speaks the dispatch/outcome protocol exactly like gpu_host and
-cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "stream", "streamhang", "slow:<s>",
+cloud_proxy, but each target follows a script ("ok", "fail:<code>", "hang", "hold" (until ``released`` is
+set, then "ok"), "stream", "streamhang", "slow:<s>",
 "late:<s>": slow, then, if another answer was stored first, a cancelled attempt with its cost, as the
 cloud_proxy records a provider call that went on after the router gave up on it),
 so a test decides the order of events instead of sleeping. It also reports its hosts and providers
@@ -53,6 +54,7 @@ class ScriptedWorker(Actor):
         self.script = {k: list(v) for k, v in (script or {}).items()}  # "<where>/<model>" -> behaviours
         self.answers = answers or {}  # model -> fixed answer text
         self.seen: list[Seen] = []
+        self.released = asyncio.Event()  # what "hold" waits for
 
     def consumers(self) -> list[ConsumerSpec]:
         return [
@@ -112,6 +114,8 @@ class ScriptedWorker(Actor):
             return
         if kind == "hang":
             await asyncio.sleep(3600)
+        if kind == "hold":
+            await self.released.wait()
         if kind in ("slow", "late"):
             await asyncio.sleep(float(arg))
         text = self.answers.get(d.target.model, f"{d.target.model}@{d.target.where}#{d.attempt}")
