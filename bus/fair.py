@@ -235,8 +235,12 @@ class Pacer:
             raise
 
     def release(self, held_s: float) -> None:
-        """A heavy request's turn ended after ``held_s`` seconds."""
+        """A heavy request's turn ended after ``held_s`` seconds of the stack's time."""
         self.running -= 1
+        self.charge(held_s)
+
+    def charge(self, held_s: float) -> None:
+        """Space the next heavy request by ``held_s`` seconds of the stack's time (at most ``max_held_s``)."""
         held = min(max(held_s, 0.0), self.max_held_s)
         self.next_at = max(self.next_at, self.clock() + held * (1.0 - self.share) / self.share)
         self.wake()
@@ -287,23 +291,37 @@ class LightTurn:
 
 
 class HeavyTurn:
-    """``async with pacer.turn(key)``: the turn is given back at the block's end or after ``max_held_s``,
-    whichever comes first (a long generation does not hold the other heavy requests back)."""
+    """``async with pacer.turn(key) as turn``: the turn is given back at the block's end or after
+    ``max_held_s``, whichever comes first (a long generation does not hold the other heavy requests back).
+    The next heavy request is spaced by the stack's part of this one's time: its round trip less
+    ``turn.model_s``, the seconds a model spent on it (a result's load + generation time), which the
+    block sets when it knows them; a turn given back early is charged when the block ends."""
 
-    __slots__ = ("pacer", "key", "started", "held", "_expiry")
+    __slots__ = ("pacer", "key", "started", "held", "expired", "model_s", "_expiry")
 
     def __init__(self, pacer: Pacer, key: str) -> None:
-        self.pacer, self.key, self.started, self.held = pacer, key, 0.0, False
+        self.pacer, self.key, self.started, self.held, self.expired = pacer, key, 0.0, False, False
+        self.model_s = 0.0
         self._expiry: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> HeavyTurn:
         await self.pacer.acquire(self.key)
         self.held, self.started = True, self.pacer.clock()
-        self._expiry = asyncio.get_running_loop().call_later(self.pacer.max_held_s, self.release)
+        self._expiry = asyncio.get_running_loop().call_later(self.pacer.max_held_s, self._expire)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+    def _stack_s(self) -> float:
+        return self.pacer.clock() - self.started - self.model_s
+
+    def _expire(self) -> None:
+        """``max_held_s`` passed: the others may go; what this one cost is known at its end."""
+        self._expiry = None
+        if self.held:
+            self.held, self.expired = False, True
+            self.pacer.release(0.0)
 
     def release(self) -> None:
         if self._expiry is not None:
@@ -311,4 +329,7 @@ class HeavyTurn:
             self._expiry = None
         if self.held:
             self.held = False
-            self.pacer.release(self.pacer.clock() - self.started)
+            self.pacer.release(self._stack_s())
+        elif self.expired:
+            self.expired = False
+            self.pacer.charge(self._stack_s())

@@ -205,10 +205,12 @@ class Api:
         used: int | None = None  # tokens the answer used; None: the estimate stands (streams, errors)
         lane.release()  # decoded: the next big body may be, while this one waits for its paced turn
         try:
-            async with self._paced(raw, gen, key):
+            async with self._paced(raw, gen, key) as turn:
                 if gen.stream:
                     return await self._stream(request, gen, chat=chat, include_usage=parsed.include_usage, lane=lane)
                 outcome = await self._roundtrip(gen, lane)
+                if isinstance(outcome, GenerateResult) and isinstance(turn, HeavyTurn):
+                    turn.model_s = (outcome.timings.load_ms + outcome.timings.generation_ms) / 1000
             if isinstance(outcome, GenerateResult):
                 used = outcome.usage.total_tokens
                 shaped = oa.chat_response(outcome) if chat else oa.completion_response(outcome)

@@ -150,6 +150,34 @@ async def test_a_long_generation_counts_at_most_max_held_s() -> None:
     await light.__aexit__()
 
 
+async def test_the_model_s_time_is_not_the_stacks_and_an_early_release_is_charged_at_the_end() -> None:
+    """A heavy request whose 60 s were 59.9 s of a model's generation spaces the next by its 0.1 s of the
+    stack's time only; given back at max_held_s (the timer), it frees the turn at once and is charged
+    what it cost when it ends."""
+    pacer, clock = _pacer(share=0.25)
+    light = pacer.light()
+    await light.__aenter__()
+    first = pacer.turn("a")
+    await first.__aenter__()
+    clock.now += 60.0
+    first.model_s = 59.9
+    await first.__aexit__()
+    assert pacer.next_at == pytest.approx(clock.now + 0.3)
+
+    clock.now += 1.0
+    second = pacer.turn("a")
+    await second.__aenter__()
+    second._expire()  # what the max_held_s timer does
+    assert pacer.running == 0 and pacer.next_at <= clock.now  # the others may go; nothing charged yet
+    clock.now += 30.0
+    second.model_s = 29.8
+    await second.__aexit__()
+    assert pacer.next_at == pytest.approx(clock.now + 0.6)  # its 0.2 s of the stack's time, charged at the end
+    await second.__aexit__()  # once
+    assert pacer.running == 0 and pacer.next_at == pytest.approx(clock.now + 0.6)
+    await light.__aexit__()
+
+
 def test_the_pacing_config_has_defaults_and_refuses_a_share_outside_0_to_1() -> None:
     """gateway.heavy_share in (0, 1], gateway.heavy_prompt at least 1024 characters."""
     cfg = msgspec.convert({}, GatewayCfg)
