@@ -100,7 +100,7 @@ class BudgetGuard(Actor):
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
-        self.trimmer = Trimmer()  # freed heap back to the system: RSS follows the bounded ledger
+        self.trimmer = Trimmer(map_large_from=128 * 1024)  # RSS follows the bounded ledger (bus/heap.py)
         self.lease: WriterLease | None = None
 
     def streams(self) -> list[StreamSpec]:
