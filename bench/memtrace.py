@@ -2,12 +2,14 @@
 what grows with traffic (``bench/soak.py --trace ACTOR``):
 
     python -m bench.memtrace DIR actors.budget_guard --config ...     DIR/<n>.snap every 10 s
+    (MEMTRACE_DEPTH: frames kept per allocation, 8 by default; fewer slow the actor less)
 
 Compare two snapshots: ``tracemalloc.Snapshot.load(b).compare_to(Snapshot.load(a), "traceback")``.
 """
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 import threading
@@ -30,7 +32,7 @@ def main() -> None:
     out, module = Path(sys.argv[1]), sys.argv[2]
     out.mkdir(parents=True, exist_ok=True)
     sys.argv = [module, *sys.argv[3:]]
-    tracemalloc.start(8)
+    tracemalloc.start(int(os.environ.get("MEMTRACE_DEPTH", "8")))
     threading.Thread(target=_dump, args=(out,), daemon=True).start()
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
