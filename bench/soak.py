@@ -28,7 +28,12 @@ import aiohttp
 import uvloop
 
 from bench.gateway import RESULTS, Proc, free_port, orchestra_profile, start, wait_http, wait_log
+from bus import subjects
 from bus.server import EmbeddedNats
+from bus.service import call
+from cli.common import connect_cli
+from schemas.budget import LEDGER_SUMMARY, SummaryRequest
+from schemas.config import load_config
 from tests.support.profile import register_server
 
 ACTORS: tuple[tuple[str, list[str]], ...] = (
@@ -86,6 +91,16 @@ async def drive(url: str, headers: dict[str, str], first: int, n: int, concurren
     return errors, time.perf_counter() - started
 
 
+async def ledger_of(profile: Path) -> dict[str, int]:
+    """What the budget_guard holds now: charges, open reservations and leases (its summary)."""
+    nc = await connect_cli(load_config(profile))
+    try:
+        s = await call(nc, subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=10.0)
+    finally:
+        await nc.close()
+    return {"charges": s.charges, "open_reservations": s.open_reservations, "open_leases": s.open_leases}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     procs: list[Proc] = []
@@ -106,7 +121,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
         actors: dict[str, Proc] = {}
         for actor, extra in ACTORS:
-            p = start(actor, [py, "-m", f"actors.{actor}", "--config", str(profile), *extra], tmp, env)
+            run = ["-m", "bench.memtrace", str(args.trace_dir / actor)] if actor in args.trace else ["-m"]
+            p = start(actor, [py, *run, f"actors.{actor}", "--config", str(profile), *extra], tmp, env)
             procs.append(p)
             wait_log(p, f"{actor} started", timeout=180)
             actors[actor] = p
@@ -114,7 +130,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {key}"}
         await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
 
-        def sample(label: str, done: int, seconds: float = 0.0, errors: int = 0, n_new: int = 0) -> dict[str, Any]:
+        async def sample(
+            label: str, done: int, seconds: float = 0.0, errors: int = 0, n_new: int = 0
+        ) -> dict[str, Any]:
             row: dict[str, Any] = {
                 "at": label,
                 "requests": done,
@@ -122,16 +140,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s": {n: round(cpu_s(p.popen.pid), 2) for n, p in actors.items()},
                 "seconds": round(seconds, 1),
                 "errors": errors,
+                "ledger": await ledger_of(profile),
             }
             rss = "  ".join(f"{n} {v:.0f}" for n, v in row["rss_mb"].items())
             rate = f"  ({n_new / seconds:.0f} req/s, {errors} errors)" if seconds else ""
-            print(f"{label:>8} {done:>7} req  RSS MB: {rss}{rate}", file=sys.stderr, flush=True)
+            print(f"{label:>8} {done:>7} req  RSS MB: {rss}{rate}  ledger {row['ledger']}", file=sys.stderr, flush=True)
             partial.append(row)
             args.out.write_text(json.dumps({"partial": True, "rows": partial}, indent=2))  # kept if stopped early
             return row
 
         partial: list[dict[str, Any]] = []
-        rows = [sample("start", 0)]
+        rows = [await sample("start", 0)]
         done, errors_total = 0, 0
         steps = [args.warmup] + [args.step] * ((args.requests - args.warmup) // args.step)
         if sum(steps) < args.requests:
@@ -141,9 +160,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             done += n
             errors_total += errors
             label = "warm-up" if k == 0 else ("end" if done >= args.requests else "check")
-            rows.append(sample(label, done, seconds, errors, n))
+            rows.append(await sample(label, done, seconds, errors, n))
         await asyncio.sleep(args.settle)  # let the monitor and guard drain their consumers before the last look
-        rows.append(sample("settled", done))
+        rows.append(await sample("settled", done))
         return summarise(rows, args, errors_total)
     finally:
         for p in reversed(procs):
@@ -182,9 +201,11 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=20_000, help="requests between RSS checkpoints")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after the last request")
     parser.add_argument("--cache", action="store_true", help="the cache on (default: off, every request routed)")
+    parser.add_argument("--trace", action="append", default=[], help="run ACTOR under bench/memtrace.py")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    args.trace_dir = RESULTS / f"memtrace-{time.strftime('%Y%m%d-%H%M%S')}"
     result = uvloop.run(run(args))
     args.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.out}")

@@ -11,9 +11,10 @@ Idempotency needs a key only while its result can come again: a redelivery (with
 ``max_ack_pending``), a second publish of the same Msg-Id. So the book remembers the last ``keep``
 keys (1,048,576 by default: hours of traffic at 100 req/s, ~12 minutes at 1,500 req/s, far more than
 a redelivery window) as 64-bit hashes in one sorted numpy array (chunks of 16,384 merged in as they
-fill, the oldest chunk dropped: ~10 ms each 16,384 charges on this machine): 12 bytes a key, ~13 MB
-in all, flat once full. Two keys share a hash with probability ~ keep^2 / 2^65 (3e-8 when full): a
-charge lost to that is under-counted, never charged twice.
+fill, the oldest chunk dropped: ~10 ms each 16,384 charges on this machine): 9 bytes a key (the
+hash and its chunk's generation mod 256: at most 255 chunks are kept), ~9.4 MB in all, flat once
+full. Two keys share a hash with probability ~ keep^2 / 2^65 (3e-8 when full): a charge lost to that
+is under-counted, never charged twice.
 
 The sums (count, nano-dollars, per tier, the digest: a sum of per-charge sha256 values mod 2^256, so
 it is independent of order and can be kept as a running figure) cover every charge since the ledger
@@ -29,6 +30,7 @@ import numpy as np
 
 CHUNK = 16_384  # a smaller open set (Python ints) is less memory; merging one costs ~10 ms
 KEEP_KEYS = 64 * CHUNK
+MAX_CHUNKS = 255  # kept chunks (+ the one being merged in) tell their generations apart in a uint8
 _MOD = 1 << 256
 
 
@@ -54,10 +56,12 @@ class ChargeBook:
     def __init__(self, keep: int = KEEP_KEYS, chunk: int = CHUNK) -> None:
         self.chunk = chunk
         self.keep_chunks = max(1, keep // chunk)
+        if self.keep_chunks > MAX_CHUNKS:
+            raise ValueError(f"a chargebook keeps at most {MAX_CHUNKS} chunks: keep {keep} / chunk {chunk}")
         # the closed chunks merged into one sorted array (one probe per look-up), each hash tagged with
-        # its chunk's generation so the oldest chunk can be dropped in one pass
+        # its chunk's generation (mod 256: one byte) so the oldest chunk can be dropped in one pass
         self.merged = np.empty(0, dtype=np.uint64)
-        self.gens = np.empty(0, dtype=np.uint32)
+        self.gens = np.empty(0, dtype=np.uint8)
         self.first_gen = 0
         self.next_gen = 0
         self.open: set[int] = set()  # the newest keys, not yet a chunk
@@ -80,10 +84,10 @@ class ChargeBook:
         """Merge a chunk of sorted hashes in (a few ms per chunk); drop the oldest past ``keep``."""
         at = np.searchsorted(self.merged, hashes)
         self.merged = np.insert(self.merged, at, hashes)
-        self.gens = np.insert(self.gens, at, np.uint32(self.next_gen))
+        self.gens = np.insert(self.gens, at, np.uint8(self.next_gen % 256))
         self.next_gen += 1
         if self.next_gen - self.first_gen > self.keep_chunks:
-            kept = self.gens != self.first_gen
+            kept = self.gens != np.uint8(self.first_gen % 256)
             self.merged, self.gens = self.merged[kept], self.gens[kept]
             self.first_gen += 1
 
@@ -115,7 +119,7 @@ class ChargeBook:
 
     def export_keys(self) -> list[bytes]:
         """The remembered hashes, one sorted chunk each, oldest first (the open set last)."""
-        out = [self.merged[self.gens == g].tobytes() for g in range(self.first_gen, self.next_gen)]
+        out = [self.merged[self.gens == np.uint8(g % 256)].tobytes() for g in range(self.first_gen, self.next_gen)]
         out.append(self._sorted_open().tobytes())
         return out
 

@@ -47,6 +47,7 @@ from bus import subjects
 from bus.actor import Actor
 from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, Transient
+from bus.heap import Trimmer
 from bus.lease import WriterLease
 from bus.service import ServiceSpec
 from bus.subjects import KVSpec, StreamSpec
@@ -99,6 +100,7 @@ class BudgetGuard(Actor):
         self.replayed = 0
         self.replay_ms = 0.0
         self._pruned = 0.0
+        self.trimmer = Trimmer(map_large_from=128 * 1024)  # RSS follows the bounded ledger (bus/heap.py)
         self.lease: WriterLease | None = None
 
     def streams(self) -> list[StreamSpec]:
@@ -372,6 +374,7 @@ class BudgetGuard(Actor):
         if now - self._pruned > PRUNE_EVERY:
             self.ledger.prune(now)
             self._pruned = now
+        self.trimmer.maybe(now)
         await self._fire_due(now)
         await self.tiers.sweep(now)
 

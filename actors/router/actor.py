@@ -41,6 +41,7 @@ from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
 from bus.consumer import ConsumerSpec, Delivery
+from bus.heap import Trimmer
 from bus.outcomes import publish_outcome, stored_failure, stored_outcome
 from clients.budget import SWEEP_EVERY, BudgetClient
 from clients.cache import CacheClient
@@ -77,6 +78,7 @@ class Router(Actor):
         self.flow.observe = self.observed
         self.queues: QueueWatch | None = None  # on_start
         self.background: set[asyncio.Future[Any]] = set()
+        self.trimmer = Trimmer()
         self._subs: list[Any] = []
         self.waiting_for: set[str] = set()  # hosts whose attempts stay put: they are coming back
 
@@ -169,6 +171,7 @@ class Router(Actor):
                     await self.queues.tick(self.flow.in_flight())
             case LeasesTick():
                 self.budget.sweep()
+                self.trimmer.maybe(time.monotonic())  # freed heap back to the system (bus/heap.py)
             case _:
                 assert_never(msg)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from policy.chargebook import ChargeBook, charges_digest
 
 
@@ -44,3 +46,23 @@ def test_the_digest_does_not_depend_on_order_and_survives_a_snapshot_of_the_keys
     restored.restore_keys(a.export_keys())
     assert restored.remembered() == a.remembered() and all(k in restored for k, _ in items[-4000:])
     assert not restored.add(items[-1][0], items[-1][1], "premium")
+
+
+def test_generations_wrap_past_256_chunks_and_the_book_still_drops_exactly_the_oldest() -> None:
+    """Each remembered key costs 9 bytes (hash + one-byte generation), also after generations wrap."""
+    book = ChargeBook(keep=255 * 4, chunk=4)
+    for i in range(300 * 4 + 2):  # 300 chunks closed: generations 0..299 tag as 0..255, 0..43
+        book.add(f"k{i}", 1, None)
+    assert book.next_gen == 300 and book.remembered() == 255 * 4 + 2
+    assert all(f"k{i}" in book for i in range(45 * 4, 300 * 4 + 2)) and "k179" not in book
+    assert book.merged.nbytes + book.gens.nbytes == 9 * len(book.merged)
+    restored = ChargeBook(keep=255 * 4, chunk=4)
+    restored.restore_keys(book.export_keys())
+    assert restored.remembered() == book.remembered() and "k180" in restored and "k179" not in restored
+    restored.add("x0", 1, None), restored.add("x1", 1, None)  # one more chunk: the oldest one goes
+    assert "k180" not in restored and "k184" in restored and "x1" in restored
+
+
+def test_a_book_of_more_chunks_than_a_byte_tells_apart_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 255 chunks"):
+        ChargeBook(keep=256 * 4, chunk=4)
