@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -27,8 +26,8 @@ from actors.gateway.offload import NICE
 from bus.server import EmbeddedNats
 from schemas.config import load_config
 from tests.support import minilm
-from tests.support.procs import ActorProcess
-from tests.support.profile import write_profile
+from tests.support.procs import ActorProcess, gateway_url
+from tests.support.profile import keyed_profile
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -52,15 +51,12 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Stack]:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "keys.txt").write_text(f"alice:{KEY}\n")
-    profile = write_profile(
-        tmp_path / "profile",
+    profile = keyed_profile(
+        tmp_path,
         nats_server.url,
-        data_dir=data,
-        overrides={
-            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "20s"},
+        KEY,
+        {
+            "gateway": {"request_timeout": "20s"},
             "router": {"attempt_timeout": "5s"},
             "cache": {"semantic": {"model_dir": str(minilm.model_dir())}},
         },
@@ -81,11 +77,9 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
     try:
         gateway = procs[2]
         await asyncio.to_thread(procs[0].wait_log, "cache started", 60.0)
-        await asyncio.to_thread(gateway.wait_log, "gateway listening on", 30.0)
-        port = re.search(r"gateway listening on http://[^:]+:(\d+)/v1", gateway.output())
-        assert port is not None
+        url = await gateway_url(gateway)
         assert gateway.proc is not None
-        s = Stack(f"http://127.0.0.1:{port.group(1)}/v1", {"Authorization": f"Bearer {KEY}"}, gateway.proc.pid)
+        s = Stack(url, {"Authorization": f"Bearer {KEY}"}, gateway.proc.pid)
         async with aiohttp.ClientSession() as http:
 
             async def answered() -> bool:

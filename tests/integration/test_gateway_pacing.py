@@ -6,7 +6,6 @@ the test releases it), never by time."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from nats.aio.client import Client as NATS
 
 from bus.server import EmbeddedNats
 from schemas.config import load_config
-from tests.support.procs import ActorProcess
-from tests.support.profile import write_profile
+from tests.support.procs import ActorProcess, gateway_url
+from tests.support.profile import keyed_profile
 from tests.support.scripted_worker import ScriptedWorker
 from tests.support.wait import eventually
 
@@ -37,17 +36,12 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[Stack]:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "keys.txt").write_text(f"alice:{KEY}\n")
-    profile = write_profile(
-        tmp_path / "profile",
+    profile = keyed_profile(
+        tmp_path,
         nats_server.url,
-        data_dir=data,
-        overrides={
+        KEY,
+        {
             "gateway": {
-                "port": 0,
-                "api_keys_file": "keys.txt",
                 "request_timeout": "120s",
                 "heavy_prompt": 1024,
                 "heavy_share": 0.000001,  # after a heavy request the next waits ~10^6 x its time while light is around
@@ -69,11 +63,7 @@ async def stack(tmp_path: Path, nats_server: EmbeddedNats, nc: NATS) -> AsyncIte
         ActorProcess("actors.gateway", profile, "--port", "0").start(),
     ]
     try:
-        gateway = procs[1]
-        await asyncio.to_thread(gateway.wait_log, "gateway listening on", 30.0)
-        port = re.search(r"gateway listening on http://[^:]+:(\d+)/v1", gateway.output())
-        assert port is not None
-        yield Stack(f"http://127.0.0.1:{port.group(1)}/v1", {"Authorization": f"Bearer {KEY}"}, worker)
+        yield Stack(await gateway_url(procs[1]), {"Authorization": f"Bearer {KEY}"}, worker)
     finally:
         for p in procs:
             p.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,3 +117,11 @@ async def orchestra(profile: Path, *args: str, timeout: float = 60.0) -> tuple[i
         raise AssertionError(f"orchestra {' '.join(args)} did not finish within {timeout}s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def gateway_url(gateway: ActorProcess, timeout: float = 30.0) -> str:
+    """The /v1 URL of a gateway started with ``--port 0``, once it listens (from its log line)."""
+    await asyncio.to_thread(gateway.wait_log, "gateway listening on", timeout)
+    port = re.search(r"gateway listening on http://[^:]+:(\d+)/v1", gateway.output())
+    assert port is not None
+    return f"http://127.0.0.1:{port.group(1)}/v1"

@@ -82,6 +82,15 @@ def write_profile(
     return dest
 
 
+def keyed_profile(tmp: Path, nats_url: str, key: str, overrides: dict[str, Any]) -> Path:
+    """A profile under ``tmp`` whose gateway knows one client key (``alice``), its data in ``tmp/data``."""
+    data = tmp / "data"
+    data.mkdir()
+    (data / "keys.txt").write_text(f"alice:{key}\n")
+    gateway = {"port": 0, "api_keys_file": "keys.txt", **overrides.get("gateway", {})}
+    return write_profile(tmp / "profile", nats_url, data_dir=data, overrides={**overrides, "gateway": gateway})
+
+
 def test_config(dest: Path, nats_url: str, **kw: Any) -> OrchestraConfig:
     return load_config(write_profile(dest, nats_url, **kw))
 

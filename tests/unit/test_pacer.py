@@ -8,7 +8,7 @@ import asyncio
 import msgspec
 import pytest
 
-from bus.fair import GateFull, Pacer
+from bus.fair import GateFull, LightTurn, Pacer
 from schemas.config.actors import GatewayCfg
 
 
@@ -23,6 +23,14 @@ class Clock:
 def _pacer(share: float = 0.25) -> tuple[Pacer, Clock]:
     clock = Clock()
     return Pacer(share, quiet_s=0.1, max_held_s=1.0, clock=clock), clock
+
+
+async def _lit(share: float) -> tuple[Pacer, Clock, LightTurn]:
+    """A pacer with a light request in flight (its turn returned: the test ends it)."""
+    pacer, clock = _pacer(share)
+    light = pacer.light()
+    await light.__aenter__()
+    return pacer, clock, light
 
 
 async def _settle() -> None:
@@ -48,9 +56,7 @@ async def test_heavy_requests_run_at_once_side_by_side_when_no_light_request_is_
 async def test_a_heavy_request_waits_while_a_light_one_is_in_flight_and_goes_when_it_ends() -> None:
     """A heavy request that ran 0.2 s spaces the next by 0.6 s (share 0.25) while a light one is in
     flight; when the light traffic ends (and stays away quiet_s), the waiting one goes before its time."""
-    pacer, clock = _pacer(share=0.25)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.25)
     first = pacer.turn("flood")
     await first.__aenter__()  # the first heavy one: nothing ran yet, it goes
     clock.now += 0.2
@@ -72,9 +78,7 @@ async def test_a_heavy_request_waits_while_a_light_one_is_in_flight_and_goes_whe
 async def test_while_light_requests_are_around_heavy_ones_are_spaced_by_their_share() -> None:
     """Light traffic never stops: the next heavy request starts at held x (1 - share) / share after the
     previous one ended, not before."""
-    pacer, clock = _pacer(share=0.25)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.25)
     first = pacer.turn("flood")
     await first.__aenter__()
     clock.now += 0.1
@@ -93,9 +97,7 @@ async def test_while_light_requests_are_around_heavy_ones_are_spaced_by_their_sh
 async def test_while_light_requests_are_around_heavy_ones_go_one_at_a_time_keys_in_turn() -> None:
     """Three heavy requests of a flood and then one of another key, light traffic around: one runs at a
     time, and the other key's is granted before the flood's third (keys in turn), not after it."""
-    pacer, clock = _pacer(share=0.5)  # one at a time; no spacing: no time passes
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.5)  # one at a time; no spacing: no time passes
     order: list[str] = []
     release: dict[str, asyncio.Event] = {}
 
@@ -120,9 +122,7 @@ async def test_while_light_requests_are_around_heavy_ones_go_one_at_a_time_keys_
 
 async def test_a_cancelled_heavy_waiter_leaves_and_a_granted_one_passes_its_turn_on() -> None:
     """A waiting heavy request whose client went away is not granted; the one after it is."""
-    pacer, clock = _pacer(share=0.5)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.5)
     first = pacer.turn("a")
     await first.__aenter__()
     gone = asyncio.create_task(pacer.turn("b").__aenter__())
@@ -139,9 +139,7 @@ async def test_a_cancelled_heavy_waiter_leaves_and_a_granted_one_passes_its_turn
 async def test_a_long_generation_counts_at_most_max_held_s() -> None:
     """A heavy request held for a minute (a generation, not the stack's work) spaces the next by
     max_held_s x (1 - share) / share, not by three minutes."""
-    pacer, clock = _pacer(share=0.25)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.25)
     first = pacer.turn("a")
     await first.__aenter__()
     clock.now += 60.0
@@ -154,9 +152,7 @@ async def test_the_model_s_time_is_not_the_stacks_and_an_early_release_is_charge
     """A heavy request whose 60 s were 59.9 s of a model's generation spaces the next by its 0.1 s of the
     stack's time only; given back at max_held_s (the timer), it frees the turn at once and is charged
     what it cost when it ends."""
-    pacer, clock = _pacer(share=0.25)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(0.25)
     first = pacer.turn("a")
     await first.__aenter__()
     clock.now += 60.0
@@ -189,9 +185,7 @@ def test_the_pacing_config_has_defaults_and_refuses_a_share_outside_0_to_1() -> 
 
 async def test_share_1_turns_pacing_off() -> None:
     """heavy_share 1.0: heavy requests run at once, side by side, light traffic or not."""
-    pacer, clock = _pacer(share=1.0)
-    light = pacer.light()
-    await light.__aenter__()
+    pacer, clock, light = await _lit(1.0)
     turns = [pacer.turn("flood") for _ in range(3)]
     await asyncio.wait_for(asyncio.gather(*(t.__aenter__() for t in turns)), timeout=5)
     assert pacer.running == 3
