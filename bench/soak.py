@@ -121,8 +121,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {"BENCH_BACKEND_KEY": "sk-fake", "ORCHESTRA_CONFIG": str(profile)}
         actors: dict[str, Proc] = {}
         for actor, extra in ACTORS:
-            run = ["-m", "bench.memtrace", str(args.trace_dir / actor)] if actor in args.trace else ["-m"]
-            p = start(actor, [py, *run, f"actors.{actor}", "--config", str(profile), *extra], tmp, env)
+            launch = ["-m", "bench.memtrace", str(args.trace_dir / actor)] if actor in args.trace else ["-m"]
+            p = start(actor, [py, *launch, f"actors.{actor}", "--config", str(profile), *extra], tmp, env)
             procs.append(p)
             wait_log(p, f"{actor} started", timeout=180)
             actors[actor] = p

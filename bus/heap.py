@@ -25,34 +25,27 @@ import ctypes.util
 from collections.abc import Callable
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+def _glibc(name: str, argtypes: list[type]) -> Callable[..., int] | None:
+    """The C library's function ``name`` (None where it has none: musl, macOS)."""
+    lib = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        fn = libc.malloc_trim if libc is not None else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
+        fn = getattr(ctypes.CDLL(lib), name) if lib else None
+    except (OSError, AttributeError):
         return None
     if fn is None:
         return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
     return fn
 
 
-_TRIM = _malloc_trim()
+_TRIM = _glibc("malloc_trim", [ctypes.c_size_t])
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 
 def map_large(threshold: int = 128 * 1024) -> bool:
     """Serve every allocation of ``threshold`` bytes or more by its own mapping (glibc). False: not here."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def trim() -> bool:

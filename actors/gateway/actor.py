@@ -25,7 +25,8 @@ from actors.gateway.messages import ChunkSeen, GatewayMsg, KeysTick, ResultSeen
 from actors.gateway.offload import Offload
 from bus import subjects
 from bus.actor import Actor
-from bus.fair import FairGate, Pacer
+from bus.fair import FairGate
+from bus.pacer import Pacer
 from schemas.config.models import CloudModel
 from schemas.config.root import OrchestraConfig
 

@@ -7,7 +7,7 @@ over ``gateway.max_body`` is a 413, an unknown path a 404) and for a bug (a 500 
 client; the log has it). Errors that come back from the orchestra reach the client without its topology:
 for the codes of :data:`~actors.gateway.openai_api.INTERNAL_CODES` the client reads a fixed sentence and
 the request id, the operator finds the detail (host, provider, route) in the gateway's log.
-A heavy request (a big body or a long prompt) takes a paced turn for its round trip (bus/fair.py Pacer): one at a
+A heavy request (a big body or a long prompt) takes a paced turn for its round trip (bus/pacer.py Pacer): one at a
 time and spaced while light requests are around, at once when none is.
 """
 
@@ -33,8 +33,9 @@ from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.offload import Offload, Parsed, Refused, parse_body
 from bus import subjects
 from bus.errors import ServiceCallError
-from bus.fair import FairGate, GateFull, HeavyTurn, LightTurn, Pacer, Slot, no_slot
+from bus.fair import FairGate, GateFull, Slot, no_slot
 from bus.outcomes import StreamFollower
+from bus.pacer import HeavyTurn, LightTurn, Pacer
 from bus.service import call
 from policy import keys as keypolicy
 from schemas.base import new_id

@@ -57,7 +57,7 @@ class GatewayCfg(Cfg, frozen=True, kw_only=True):
     # A request is also heavy when its prompt has `heavy_prompt` characters or more (measured after the parse,
     # never scanned). While light requests are around (one in flight, or one ended < 0.1 s ago) heavy ones
     # run one at a time (each for its round trip) and are spaced so that they hold about `heavy_share` of
-    # the time (bus/fair.py Pacer: the wait after one is its own time less the model's x (1 - share) / share,
+    # the time (bus/pacer.py Pacer: the wait after one is its own time less the model's x (1 - share) / share,
     # counted up to 0.1 s: the stack's part of it); with no light request around they run at once. 1.0: no pacing.
     heavy_prompt: Annotated[int, Meta(ge=1024)] = 16 * 1024
     heavy_share: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.05

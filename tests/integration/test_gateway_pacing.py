@@ -1,4 +1,4 @@
-"""The gateway paces heavy requests (bus/fair.py Pacer) against the real stack: while a light request is
+"""The gateway paces heavy requests (bus/pacer.py Pacer) against the real stack: while a light request is
 in flight, a heavy one waits (here: its paced moment is hours away), other light requests pass it; once
 the light traffic ends, it runs. Ordering by events (the scripted worker holds the light request until
 the test releases it), never by time."""

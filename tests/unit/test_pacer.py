@@ -1,4 +1,4 @@
-"""Work-conserving pacing of heavy requests (bus/fair.py Pacer), on a clock the test moves: heavy requests
+"""Work-conserving pacing of heavy requests (bus/pacer.py Pacer), on a clock the test moves: heavy requests
 run at once while no light request is around, one at a time and spaced while one is."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import asyncio
 import msgspec
 import pytest
 
-from bus.fair import GateFull, LightTurn, Pacer
+from bus.fair import GateFull
+from bus.pacer import LightTurn, Pacer
 from schemas.config.actors import GatewayCfg
 
 
