@@ -38,7 +38,7 @@ from bus import subjects
 from bus.consumer import ConsumerSpec, Delivery, Handler, PullConsumer
 from bus.errors import ProvisionError
 from bus.provision import provision
-from bus.publish import RETRYABLE, store
+from bus.publish import RETRYABLE, Publisher, store
 from bus.service import ServiceRunner, ServiceSpec, call
 from bus.subjects import BUCKETS, STREAMS, KVSpec, StreamSpec
 from bus.supervise import Supervisor
@@ -61,6 +61,7 @@ class Actor:
         self.log = logging.getLogger(f"actors.{self.name}")
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._publisher: Publisher | None = None
         self.supervisor = Supervisor(self.log)
         self.consumers_running: list[PullConsumer] = []
         self.services_running: list[ServiceRunner] = []
@@ -130,6 +131,7 @@ class Actor:
                     )
         self._nc = nc
         self._js = nc.jetstream(timeout=10)
+        self._publisher = Publisher(nc)
         own = {spec.name for spec in self.streams()} | {f"KV_{kv.bucket}" for kv in self.buckets()}
         await provision(self.js, self.cfg.bus.streams, streams, BUCKETS + self.buckets(), may_update=own)
         # The durable consumers exist before on_start announces the actor (a gpu_host's state in KV):
@@ -172,6 +174,8 @@ class Actor:
             self.log.exception("%s: on_stop failed", self.name)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.emit(ActorStopped(actor=self.name, instance=self.instance)), 1.0)
+        if self._publisher is not None:
+            await self._publisher.close()
         self.consumers_running.clear()
         self.services_running.clear()
         self.log.info("%s stopped", self.name)
@@ -228,7 +232,7 @@ class Actor:
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
-        return await store(self.js, subject, data, headers=hdrs, timeout=timeout)
+        return await store(self._publisher or self.js, subject, data, headers=hdrs, timeout=timeout)
 
     async def publish_core(self, subject: str, obj: Any) -> None:
         """Fire-and-forget on core NATS (not stored): stream chunks, hints."""

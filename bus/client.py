@@ -33,7 +33,7 @@ from bus import subjects
 from bus.credentials import read_credentials
 from bus.outcomes import StreamFollower
 from bus.permissions import CLIENT_PREFIX, inbox_prefix
-from bus.publish import store
+from bus.publish import Publisher, store
 from schemas.codec import CHUNK, OUTCOME, encode
 from schemas.errors import ErrorInfo
 from schemas.request import GenerateRequest
@@ -53,6 +53,7 @@ class OrchestraClient:
     def __init__(self, nc: NATS, name: str) -> None:
         self.nc, self.name = nc, subjects.check_client_name(name)
         self.js = nc.jetstream()
+        self.publisher = Publisher(nc)
 
     @classmethod
     async def connect(
@@ -81,6 +82,7 @@ class OrchestraClient:
         await self.close()
 
     async def close(self) -> None:
+        await self.publisher.close()
         await self.nc.drain()
 
     def _own(self, request: GenerateRequest) -> GenerateRequest:
@@ -90,7 +92,7 @@ class OrchestraClient:
         subject = subjects.request(request.priority, request.id, self.name)
         # retried through a cluster's leader election: stored once (Msg-Id)
         within = max(1.0, request.deadline - time.time())
-        await store(self.js, subject, encode(request), headers={"Nats-Msg-Id": request.id}, timeout=within)
+        await store(self.publisher, subject, encode(request), headers={"Nats-Msg-Id": request.id}, timeout=within)
 
     async def ask(self, request: GenerateRequest) -> Outcome:
         """One request, its one outcome (a result or a typed error; a timeout error past the deadline)."""

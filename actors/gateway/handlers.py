@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
 from actors.gateway.http import error_response, json_response
-from actors.gateway.inbox import Inbox
+from actors.gateway.inbox import Inbox, next_answer
 from actors.gateway.keys import ClientKey, KeyStore
 from actors.gateway.limits import Admission, KeyLimiter
 from actors.gateway.messages import ChunkSeen, ResultSeen
@@ -319,7 +319,7 @@ class Api:
             await self._publish(gen, lane)
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
-                answer = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
+                answer = await next_answer(queue, max(wait, 0.1))
                 if isinstance(answer, ResultSeen):
                     return OUTCOME.decode(answer.data)
         except TimeoutError:
@@ -341,7 +341,7 @@ class Api:
             while True:
                 wait = gen.effective_deadline - time.time() + GRACE_S
                 try:
-                    answer = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.1))
+                    answer = await next_answer(queue, max(wait, 0.1))
                 except TimeoutError:
                     outcome: Outcome = self._timeout(gen)
                 else:

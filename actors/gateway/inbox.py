@@ -9,6 +9,7 @@ refused) finds no waiter once the first was taken.
     inbox = Inbox(nc)
     await inbox.start(heard)          # heard(msg): the gateway turns each message into one of its own
     queue = inbox.open(request_id)    # ... and its handle puts the answer here: inbox.put(answer)
+    answer = await next_answer(queue, timeout)   # or TimeoutError
 """
 
 from __future__ import annotations
@@ -24,6 +25,31 @@ from actors.gateway.messages import Answer
 from bus.subjects import ORIGIN_GATEWAY, answers_of
 
 ANSWERS = answers_of(ORIGIN_GATEWAY)
+
+
+class _Expired:
+    """What a wait's timer puts in the queue: one per wait, so a timer that fired just after its answer
+    came cannot end a later wait."""
+
+
+async def next_answer(queue: asyncio.Queue[Any], timeout: float) -> Answer:
+    """The next answer in ``queue``, or TimeoutError after ``timeout`` seconds: one timer, where
+    ``asyncio.wait_for(queue.get())`` would make a task and a future for every wait."""
+    if not queue.empty():
+        answer = queue.get_nowait()
+        if not isinstance(answer, _Expired):
+            return answer
+    expired = _Expired()
+    timer = asyncio.get_running_loop().call_later(timeout, queue.put_nowait, expired)
+    try:
+        while True:
+            answer = await queue.get()
+            if answer is expired:
+                raise TimeoutError
+            if not isinstance(answer, _Expired):  # else an earlier wait's timer: passed over
+                return answer
+    finally:
+        timer.cancel()
 
 
 class Inbox:
