@@ -113,6 +113,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_backends(tmp: Path, procs: list[Proc], slow_ms: int = 50) -> tuple[int, int]:
+    """The two fake OpenAI backends (0 ms and ``slow_ms`` per answer), each up before this returns: their ports."""
+    fast, slow = free_port(), free_port()
+    for name, port, delay in (("fake-fast", fast, 0), ("fake-slow", slow, slow_ms)):
+        p = start(name, [sys.executable, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
+        procs.append(p)
+        wait_log(p, "listening on")
+    return fast, slow
+
+
 async def wait_http(url: str, headers: dict[str, str], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
@@ -303,12 +313,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         nats.start()
         register_server(nats)
-        fast_port, slow_port, ll_port = free_port(), free_port(), free_port()
-        py = sys.executable
-        for name, port, delay in (("fake-fast", fast_port, 0), ("fake-slow", slow_port, 50)):
-            p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
-            procs.append(p)
-            wait_log(p, "listening on")
+        fast_port, slow_port = start_backends(tmp, procs)
+        ll_port = free_port()
         full = args.stack == "full"
         stack = await start_stack(args, tmp, nats, procs, fast_port, slow_port, REPO)
         profile, pids = stack.profile, stack.pids

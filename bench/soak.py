@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.gateway import RESULTS, Proc, free_port, orchestra_profile, start, wait_http, wait_log
+from bench.gateway import RESULTS, Proc, free_port, orchestra_profile, start, start_backends, wait_http, wait_log
 from bus import subjects
 from bus.server import EmbeddedNats
 from bus.service import call
@@ -108,12 +108,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         nats.start()
         register_server(nats)
-        fast, slow, gw_port = free_port(), free_port(), free_port()
+        fast, slow = start_backends(tmp, procs)
+        gw_port = free_port()
         py = sys.executable
-        for name, port, delay in (("fake-fast", fast, 0), ("fake-slow", slow, 50)):
-            p = start(name, [py, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
-            procs.append(p)
-            wait_log(p, "listening on")
         profile = orchestra_profile(tmp, nats.url, fast, slow, gw_port, cache=args.cache)
         key = "orch-" + secrets.token_hex(16)
         (tmp / "data").mkdir(exist_ok=True)

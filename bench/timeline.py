@@ -34,14 +34,13 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.gateway import BODY, NO_CACHE, Proc, free_port, load, start, start_stack, wait_http, wait_log
+from bench.gateway import BODY, NO_CACHE, REPO, Proc, load, start_backends, start_stack, wait_http
 from bus.server import EmbeddedNats
 from tests.support.profile import register_server
 
@@ -177,20 +176,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         nats.start()
         register_server(nats)
-        fast, slow = free_port(), free_port()
-        backend_port = slow if args.delay_ms else fast
-        for name, port, delay in (("fake-fast", fast, 0), ("fake-slow", slow, args.delay_ms)):
-            argv = [sys.executable, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)]
-            p = start(name, argv, tmp)
-            procs.append(p)
-            wait_log(p, "listening on")
-        backend_pid = next(p.popen.pid for p in procs if p.name == ("fake-slow" if args.delay_ms else "fake-fast"))
-        stack = await start_stack(argparse.Namespace(stack="full"), tmp, nats, procs, fast, slow, Path.cwd())
+        fast, slow = start_backends(tmp, procs, slow_ms=args.delay_ms)  # the traced requests go to the "slow" one
+        backend_pid = next(p.popen.pid for p in procs if p.name == "fake-slow")
+        stack = await start_stack(argparse.Namespace(stack="full"), tmp, nats, procs, fast, slow, REPO)
         await wait_http(stack.url.replace("/v1/chat/completions", "/healthz"), {})
         names = {pid: name for name, pid in stack.pids.items() if name != NATS}
         names |= {backend_pid: "backend", os.getpid(): "client"}
-        model = "bench/slow" if args.delay_ms else "bench/fast"
-        direct_url = f"http://127.0.0.1:{backend_port}/v1/chat/completions"
+        model = "bench/slow"
+        direct_url = f"http://127.0.0.1:{slow}/v1/chat/completions"
         plain = json.dumps({**BODY, "model": model}).encode()
         routed = json.dumps({**BODY, "model": model, **NO_CACHE}).encode()
         texts = {
@@ -239,7 +232,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--delay-ms", type=int, default=50, help="the backend's time per answer (0 or 50)")
+    parser.add_argument("--delay-ms", type=int, default=50, help="the traced backend's time per answer, ms")
     parser.add_argument("--seconds", type=float, default=3.0, help="traced seconds per contender")
     parser.add_argument("--keep", metavar="DIR", help="keep the scheduler traces (perf sched timehist -w) there")
     args = parser.parse_args()

@@ -86,7 +86,7 @@ class Publisher:
         self.nc = nc
         self._prefix = ""
         self._sub: Any = None
-        self._starting: asyncio.Lock | None = None
+        self._starting = asyncio.Lock()  # one subscription, however many publishes start at once
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._count = 0
 
@@ -101,8 +101,6 @@ class Publisher:
         return self._count
 
     async def _start(self) -> None:
-        if self._starting is None:
-            self._starting = asyncio.Lock()
         async with self._starting:
             if self._sub is None:
                 prefix = self.nc.new_inbox() + "."
