@@ -1,4 +1,4 @@
-"""Provider clients: one transport (aiohttp) and one pure wire format per API."""
+"""Provider clients: one transport (http1: a lean keep-alive HTTP/1.1 client) and one pure wire format per API."""
 
 from __future__ import annotations
 

@@ -1,26 +1,27 @@
 """What every provider client shares: the call and its answer (plain data), the wire-format protocol,
-and the HTTP transport on aiohttp (one session per provider, connection reuse, timeouts).
+and the HTTP transport (``clients/http1.py``: one keep-alive pool per provider, timeouts).
 
     wire = OpenAIWire() | AnthropicWire() | GeminiWire()      pure: bodies in, answers out
     client = HttpClient(name, base_url, wire, concurrency=64, connect_timeout=5)
     await client.start()
-    completion = await client.complete(call, key, timeout=ClientTimeout(...), on_text=send_chunk)
+    completion = await client.complete(call, key, timeout=client.timeout(total=.., idle=..), on_text=send_chunk)
     await client.close()
 
-aiohttp's errors are converted here into :mod:`actors.cloud_proxy.errors` (``raise ... from exc``);
-nothing above this module sees an aiohttp exception.
+The transport's errors are converted here into :mod:`actors.cloud_proxy.errors` (``raise ... from exc``);
+nothing above this module sees one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import msgspec
 
+from actors.cloud_proxy.clients.http1 import ConnectFailed, HttpError, Pool, Response
 from actors.cloud_proxy.clients.sse import SseDecoder, SseEvent
 from actors.cloud_proxy.errors import ProviderError, ServerError, Timeout, classify
 from policy.pricing import estimate_tokens
@@ -110,8 +111,14 @@ class Wire(Protocol):
     def stream_parser(self) -> StreamParser: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    total: float  # seconds until the request's deadline: the whole call, answer read included
+    idle: float  # the longest silence accepted while the answer is awaited or streamed
+
+
 class HttpClient:
-    """The transport of one provider: a shared aiohttp session, created once, reused by every call."""
+    """The transport of one provider: a keep-alive pool, created once, reused by every call."""
 
     def __init__(
         self,
@@ -124,67 +131,64 @@ class HttpClient:
     ) -> None:
         self.name, self.base_url, self.wire = name, base_url.rstrip("/"), wire
         self.concurrency, self.connect_timeout = concurrency, connect_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda obj: _ENCODE(obj).decode(),
-                auto_decompress=True,
-                trust_env=False,
-                raise_for_status=False,
+        if self._pool is None:
+            self._pool = Pool(
+                self.base_url, connect_timeout=self.connect_timeout, keepalive=60.0, max_idle=self.concurrency
             )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
-    def timeout(self, *, total: float, idle: float) -> aiohttp.ClientTimeout:
+    def timeout(self, *, total: float, idle: float) -> Timeouts:
         """``total``: until the request's deadline; ``idle``: the longest silence we accept."""
-        return aiohttp.ClientTimeout(total=total, connect=self.connect_timeout, sock_read=idle)
+        return Timeouts(total=total, idle=idle)
 
-    async def complete(
-        self, call: Call, key: str, *, timeout: aiohttp.ClientTimeout, on_text: OnText | None = None
-    ) -> Completion:
-        if self._session is None:
-            raise RuntimeError(f"client {self.name} is not started")
+    async def complete(self, call: Call, key: str, *, timeout: Timeouts, on_text: OnText | None = None) -> Completion:
         url = self.wire.url(self.base_url, call)
         headers = self.wire.headers(key)
         headers["Content-Type"] = "application/json"
         data = _ENCODE(self.wire.body(call))
         try:
-            async with self._session.post(url, data=data, headers=headers, timeout=timeout) as resp:
-                if resp.status >= 400:
-                    raw = await resp.read()
-                    raise classify(resp.status, raw, resp.headers, time.time())
-                if not call.stream:
-                    return self.wire.parse(decode_json(await resp.read()))
-                return await self._stream(resp, on_text)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            async with asyncio.timeout(timeout.total):
+                async with await self._started().request("POST", url, headers, data, idle=timeout.idle) as resp:
+                    if resp.status >= 400:
+                        raw = await resp.read()
+                        raise classify(resp.status, raw, resp.headers, time.time())
+                    if not call.stream:
+                        return self.wire.parse(decode_json(await resp.read()))
+                    return await self._stream(resp, on_text)
+        except (TimeoutError, HttpError) as exc:
             raise transport_error(self.name, exc) from exc
 
-    async def post_json(self, url: str, body: dict[str, Any], key: str, *, timeout: aiohttp.ClientTimeout) -> Any:
+    async def post_json(self, url: str, body: dict[str, Any], key: str, *, timeout: Timeouts) -> Any:
         """One JSON request, one JSON answer (embeddings), errors converted as ``complete`` does."""
-        if self._session is None:
-            raise RuntimeError(f"client {self.name} is not started")
         headers = {**self.wire.headers(key), "Content-Type": "application/json"}
         try:
-            async with self._session.post(url, data=_ENCODE(body), headers=headers, timeout=timeout) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise classify(resp.status, raw, resp.headers, time.time())
-                return decode_json(raw)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            async with asyncio.timeout(timeout.total):
+                resp = await self._started().request("POST", url, headers, _ENCODE(body), idle=timeout.idle)
+                async with resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise classify(resp.status, raw, resp.headers, time.time())
+                    return decode_json(raw)
+        except (TimeoutError, HttpError) as exc:
             raise transport_error(self.name, exc) from exc
 
-    async def _stream(self, resp: aiohttp.ClientResponse, on_text: OnText | None) -> Completion:
+    def _started(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError(f"client {self.name} is not started")
+        return self._pool
+
+    async def _stream(self, resp: Response, on_text: OnText | None) -> Completion:
         decoder = SseDecoder()
         parser = self.wire.stream_parser()
         first: float | None = None
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             for event in decoder.feed(chunk):
                 pieces = _pieces(parser, event)
                 if pieces and first is None:
@@ -211,10 +215,10 @@ async def _forward(pieces: list[str | ToolCallDelta], on_text: OnText | None) ->
             await on_text(piece)
 
 
-def transport_error(name: str, exc: TimeoutError | aiohttp.ClientError) -> ProviderError:
+def transport_error(name: str, exc: TimeoutError | HttpError) -> ProviderError:
     """A transport failure (timeout, connection, protocol) as the provider error it is."""
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return Timeout(f"{name}: no answer in time ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ServerError(f"{name}: cannot connect: {exc.os_error.strerror or exc}")
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"{name}: no answer in time ({exc or type(exc).__name__})")
+    if isinstance(exc, ConnectFailed):
+        return ServerError(f"{name}: cannot connect: {exc.error.strerror or exc.error}")
     return ServerError(f"{name}: {type(exc).__name__}: {exc}")
