@@ -27,12 +27,15 @@ NOT_PYTHON = frozenset(
 )
 
 
-def _parses(code: str) -> bool:
+def _tree(code: str) -> ast.Module | None:
     try:
-        ast.parse(code)
+        return ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
+        return None
+
+
+def _parses(code: str) -> bool:
+    return _tree(code) is not None
 
 
 def _fenced(text: str) -> list[str]:
@@ -63,10 +66,8 @@ def code_of(text: str) -> str | None:
         code = "\n\n".join(b.strip("\n") for b in blocks)
         return code if _parses(code) else None
     stripped = text.strip()
-    if not stripped or not _parses(stripped):
-        return None
-    body = ast.parse(stripped).body
-    if len(body) == 1 and isinstance(body[0], ast.Expr):
+    tree = _tree(stripped) if stripped else None
+    if tree is None or (len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)):
         return None
     return stripped
 
