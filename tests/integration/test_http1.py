@@ -6,6 +6,7 @@ ends at close, a connection dropped mid-answer or while idle in the pool, silenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import shutil
@@ -56,6 +57,34 @@ class RawServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+
+
+def replying(answer: bytes, then: str = "wait") -> Raw:
+    """A peer that reads one request, writes ``answer``, then: ``wait`` for the client's EOF, ``close``
+    at once, or ``drop-next``: read the next request on the connection and close it unanswered."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        if then == "wait":
+            await reader.read()
+        elif then == "drop-next":
+            await read_request(reader)
+
+    return serve
+
+
+@contextlib.asynccontextmanager
+async def pool_on(serve: Raw) -> AsyncIterator[tuple[Pool, RawServer]]:
+    """A raw peer running ``serve`` and a pool to it, both closed after."""
+    server = RawServer(serve)
+    async with server as base:
+        pool = Pool(base)
+        try:
+            yield pool, server
+        finally:
+            await pool.close()
 
 
 @pytest.fixture
@@ -150,12 +179,16 @@ async def test_a_header_with_a_line_break_is_refused_naming_only_the_header() ->
     await pool.close()
 
 
-async def test_a_url_of_another_origin_is_refused(web_server: tuple[str, list[int]]) -> None:
+async def test_a_url_of_another_origin_and_credentials_in_a_url_are_refused(web_server: tuple[str, list[int]]) -> None:
     base, _ = web_server
     pool = Pool(base)
     with pytest.raises(ValueError, match="not on this pool's origin"):
         await pool.request("POST", "http://example.com/v1", {}, b"", idle=1)
     await pool.close()
+    with pytest.raises(ValueError, match="credentials in a provider URL"):
+        Pool("https://user:secret@example.com/v1")
+    with pytest.raises(ValueError, match="not an http"):
+        Pool("ftp://example.com/")
 
 
 async def test_an_informational_answer_before_the_real_one_is_skipped() -> None:
@@ -200,95 +233,54 @@ async def test_bytes_sent_to_an_idle_pooled_connection_retire_it() -> None:
 
 
 async def test_a_corrupt_gzip_body_is_a_protocol_error() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip")
-        await writer.drain()
-        await reader.read()
-
-    async with RawServer(serve) as base:
-        pool = Pool(base)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\nnot gzip"
+    async with pool_on(replying(answer)) as (pool, _):
         with pytest.raises(ProtocolError, match="compressed body is corrupt"):
             async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
                 await resp.read()
-        await pool.close()
 
 
 async def test_a_body_that_ends_at_close_is_read_and_the_connection_not_reused() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end")
-        await writer.drain()
-
-    server = RawServer(serve)
-    async with server as base:
-        pool = Pool(base)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end"
+    async with pool_on(replying(answer, then="close")) as (pool, server):
         for _ in range(2):
             async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
                 assert await resp.read() == b"until the end"
         assert server.connections == 2
-        await pool.close()
 
 
 async def test_a_pooled_connection_the_server_closed_while_idle_is_not_used_again() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()  # keep-alive answered, then the server drops the connection anyway
-
-    server = RawServer(serve)
-    async with server as base:
-        pool = Pool(base)
+    # keep-alive answered, then the server drops the connection anyway
+    async with pool_on(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", then="close")) as (pool, server):
         for _ in range(3):
             async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
                 assert await resp.read() == b"ok"
             await eventually(lambda: pool._idle and pool._idle[0].closed)  # the server's close has arrived
         assert server.connections == 3
-        await pool.close()
 
 
 async def test_a_request_on_a_reused_connection_closed_without_a_byte_is_sent_again_on_a_new_one() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await read_request(reader)  # the next request on this connection: closed unanswered
-
-    server = RawServer(serve)
-    async with server as base:
-        pool = Pool(base)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with pool_on(replying(ok, then="drop-next")) as (pool, server):
         for _ in range(3):
             async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
                 assert await resp.read() == b"ok"
         assert server.connections == 3  # requests 2 and 3 each found their connection closed, and retried
-        await pool.close()
 
 
 async def test_a_new_connection_closed_without_a_byte_is_not_retried() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-
-    server = RawServer(serve)
-    async with server as base:
-        pool = Pool(base)
+    async with pool_on(replying(b"", then="close")) as (pool, server):
         with pytest.raises(Disconnected, match="before the request was complete"):
             await pool.request("POST", "/", {}, b"x", idle=5)
         assert server.connections == 1
-        await pool.close()
 
 
 async def test_a_connection_dropped_mid_answer_is_disconnected() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part")
-        await writer.drain()
-
-    async with RawServer(serve) as base:
-        pool = Pool(base)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part"
+    async with pool_on(replying(answer, then="close")) as (pool, _):
         with pytest.raises(Disconnected, match="before the answer was complete"):
             async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
                 await resp.read()
-        await pool.close()
 
 
 async def test_silence_past_the_idle_timeout_is_a_timeout_and_the_connection_is_dropped() -> None:
@@ -307,32 +299,18 @@ async def test_silence_past_the_idle_timeout_is_a_timeout_and_the_connection_is_
         await pool.close()
 
 
-async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-
-    async with RawServer(serve) as base:
-        pool = Pool(base)
-        with pytest.raises(ProtocolError, match="not valid HTTP/1.1"):
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not valid HTTP/1.1"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc", "encoded as 'br'"),
+    ],
+    ids=["garbage instead of HTTP", "a body encoding not asked for"],
+)
+async def test_an_answer_that_cannot_be_read_is_a_protocol_error(answer: bytes, error: str) -> None:
+    async with pool_on(replying(answer)) as (pool, _):
+        with pytest.raises(ProtocolError, match=error):
             await pool.request("POST", "/", {}, b"x", idle=5)
-        await pool.close()
-
-
-async def test_a_body_encoding_not_asked_for_is_a_protocol_error() -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc")
-        await writer.drain()
-        await reader.read()
-
-    async with RawServer(serve) as base:
-        pool = Pool(base)
-        with pytest.raises(ProtocolError, match="'br'"):
-            await pool.request("POST", "/", {}, b"x", idle=5)
-        await pool.close()
 
 
 async def test_nothing_listening_is_connect_failed() -> None:

@@ -263,9 +263,10 @@ class Pool:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.scheme, self.host = parts.scheme, parts.hostname
+        if "@" in parts.netloc:
+            raise ValueError("credentials in a provider URL are not supported: the API key goes in api_key")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        default_port = self.port == (443 if parts.scheme == "https" else 80)
-        self.authority = parts.netloc.rsplit("@", 1)[-1] if not default_port else self.host
+        self.authority = parts.netloc  # the Host header: as written (brackets of an IPv6 address kept)
         self.connect_timeout, self.keepalive, self.max_idle = connect_timeout, keepalive, max_idle
         self._ssl: ssl_lib.SSLContext | None = None
         if parts.scheme == "https":
