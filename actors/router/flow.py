@@ -140,6 +140,8 @@ class Flow:
             p.target, p.dispatched_at, p.counted = target, time.time(), True
             self.io.started(target_key(target))
             await self.io.publish(dispatch_subject(target), dispatch, f"{p.request.id}:{p.attempt}")
+            if settled(p):  # answered while the dispatch was being stored: no timer to arm (it would hold p)
+                return
             route = cfg.routes.get(p.route) if p.route else None  # a route's timeout_ms replaces the default
             per_attempt = float(cfg.router.attempt_timeout)
             if route is not None and route.timeout_ms is not None:

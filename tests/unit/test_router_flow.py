@@ -4,6 +4,7 @@ falls back, ignores stale failures, and schedules its timers as router messages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from actors.router.messages import AttemptTimedOut, DeadlinePassed, RouterMsg
 from actors.router.pending import Pending, dispatch_subject, settled
 from bus import subjects
 from policy.caching import decide
+from policy.targets import target_key
 from schemas.config import load_config
 from schemas.dispatch import Dispatch, Target
 from schemas.errors import ErrorCode, ErrorInfo
@@ -107,6 +109,25 @@ async def test_a_failed_attempt_goes_to_the_next_target_and_a_stale_failure_chan
     ]
     assert [type(e) for e in world.events] == [RequestFallback]
     assert settled(p, 0) and not settled(p, 1) and not settled(p)
+
+
+async def test_an_answer_heard_while_the_dispatch_is_stored_arms_no_attempt_timer() -> None:
+    """A fast worker's result can be seen before the store of its dispatch returns: the request is
+    finished then, and no attempt timer is armed after (it would keep the request alive until it fired)."""
+    world = World()
+
+    async def publish_then_answered(subject: str, d: Dispatch, msg_id: str) -> object:
+        world.dispatched.append((subject, d, msg_id))
+        await flow.finished("r1", None)  # the outcome arrives before the store's ack
+        return None
+
+    flow = Flow(LOCAL, dataclasses.replace(world.io(), publish=publish_then_answered))
+    p = Pending(request=request(), plan=[FIRST])
+    await flow.start(p)
+    assert len(world.dispatched) == 1 and settled(p) and flow.in_flight() == []
+    assert [type(msg) for _, msg in world.timers] == [DeadlinePassed]  # no AttemptTimedOut after the answer
+    assert p.timer is None
+    assert world.counts[target_key(FIRST)] == 0  # the attempt was counted and stopped once
 
 
 async def test_timers_are_router_messages_and_the_last_failure_answers_the_client() -> None:
