@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, assert_never
 
 import msgspec
 from nats.aio.msg import Msg
 
-from actors.router import fanout
+from actors.router import fanout, heard
 from actors.router.ensemble import cache_embedder
 from actors.router.flow import Flow, FlowIO
 from actors.router.identity import admit
@@ -40,7 +41,7 @@ from actors.router.returning import plan_or_wait, returning_hosts
 from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import ConsumerSpec, Delivery
+from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.heap import Trimmer
 from bus.outcomes import publish_outcome, stored_failure, stored_outcome
 from clients.budget import SWEEP_EVERY, BudgetClient
@@ -49,7 +50,7 @@ from policy import validation
 from policy.keys import may_use, policy_for, shape_error
 from policy.routing import consensus_route
 from policy.targets import Snapshot, host_up
-from schemas.codec import ATTEMPT_FAILED, OUTCOME, REQUEST, encode
+from schemas.codec import REQUEST, encode
 from schemas.config.root import OrchestraConfig
 from schemas.dispatch import Dispatch
 from schemas.errors import ErrorInfo, SchemaError
@@ -81,6 +82,9 @@ class Router(Actor):
         self.trimmer = Trimmer()
         self._subs: list[Any] = []
         self.waiting_for: set[str] = set()  # hosts whose attempts stay put: they are coming back
+        # outcomes the client has already: handled just after, not beside the gateway's answer
+        now = partial(heard.handled_now, self.flow)
+        self.outcomes = heard.OutcomeFeed(now, lambda m: self.handle(OutcomeSeen(m)), delay=OFF_PATH_LINGER)
 
     def _flow_io(self) -> FlowIO:
         async def dispatch(subject: str, d: Dispatch, msg_id: str) -> object:
@@ -133,7 +137,7 @@ class Router(Actor):
         await view.wait_ready()
         self.link.leader = await view.hosts_leader()
         # Every instance hears every outcome and failure: the owner of the request acts on it.
-        self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self._heard(OutcomeSeen)))
+        self._subs.append(await self.nc.subscribe(subjects.RESULT_FINAL, cb=self.outcomes.heard))
         self._subs.append(await self.nc.subscribe(subjects.RESULT_FAILED, cb=self._heard(AttemptFailedSeen)))
         self.queues = QueueWatch(self.js, self.cfg.router, emit=self.emit, mark_backlog=view.mark_backlog)
         self.every("queues", QUEUES_EVERY, QueuesTick)
@@ -145,6 +149,7 @@ class Router(Actor):
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        await self.outcomes.drain()
         for task in list(self.background):
             task.cancel()
         await self.budget.close()  # the undrawn part of its budget leases goes back
@@ -157,9 +162,9 @@ class Router(Actor):
             case RequestDeadLettered(d, reason):
                 await self.refuse(d, reason)
             case OutcomeSeen(m):
-                await self.outcome_seen(m)
+                await heard.outcome_seen(self.flow, m)
             case AttemptFailedSeen(m):
-                await self.failure_seen(m)
+                await heard.failure_seen(self.flow, m)
             case AttemptTimedOut(p, attempt):
                 await self.flow.attempt_timeout(p, attempt)
             case DeadlinePassed(p):
@@ -359,32 +364,6 @@ class Router(Actor):
         with contextlib.suppress(SchemaError, ValueError):
             error = GenerateError(request_id=where.request_id, error=info, created_at=time.time())
             await publish_outcome(self, error, where.origin)
-
-    # --- outcomes and failures (core subscriptions) --------------------------------------------
-    def held(self, subject: str) -> str | None:
-        """The request id of an answer's subject, when this instance holds that request (else None)."""
-        where = subjects.parse_answer(subject)
-        return where.request_id if where is not None and where.request_id in self.flow.pending else None
-
-    async def outcome_seen(self, msg: Msg) -> None:
-        rid = self.held(msg.subject)
-        if rid is None:
-            return
-        try:
-            outcome = OUTCOME.decode(msg.data)
-        except SchemaError:
-            outcome = None
-        await self.flow.finished(rid, outcome)
-
-    async def failure_seen(self, msg: Msg) -> None:
-        if self.held(msg.subject) is None:
-            return
-        try:
-            failure = ATTEMPT_FAILED.decode(msg.data)
-        except SchemaError:
-            self.log.warning("malformed failure on %s", msg.subject)
-            return
-        await self.flow.failed(failure)
 
     def emit_nowait(self, event: Event) -> None:
         """High-volume events (one per request) go out without waiting for the store's ack."""
