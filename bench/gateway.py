@@ -46,12 +46,12 @@ import aiohttp
 import uvloop
 
 from bench.hops import HOPS, Trace, hop_table
+from bench.record import save
 from bus.server import EmbeddedNats
 from tests.support.profile import register_server, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM_VENV = REPO / ".venv-litellm"
-RESULTS = REPO / "bench" / "results"
 BODY = {"model": "MODEL", "messages": [{"role": "user", "content": "Say something short."}]}
 MINIMAL = ("budget_guard", "cloud_proxy", "router", "gateway")
 FULL = ("budget_guard", "cloud_proxy", "router", "gpu_host", "cache", "diversity_monitor", "rotator", "gateway")
@@ -521,11 +521,7 @@ def main() -> None:
         "as the contender orch-before, alternated with this checkout's in every cell",
     )
     args = parser.parse_args()
-    result = uvloop.run(run(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    save("gateway", uvloop.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
-import resource
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -32,38 +27,16 @@ import uvloop
 
 from actors.cloud_proxy.clients.http1 import Pool
 from bench.gateway import Proc, free_port, start, wait_log
+from bench.record import save
+from bench.sidebyside import Call, alternate, print_medians, timed
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 BODY = msgspec.json.encode(
     {"model": "fake", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
 )
 HEADERS = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
-Call = Callable[[], Awaitable[object]]
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def run_way(call: Call, count: int, concurrency: int) -> tuple[float, float]:
-    """CPU µs per call and p50 ms."""
-    latencies: list[float] = []
-
-    async def worker(n: int) -> None:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-    c0 = cpu_s()
-    await asyncio.gather(*(worker(count // concurrency) for _ in range(concurrency)))
-    done = len(latencies)
-    return (cpu_s() - c0) / done * 1e6, statistics.median(latencies)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    rows: dict[str, dict[str, list[float]]] = {}
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         port = free_port()
@@ -90,25 +63,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
             ways: dict[str, Call] = {"aiohttp ClientSession": via_aiohttp, "http1 Pool": via_pool}
             for way in ways.values():  # warm-up: connections open, code paths hot
-                await run_way(way, 300, 16)
-            for rnd in range(args.rounds):
-                for concurrency in (1, 16):
-                    order = list(ways.items()) if rnd % 2 == 0 else list(reversed(ways.items()))
-                    for name, way in order:
-                        cpu_us, p50 = await run_way(way, args.count, concurrency)
-                        cell = rows.setdefault(f"{name} c={concurrency}", {"cpu_us": [], "p50_ms": []})
-                        cell["cpu_us"].append(cpu_us)
-                        cell["p50_ms"].append(p50)
-                        line = f"{cpu_us:7.1f} µs CPU/call  p50 {p50:6.3f} ms"
-                        print(f"round {rnd + 1} {name:22} c={concurrency:<3} {line}")
+                await timed(way, 300, 16)
+            rows = await alternate(ways, count=args.count, rounds=args.rounds, concurrencies=(1, 16), unit="call")
             await session.close()
             await pool.close()
         finally:
             for p in procs:
                 p.stop()
-    print(f"\n{'way':30} {'CPU µs/call (median)':>21} {'p50 ms':>8}")
-    for key, cell in rows.items():
-        print(f"{key:30} {statistics.median(cell['cpu_us']):21.1f} {statistics.median(cell['p50_ms']):8.3f}")
+    print_medians(rows, unit="call")
     return {"machine": platform.platform(), "count": args.count, "rounds": args.rounds, "rows": rows}
 
 
@@ -118,8 +80,4 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     uvloop.install()
-    out = asyncio.run(main(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"http_client-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    save("http_client", asyncio.run(main(args)))

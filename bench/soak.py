@@ -27,7 +27,8 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from bench.gateway import RESULTS, Proc, free_port, orchestra_profile, start, start_backends, wait_http, wait_log
+from bench.gateway import Proc, free_port, orchestra_profile, start, start_backends, wait_http, wait_log
+from bench.record import RESULTS
 from bus import subjects
 from bus.server import EmbeddedNats
 from bus.service import call

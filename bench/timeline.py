@@ -35,16 +35,15 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.gateway import BODY, NO_CACHE, REPO, Proc, load, start_backends, start_stack, wait_http
+from bench.record import save
 from bus.server import EmbeddedNats
 from tests.support.profile import register_server
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 NATS = "nats-server"
 PATH = ("cloud_proxy", NATS, "gateway", "client", "gateway", NATS, "router", NATS, "cloud_proxy", "backend")
 STAGES = (
@@ -250,10 +249,7 @@ def main() -> None:
         for name, text in dict(traces).items():  # type: ignore[call-overload]
             (keep / f"{name}.timehist.txt").write_text(text)
         (keep / "names.json").write_text(json.dumps(out["names"]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"\nwrote {path}")
+    save("timeline", out)
 
 
 if __name__ == "__main__":
