@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from actors.cloud_proxy.clients import connection
 from actors.cloud_proxy.clients.http1 import BadHeader, ConnectFailed, Disconnected, Pool, ProtocolError
 from tests.support.wait import eventually
 
@@ -311,6 +312,16 @@ async def test_an_answer_that_cannot_be_read_is_a_protocol_error(answer: bytes, 
     async with pool_on(replying(answer)) as (pool, _):
         with pytest.raises(ProtocolError, match=error):
             await pool.request("POST", "/", {}, b"x", idle=5)
+
+
+async def test_an_answer_larger_than_the_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "MAX_ANSWER", 1000)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    async with pool_on(replying(answer)) as (pool, _):
+        with pytest.raises(ProtocolError, match="larger than 1000 bytes"):
+            async with await pool.request("POST", "/", {}, b"x", idle=5) as resp:
+                await resp.read()
+        assert not pool._idle  # the connection was dropped
 
 
 async def test_nothing_listening_is_connect_failed() -> None:

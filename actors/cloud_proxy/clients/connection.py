@@ -16,6 +16,7 @@ from types import TracebackType
 import httptools
 
 HIGH_WATER = 1 << 20  # bytes of answer buffered before the socket is paused
+MAX_ANSWER = 256 << 20  # bytes of one answer (head and body) before it is refused: a runaway peer is bounded
 
 
 class HttpError(Exception):
@@ -74,6 +75,10 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.received += len(data)
+        if self.received > MAX_ANSWER:
+            self._fail(ProtocolError(f"the provider's answer is larger than {MAX_ANSWER} bytes"))
+            self._wake()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -16,7 +16,8 @@ chunked and close-delimited bodies, gzip/deflate bodies (none is asked for: no A
 keep-alive reuse (LIFO; idle connections closed after ``keepalive`` seconds), ``idle``: the longest
 silence accepted while waiting for the answer's bytes. A reused connection that the server had closed
 before a single byte of answer came back is retried once on a new one (the request never reached a
-handler). Header names and values with CR or LF are refused (no header injection).
+handler). Header names and values with CR or LF are refused (no header injection); an answer over
+``connection.MAX_ANSWER`` (256 MiB) is refused, so a runaway peer cannot exhaust the process.
 
 Errors: ``ConnectFailed`` (OSError while connecting), ``TimeoutError`` (connect or idle), ``Disconnected``
 (the server closed or broke the connection mid-answer), ``ProtocolError`` (an answer that is not HTTP/1.1),
