@@ -102,6 +102,17 @@ async def ledger_of(profile: Path) -> dict[str, int]:
     return {"charges": s.charges, "open_reservations": s.open_reservations, "open_leases": s.open_leases}
 
 
+async def lag_of(profile: Path) -> dict[str, int]:
+    """Messages each RESULTS consumer has yet to take or to settle: a consumer that falls behind the
+    traffic has its backlog here (and its RSS figures are not those of a steady state)."""
+    nc = await connect_cli(load_config(profile))
+    try:
+        infos = await nc.jetstream().consumers_info(subjects.RESULTS_STREAM)
+    finally:
+        await nc.close()
+    return {str(i.name): int(i.num_pending or 0) + int(i.num_ack_pending or 0) for i in infos}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     procs: list[Proc] = []
@@ -139,10 +150,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "seconds": round(seconds, 1),
                 "errors": errors,
                 "ledger": await ledger_of(profile),
+                "results_lag": await lag_of(profile),
             }
             rss = "  ".join(f"{n} {v:.0f}" for n, v in row["rss_mb"].items())
             rate = f"  ({n_new / seconds:.0f} req/s, {errors} errors)" if seconds else ""
-            print(f"{label:>8} {done:>7} req  RSS MB: {rss}{rate}  ledger {row['ledger']}", file=sys.stderr, flush=True)
+            lag = " ".join(f"{n} {v}" for n, v in row["results_lag"].items())
+            print(
+                f"{label:>8} {done:>7} req  RSS MB: {rss}{rate}  ledger {row['ledger']}  RESULTS lag: {lag}",
+                file=sys.stderr,
+                flush=True,
+            )
             partial.append(row)
             args.out.write_text(json.dumps({"partial": True, "rows": partial}, indent=2))  # kept if stopped early
             return row
@@ -159,8 +176,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             errors_total += errors
             label = "warm-up" if k == 0 else ("end" if done >= args.requests else "check")
             rows.append(await sample(label, done, seconds, errors, n))
-        await asyncio.sleep(args.settle)  # let the monitor and guard drain their consumers before the last look
-        rows.append(await sample("settled", done))
+        # the last look once every RESULTS consumer has caught up (or after --settle seconds)
+        drained, deadline = time.monotonic(), time.monotonic() + args.settle
+        while any((await lag_of(profile)).values()) and time.monotonic() < deadline:  # noqa: ASYNC110 (the server's state)
+            await asyncio.sleep(0.5)
+        rows.append(await sample("settled", done, seconds=0.0))
+        rows[-1]["drain_s"] = round(time.monotonic() - drained, 1)
+        print(f"the RESULTS consumers took {rows[-1]['drain_s']} s to catch up after the last request", file=sys.stderr)
         return summarise(rows, args, errors_total)
     finally:
         for p in reversed(procs):
@@ -197,7 +219,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=20_000)
     parser.add_argument("--step", type=int, default=20_000, help="requests between RSS checkpoints")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait after the last request")
+    parser.add_argument(
+        "--settle", type=float, default=120.0, help="at most this many seconds for the consumers to catch up at the end"
+    )
     parser.add_argument("--cache", action="store_true", help="the cache on (default: off, every request routed)")
     parser.add_argument("--trace", action="append", default=[], help="run ACTOR under bench/memtrace.py")
     args = parser.parse_args()

@@ -45,7 +45,7 @@ from actors.budget_guard.tierkeeper import TierKeeper
 from actors.budget_guard.writer import LedgerWriter
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
+from bus.consumer import OFF_PATH_CONCURRENCY, OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, Transient
 from bus.heap import Trimmer
 from bus.lease import WriterLease
@@ -125,7 +125,7 @@ class BudgetGuard(Actor):
                 durable=SETTLE_DURABLE,
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.deliver(ResultStored),
-                concurrency=32,
+                concurrency=OFF_PATH_CONCURRENCY,
                 linger=OFF_PATH_LINGER,  # in batches: acks and ledger appends share writes
                 description="budget_guard: charge every stored result once",
                 **defaults,

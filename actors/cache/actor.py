@@ -25,7 +25,7 @@ from actors.cache.index import EmbeddedIndex, QdrantIndex, VectorIndex
 from actors.cache.messages import CacheMsg, Embed, Lookup, ResultStored, SweepTick
 from actors.cache.verifier import Verifier
 from bus.actor import Actor
-from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
+from bus.consumer import OFF_PATH_CONCURRENCY, OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, StartError, Transient
 from bus.log import register_secret
 from bus.service import ServiceSpec
@@ -89,7 +89,7 @@ class CacheActor(Actor):
                 durable="cache",
                 subjects=(RESULT_FINAL,),
                 handler=self.deliver(ResultStored),
-                concurrency=32,
+                concurrency=OFF_PATH_CONCURRENCY,
                 linger=OFF_PATH_LINGER,  # in batches, after the gateway has answered
                 deliver_new=True,
                 description="cache: store the answers of remembered misses",

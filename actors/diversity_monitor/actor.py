@@ -50,7 +50,7 @@ from actors.diversity_monitor.web import Dashboard, audit_records
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
 from bus.actor import Actor
-from bus.consumer import OFF_PATH_LINGER, ConsumerSpec
+from bus.consumer import OFF_PATH_CONCURRENCY, OFF_PATH_LINGER, ConsumerSpec
 from bus.kv import LiveView
 from bus.overflow import Overflow
 from schemas.budget import LEDGER_SUMMARY, LedgerSummary, SummaryRequest
@@ -118,7 +118,8 @@ class DiversityMonitor(Actor):
                 subjects=(subjects.RESULT_ALL,),
                 handler=self.deliver(ResultSeen),
                 description="results and failed attempts",
-                **{**defaults, "concurrency": 32, "linger": OFF_PATH_LINGER},  # in batches, after the answer
+                # in batches, after the answer
+                **{**defaults, "concurrency": OFF_PATH_CONCURRENCY, "linger": OFF_PATH_LINGER},
             ),
             ConsumerSpec(
                 stream=subjects.EVENTS_STREAM,
