@@ -66,6 +66,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from policy import draws as lease_draws
 from policy.chargebook import KEEP_KEYS, ChargeBook
 from policy.ledger_notices import Notices
 from policy.limits import Calendar, Limit, limits_of, scopes_of
@@ -120,7 +121,7 @@ class Ledger(Notices):
         self._expiry: list[tuple[float, str]] = []  # heap of (expires_at, id); settled ids are skipped
         self._by_attempt: dict[tuple[str, int], str] = {}  # per-request holds only, never leases
         self._leases: dict[str, str] = {}  # a lease's request id -> its reservation id
-        self.draws: dict[str, dict[tuple[str, int], str]] = {}  # lease -> settled (request, attempt) -> charge key
+        self.draws: lease_draws.Draws = {}  # lease -> its settled draws, as hashes (policy/draws.py)
         self._settling: dict[str, set[str]] = {}  # hold -> keys of the charges being stored to settle it
         self.held: dict[str, int] = defaultdict(int)
         self.spent: dict[tuple[str, str], int] = defaultdict(int)
@@ -270,8 +271,7 @@ class Ledger(Notices):
             return c
         r = self.reservations.get(c.reservation_id) if c.reservation_id else None
         if r is not None and r.lease:
-            owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
-            if owner != c.key:
+            if not lease_draws.claim(self.draws, r.id, c.request_id, c.attempt, c.key):
                 return msgspec.structs.replace(c, reservation_id=None, reserved_nanos=0)
         else:
             r = self.open_reservation(c.request_id, c.attempt)
@@ -282,9 +282,7 @@ class Ledger(Notices):
 
     def unclaim(self, c: Charged) -> None:
         """The entry that :meth:`settles` decided was not stored: its draw is open again."""
-        draws = self.draws.get(c.reservation_id or "")
-        if draws is not None and draws.get((c.request_id, c.attempt)) == c.key:
-            del draws[(c.request_id, c.attempt)]
+        lease_draws.unclaim(self.draws, c.reservation_id or "", c.request_id, c.attempt, c.key)
         self._unsettling(c)
 
     def _unsettling(self, c: Charged) -> None:
@@ -358,8 +356,7 @@ class Ledger(Notices):
                 self._recent_api(c.at, c.cost_nanos)
         r = self.reservations.get(c.reservation_id) if c.reservation_id else None
         if r is not None and r.lease:
-            owner = self.draws.setdefault(r.id, {}).setdefault((c.request_id, c.attempt), c.key)
-            if owner == c.key:  # each draw is settled once
+            if lease_draws.claim(self.draws, r.id, c.request_id, c.attempt, c.key):  # each draw is settled once
                 self._use(r, c.reserved_nanos or c.cost_nanos)
         self._unsettling(c)
         if r is not None and not r.lease and not self._settling.get(r.id):  # (the last charge being stored drops it)

@@ -16,10 +16,13 @@ from collections import defaultdict, deque
 
 import msgspec
 
+from policy.chargebook import key_hash
+from policy.draws import Draws, draw_id
 from policy.ledger import Ledger, Reservation
 from schemas.config.ops import BudgetsCfg
 
-FORMAT = 2  # 2: charges as remembered key hashes + running sums (1: every retained charge)
+FORMAT = 3  # 3: lease draws as hashes (2: as strings); 2: charges as key hashes + running sums (1: every charge)
+READS = (2, 3)  # a format-2 snapshot is read too: its draws are hashed on the way in
 
 
 class LedgerState(msgspec.Struct, array_like=True, frozen=True):
@@ -30,7 +33,9 @@ class LedgerState(msgspec.Struct, array_like=True, frozen=True):
     expiry: list[tuple[float, str]]
     by_attempt: list[tuple[str, int, str]]
     leases: dict[str, str]
-    draws: list[tuple[str, str, int, str]]  # lease reservation id, request id, attempt, charge key
+    # format 3: [lease reservation id, draw_id(request id, attempt), key_hash(charge key)]
+    # format 2: [lease reservation id, request id, attempt, charge key]
+    draws: list[list[str | int]]
     held: dict[str, int]
     spent: list[tuple[str, str, int]]  # scope, period key, nanos
     charge_keys: list[bytes]  # chargebook: sorted uint64 key hashes per chunk, oldest first
@@ -59,7 +64,7 @@ def export(ledger: Ledger) -> bytes:
         expiry=list(ledger._expiry),
         by_attempt=[(req, attempt, rid) for (req, attempt), rid in ledger._by_attempt.items()],
         leases=dict(ledger._leases),
-        draws=[(lease, req, att, key) for lease, d in ledger.draws.items() for (req, att), key in d.items()],
+        draws=[[lease, draw, owner] for lease, d in ledger.draws.items() for draw, owner in d.items()],
         held={k: v for k, v in ledger.held.items() if v},
         spent=[(scope, period, n) for (scope, period), n in ledger.spent.items() if n],
         charge_keys=ledger.charges.export_keys(),
@@ -80,17 +85,17 @@ def restore(cfg: BudgetsCfg, data: bytes) -> Ledger:
         state = _DECODER.decode(zlib.decompress(data))
     except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SnapshotError(f"not a ledger snapshot: {exc}") from exc
-    if state.format != FORMAT:
-        raise SnapshotError(f"ledger snapshot format {state.format}, this code reads {FORMAT}")
+    if state.format not in READS:
+        raise SnapshotError(f"ledger snapshot format {state.format}, this code reads {', '.join(map(str, READS))}")
     ledger = Ledger(cfg)
     ledger.reservations = {r.id: r for r in state.reservations}
     ledger._expiry = list(state.expiry)  # stored as the heap it was
     ledger._by_attempt = {(req, att): rid for req, att, rid in state.by_attempt}
     ledger._leases = dict(state.leases)
-    draws: dict[str, dict[tuple[str, int], str]] = {}
-    for lease, req, att, key in state.draws:
-        draws.setdefault(lease, {})[(req, att)] = key
-    ledger.draws = draws
+    try:
+        ledger.draws = _draws_of(state)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"not a ledger snapshot: its lease draws: {exc}") from exc
     ledger.held = defaultdict(int, state.held)
     ledger.spent = defaultdict(int, {(scope, period): n for scope, period, n in state.spent})
     ledger.charges.restore_keys(state.charge_keys)
@@ -103,3 +108,17 @@ def restore(cfg: BudgetsCfg, data: bytes) -> Ledger:
     ledger._api_recent_sum = state.api_recent_sum
     ledger.entries_applied = state.entries_applied
     return ledger
+
+
+def _draws_of(state: LedgerState) -> Draws:
+    draws: Draws = {}
+    for row in state.draws:
+        lease, *rest = row
+        if state.format == 2:
+            req, att, key = rest
+            rest = [draw_id(str(req), int(att)), key_hash(str(key))]
+        draw, owner = rest
+        if not isinstance(lease, str) or not isinstance(draw, int) or not isinstance(owner, int):
+            raise TypeError(f"a draw of types {[type(x).__name__ for x in row]}")
+        draws.setdefault(lease, {})[draw] = owner
+    return draws
