@@ -46,9 +46,7 @@ DeadLetterHook = Callable[["Delivery", str], Awaitable[None]]
 PULL_EXPIRES = 10.0  # seconds a pull request waits on the server
 PULL_HEARTBEAT = 2.0  # the server says "still here" this often while a pull waits
 OFF_PATH_LINGER = 0.02  # seconds a consumer that folds results may wait to take them in one batch
-# its slots: a lingering message keeps one, so it moves <= slots / (linger + handling) a second (32 held the
-# guard to ~900/s under 1,400 req/s: its ledger fell 70,000 charges behind in bench/soak)
-OFF_PATH_CONCURRENCY = 256
+OFF_PATH_CONCURRENCY = 256  # one slot per lingering message: <= 256 / (linger + handling) a second (32 fell behind)
 
 
 @dataclass(frozen=True)
@@ -271,8 +269,9 @@ class PullConsumer:
             if self._outstanding and time.monotonic() - self._last_activity > 3 * PULL_HEARTBEAT:
                 self._outstanding = 0  # no heartbeat: our pull requests are gone (server restart)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), PULL_HEARTBEAT)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: no task per wait, as wait_for makes
+                async with asyncio.timeout(PULL_HEARTBEAT):
+                    await self._wake.wait()
 
     async def _request(self, batch: int) -> None:
         body = {"batch": batch, "expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}

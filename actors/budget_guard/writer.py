@@ -36,7 +36,8 @@ class LedgerWriter:
 
     async def append(self, entry: LedgerEntry, timeout: float) -> None:
         subject, msg_id = journal.subject_of(entry), journal.msg_id_of(entry)
-        await asyncio.wait_for(self.store(subject, entry, msg_id, timeout), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: no task per entry (one per charge)
+            await self.store(subject, entry, msg_id, timeout)
 
     async def ahead(self, entry: LedgerEntry) -> asyncio.Future[Any] | None:
         """Send the entry now; the future resolves with the store's ack (None: it is stored already)."""
