@@ -201,6 +201,9 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, errors: int)
         start_mb = rows[0]["rss_mb"][n]
         print(f"{n:<18} {start_mb:>9.1f} {warm[n]:>9.1f} {last[n]:>9.1f} {growth[n]:>13.1f}%")
     print(f"{args.requests} requests in {seconds:.0f} s ({args.requests / seconds:.0f} req/s), {errors} errors")
+    behind = {n: v for n, v in rows[-1].get("results_lag", {}).items() if v}
+    if behind:
+        print(f"still behind after --settle {args.settle:.0f} s: {behind} (their RSS is not a steady state's)")
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "requests": args.requests,
