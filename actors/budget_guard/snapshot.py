@@ -16,8 +16,7 @@ from collections import defaultdict, deque
 
 import msgspec
 
-from policy.chargebook import key_hash
-from policy.draws import Draws, draw_id
+from policy.draws import Draws, draw_id, owner_of
 from policy.ledger import Ledger, Reservation
 from schemas.config.ops import BudgetsCfg
 
@@ -33,7 +32,7 @@ class LedgerState(msgspec.Struct, array_like=True, frozen=True):
     expiry: list[tuple[float, str]]
     by_attempt: list[tuple[str, int, str]]
     leases: dict[str, str]
-    # format 3: [lease reservation id, draw_id(request id, attempt), key_hash(charge key)]
+    # format 3: [lease reservation id, draw_id(request id, attempt), owner_of(request id, attempt, charge key)]
     # format 2: [lease reservation id, request id, attempt, charge key]
     draws: list[list[str | int]]
     held: dict[str, int]
@@ -116,7 +115,7 @@ def _draws_of(state: LedgerState) -> Draws:
         lease, *rest = row
         if state.format == 2:
             req, att, key = rest
-            rest = [draw_id(str(req), int(att)), key_hash(str(key))]
+            rest = [draw_id(str(req), int(att)), owner_of(str(req), int(att), str(key))]
         draw, owner = rest
         if not isinstance(lease, str) or not isinstance(draw, int) or not isinstance(owner, int):
             raise TypeError(f"a draw of types {[type(x).__name__ for x in row]}")
