@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
+from actors.budget_guard.background import Background
 from actors.budget_guard.charges import charge_of, priced
 from actors.budget_guard.messages import (
     BudgetMsg,
@@ -95,7 +96,7 @@ class BudgetGuard(Actor):
             self.name, self.ledger.calendar.tz, event_once=self._event, publish=self.publish, due=self._reenable_due
         )
         self.watermark = watermark.Watermark()
-        self._background: set[asyncio.Task[None]] = set()
+        self.background = Background(self.log)
         self.writer = LedgerWriter(self._store, self._send)
         self.replayed = 0
         self.replay_ms = 0.0
@@ -226,8 +227,7 @@ class BudgetGuard(Actor):
 
     async def on_stop(self) -> None:
         self.tiers.stop()
-        for task in list(self._background):
-            task.cancel()
+        self.background.cancel()
         if self.lease is not None:
             await self.lease.release()  # a standby takes over at once
 
@@ -268,7 +268,7 @@ class BudgetGuard(Actor):
             if decision.limit is not None:
                 due = self.ledger.cap_reached(decision.limit, now)
                 if due is not None and self.ledger.claim(due.key):
-                    self._in_background(self._notify(due))
+                    self.background.run(self._notify(due))
             return denied
         if decision.entry is not None:
             try:  # written ahead of the reply, confirmed in the background (writer.py)
@@ -276,10 +276,10 @@ class BudgetGuard(Actor):
             except Exception as exc:
                 self.ledger.rollback(rid)
                 self.log.warning("reservation %s rolled back: the ledger could not store it (%s)", rid, exc)
-                self._in_background(self.writer.append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
+                self.background.run(self.writer.append(Released(at=now, reservation_id=rid, reason="rolled_back"), 30))
                 return ReserveReply(granted=False, reason="ledger_unavailable")
             if stored is not None:
-                self._in_background(self.writer.confirm(stored, decision.entry))
+                self.background.run(self.writer.confirm(stored, decision.entry))
         r = decision.reservation
         assert r is not None
         return ReserveReply(
@@ -393,8 +393,3 @@ class BudgetGuard(Actor):
 
     async def _store(self, subject: str, entry: LedgerEntry, msg_id: str, timeout: float) -> None:
         await self.publish(subject, entry, msg_id=msg_id, timeout=timeout)
-
-    def _in_background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
