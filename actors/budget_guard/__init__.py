@@ -3,7 +3,6 @@
     actor.py     the actor: one handle() over messages.py (reserve / release / summary services,
                  settlement from RESULTS, tier commands, sweep / watermark / snapshot timers)
     writer.py    storing LEDGER entries (written ahead of a reservation's reply, confirmed after)
-    background.py  the work after a reply (confirmations, rollbacks, notifications): one line per failure
     tierkeeper.py  the writer of orch_tiers: SetTier commands, scheduled re-enables
     (the ledger fold: policy/ledger.py + policy/ledger_notices.py; leases and limits: policy/;
     the router's side: clients/budget.py)

@@ -27,7 +27,6 @@ from typing import Any
 import msgspec
 
 from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
-from actors.budget_guard.background import Background
 from actors.budget_guard.charges import charge_of, priced
 from actors.budget_guard.messages import (
     BudgetMsg,
@@ -46,6 +45,7 @@ from actors.budget_guard.tierkeeper import TierKeeper
 from actors.budget_guard.writer import LedgerWriter
 from bus import subjects
 from bus.actor import Actor
+from bus.background import Background
 from bus.consumer import OFF_PATH_CONCURRENCY, OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.errors import ServiceCallError, Transient
 from bus.heap import Trimmer
@@ -96,7 +96,7 @@ class BudgetGuard(Actor):
             self.name, self.ledger.calendar.tz, event_once=self._event, publish=self.publish, due=self._reenable_due
         )
         self.watermark = watermark.Watermark()
-        self.background = Background(self.log)
+        self.background = Background(self.log, "ledger work")
         self.writer = LedgerWriter(self._store, self._send)
         self.replayed = 0
         self.replay_ms = 0.0

@@ -41,6 +41,7 @@ from actors.router.returning import plan_or_wait, returning_hosts
 from actors.router.view import Link, View
 from bus import subjects
 from bus.actor import Actor
+from bus.background import Background
 from bus.consumer import OFF_PATH_LINGER, ConsumerSpec, Delivery
 from bus.heap import Trimmer
 from bus.outcomes import publish_outcome, stored_failure, stored_outcome
@@ -78,7 +79,7 @@ class Router(Actor):
         self.flow.reserve = self.budget.reserve  # a hold before every paid attempt (drawn from a lease)
         self.flow.observe = self.observed
         self.queues: QueueWatch | None = None  # on_start
-        self.background: set[asyncio.Future[Any]] = set()
+        self.background = Background(self.log, "router work")
         self.trimmer = Trimmer()
         self._subs: list[Any] = []
         self.waiting_for: set[str] = set()  # hosts whose attempts stay put: they are coming back
@@ -150,8 +151,7 @@ class Router(Actor):
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await self.outcomes.drain()
-        for task in list(self.background):
-            task.cancel()
+        self.background.cancel()
         await self.budget.close()  # the undrawn part of its budget leases goes back
 
     # --- the one entry point -------------------------------------------------------------------
@@ -193,9 +193,7 @@ class Router(Actor):
         return asyncio.get_running_loop().call_later(delay, self._post, msg)
 
     def _post(self, msg: RouterMsg) -> None:
-        task = asyncio.ensure_future(self.handle(msg))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.background.run(self.handle(msg))
 
     def host_alive(self, host: str) -> bool:
         return host_up(self.cfg, self.view.snapshot_light(), host)
@@ -368,9 +366,7 @@ class Router(Actor):
     def emit_nowait(self, event: Event) -> None:
         """High-volume events (one per request) go out without waiting for the store's ack."""
         event = msgspec.structs.replace(event, at=event.at or time.time(), source=event.source or self.name)
-        task = asyncio.ensure_future(self.nc.publish(subjects.event(event), encode(event)))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.background.run(self.nc.publish(subjects.event(event), encode(event)))
 
 
 if __name__ == "__main__":  # pragma: no cover

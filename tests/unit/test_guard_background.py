@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from actors.budget_guard.background import Background
+from bus.background import Background
 
 
 async def test_a_failed_background_write_is_one_warning_and_nothing_is_left_unretrieved(
@@ -16,7 +16,7 @@ async def test_a_failed_background_write_is_one_warning_and_nothing_is_left_unre
 ) -> None:
     unretrieved: list[dict[str, object]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
-    work = Background(logging.getLogger("test.guard"))
+    work = Background(logging.getLogger("test.guard"), "ledger work")
 
     async def refused() -> None:
         raise RuntimeError("maximum bytes exceeded")
@@ -36,7 +36,7 @@ async def test_a_failed_background_write_is_one_warning_and_nothing_is_left_unre
 
 
 async def test_cancel_stops_what_still_runs() -> None:
-    work = Background(logging.getLogger("test.guard"))
+    work = Background(logging.getLogger("test.guard"), "ledger work")
     never = asyncio.Event()
     work.run(never.wait())
     await asyncio.sleep(0)
