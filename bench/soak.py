@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import uvloop
+from nats.aio.client import Client as NATS
 
 from bench.gateway import Proc, free_port, orchestra_profile, start, start_backends, wait_http, wait_log
 from bench.record import RESULTS
@@ -92,30 +93,23 @@ async def drive(url: str, headers: dict[str, str], first: int, n: int, concurren
     return errors, time.perf_counter() - started
 
 
-async def ledger_of(profile: Path) -> dict[str, int]:
+async def ledger_of(nc: NATS) -> dict[str, int]:
     """What the budget_guard holds now: charges, open reservations and leases (its summary)."""
-    nc = await connect_cli(load_config(profile))
-    try:
-        s = await call(nc, subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=10.0)
-    finally:
-        await nc.close()
+    s = await call(nc, subjects.SVC_BUDGET_SUMMARY, SummaryRequest(), LEDGER_SUMMARY, timeout=10.0)
     return {"charges": s.charges, "open_reservations": s.open_reservations, "open_leases": s.open_leases}
 
 
-async def lag_of(profile: Path) -> dict[str, int]:
+async def lag_of(nc: NATS) -> dict[str, int]:
     """Messages each RESULTS consumer has yet to take or to settle: a consumer that falls behind the
     traffic has its backlog here (and its RSS figures are not those of a steady state)."""
-    nc = await connect_cli(load_config(profile))
-    try:
-        infos = await nc.jetstream().consumers_info(subjects.RESULTS_STREAM)
-    finally:
-        await nc.close()
+    infos = await nc.jetstream().consumers_info(subjects.RESULTS_STREAM)
     return {str(i.name): int(i.num_pending or 0) + int(i.num_ack_pending or 0) for i in infos}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     procs: list[Proc] = []
+    closing: list[NATS] = []
     nats = EmbeddedNats(store_dir=tmp / "nats", port=0, auth_dir=tmp / "auth")
     try:
         nats.start()
@@ -138,6 +132,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         headers = {"Authorization": f"Bearer {key}"}
         await wait_http(f"http://127.0.0.1:{gw_port}/healthz", {})
+        cli = await connect_cli(load_config(profile))  # the bench's own look at the ledger and the consumers
+        closing.append(cli)
 
         async def sample(
             label: str, done: int, seconds: float = 0.0, errors: int = 0, n_new: int = 0
@@ -149,8 +145,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s": {n: round(cpu_s(p.popen.pid), 2) for n, p in actors.items()},
                 "seconds": round(seconds, 1),
                 "errors": errors,
-                "ledger": await ledger_of(profile),
-                "results_lag": await lag_of(profile),
+                "ledger": await ledger_of(cli),
+                "results_lag": await lag_of(cli),
             }
             rss = "  ".join(f"{n} {v:.0f}" for n, v in row["rss_mb"].items())
             rate = f"  ({n_new / seconds:.0f} req/s, {errors} errors)" if seconds else ""
@@ -178,13 +174,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(await sample(label, done, seconds, errors, n))
         # the last look once every RESULTS consumer has caught up (or after --settle seconds)
         drained, deadline = time.monotonic(), time.monotonic() + args.settle
-        while any((await lag_of(profile)).values()) and time.monotonic() < deadline:  # noqa: ASYNC110 (the server's state)
+        while any((await lag_of(cli)).values()) and time.monotonic() < deadline:  # noqa: ASYNC110 (the server's state)
             await asyncio.sleep(0.5)
         rows.append(await sample("settled", done, seconds=0.0))
         rows[-1]["drain_s"] = round(time.monotonic() - drained, 1)
         print(f"the RESULTS consumers took {rows[-1]['drain_s']} s to catch up after the last request", file=sys.stderr)
         return summarise(rows, args, errors_total)
     finally:
+        for cli in closing:
+            await cli.close()
         for p in reversed(procs):
             p.stop()
         nats.stop()
