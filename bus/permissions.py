@@ -124,7 +124,7 @@ DECLARATION: tuple[Role, ...] = (
         kv_reads=TOPOLOGY_BUCKETS,
         serves=(s.SVC_BUDGET_RESERVE, s.SVC_BUDGET_RELEASE, s.SVC_BUDGET_SUMMARY),
         owns_streams=(s.LEDGER_STREAM, s.LEDGER_SNAP_STREAM),
-        purges=(s.LEDGER_SNAP_STREAM,),
+        purges=(s.LEDGER_STREAM, s.LEDGER_SNAP_STREAM),
     ),
     Role(
         "rotator",

@@ -35,6 +35,9 @@ from schemas.config import load_config
 from schemas.errors import SchemaError
 
 SLACK = timedelta(minutes=10)  # results are stored shortly after they are made: replay a bit wider
+# Where LEDGER's older entries are gone (compacted into the guard's snapshots, or aged out), charges are
+# compared from a minute after its first stored entry: the guard charges results in the order they are stored.
+HELD_MARGIN = timedelta(minutes=1)
 
 
 def register(sub: Any) -> None:
@@ -80,9 +83,13 @@ def run_report(args: argparse.Namespace) -> int:
     return asyncio.run(_report(args))
 
 
-async def collect(nc: NATS, since: datetime, until: datetime) -> tuple[list[Charged], dict[str, int], int]:
-    """(charges replayed from RESULTS in the window, ledger charges in the window by key, undecodable)."""
+async def collect(nc: NATS, since: datetime, until: datetime) -> tuple[list[Charged], dict[str, int], int, float]:
+    """(charges replayed from RESULTS in the window, ledger charges in the window by key, undecodable,
+    the time from which the two are compared: the window's start, or later where LEDGER holds nothing
+    older, its older entries compacted into the guard's snapshots or aged out)."""
     since_s, until_s = since.timestamp(), until.timestamp()
+    held = await journal.held_from(nc)
+    compared_from = max(since_s, held + HELD_MARGIN.total_seconds()) if held is not None else since_s
     charges: dict[str, Charged] = {}
     bad = 0
     records = await replay(nc.jetstream(), [subjects.RESULT_ALL], since - SLACK, until + SLACK)
@@ -96,9 +103,9 @@ async def collect(nc: NATS, since: datetime, until: datetime) -> tuple[list[Char
             charges.setdefault(c.key, c)
     ledger: dict[str, int] = {}
     async for entry in journal.read_entries(nc):
-        if isinstance(entry, Charged) and since_s <= entry.at <= until_s:
+        if isinstance(entry, Charged) and compared_from <= entry.at <= until_s:
             ledger.setdefault(entry.key, entry.cost_nanos)
-    return list(charges.values()), ledger, bad
+    return list(charges.values()), ledger, bad, compared_from
 
 
 async def _report(args: argparse.Namespace) -> int:
@@ -111,11 +118,12 @@ async def _report(args: argparse.Namespace) -> int:
         raise ValueError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     nc = await connect_cli(cfg)
     try:
-        charges, ledger, bad = await collect(nc, since, until)
+        charges, ledger, bad, compared_from = await collect(nc, since, until)
     finally:
         await nc.close()
     lines, total = report.aggregate(charges, args.by, calendar)
-    check = report.compare({c.key: c.cost_nanos for c in charges}, ledger)
+    compared = {c.key: c.cost_nanos for c in charges if c.at >= compared_from}
+    check = report.compare(compared, ledger, since=compared_from if compared_from > since.timestamp() else None)
     if args.json:
         out = {
             "since": since.isoformat(),
@@ -123,7 +131,12 @@ async def _report(args: argparse.Namespace) -> int:
             "by": args.by,
             "lines": [vars(x) | {"cost_usd": x.cost_nanos / 1e9} for x in lines],
             "total": vars(total) | {"cost_usd": total.cost_nanos / 1e9},
-            "ledger": {"equal": check.equal, "charges": check.ledger, "cost_nanos": check.ledger_nanos},
+            "ledger": {
+                "equal": check.equal,
+                "charges": check.ledger,
+                "cost_nanos": check.ledger_nanos,
+                "compared_from": datetime.fromtimestamp(compared_from, since.tzinfo).isoformat(),
+            },  # fmt: skip
         }
         print(json.dumps(out, indent=2))
     else:

@@ -239,6 +239,17 @@ class TierEnabled(Event, frozen=True, kw_only=True, tag="tier.enabled"):
     reason: str = ""
 
 
+class LedgerCompacted(Event, frozen=True, kw_only=True, tag="ledger.compacted"):
+    """LEDGER reached half its bytes: the entries two snapshots cover were purged (budgets stay exact;
+    the ledger's audit now starts at ``kept_from``)."""
+
+    covers_seq: int  # the latest snapshot's
+    kept_from: int  # the first LEDGER sequence kept
+    bytes_before: int
+    bytes_after: int
+    limit_bytes: int
+
+
 class ProviderCooldown(Event, frozen=True, kw_only=True, tag="provider.cooldown"):
     provider: str
     model: str = ""
@@ -335,6 +346,7 @@ AnyEvent = (
     | BudgetThreshold
     | TierDisabled
     | TierEnabled
+    | LedgerCompacted
     | ProviderCooldown
     | PhaseChanged
     | RotationPlanned

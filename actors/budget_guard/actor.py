@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from actors.budget_guard import holds, journal, rebuild, snapstore, watermark
+from actors.budget_guard import compaction, holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
 from actors.budget_guard.messages import (
     BudgetMsg,
@@ -36,6 +36,7 @@ from actors.budget_guard.messages import (
     Reserve,
     ResultStored,
     SnapshotTick,
+    SpaceTick,
     Summary,
     SweepTick,
     TierCommand,
@@ -178,6 +179,7 @@ class BudgetGuard(Actor):
         # as the next snapshot (a restart then reads it plus a short tail); a long tail: soon, not in an hour.
         every = float(self.cfg.budgets.snapshot_every)
         self.every("snapshots", every, SnapshotTick, first=SNAPSHOT_SOON if rebuilt.tail >= SNAPSHOT_TAIL else every)
+        self.every("ledger space", compaction.EVERY, SpaceTick)  # LEDGER half full: compacted (compaction.py)
         await self.tiers.start(self.js)
         self.every("watermark", watermark.EVERY, WatermarkTick, first=0.0)
         self.every("sweep", SWEEP_EVERY, SweepTick, first=0.0)
@@ -204,6 +206,8 @@ class BudgetGuard(Actor):
                 await self._follow_results()
             case SnapshotTick():
                 await self.snapshot_now()
+            case SpaceTick() if self.lease is not None and self.lease.held:
+                await compaction.keep_space(self.nc, self.cfg.budgets, self.log, self.emit)
             case LeaseLost(reason=reason):
                 self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
                 self.request_exit(f"lost the writer lease: {reason}")

@@ -108,6 +108,19 @@ async def read_entries(
                     yield entry
 
 
+async def held_from(nc: NATS) -> float | None:
+    """When LEDGER's first stored entry was stored, if older ones are gone (compacted into the snapshots
+    or aged out); None while it holds everything it was given (or nothing)."""
+    try:
+        info = await nc.jetstream().stream_info(STREAM)
+        if not info.state.messages or info.state.first_seq <= 1:
+            return None
+        first = await nc.jetstream().get_msg(STREAM, info.state.first_seq)
+    except NotFoundError:
+        return None
+    return first.time.timestamp() if first.time else None
+
+
 def _decode(msg: Msg, rejected: list[Rejected] | None) -> LedgerEntry | None:
     try:
         return LEDGER_ENTRY.decode(msg.data)

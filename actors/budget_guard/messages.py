@@ -9,6 +9,7 @@ ReenableDue(tier, until) apscheduler: a disable's ``until`` came
 SweepTick()              every 5 s: expire holds, prune, send what is due, re-enable overdue tiers
 WatermarkTick()          every second: how far RESULTS is charged (``watermark.py``)
 SnapshotTick()           every ``budgets.snapshot_every``: store the next ledger snapshot
+SpaceTick()              every 30 s: LEDGER half full? a snapshot, and the entries two snapshots cover go
 LeaseLost(reason)        the writer lease lapsed: stop writing, exit
 """
 
@@ -68,6 +69,11 @@ class SnapshotTick:
 
 
 @dataclass(frozen=True)
+class SpaceTick:
+    pass
+
+
+@dataclass(frozen=True)
 class LeaseLost:
     reason: str
 
@@ -82,5 +88,6 @@ BudgetMsg = (
     | SweepTick
     | WatermarkTick
     | SnapshotTick
+    | SpaceTick
     | LeaseLost
 )

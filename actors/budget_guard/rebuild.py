@@ -43,19 +43,18 @@ async def fold(
 ) -> Rebuilt:
     started = time.monotonic()
     snap: snapstore.Snapshot | None = None
-    if use_snapshot:
-        try:
-            snap = await snapstore.read_latest(nc)
-        except snapstore.SnapshotMissing as exc:
-            log.warning("ledger snapshot unusable (%s): rebuilding from LEDGER alone", exc)
     ledger = Ledger(cfg)
     after = 0
-    if snap is not None:
+    kept = await snapstore.manifests(nc) if use_snapshot else []
+    for manifest in reversed(kept):  # the latest; if it is unusable, the one before it
         try:
+            snap = await snapstore.read(nc, manifest)
             ledger = snapshot.restore(cfg, snap.data)
-            after = snap.manifest.covers_seq
-        except snapshot.SnapshotError as exc:
-            log.warning("ledger snapshot %s unreadable (%s): rebuilding from LEDGER alone", snap.manifest.id, exc)
+            after = manifest.covers_seq
+            break
+        except (snapstore.SnapshotMissing, snapshot.SnapshotError) as exc:
+            older = "the snapshot before it" if manifest != kept[0] else "LEDGER alone"
+            log.warning("ledger snapshot %s unusable (%s): rebuilding from %s", manifest.id, exc, older)
             snap = None
     restored = time.monotonic()
     progress = journal.Progress()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from policy.limits import Calendar
@@ -101,12 +102,20 @@ class Comparison:
     differ: list[str] = field(default_factory=list)  # same key, different amount
     replayed_nanos: int = 0
     ledger_nanos: int = 0
+    since: float | None = None  # compared from here only: LEDGER holds nothing older (compacted, aged out)
 
     @property
     def equal(self) -> bool:
         return not (self.only_replayed or self.only_ledger or self.differ)
 
     def describe(self) -> str:
+        text = self._describe()
+        if self.since is not None:
+            when = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds")
+            text += f" (compared from {when} on: LEDGER's older entries are compacted into its snapshots)"
+        return text
+
+    def _describe(self) -> str:
         if self.equal:
             return f"ledger agrees: {self.ledger} charges, {fmt_usd(self.ledger_nanos, 6)}"
         parts = [f"ledger differs: replay {fmt_usd(self.replayed_nanos, 6)}, ledger {fmt_usd(self.ledger_nanos, 6)}"]
@@ -119,8 +128,9 @@ class Comparison:
         return "; ".join(parts)
 
 
-def compare(replayed: dict[str, int], ledger: dict[str, int]) -> Comparison:
+def compare(replayed: dict[str, int], ledger: dict[str, int], *, since: float | None = None) -> Comparison:
     return Comparison(
+        since=since,
         replayed=len(replayed),
         ledger=len(ledger),
         only_replayed=sorted(set(replayed) - set(ledger)),

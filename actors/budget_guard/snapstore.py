@@ -5,13 +5,15 @@
 
 A snapshot counts once its manifest is stored; a restart reads the last manifest and its parts (direct
 gets by sequence: the guard is the one writer, its parts are consecutive). After a new snapshot, the
-ones before the previous are purged: two are kept, so a snapshot that turns out unreadable leaves one.
+ones before the previous are purged: two are kept, so a snapshot that turns out unreadable leaves one
+(``manifests`` lists them, oldest first; a rebuild falls back to the one before).
 Limits: no age (the latest snapshot is the ledger's history beyond LEDGER's retention), its share of
 ``bus.streams.max_bytes``, discard ``new`` (full: the new snapshot fails, loudly; the old ones stay).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -94,12 +96,32 @@ async def latest_manifest(nc: NATS) -> Manifest | None:
         return None
 
 
+async def manifests(nc: NATS) -> list[Manifest]:
+    """Every snapshot's manifest still stored, oldest first (normally two; none before the first)."""
+    js = nc.jetstream()
+    found: list[Manifest] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(STREAM, seq, subject=subjects.LEDGER_SNAP_DONE, next=True)
+        except NotFoundError:
+            return found
+        with contextlib.suppress(msgspec.DecodeError):
+            found.append(msgspec.json.decode(msg.data or b"", type=Manifest))
+        seq = (msg.seq or seq) + 1
+
+
 async def read_latest(nc: NATS) -> Snapshot | None:
     """The last complete snapshot, or None (none written yet). Raises SnapshotMissing when its parts
     are not all there."""
     manifest = await latest_manifest(nc)
     if manifest is None:
         return None
+    return await read(nc, manifest)
+
+
+async def read(nc: NATS, manifest: Manifest) -> Snapshot:
+    """The snapshot a manifest names. Raises SnapshotMissing when its parts are not all there."""
     js = nc.jetstream()
     chunks = []
     for i in range(manifest.parts):

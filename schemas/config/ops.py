@@ -178,7 +178,9 @@ class BudgetsCfg(Cfg, frozen=True, kw_only=True):
     spike: SpikeCfg = SpikeCfg()
     local_cost: LocalCostCfg = LocalCostCfg()
     timezone: str = "UTC"  # where "daily" starts
-    ledger_history: Duration = Duration(40 * 86400)  # the LEDGER stream keeps this (> a month: monthly budgets)
+    # The LEDGER stream keeps this (> a month: monthly budgets) unless its bytes run short first: from half
+    # its share of bus.streams.max_bytes on, the guard compacts it (actors/budget_guard/compaction.py).
+    ledger_history: Duration = Duration(40 * 86400)
     # The budget_guard folds LEDGER into a snapshot this often: a restart reads the snapshot + the entries
     # after it, and history past ledger_history lives on in the snapshot.
     snapshot_every: Duration = Duration(3600)

@@ -216,17 +216,21 @@ async def test_a_client_gets_its_answer_under_its_own_identity_whatever_it_write
 async def test_ledger_writes_and_purges_by_anyone_but_the_guard_are_refused(
     peers: Callable[[str], Awaitable[Peer]], nc: NATS
 ) -> None:
-    """A forged (negative) ledger entry from the router, a purge of LEDGER by the guard itself: refused.
-    Only the operator may purge or delete a stream."""
+    """A forged (negative) ledger entry and a purge of LEDGER from the router, a message of LEDGER deleted
+    by the guard itself: refused. Only the operator may purge or delete a stream, and the guard purge its
+    own LEDGER (what two of its snapshots cover: compaction.py)."""
     await nc.jetstream().add_stream(name=journal.STREAM, subjects=[subjects.LEDGER_ALL])
     router = await peers("router")
     entry = Charged(at=time.time(), key="forged", outcome="result", request_id="x", cost_nanos=0)
     await router.nc.publish(journal.subject_of(entry), encode(entry).replace(b'"cost_nanos":0', b'"cost_nanos":-1'))
     await router.refused("orch.ledger.charged")
+    with pytest.raises(nats.errors.TimeoutError):
+        await router.nc.request(f"$JS.API.STREAM.PURGE.{journal.STREAM}", b"", timeout=1)
+    await router.refused("$JS.API.STREAM.PURGE.LEDGER")
     guard = await peers("budget_guard")
     with pytest.raises(nats.errors.TimeoutError):
-        await guard.nc.request(f"$JS.API.STREAM.PURGE.{journal.STREAM}", b"", timeout=1)
-    await guard.refused("$JS.API.STREAM.PURGE.LEDGER")
+        await guard.nc.request(f"$JS.API.STREAM.MSG.DELETE.{journal.STREAM}", b'{"seq": 1}', timeout=1)
+    await guard.refused("$JS.API.STREAM.MSG.DELETE.LEDGER")
     with pytest.raises(nats.errors.TimeoutError):
         await guard.nc.request("$JS.API.STREAM.DELETE.RESULTS", b"", timeout=1)
     await guard.refused("$JS.API.STREAM.DELETE.RESULTS")

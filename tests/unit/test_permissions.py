@@ -56,13 +56,20 @@ def test_only_the_rotator_the_monitor_and_the_guard_send_commands() -> None:
 
 
 def test_no_actor_may_purge_delete_or_reconfigure_a_shared_stream() -> None:
+    """Nor LEDGER: only its one writer, the budget_guard, purges it, and only what two of its snapshots
+    cover (compaction.py); nobody deletes the stream or a message of it."""
     for role in permissions.ACTOR_ROLES:
         allowed = permissions.grants(role).publish
         for stream in (*permissions.TOPOLOGY_STREAMS, subjects.LEDGER_STREAM):
             for verb in ("PURGE", "DELETE", "MSG.DELETE"):
+                if (role, stream, verb) == ("budget_guard", subjects.LEDGER_STREAM, "PURGE"):
+                    continue
                 assert not any(subjects.subjects_overlap(f"$JS.API.STREAM.{verb}.{stream}", p) for p in allowed)
         updates = {p.rsplit(".", 1)[-1] for p in allowed if p.startswith("$JS.API.STREAM.UPDATE.")}
         assert not updates & set(permissions.TOPOLOGY_STREAMS), role
+    ledger_purge = f"$JS.API.STREAM.PURGE.{subjects.LEDGER_STREAM}"
+    purgers = [r for r in permissions.ACTOR_ROLES if ledger_purge in permissions.grants(r).publish]
+    assert purgers == ["budget_guard"]
     assert permissions.grants(permissions.OPERATOR).everything
 
 

@@ -1,0 +1,113 @@
+"""LEDGER kept within its bytes: the entries two snapshots cover are purged before the stream fills.
+
+LEDGER keeps ``budgets.ledger_history`` (40 days) within its share of ``bus.streams.max_bytes`` and, full,
+refuses new entries (discard ``new``: money is never trimmed from under the guard; the guard then denies
+every paid reservation as ``ledger_unavailable``). At ~470 bytes an entry, 40 days of one paid request a
+second is ~1.6 GB, past the default share (15 % of 8 GiB); at 1,000 a second the share is full in ~45
+minutes. So, every ``EVERY`` seconds, the guard looks at LEDGER's bytes; from ``COMPACT_AT`` of its limit
+on it stores a snapshot and purges the entries up to the one *before* it: a restart reads the latest
+snapshot and the entries after it, and if that snapshot turns out unusable, the one before and the entries
+after that (rebuild.py), so both stay complete. Budgets stay exact (the snapshots hold every period's
+sums); what is lost is depth of audit: ``orchestra cost report`` compares with the ledger from its first
+entry on and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from actors.budget_guard import journal, rebuild, snapstore
+from schemas.config.ops import BudgetsCfg
+from schemas.events import Event, LedgerCompacted
+
+Emit = Callable[[Event], Awaitable[None]]
+
+EVERY = 30.0  # seconds between looks at LEDGER's bytes
+COMPACT_AT = 0.5  # of LEDGER's byte limit: room left for the entries written while a snapshot is stored
+
+
+@dataclass(frozen=True)
+class Space:
+    """LEDGER's bytes and limit (0: none), and its first and last sequence."""
+
+    bytes: int
+    limit: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class Compacted:
+    before: Space
+    after: Space
+    covers_seq: int  # the latest snapshot's
+    kept_from: int  # the first LEDGER sequence kept
+
+
+# --- policy (pure) ---------------------------------------------------------------------------------
+def due(space: Space) -> bool:
+    """Whether LEDGER is full enough to compact (never when it has no byte limit)."""
+    return space.limit > 0 and space.bytes >= COMPACT_AT * space.limit
+
+
+def keep_from(kept: list[snapstore.Manifest]) -> int | None:
+    """The first LEDGER sequence to keep: the one after what the older of the last two snapshots covers
+    (so either of them rebuilds the ledger); None with fewer than two snapshots (nothing may go)."""
+    if len(kept) < 2:
+        return None
+    return min(m.covers_seq for m in kept[-2:]) + 1
+
+
+# --- I/O -------------------------------------------------------------------------------------------
+async def space(nc: NATS) -> Space | None:
+    try:
+        info = await nc.jetstream().stream_info(journal.STREAM)
+    except NotFoundError:
+        return None
+    limit = info.config.max_bytes or 0
+    return Space(info.state.bytes, max(limit, 0), info.state.first_seq, info.state.last_seq)
+
+
+async def compact(nc: NATS, cfg: BudgetsCfg) -> Compacted | None:
+    """If LEDGER is due: a snapshot now, then the entries the previous snapshot covers purged. Returns
+    what was done (None: not due, or nothing could go yet)."""
+    before = await space(nc)
+    if before is None or not due(before):
+        return None
+    await rebuild.snapshot_now(nc, cfg, now=time.time())
+    kept = await snapstore.manifests(nc)
+    first = keep_from(kept)
+    if first is None or first <= before.first_seq:
+        return None
+    purge = json.dumps({"seq": first}).encode()  # every entry below ``first`` goes
+    reply = json.loads((await nc.request(f"$JS.API.STREAM.PURGE.{journal.STREAM}", purge, timeout=10)).data)
+    if not reply.get("success"):
+        raise RuntimeError(f"LEDGER purge up to {first} refused: {reply.get('error')}")
+    after = await space(nc)
+    assert after is not None
+    return Compacted(before, after, kept[-1].covers_seq, first)
+
+
+async def keep_space(nc: NATS, cfg: BudgetsCfg, log: logging.Logger, emit: Emit) -> Compacted | None:
+    """The guard's turn (the lease holder's only): compact if due, say so in the log and as an event."""
+    done = await compact(nc, cfg)
+    if done is not None:
+        log.warning(
+            "LEDGER at %d of its %d bytes: compacted into snapshot @%d; entries before seq %d purged (%d bytes "
+            "left); budgets stay exact, the ledger's audit now starts there",
+            done.before.bytes, done.before.limit, done.covers_seq, done.kept_from, done.after.bytes,
+        )  # fmt: skip
+        await emit(
+            LedgerCompacted(
+                covers_seq=done.covers_seq, kept_from=done.kept_from, bytes_before=done.before.bytes,
+                bytes_after=done.after.bytes, limit_bytes=done.before.limit,
+            )
+        )  # fmt: skip
+    return done
