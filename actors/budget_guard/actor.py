@@ -104,6 +104,7 @@ class BudgetGuard(Actor):
         self._pruned = 0.0
         self.trimmer = Trimmer(map_large_from=128 * 1024)  # RSS follows the bounded ledger (bus/heap.py)
         self.lease: WriterLease | None = None
+        self.snapshots = compaction.Snapshots(cfg.budgets, self.log, self.emit)  # one at a time
 
     def streams(self) -> list[StreamSpec]:
         return [journal.ledger_stream(self.cfg.budgets), snapstore.snapshot_stream()]
@@ -207,7 +208,7 @@ class BudgetGuard(Actor):
             case SnapshotTick():
                 await self.snapshot_now()
             case SpaceTick() if self.lease is not None and self.lease.held:
-                await compaction.keep_space(self.nc, self.cfg.budgets, self.log, self.emit)
+                await self.snapshots.keep_space(self.nc)
             case LeaseLost(reason=reason):
                 self.log.error("budget_guard %s lost the writer lease: %s; it stops writing", self.instance, reason)
                 self.request_exit(f"lost the writer lease: {reason}")
@@ -220,14 +221,7 @@ class BudgetGuard(Actor):
         assert self.lease is not None
         if not self.lease.held:
             return None  # a standby, or a guard that lost its lease, writes nothing
-        started = time.monotonic()
-        manifest = await rebuild.snapshot_now(self.nc, self.cfg.budgets, now=time.time())
-        if manifest is not None:
-            self.log.info(
-                "ledger snapshot up to LEDGER seq %d: %d bytes in %d parts (%.0f ms)",
-                manifest.covers_seq, manifest.bytes, manifest.parts, (time.monotonic() - started) * 1000,
-            )  # fmt: skip
-        return manifest
+        return await self.snapshots.write(self.nc)
 
     async def on_stop(self) -> None:
         self.tiers.stop()

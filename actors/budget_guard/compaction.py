@@ -14,6 +14,7 @@ entry on and says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -75,39 +76,57 @@ async def space(nc: NATS) -> Space | None:
     return Space(info.state.bytes, max(limit, 0), info.state.first_seq, info.state.last_seq)
 
 
-async def compact(nc: NATS, cfg: BudgetsCfg) -> Compacted | None:
-    """If LEDGER is due: a snapshot now, then the entries the previous snapshot covers purged. Returns
-    what was done (None: not due, or nothing could go yet)."""
-    before = await space(nc)
-    if before is None or not due(before):
-        return None
-    await rebuild.snapshot_now(nc, cfg, now=time.time())
-    kept = await snapstore.manifests(nc)
-    first = keep_from(kept)
-    if first is None or first <= before.first_seq:
-        return None
-    purge = json.dumps({"seq": first}).encode()  # every entry below ``first`` goes
-    reply = json.loads((await nc.request(f"$JS.API.STREAM.PURGE.{journal.STREAM}", purge, timeout=10)).data)
-    if not reply.get("success"):
-        raise RuntimeError(f"LEDGER purge up to {first} refused: {reply.get('error')}")
-    after = await space(nc)
-    assert after is not None
-    return Compacted(before, after, kept[-1].covers_seq, first)
+class Snapshots:
+    """The guard's snapshot writing, one at a time (a turn of ``every`` and a compaction never interleave
+    their parts): every ``budgets.snapshot_every`` and when LEDGER is due for compaction."""
 
+    def __init__(self, cfg: BudgetsCfg, log: logging.Logger, emit: Emit) -> None:
+        self.cfg, self.log, self.emit = cfg, log, emit
+        self.lock = asyncio.Lock()
 
-async def keep_space(nc: NATS, cfg: BudgetsCfg, log: logging.Logger, emit: Emit) -> Compacted | None:
-    """The guard's turn (the lease holder's only): compact if due, say so in the log and as an event."""
-    done = await compact(nc, cfg)
-    if done is not None:
-        log.warning(
+    async def write(self, nc: NATS) -> snapstore.Manifest | None:
+        """The next snapshot, if there is anything new (rebuild.snapshot_now)."""
+        async with self.lock:
+            return await self._write(nc)
+
+    async def _write(self, nc: NATS) -> snapstore.Manifest | None:
+        started = time.monotonic()
+        manifest = await rebuild.snapshot_now(nc, self.cfg, now=time.time())
+        if manifest is not None:
+            self.log.info(
+                "ledger snapshot up to LEDGER seq %d: %d bytes in %d parts (%.0f ms)",
+                manifest.covers_seq, manifest.bytes, manifest.parts, (time.monotonic() - started) * 1000,
+            )  # fmt: skip
+        return manifest
+
+    async def keep_space(self, nc: NATS) -> Compacted | None:
+        """If LEDGER is due: a snapshot now, then the entries the previous snapshot covers purged; said in
+        the log and as an event. Returns what was done (None: not due, or nothing could go yet)."""
+        async with self.lock:
+            before = await space(nc)
+            if before is None or not due(before):
+                return None
+            await self._write(nc)
+            kept = await snapstore.manifests(nc)
+            first = keep_from(kept)
+            if first is None or first <= before.first_seq:
+                return None
+            purge = json.dumps({"seq": first}).encode()  # every entry below ``first`` goes
+            reply = json.loads((await nc.request(f"$JS.API.STREAM.PURGE.{journal.STREAM}", purge, timeout=10)).data)
+            if not reply.get("success"):
+                raise RuntimeError(f"LEDGER purge up to {first} refused: {reply.get('error')}")
+            after = await space(nc)
+        assert after is not None
+        done = Compacted(before, after, kept[-1].covers_seq, first)
+        self.log.warning(
             "LEDGER at %d of its %d bytes: compacted into snapshot @%d; entries before seq %d purged (%d bytes "
             "left); budgets stay exact, the ledger's audit now starts there",
-            done.before.bytes, done.before.limit, done.covers_seq, done.kept_from, done.after.bytes,
+            before.bytes, before.limit, done.covers_seq, first, after.bytes,
         )  # fmt: skip
-        await emit(
+        await self.emit(
             LedgerCompacted(
-                covers_seq=done.covers_seq, kept_from=done.kept_from, bytes_before=done.before.bytes,
-                bytes_after=done.after.bytes, limit_bytes=done.before.limit,
+                covers_seq=done.covers_seq, kept_from=first, bytes_before=before.bytes, bytes_after=after.bytes,
+                limit_bytes=before.limit,
             )
         )  # fmt: skip
-    return done
+        return done
