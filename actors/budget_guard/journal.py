@@ -25,6 +25,9 @@ from schemas.config.ops import BudgetsCfg
 from schemas.errors import SchemaError
 
 STREAM = subjects.LEDGER_STREAM
+# Entries a pull brings. A guard folds LEDGER while it serves (each snapshot): 10,000 messages in flight
+# took its RSS up by ~25 MB for good (160,000 entries: peak +26 MB, +15 MB kept); 1,000: +7 / +5 MB, as fast.
+READ_BATCH = 1_000
 
 
 def ledger_stream(cfg: BudgetsCfg) -> StreamSpec:
@@ -98,7 +101,8 @@ async def read_entries(
             progress.missing = info.state.first_seq - after_seq - 1
     if not info.state.messages or info.state.last_seq <= after_seq:
         return
-    async with contextlib.aclosing(read_batches(nc, STREAM, subjects.LEDGER_ALL, after_seq=after_seq)) as batches:
+    batches_of = read_batches(nc, STREAM, subjects.LEDGER_ALL, after_seq=after_seq, batch=READ_BATCH)
+    async with contextlib.aclosing(batches_of) as batches:
         async for chunk in batches:
             if progress is not None and chunk and chunk[-1].reply:
                 progress.last_seq = chunk[-1].metadata.sequence.stream
