@@ -136,7 +136,7 @@ async def _report(args: argparse.Namespace) -> int:
                 "charges": check.ledger,
                 "cost_nanos": check.ledger_nanos,
                 "compared_from": datetime.fromtimestamp(compared_from, since.tzinfo).isoformat(),
-            },  # fmt: skip
+            },
         }
         print(json.dumps(out, indent=2))
     else:
