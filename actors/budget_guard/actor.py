@@ -28,6 +28,7 @@ import msgspec
 
 from actors.budget_guard import compaction, holds, journal, rebuild, snapstore, watermark
 from actors.budget_guard.charges import charge_of, priced
+from actors.budget_guard.foldjob import FoldJob
 from actors.budget_guard.messages import (
     BudgetMsg,
     LeaseLost,
@@ -104,7 +105,8 @@ class BudgetGuard(Actor):
         self._pruned = 0.0
         self.trimmer = Trimmer(map_large_from=128 * 1024)  # RSS follows the bounded ledger (bus/heap.py)
         self.lease: WriterLease | None = None
-        self.snapshots = compaction.Snapshots(cfg.budgets, self.log, self.emit)  # one at a time
+        job = FoldJob(cfg.bus, cfg.budgets, cfg.data_dir, self.role or self.name)
+        self.snapshots = compaction.Snapshots(job, self.log, self.emit)  # one at a time, in a child process
 
     def streams(self) -> list[StreamSpec]:
         return [journal.ledger_stream(self.cfg.budgets), snapstore.snapshot_stream()]

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from actors.budget_guard import journal, rebuild, snapstore
-from schemas.config.ops import BudgetsCfg
+from actors.budget_guard import journal, snapstore
+from actors.budget_guard.foldjob import FoldJob, fold_in_child
 from schemas.events import Event, LedgerCompacted
 
 Emit = Callable[[Event], Awaitable[None]]
 
 EVERY = 30.0  # seconds between looks at LEDGER's bytes
 COMPACT_AT = 0.5  # of LEDGER's byte limit: room left for the entries written while a snapshot is stored
+FOLD_TIMEOUT = 900.0  # a child folding longer is killed (1.6 M entries folded and stored in ~26 s here)
 
 
 @dataclass(frozen=True)
@@ -78,20 +79,21 @@ async def space(nc: NATS) -> Space | None:
 
 class Snapshots:
     """The guard's snapshot writing, one at a time (a turn of ``every`` and a compaction never interleave
-    their parts): every ``budgets.snapshot_every`` and when LEDGER is due for compaction."""
+    their parts): every ``budgets.snapshot_every`` and when LEDGER is due for compaction. Each fold runs
+    in a child process (foldjob.py), so the guard's memory does not keep what the fold took."""
 
-    def __init__(self, cfg: BudgetsCfg, log: logging.Logger, emit: Emit) -> None:
-        self.cfg, self.log, self.emit = cfg, log, emit
+    def __init__(self, job: FoldJob, log: logging.Logger, emit: Emit, *, timeout: float = FOLD_TIMEOUT) -> None:
+        self.job, self.log, self.emit, self.timeout = job, log, emit, timeout
         self.lock = asyncio.Lock()
 
     async def write(self, nc: NATS) -> snapstore.Manifest | None:
-        """The next snapshot, if there is anything new (rebuild.snapshot_now)."""
+        """The next snapshot, if there is anything new (rebuild.snapshot_now, in a child process)."""
         async with self.lock:
             return await self._write(nc)
 
     async def _write(self, nc: NATS) -> snapstore.Manifest | None:
         started = time.monotonic()
-        manifest = await rebuild.snapshot_now(nc, self.cfg, now=time.time())
+        manifest = await fold_in_child(self.job, timeout=self.timeout)
         if manifest is not None:
             self.log.info(
                 "ledger snapshot up to LEDGER seq %d: %d bytes in %d parts (%.0f ms)",

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
 from nats.aio.client import Client as NATS
 
 from actors.budget_guard import compaction, journal, snapstore
 from actors.budget_guard.actor import BudgetGuard
+from actors.budget_guard.foldjob import FoldFailed, FoldJob, fold_in_child
 from actors.budget_guard.messages import SpaceTick
 from schemas.events import LedgerCompacted
 from tests.integration.test_budget_guard import orchestra
@@ -138,3 +142,22 @@ async def test_a_compacted_ledger_keeps_granting_and_the_cost_report_compares_fr
     total = next(line for line in out.stdout.splitlines() if line.startswith("total"))
     charged = await replayed_charges(nc)
     assert len(charged) > space.last_seq // 4 and total.split()[-1] == f"${sum(charged.values()) / 1e9:.6f}", total
+
+
+async def test_a_fold_that_fails_or_outlives_its_time_is_an_error_and_its_child_is_gone(
+    actors: Actors, nc: NATS
+) -> None:
+    """The snapshot fold runs in a child process (foldjob.py): one that cannot connect is a FoldFailed
+    naming why; one that outlives the timeout is killed and the timeout raised."""
+    cfg = actors.config(overrides={"budgets": BUDGETS})
+    unknown = FoldJob(cfg.bus, cfg.budgets, cfg.data_dir, role="nobody", connect_wait=1)  # no credentials
+    with pytest.raises(FoldFailed, match="exited 1"):
+        await fold_in_child(unknown, timeout=60)
+    nowhere = FoldJob(
+        msgspec.structs.replace(cfg.bus, servers=["nats://127.0.0.1:9"]), cfg.budgets, cfg.data_dir
+    )  # it would retry for 30 s
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await fold_in_child(nowhere, timeout=2)
+    assert time.monotonic() - started < 10
+    assert await snapstore.manifests(nc) == []  # nothing was written
