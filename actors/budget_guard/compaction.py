@@ -5,11 +5,11 @@ refuses new entries (discard ``new``: money is never trimmed from under the guar
 every paid reservation as ``ledger_unavailable``). At ~470 bytes an entry, 40 days of one paid request a
 second is ~1.6 GB, past the default share (15 % of 8 GiB); at 1,000 a second the share is full in ~45
 minutes. So, every ``EVERY`` seconds, the guard looks at LEDGER's bytes; from ``COMPACT_AT`` of its limit
-on it stores a snapshot and purges the entries up to the one *before* it: a restart reads the latest
-snapshot and the entries after it, and if that snapshot turns out unusable, the one before and the entries
-after that (rebuild.py), so both stay complete. Budgets stay exact (the snapshots hold every period's
-sums); what is lost is depth of audit: ``orchestra cost report`` compares with the ledger from its first
-entry on and says so.
+on it stores a snapshot (folded by a child process, foldjob.py) and purges the entries the snapshot
+*before* it covers: a restart reads the latest snapshot and the entries after it, and if that snapshot
+turns out unusable, the one before and the entries after that (rebuild.py), so both stay complete. Budgets
+stay exact (the snapshots hold every period's sums); what is lost is depth of audit: ``orchestra cost
+report`` compares with the ledger from a minute after its first stored entry and says so.
 """
 
 from __future__ import annotations
