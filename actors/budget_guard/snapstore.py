@@ -111,15 +111,6 @@ async def manifests(nc: NATS) -> list[Manifest]:
         seq = (msg.seq or seq) + 1
 
 
-async def read_latest(nc: NATS) -> Snapshot | None:
-    """The last complete snapshot, or None (none written yet). Raises SnapshotMissing when its parts
-    are not all there."""
-    manifest = await latest_manifest(nc)
-    if manifest is None:
-        return None
-    return await read(nc, manifest)
-
-
 async def read(nc: NATS, manifest: Manifest) -> Snapshot:
     """The snapshot a manifest names. Raises SnapshotMissing when its parts are not all there."""
     js = nc.jetstream()

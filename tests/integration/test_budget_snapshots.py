@@ -81,5 +81,7 @@ async def test_two_snapshots_are_kept_and_older_ones_purged(start_guard: StartGu
         manifests.append(m)
     info = await nc.jetstream().stream_info(snapstore.STREAM)
     assert info.state.first_seq == manifests[1].first_part_seq  # the first one purged
-    latest = await snapstore.read_latest(nc)
+    last = await snapstore.latest_manifest(nc)
+    assert last is not None
+    latest = await snapstore.read(nc, last)
     assert latest is not None and latest.manifest == manifests[2]
