@@ -9,7 +9,7 @@ handed to its handler the moment it is stored (no batch waits). For each message
     raises anything else             -> logged once with its traceback, then as Transient
     runs longer than ack_wait / 3    -> ``in_progress`` heartbeats keep it ours
     is cancelled by shutdown         -> nak(0): another instance takes it at once
-    arrives with ``linger`` > 0      -> handled with the others of that many seconds (bus/linger.py)
+    consumer has ``linger`` > 0      -> polled for, in batches, every that many seconds (bus/linger.py)
     arrives after max_deliver tries  -> dead letter (a handler that crashed its process every time)
 
 A dead letter is the original message copied to ``orch.dlq.<stream>`` with headers that say why.
@@ -34,7 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus import subjects
 from bus.errors import Permanent, Transient
-from bus.linger import Linger
+from bus.linger import Poll
 from schemas.errors import SchemaError
 from schemas.events import DeadLettered, Event
 
@@ -45,7 +45,7 @@ DeadLetterHook = Callable[["Delivery", str], Awaitable[None]]
 
 PULL_EXPIRES = 10.0  # seconds a pull request waits on the server
 PULL_HEARTBEAT = 2.0  # the server says "still here" this often while a pull waits
-OFF_PATH_LINGER = 0.02  # seconds a consumer that folds results may wait to take them in one batch
+OFF_PATH_LINGER = 0.02  # seconds between the polls of a consumer that folds results, while they come
 OFF_PATH_CONCURRENCY = 256  # one slot per lingering message: <= 256 / (linger + handling) a second (32 fell behind)
 
 
@@ -62,7 +62,7 @@ class ConsumerSpec:
     max_ack_pending: int | None = None  # shared by all instances; default max(4 x concurrency, 1000)
     deliver_new: bool = False  # start at new messages instead of the whole stream
     on_dead_letter: DeadLetterHook | None = None  # e.g. answer the request with a typed error
-    linger: float = 0.0  # > 0: off the request path, hand messages out in batches at most this late
+    linger: float = 0.0  # > 0: off the request path, poll for messages in batches (bus/linger.py)
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -172,7 +172,7 @@ class PullConsumer:
         self._last_activity = time.monotonic()
         self._active: set[Delivery] = set()  # handed out and not settled (held included)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._linger = Linger(spec.linger, self._spawn_all)  # linger 0: each message at once
+        self._poll = Poll(spec.linger) if spec.linger > 0 else None  # None: a pull always outstanding
         self._fetching = False
         self._ensure_needed = False
         self._logged: set[int] = set()  # stream seqs whose traceback was logged already
@@ -186,8 +186,7 @@ class PullConsumer:
             description=spec.description or None,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=float(spec.ack_wait),
-            # One more than ours: the extra delivery is the one on which we dead-letter a message
-            # whose handler never settled it (its process crashed every time).
+            # one more than ours: on the extra delivery a never-settled message is dead-lettered (its handler crashed)
             max_deliver=spec.max_deliver + 1,
             max_ack_pending=spec.max_ack_pending or max(4 * spec.concurrency, 1000),
             deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
@@ -209,7 +208,6 @@ class PullConsumer:
         self._tick_task = asyncio.create_task(self._progress_loop(), name=f"progress:{self.spec.durable}")
 
     def stop_fetching(self) -> None:
-        self._linger.flush()  # what was received is handled now (or nak'ed by close), not left waiting
         self._fetching = False
         self._wake.set()
 
@@ -249,15 +247,20 @@ class PullConsumer:
 
     # --- pulling ---------------------------------------------------------------------------------
     async def _pull_loop(self) -> None:
-        refill = max(1, self.spec.concurrency // 4)
-        backoff = 0.5
+        refill, backoff, poll = max(1, self.spec.concurrency // 4), 0.5, self._poll
         while self._fetching:
             self._wake.clear()
+            wait = PULL_HEARTBEAT
             try:
                 if self._ensure_needed:
                     await self.ensure()
                 free = self.spec.concurrency - len(self._active) - self._outstanding
-                if free > 0 and (self._outstanding == 0 or free >= refill) and self.nc.is_connected:
+                if poll is not None and free > 0 and not self._outstanding and self.nc.is_connected:
+                    if (wait := poll.due_in(time.monotonic())) <= 0:
+                        poll.sent(time.monotonic(), free)
+                        await self._request(free, no_wait=True)
+                        wait = PULL_HEARTBEAT
+                elif poll is None and free > 0 and (self._outstanding == 0 or free >= refill) and self.nc.is_connected:
                     await self._request(free)
                 backoff = 0.5
             except Exception as exc:  # the server is restarting, the consumer is being re-created
@@ -270,11 +273,12 @@ class PullConsumer:
                 self._outstanding = 0  # no heartbeat: our pull requests are gone (server restart)
                 continue
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: no task per wait, as wait_for makes
-                async with asyncio.timeout(PULL_HEARTBEAT):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _request(self, batch: int) -> None:
-        body = {"batch": batch, "expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
+    async def _request(self, batch: int, *, no_wait: bool = False) -> None:
+        waits = {"expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
+        body = {"batch": batch, **({"no_wait": True} if no_wait else waits)}
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.durable}"
         self._outstanding += batch
         self._last_activity = time.monotonic()
@@ -292,16 +296,13 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await msg.nak()
             return
+        if self._poll is not None:
+            self._poll.received()
         delivery = Delivery(msg, self)
         self._active.add(delivery)
-        self._linger.add(delivery)
-
-    def _spawn_all(self, deliveries: list[Delivery]) -> None:
-        for d in deliveries:
-            if self._fetching and not d.settled:  # else close() naks it
-                task = asyncio.create_task(self._handle(d))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        task = asyncio.create_task(self._handle(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_status(self, status: str, headers: dict[str, str]) -> None:
         if status == "100":  # idle heartbeat

@@ -181,7 +181,7 @@ async def _redelivered(nc: NATS) -> object:
 
 
 class LingeringEcho(EchoActor):
-    """The echo actor with its consumer handing messages out in batches (``linger``)."""
+    """The echo actor with its consumer polling for messages in batches (``linger``)."""
 
     def consumers(self) -> list[ConsumerSpec]:
         return [dataclasses.replace(spec, linger=0.05, concurrency=16) for spec in super().consumers()]
@@ -190,7 +190,8 @@ class LingeringEcho(EchoActor):
 async def test_lingering_consumer_handles_every_message_once_and_acks_it(
     cfg: OrchestraConfig, nc: NATS, actors: Actors
 ) -> None:
-    """With linger, a burst of jobs is handled in batches: each result stored once, nothing left unacked."""
+    """With linger, a burst of jobs is polled for in batches: each result stored once, nothing left unacked;
+    a job that comes after the polls backed off (nothing found) is handled too."""
     await actors.start(LingeringEcho(cfg))
     for i in range(40):
         await publish_job(nc, Job(id=f"lg{i}", text="x"))
@@ -199,6 +200,10 @@ async def test_lingering_consumer_handles_every_message_once_and_acks_it(
     info = await eventually(lambda: _settled(nc))
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
     assert [await done_count(nc, f"lg{i}") for i in range(40)] == [1] * 40
+    await publish_job(nc, Job(id="lg-late", text="x"))
+    await eventually(lambda: done_count(nc, "lg-late"))
+    info = await eventually(lambda: _settled(nc))
+    assert info.num_ack_pending == 0 and await done_count(nc, "lg-late") == 1
 
 
 def test_echo_stream_is_declared() -> None:
