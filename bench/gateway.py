@@ -521,6 +521,8 @@ def main() -> None:
         "as the contender orch-before, alternated with this checkout's in every cell",
     )
     args = parser.parse_args()
+    if args.pyspy and not (shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()):
+        parser.error("--pyspy needs py-spy, which is not a dependency: `.venv/bin/pip install py-spy`")
     save("gateway", uvloop.run(run(args)))
 
 
