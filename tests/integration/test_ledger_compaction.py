@@ -26,6 +26,7 @@ from tests.integration.test_budget_guard import orchestra
 from tests.integration.test_budget_snapshots import COMPARED, spend
 from tests.support.actors import Actors
 from tests.support.budget import publish_result, replayed_charges, reserve, result, settled, summary
+from tests.support.cloud import free_port
 from tests.support.events import Recorder
 from tests.support.wait import eventually
 
@@ -153,9 +154,8 @@ async def test_a_fold_that_fails_or_outlives_its_time_is_an_error_and_its_child_
     unknown = FoldJob(cfg.bus, cfg.budgets, cfg.data_dir, role="nobody", connect_wait=1)  # no credentials
     with pytest.raises(FoldFailed, match="exited 1"):
         await fold_in_child(unknown, timeout=60)
-    nowhere = FoldJob(
-        msgspec.structs.replace(cfg.bus, servers=["nats://127.0.0.1:9"]), cfg.budgets, cfg.data_dir
-    )  # it would retry for 30 s
+    closed = f"nats://127.0.0.1:{free_port()}"  # an ephemeral port, released: nothing listens there
+    nowhere = FoldJob(msgspec.structs.replace(cfg.bus, servers=[closed]), cfg.budgets, cfg.data_dir)  # retries 30 s
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         await fold_in_child(nowhere, timeout=2)
