@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 
@@ -66,3 +67,23 @@ def test_generations_wrap_past_256_chunks_and_the_book_still_drops_exactly_the_o
 def test_a_book_of_more_chunks_than_a_byte_tells_apart_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 255 chunks"):
         ChargeBook(keep=256 * 4, chunk=4)
+
+
+def test_the_books_memory_is_taken_when_it_is_made_and_does_not_grow_with_charges() -> None:
+    """Its arrays are allocated (both of a merge's pairs) and written at once: 150,000 charges later, past
+    ``keep`` and with the oldest chunks dropped, the book holds no more memory than after the first chunk,
+    and no merge or drop needed a temporary array the size of the book."""
+    book = ChargeBook(keep=100_000, chunk=1_000)
+    tracemalloc.start()
+    try:
+        for i in range(1_000):
+            book.add(f"req-{i}", 1, None)
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for i in range(1_000, 150_000):
+            book.add(f"req-{i}", 1, None)
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert book.first_gen > 0 and book.remembered() >= 100_000  # past keep: chunks were dropped
+    assert now - base < 250_000 and peak - base < 400_000  # the arrays alone are 1.9 MB
