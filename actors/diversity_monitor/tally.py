@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from actors.diversity_monitor.diversity import Answer
 
@@ -208,28 +210,67 @@ class RecentIds:
         return len(self.ids)
 
 
+class VectorRows:
+    """The sampled answers' embeddings in one matrix of ``rows`` rows, made and written when the first
+    vector comes: a sampled answer's vector is copied into a free row and the answer kept with a view of
+    it; its row is free again when it leaves the samples. So the samples' largest part (a 384-float
+    vector each, 10,000 answers: ~15 MB) is taken at once instead of growing as the samples fill, and
+    no array per answer is left to the allocator. A view handed out (``Samples.window``) is read at once,
+    before the next answer comes: a freed row is written again."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.matrix: np.ndarray | None = None
+        self.free: list[int] = []
+        self.row_of: dict[int, int] = {}  # id(answer kept) -> its row
+
+    def keep(self, a: Answer) -> Answer:
+        if a.vector is None:
+            return a
+        vector = np.asarray(a.vector, dtype=np.float32).reshape(-1)
+        if self.matrix is None:
+            self.matrix = np.zeros((self.rows, len(vector)), dtype=np.float32)
+            self.matrix.fill(0.0)  # written now: resident from the first sampled answer on
+            self.free = list(range(self.rows - 1, -1, -1))
+        if len(vector) != self.matrix.shape[1] or not self.free:
+            return a  # another embedder's width (or no row left): the answer keeps its own array
+        row = self.free.pop()
+        self.matrix[row] = vector
+        kept = replace(a, vector=self.matrix[row])
+        self.row_of[id(kept)] = row
+        return kept
+
+    def release(self, answers: Iterable[Answer]) -> None:
+        for a in answers:
+            row = self.row_of.pop(id(a), None)
+            if row is not None:
+                self.free.append(row)
+
+
 class Samples:
     """The most recent answers of each group (task or fan-out), for the pairwise figures: at most
     ``per_group`` per group, ``groups`` groups (the least recently answered go first) and ``total``
-    answers in all."""
+    answers in all; their vectors in :class:`VectorRows`."""
 
     def __init__(self, per_group: int, groups: int, total: int) -> None:
         self.per_group, self.max_groups, self.max_total = per_group, groups, total
         self.groups: OrderedDict[str, deque[Answer]] = OrderedDict()
         self.count = 0
+        self.vectors = VectorRows(total + 1)  # one more: an answer comes in before the oldest goes
 
     def add(self, a: Answer) -> None:
-        if a.group is None:
+        group = a.group
+        if group is None:
             return
-        q = self.groups.get(a.group)
+        q = self.groups.get(group)
         if q is None:
-            q = self.groups[a.group] = deque()
+            q = self.groups[group] = deque()
         else:
-            self.groups.move_to_end(a.group)
-        q.append(a)
+            self.groups.move_to_end(group)
+        q.append(self.vectors.keep(a))
         self.count += 1
         if len(q) > self.per_group:
-            q.popleft()
+            self.vectors.release((q.popleft(),))
             self.count -= 1
         while len(self.groups) > self.max_groups or self.count > self.max_total:
             self._drop_oldest()
@@ -239,8 +280,9 @@ class Samples:
         if len(q) <= 1 or len(self.groups) > self.max_groups:
             del self.groups[group]
             self.count -= len(q)
+            self.vectors.release(q)
         else:
-            q.popleft()
+            self.vectors.release((q.popleft(),))
             self.count -= 1
 
     def window(self, since: float, now: float) -> list[Answer]:
@@ -252,7 +294,7 @@ class Samples:
         for group in list(self.groups):
             q = self.groups[group]
             while q and q[0].at < cutoff:
-                q.popleft()
+                self.vectors.release((q.popleft(),))
                 self.count -= 1
             if not q:
                 del self.groups[group]

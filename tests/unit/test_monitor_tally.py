@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from actors.diversity_monitor.board import quantile
@@ -98,6 +99,30 @@ def test_samples_keep_the_most_recent_answers_per_group_within_every_cap() -> No
     assert many.groups["h3"][-1].request_id == "b999"
     samples.add(Answer(at=NOW, request_id="x", model="m", family="f"))  # no group: nothing to compare it with
     assert samples.count == sum(len(q) for q in samples.groups.values())
+
+
+def test_sampled_vectors_live_in_one_matrix_made_once_and_rows_come_back_as_answers_leave() -> None:
+    """Answers come and go through every cap (per group, groups, total, the horizon): each sampled answer
+    still has exactly the vector it came with, every one a row of the one matrix, one row per answer."""
+    rng = np.random.default_rng(7)
+    samples = Samples(per_group=5, groups=4, total=12)
+    sent: dict[str, np.ndarray] = {}
+    for i in range(2000):
+        vector = rng.standard_normal(8).astype(np.float32)
+        sent[f"a{i}"] = vector
+        samples.add(Answer(at=NOW + i, request_id=f"a{i}", model="m", family="f", group=f"g{i % 6}", vector=vector))
+        if i % 97 == 0:
+            samples.prune(NOW + i - 3)  # the horizon takes some too
+        matrix = samples.vectors.matrix
+        assert matrix is not None and matrix.shape == (13, 8)
+        kept = [a for q in samples.groups.values() for a in q]
+        assert len(samples.vectors.row_of) == len(kept) == samples.count <= 12
+        assert len(samples.vectors.free) == 13 - len(kept)
+        for a in kept:
+            assert a.vector.base is matrix and np.array_equal(a.vector, sent[a.request_id])
+    no_vector = Answer(at=NOW, request_id="t", model="m", family="f", group="g0")
+    other_width = Answer(at=NOW, request_id="w", model="m", family="f", group="g0", vector=np.ones(3))
+    assert samples.vectors.keep(no_vector) is no_vector and samples.vectors.keep(other_width) is other_width
 
 
 def test_recent_ids_forget_the_oldest_beyond_their_cap() -> None:
