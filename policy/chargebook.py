@@ -13,11 +13,12 @@ keys (1,048,576 by default: hours of traffic at 100 req/s, ~12 minutes at 1,500 
 a redelivery window) as 64-bit hashes in one sorted numpy array (chunks of 16,384 merged in as they
 fill, the oldest chunk dropped: ~10 ms each 16,384 charges on this machine): 9 bytes a key (the
 hash and its chunk's generation mod 256: at most 255 chunks are kept). A merge writes into a second
-array of the same size, so both are allocated, and written once, when the book is made: ~20 MB with
-the defaults, the same from the first charge to the millionth (an array grown per merge kept the
-process's memory growing with traffic long after the keys stopped: the allocator held on to the
-freed copies). Two keys share a hash with probability ~ keep^2 / 2^65 (3e-8 when full): a charge lost to that
-is under-counted, never charged twice.
+array of the same size, so both are allocated, and written once, at the first merge (the first 16,384
+charges; a ledger that never takes that many, such as the empty one a snapshot's replaces at start,
+never allocates them): ~20 MB with the defaults, the same from then to the millionth charge (an array
+grown per merge kept the process's memory growing with traffic long after the keys stopped: the
+allocator held on to the freed copies). Two keys share a hash with probability ~ keep^2 / 2^65 (3e-8
+when full): a charge lost to that is under-counted, never charged twice.
 
 The sums (count, nano-dollars, per tier, the digest: a sum of per-charge sha256 values mod 2^256, so
 it is independent of order and can be kept as a running figure) cover every charge since the ledger
@@ -63,13 +64,11 @@ class ChargeBook:
             raise ValueError(f"a chargebook keeps at most {MAX_CHUNKS} chunks: keep {keep} / chunk {chunk}")
         # the closed chunks merged into one sorted array (one probe per look-up), each hash tagged with
         # its chunk's generation (mod 256: one byte) so the oldest chunk can be dropped in one pass;
-        # two of each, a merge reads one and writes the other, all written once now (resident from the start)
-        capacity = (self.keep_chunks + 1) * chunk
-        self._hashes = (np.zeros(capacity, dtype=np.uint64), np.zeros(capacity, dtype=np.uint64))
-        self._gens = (np.zeros(capacity, dtype=np.uint8), np.zeros(capacity, dtype=np.uint8))
-        self._mask = np.zeros(capacity, dtype=np.bool_)
-        for array in (*self._hashes, *self._gens, self._mask):
-            array.fill(1)  # zeros() maps pages in on first write: write them all now
+        # two of each, a merge reads one and writes the other: made at the first merge (``_allocate``)
+        self.capacity = (self.keep_chunks + 1) * chunk
+        self._hashes = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint64))
+        self._gens = (np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.uint8))
+        self._mask = np.empty(0, dtype=np.bool_)
         self._cur = 0  # which of the two holds the merged keys
         self._n = 0
         self.first_gen = 0
@@ -100,9 +99,19 @@ class ChargeBook:
         """Each merged hash's chunk generation, mod 256."""
         return self._gens[self._cur][: self._n]
 
+    def _allocate(self) -> None:
+        """The arrays at their full size, every page written now: resident from here on, whatever comes."""
+        self._hashes = (np.empty(self.capacity, dtype=np.uint64), np.empty(self.capacity, dtype=np.uint64))
+        self._gens = (np.empty(self.capacity, dtype=np.uint8), np.empty(self.capacity, dtype=np.uint8))
+        self._mask = np.empty(self.capacity, dtype=np.bool_)
+        for array in (*self._hashes, *self._gens, self._mask):
+            array.fill(0)
+
     def _close(self, hashes: np.ndarray) -> None:
         """Merge a chunk of sorted hashes in (a few ms per chunk); drop the oldest past ``keep``."""
-        capacity = len(self._mask)
+        capacity = self.capacity
+        if not len(self._mask):
+            self._allocate()
         if len(hashes) > capacity:
             raise ValueError(f"a chunk of {len(hashes)} keys exceeds the book's {capacity}")
         while self.next_gen - self.first_gen >= self.keep_chunks or self._n + len(hashes) > capacity:

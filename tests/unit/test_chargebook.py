@@ -69,10 +69,10 @@ def test_a_book_of_more_chunks_than_a_byte_tells_apart_is_refused() -> None:
         ChargeBook(keep=256 * 4, chunk=4)
 
 
-def test_the_books_memory_is_taken_when_it_is_made_and_does_not_grow_with_charges() -> None:
-    """Its arrays are allocated (both of a merge's pairs) and written at once: 150,000 charges later, past
-    ``keep`` and with the oldest chunks dropped, the book holds no more memory than after the first chunk,
-    and no merge or drop needed a temporary array the size of the book."""
+def test_the_books_memory_is_taken_at_its_first_merge_and_does_not_grow_with_charges() -> None:
+    """Its arrays are allocated (both of a merge's pairs) and written at its first merge: 150,000 charges
+    later, past ``keep`` and with the oldest chunks dropped, the book holds no more memory than after the
+    first chunk, and no merge or drop needed a temporary array the size of the book."""
     book = ChargeBook(keep=100_000, chunk=1_000)
     tracemalloc.start()
     try:
