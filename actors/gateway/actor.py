@@ -1,21 +1,25 @@
-"""The gateway: the OpenAI-compatible HTTP front door (aiohttp) and the clients' API keys.
+"""The gateway: the OpenAI-compatible HTTP front door (aiohttp, and a fast lane for light generation
+requests: fastlane.py) and the clients' API keys.
 
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /healthz
 
 Several gateways may run side by side behind a load balancer; they share nothing but the bus. What it
 hears from the bus (answers, chunks) and its timer are messages of ``messages.GatewayMsg``, matched in
-``handle``; each HTTP request is an aiohttp handler (handlers.py) given what it needs, never the actor.
+``handle``; each HTTP request is a handler (handlers.py) given what it needs, never the actor, called by aiohttp or
+by the fast lane, which takes each connection first and hands aiohttp what it does not read itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 from typing import assert_never
 
 from aiohttp import web
 from nats.aio.msg import Msg
 
+from actors.gateway.fastlane import Lane, close_lanes
 from actors.gateway.handlers import Api
 from actors.gateway.http import MAX_BODY, openai_errors
 from actors.gateway.inbox import Inbox
@@ -43,7 +47,9 @@ class Gateway(Actor):
         self.port = cfg.gateway.port if port is None else port
         self.keys = KeyStore(cfg.gateway, cfg.data_dir)
         self.owners = {name: (m.provider if isinstance(m, CloudModel) else m.family) for name, m in cfg.models.items()}
-        self.runner: web.AppRunner | None = None
+        self.runner: web.AppRunner | None = None  # aiohttp: every request the fast lane does not take
+        self.server: asyncio.Server | None = None  # the listening socket; each connection starts in the fast lane
+        self.lanes: set[Lane] = set()  # connections the fast lane serves (closed at stop)
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
@@ -84,11 +90,15 @@ class Gateway(Actor):
         app.add_routes(api.routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.cfg.gateway.host, self.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        aiohttp_server, heavy = self.runner.server, self.cfg.gateway.heavy_body
+        assert aiohttp_server is not None  # made by setup()
+
+        def connection() -> Lane:
+            return Lane(api.lane, aiohttp_server, heavy, self.lanes)
+
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(connection, self.cfg.gateway.host, self.port, reuse_address=True)
+        self.bound_port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
         self.every("keys", KEY_REFRESH_S, KeysTick)
         self.log.info(
             "gateway listening on http://%s:%s/v1 (%d API keys)", self.cfg.gateway.host, self.bound_port, len(self.keys)
@@ -113,6 +123,9 @@ class Gateway(Actor):
         await self.handle(wrap(where.request_id, msg.data))
 
     async def on_stop(self) -> None:
+        if self.server is not None:
+            self.server.close()  # no new connection; the lane's are closed here, aiohttp's by its cleanup
+            await close_lanes(self.lanes, float(self.cfg.bus.shutdown_grace))
         if self.runner is not None:
             with contextlib.suppress(Exception):
                 await self.runner.cleanup()

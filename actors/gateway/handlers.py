@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
+from actors.gateway.fastlane import LaneRequest, LaneStream
 from actors.gateway.http import error_response, json_response
 from actors.gateway.inbox import Inbox, next_answer
 from actors.gateway.keys import ClientKey, KeyStore
@@ -48,6 +49,9 @@ from schemas.request import VIRTUAL_MODELS, GenerateRequest
 from schemas.result import GenerateError, GenerateResult, Outcome
 
 log = logging.getLogger(__name__)
+
+Request = web.Request | LaneRequest  # aiohttp's, or one the fast lane took (fastlane.py)
+Answer = web.StreamResponse | LaneStream  # a LaneStream: a stream the lane's request opened, already written
 
 GRACE_S = 2.0  # wait this long past the deadline for the router's own timeout outcome
 # Store a message in JetStream: Actor.publish(subject, obj, *, msg_id, timeout)
@@ -110,7 +114,7 @@ class Api:
         ]
 
     # --- helpers -------------------------------------------------------------------------------
-    def authenticate(self, request: web.Request) -> ClientKey | web.Response:
+    def authenticate(self, request: Request) -> ClientKey | web.Response:
         key = self.keys.check(request.headers.get("Authorization"))
         if key is None:
             return error_response(
@@ -144,12 +148,16 @@ class Api:
         return json_response(oa.models_list([name], self.owners)["data"][0])
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate(request, chat=True)
+        return _aiohttp_answer(await self._generate(request, chat=True))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._generate(request, chat=False)
+        return _aiohttp_answer(await self._generate(request, chat=False))
 
-    async def _admitted(self, request: web.Request) -> tuple[ClientKey, bytes] | web.Response:
+    async def lane(self, request: LaneRequest) -> Answer:
+        """A request the fast lane took (POST /v1/chat/completions or /v1/completions, a light body)."""
+        return await self._generate(request, chat=request.path == "/v1/chat/completions")
+
+    async def _admitted(self, request: Request) -> tuple[ClientKey, bytes] | web.Response:
         """The caller's key and the body, or the refusal (unknown key; refused for its rate moments ago, or
         its share of the gateway's queue full: before the body is read)."""
         key = self.authenticate(request)
@@ -160,7 +168,7 @@ class Api:
             return held
         return key, await request.read()
 
-    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+    async def _generate(self, request: Request, *, chat: bool) -> Answer:
         admitted = await self._admitted(request)
         if isinstance(admitted, web.Response):
             return admitted
@@ -185,9 +193,7 @@ class Api:
     def _lane(self, raw: bytes, key: ClientKey) -> Slot:
         return self.heavy.slot(key.id) if self._heavy(raw) else no_slot()
 
-    async def _serve(
-        self, request: web.Request, raw: bytes, key: ClientKey, *, chat: bool, lane: Slot
-    ) -> web.StreamResponse:
+    async def _serve(self, request: Request, raw: bytes, key: ClientKey, *, chat: bool, lane: Slot) -> Answer:
         parsed = await self._parse(raw, chat=chat, key=key)
         if not isinstance(parsed, Parsed):
             if parsed.field == "model" and "does not exist" in parsed.reason:
@@ -330,11 +336,11 @@ class Api:
             self.inbox.close(gen.id)
 
     async def _stream(
-        self, request: web.Request, gen: GenerateRequest, *, chat: bool, include_usage: bool, lane: Slot
-    ) -> web.StreamResponse:
+        self, request: Request, gen: GenerateRequest, *, chat: bool, include_usage: bool, lane: Slot
+    ) -> Answer:
         shaper = oa.StreamShaper(gen, chat=chat, include_usage=include_usage)
         queue = self.inbox.open(gen.id)  # chunks, then the outcome, in order
-        response: web.StreamResponse | None = None
+        response: Answer | None = None
         follow = StreamFollower()  # the one generation whose text the client has: only its chunks count
         try:
             await self._publish(gen, lane)
@@ -376,9 +382,16 @@ class Api:
         finally:
             self.inbox.close(gen.id)
 
-    async def _open_sse(self, request: web.Request, gen: GenerateRequest) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": gen.id}
-        )
+    async def _open_sse(self, request: Request, gen: GenerateRequest) -> Answer:
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": gen.id}
+        if isinstance(request, LaneRequest):
+            return await request.open_stream(headers)
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         return response
+
+
+def _aiohttp_answer(answer: Answer) -> web.StreamResponse:
+    """What an aiohttp route returns: a request aiohttp read never opens a LaneStream."""
+    assert isinstance(answer, web.StreamResponse)
+    return answer
