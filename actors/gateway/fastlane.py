@@ -325,18 +325,7 @@ class Lane(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
-        head = [b"HTTP/1.1 %d %b\r\nDate: %b\r\n" % (status, reason.encode("latin-1"), _Date.now())]
-        for name, value in headers.items():
-            line = b"%b: %b\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
-            if line.count(b"\n") != 1 or b"\r" in line[:-2]:
-                raise ValueError(f"the header {name!r} holds a line break")
-            head.append(line)
-        if chunked:
-            head.append(b"Transfer-Encoding: chunked\r\n")
-        if not keep_alive:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        transport.write(b"".join(head))
+        transport.write(_head_bytes(status, reason, headers, chunked=chunked, keep_alive=keep_alive))
 
     async def write_body(self, data: bytes) -> None:
         transport = self._transport
@@ -357,9 +346,25 @@ class Lane(asyncio.Protocol):
             keep_alive = False  # the handler closes this connection (force_close)
         headers = dict(response.headers)
         headers["Content-Length"] = str(len(payload))
-        self.write_head(response.status, response.reason, headers, chunked=False, keep_alive=keep_alive)
-        transport.write(payload)
+        head = _head_bytes(response.status, response.reason, headers, chunked=False, keep_alive=keep_alive)
+        transport.write(head + payload)  # one write, one segment: the client wakes once, with all of it
         return keep_alive
+
+
+def _head_bytes(status: int, reason: str, headers: Mapping[str, str], *, chunked: bool, keep_alive: bool) -> bytes:
+    """A response's status line and headers; ValueError for a header that would break the head."""
+    head = [b"HTTP/1.1 %d %b\r\nDate: %b\r\n" % (status, reason.encode("latin-1"), _Date.now())]
+    for name, value in headers.items():
+        line = b"%b: %b\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        if line.count(b"\n") != 1 or b"\r" in line[:-2]:
+            raise ValueError(f"the header {name!r} holds a line break")
+        head.append(line)
+    if chunked:
+        head.append(b"Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head)
 
 
 def _internal_error() -> web.Response:
