@@ -97,7 +97,7 @@ async def _diversity(args: argparse.Namespace) -> int:
         try:
             embedder = await asyncio.to_thread(load_embedder, cfg)
             grouped = [i for i, a in enumerate(answers) if a.group is not None]  # only those are compared
-            vectors = normalise(await asyncio.to_thread(embedder.embed_sync, [answers[i].text for i in grouped]))
+            vectors = normalise(await embedder.embed([answers[i].text for i in grouped]))
             for k, i in enumerate(grouped):
                 answers[i] = replace(answers[i], vector=vectors[k])
             embedded = True

