@@ -33,6 +33,7 @@ log = logging.getLogger("actors.gateway.handlers")
 
 LANE_PATHS = frozenset({b"/v1/chat/completions", b"/v1/completions"})
 MAX_HEAD = 16 * 1024  # a longer head is aiohttp's to read (and to refuse)
+MAX_LINE = 8190  # aiohttp's limit for a header line: a longer one is handed over, for aiohttp to refuse
 KEEPALIVE_S = 75.0  # an idle connection (or one that never completes a request) is closed after this, as aiohttp's
 _REFUSED_HEADERS = (b"transfer-encoding", b"expect", b"upgrade")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -125,6 +126,8 @@ def _head(method: bytes, path: bytes, lines: list[bytes], heavy: int) -> tuple[d
     length = -1
     keep_alive = True
     for line in lines:
+        if len(line) > MAX_LINE:
+            return None
         name, sep, value = line.partition(b":")
         if not sep or not name or not _TOKEN.issuperset(name):
             return None  # a folded or malformed line: aiohttp answers it

@@ -172,8 +172,8 @@ async def test_expect_100_continue_is_aiohttps(door: Door) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [(b"Content-Length: 3",), (b"X-Folded: a", b" b")],
-    ids=["two lengths", "folded header"],
+    [(b"Content-Length: 3",), (b"X-Folded: a", b" b"), (b"X-Long: " + b"a" * 9000,)],
+    ids=["two lengths", "folded header", "a header line over aiohttp's limit"],
 )
 async def test_a_head_it_does_not_take_is_refused_by_aiohttp_not_by_the_lane(door: Door, extra: tuple[bytes]) -> None:
     reader, writer = await asyncio.open_connection(door.host, door.port)
