@@ -3,8 +3,10 @@
 ``"stream": true`` gets the same reply as server-sent chunks (role, four content pieces, the finish with
 usage, ``[DONE]``), the delay before the first. Not a test double:
 it is the "backend" every contender (direct, the orchestra, LiteLLM) talks to in bench/gateway.py.
+``--echo``: a non-streamed answer repeats the request's last message (or prompt) after "You said: ", so answers
+differ as the requests do (bench/soak.py: the monitor embeds each answer of a task, as with real models).
 
-    python bench/fake_openai.py --port 0 --delay-ms 50   # prints "listening on <port>"
+    python bench/fake_openai.py --port 0 --delay-ms 50 [--echo]   # prints "listening on <port>"
 """
 
 from __future__ import annotations
@@ -13,21 +15,33 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any
 
 import msgspec
 import uvloop
 from aiohttp import web
 
 
-def reply_for(body: bytes, chat: bool) -> bytes:
+def _said(req: dict[str, Any], chat: bool) -> str:
+    """What the request said last: the last message's text, or the prompt (at most 200 characters)."""
+    if chat:
+        messages = req.get("messages") or [{}]
+        said = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    else:
+        said = req.get("prompt")
+    return f"You said: {said if isinstance(said, str) else ''}"[:200]
+
+
+def reply_for(body: bytes, chat: bool, echo: bool = False) -> bytes:
     req = msgspec.json.decode(body)
     model = req.get("model", "fake")
+    text = _said(req, chat) if echo else None
     created = int(time.time())
     usage = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
     if chat:
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": "This is a fast fake answer."},
+            "message": {"role": "assistant", "content": text or "This is a fast fake answer."},
             "logprobs": None,
             "finish_reason": "stop",
         }
@@ -45,7 +59,7 @@ def reply_for(body: bytes, chat: bool) -> bytes:
             "object": "text_completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "text": "a fast fake answer", "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "text": text or "a fast fake answer", "logprobs": None, "finish_reason": "stop"}],
             "usage": usage,
         }
     return msgspec.json.encode(obj)
@@ -71,13 +85,13 @@ def chunks_for(body: bytes) -> list[bytes]:
     return out
 
 
-def make_app(delay_s: float) -> web.Application:
+def make_app(delay_s: float, echo: bool = False) -> web.Application:
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if delay_s:
             await asyncio.sleep(delay_s)
         if b'"stream":true' not in body.replace(b" ", b""):
-            return web.Response(body=reply_for(body, True), content_type="application/json")
+            return web.Response(body=reply_for(body, True, echo), content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         for chunk in chunks_for(body):
@@ -89,7 +103,7 @@ def make_app(delay_s: float) -> web.Application:
         body = await request.read()
         if delay_s:
             await asyncio.sleep(delay_s)
-        return web.Response(body=reply_for(body, False), content_type="application/json")
+        return web.Response(body=reply_for(body, False, echo), content_type="application/json")
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "bench"}]})
@@ -105,8 +119,8 @@ def make_app(delay_s: float) -> web.Application:
     return app
 
 
-async def serve(port: int, delay_ms: float) -> None:
-    runner = web.AppRunner(make_app(delay_ms / 1000.0), access_log=None)
+async def serve(port: int, delay_ms: float, echo: bool) -> None:
+    runner = web.AppRunner(make_app(delay_ms / 1000.0, echo), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
@@ -119,9 +133,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--echo", action="store_true", help="answers repeat the request's last message")
     args = parser.parse_args()
     try:
-        uvloop.run(serve(args.port, args.delay_ms))
+        uvloop.run(serve(args.port, args.delay_ms, args.echo))
     except KeyboardInterrupt:
         sys.exit(0)
 

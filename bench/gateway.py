@@ -113,11 +113,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_backends(tmp: Path, procs: list[Proc], slow_ms: int = 50) -> tuple[int, int]:
-    """The two fake OpenAI backends (0 ms and ``slow_ms`` per answer), each up before this returns: their ports."""
+def start_backends(tmp: Path, procs: list[Proc], slow_ms: int = 50, *, echo: bool = False) -> tuple[int, int]:
+    """The two fake OpenAI backends (0 ms and ``slow_ms`` per answer), each up before this returns: their ports.
+    ``echo``: answers repeat the request (each differs), else one fixed answer."""
     fast, slow = free_port(), free_port()
     for name, port, delay in (("fake-fast", fast, 0), ("fake-slow", slow, slow_ms)):
-        p = start(name, [sys.executable, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)], tmp)
+        argv = [sys.executable, "bench/fake_openai.py", "--port", str(port), "--delay-ms", str(delay)]
+        p = start(name, [*argv, "--echo"] if echo else argv, tmp)
         procs.append(p)
         wait_log(p, "listening on")
     return fast, slow

@@ -5,8 +5,10 @@ the RSS of every actor process at the start, after warm-up, at checkpoints and a
     .venv/bin/python -m bench.soak [--requests 200000] [--concurrency 64] [--warmup 20000] [--cache]
 
 Every 10th request names one of 100 tasks (``orchestra.task``), so the monitor's per-task answer samples
-and embeddings are exercised too. The cache is off unless ``--cache`` (each request is then routed and
-paid: the budget path is on the hot path). Prints a table and writes bench/results/soak-<time>.json.
+and embeddings are exercised too; the backend echoes each request (``--echo``), so every answer is a text of
+its own (with one fixed answer the monitor would embed it once and remember it). The cache is off unless
+``--cache`` (each request is then routed and paid: the budget path is on the hot path). Prints a table and
+writes bench/results/soak-<time>.json.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         nats.start()
         register_server(nats)
-        fast, slow = start_backends(tmp, procs)
+        fast, slow = start_backends(tmp, procs, echo=True)  # answers differ, as real ones do
         gw_port = free_port()
         py = sys.executable
         profile = orchestra_profile(tmp, nats.url, fast, slow, gw_port, cache=args.cache)
