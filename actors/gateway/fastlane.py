@@ -21,46 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from email.utils import formatdate
-from typing import Any
 
 from aiohttp import web
 
-from actors.gateway.http import json_response
+from actors.gateway.http import internal_error
+from actors.gateway.wire import KEEPALIVE_S, MAX_HEAD, Headers, head_bytes, read_head
 
 log = logging.getLogger("actors.gateway.handlers")
 
-LANE_PATHS = frozenset({b"/v1/chat/completions", b"/v1/completions"})
-MAX_HEAD = 16 * 1024  # a longer head is aiohttp's to read (and to refuse)
-MAX_LINE = 8190  # aiohttp's limit for a header line: a longer one is handed over, for aiohttp to refuse
-KEEPALIVE_S = 75.0  # an idle connection (or one that never completes a request) is closed after this, as aiohttp's
-_REFUSED_HEADERS = (b"transfer-encoding", b"expect", b"upgrade")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
 LaneHandler = Callable[["LaneRequest"], Awaitable["web.StreamResponse | LaneStream"]]
-
-
-class Headers(Mapping[str, str]):
-    """A request's headers, looked up without regard to case (names stored lower-case)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: dict[str, str]) -> None:
-        self._items = items
-
-    def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._items.get(name.lower(), default)
-
-    def __iter__(self) -> Any:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class LaneRequest:
@@ -103,53 +73,6 @@ class LaneStream:
         if not self.done:
             self.done = True
             await self._lane.write_body(b"0\r\n\r\n")
-
-
-class _Date:
-    """The Date header, formatted once a second."""
-
-    second = -1
-    value = b""
-
-    @classmethod
-    def now(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
-        return cls.value
-
-
-def _head(method: bytes, path: bytes, lines: list[bytes], heavy: int) -> tuple[dict[str, str], int, bool] | None:
-    """(headers, body length, keep-alive) of a head the lane takes, or None: aiohttp's to read."""
-    if method != b"POST" or path not in LANE_PATHS:
-        return None
-    headers: dict[str, str] = {}
-    length = -1
-    keep_alive = True
-    for line in lines:
-        if len(line) > MAX_LINE:
-            return None
-        name, sep, value = line.partition(b":")
-        if not sep or not name or not _TOKEN.issuperset(name):
-            return None  # a folded or malformed line: aiohttp answers it
-        key = name.lower()
-        value = value.strip(b" \t")
-        if key in _REFUSED_HEADERS:
-            return None
-        if key == b"content-length":
-            if length >= 0 or not value.isdigit() or len(value) > 9:
-                return None
-            length = int(value)
-        elif key == b"connection":
-            tokens = {t.strip() for t in value.lower().split(b",")}
-            if not tokens <= {b"keep-alive", b"close"}:
-                return None
-            keep_alive = b"close" not in tokens
-        name_s, text = key.decode("ascii"), value.decode("latin-1")
-        headers[name_s] = f"{headers[name_s]}, {text}" if name_s in headers else text
-    if length < 0 or length >= heavy:
-        return None
-    return headers, length, keep_alive
 
 
 class Lane(asyncio.Protocol):
@@ -223,7 +146,7 @@ class Lane(asyncio.Protocol):
         parts = lines[0].split(b" ")
         taken = None
         if len(parts) == 3 and parts[2] == b"HTTP/1.1":
-            taken = _head(parts[0], parts[1], lines[1:], self._heavy)
+            taken = read_head(parts[0], parts[1], lines[1:], self._heavy)
         if taken is None:
             self._hand_over()
             return
@@ -248,7 +171,7 @@ class Lane(asyncio.Protocol):
             return
         except Exception:
             log.exception("gateway: unexpected error on %s %s", request.method, request.path)
-            response = _internal_error()
+            response = internal_error()
         keep_alive = request.keep_alive
         if isinstance(response, LaneStream):
             if not response.done:  # a stream the handler left open is ended, as aiohttp ends it
@@ -260,12 +183,12 @@ class Lane(asyncio.Protocol):
         else:
             if not isinstance(response, web.Response):  # a handler of the lane answers a Response or a LaneStream
                 log.error("gateway: %s %s answered with %r", request.method, request.path, type(response).__name__)
-                response = _internal_error()
+                response = internal_error()
             try:
                 keep_alive = self._write_response(response, keep_alive)
             except ValueError:  # a header no HTTP head may carry (a line break, a character beyond latin-1)
                 log.exception("gateway: %s %s: a header that cannot be sent", request.method, request.path)
-                keep_alive = self._write_response(_internal_error(), keep_alive)
+                keep_alive = self._write_response(internal_error(), keep_alive)
         self._done(keep_alive)
 
     def _done(self, keep_alive: bool) -> None:
@@ -329,7 +252,7 @@ class Lane(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
-        transport.write(_head_bytes(status, reason, headers, chunked=chunked, keep_alive=keep_alive))
+        transport.write(head_bytes(status, reason, headers, chunked=chunked, keep_alive=keep_alive))
 
     async def write_body(self, data: bytes) -> None:
         transport = self._transport
@@ -350,30 +273,9 @@ class Lane(asyncio.Protocol):
             keep_alive = False  # the handler closes this connection (force_close)
         headers = dict(response.headers)
         headers["Content-Length"] = str(len(payload))
-        head = _head_bytes(response.status, response.reason, headers, chunked=False, keep_alive=keep_alive)
+        head = head_bytes(response.status, response.reason, headers, chunked=False, keep_alive=keep_alive)
         transport.write(head + payload)  # one write, one segment: the client wakes once, with all of it
         return keep_alive
-
-
-def _head_bytes(status: int, reason: str, headers: Mapping[str, str], *, chunked: bool, keep_alive: bool) -> bytes:
-    """A response's status line and headers; ValueError for a header that would break the head."""
-    head = [b"HTTP/1.1 %d %b\r\nDate: %b\r\n" % (status, reason.encode("latin-1"), _Date.now())]
-    for name, value in headers.items():
-        line = b"%b: %b\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
-        if line.count(b"\n") != 1 or b"\r" in line[:-2]:
-            raise ValueError(f"the header {name!r} holds a line break")
-        head.append(line)
-    if chunked:
-        head.append(b"Transfer-Encoding: chunked\r\n")
-    if not keep_alive:
-        head.append(b"Connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head)
-
-
-def _internal_error() -> web.Response:
-    body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
-    return json_response(body, 500)
 
 
 async def close_lanes(lanes: set[Lane], grace: float) -> None:

@@ -32,6 +32,12 @@ def error_response(info: ErrorInfo, request_id: str | None = None) -> web.Respon
     return json_response(body, status, headers)
 
 
+def internal_error() -> web.Response:
+    """A bug's answer: a 500 without a traceback (the log has it)."""
+    body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
+    return json_response(body, 500)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -64,5 +70,4 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except Exception:
         log.exception("gateway: unexpected error on %s %s", request.method, request.path)
-        body = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
-        return json_response(body, 500)
+        return internal_error()

@@ -105,6 +105,13 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], 
     return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
 
 
+async def _send(door: Door, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A fresh connection to the door, ``data`` written on it."""
+    reader, writer = await asyncio.open_connection(door.host, door.port)
+    writer.write(data)
+    return reader, writer
+
+
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError):
@@ -155,8 +162,7 @@ async def test_a_request_the_lane_does_not_take_hands_aiohttp_the_rest_of_the_co
     ids=["chunked", "http/1.0", "heavy", "query", "other path", "upgrade"],
 )
 async def test_what_the_lane_does_not_read_is_answered_by_aiohttp(door: Door, request_bytes: bytes) -> None:
-    reader, writer = await asyncio.open_connection(door.host, door.port)
-    writer.write(request_bytes)
+    reader, writer = await _send(door, request_bytes)
     assert (await _by(reader))[0] == "aiohttp"
     await _close(writer)
 
@@ -176,8 +182,7 @@ async def test_expect_100_continue_is_aiohttps(door: Door) -> None:
     ids=["two lengths", "folded header", "a header line over aiohttp's limit"],
 )
 async def test_a_head_it_does_not_take_is_refused_by_aiohttp_not_by_the_lane(door: Door, extra: tuple[bytes]) -> None:
-    reader, writer = await asyncio.open_connection(door.host, door.port)
-    writer.write(_post("/v1/chat/completions", b"abc", *extra))
+    reader, writer = await _send(door, _post("/v1/chat/completions", b"abc", *extra))
     status, _, body = await _response(reader)
     assert status == 400, body  # aiohttp's parser refused it
     await _close(writer)
@@ -208,8 +213,7 @@ async def test_a_stream_is_chunked_and_the_connection_goes_on(door: Door) -> Non
 
 
 async def test_connection_close_is_honoured(door: Door) -> None:
-    reader, writer = await asyncio.open_connection(door.host, door.port)
-    writer.write(_post("/v1/chat/completions", b"bye", b"Connection: close"))
+    reader, writer = await _send(door, _post("/v1/chat/completions", b"bye", b"Connection: close"))
     status, headers, _ = await _response(reader)
     assert status == 200 and headers["connection"] == "close"
     assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed by the lane
@@ -217,8 +221,7 @@ async def test_connection_close_is_honoured(door: Door) -> None:
 
 
 async def test_a_bug_is_an_openai_shaped_500_and_the_connection_lives(door: Door) -> None:
-    reader, writer = await asyncio.open_connection(door.host, door.port)
-    writer.write(_post("/v1/chat/completions", b"boom"))
+    reader, writer = await _send(door, _post("/v1/chat/completions", b"boom"))
     status, _, body = await _response(reader)
     assert status == 500
     assert json.loads(body)["error"] == {
@@ -233,8 +236,7 @@ async def test_a_bug_is_an_openai_shaped_500_and_the_connection_lives(door: Door
 
 
 async def test_a_header_with_a_line_break_never_reaches_the_client(door: Door) -> None:
-    reader, writer = await asyncio.open_connection(door.host, door.port)
-    writer.write(_post("/v1/chat/completions", b"bad-header"))
+    reader, writer = await _send(door, _post("/v1/chat/completions", b"bad-header"))
     status, headers, _ = await _response(reader)
     assert status == 500
     assert "injected" not in headers
