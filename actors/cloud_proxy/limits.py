@@ -1,8 +1,8 @@
 """Rate limits: token buckets for requests/min and tokens/min, per provider and per model. Pure.
 
-A bucket holds up to ``capacity`` units and refills at ``rate`` units per second. Taking more than it
-holds drives it into debt: the taker waits until the debt is repaid, so waiting callers queue fairly in
-the order they reserved. Time is passed in (``now``), never read here.
+Each is a :class:`policy.tokenbucket.TokenBucket`: taking more than it holds drives it into debt, the taker
+waits until the debt is repaid, so waiting callers queue fairly in the order they reserved. Time is passed
+in (``now``), never read here.
 
     limiter = RateLimiter([TokenBucket.per_minute(600, burst=60), ...])
     wait = limiter.reserve(requests=1, tokens=estimate, now=t, max_wait=deadline - t)
@@ -13,45 +13,9 @@ the order they reserved. Time is passed in (``now``), never read here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-@dataclass
-class TokenBucket:
-    capacity: float
-    rate: float  # units per second
-    level: float = field(default=-1.0)
-    updated: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.level < 0:
-            self.level = self.capacity
-
-    @classmethod
-    def per_minute(cls, limit: int, *, burst: float = 60.0, now: float = 0.0) -> TokenBucket:
-        """``limit`` units per minute; at most ``burst`` seconds' worth may be spent at once."""
-        rate = limit / 60.0
-        capacity = max(1.0, rate * min(burst, 60.0))
-        return cls(capacity=capacity, rate=rate, level=capacity, updated=now)
-
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` could be taken (0 when it can be now). Takes nothing."""
-        self._refill(now)
-        amount = min(amount, self.capacity)  # a request larger than the bucket passes when it is full
-        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
-
-    def take(self, amount: float, now: float) -> None:
-        self._refill(now)
-        self.level -= min(amount, self.capacity)
-
-    def give(self, amount: float, now: float) -> None:
-        self._refill(now)
-        self.level = min(self.capacity, self.level + amount)
+from policy.tokenbucket import TokenBucket
 
 
 @dataclass

@@ -107,7 +107,8 @@ class DiversityMonitor(Actor):
             emit=self.emit, check=self.quality_check,
         )  # fmt: skip
         self.feed = Feed(self.obs, self.metrics, self.board, self.horizon, grade=self.grader.on_outcome,
-                         tail=self.tail, embedder=lambda: self.embedder)  # fmt: skip
+                         tail=self.tail, embedder=lambda: self.embedder,
+                         embed_per_s=cfg.monitor.embed_per_s)  # fmt: skip
 
     def consumers(self) -> list[ConsumerSpec]:
         defaults = {**self.consumer_defaults(), "concurrency": 4}

@@ -24,13 +24,14 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from actors.diversity_monitor.board import Board
-from actors.diversity_monitor.diversity import Answer
+from actors.diversity_monitor.diversity import MAX_GROUP, Answer
 from actors.diversity_monitor.embedding import Embedder, normalise
 from actors.diversity_monitor.metrics import Metrics
 from actors.diversity_monitor.rules import Engine
 from actors.diversity_monitor.window import Observations, answers_of
 from bus import subjects
 from bus.replay import replay
+from policy.tokenbucket import TokenBucket
 from schemas.codec import ATTEMPT_FAILED, COMMAND, EVENT, OUTCOME
 from schemas.commands import AnyCommand
 from schemas.errors import SchemaError
@@ -101,9 +102,13 @@ class Feed:
         grade: Callable[[str, Outcome], Awaitable[None]],
         tail: Callable[[dict[str, Any]], None],
         embedder: Callable[[], Embedder | None],
+        embed_per_s: float = 0.0,
     ) -> None:
         self.obs, self.metrics, self.board, self.horizon = obs, metrics, board, horizon
         self.grade, self.tail, self.embedder = grade, tail, embedder
+        # answers embedded per second of traffic (the results' own times, so a replay or a backlog samples
+        # as the live traffic did); a burst of a whole group's sample passes at once. None: no limit
+        self.allowance = TokenBucket(capacity=MAX_GROUP, rate=embed_per_s) if embed_per_s > 0 else None
 
     async def result(self, subject: str, data: bytes, at: float, *, live: bool) -> None:
         """A final outcome or a failed attempt (SchemaError for bytes that are neither)."""
@@ -123,14 +128,30 @@ class Feed:
         if at < time.time() - self.horizon or _evaluation(subject):
             return  # replayed for the daily spend only, or a verdict (counted and charged, not an answer to compare)
         fresh = [a for a in answers_of(outcome, at) if self.obs.claim(a.request_id)]
-        self.obs.store(await self.embed(fresh))
+        if self._allowed(fresh, at):
+            self.obs.store(await self.embed(fresh))
+            return
+        self.obs.store(fresh, sample=False)  # counted, not compared: the embedding allowance is spent
+        if live:
+            self.metrics.unsampled.inc(sum(1 for a in fresh if _embeddable(a)))
+
+    def _allowed(self, answers: list[Answer], at: float) -> bool:
+        """Whether the answers that would be embedded fit the allowance (all of a fan-out or none: its
+        answers are compared with each other). Without an embedder (lexical figures) nothing is limited."""
+        n = sum(1 for a in answers if _embeddable(a))
+        if not n or self.allowance is None or self.embedder() is None:
+            return True
+        if self.allowance.wait_for(n, at) > 0:
+            return False
+        self.allowance.take(n, at)
+        return True
 
     async def embed(self, answers: list[Answer]) -> list[Answer]:
         """Vectors for the answers that belong to a group (only those are compared with each other). The
         embedder's own worker embeds, in one pass, what every result handled meanwhile asks for (one hand-off
         to its thread, not one per result), and a text it embedded lately is not embedded again."""
         embedder = self.embedder()
-        todo = [i for i, a in enumerate(answers) if a.group is not None and a.text]
+        todo = [i for i, a in enumerate(answers) if _embeddable(a)]
         if embedder is None or not todo:
             return answers
         try:
@@ -161,6 +182,10 @@ class Feed:
         """A line of the dashboard's live tail (replayed history fills the tail at start, unsent)."""
         if line is not None and live:
             self.tail(line)
+
+
+def _embeddable(a: Answer) -> bool:
+    return a.group is not None and bool(a.text)
 
 
 def _evaluation(subject: str) -> bool:

@@ -200,6 +200,11 @@ class Metrics:
         )
         self.tokens = Counter("orchestra_tokens", "Tokens processed", ["tier", "model", "direction"], registry=r)
         self.events = Counter("orchestra_events", "Events seen on the bus", ["kind"], registry=r)
+        self.unsampled = Counter(
+            "orchestra_answers_unsampled",
+            "Answers of a task or fan-out past monitor.embed_per_s: counted, not in the pairwise diversity figures",
+            registry=r,
+        )
         self.remediations = Counter(
             "orchestra_remediations", "Auto-remediation actions", ["rule", "action"], registry=r
         )

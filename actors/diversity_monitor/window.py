@@ -188,13 +188,15 @@ class Observations:
         re-delivery repeats a result): the last RECENT_IDS ids are remembered."""
         return self.seen.claim(request_id)
 
-    def store(self, answers: Iterable[Answer]) -> None:
-        """Keep answers already claimed: counted in the aggregates, sampled when they have a group."""
+    def store(self, answers: Iterable[Answer], *, sample: bool = True) -> None:
+        """Keep answers already claimed: counted in the aggregates, and sampled when they have a group
+        (unless ``sample`` is False: over the embedding allowance)."""
         self._totals.clear()
         for a in answers:
             for b in self._buckets(a.at):
                 b.add_answer(a)
-            self.samples.add(a)
+            if sample:
+                self.samples.add(a)
             self.answers_seen += 1
 
     def add_answers(self, answers: Iterable[Answer]) -> list[Answer]:

@@ -173,6 +173,9 @@ class MonitorCfg(Cfg, frozen=True, kw_only=True):
     window: Duration = Duration(3600)
     report_every: Duration = Duration(60)
     min_unique_approaches: Annotated[int, Meta(ge=0)] = 5
+    # answers of a task or fan-out embedded for the pairwise figures, per second of traffic, sustained (a
+    # burst of up to 200 at once); past it an answer is counted but not sampled. 0: every one is embedded
+    embed_per_s: Annotated[float, Meta(ge=0)] = 50.0
     dashboard: DashboardCfg = DashboardCfg()
 
 
