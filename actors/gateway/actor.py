@@ -90,7 +90,8 @@ class Gateway(Actor):
         app.add_routes(api.routes())
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        aiohttp_server, heavy = self.runner.server, self.cfg.gateway.heavy_body
+        # a body over max_body is aiohttp's to refuse (413), whatever heavy_body says
+        aiohttp_server, heavy = self.runner.server, min(self.cfg.gateway.heavy_body, self.cfg.gateway.max_body + 1)
         assert aiohttp_server is not None  # made by setup()
 
         def connection() -> Lane:

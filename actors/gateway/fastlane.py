@@ -2,17 +2,18 @@
 
 Every connection starts here. A request is taken by the lane when its head is plain and its body small:
 
-    POST /v1/chat/completions or /v1/completions, HTTP/1.1, one Content-Length below ``gateway.heavy_body``,
-    no Transfer-Encoding, Expect or Upgrade, a head under 16 KB of ordinary header lines
+    POST /v1/chat/completions or /v1/completions, HTTP/1.1, one Content-Length below ``gateway.heavy_body``
+    (and not over ``gateway.max_body``), no Transfer-Encoding, Content-Encoding, Expect or Upgrade, a head under
+    16 KB of ordinary header lines, each given once
 
 and the lane runs the same handler aiohttp would (handlers.py), writing its answer itself. Anything else (another
 path or method, HTTP/1.0, a chunked, oversized or expected body, a head the lane does not read) hands the
 connection over to aiohttp at that request's first byte, for the rest of its life: aiohttp's parser, limits and
 refusals stay the front door's for every request the lane does not take. What the lane reads is a strict subset of
-what aiohttp accepts (wire.py), so no head is read two ways: a bare LF, a control byte in a value, no Host or a
-repeated singleton header is handed over at once, for aiohttp to refuse. Requests on one connection are answered in
-order: a pipelined one waits until the answer before it has been read by the client (a client that does not read
-holds up only itself). An answer that has begun is never followed by another: a bug after its head closes the
+what aiohttp accepts (wire.py), so no head is read two ways; a head is handed over at the first byte that rules
+the lane out (a bare LF, a control byte), not at a timeout. Requests on one connection are answered in order: a
+pipelined one waits until the answer before it has been read by the client (a client that does not read holds up
+only itself). An answer that has begun is never followed by another: a bug after its head closes the
 connection. A connection silent for 75 s while none of its requests is being answered is closed.
 
 Why: aiohttp spends ~130 µs of CPU per request in its protocol, request and response objects on this machine (a
@@ -25,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
 from actors.gateway.http import internal_error
-from actors.gateway.wire import KEEPALIVE_S, MAX_HEAD, Headers, head_bytes, may_begin, read_head
+from actors.gateway.wire import KEEPALIVE_S, MAX_HEAD, Headers, head_bytes, read_head, scan_head
 
 log = logging.getLogger("actors.gateway.handlers")
 
@@ -56,7 +57,7 @@ class LaneRequest:
     async def open_stream(self, headers: dict[str, str]) -> LaneStream:
         """Start a chunked answer (server-sent events): the head now, then each ``write``."""
         stream = LaneStream(self._lane)
-        self._lane.write_head(200, "OK", headers, chunked=True, keep_alive=self.keep_alive)
+        self._lane.write_head(200, "OK", headers.items(), chunked=True, keep_alive=self.keep_alive)
         return stream
 
 
@@ -70,6 +71,8 @@ class LaneStream:
         self.done = False
 
     async def write(self, data: bytes) -> None:
+        if self.done:
+            raise RuntimeError("write() after write_eof()")  # as aiohttp's
         if data:
             await self._lane.write_body(b"%x\r\n%b\r\n" % (len(data), data))
 
@@ -90,7 +93,7 @@ class Lane(asyncio.Protocol):
         self._heavy = heavy
         self._lanes = lanes
         self._buffer = bytearray()
-        self._scanned = 0  # the bytes of an unfinished head already checked (each packet checks only what is new)
+        self._scanned = 0  # where the unfinished head's first unchecked line starts (a packet checks only what is new)
         self._head: tuple[int, str, dict[str, str], int, bool] | None = None  # read, its body still coming
         self._busy = False  # a request is being answered: the next one waits in the buffer
         self._answered = False  # the request being answered has had its head written: no other answer may follow
@@ -160,10 +163,11 @@ class Lane(asyncio.Protocol):
         if self._head is None:  # its head is read once, however many packets its body comes in
             end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD)
             if end < 0:
-                if len(buffer) >= MAX_HEAD or not may_begin(buffer, self._scanned):
+                scanned = scan_head(buffer, self._scanned)
+                if scanned < 0 or len(buffer) >= MAX_HEAD:
                     self._hand_over()  # not a head the lane reads: aiohttp answers it now, not at a timeout
                 else:
-                    self._scanned = len(buffer)
+                    self._scanned = scanned
                 return
             taken = read_head(bytes(buffer[:end]), self._heavy)
             if taken is None:
@@ -287,7 +291,7 @@ class Lane(asyncio.Protocol):
 
     # --- writing ---------------------------------------------------------------------------------
     def write_head(
-        self, status: int, reason: str, headers: Mapping[str, str], *, chunked: bool, keep_alive: bool
+        self, status: int, reason: str, headers: Iterable[tuple[str, str]], *, chunked: bool, keep_alive: bool
     ) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -314,8 +318,8 @@ class Lane(asyncio.Protocol):
         payload = body if isinstance(body, bytes) else b""
         if response.keep_alive is False:
             keep_alive = False  # the handler closes this connection (force_close)
-        headers = dict(response.headers)
-        headers["Content-Length"] = str(len(payload))
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]  # repeats kept
+        headers.append(("Content-Length", str(len(payload))))
         head = head_bytes(response.status, response.reason, headers, chunked=False, keep_alive=keep_alive)
         transport.write(head + payload)  # one write, one segment: the client wakes once, with all of it
         self._answered = True

@@ -301,3 +301,27 @@ async def _cached(ask: Callable[[str], Awaitable[dict[str, object]]], text: str)
     """The answer is stored once its result was read from the stream: ask until it is."""
     reply = await ask(text)
     return reply if reply["cached"] else None
+
+
+async def test_a_body_over_max_body_is_refused_whoever_reads_it(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    """``gateway.max_body`` below ``heavy_body``: a light-sized body over it is a 413 from the fast lane's door too."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.txt").write_text(f"alice:{KEY}\n")
+    cfg = test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        data_dir=tmp_path / "data",
+        overrides={"gateway": {"port": 0, "api_keys_file": "keys.txt", "max_body": 2048, "heavy_body": 65536}},
+    )
+    gateway = Gateway(cfg, port=0, instance="gw-max-body")
+    await gateway.start(nc)
+    try:
+        url = f"http://127.0.0.1:{gateway.bound_port}/v1/chat/completions"
+        body = b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "' + b"a" * 3000 + b'"}]}'
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+            assert r.status == 413, await r.text()
+    finally:
+        await gateway.stop()

@@ -7,6 +7,7 @@ is read once however its body is split."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
@@ -61,8 +62,9 @@ async def test_a_tab_in_a_value_is_read(door: Door) -> None:
         post("/v1/chat/completions", b"abc", b"Host: y"),
         post("/v1/chat/completions", b"abc", b"Content-Type: a", b"Content-Type: b"),
         post("/v1/chat/completions", b"abc", *(b"X-%d: v" % i for i in range(127))),  # 129 with Host and length
+        post("/v1/chat/completions", b"abc", b"Sec-WebSocket-Key1: a"),  # llhttp refuses it by its name
     ],
-    ids=["no host", "two hosts", "two content types", "129 headers"],
+    ids=["no host", "two hosts", "two content types", "129 headers", "websocket key1"],
 )
 async def test_heads_aiohttp_refuses_are_refused(door: Door, data: bytes) -> None:
     await _refused(door, data)
@@ -164,3 +166,45 @@ def test_on_uvloop_a_client_that_does_not_read_is_held_up_and_a_late_bug_closes_
             await late_bug(door, b"stream-bug")
 
     uvloop.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (b"Connection: close", b"Connection: keep-alive"),
+        (b"Proxy-Connection: close",),
+        (b"Authorization: Bearer A", b"Authorization: Bearer B"),
+        (b"X-" + b"n" * 300 + b": v",),
+        (b"Content-Encoding: identity",),
+    ],
+    ids=["two connection headers", "proxy-connection", "a repeated header", "a long name", "an encoded body"],
+)
+async def test_heads_aiohttp_reads_its_own_way_are_aiohttps(door: Door, extra: tuple[bytes, ...]) -> None:
+    reader, writer = await send(door, post("/v1/chat/completions", b"abc", *extra))
+    assert await by(reader) == ("aiohttp", "abc")
+    assert door.calls == []
+    await close(writer)
+
+
+async def test_a_gzip_body_is_aiohttps_to_decode(door: Door) -> None:
+    reader, writer = await send(door, post("/v1/chat/completions", gzip.compress(b"packed"), b"Content-Encoding: gzip"))
+    assert await by(reader) == ("aiohttp", "packed")
+    assert door.calls == []
+    await close(writer)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"Host: a\x01b\r\n", b"Host: x\rY: z", b"Ho(st: x\r\n", b"Host: x\r\n folded\r\n"],
+    ids=["control byte", "lone CR", "bad name", "folded"],
+)
+async def test_an_unfinished_head_that_cannot_be_the_lanes_is_refused_at_once(door: Door, tail: bytes) -> None:
+    await _refused(door, b"POST /v1/completions HTTP/1.1\r\n" + tail)
+
+
+async def test_a_repeated_response_header_is_sent_twice_and_one_length_only(door: Door) -> None:
+    reader, writer = await send(door, post("/v1/chat/completions", b"two-tags"))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    assert head.count(b"X-Tag: ") == 2
+    assert head.lower().count(b"content-length: ") == 1
+    await close(writer)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from actors.gateway.fastlane import Lane, LaneRequest, LaneStream, close_lanes
 from actors.gateway.http import json_response
@@ -50,6 +51,8 @@ async def _lane_handler(request: LaneRequest) -> web.StreamResponse | LaneStream
         return stream
     if body == b"big":
         return web.Response(body=b"b" * BIG)
+    if body == b"two-tags":  # a repeated header, and a length the handler set itself (the lane sets its own)
+        return web.Response(body=b"x", headers=CIMultiDict([("X-Tag", "a"), ("X-Tag", "b"), ("content-length", "9")]))
     if body == b"slow":
         await asyncio.sleep(0.3)
     if body == b"bad-header":
