@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import assert_never
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from nats.aio.msg import Msg
 
 from actors.gateway.fastlane import Lane, close_lanes
 from actors.gateway.handlers import Api
-from actors.gateway.http import MAX_BODY, openai_errors
+from actors.gateway.http import MAX_BODY, openai_errors, server_header
 from actors.gateway.inbox import Inbox
 from actors.gateway.keys import KeyStore
 from actors.gateway.limits import KeyLimiter
@@ -88,7 +89,10 @@ class Gateway(Actor):
             offload=self.offload,
         )
         app.add_routes(api.routes())
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app.on_response_prepare.append(server_header)
+        # at stop, aiohttp's requests get the grace the lane's get (not aiohttp's default 60 s)
+        grace = float(self.cfg.bus.shutdown_grace)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
         await self.runner.setup()
         # a body over max_body is aiohttp's to refuse (413), whatever heavy_body says
         aiohttp_server, heavy = self.runner.server, min(self.cfg.gateway.heavy_body, self.cfg.gateway.max_body + 1)
@@ -124,12 +128,16 @@ class Gateway(Actor):
         await self.handle(wrap(where.request_id, msg.data))
 
     async def on_stop(self) -> None:
+        # no new connection; the lane's close here, aiohttp's in its cleanup, both at once with one grace
+        closing: list[Awaitable[None]] = []
         if self.server is not None:
-            self.server.close()  # no new connection; the lane's are closed here, aiohttp's by its cleanup
-            await close_lanes(self.lanes, float(self.cfg.bus.shutdown_grace))
+            self.server.close()
+            closing.append(close_lanes(self.lanes, float(self.cfg.bus.shutdown_grace)))
         if self.runner is not None:
-            with contextlib.suppress(Exception):
-                await self.runner.cleanup()
+            closing.append(self.runner.cleanup())
+        for failed in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(failed, Exception):
+                self.log.warning("closing the front door: %s", failed)
         if self.inbox is not None:
             with contextlib.suppress(Exception):
                 await self.inbox.stop()

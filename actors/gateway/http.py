@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from actors.gateway import openai_api as oa
+from actors.gateway.wire import SERVER
 from schemas.errors import ErrorInfo
 
 log = logging.getLogger("actors.gateway.handlers")
@@ -42,6 +43,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = web.AppKey("max_body", int)
 
 
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp's answers name the server as the fast lane's do (aiohttp's default gives its version away)."""
+    response.headers["Server"] = SERVER
+
+
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own refusals and any bug as OpenAI-shaped JSON errors (never a traceback to the client).
@@ -70,4 +76,6 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         raise
     except Exception:
         log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+        if request.writer.output_size > 0:  # an answer has begun: another would land inside it; aiohttp closes
+            raise ConnectionResetError("the answer had begun when the handler failed") from None
         return internal_error()

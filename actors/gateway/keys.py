@@ -104,7 +104,7 @@ class KeyStore:
             return ClientKey(id="anonymous", limits=self.cfg.key_limits)
         if not header or not header.startswith("Bearer "):
             return None
-        given = header[7:].strip().encode()
+        given = header[7:].strip().encode("utf-8", "surrogateescape")  # a byte that is not UTF-8 matches no key
         for value, key in self._keys.items():
             if hmac.compare_digest(value.encode(), given):
                 return key

@@ -106,12 +106,19 @@ class KeyLimiter:
         return ErrorInfo.of("rate_limited", "too many concurrent requests on this key", retry_after_s=1.0)
 
     async def release(self, admission: Admission, used: int | None) -> None:
+        """Settle a finished request's counts. Never raises: the request has been answered (and paid) already,
+        so a bus that fails here costs a warning, not a 500 a client would retry (the key's in-flight count stays
+        one higher until this gateway instance goes: ``policy.keys.STALE_S``)."""
         key = kv_key(admission.key_id)
-        for _ in range(TRIES):
-            usage, revision = await self._read(key)
-            settled = keypolicy.release(
-                usage, now=time.time(), instance=self.instance, estimated=admission.tokens, used=used
-            )
-            if await self._write(key, settled, revision):
-                return
+        try:
+            for _ in range(TRIES):
+                usage, revision = await self._read(key)
+                settled = keypolicy.release(
+                    usage, now=time.time(), instance=self.instance, estimated=admission.tokens, used=used
+                )
+                if await self._write(key, settled, revision):
+                    return
+        except Exception as exc:
+            log.warning("key %s: its in-flight count could not be settled: %s", admission.key_id, exc)
+            return
         log.warning("key %s: its in-flight count could not be settled", admission.key_id)

@@ -29,6 +29,8 @@ MAX_HEADERS = 128  # aiohttp's limit: a head with more is aiohttp's to refuse
 MAX_HEAD = 16 * 1024  # a longer head is aiohttp's to read (and to refuse)
 MAX_LINE = 8190  # aiohttp's limit for a header line: a longer one is handed over, for aiohttp to refuse
 MAX_NAME = 256  # a longer header name is aiohttp's (its limit counts names across lines: kept far from it here)
+SERVER = "llm-orchestra"  # the Server header of every answer, the lane's and aiohttp's alike (no version given away)
+_SERVER = SERVER.encode()
 KEEPALIVE_S = 75.0  # a connection silent this long while no request of it is answered is closed (aiohttp's 75 s)
 # bodies and connections the lane does not handle: a chunked or encoded body, an interim answer, another protocol,
 # a proxy's connection header, and the one header llhttp refuses by its name
@@ -160,7 +162,7 @@ def head_bytes(
 ) -> bytes:
     """A response's status line and headers (pairs: a name may repeat); ValueError for a header that would break
     the head."""
-    head = [b"HTTP/1.1 %d %b\r\nDate: %b\r\n" % (status, reason.encode("latin-1"), _Date.now())]
+    head = [b"HTTP/1.1 %d %b\r\nDate: %b\r\nServer: %b\r\n" % (status, reason.encode("latin-1"), _Date.now(), _SERVER)]
     for name, value in headers:
         line = b"%b: %b\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
         if line.count(b"\n") != 1 or b"\r" in line[:-2]:

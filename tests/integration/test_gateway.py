@@ -3,6 +3,7 @@ nats-server (the worker is scripted here; tests/integration/test_e2e.py uses the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -325,3 +326,55 @@ async def test_a_body_over_max_body_is_refused_whoever_reads_it(
             assert r.status == 413, await r.text()
     finally:
         await gateway.stop()
+
+
+async def test_both_doors_name_the_server_alike_without_a_version(client: Start) -> None:
+    sdk = await client()
+    base = str(sdk.base_url).rstrip("/")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/chat/completions", json=body, headers=headers) as lane:  # the fast lane's
+            assert lane.status == 200
+        async with http.get(f"{base}/models", headers=headers) as models:  # aiohttp's
+            assert models.status == 200
+    assert lane.headers["Server"] == models.headers["Server"] == "llm-orchestra"
+
+
+async def test_at_stop_a_request_aiohttp_reads_gets_the_lanes_grace_not_a_minute(
+    tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.txt").write_text(f"alice:{KEY}\n")
+    cfg = test_config(
+        tmp_path / "profile",
+        nats_server.url,
+        data_dir=tmp_path / "data",
+        overrides={
+            "bus": {"shutdown_grace": "1s"},
+            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "120s"},
+            "router": {"attempt_timeout": "120s"},
+        },
+    )
+    worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hold"]})
+    router = Router(cfg, instance="gw-stop-router")
+    gateway = Gateway(cfg, port=0, instance="gw-stop")
+    for actor in (worker, router, gateway):
+        await actor.start(nc)
+    try:
+        await eventually(lambda: router.view.hosts.data)
+        body = b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hold on"}]}'
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.bound_port)
+        writer.write(  # chunked: aiohttp's to read, not the lane's
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %b\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n"
+            % (KEY.encode(), len(body), body)
+        )
+        await eventually(lambda: worker.seen, timeout=10.0)  # the request is held by the worker
+        await asyncio.wait_for(gateway.stop(), 15.0)  # aiohttp's default would wait up to 60 s for it
+        assert b"200 OK" not in await asyncio.wait_for(reader.read(), 5.0)  # cut at the grace, as the lane's are
+        writer.close()
+    finally:
+        worker.released.set()
+        for actor in (gateway, router, worker):
+            await actor.stop(grace=0.5)
