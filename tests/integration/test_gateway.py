@@ -25,19 +25,17 @@ LOCAL = {"cpu0": ["smollm2-135m", "gemma3-270m"]}
 Start = Callable[..., Awaitable[openai.AsyncOpenAI]]
 
 
-@pytest.fixture
-def gcfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
+def _config(tmp_path: Path, nats: EmbeddedNats, *, gateway: dict[str, object], **more: object) -> OrchestraConfig:
+    """A profile whose gateway knows alice's KEY (in <data>/keys.txt), with ``gateway`` and ``more`` overriding."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "keys.txt").write_text(f"# test keys\nalice:{KEY}\n")
-    return test_config(
-        tmp_path / "profile",
-        nats_server.url,
-        data_dir=tmp_path / "data",
-        overrides={
-            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "20s"},
-            "router": {"attempt_timeout": "2s"},
-        },
-    )
+    overrides = {"gateway": {"port": 0, "api_keys_file": "keys.txt", **gateway}, **more}
+    return test_config(tmp_path / "profile", nats.url, data_dir=tmp_path / "data", overrides=overrides)
+
+
+@pytest.fixture
+def gcfg(tmp_path: Path, nats_server: EmbeddedNats) -> OrchestraConfig:
+    return _config(tmp_path, nats_server, gateway={"request_timeout": "20s"}, router={"attempt_timeout": "2s"})
 
 
 @pytest.fixture
@@ -308,14 +306,7 @@ async def test_a_body_over_max_body_is_refused_whoever_reads_it(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
 ) -> None:
     """``gateway.max_body`` below ``heavy_body``: a light-sized body over it is a 413 from the fast lane's door too."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "keys.txt").write_text(f"alice:{KEY}\n")
-    cfg = test_config(
-        tmp_path / "profile",
-        nats_server.url,
-        data_dir=tmp_path / "data",
-        overrides={"gateway": {"port": 0, "api_keys_file": "keys.txt", "max_body": 2048, "heavy_body": 65536}},
-    )
+    cfg = _config(tmp_path, nats_server, gateway={"max_body": 2048, "heavy_body": 65536})
     gateway = Gateway(cfg, port=0, instance="gw-max-body")
     await gateway.start(nc)
     try:
@@ -344,17 +335,12 @@ async def test_both_doors_name_the_server_alike_without_a_version(client: Start)
 async def test_at_stop_a_request_aiohttp_reads_gets_the_lanes_grace_not_a_minute(
     tmp_path: Path, nats_server: EmbeddedNats, nc: NATS
 ) -> None:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "keys.txt").write_text(f"alice:{KEY}\n")
-    cfg = test_config(
-        tmp_path / "profile",
-        nats_server.url,
-        data_dir=tmp_path / "data",
-        overrides={
-            "bus": {"shutdown_grace": "1s"},
-            "gateway": {"port": 0, "api_keys_file": "keys.txt", "request_timeout": "120s"},
-            "router": {"attempt_timeout": "120s"},
-        },
+    cfg = _config(
+        tmp_path,
+        nats_server,
+        gateway={"request_timeout": "120s"},
+        bus={"shutdown_grace": "1s"},
+        router={"attempt_timeout": "120s"},
     )
     worker = ScriptedWorker(cfg, hosts=LOCAL, script={"cpu0/smollm2-135m": ["hold"]})
     router = Router(cfg, instance="gw-stop-router")
