@@ -36,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from actors.diversity_monitor.web import is_loopback, loopback_host
 from schemas.result import AttemptFailed, GenerateResult, Outcome
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,8 @@ class MetricsServer:
         app.router.add_get("/", self.index)
         if self.extra is not None:
             self.extra(app)
-        self.runner = web.AppRunner(app, access_log=None)
+        # an idle connection goes after 75 s (aiohttp's default is an hour); a stop waits 5 s for what is answering
+        self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=5.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         await site.start()
@@ -284,6 +286,8 @@ class MetricsServer:
         return self.port
 
     async def handle(self, request: web.Request) -> web.Response:
+        if is_loopback(self.host) and not loopback_host(request):  # a rebound DNS name: another site reading it
+            raise web.HTTPForbidden(text="/metrics on loopback answers loopback names only\n")
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

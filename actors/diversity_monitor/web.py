@@ -22,6 +22,7 @@ import html
 import ipaddress
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -48,7 +49,36 @@ UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
 COOKIE = "orchestra_dashboard"
 TOKEN_FILE = "dashboard-token"
 AUDIT_SPAN_S = 600.0  # the audit view searches this long around the event that links it
-CLIENT_QUEUE = 256  # messages a slow page may lag behind before it is dropped (it reconnects)
+CLIENT_QUEUE = 256  # messages a slow page may lag behind before its stream is ended (its EventSource reconnects)
+MAX_CLIENTS = 64  # live pages at once; more get a 503 with Retry-After (an operator page, not a public feed)
+SSE_WRITE_S = 10.0  # a page that takes longer to take one message is gone: its stream is ended
+MAX_ACK_BODY = 4096  # an acknowledgement is {"alert_id": "..."}
+MAX_ALERT_ID = 256
+# what an operator page sends with everything: no framing (its acknowledge button cannot be clickjacked), no MIME
+# sniffing, no referrer (an audit link's request id stays on the page)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
+def loopback_host(request: web.Request) -> bool:
+    """The request names a loopback host (a rebound DNS name, or a Host that is not one, is another site)."""
+    try:
+        return is_loopback(URL(f"http://{request.host}").host or "")
+    except ValueError:
+        return False
+
+
+def _same(given: str, token: str) -> bool:
+    """A constant-time token compare; a header that is not UTF-8 is simply not the token."""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
 
 def is_loopback(host: str) -> bool:
@@ -116,6 +146,7 @@ class Dashboard:
             log.warning("no charting library in %s: the dashboard shows no charts (run `make vendor`)", self.assets)
 
     def routes(self, app: web.Application) -> None:
+        app.on_response_prepare.append(security_headers)
         app.router.add_get("/dashboard", self.page)
         app.router.add_get("/dashboard/", self.page)
         app.router.add_get("/dashboard/state", self.full_state)
@@ -128,12 +159,12 @@ class Dashboard:
     # --- access ----------------------------------------------------------------------------------
     def allowed(self, request: web.Request) -> bool:
         if self.token is None:  # loopback: only under a loopback name (a rebound DNS name is another site)
-            return is_loopback(URL(f"http://{request.host}").host or "")
+            return loopback_host(request)
         given = request.cookies.get(COOKIE, "")
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             given = auth[7:].strip()
-        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+        return _same(given, self.token)
 
     def guard(self, request: web.Request) -> None:
         if not self.allowed(request):
@@ -143,7 +174,7 @@ class Dashboard:
     async def page(self, request: web.Request) -> web.StreamResponse:
         given = request.query.get("token")
         if self.token is not None and given is not None:
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if not _same(given, self.token):
                 raise web.HTTPUnauthorized(text="wrong token\n")
             response = web.HTTPFound("/dashboard")  # the token leaves the address bar and the history
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/dashboard")
@@ -174,11 +205,15 @@ class Dashboard:
         self.guard(request)
         if request.headers.get("X-Orchestra") != "ack":
             raise web.HTTPForbidden(text="missing X-Orchestra: ack\n")
+        if request.content_length is None or request.content_length > MAX_ACK_BODY:
+            raise web.HTTPRequestEntityTooLarge(MAX_ACK_BODY, request.content_length or 0)
         try:
             body = await request.json()
-            alert_id = str(body["alert_id"])
-        except (ValueError, KeyError, TypeError) as exc:
+            alert_id = body["alert_id"]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise web.HTTPBadRequest(text='expected {"alert_id": "..."}\n') from exc
+        if not isinstance(alert_id, str) or not 0 < len(alert_id) <= MAX_ALERT_ID:
+            raise web.HTTPBadRequest(text='expected {"alert_id": "..."}\n')
         peer = request.remote or "?"
         if not await self.ack(alert_id, f"dashboard@{peer}"):
             raise web.HTTPNotFound(text=f"no open alert {alert_id}\n")
@@ -193,6 +228,8 @@ class Dashboard:
             at = float(request.query["at"]) if "at" in request.query else None
         except ValueError as exc:
             raise web.HTTPBadRequest(text="at: epoch seconds\n") from exc
+        if at is not None and not (math.isfinite(at) and 0 <= at <= time.time() + 86400):
+            raise web.HTTPBadRequest(text="at: epoch seconds, not in the future\n")
         records = await self.audit(rid, at)
         if request.query.get("format") == "json":
             return web.json_response(records, dumps=_dumps)
@@ -200,7 +237,11 @@ class Dashboard:
 
     # --- live ------------------------------------------------------------------------------------
     async def events(self, request: web.Request) -> web.StreamResponse:
+        """The live stream. It ends (and the page's EventSource reconnects for a fresh state) when the page lags
+        CLIENT_QUEUE messages behind or takes SSE_WRITE_S to take one, and at stop."""
         self.guard(request)
+        if len(self.clients) >= MAX_CLIENTS:
+            raise web.HTTPServiceUnavailable(text="too many live pages open\n", headers={"Retry-After": "10"})
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
@@ -208,13 +249,14 @@ class Dashboard:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
         self.clients.add(queue)
         try:
-            await response.write(_sse("state", self.state()))
-            while True:
+            item: bytes | None = _sse("state", self.state())
+            while item is not None:
+                await asyncio.wait_for(response.write(item), SSE_WRITE_S)
                 item = await queue.get()
-                if item is None:
-                    break
-                await response.write(item)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()  # it does not read: what waits for it is dropped, the connection cut
+        except ConnectionResetError:
             pass
         finally:
             self.clients.discard(queue)
@@ -227,14 +269,21 @@ class Dashboard:
         for queue in list(self.clients):
             try:
                 queue.put_nowait(data)
-            except asyncio.QueueFull:  # a page that stopped reading: it gets no more (EventSource reconnects)
+            except asyncio.QueueFull:  # a page that stopped reading: its stream ends (its EventSource reconnects)
                 self.clients.discard(queue)
+                _end(queue)
 
     def close(self) -> None:
         for queue in list(self.clients):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            _end(queue)
         self.clients.clear()
+
+
+def _end(queue: asyncio.Queue[bytes | None]) -> None:
+    """End a live stream: what it has not sent is dropped, then the end."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(None)
 
 
 def _dumps(obj: Any) -> str:
