@@ -4,6 +4,7 @@
     bucket = TokenBucket.per_minute(600, burst=60)     # or TokenBucket(capacity=200, rate=50.0)
     bucket.wait_for(1, now)     # seconds until 1 unit could be taken (0: now); takes nothing
     bucket.take(1, now)         # may drive it into debt, repaid by the refill
+    bucket.try_take(1, now)     # takes it only if it is there now: whether it did
     bucket.give(1, now)         # back, up to the capacity
 
 The cloud_proxy's rpm/tpm limits (``actors/cloud_proxy/limits.py``) wait out a debt; the diversity_monitor's
@@ -43,6 +44,13 @@ class TokenBucket:
         self._refill(now)
         amount = min(amount, self.capacity)  # a request larger than the bucket passes when it is full
         return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def try_take(self, amount: float, now: float) -> bool:
+        """Take ``amount`` if it can be taken now (never into debt): whether it was."""
+        if self.wait_for(amount, now) > 0:
+            return False
+        self.take(amount, now)
+        return True
 
     def take(self, amount: float, now: float) -> None:
         self._refill(now)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from actors.diversity_monitor import remediation
+from actors.diversity_monitor.audit import audit_records
 from actors.diversity_monitor.board import Board, snapshot
 from actors.diversity_monitor.desk import Desk
 from actors.diversity_monitor.diversity import Summary
@@ -46,7 +47,7 @@ from actors.diversity_monitor.reporting import report_events
 from actors.diversity_monitor.reviews import EVENT_SUBJECTS as REVIEW_EVENTS
 from actors.diversity_monitor.reviews import Reviews
 from actors.diversity_monitor.rules import Alert, Engine, Raised
-from actors.diversity_monitor.web import Dashboard, audit_records
+from actors.diversity_monitor.web import Dashboard
 from actors.diversity_monitor.window import LiveState, Observations
 from bus import subjects
 from bus.actor import Actor

@@ -128,23 +128,20 @@ class Feed:
         if at < time.time() - self.horizon or _evaluation(subject):
             return  # replayed for the daily spend only, or a verdict (counted and charged, not an answer to compare)
         fresh = [a for a in answers_of(outcome, at) if self.obs.claim(a.request_id)]
-        if self._allowed(fresh, at):
+        n = sum(1 for a in fresh if _embeddable(a))
+        if self._allowed(n, at):
             self.obs.store(await self.embed(fresh))
             return
         self.obs.store(fresh, sample=False)  # counted, not compared: the embedding allowance is spent
         if live:
-            self.metrics.unsampled.inc(sum(1 for a in fresh if _embeddable(a)))
+            self.metrics.unsampled.inc(n)
 
-    def _allowed(self, answers: list[Answer], at: float) -> bool:
-        """Whether the answers that would be embedded fit the allowance (all of a fan-out or none: its
-        answers are compared with each other). Without an embedder (lexical figures) nothing is limited."""
-        n = sum(1 for a in answers if _embeddable(a))
+    def _allowed(self, n: int, at: float) -> bool:
+        """Whether ``n`` answers to embed fit the allowance (all of a fan-out or none: its answers are compared
+        with each other). Without an embedder (lexical figures) nothing is limited."""
         if not n or self.allowance is None or self.embedder() is None:
             return True
-        if self.allowance.wait_for(n, at) > 0:
-            return False
-        self.allowance.take(n, at)
-        return True
+        return self.allowance.try_take(n, at)
 
     async def embed(self, answers: list[Answer]) -> list[Answer]:
         """Vectors for the answers that belong to a group (only those are compared with each other). The

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import html
 import ipaddress
 import json
 import logging
@@ -27,17 +26,14 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from nats.js import JetStreamContext
 from yarl import URL
 
-from bus import render, subjects
+from actors.diversity_monitor.audit import audit_html
 from bus.log import register_secret
-from bus.replay import replay
 from schemas.config.root import OrchestraConfig
 
 log = logging.getLogger(__name__)
@@ -48,7 +44,6 @@ VENDOR = REPO / ".vendor" / "dashboard"  # `make vendor`: npm install --prefix .
 UPLOT_FILES = {"uPlot.iife.min.js", "uPlot.min.css"}
 COOKIE = "orchestra_dashboard"
 TOKEN_FILE = "dashboard-token"
-AUDIT_SPAN_S = 600.0  # the audit view searches this long around the event that links it
 CLIENT_QUEUE = 256  # messages a slow page may lag behind before its stream is ended (its EventSource reconnects)
 MAX_CLIENTS = 64  # live pages at once; more get a 503 with Retry-After (an operator page, not a public feed)
 SSE_WRITE_S = 10.0  # a page that takes longer to take one message is gone: its stream is ended
@@ -292,41 +287,3 @@ def _dumps(obj: Any) -> str:
 
 def _sse(kind: str, payload: Any) -> bytes:
     return f"event: {kind}\ndata: {_dumps(payload)}\n\n".encode()
-
-
-def audit_html(rid: str, records: list[dict[str, Any]]) -> str:
-    rows = "\n".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>".format(
-            html.escape(datetime.fromtimestamp(r["at"], UTC).strftime("%H:%M:%S.%f")[:-3]),
-            html.escape(r["kind"]),
-            html.escape(r["subject"]),
-            html.escape(r["text"]),
-        )
-        for r in records
-    )
-    empty = "" if records else "<p>nothing stored for this request in the window searched.</p>"
-    rid = html.escape(rid)
-    return (
-        f"<!doctype html><meta charset=utf-8><title>audit {rid}</title>"
-        '<link rel=stylesheet href="/dashboard/static/dashboard.css">'
-        f'<body class=audit><p><a href="/dashboard">&larr; dashboard</a></p><h1>request <code>{rid}</code></h1>'
-        f"<p>the same records as <code>orchestra audit</code> (UTC)</p>{empty}"
-        f"<table><tr><th>time</th><th>kind</th><th>subject</th><th>what</th></tr>{rows}</table>"
-    )
-
-
-async def audit_records(js: JetStreamContext, request_id: str, at: float | None) -> list[dict[str, Any]]:
-    """Every stored record that names the request, within AUDIT_SPAN_S of ``at`` (or of now)."""
-    now = time.time()
-    around = now if at is None else at
-    start = datetime.fromtimestamp(around - AUDIT_SPAN_S, UTC)
-    end = datetime.fromtimestamp(min(now, around + AUDIT_SPAN_S), UTC)
-    filters = [f for spec in subjects.STREAMS for f in spec.subjects]
-    needle = request_id.encode()
-    out = []
-    for when, _seq, _stream, subject, data in await replay(js, filters, start, end):
-        if request_id in subject or needle in data:
-            kind, _fields = render.decode(subject, data)
-            text = render.line(when, subject, data).split(" ", 3)[-1]  # after the stamp and the kind
-            out.append({"at": when.timestamp(), "kind": kind, "subject": subject, "text": text})
-    return out

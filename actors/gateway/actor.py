@@ -51,6 +51,7 @@ class Gateway(Actor):
         self.runner: web.AppRunner | None = None  # aiohttp: every request the fast lane does not take
         self.server: asyncio.Server | None = None  # the listening socket; each connection starts in the fast lane
         self.lanes: set[Lane] = set()  # connections the fast lane serves (closed at stop)
+        self.grace = float(cfg.bus.shutdown_grace)  # what requests being answered get at stop, on either path
         self.bound_port: int | None = None
         self.limiter: KeyLimiter | None = None  # per-key rates, shared by every gateway (on_start)
         self.inbox: Inbox | None = None  # the answers to the requests it published (on_start)
@@ -91,8 +92,7 @@ class Gateway(Actor):
         app.add_routes(api.routes())
         app.on_response_prepare.append(server_header)
         # at stop, aiohttp's requests get the grace the lane's get (not aiohttp's default 60 s)
-        grace = float(self.cfg.bus.shutdown_grace)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=self.grace)
         await self.runner.setup()
         # a body over max_body is aiohttp's to refuse (413), whatever heavy_body says
         aiohttp_server, heavy = self.runner.server, min(self.cfg.gateway.heavy_body, self.cfg.gateway.max_body + 1)
@@ -132,7 +132,7 @@ class Gateway(Actor):
         closing: list[Awaitable[None]] = []
         if self.server is not None:
             self.server.close()
-            closing.append(close_lanes(self.lanes, float(self.cfg.bus.shutdown_grace)))
+            closing.append(close_lanes(self.lanes, self.grace))
         if self.runner is not None:
             closing.append(self.runner.cleanup())
         for failed in await asyncio.gather(*closing, return_exceptions=True):

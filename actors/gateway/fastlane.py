@@ -31,55 +31,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from actors.gateway.http import internal_error
+from actors.gateway.lanerequest import LaneRequest, LaneStream
 from actors.gateway.wire import KEEPALIVE_S, MAX_HEAD, Headers, head_bytes, read_head, scan_head
 
 log = logging.getLogger("actors.gateway.handlers")
 
-LaneHandler = Callable[["LaneRequest"], Awaitable["web.StreamResponse | LaneStream"]]
-
-
-class LaneRequest:
-    """What a handler reads of a request the lane took: its method, path, headers and body."""
-
-    __slots__ = ("method", "path", "headers", "body", "keep_alive", "_lane")
-
-    def __init__(self, path: str, headers: Headers, body: bytes, keep_alive: bool, lane: Lane) -> None:
-        self.method = "POST"
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self._lane = lane
-
-    async def read(self) -> bytes:
-        return self.body
-
-    async def open_stream(self, headers: dict[str, str]) -> LaneStream:
-        """Start a chunked answer (server-sent events): the head now, then each ``write``."""
-        stream = LaneStream(self._lane)
-        self._lane.write_head(200, "OK", headers.items(), chunked=True, keep_alive=self.keep_alive)
-        return stream
-
-
-class LaneStream:
-    """A chunked answer being written; a client that has gone is a ConnectionResetError, as with aiohttp."""
-
-    __slots__ = ("_lane", "done")
-
-    def __init__(self, lane: Lane) -> None:
-        self._lane = lane
-        self.done = False
-
-    async def write(self, data: bytes) -> None:
-        if self.done:
-            raise RuntimeError("write() after write_eof()")  # as aiohttp's
-        if data:
-            await self._lane.write_body(b"%x\r\n%b\r\n" % (len(data), data))
-
-    async def write_eof(self) -> None:
-        if not self.done:
-            self.done = True
-            await self._lane.write_body(b"0\r\n\r\n")
+LaneHandler = Callable[[LaneRequest], Awaitable[web.StreamResponse | LaneStream]]
 
 
 class Lane(asyncio.Protocol):
@@ -195,14 +152,11 @@ class Lane(asyncio.Protocol):
             return
         except Exception:
             log.exception("gateway: unexpected error on %s %s", request.method, request.path)
-            if self._answered:  # its answer has begun: another would be read as the next request's
-                self.abort()
-                return
             response = internal_error()
         keep_alive = request.keep_alive
-        if self._answered and not isinstance(response, LaneStream):
-            log.error("gateway: %s %s answered twice", request.method, request.path)
-            self.abort()
+        if self._answered and not isinstance(response, LaneStream):  # a bug after its head, or a second answer:
+            log.error("gateway: %s %s: its answer had begun; closing", request.method, request.path)
+            self.abort()  # another would be read as the next request's
             return
         if isinstance(response, LaneStream):
             if not response.done:  # a stream the handler left open is ended, as aiohttp ends it
@@ -220,9 +174,7 @@ class Lane(asyncio.Protocol):
             except ValueError:  # a header no HTTP head may carry (a line break, a character beyond latin-1)
                 log.exception("gateway: %s %s: a header that cannot be sent", request.method, request.path)
                 keep_alive = self._write_response(internal_error(), keep_alive)
-            drained = self._drained
-            if drained is not None and not drained.done():
-                await drained  # the client reads this answer before the next request is taken
+            await self._drain()  # the client reads this answer before the next request is taken
         self._done(keep_alive)
 
     def _done(self, keep_alive: bool) -> None:
@@ -304,10 +256,15 @@ class Lane(asyncio.Protocol):
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
         transport.write(data)
-        if self._drained is not None and not self._drained.done():
-            await self._drained
-            if self._transport is None:
-                raise ConnectionResetError("the client went away")
+        await self._drain()
+        if self._transport is None:
+            raise ConnectionResetError("the client went away")
+
+    async def _drain(self) -> None:
+        """Wait while the client does not read what was written (woken too when it goes)."""
+        drained = self._drained
+        if drained is not None and not drained.done():
+            await drained
 
     def _write_response(self, response: web.Response, keep_alive: bool) -> bool:
         """Write a whole answer; whether the connection stays open after it."""

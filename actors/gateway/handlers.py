@@ -25,10 +25,10 @@ from nats.aio.client import Client as NATS
 
 from actors.gateway import embeddings as emb
 from actors.gateway import openai_api as oa
-from actors.gateway.fastlane import LaneRequest, LaneStream
 from actors.gateway.http import error_response, json_response
 from actors.gateway.inbox import Inbox, next_answer
 from actors.gateway.keys import ClientKey, KeyStore
+from actors.gateway.lanerequest import LaneRequest, LaneStream
 from actors.gateway.limits import Admission, KeyLimiter
 from actors.gateway.messages import ChunkSeen, ResultSeen
 from actors.gateway.offload import Offload, Parsed, Refused, parse_body

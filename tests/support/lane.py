@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from multidict import CIMultiDict
 
-from actors.gateway.fastlane import Lane, LaneRequest, LaneStream, close_lanes
+from actors.gateway.fastlane import Lane, close_lanes
 from actors.gateway.http import json_response
+from actors.gateway.lanerequest import LaneRequest, LaneStream
 
 HEAVY = 1024  # bodies of this many bytes or more are aiohttp's
 
